@@ -1,0 +1,1 @@
+"""Codec adapters: each module wraps one maintained library behind benchmark.codec.Codec."""

@@ -1,0 +1,3 @@
+"""cmcbench: benchmark and metrics suite for semantic (cross-modal) image compression."""
+
+__version__ = "0.1.0"

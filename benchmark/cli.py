@@ -1,0 +1,178 @@
+"""Command line: `python bench.py` runs the default benchmark; subcommands run, plot and codecs."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from benchmark.codec import CodecUnavailable, available_codecs, load_codec_class, parse_codec_spec
+from benchmark.imageio import DEFAULT_MAX_PIXELS
+
+DEFAULT_CODECS = ["jpeg", "jpeg2000"]
+EXIT_FAILED_ROWS = 3
+
+EPILOG = """\
+codec specs: 'NAME [key=value ...]' where NAME is a built-in codec (see `bench.py codecs`), an installed
+entry point (group cmcbench.codecs) or package.module:Class. The key named after the codec's rate
+parameter sets its sweep, label= names it in results, anything else is a codec option, e.g.
+  --codec "jpeg quality=10,30,50 subsampling=4:4:4 label=jpeg444"
+
+exit status: 0 all rows succeeded; 1 error before or during the run; 3 the run completed but some rows
+failed (their reasons are in the rows and printed at the end; --allow-failures makes this 0).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench.py", description="cmcbench: benchmark semantic image codecs "
+                                     "against JPEG, JPEG 2000 and CMC.", epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="sweep codecs over a dataset (the default command)", epilog=EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--dataset", default="sample", metavar="SPEC",
+                     help="sample, sample:N (N generated images), folder:PATH or PATH, cub:PATH (AttnGAN layout), "
+                          "coco:PATH (default: sample)")
+    run.add_argument("--split", help="dataset split: sample test/train/all (default test); cub test/train "
+                                     "(AttnGAN) or official-test/official-train; coco val2014/train2014")
+    run.add_argument("--preprocess", default="auto",
+                     help="none, cmc2021 (CUB bbox crop + 256x256, COCO 256x256) or resize-N; auto = cmc2021 "
+                          "for cub and coco, none otherwise")
+    run.add_argument("--codec", action="append", metavar="SPEC",
+                     help=f"codec to run, repeatable (default: every available one of {', '.join(DEFAULT_CODECS)})")
+    run.add_argument("--limit", type=int, help="use only the first N images of the split")
+    run.add_argument("--jobs", "-j", type=int, help="worker processes for codec work (default: all cores)")
+    run.add_argument("--out", default="results", help="root folder for runs (default: results)")
+    run.add_argument("--name", help="run id and folder name (default: UTC time and config hash)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run; other run options are ignored")
+    run.add_argument("--timeout", type=float, default=300.0, help="seconds one encode or decode may take (default 300)")
+    run.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                     help="refuse larger images as decompression bombs (default %(default)s)")
+    run.add_argument("--save-reconstructions", action="store_true",
+                     help="also write every decoded image as PNG under RUN/reconstructions/")
+    run.add_argument("--log-x", action="store_true", help="log-scale bpp axis in the R-D plots")
+    run.add_argument("--no-plots", action="store_true", help="skip the R-D plots")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--allow-failures", action="store_true", help="exit 0 even if some rows failed")
+
+    plot = sub.add_parser("plot", help="draw R-D curves (PNG and SVG) for a finished run")
+    plot.add_argument("run_dir", metavar="RUN_DIR")
+    plot.add_argument("--log-x", action="store_true", help="log-scale bpp axis")
+    plot.add_argument("--metric", action="append", help="only these summary columns (default: every metric present)")
+    plot.add_argument("--out", help="folder for the plots (default: RUN_DIR/plots)")
+
+    sub.add_parser("codecs", help="list codecs, their rate parameter, default sweep and availability")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "plot":
+            return cmd_plot(args)
+        if args.command == "codecs":
+            return cmd_codecs()
+    except (ValueError, FileNotFoundError, FileExistsError, CodecUnavailable, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    build_parser().print_help()
+    return 1
+
+
+def _default_codec_specs() -> list:
+    specs = []
+    for name in DEFAULT_CODECS:
+        try:
+            load_codec_class(name).check_available()
+        except CodecUnavailable as exc:
+            print(f"note: skipping {name}: {exc}", file=sys.stderr)
+            continue
+        specs.append(parse_codec_spec(name))
+    return specs
+
+
+def cmd_run(args) -> int:
+    from benchmark.runner import RunConfig, create_run, execute
+
+    if args.resume:
+        run_dir = pathlib.Path(args.resume)
+        if not (run_dir / "config.json").exists():
+            raise FileNotFoundError(f"{run_dir} is not a cmcbench run (no config.json).")
+        print(f"Resuming {run_dir}")
+    else:
+        kind = args.dataset.partition(":")[0]
+        preprocess = args.preprocess if args.preprocess != "auto" else ("cmc2021" if kind in ("cub", "coco") else "none")
+        specs = [parse_codec_spec(s) for s in args.codec] if args.codec else _default_codec_specs()
+        for spec in specs:
+            load_codec_class(spec.target).check_available()
+        config = RunConfig(dataset=args.dataset, split=args.split, preprocess=preprocess, limit=args.limit,
+                           max_pixels=args.max_pixels, codecs=specs, timeout=args.timeout,
+                           save_reconstructions=args.save_reconstructions)
+        run_dir = create_run(config, args.out, args.name)
+        print(f"Run {run_dir.name}: {args.dataset}, codecs {', '.join(s.label for s in specs)}")
+    outcome = execute(run_dir, jobs=args.jobs, progress=not args.no_progress)
+    _print_summary(run_dir)
+    if not args.no_plots:
+        from benchmark.plots import rd_plots
+        from benchmark.results import load_run
+
+        _, summary = load_run(run_dir)
+        plots = rd_plots(summary, run_dir / "plots", log_x=args.log_x)
+        print(f"R-D plots:   {run_dir / 'plots'} ({', '.join(sorted({p.stem for p in plots}))})")
+    print(f"Results:     {run_dir / 'images'} (per image), {run_dir / 'summary.parquet'} (per setting)")
+    print(f"Load them:   from benchmark.results import load_run; images, summary = load_run({str(run_dir)!r})")
+    print(f"Rows: {outcome.n_rows}, failed: {outcome.n_failed}, time: {outcome.seconds:.1f} s")
+    if outcome.n_failed:
+        print("Failed rows by reason:")
+        for reason, count in sorted(outcome.failed_reasons.items(), key=lambda kv: -kv[1])[:20]:
+            print(f"  {count:6d}  {reason}")
+        return 0 if args.allow_failures else EXIT_FAILED_ROWS
+    return 0
+
+
+def _print_summary(run_dir: pathlib.Path) -> None:
+    import pandas as pd
+
+    summary = pd.read_parquet(run_dir / "summary.parquet")
+    cols = [c for c in ["codec", "setting_label", "n_ok", "n_failed", "bpp", "psnr", "inception_score", "fid",
+                        "kid", "ipd"] if c in summary.columns]
+    with pd.option_context("display.max_rows", 200, "display.width", 160, "display.float_format", "{:.4f}".format):
+        print(summary[cols].rename(columns={"setting_label": "setting"}).to_string(index=False))
+
+
+def cmd_plot(args) -> int:
+    from benchmark.plots import rd_plots
+    from benchmark.results import load_run
+
+    run_dir = pathlib.Path(args.run_dir)
+    _, summary = load_run(run_dir)
+    if summary.empty:
+        raise ValueError(f"{run_dir} has no summary rows yet.")
+    plots = rd_plots(summary, args.out or run_dir / "plots", log_x=args.log_x, metrics=args.metric)
+    for p in plots:
+        print(p)
+    return 0
+
+
+def cmd_codecs() -> int:
+    for name in available_codecs():
+        try:
+            cls = load_codec_class(name)
+            cls.check_available()
+            status = "available"
+        except Exception as exc:  # noqa: BLE001 - report, do not fail the listing
+            status = f"unavailable: {exc}"
+            cls = None
+        if cls is not None:
+            sweep = ",".join(str(v) for v in cls.default_sweep)
+            opts = " ".join(f"{k}={v}" for k, v in cls.defaults.items())
+            print(f"{name:16s} {cls.rate_parameter}={sweep}\n{'':16s} options: {opts or '-'}; {status}")
+        else:
+            print(f"{name:16s} {status}")
+    return 0

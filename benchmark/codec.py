@@ -1,0 +1,187 @@
+"""The codec protocol, the codec registry and command-line codec specs.
+
+A codec turns an 8-bit RGB image into bytes and bytes back into an image. The decoder gets the bytes
+and nothing else: the runner decodes with a second instance that never saw the encoder, so state kept
+on `self` cannot smuggle information past the bitstream. Whatever both ends share (tables, weights)
+is declared by `side_information()` and recorded with the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, ClassVar
+
+import numpy as np
+
+ENTRY_POINT_GROUP = "cmcbench.codecs"
+
+# Built-in codecs by name, imported only when used (a missing optional library must not break others).
+BUILTIN_CODECS = {
+    "jpeg": "baselines.jpeg:JPEG",
+    "jpeg2000": "baselines.jpeg2000:JPEG2000",
+    "jpeg2000-psnr": "baselines.jpeg2000:JPEG2000PSNR",
+}
+
+
+class CodecUnavailable(RuntimeError):
+    """The codec cannot run on this machine (a library is missing); the message says how to fix it."""
+
+
+class Codec:
+    """Base class: subclasses declare their name, rate parameter, default sweep and options.
+
+    `defaults` maps each option to its default; values given by the user are coerced to the
+    default's type and unknown options are refused, so a typo never silently runs the default.
+    """
+
+    name: ClassVar[str] = ""
+    rate_parameter: ClassVar[str] = "setting"
+    default_sweep: ClassVar[tuple] = ()
+    defaults: ClassVar[dict[str, Any]] = {}
+    # False for generative codecs whose decoder has its own output size; the runner then resizes
+    # the output to the input's size for pixel metrics and records that it did.
+    exact_size: ClassVar[bool] = True
+    # False for codecs that must run in the main process (large models, GPU).
+    parallel: ClassVar[bool] = True
+
+    def __init__(self, **options: Any):
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise ValueError(f"{self.name} has no option {', '.join(map(repr, unknown))}; its options are: {known}.")
+        self.options = {k: _coerce(v, self.defaults[k], f"{self.name} option {k!r}") for k, v in
+                        {**self.defaults, **options}.items()}
+
+    @classmethod
+    def check_available(cls) -> None:
+        """Raise CodecUnavailable with an actionable message when the codec cannot run here."""
+
+    def setup(self) -> None:
+        """Heavy initialisation, called once in the process that uses the codec."""
+
+    def encode(self, image: np.ndarray, setting: Any) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> np.ndarray:
+        raise NotImplementedError
+
+    def versions(self) -> dict[str, str]:
+        """Library versions that determine the bitstream (recorded in every row)."""
+        return {}
+
+    def side_information(self) -> dict[str, Any]:
+        """Data shared by encoder and decoder and not charged per image (declared in the results)."""
+        return {}
+
+    def extra_columns(self, data: bytes) -> dict[str, Any]:
+        """Per-image values worth showing that the bitstream carries (e.g. a transmitted caption)."""
+        return {}
+
+
+def _coerce(value: Any, default: Any, what: str) -> Any:
+    if default is None or value is None or isinstance(value, type(default)):
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{what} must be true or false, not {value!r}.")
+    try:
+        return type(default)(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a {type(default).__name__}, not {value!r}.") from None
+
+
+def load_codec_class(target: str) -> type[Codec]:
+    """Resolve a built-in name, an installed entry point, or `package.module:Class`."""
+    if ":" not in target:
+        if target in BUILTIN_CODECS:
+            target = BUILTIN_CODECS[target]
+        else:
+            eps = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+            if target in eps:
+                cls = eps[target].load()
+                return _check_codec_class(cls, target)
+            known = sorted(set(BUILTIN_CODECS) | set(eps))
+            raise ValueError(f"Unknown codec {target!r}: use one of {', '.join(known)} or 'package.module:Class'.")
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"Cannot import module {module_name!r} for codec {target!r}: {exc}") from exc
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ValueError(f"Module {module_name!r} has no class {class_name!r}.")
+    return _check_codec_class(cls, target)
+
+
+def _check_codec_class(cls: Any, target: str) -> type[Codec]:
+    if not (isinstance(cls, type) and issubclass(cls, Codec)):
+        raise ValueError(f"{target!r} is not a subclass of benchmark.codec.Codec.")
+    return cls
+
+
+def available_codecs() -> list[str]:
+    names = list(BUILTIN_CODECS)
+    names += [ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name not in names]
+    return names
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """What the user asked for: which codec, under which label, with which options and settings."""
+
+    target: str
+    label: str
+    options: dict[str, Any] = field(default_factory=dict)
+    settings: tuple = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "label": self.label, "options": self.options, "settings": list(self.settings)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "CodecSpec":
+        return cls(d["target"], d["label"], dict(d["options"]), tuple(d["settings"]))
+
+    def build(self) -> Codec:
+        return load_codec_class(self.target)(**self.options)
+
+
+def parse_codec_spec(text: str) -> CodecSpec:
+    """Parse 'TARGET [key=value ...]', e.g. 'jpeg quality=10,50,90 subsampling=4:4:4 label=jpeg444'.
+
+    The key named after the codec's rate parameter sets its sweep; `label` names the codec in results.
+    """
+    parts = text.split()
+    if not parts:
+        raise ValueError("Empty codec spec.")
+    target, pairs = parts[0], parts[1:]
+    cls = load_codec_class(target)
+    options: dict[str, Any] = {}
+    label = cls.name or target
+    settings: tuple = tuple(cls.default_sweep)
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise ValueError(f"Codec spec {text!r}: expected key=value, got {pair!r}.")
+        if key == "label":
+            label = value
+        elif key in (cls.rate_parameter, "settings"):
+            settings = tuple(_parse_scalar(v) for v in value.split(",") if v)
+        else:
+            options[key] = _parse_scalar(value)
+    cls(**options)  # validate options now, with the codec's own message
+    if not settings:
+        raise ValueError(f"Codec {label!r} has no settings to sweep: give {cls.rate_parameter}=v1,v2,...")
+    return CodecSpec(target, label, options, settings)
+
+
+def _parse_scalar(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value

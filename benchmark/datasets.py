@@ -1,0 +1,179 @@
+"""Datasets: stable image ids, captions, and images read one at a time (never the whole set).
+
+A dataset lists light `Record`s (id, path, captions, bounding box); pixels are read only when a
+worker asks for one image. Supported: the generated sample set, any folder of images (captions from
+sidecar .txt files), CUB-200-2011 in AttnGAN's layout with the Reed et al. captions, and MS-COCO 2014.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import pickle
+from dataclasses import dataclass, field
+
+from benchmark import sample
+from benchmark.imageio import DEFAULT_MAX_PIXELS, LoadedImage, load_rgb8
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm",
+                    ".jp2", ".j2k", ".tga"}
+
+
+@dataclass(frozen=True)
+class Record:
+    image_id: str
+    index: int  # position in the dataset's (sorted, stable) order
+    path: str | None = None
+    captions: tuple[str, ...] = ()
+    bbox: tuple[float, float, float, float] | None = None  # x, y, w, h
+
+
+@dataclass
+class Dataset:
+    kind: str
+    root: str
+    split: str
+    records: list[Record]
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def read(self, record: Record, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+        if self.kind == "sample":
+            return load_rgb8(sample.render(int(record.image_id.rsplit("-", 1)[1])))
+        return load_rgb8(record.path, max_pixels)
+
+    def limit(self, n: int | None) -> "Dataset":
+        if n is None or n >= len(self.records):
+            return self
+        return Dataset(self.kind, self.root, self.split, self.records[:n], self.notes)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.root}" if self.root else self.kind
+
+    def fingerprint(self) -> str:
+        """Hash of the ids, file sizes and captions: changes when the listed data changes."""
+        h = hashlib.sha256(f"{self.kind}|{self.split}|v{sample.SAMPLE_VERSION}".encode())
+        for r in self.records:
+            size = os.path.getsize(r.path) if r.path and os.path.exists(r.path) else -1
+            h.update(f"{r.image_id}|{size}|{r.bbox}|{'|'.join(r.captions)}\n".encode())
+        return h.hexdigest()[:16]
+
+
+def open_dataset(spec: str, split: str | None = None) -> Dataset:
+    """'sample', 'sample:N', 'folder:PATH' (or just PATH), 'cub:PATH', 'coco:PATH'."""
+    kind, _, arg = spec.partition(":")
+    if kind == "sample":
+        return sample_dataset(int(arg) if arg else 48, split or "test")
+    if kind == "cub":
+        return cub_dataset(arg, split or "test")
+    if kind == "coco":
+        return coco_dataset(arg, split or "val2014")
+    if kind == "folder":
+        return folder_dataset(arg, split or "all")
+    if os.path.isdir(spec):
+        return folder_dataset(spec, split or "all")
+    raise ValueError(f"Unknown dataset {spec!r}: use sample, sample:N, folder:PATH, cub:PATH, coco:PATH, "
+                     "or the path of a folder of images.")
+
+
+def sample_dataset(n: int = 48, split: str = "test") -> Dataset:
+    if split not in ("test", "train", "all"):
+        raise ValueError(f"The sample set has splits test, train and all, not {split!r}.")
+    keep = [i for i in range(n) if split == "all" or sample.is_test(i) == (split == "test")]
+    records = [Record(f"sample-{i:05d}", k, None, tuple(sample.captions(i))) for k, i in enumerate(keep)]
+    return Dataset("sample", str(n), split, records)
+
+
+def _read_captions(path: pathlib.Path) -> tuple[str, ...]:
+    if not path.exists():
+        return ()
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def folder_dataset(root: str, split: str = "all") -> Dataset:
+    base = pathlib.Path(root)
+    if not base.is_dir():
+        raise ValueError(f"Dataset folder {root!r} does not exist or is not a folder.")
+    files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ValueError(f"No image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {root!r}.")
+    records = [Record(p.relative_to(base).as_posix(), k, str(p), _read_captions(p.with_suffix(".txt")))
+               for k, p in enumerate(files)]
+    return Dataset("folder", str(base.resolve()), split, records)
+
+
+def _cub_text_dir(root: pathlib.Path) -> pathlib.Path | None:
+    for name in ("text", "text_c10"):
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def cub_dataset(root: str, split: str = "test") -> Dataset:
+    """CUB-200-2011 as AttnGAN lays it out: ROOT/CUB_200_2011, ROOT/text (or text_c10), ROOT/{train,test}.
+
+    'test' and 'train' are AttnGAN's class-disjoint split (filenames.pickle: 2,933 test images);
+    'official-test' and 'official-train' use CUB's own train_test_split.txt.
+    """
+    base = pathlib.Path(root)
+    cub = base / "CUB_200_2011" if (base / "CUB_200_2011").is_dir() else base
+    for needed in ("images.txt", "bounding_boxes.txt", "images"):
+        if not (cub / needed).exists():
+            raise ValueError(f"CUB: {cub / needed} is missing; ROOT must hold CUB_200_2011/ as distributed.")
+    ids = {}
+    with open(cub / "images.txt") as f:
+        for line in f:
+            if line.strip():
+                num, rel = line.split()
+                ids[num] = rel[:-4] if rel.endswith(".jpg") else rel
+    boxes = {}
+    with open(cub / "bounding_boxes.txt") as f:
+        for line in f:
+            if line.strip():
+                num, *xywh = line.split()
+                boxes[ids[num]] = tuple(float(v) for v in xywh)
+    if split in ("test", "train"):
+        pick = base / split / "filenames.pickle"
+        if not pick.exists():
+            raise ValueError(f"CUB: {pick} is missing (AttnGAN's split); use --split official-{split} for CUB's own.")
+        with open(pick, "rb") as f:
+            names = list(pickle.load(f, encoding="latin1"))
+    elif split in ("official-test", "official-train"):
+        want = "0" if split == "official-test" else "1"
+        with open(cub / "train_test_split.txt") as f:
+            names = [ids[num] for num, flag in (line.split() for line in f if line.strip()) if flag == want]
+    else:
+        raise ValueError(f"CUB splits are test, train, official-test and official-train, not {split!r}.")
+    text = _cub_text_dir(base) or _cub_text_dir(base.parent)
+    records = []
+    for k, name in enumerate(sorted(names)):
+        caps = _read_captions(text / f"{name}.txt") if text else ()
+        records.append(Record(name, k, str(cub / "images" / f"{name}.jpg"), caps, boxes.get(name)))
+    notes = [] if text else ["no text/ or text_c10/ folder: images have no captions"]
+    return Dataset("cub", str(base.resolve()), split, records, notes)
+
+
+def coco_dataset(root: str, split: str = "val2014") -> Dataset:
+    """MS-COCO 2014: ROOT/{train2014,val2014}/*.jpg and ROOT/annotations/captions_{split}.json."""
+    split = {"test": "val2014", "val": "val2014", "train": "train2014"}.get(split, split)
+    if split not in ("train2014", "val2014"):
+        raise ValueError(f"COCO splits are train2014 and val2014, not {split!r}.")
+    base = pathlib.Path(root)
+    ann = base / "annotations" / f"captions_{split}.json"
+    if not ann.exists():
+        raise ValueError(f"COCO: {ann} is missing.")
+    with open(ann) as f:
+        data = json.load(f)
+    caps: dict[int, list[str]] = {}
+    for a in data.get("annotations", []):
+        caps.setdefault(a["image_id"], []).append(a["caption"].strip())
+    images = sorted(data["images"], key=lambda im: im["file_name"])
+    records = [Record(im["file_name"].rsplit(".", 1)[0], k, str(base / split / im["file_name"]),
+                      tuple(caps.get(im["id"], ()))) for k, im in enumerate(images)]
+    return Dataset("coco", str(base.resolve()), split, records)

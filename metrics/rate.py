@@ -1,0 +1,5 @@
+"""Rate: bits per pixel of the input image, counting every byte of the bitstream."""
+
+
+def bits_per_pixel(num_bytes: int, width: int, height: int) -> float:
+    return 8.0 * num_bytes / (width * height)

@@ -1,0 +1,26 @@
+"""What each summary metric is called in plots and tables, and which direction is better."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    column: str
+    label: str
+    higher_is_better: bool
+
+
+METRICS = {m.column: m for m in [
+    MetricInfo("psnr", "PSNR (dB)", True),
+    MetricInfo("inception_score", "Inception Score", True),
+    MetricInfo("fid", "FID", False),
+    MetricInfo("kid", "KID", False),
+    MetricInfo("ipd", "IPD (instance perceptual distance)", False),
+    MetricInfo("patch_fid", "Patch FID (FID/256)", False),
+]}
+
+
+def register_metric(info: MetricInfo) -> None:
+    METRICS[info.column] = info
