@@ -36,7 +36,7 @@ class JPEG(Codec):
 
     def decode(self, data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
 
     def versions(self) -> dict[str, str]:
         variant = "libjpeg-turbo" if features.check_feature("libjpeg_turbo") else "libjpeg"

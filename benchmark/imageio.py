@@ -74,8 +74,9 @@ def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loa
 
 
 def _bomb_message(data: bytes, max_pixels: int) -> str:
+    Image.MAX_IMAGE_PIXELS = None  # reading the header alone is safe at any size; the caller restores it
     try:
-        with Image.open(io.BytesIO(data)) as im:  # header only: safe at any size
+        with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
         pixels = f"{w}x{h} = {w * h:,} pixels"
     except Exception:  # noqa: BLE001 - the header was already judged unsafe; keep the reason short

@@ -169,8 +169,9 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - any reader failure becomes this image's reason
             return row, None, _error_text("reading image", exc)
         h, w = pixels.shape[:2]
-        digest = hashlib.sha256(f"{w}x{h}|".encode() + pixels.tobytes()).hexdigest()
-        row.update(image_sha256=digest, width=w, height=h, source_mode=loaded.source_mode,
+        digest = hashlib.sha256(f"{w}x{h}|".encode())
+        digest.update(memoryview(pixels).cast("B"))
+        row.update(image_sha256=digest.hexdigest(), width=w, height=h, source_mode=loaded.source_mode,
                    input_notes="; ".join(loaded.notes))
         return row, pixels, ""
 

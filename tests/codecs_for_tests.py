@@ -1,0 +1,76 @@
+"""Codecs that misbehave on purpose, for the runner's tests (imported as codecs_for_tests:Class)."""
+
+import os
+import time
+
+import numpy as np
+
+from benchmark.codec import Codec
+
+
+class Raw(Codec):
+    """Lossless: raw pixels with a 4-byte size header. An honest reference."""
+
+    name = "raw"
+    rate_parameter = "level"
+    default_sweep = (1, 2)
+    defaults = {"sleep": 0.0}
+
+    def encode(self, image, setting):
+        time.sleep(self.options["sleep"])
+        h, w = image.shape[:2]
+        return h.to_bytes(2, "big") + w.to_bytes(2, "big") + image.tobytes()
+
+    def decode(self, data):
+        h, w = int.from_bytes(data[:2], "big"), int.from_bytes(data[2:4], "big")
+        return np.frombuffer(data[4:], np.uint8).reshape(h, w, 3).copy()
+
+
+class Smuggler(Codec):
+    """Cheats: sends 1 byte and keeps the image on self; works only if the decoder is the encoder."""
+
+    name = "smuggler"
+    rate_parameter = "level"
+    default_sweep = (1,)
+
+    def encode(self, image, setting):
+        self.last = image
+        return b"x"
+
+    def decode(self, data):
+        return self.last
+
+
+class Raises(Raw):
+    name = "raises"
+
+    def encode(self, image, setting):
+        if setting == 2:
+            raise RuntimeError("boom at level 2")
+        return super().encode(image, setting)
+
+
+class Hangs(Raw):
+    name = "hangs"
+
+    def decode(self, data):
+        while True:
+            time.sleep(0.01)
+
+
+class WrongSize(Raw):
+    name = "wrongsize"
+
+    def decode(self, data):
+        return super().decode(data)[:-1]
+
+
+class Crashes(Raw):
+    """Kills its own worker process on one image, like a segfault in a C library."""
+
+    name = "crashes"
+
+    def encode(self, image, setting):
+        if image.shape[0] == 112:
+            os._exit(1)
+        return super().encode(image, setting)

@@ -1,0 +1,114 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from baselines.jpeg import JPEG
+from baselines.jpeg2000 import JPEG2000, JPEG2000PSNR
+from benchmark.codec import CodecSpec, load_codec_class, parse_codec_spec
+from metrics.psnr import psnr
+from metrics.rate import bits_per_pixel
+
+
+def _load(folder, name="img1.png"):
+    return np.asarray(Image.open(folder / name).convert("RGB"))
+
+
+def test_jpeg_matches_plain_pillow(natural_images):
+    img = _load(natural_images)
+    codec = JPEG()
+    for q in (5, 50, 95):
+        data = codec.encode(img, q)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=q)
+        assert data == buf.getvalue()  # same bytes as Pillow with the documented defaults
+        assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"  # whole file, headers included
+        rec = codec.decode(data)
+        ref = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")).astype(np.float64)
+        assert rec.shape == img.shape and rec.dtype == np.uint8
+        expected = 10 * np.log10(255 ** 2 / np.mean((img - ref) ** 2))
+        assert psnr(img, rec) == pytest.approx(expected, rel=1e-12)
+
+
+def test_jpeg_options_change_the_bitstream(natural_images):
+    img = _load(natural_images)
+    base = JPEG().encode(img, 75)
+    assert JPEG(subsampling="4:4:4").encode(img, 75) != base
+    assert JPEG(progressive=True).encode(img, 75) != base
+    assert len(JPEG(optimize=True).encode(img, 75)) < len(base)
+    with pytest.raises(ValueError, match="subsampling"):
+        JPEG(subsampling="4:1:1")
+    with pytest.raises(ValueError, match="no option 'qualty'"):
+        JPEG(qualty=3)
+
+
+def test_jpeg_rate_monotone_along_sweep(natural_images):
+    img = _load(natural_images)
+    sizes = [len(JPEG().encode(img, q)) for q in JPEG.default_sweep]
+    assert sizes == sorted(sizes)
+    assert JPEG.default_sweep == tuple(range(5, 100, 5))
+
+
+def _j2k_cod_wavelet(data: bytes) -> int:
+    """Wavelet transform byte of the COD marker segment: 0 = 9/7 irreversible, 1 = 5/3 reversible."""
+    i = data.index(b"\xff\x52")
+    return data[i + 13]
+
+
+def _j2k_mct(data: bytes) -> int:
+    i = data.index(b"\xff\x52")
+    return data[i + 8]
+
+
+def test_jpeg2000_is_lossy_97_with_colour_transform(natural_images):
+    img = _load(natural_images)
+    data = JPEG2000().encode(img, 24)
+    assert data[:4] == b"\xff\x4f\xff\x51"  # bare codestream: SOC, SIZ
+    assert _j2k_cod_wavelet(data) == 0 and _j2k_mct(data) == 1
+    rec = JPEG2000().decode(data)
+    assert rec.shape == img.shape and rec.dtype == np.uint8
+    assert 25 < psnr(img, rec) < 60
+    assert bits_per_pixel(len(data), img.shape[1], img.shape[0]) == pytest.approx(1.0, rel=0.1)  # 24 / ratio
+    jp2 = JPEG2000(container="jp2").encode(img, 24)
+    assert jp2[4:8] == b"jP  " and jp2.index(b"\xff\x4f\xff\x51") > 0  # JP2 boxes around the codestream
+    assert psnr(img, JPEG2000().decode(jp2)) == pytest.approx(psnr(img, rec), abs=0.5)
+
+
+def test_jpeg2000_rate_and_psnr_modes(natural_images):
+    img = _load(natural_images)
+    sizes = [len(JPEG2000().encode(img, r)) for r in (12, 48, 192)]
+    assert sizes[0] > sizes[1] > sizes[2]
+    rec = JPEG2000PSNR().decode(JPEG2000PSNR().encode(img, 32))
+    assert psnr(img, rec) == pytest.approx(32, abs=1.5)
+
+
+def test_jpeg2000_beats_jpeg_at_low_rate():
+    from benchmark.sample import render
+
+    img = np.asarray(render(5))
+    j2k = JPEG2000()
+    data = j2k.encode(img, 96)  # 0.25 bpp
+    target = len(data)
+    q = max(q for q in range(1, 101) if len(JPEG().encode(img, q)) <= target)  # JPEG at <= the same size
+    jpeg = JPEG().decode(JPEG().encode(img, q))
+    assert psnr(img, j2k.decode(data)) > psnr(img, jpeg) + 1.0
+
+
+def test_jpeg2000_too_small_image_has_a_reason():
+    with pytest.raises(ValueError, match="too small for JPEG 2000"):
+        JPEG2000().encode(np.zeros((8, 8, 3), np.uint8), 24)
+
+
+def test_codec_specs_and_plugins():
+    spec = parse_codec_spec("jpeg quality=10,50 subsampling=4:4:4 label=j444")
+    assert spec == CodecSpec("jpeg", "j444", {"subsampling": "4:4:4"}, (10, 50))
+    assert CodecSpec.from_json(spec.to_json()) == spec
+    plugin = parse_codec_spec("codecs_for_tests:Raw level=3")
+    assert plugin.label == "raw" and plugin.settings == (3,)
+    with pytest.raises(ValueError, match="Unknown codec"):
+        parse_codec_spec("nonesuch")
+    with pytest.raises(ValueError, match="not a subclass"):
+        load_codec_class("json:JSONDecoder")
+    with pytest.raises(ValueError, match="must be true or false"):
+        parse_codec_spec("jpeg optimize=maybe")

@@ -1,0 +1,168 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from benchmark.codec import parse_codec_spec
+from benchmark.results import load_run
+from benchmark.runner import RunConfig, create_run, execute
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMING = ["encode_s", "decode_s"]
+
+
+def run(tmp_path, dataset, codecs, jobs=1, **kw):
+    config = RunConfig(dataset=dataset, codecs=[parse_codec_spec(c) for c in codecs], **kw)
+    run_dir = create_run(config, tmp_path / "results")
+    outcome = execute(run_dir, jobs=jobs, progress=False)
+    images, summary = load_run(run_dir)
+    return outcome, images, summary
+
+
+def test_rows_summary_and_provenance(tmp_path):
+    outcome, images, summary = run(tmp_path, "sample", ["jpeg quality=10,50", "codecs_for_tests:Raw"], limit=4)
+    assert outcome.n_rows == len(images) == 4 * 2 * 2 and outcome.n_failed == 0
+    assert not images.duplicated(["image_id", "codec", "setting_index"]).any()
+    for col in ["run_id", "created", "git_sha", "cmcbench_version", "config_hash", "versions", "dataset",
+                "dataset_fingerprint", "preprocess", "image_sha256", "codec_versions"]:
+        assert images[col].notna().all() and (images[col] != "").all(), col
+    assert "libjpeg" in images[images.codec == "jpeg"].codec_versions.iloc[0]
+    assert np.allclose(images.bpp, 8 * images.bytes / (images.width * images.height))
+    raw = images[images.codec == "raw"]
+    assert (raw.bytes == raw.width * raw.height * 3 + 4).all() and np.isinf(raw.psnr).all()
+    means = images.groupby(["codec", "setting_index"])[["bpp", "psnr", "bytes"]].mean().reset_index()
+    merged = summary.merge(means, on=["codec", "setting_index"], suffixes=("", "_ref"))
+    assert len(merged) == 4 and np.allclose(merged.bpp, merged.bpp_ref) and np.allclose(merged.bytes, merged.bytes_ref)
+    assert (summary.n_images == 4).all() and (summary.n_ok == 4).all()
+
+
+def test_decoder_gets_only_the_bytes(tmp_path):
+    outcome, images, _ = run(tmp_path, "sample", ["codecs_for_tests:Smuggler"], limit=2)
+    assert outcome.n_failed == 2
+    assert images.error.str.startswith("decode failed: AttributeError").all()
+
+
+def test_misbehaving_codecs_fail_only_their_rows(tmp_path, natural_images):
+    codecs = ["codecs_for_tests:Raises", "codecs_for_tests:Hangs", "codecs_for_tests:WrongSize", "jpeg quality=50"]
+    outcome, images, summary = run(tmp_path, str(natural_images), codecs, timeout=0.5)
+    by = images.set_index(["codec", "image_id", "setting_index"])
+    assert (images[images.codec == "raises"].groupby("setting_index").status.first() == ["ok", "failed"]).all()
+    assert by.loc[("raises", "img0.png", 1)].error == "encode failed: RuntimeError: boom at level 2"
+    assert (images[images.codec == "hangs"].error == "decode timed out after 0.5 s").all()
+    assert images[images.codec == "wrongsize"].error.str.match(r"output check failed: ValueError: decoded image "
+                                                                r"is 128x95, expected 128x96").any()
+    assert (images[images.codec == "jpeg"].status == "ok").all()
+    assert outcome.n_failed == 4 + 8 + 8
+    assert summary.set_index("codec").loc["jpeg"].n_ok == 4
+
+
+def test_a_crashing_codec_loses_only_its_image(tmp_path, natural_images):
+    outcome, images, _ = run(tmp_path, str(natural_images), ["codecs_for_tests:Crashes"], jobs=2)
+    failed = images[images.status != "ok"]
+    assert set(failed.image_id) == {"img1.png"} and failed.error.str.contains("worker process died").all()
+    assert (images[images.image_id != "img1.png"].status == "ok").all() and len(images) == 8
+
+
+def _odd_folder(folder):
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(folder / "good.png")
+    Image.fromarray(rgb[..., 0]).save(folder / "gray.png")
+    Image.fromarray(np.dstack([rgb, rgb[..., 0]]), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(rgb).convert("P").save(folder / "palette.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(folder / "deep.png")
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    Image.fromarray(rgb[:, :40]).save(folder / "rotated.jpg", exif=exif.tobytes())
+    Image.fromarray(rgb[:4, :4]).save(folder / "tiny.png")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "fake.jpg").write_text("hello")
+    data = (folder / "good.png").read_bytes()
+    (folder / "truncated.png").write_bytes(data[:300])
+    Image.new("L", (3000, 3000)).save(folder / "bomb.png")
+
+
+def test_mixed_folder_completes_with_reasons(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    _odd_folder(folder)
+    outcome, images, _ = run(tmp_path, str(folder), ["jpeg quality=50", "jpeg2000 ratio=24"], max_pixels=4_000_000)
+    reasons = images[images.status != "ok"].groupby("image_id").error.first().to_dict()
+    assert reasons["empty.png"] == "empty file (0 bytes)"
+    assert reasons["fake.jpg"] == "not a recognised image format"
+    assert reasons["truncated.png"].startswith("truncated or corrupt image data")
+    assert reasons["bomb.png"].startswith("decompression bomb guard: 3000x3000 = 9,000,000 pixels")
+    assert "too small for JPEG 2000" in reasons["tiny.png"]
+    assert set(reasons) == {"empty.png", "fake.jpg", "truncated.png", "bomb.png", "tiny.png"}
+    ok = images[images.status == "ok"].groupby("image_id").first()
+    assert ok.loc["gray.png"].input_notes == "grayscale replicated to RGB"
+    assert ok.loc["cmyk.jpg"].source_mode == "CMYK"
+    assert "exif orientation 8 applied" in ok.loc["rotated.jpg"].input_notes
+    assert (ok.loc["rotated.jpg"].width, ok.loc["rotated.jpg"].height) == (64, 40)
+    assert "16-bit scaled to 8-bit" in ok.loc["deep.png"].input_notes
+    assert outcome.n_failed == 4 * 2 + 1
+
+
+def _cli(args, **kw):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.path.dirname(__file__)}, **kw)
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_rows(tmp_path):
+    args = ["run", "--dataset", "sample:90", "--codec", "codecs_for_tests:Raw sleep=0.03", "--codec",
+            "jpeg quality=20,80", "--out", str(tmp_path), "--jobs", "2", "--no-plots", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench.py"), *args, "--name", "killed"],
+                            env={**os.environ, "PYTHONPATH": os.path.dirname(__file__)}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = tmp_path / "killed" / "images"
+    deadline = time.time() + 60
+    while len(list(shards.glob("*/chunk-*.parquet"))) < 12 and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_done = len(list(shards.glob("*/chunk-*.parquet")))
+    assert 12 <= n_done < 60 and not (tmp_path / "killed" / "summary.parquet").exists()
+    assert _cli(["run", "--resume", str(tmp_path / "killed"), "--no-plots", "--no-progress"]).returncode == 0
+    assert _cli(args + ["--name", "clean"]).returncode == 0
+    resumed, s1 = load_run(tmp_path / "killed")
+    clean, s2 = load_run(tmp_path / "clean")
+    same = [c for c in clean.columns if c not in TIMING + ["run_id", "created"]]
+    assert len(resumed) == len(clean) == 30 * 4
+    pd.testing.assert_frame_equal(resumed[same], clean[same])
+    cols = ["codec", "setting_index", "n_images", "n_ok", "bpp", "psnr", "bytes"]
+    pd.testing.assert_frame_equal(s1[cols], s2[cols])
+
+
+def test_cli_default_run_help_and_codecs(tmp_path):
+    done = _cli(["--out", str(tmp_path), "--no-progress", "--limit", "3"])
+    assert done.returncode == 0, done.stderr
+    run_dir = next(tmp_path.iterdir())
+    assert (run_dir / "plots" / "rd_psnr.png").exists() and (run_dir / "plots" / "rd_psnr.svg").exists()
+    images, summary = load_run(run_dir)
+    assert set(summary.codec) == {"jpeg", "jpeg2000"} and len(images) == 3 * (19 + 12)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["dataset"]["n_images"] == 3 and "openjpeg" in json.dumps(config["codecs"])
+    assert "R-D plots" in done.stdout and str(run_dir) in done.stdout
+    assert "--resume" in _cli(["run", "--help"]).stdout
+    listing = _cli(["codecs"]).stdout
+    assert "jpeg2000" in listing and "quality=5,10" in listing
+
+
+def test_cli_failed_rows_exit_status(tmp_path):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    Image.new("RGB", (64, 64)).save(folder / "ok.png")
+    (folder / "bad.png").write_bytes(b"")
+    done = _cli(["run", "--dataset", str(folder), "--codec", "jpeg quality=50", "--out", str(tmp_path / "r"),
+                 "--no-progress", "--no-plots"])
+    assert done.returncode == 3 and "empty file (0 bytes)" in done.stdout
+    done = _cli(["run", "--dataset", "nonesuch:1", "--out", str(tmp_path / "r")])
+    assert done.returncode == 1 and done.stderr.startswith("error: Unknown dataset")
