@@ -51,6 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="refuse larger images as decompression bombs (default %(default)s)")
     run.add_argument("--save-reconstructions", action="store_true",
                      help="also write every decoded image as PNG under RUN/reconstructions/")
+    run.add_argument("--metrics", choices=["inception", "none"], default="inception",
+                     help="inception (default): also IS, FID, KID and IPD from torch-fidelity's InceptionV3; "
+                          "none: bpp and PSNR only")
+    run.add_argument("--inception-weights", metavar="PATH",
+                     help="local InceptionV3 weights (torch-fidelity format); default: $CMCBENCH_INCEPTION_WEIGHTS, "
+                          "else torch-fidelity's standard weights, downloaded once into the torch hub cache")
+    run.add_argument("--inception-sha256", metavar="HEX", help="refuse weights whose sha256 differs "
+                                                               "(default: $CMCBENCH_INCEPTION_SHA256)")
+    run.add_argument("--device", default="auto", help="device for the networks: auto (CUDA when present), cpu, cuda")
+    run.add_argument("--batch-size", type=int, default=32, help="Inception batch size (default 32)")
+    run.add_argument("--isc-splits", type=int, default=10, help="Inception Score splits (default 10)")
+    run.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
+    run.add_argument("--kid-subset-size", type=int, default=1000,
+                     help="KID subset size, clipped to the number of images (default 1000)")
     run.add_argument("--log-x", action="store_true", help="log-scale bpp axis in the R-D plots")
     run.add_argument("--no-plots", action="store_true", help="skip the R-D plots")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -111,13 +125,24 @@ def cmd_run(args) -> int:
         specs = [parse_codec_spec(s) for s in args.codec] if args.codec else _default_codec_specs()
         for spec in specs:
             load_codec_class(spec.target).check_available()
+        inception = {"enabled": args.metrics == "inception", "weights": args.inception_weights,
+                     "sha256": args.inception_sha256, "device": args.device, "batch_size": args.batch_size,
+                     "isc_splits": args.isc_splits, "kid_subsets": args.kid_subsets,
+                     "kid_subset_size": args.kid_subset_size, "seed": 2020}
         config = RunConfig(dataset=args.dataset, split=args.split, preprocess=preprocess, limit=args.limit,
-                           max_pixels=args.max_pixels, codecs=specs, timeout=args.timeout,
+                           max_pixels=args.max_pixels, codecs=specs, inception=inception, timeout=args.timeout,
                            save_reconstructions=args.save_reconstructions)
-        run_dir = create_run(config, args.out, args.name)
+        run_dir = create_run(config, args.out, args.name, progress=not args.no_progress)
         print(f"Run {run_dir.name}: {args.dataset}, codecs {', '.join(s.label for s in specs)}")
     outcome = execute(run_dir, jobs=args.jobs, progress=not args.no_progress)
     _print_summary(run_dir)
+    stage = outcome.inception
+    if stage["status"] == "ok":
+        print(f"Inception passes: {outcome.passes['reference']} originals + {outcome.passes['reconstruction']} "
+              f"reconstructions (weights sha256 {stage['weights_sha256'][:12]}, reference features cached in "
+              f"{stage['reference_dir']})")
+    elif stage["status"] == "unavailable":
+        print(f"IS, FID, KID and IPD are unavailable (left empty, not zero): {stage['reason']}")
     if not args.no_plots:
         from benchmark.plots import rd_plots
         from benchmark.results import load_run

@@ -121,7 +121,7 @@ class _Accumulator:
             self.counts[c] = self.counts.get(c, 0) + 1
 
 
-def summarise(run_dir: pathlib.Path, mean_columns: list[str] | None = None) -> pd.DataFrame:
+def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
     """One row per (codec, setting): image counts and the mean of each per-image metric over OK rows.
 
     Streams shard by shard, so memory depends on the number of settings, not of images.
@@ -129,8 +129,8 @@ def summarise(run_dir: pathlib.Path, mean_columns: list[str] | None = None) -> p
     groups: dict[tuple, _Accumulator] = {}
     for path in shard_files(run_dir):
         table = pq.read_table(path)
-        wanted = [c for c in table.column_names if c in GROUP_COLUMNS or c == "status" or c in (mean_columns or [])
-                  or (c in MEAN_COLUMNS)]
+        wanted = [c for c in table.column_names if c in GROUP_COLUMNS or c == "status" or c in MEAN_COLUMNS
+                  or c not in IMAGE_SCHEMA.names]  # codec- and metric-specific per-image columns
         for row in table.select(wanted).to_pylist():
             key = (row["codec"], row["setting_index"])
             acc = groups.get(key)

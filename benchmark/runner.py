@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from benchmark import __version__, provenance
+from benchmark import __version__, perceptual, provenance
 from benchmark.codec import Codec, CodecSpec
 from benchmark.datasets import Dataset, open_dataset
 from benchmark.imageio import DEFAULT_MAX_PIXELS, BadImage
@@ -52,6 +52,7 @@ class RunConfig:
     limit: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     codecs: list[CodecSpec] = field(default_factory=list)
+    inception: dict = field(default_factory=lambda: dict(perceptual.DEFAULTS))
     # Execution only: these do not change the rows' values.
     timeout: float = 300.0
     chunk_size: int | None = None
@@ -59,7 +60,8 @@ class RunConfig:
 
     def hashed_part(self) -> dict:
         return {"dataset": self.dataset, "split": self.split, "preprocess": self.preprocess, "limit": self.limit,
-                "max_pixels": self.max_pixels, "codecs": [c.to_json() for c in self.codecs]}
+                "max_pixels": self.max_pixels, "codecs": [c.to_json() for c in self.codecs],
+                "inception": {k: self.inception.get(k) for k in perceptual.HASHED}}
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -135,6 +137,7 @@ class Worker:
         self.preprocess = get_preset(self.config.preprocess)[1]
         self.specs = {c.label: c for c in self.config.codecs}
         self.codecs: dict[str, tuple[Codec, Codec]] = {}
+        self.reference_dir = info.get("inception", {}).get("reference_dir")
         self.base = {
             "run_id": info["run_id"], "created": info["created"], "git_sha": info["git_sha"],
             "cmcbench_version": __version__, "config_hash": info["config_hash"],
@@ -186,7 +189,8 @@ class Worker:
             setup_error = _error_text("codec setup", exc)
         for index in range(task.start, task.stop):
             image_row, pixels, error = self.load(index)
-            if pixels is not None and keep_pixels:
+            if pixels is not None and keep_pixels and not perceptual.reference_path(
+                    self.reference_dir, image_row["image_sha256"]).exists():
                 result.originals[index] = pixels
             for s, setting in enumerate(spec.settings):
                 row = {**self.base, **self.codec_columns[task.codec], **image_row,
@@ -270,7 +274,8 @@ def _codec_info(spec: CodecSpec) -> dict:
             "side_information": codec.side_information(), "parallel": cls.parallel, "exact_size": cls.exact_size}
 
 
-def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name: str | None = None) -> pathlib.Path:
+def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name: str | None = None,
+               progress: bool = True) -> pathlib.Path:
     """Resolve the dataset and codecs, write config.json with full provenance, return the run directory."""
     if not config.codecs:
         raise ValueError("No codecs to run.")
@@ -285,7 +290,8 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     if config.chunk_size is None:
         config.chunk_size = max(1, min(32, len(dataset) // 64))
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    chash = provenance.config_hash(config.hashed_part())
+    inception = perceptual.resolve(config.inception, pathlib.Path(out_root) / ".cache", progress)
+    chash = provenance.config_hash({**config.hashed_part(), "extractor": inception.get("weights_sha256")})
     run_id = name or f"{created:%Y%m%d-%H%M%S}-{chash[:8]}"
     run_dir = pathlib.Path(out_root) / run_id
     if (run_dir / "config.json").exists():
@@ -297,6 +303,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
                     "fingerprint": dataset.fingerprint(), "notes": dataset.notes,
                     "preprocess": config.preprocess, "preprocess_description": description},
         "codecs": [_codec_info(c) for c in config.codecs],
+        "inception": inception,
     }
     atomic_write_bytes(run_dir / "config.json", json.dumps(info, indent=2, sort_keys=True).encode())
     return run_dir
@@ -315,10 +322,15 @@ class RunOutcome:
     n_failed: int
     failed_reasons: dict[str, int]
     seconds: float
+    inception: dict = field(default_factory=dict)
+    passes: dict = field(default_factory=dict)
 
 
 def _start_method() -> str:
-    return "fork" if sys.platform.startswith("linux") else "spawn"
+    """fork is cheapest, but unsafe once torch (threads, CUDA) is live in this process."""
+    if not sys.platform.startswith("linux"):
+        return "spawn"
+    return "forkserver" if "torch" in sys.modules else "fork"
 
 
 def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool = True,
@@ -341,6 +353,17 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     pooled = [t for t in todo if t.codec in parallel_codecs] if jobs > 1 else []
     pooled_set = set(pooled)
     local = [t for t in todo if t not in pooled_set]
+    stage = None
+    if info["inception"]["status"] == "ok":
+        stage = perceptual.PerceptualStage(info, run_dir)
+        if on_result is None:
+            on_result = stage.on_result
+        else:
+            user_hook = on_result
+
+            def on_result(result, _hook=user_hook):
+                stage.on_result(result)
+                _hook(result)
     keep_pixels = on_result is not None
 
     bar = tqdm(total=sum(t.stop - t.start for t in todo), unit="img", desc="encode/decode", disable=not progress,
@@ -362,9 +385,21 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     finally:
         bar.close()
     summary = summarise(run_dir)
+    status = info["inception"]["status"]
+    if len(summary) and status == "ok":
+        summary = summary.merge(perceptual.set_metrics(run_dir, info), on=["codec", "setting_index"], how="left")
+        counts = perceptual.passes(run_dir)
+        summary["inception_passes_reference"] = counts["reference"]
+        summary["inception_passes_reconstruction"] = counts["reconstruction"]
+        summary["inception_status"] = "ok"
+    elif len(summary):
+        summary["inception_status"] = f"{status}: {info['inception']['reason']}"
+        for column in ("inception_score", "fid", "kid", "ipd"):
+            summary[column] = float("nan")  # unavailable: never zero, never made up
     write_table(run_dir / "summary.parquet", _summary_table(summary))
     n_rows, n_failed, reasons = _failure_counts(run_dir)
-    return RunOutcome(run_dir, n_rows, n_failed, reasons, time.perf_counter() - t_start)
+    return RunOutcome(run_dir, n_rows, n_failed, reasons, time.perf_counter() - t_start, info["inception"],
+                      perceptual.passes(run_dir))
 
 
 def _summary_table(summary):

@@ -23,3 +23,34 @@ def natural_images(tmp_path):
         base += rng.normal(0, 6, base.shape)
         Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(folder / f"img{i}.png")
     return folder
+
+
+@pytest.fixture(scope="session")
+def random_inception_weights(tmp_path_factory):
+    """A seeded, randomly initialised InceptionV3 of torch-fidelity's architecture, saved as a weights file,
+    so the real loading path (--inception-weights) is exercised without any download."""
+    import torch
+    from unittest import mock
+
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    torch.manual_seed(0)
+    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, strict=True: None), \
+            mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", return_value={}):
+        model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
+    # Data-dependent BatchNorm statistics: without them a random network maps every image to nearly the
+    # same features, and metric comparisons on it could not fail.
+    from benchmark.sample import render
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+            m.reset_running_stats()
+    batch = torch.stack([torch.from_numpy(np.array(render(i))).permute(2, 0, 1) for i in range(8)])
+    model.train()
+    with torch.no_grad():
+        model(batch)
+    model.eval()
+    path = tmp_path_factory.mktemp("weights") / "random-inception.pth"
+    torch.save(model.state_dict(), path)
+    return path

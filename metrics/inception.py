@@ -1,0 +1,116 @@
+"""torch-fidelity's InceptionV3 ('inception-v3-compat'): one forward pass per image gives the 2048-d pool3
+features (FID, KID, IPD) and the 1008 unbiased logits (Inception Score).
+
+Images go in as uint8 RGB, as torch-fidelity expects; its TensorFlow-compatible bilinear resize to 299
+happens inside the model. Weights: a local file (`--inception-weights`, or CMCBENCH_INCEPTION_WEIGHTS),
+else torch-fidelity's standard weights fetched once into the torch hub cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+from collections import defaultdict
+
+import numpy as np
+
+FEATURE_DIM = 2048
+LOGITS_DIM = 1008
+EXTRACTOR_NAME = "inception-v3-compat"
+ENV_WEIGHTS = "CMCBENCH_INCEPTION_WEIGHTS"
+ENV_SHA256 = "CMCBENCH_INCEPTION_SHA256"
+STANDARD_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+
+
+class InceptionUnavailable(RuntimeError):
+    """The Inception metrics cannot be computed here; the message says how to fix that."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_weights(path: str | None = None, expected_sha256: str | None = None, progress: bool = True) -> tuple[str, str]:
+    """Return (local path, sha256) of the weights, downloading the standard ones if needed and possible."""
+    path = path or os.environ.get(ENV_WEIGHTS) or None
+    expected_sha256 = (expected_sha256 or os.environ.get(ENV_SHA256) or "").lower() or None
+    try:
+        import torch
+    except ImportError as exc:
+        raise InceptionUnavailable("the Inception metrics need torch and torch-fidelity: "
+                                   "pip install -e '.[inception]'") from exc
+    if path is None:
+        target = pathlib.Path(torch.hub.get_dir()) / "checkpoints" / STANDARD_URL.rsplit("/", 1)[1]
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                torch.hub.download_url_to_file(STANDARD_URL, str(target), hash_prefix="6726825d", progress=progress)
+            except Exception as exc:  # noqa: BLE001 - any network failure has the same remedy
+                raise InceptionUnavailable(
+                    f"no Inception weights: downloading {STANDARD_URL} failed ({exc}). Download that file on a "
+                    f"machine with internet and either put it at {target} or pass --inception-weights PATH "
+                    f"(or set {ENV_WEIGHTS}).") from None
+        path = str(target)
+    elif not os.path.isfile(path):
+        raise InceptionUnavailable(f"Inception weights file {path!r} does not exist.")
+    digest = file_sha256(path)
+    if expected_sha256 and digest != expected_sha256:
+        raise InceptionUnavailable(f"Inception weights {path!r} have sha256 {digest}, expected {expected_sha256}.")
+    if path.endswith(STANDARD_URL.rsplit("/", 1)[1]) and not digest.startswith("6726825d"):
+        raise InceptionUnavailable(f"Inception weights {path!r} are corrupt (sha256 {digest[:8]}..., expected "
+                                   "6726825d...): delete the file and run again.")
+    return path, digest
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InceptionUnavailable(f"--device {device} was asked for, but torch sees no CUDA device.")
+    return device
+
+
+class InceptionExtractor:
+    """Batched feature extraction that counts every image it sends through the network."""
+
+    def __init__(self, weights_path: str, weights_sha256: str, device: str = "auto", batch_size: int = 32):
+        import torch
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        self.torch = torch
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+        self.weights_sha256 = weights_sha256
+        self.key = f"{EXTRACTOR_NAME}-{weights_sha256[:16]}"
+        self.model = FeatureExtractorInceptionV3(EXTRACTOR_NAME, ["2048", "logits_unbiased"],
+                                                 feature_extractor_weights_path=weights_path).to(self.device).eval()
+        self.passes = 0
+
+    def forward(self, batch: "torch.Tensor") -> tuple[np.ndarray, np.ndarray]:
+        """One uint8 N x 3 x H x W batch through the network."""
+        with self.torch.inference_mode():
+            pool, logits = self.model(batch.to(self.device, non_blocking=True))
+        self.passes += len(batch)
+        return pool.float().cpu().numpy(), logits.float().cpu().numpy()
+
+    def __call__(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Features of H x W x 3 uint8 images, in input order (batches group images of equal size)."""
+        pool = np.empty((len(images), FEATURE_DIM), np.float32)
+        logits = np.empty((len(images), LOGITS_DIM), np.float32)
+        by_shape: dict[tuple, list[int]] = defaultdict(list)
+        for i, im in enumerate(images):
+            by_shape[im.shape].append(i)
+        for idx in by_shape.values():
+            for start in range(0, len(idx), self.batch_size):
+                part = idx[start:start + self.batch_size]
+                stacked = np.stack([images[i] for i in part])
+                batch = self.torch.from_numpy(stacked).permute(0, 3, 1, 2)
+                pool[part], logits[part] = self.forward(batch)
+        return pool, logits

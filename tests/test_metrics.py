@@ -1,0 +1,101 @@
+"""Each metric against an independent reference, on features made here (no network needed)."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.stats
+import torch
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_features_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
+
+from metrics.fid import FeatureMoments, fid, fid_from_moments, statistics
+from metrics.inception_score import inception_score
+from metrics.ipd import instance_perceptual_distance
+from metrics.kid import kid
+from metrics.psnr import psnr
+
+
+@pytest.fixture
+def feats():
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.5, 1.0, (300, 16)) @ rng.normal(size=(16, 16)) * 0.3
+    b = rng.normal(0.8, 1.2, (250, 16)) @ rng.normal(size=(16, 16)) * 0.3
+    return a.astype(np.float32), b.astype(np.float32)
+
+
+def test_fid_matches_scipy_sqrtm(feats):
+    a, b = (f.astype(np.float64) for f in feats)
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    expected = np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * covmean)
+    assert fid(*feats) == pytest.approx(expected, rel=1e-9)
+
+
+def test_fid_with_equal_covariances_is_the_squared_mean_difference(feats):
+    a = feats[0].astype(np.float64)
+    shift = np.linspace(-1, 1, a.shape[1])
+    assert fid(a, a + shift) == pytest.approx(float(shift @ shift), rel=1e-7, abs=1e-9)
+    assert fid(a, a) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_moments_merge_exactly_and_give_np_cov(feats):
+    a, b = feats
+    merged = FeatureMoments.of(a[:100]).merge(FeatureMoments.of(a[100:]))
+    whole = FeatureMoments.of(a)
+    assert merged.n == 300 and np.allclose(merged.total, whole.total, rtol=1e-12)
+    mu, sigma = statistics(a)
+    assert np.allclose(merged.mean(), mu, rtol=1e-12) and np.allclose(merged.covariance(), sigma, rtol=1e-9, atol=1e-12)
+    assert fid_from_moments(merged, FeatureMoments.of(b)) == pytest.approx(fid(a, b), rel=1e-8)
+
+
+def test_fid_kid_is_agree_with_torch_fidelity_feature_functions(feats):
+    a, b = feats
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    ref = fid_statistics_to_metric(fid_features_to_statistics(ta), fid_features_to_statistics(tb), verbose=False)
+    assert fid(a, b) == pytest.approx(ref["frechet_inception_distance"], rel=1e-6)
+    ref = kid_features_to_metric(ta, tb, kid_subsets=20, kid_subset_size=200, verbose=False)
+    mean, std = kid(a, b, subsets=20, subset_size=200)
+    assert mean == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-5)
+    assert std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-4)
+    logits = np.random.default_rng(5).normal(0, 2, (200, 30)).astype(np.float32)
+    ref = isc_features_to_metric(torch.from_numpy(logits), splits=10)
+    mean, std = inception_score(logits, splits=10)
+    assert mean == pytest.approx(ref["inception_score_mean"], rel=1e-10)
+    assert std == pytest.approx(ref["inception_score_std"], rel=1e-8)
+
+
+def test_inception_score_against_scipy_entropy():
+    logits = np.random.default_rng(1).normal(0, 3, (40, 12))
+    p = scipy.special.softmax(logits, axis=1)
+    expected = np.exp(np.mean([scipy.stats.entropy(pi, p.mean(0)) for pi in p]))
+    mean, std = inception_score(logits, splits=1, shuffle=False)
+    assert mean == pytest.approx(expected, rel=1e-12) and std == 0
+    one_class = np.full((20, 5), -10.0)
+    one_class[:, 2] = 10
+    assert inception_score(one_class, splits=2)[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 10 images"):
+        inception_score(logits[:5])
+
+
+def test_kid_zero_in_expectation_and_positive_for_different_sets(feats):
+    a, b = feats
+    assert abs(kid(a[:150], a[150:], subsets=10)[0]) < kid(a, b, subsets=10)[0]
+    assert kid(a, b, subset_size=5000)[0] == pytest.approx(kid(a, b, subset_size=250)[0])  # clipped to n
+
+
+def test_ipd_by_hand():
+    orig = np.array([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]])
+    rec = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    assert instance_perceptual_distance(orig, rec).tolist() == [5.0, 0.0]
+    with pytest.raises(ValueError):
+        instance_perceptual_distance(orig, rec[:1])
+
+
+def test_psnr_by_hand():
+    a = np.zeros((2, 2, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 255
+    assert psnr(a, b) == pytest.approx(10 * np.log10(12))
+    assert psnr(a, a) == float("inf")

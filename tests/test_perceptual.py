@@ -1,0 +1,113 @@
+"""The Inception stage end to end, with a seeded random InceptionV3 saved as a local weights file."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from benchmark.codec import parse_codec_spec
+from benchmark.datasets import open_dataset
+from benchmark.results import load_run
+from benchmark.runner import RunConfig, create_run, execute
+from metrics import inception as inception_module
+from metrics.inception import InceptionExtractor, file_sha256
+
+N = 12
+
+
+def _config(weights, codecs=("jpeg quality=10,90",), **kw):
+    return RunConfig(dataset="sample:36", codecs=[parse_codec_spec(c) for c in codecs],
+                     inception={"enabled": True, "weights": str(weights), "sha256": None, "device": "cpu",
+                                "batch_size": 8, "isc_splits": 4, "kid_subsets": 10, "kid_subset_size": 8,
+                                "seed": 2020}, **kw)
+
+
+def _run(tmp_path, config, jobs=2):
+    run_dir = create_run(config, tmp_path / "results", progress=False)
+    outcome = execute(run_dir, jobs=jobs, progress=False)
+    return outcome, *load_run(run_dir)
+
+
+def test_agrees_with_torch_fidelity_calculate_metrics(tmp_path, random_inception_weights):
+    from torch_fidelity import calculate_metrics
+
+    outcome, images, summary = _run(tmp_path, _config(random_inception_weights, save_reconstructions=True))
+    assert outcome.inception["status"] == "ok" and len(summary) == 2
+    originals = tmp_path / "originals"
+    originals.mkdir()
+    ds = open_dataset("sample:36")
+    assert len(ds) == N
+    for r in ds.records:
+        Image.fromarray(ds.read(r).pixels).save(originals / f"{r.image_id}.png")
+    extractor = InceptionExtractor(str(random_inception_weights), file_sha256(random_inception_weights), "cpu", 8)
+    ref_pool, _ = extractor([ds.read(r).pixels for r in ds.records])
+    for quality in (10, 90):
+        recon_dir = outcome.run_dir / "reconstructions" / "jpeg" / str(quality)
+        ref = calculate_metrics(input1=str(recon_dir), input2=str(originals), cuda=False, isc=True, fid=True,
+                                kid=True, feature_extractor_weights_path=str(random_inception_weights),
+                                isc_splits=4, kid_subsets=10, kid_subset_size=8, batch_size=8, verbose=False,
+                                save_cpu_ram=True)
+        row = summary[summary.setting == quality].iloc[0]
+        assert row.n_features == N
+        assert row.fid == pytest.approx(ref["frechet_inception_distance"], rel=1e-6)
+        assert row.kid == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-6)
+        assert row.kid_std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-5)
+        assert row.inception_score == pytest.approx(ref["inception_score_mean"], rel=1e-4)
+        assert row.inception_score_std == pytest.approx(ref["inception_score_std"], rel=1e-3)
+        # IPD by hand: squared distance between paired pool3 features, paired by image id
+        rec = sorted(recon_dir.glob("*.png"))
+        assert [p.stem for p in rec] == [r.image_id for r in ds.records]
+        rec_pool, _ = extractor([np.asarray(Image.open(p)) for p in rec])
+        by_hand = np.square(ref_pool.astype(np.float64) - rec_pool).sum(1)
+        per_image = images[images.setting == quality].set_index("image_id").loc[[p.stem for p in rec], "ipd"]
+        assert np.allclose(per_image.to_numpy(), by_hand, rtol=1e-5)
+        assert row.ipd == pytest.approx(by_hand.mean(), rel=1e-5)
+    assert summary.set_index("setting").fid[90] < summary.set_index("setting").fid[10]
+    assert "FID from 12 < 2048 samples" in summary.inception_note.iloc[0]
+
+
+def test_pass_counter_and_reference_cache(tmp_path, random_inception_weights):
+    codecs = ("jpeg quality=10,50,90", "jpeg2000 ratio=48")
+    first, _, s1 = _run(tmp_path, _config(random_inception_weights, codecs, limit=5))
+    assert first.passes == {"reference": 5, "reconstruction": 5 * 4}  # N x (1 + S)
+    assert (s1.inception_passes_reference == 5).all()
+    second, _, s2 = _run(tmp_path, _config(random_inception_weights, codecs, limit=5))
+    assert second.passes == {"reference": 0, "reconstruction": 5 * 4}  # N x S: originals come from the cache
+    pd.testing.assert_series_equal(s1.fid, s2.fid)
+
+
+def test_resume_keeps_features_and_counts(tmp_path, random_inception_weights):
+    config = _config(random_inception_weights, limit=4)
+    run_dir = create_run(config, tmp_path / "results", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    _, before = load_run(run_dir)
+    shard = sorted((run_dir / "images" / "jpeg").glob("*.parquet"))[1]
+    shard.unlink()  # as if the run had been killed before this task committed
+    execute(run_dir, jobs=1, progress=False)
+    _, after = load_run(run_dir)
+    cols = ["codec", "setting_index", "bpp", "psnr", "ipd", "fid", "kid", "inception_score"]
+    pd.testing.assert_frame_equal(before[cols], after[cols])
+    assert json.loads((run_dir / "inception_passes.json").read_text()) == {"reference": 4, "reconstruction": 10}
+
+
+def test_without_weights_metrics_are_unavailable_not_zero(tmp_path, monkeypatch):
+    monkeypatch.setattr(inception_module, "STANDARD_URL", "http://127.0.0.1:9/weights-inception-x.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv(inception_module.ENV_WEIGHTS, raising=False)
+    config = _config("x", limit=2)
+    config.inception["weights"] = None
+    outcome, images, summary = _run(tmp_path, config)
+    assert outcome.inception["status"] == "unavailable" and "--inception-weights" in outcome.inception["reason"]
+    assert outcome.n_failed == 0 and images.psnr.notna().all()
+    assert summary[["fid", "kid", "inception_score", "ipd"]].isna().all().all()
+    assert summary.inception_status.str.startswith("unavailable: no Inception weights").all()
+
+
+def test_wrong_sha256_is_refused(tmp_path, random_inception_weights):
+    config = _config(random_inception_weights, limit=1)
+    config.inception["sha256"] = "0" * 64
+    run_dir = create_run(config, tmp_path / "results", progress=False)
+    info = json.loads((run_dir / "config.json").read_text())
+    assert info["inception"]["status"] == "unavailable" and "expected 0000" in info["inception"]["reason"]
