@@ -9,7 +9,7 @@ import sys
 from benchmark.codec import CodecUnavailable, available_codecs, load_codec_class, parse_codec_spec
 from benchmark.imageio import DEFAULT_MAX_PIXELS
 
-DEFAULT_CODECS = ["jpeg", "jpeg2000"]
+DEFAULT_CODECS = ["jpeg", "jpeg2000", "cmc"]
 EXIT_FAILED_ROWS = 3
 
 EPILOG = """\
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
     run.add_argument("--kid-subset-size", type=int, default=1000,
                      help="KID subset size, clipped to the number of images (default 1000)")
+    run.add_argument("--save-bitstreams", action="store_true",
+                     help="also write every bitstream under RUN/bitstreams/<codec>/<setting>/<image id>.bin")
     run.add_argument("--log-x", action="store_true", help="log-scale bpp axis in the R-D plots")
     run.add_argument("--no-plots", action="store_true", help="skip the R-D plots")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -75,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--log-x", action="store_true", help="log-scale bpp axis")
     plot.add_argument("--metric", action="append", help="only these summary columns (default: every metric present)")
     plot.add_argument("--out", help="folder for the plots (default: RUN_DIR/plots)")
+
+    dec = sub.add_parser("decode", help="decode one bitstream file with a run's codec (its bytes and the run's "
+                                        "declared side information only) and write the image as PNG")
+    dec.add_argument("run_dir", metavar="RUN_DIR")
+    dec.add_argument("codec", metavar="CODEC_LABEL")
+    dec.add_argument("bitstream", metavar="FILE")
+    dec.add_argument("-o", "--output", required=True, help="PNG to write")
 
     sub.add_parser("codecs", help="list codecs, their rate parameter, default sweep and availability")
     return parser
@@ -92,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plot(args)
         if args.command == "codecs":
             return cmd_codecs()
+        if args.command == "decode":
+            return cmd_decode(args)
     except (ValueError, FileNotFoundError, FileExistsError, CodecUnavailable, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -131,7 +142,7 @@ def cmd_run(args) -> int:
                      "kid_subset_size": args.kid_subset_size, "seed": 2020}
         config = RunConfig(dataset=args.dataset, split=args.split, preprocess=preprocess, limit=args.limit,
                            max_pixels=args.max_pixels, codecs=specs, inception=inception, timeout=args.timeout,
-                           save_reconstructions=args.save_reconstructions)
+                           save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress)
         print(f"Run {run_dir.name}: {args.dataset}, codecs {', '.join(s.label for s in specs)}")
     outcome = execute(run_dir, jobs=args.jobs, progress=not args.no_progress)
@@ -182,6 +193,30 @@ def cmd_plot(args) -> int:
     plots = rd_plots(summary, args.out or run_dir / "plots", log_x=args.log_x, metrics=args.metric)
     for p in plots:
         print(p)
+    return 0
+
+
+def cmd_decode(args) -> int:
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from benchmark.runner import RunConfig, codec_context
+
+    info = json.loads((pathlib.Path(args.run_dir) / "config.json").read_text())
+    config = RunConfig.from_json(info["config"])
+    spec = next((c for c in config.codecs if c.label == args.codec), None)
+    if spec is None:
+        raise ValueError(f"Run has no codec labelled {args.codec!r}: {', '.join(c.label for c in config.codecs)}.")
+    decoder = spec.build()
+    decoder.setup(codec_context(config, info["dataset"]["split"]))
+    declared = next(c for c in info["codecs"] if c["label"] == args.codec)["side_information"]
+    if decoder.side_information() != declared:
+        raise RuntimeError("The side information rebuilt here differs from the one the run declared.")
+    image = decoder.decode(pathlib.Path(args.bitstream).read_bytes())
+    Image.fromarray(np.asarray(image)).save(args.output)
+    print(args.output)
     return 0
 
 

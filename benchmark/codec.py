@@ -23,6 +23,7 @@ BUILTIN_CODECS = {
     "jpeg": "baselines.jpeg:JPEG",
     "jpeg2000": "baselines.jpeg2000:JPEG2000",
     "jpeg2000-psnr": "baselines.jpeg2000:JPEG2000PSNR",
+    "cmc": "baselines.cmc:CMC",
 }
 
 
@@ -46,6 +47,9 @@ class Codec:
     exact_size: ClassVar[bool] = True
     # False for codecs that must run in the main process (large models, GPU).
     parallel: ClassVar[bool] = True
+    # True for encoders that need the dataset record (an oracle captioner reads the reference captions);
+    # they are called as encode(image, setting, record=record). Decoders never get it.
+    needs_record: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - set(self.defaults))
@@ -59,8 +63,9 @@ class Codec:
     def check_available(cls) -> None:
         """Raise CodecUnavailable with an actionable message when the codec cannot run here."""
 
-    def setup(self) -> None:
-        """Heavy initialisation, called once in the process that uses the codec."""
+    def setup(self, context: dict | None = None) -> None:
+        """Heavy initialisation, once per process. `context` names the run's dataset, split and
+        preprocessing, from which a codec may fit declared side information on training data."""
 
     def encode(self, image: np.ndarray, setting: Any) -> bytes:
         raise NotImplementedError

@@ -57,6 +57,7 @@ class RunConfig:
     timeout: float = 300.0
     chunk_size: int | None = None
     save_reconstructions: bool = False
+    save_bitstreams: bool = False
 
     def hashed_part(self) -> dict:
         return {"dataset": self.dataset, "split": self.split, "preprocess": self.preprocess, "limit": self.limit,
@@ -138,6 +139,7 @@ class Worker:
         self.specs = {c.label: c for c in self.config.codecs}
         self.codecs: dict[str, tuple[Codec, Codec]] = {}
         self.reference_dir = info.get("inception", {}).get("reference_dir")
+        self.context = codec_context(self.config, info["dataset"]["split"])
         self.base = {
             "run_id": info["run_id"], "created": info["created"], "git_sha": info["git_sha"],
             "cmcbench_version": __version__, "config_hash": info["config_hash"],
@@ -156,8 +158,8 @@ class Worker:
         if label not in self.codecs:
             spec = self.specs[label]
             encoder, decoder = spec.build(), spec.build()
-            encoder.setup()
-            decoder.setup()
+            encoder.setup(self.context)
+            decoder.setup(self.context)
             self.codecs[label] = (encoder, decoder)
         return self.codecs[label]
 
@@ -179,6 +181,8 @@ class Worker:
         return row, pixels, ""
 
     def run(self, task: Task, keep_pixels: bool = False) -> "TaskResult":
+        from metrics.caption import caption_scores
+
         spec = self.specs[task.codec]
         result = TaskResult(task, [], {}, [])
         try:
@@ -199,7 +203,10 @@ class Worker:
                 if pixels is None or setup_error:
                     row.update(status="failed", error=error or setup_error)
                 else:
-                    recon = self._encode_decode(encoder, decoder, pixels, setting, row)
+                    record = self.dataset.records[index]
+                    recon = self._encode_decode(encoder, decoder, pixels, setting, row, record)
+                    if "caption" in row and record.captions:
+                        row.update(caption_scores(row["caption"], record.captions))
                     if recon is not None and keep_pixels:
                         result.reconstructions.append((len(result.rows), recon))
                     if recon is not None and self.config.save_reconstructions:
@@ -207,19 +214,22 @@ class Worker:
                 result.rows.append(row)
         return result
 
-    def _encode_decode(self, encoder: Codec, decoder: Codec, pixels, setting, row: dict) -> np.ndarray | None:
+    def _encode_decode(self, encoder: Codec, decoder: Codec, pixels, setting, row: dict, record) -> np.ndarray | None:
         timeout = self.config.timeout
         stage = "encode"
         try:
             t0 = time.perf_counter()
             with time_limit(timeout, "encode"):
-                data = encoder.encode(pixels, setting)
+                data = (encoder.encode(pixels, setting, record=record) if encoder.needs_record
+                        else encoder.encode(pixels, setting))
             t1 = time.perf_counter()
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"encoder returned {type(data).__name__}, not bytes")
             data = bytes(data)
             h, w = pixels.shape[:2]
             row.update(bytes=len(data), bits=8 * len(data), bpp=bits_per_pixel(len(data), w, h), encode_s=t1 - t0)
+            if self.config.save_bitstreams:
+                self._save_bytes(row["codec"], str(setting), row["image_id"], data)
             stage = "decode"
             t2 = time.perf_counter()
             with time_limit(timeout, "decode"):
@@ -233,6 +243,10 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - the row fails with its reason, the run goes on
             row.update(status="failed", error=_error_text(stage, exc))
             return None
+
+    def _save_bytes(self, codec: str, setting: str, image_id: str, data: bytes) -> None:
+        path = self.run_dir / "bitstreams" / safe_name(codec) / safe_name(setting) / f"{image_id}.bin"
+        atomic_write_bytes(path, data)
 
     def _save(self, codec: str, setting: str, image_id: str, recon: np.ndarray) -> None:
         path = (self.run_dir / "reconstructions" / safe_name(codec) / safe_name(setting) / image_id).with_suffix(".png")
@@ -265,13 +279,18 @@ def _run_in_worker(task: Task, keep_pixels: bool) -> TaskResult:
 # Creating and executing runs
 
 
-def _codec_info(spec: CodecSpec) -> dict:
+def codec_context(config: RunConfig, split: str) -> dict:
+    return {"dataset": config.dataset, "split": split, "preprocess": config.preprocess}
+
+
+def _codec_info(spec: CodecSpec, context: dict) -> dict:
     codec = spec.build()
     cls = type(codec)
     cls.check_available()
+    codec.setup(context)
     return {"label": spec.label, "target": spec.target, "name": cls.name, "options": codec.options,
             "settings": list(spec.settings), "rate_parameter": cls.rate_parameter, "versions": codec.versions(),
-            "side_information": codec.side_information(), "parallel": cls.parallel, "exact_size": cls.exact_size}
+            "side_information": codec.side_information(), "parallel": codec.parallel, "exact_size": cls.exact_size}
 
 
 def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name: str | None = None,
@@ -302,7 +321,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         "dataset": {"name": dataset.name, "kind": dataset.kind, "split": dataset.split, "n_images": len(dataset),
                     "fingerprint": dataset.fingerprint(), "notes": dataset.notes,
                     "preprocess": config.preprocess, "preprocess_description": description},
-        "codecs": [_codec_info(c) for c in config.codecs],
+        "codecs": [_codec_info(c, codec_context(config, dataset.split)) for c in config.codecs],
         "inception": inception,
     }
     atomic_write_bytes(run_dir / "config.json", json.dumps(info, indent=2, sort_keys=True).encode())

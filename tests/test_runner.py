@@ -147,7 +147,7 @@ def test_cli_default_run_help_and_codecs(tmp_path):
     run_dir = next(tmp_path.iterdir())
     assert (run_dir / "plots" / "rd_psnr.png").exists() and (run_dir / "plots" / "rd_psnr.svg").exists()
     images, summary = load_run(run_dir)
-    assert set(summary.codec) == {"jpeg", "jpeg2000"} and len(images) == 3 * (19 + 12)
+    assert set(summary.codec) == {"jpeg", "jpeg2000", "cmc"} and len(images) == 3 * (19 + 12 + 4)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["dataset"]["n_images"] == 3 and "openjpeg" in json.dumps(config["codecs"])
     assert "R-D plots" in done.stdout and str(run_dir) in done.stdout

@@ -1,0 +1,137 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from baselines.cmc import CMC
+from baselines.text_codecs import TEXT_CODECS, make_text_codec
+from benchmark.datasets import open_dataset
+from benchmark.results import load_run
+from benchmark.runner import RunConfig, codec_context, create_run, execute
+from benchmark.codec import parse_codec_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _captions(split, n=300):
+    return [c for r in open_dataset(f"sample:{n}", split).records for c in r.captions]
+
+
+def bird_corpus(n, seed):
+    """Varied CUB-like captions from a small grammar (a corpus built for the test)."""
+    rng = np.random.default_rng(seed)
+    colours = ["red", "brown", "black", "white", "yellow", "grey", "blue", "orange", "olive", "buff"]
+    parts = ["crown", "belly", "breast", "wings", "tail", "nape", "throat", "bill", "eyebrow", "rump"]
+    sizes = ["small", "medium sized", "large", "tiny", "long", "short", "pointed", "curved"]
+    openers = ["this bird has", "a bird with", "the bird has", "this is a bird with", "this small bird has"]
+    out = []
+    for _ in range(n):
+        k = rng.integers(2, 5)
+        feats = [f"a {rng.choice(sizes)} {rng.choice(colours)} {rng.choice(parts)}" if rng.random() < 0.5 else
+                 f"{rng.choice(colours)} {rng.choice(parts)}" for _ in range(k)]
+        out.append(f"{rng.choice(openers)} " + ", ".join(feats[:-1]) + f" and {feats[-1]}" +
+                   ("." if rng.random() < 0.7 else ""))
+    return out
+
+
+def random_unicode(rng, n):
+    ranges = [(0x20, 0x7E), (0xA0, 0x24F), (0x370, 0x3FF), (0x4E00, 0x4FFF), (0x1F300, 0x1F64F), (0x0, 0x1F)]
+    out = []
+    for _ in range(n):
+        chars = []
+        for _ in range(rng.integers(0, 40)):
+            lo, hi = ranges[rng.integers(len(ranges))]
+            chars.append(chr(int(rng.integers(lo, hi + 1))))
+        out.append("".join(chars))
+    return out
+
+
+@pytest.mark.parametrize("name", list(TEXT_CODECS))
+def test_text_codecs_round_trip_any_unicode(name):
+    codec = make_text_codec(name, _captions("train"))
+    rng = np.random.default_rng(11)
+    for text in random_unicode(rng, 150) + _captions("test")[:50] + ["", " ", "\x00<eos>", "é\u0301"]:
+        assert codec.decode(codec.encode(text)) == text
+
+
+@pytest.mark.parametrize("corpus", ["sample", "birds"])
+def test_huffman_length_within_entropy_bound_and_context_coder_beats_it(corpus):
+    if corpus == "sample":
+        train, test = _captions("train"), _captions("test")
+    else:
+        train, test = bird_corpus(3000, 1), bird_corpus(500, 2)
+    huffman = make_text_codec("huffman", train)
+    h = huffman.entropy()
+    bits = sum(huffman.encode_bits(t)[1] for t in test)
+    symbols = sum(len(t) + 1 for t in test)  # characters plus one end marker per caption
+    assert h <= bits / symbols < h + 1
+    assert h <= huffman.expected_length() < h + 1
+    context = make_text_codec("context", train)
+    huff_bytes = sum(len(huffman.encode(t)) for t in test)
+    ctx_bytes = sum(len(context.encode(t)) for t in test)
+    assert ctx_bytes <= 0.85 * huff_bytes, (ctx_bytes, huff_bytes)
+
+
+def test_huffman_is_canonical_and_prefix_free():
+    huffman = make_text_codec("huffman", bird_corpus(500, 3))
+    codes = sorted(huffman.codes.values(), key=lambda c: (len(c), c))
+    assert all(not b.startswith(a) for i, a in enumerate(codes) for b in codes[i + 1:])
+    assert sum(2.0 ** -len(c) for c in codes) == pytest.approx(1.0)  # complete code
+    by_len = [int(c, 2) for c in codes]
+    assert by_len == sorted(by_len) or all(len(a) <= len(b) for a, b in zip(codes, codes[1:]))
+
+
+def _cmc_run(tmp_path, **kw):
+    config = RunConfig(dataset="sample", codecs=[parse_codec_spec("cmc text_codec=huffman"),
+                                                 parse_codec_spec("jpeg quality=5")],
+                       inception={"enabled": False}, limit=5, **kw)
+    run_dir = create_run(config, tmp_path / "results", progress=False)
+    execute(run_dir, jobs=2, progress=False)
+    return run_dir
+
+
+def test_cmc_rows_side_information_and_retrieval(tmp_path):
+    run_dir = _cmc_run(tmp_path, save_bitstreams=True)
+    images, summary = load_run(run_dir)
+    cmc = images[images.codec == "cmc"]
+    assert (cmc.status == "ok").all() and cmc.caption.str.len().gt(0).all()
+    test = open_dataset("sample")
+    refs = {r.image_id: r.captions[0] for r in test.records}
+    full = cmc[cmc.setting == 64]
+    assert all(full.caption == full.image_id.map(refs))  # reference captioner, caption 0, uncapped
+    assert np.allclose(full.caption_bleu4, 1.0) and (cmc[cmc.setting == 4].caption.str.split().str.len() <= 4).all()
+    assert (cmc.output_notes == "").all()  # the sample set is 256x256 like its training images
+    info = json.loads((run_dir / "config.json").read_text())
+    side = next(c for c in info["codecs"] if c["label"] == "cmc")["side_information"]
+    assert side["text_codec"] == "huffman" and side["table_bytes"] > 0 and len(side["table_sha256"]) == 64
+    assert side["train_split"] == "train"
+    rate = summary.groupby("codec").bpp.agg(["min", "max"])
+    assert rate.loc["cmc", "max"] < rate.loc["jpeg", "min"] / 20
+    # retrieval never returns an image of the evaluated split
+    codec = CMC()
+    codec.setup(codec_context(RunConfig(dataset="sample"), "test"))
+    test_pixels = {test.read(r).pixels.tobytes() for r in test.records}
+    for caption in cmc.caption:
+        assert codec.decode(codec.text_codec.encode(caption)).tobytes() not in test_pixels
+
+
+def test_a_decoding_process_given_only_the_bitstream_reproduces_the_image(tmp_path):
+    run_dir = _cmc_run(tmp_path, save_bitstreams=True)
+    files = sorted((run_dir / "bitstreams" / "cmc" / "16").glob("*.bin"))
+    assert len(files) == 5
+    codec = CMC()
+    codec.setup(codec_context(RunConfig(dataset="sample"), "test"))
+    test = open_dataset("sample")
+    for path in files[:2]:
+        out = tmp_path / f"{path.stem}.png"
+        done = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), "decode", str(run_dir), "cmc",
+                               str(path), "-o", str(out)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        record = next(r for r in test.records if r.image_id == path.stem)
+        pixels = test.read(record).pixels
+        full_pipeline = codec.decode(codec.encode(pixels, 16, record=record))
+        assert np.array_equal(np.asarray(Image.open(out)), full_pipeline)
