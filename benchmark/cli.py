@@ -65,16 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
     run.add_argument("--kid-subset-size", type=int, default=1000,
                      help="KID subset size, clipped to the number of images (default 1000)")
+    run.add_argument("--patch-fid", action="store_true",
+                     help="also FID/256 (HiFiC): FID over 256x256 patches, plus a grid shifted by 128 px; for few "
+                          "large images such as Kodak")
     run.add_argument("--save-bitstreams", action="store_true",
                      help="also write every bitstream under RUN/bitstreams/<codec>/<setting>/<image id>.bin")
-    run.add_argument("--log-x", action="store_true", help="log-scale bpp axis in the R-D plots")
+    run.add_argument("--log-x", action="store_true", default=None,
+                     help="log-scale bpp axis in the R-D plots (default: when rates span over 100x)")
     run.add_argument("--no-plots", action="store_true", help="skip the R-D plots")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--allow-failures", action="store_true", help="exit 0 even if some rows failed")
 
     plot = sub.add_parser("plot", help="draw R-D curves (PNG and SVG) for a finished run")
     plot.add_argument("run_dir", metavar="RUN_DIR")
-    plot.add_argument("--log-x", action="store_true", help="log-scale bpp axis")
+    plot.add_argument("--log-x", action="store_true", default=None,
+                      help="log-scale bpp axis (default: when rates span over 100x)")
     plot.add_argument("--metric", action="append", help="only these summary columns (default: every metric present)")
     plot.add_argument("--out", help="folder for the plots (default: RUN_DIR/plots)")
 
@@ -139,7 +144,7 @@ def cmd_run(args) -> int:
         inception = {"enabled": args.metrics == "inception", "weights": args.inception_weights,
                      "sha256": args.inception_sha256, "device": args.device, "batch_size": args.batch_size,
                      "isc_splits": args.isc_splits, "kid_subsets": args.kid_subsets,
-                     "kid_subset_size": args.kid_subset_size, "seed": 2020}
+                     "kid_subset_size": args.kid_subset_size, "seed": 2020, "patch_fid": args.patch_fid}
         config = RunConfig(dataset=args.dataset, split=args.split, preprocess=preprocess, limit=args.limit,
                            max_pixels=args.max_pixels, codecs=specs, inception=inception, timeout=args.timeout,
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)

@@ -24,11 +24,12 @@ from metrics.inception import FEATURE_DIM, InceptionExtractor, InceptionUnavaila
 from metrics.inception_score import inception_score
 from metrics.ipd import instance_perceptual_distance
 from metrics.kid import kid
+from metrics.patches import fid256_patches
 
 FID_MIN_SAMPLES = 2048
 DEFAULTS = {"enabled": True, "weights": None, "sha256": None, "device": "auto", "batch_size": 32,
-            "isc_splits": 10, "kid_subsets": 100, "kid_subset_size": 1000, "seed": 2020}
-HASHED = ("enabled", "isc_splits", "kid_subsets", "kid_subset_size", "seed")
+            "isc_splits": 10, "kid_subsets": 100, "kid_subset_size": 1000, "seed": 2020, "patch_fid": False}
+HASHED = ("enabled", "isc_splits", "kid_subsets", "kid_subset_size", "seed", "patch_fid")
 
 
 def resolve(options: dict, cache_root: pathlib.Path, progress: bool = True) -> dict:
@@ -44,8 +45,13 @@ def resolve(options: dict, cache_root: pathlib.Path, progress: bool = True) -> d
             "reference_dir": str((cache_root / key).resolve())}
 
 
-def reference_path(reference_dir: str | pathlib.Path, sha: str) -> pathlib.Path:
-    return pathlib.Path(reference_dir) / sha[:2] / f"{sha}.npy"
+def reference_path(reference_dir: str | pathlib.Path, sha: str, patches: bool = False) -> pathlib.Path:
+    return pathlib.Path(reference_dir) / sha[:2] / f"{sha}{'.fid256' if patches else ''}.npy"
+
+
+def needs_reference(reference_dir, sha: str, patch_fid: bool) -> bool:
+    return not reference_path(reference_dir, sha).exists() or (
+        patch_fid and not reference_path(reference_dir, sha, True).exists())
 
 
 def features_path(run_dir: pathlib.Path, codec: str, chunk: int) -> pathlib.Path:
@@ -69,7 +75,8 @@ class PerceptualStage:
         self.reference_dir = pathlib.Path(stage["reference_dir"])
         self.run_dir = run_dir
         self.counter_path = run_dir / "inception_passes.json"
-        self.passes = {"reference": 0, "reconstruction": 0}
+        self.patch_fid = bool(opts.get("patch_fid"))
+        self.passes = {"reference": 0, "reconstruction": 0, "patches": 0}
         if self.counter_path.exists():
             self.passes.update(json.loads(self.counter_path.read_text()))
         self.known: set[str] = set()
@@ -84,9 +91,13 @@ class PerceptualStage:
         todo = []
         for index, pixels in result.originals.items():
             sha = sha_of[index]
-            if sha not in self.known and not reference_path(self.reference_dir, sha).exists():
+            if sha not in self.known and needs_reference(self.reference_dir, sha, self.patch_fid):
                 todo.append((sha, pixels))
             self.known.add(sha)
+        if todo and self.patch_fid:
+            for sha, pixels in todo:
+                atomic_write_bytes(reference_path(self.reference_dir, sha, True),
+                                   _npy_bytes(self._patch_features(pixels)))
         if todo:
             pool, logits = self.extractor([px for _, px in todo])
             for k, (sha, _) in enumerate(todo):
@@ -113,10 +124,23 @@ class PerceptualStage:
                 arrays[f"image_index_{s}"] = indices[sel]
                 arrays[f"pool_{s}"] = pool[sel]
                 arrays[f"logits_{s}"] = logits[sel]
+                if self.patch_fid:
+                    images = [im for (p, im) in result.reconstructions if rows[p]["setting_index"] == s]
+                    arrays[f"patch_pool_{s}"] = np.concatenate([self._patch_features(im) for im in images])
             buf = io.BytesIO()
             np.savez(buf, **arrays)
             atomic_write_bytes(features_path(self.run_dir, result.task.codec, result.task.chunk), buf.getvalue())
         atomic_write_bytes(self.counter_path, json.dumps(self.passes).encode())
+
+    def _patch_features(self, image: np.ndarray) -> np.ndarray:
+        patches = fid256_patches(image)
+        if not patches:
+            return np.zeros((0, FEATURE_DIM), np.float32)
+        before = self.extractor.passes
+        pool, _ = self.extractor(patches)
+        self.extractor.passes = before
+        self.passes["patches"] += len(patches)
+        return pool
 
 
 def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
@@ -134,22 +158,29 @@ def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
     order = sorted(shas)
     ref_pool = np.stack([np.load(reference_path(reference_dir, shas[i]))[:FEATURE_DIM] for i in order]) \
         if order else np.zeros((0, FEATURE_DIM), np.float32)
+    patch_fid = bool(opts.get("patch_fid"))
+    ref_patches = np.concatenate([np.load(reference_path(reference_dir, shas[i], True)) for i in order]) \
+        if patch_fid and order else None
     out = []
     for codec in info["codecs"]:
         files = sorted((run_dir / "features" / safe_name(codec["label"])).glob("chunk-*.npz"))
         for s in range(len(codec["settings"])):
-            idx, pool, logits = [], [], []
+            idx, pool, logits, patches = [], [], [], []
             for path in files:
                 with np.load(path) as z:
                     if f"pool_{s}" in z.files:
                         idx.append(z[f"image_index_{s}"])
                         pool.append(z[f"pool_{s}"])
                         logits.append(z[f"logits_{s}"])
+                        if patch_fid:
+                            patches.append(z[f"patch_pool_{s}"])
             row = {"codec": codec["label"], "setting_index": s, "n_features": 0}
             if idx:
                 order_ = np.argsort(np.concatenate(idx), kind="stable")
                 pool_s, logits_s = np.concatenate(pool)[order_], np.concatenate(logits)[order_]
                 row.update(_metrics(pool_s, logits_s, ref_pool, opts))
+                if patch_fid:
+                    row.update(_patch_metrics(np.concatenate(patches), ref_patches, row))
             else:
                 row["inception_note"] = "no successful reconstructions"
             out.append(row)
@@ -175,6 +206,21 @@ def _metrics(pool: np.ndarray, logits: np.ndarray, ref_pool: np.ndarray, opts: d
         notes.append("FID and KID need at least 2 images per set")
     row["inception_note"] = "; ".join(notes)
     return row
+
+
+def _patch_metrics(patches: np.ndarray, ref_patches: np.ndarray, row: dict) -> dict:
+    n = min(len(patches), len(ref_patches))
+    if n < 2:
+        return {"patch_fid": float("nan"), "n_patches": len(patches),
+                "inception_note": "; ".join(filter(None, [row.get("inception_note"),
+                                                          "patch FID needs images of at least 256x256"]))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
+        value = fid(patches, ref_patches)
+    note = row.get("inception_note", "")
+    if n < FID_MIN_SAMPLES:
+        note = "; ".join(filter(None, [note, f"patch FID from {n} < {FID_MIN_SAMPLES} patches"]))
+    return {"patch_fid": value, "n_patches": len(patches), "inception_note": note}
 
 
 def passes(run_dir: pathlib.Path) -> dict:

@@ -14,7 +14,7 @@ def plottable_metrics(summary: pd.DataFrame) -> list[str]:
             and pd.api.types.is_numeric_dtype(summary[m])]
 
 
-def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool = False,
+def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | None = None,
              metrics: list[str] | None = None, formats=("png", "svg")) -> list[pathlib.Path]:
     import matplotlib
 
@@ -26,6 +26,9 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool = F
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     data = summary[summary["bpp"].notna()].sort_values(["codec", "bpp"])
+    if log_x is None:  # a caption codec at 0.002 bpp next to JPEG at 2 bpp needs a log axis to be seen
+        positive = data.loc[data["bpp"] > 0, "bpp"]
+        log_x = bool(len(positive)) and positive.max() / positive.min() > 100
     sns.set_theme(style="whitegrid", context="notebook")
     for metric in metrics or plottable_metrics(data):
         info = METRICS.get(metric)

@@ -193,8 +193,8 @@ class Worker:
             setup_error = _error_text("codec setup", exc)
         for index in range(task.start, task.stop):
             image_row, pixels, error = self.load(index)
-            if pixels is not None and keep_pixels and not perceptual.reference_path(
-                    self.reference_dir, image_row["image_sha256"]).exists():
+            if pixels is not None and keep_pixels and perceptual.needs_reference(
+                    self.reference_dir, image_row["image_sha256"], self.config.inception.get("patch_fid")):
                 result.originals[index] = pixels
             for s, setting in enumerate(spec.settings):
                 row = {**self.base, **self.codec_columns[task.codec], **image_row,
@@ -410,6 +410,7 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
         counts = perceptual.passes(run_dir)
         summary["inception_passes_reference"] = counts["reference"]
         summary["inception_passes_reconstruction"] = counts["reconstruction"]
+        summary["inception_passes_patches"] = counts.get("patches", 0)
         summary["inception_status"] = "ok"
     elif len(summary):
         summary["inception_status"] = f"{status}: {info['inception']['reason']}"

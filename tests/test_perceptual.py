@@ -17,8 +17,8 @@ from metrics.inception import InceptionExtractor, file_sha256
 N = 12
 
 
-def _config(weights, codecs=("jpeg quality=10,90",), **kw):
-    return RunConfig(dataset="sample:36", codecs=[parse_codec_spec(c) for c in codecs],
+def _config(weights, codecs=("jpeg quality=10,90",), dataset="sample:36", **kw):
+    return RunConfig(dataset=dataset, codecs=[parse_codec_spec(c) for c in codecs],
                      inception={"enabled": True, "weights": str(weights), "sha256": None, "device": "cpu",
                                 "batch_size": 8, "isc_splits": 4, "kid_subsets": 10, "kid_subset_size": 8,
                                 "seed": 2020}, **kw)
@@ -71,10 +71,10 @@ def test_agrees_with_torch_fidelity_calculate_metrics(tmp_path, random_inception
 def test_pass_counter_and_reference_cache(tmp_path, random_inception_weights):
     codecs = ("jpeg quality=10,50,90", "jpeg2000 ratio=48")
     first, _, s1 = _run(tmp_path, _config(random_inception_weights, codecs, limit=5))
-    assert first.passes == {"reference": 5, "reconstruction": 5 * 4}  # N x (1 + S)
+    assert first.passes == {"reference": 5, "reconstruction": 5 * 4, "patches": 0}  # N x (1 + S)
     assert (s1.inception_passes_reference == 5).all()
     second, _, s2 = _run(tmp_path, _config(random_inception_weights, codecs, limit=5))
-    assert second.passes == {"reference": 0, "reconstruction": 5 * 4}  # N x S: originals come from the cache
+    assert second.passes == {"reference": 0, "reconstruction": 5 * 4, "patches": 0}  # N x S: cached originals
     pd.testing.assert_series_equal(s1.fid, s2.fid)
 
 
@@ -89,7 +89,8 @@ def test_resume_keeps_features_and_counts(tmp_path, random_inception_weights):
     _, after = load_run(run_dir)
     cols = ["codec", "setting_index", "bpp", "psnr", "ipd", "fid", "kid", "inception_score"]
     pd.testing.assert_frame_equal(before[cols], after[cols])
-    assert json.loads((run_dir / "inception_passes.json").read_text()) == {"reference": 4, "reconstruction": 10}
+    assert json.loads((run_dir / "inception_passes.json").read_text()) == {"reference": 4, "reconstruction": 10,
+                                                                           "patches": 0}
 
 
 def test_without_weights_metrics_are_unavailable_not_zero(tmp_path, monkeypatch):
@@ -111,3 +112,36 @@ def test_wrong_sha256_is_refused(tmp_path, random_inception_weights):
     run_dir = create_run(config, tmp_path / "results", progress=False)
     info = json.loads((run_dir / "config.json").read_text())
     assert info["inception"]["status"] == "unavailable" and "expected 0000" in info["inception"]["reason"]
+
+
+def test_patch_fid_over_256_patches_and_shifted_grid(tmp_path, random_inception_weights):
+    from metrics.fid import fid
+    from metrics.patches import fid256_patches
+
+    folder = tmp_path / "large"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(4):
+        base = np.asarray(Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((512, 384)))
+        Image.fromarray(base).save(folder / f"im{i}.png")
+    assert len(fid256_patches(np.zeros((384, 512, 3), np.uint8))) == 2 + 1  # 2x1 grid, 1 shifted by 128
+    config = _config(random_inception_weights, ("jpeg quality=20",), dataset=str(folder))
+    config.inception["patch_fid"] = True
+    outcome, images, summary = _run(tmp_path, config)
+    assert outcome.passes == {"reference": 4, "reconstruction": 4, "patches": 2 * 4 * 3}
+    extractor = InceptionExtractor(str(random_inception_weights), file_sha256(random_inception_weights), "cpu", 8)
+    originals = [np.asarray(Image.open(folder / f"im{i}.png")) for i in range(4)]
+    recons = [np.asarray(Image.open(__import__("io").BytesIO(_jpeg(o, 20)))) for o in originals]
+    ref, _ = extractor([p for o in originals for p in fid256_patches(o)])
+    rec, _ = extractor([p for r in recons for p in fid256_patches(r)])
+    row = summary.iloc[0]
+    assert row.n_patches == 12 and row.patch_fid == pytest.approx(fid(rec, ref), rel=1e-6)
+    assert "patch FID from 12 < 2048 patches" in row.inception_note
+
+
+def _jpeg(pixels, quality):
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
