@@ -22,7 +22,7 @@ sys.path.insert(0, {root!r})
 from benchmark.codec import parse_codec_spec
 from benchmark.runner import RunConfig, create_run, execute
 n = {n}
-config = RunConfig(dataset=f"sample:{{3 * n}}", codecs=[parse_codec_spec("jpeg"), parse_codec_spec("jpeg2000 ratio=24,96")])
+config = RunConfig(dataset=f"sample:{{3 * n}}", codecs=[parse_codec_spec("jpeg"), parse_codec_spec("jpeg2000 ratio=24,96")], inception={{"enabled": False}})
 t = time.perf_counter()
 outcome = execute(create_run(config, {out!r}), jobs=2, progress=False)
 print(json.dumps({{"images": n, "rows": outcome.n_rows, "seconds": time.perf_counter() - t,

@@ -51,7 +51,7 @@ def bare(paths: list[str], jobs: int):
 
 
 def runner(dataset: str, jobs: int, out: str):
-    config = RunConfig(dataset=dataset, codecs=[parse_codec_spec("jpeg")])
+    config = RunConfig(dataset=dataset, codecs=[parse_codec_spec("jpeg")], inception={"enabled": False})
     t0 = time.perf_counter()
     run_dir = create_run(config, out)
     execute(run_dir, jobs=jobs, progress=False)
