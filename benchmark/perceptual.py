@@ -95,9 +95,8 @@ class PerceptualStage:
                 todo.append((sha, pixels))
             self.known.add(sha)
         if todo and self.patch_fid:
-            for sha, pixels in todo:
-                atomic_write_bytes(reference_path(self.reference_dir, sha, True),
-                                   _npy_bytes(self._patch_features(pixels)))
+            for (sha, _), feats in zip(todo, self._patch_features([px for _, px in todo])):
+                atomic_write_bytes(reference_path(self.reference_dir, sha, True), _npy_bytes(feats))
         if todo:
             pool, logits = self.extractor([px for _, px in todo])
             for k, (sha, _) in enumerate(todo):
@@ -117,6 +116,7 @@ class PerceptualStage:
                     refs[sha] = self.reference_features(sha)[:FEATURE_DIM]
                 rows[pos]["ipd"] = float(instance_perceptual_distance(refs[sha], pool[k]))
             arrays = {}
+            patch_feats = self._patch_features([im for _, im in result.reconstructions]) if self.patch_fid else []
             settings = np.array([rows[p]["setting_index"] for p in positions])
             indices = np.array([rows[p]["image_index"] for p in positions])
             for s in sorted(set(settings.tolist())):
@@ -125,23 +125,24 @@ class PerceptualStage:
                 arrays[f"pool_{s}"] = pool[sel]
                 arrays[f"logits_{s}"] = logits[sel]
                 if self.patch_fid:
-                    images = [im for (p, im) in result.reconstructions if rows[p]["setting_index"] == s]
-                    arrays[f"patch_pool_{s}"] = np.concatenate([self._patch_features(im) for im in images])
+                    arrays[f"patch_pool_{s}"] = np.concatenate([f for f, keep in zip(patch_feats, sel) if keep])
             buf = io.BytesIO()
             np.savez(buf, **arrays)
             atomic_write_bytes(features_path(self.run_dir, result.task.codec, result.task.chunk), buf.getvalue())
         atomic_write_bytes(self.counter_path, json.dumps(self.passes).encode())
 
-    def _patch_features(self, image: np.ndarray) -> np.ndarray:
-        patches = fid256_patches(image)
-        if not patches:
-            return np.zeros((0, FEATURE_DIM), np.float32)
+    def _patch_features(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """FID/256 patch features of each image (k x 2048, k may be 0), in one batched pass."""
+        patches = [fid256_patches(im) for im in images]
+        flat = [p for ps in patches for p in ps]
+        if not flat:
+            return [np.zeros((0, FEATURE_DIM), np.float32) for _ in images]
         before = self.extractor.passes
-        pool, _ = self.extractor(patches)
-        self.extractor.passes = before
-        self.passes["patches"] += len(patches)
-        return pool
-
+        pool, _ = self.extractor(flat)
+        self.extractor.passes = before  # patches are counted apart from whole images
+        self.passes["patches"] += len(flat)
+        bounds = np.cumsum([0] + [len(ps) for ps in patches])
+        return [pool[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
     """IS, FID and KID per (codec, setting) from the stored features, in float64."""

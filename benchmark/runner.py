@@ -19,12 +19,12 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from benchmark import __version__, perceptual, provenance
@@ -163,6 +163,12 @@ class Worker:
             self.codecs[label] = (encoder, decoder)
         return self.codecs[label]
 
+    def row(self, codec: str, image_row: dict, setting_index: int, setting) -> dict:
+        """A new per-image row: provenance, codec, image and setting columns."""
+        return {**self.base, **self.codec_columns[codec], **image_row,
+                "setting": float(setting) if isinstance(setting, (int, float)) else None,
+                "setting_label": str(setting), "setting_index": setting_index}
+
     def load(self, index: int) -> tuple[dict, np.ndarray | None, str]:
         record = self.dataset.records[index]
         row = {"image_id": record.image_id, "image_index": record.index}
@@ -197,9 +203,7 @@ class Worker:
                     self.reference_dir, image_row["image_sha256"], self.config.inception.get("patch_fid")):
                 result.originals[index] = pixels
             for s, setting in enumerate(spec.settings):
-                row = {**self.base, **self.codec_columns[task.codec], **image_row,
-                       "setting": float(setting) if isinstance(setting, (int, float)) else None,
-                       "setting_label": str(setting), "setting_index": s}
+                row = self.row(task.codec, image_row, s, setting)
                 if pixels is None or setup_error:
                     row.update(status="failed", error=error or setup_error)
                 else:
@@ -372,25 +376,16 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     pooled = [t for t in todo if t.codec in parallel_codecs] if jobs > 1 else []
     pooled_set = set(pooled)
     local = [t for t in todo if t not in pooled_set]
-    stage = None
-    if info["inception"]["status"] == "ok":
-        stage = perceptual.PerceptualStage(info, run_dir)
-        if on_result is None:
-            on_result = stage.on_result
-        else:
-            user_hook = on_result
-
-            def on_result(result, _hook=user_hook):
-                stage.on_result(result)
-                _hook(result)
-    keep_pixels = on_result is not None
+    hooks = [perceptual.PerceptualStage(info, run_dir).on_result] if info["inception"]["status"] == "ok" else []
+    hooks += [on_result] if on_result is not None else []
+    keep_pixels = bool(hooks)
 
     bar = tqdm(total=sum(t.stop - t.start for t in todo), unit="img", desc="encode/decode", disable=not progress,
                dynamic_ncols=True)
 
     def commit(result: TaskResult) -> None:
-        if on_result is not None:
-            on_result(result)
+        for hook in hooks:
+            hook(result)
         write_table(shard_path(run_dir, result.task.codec, result.task.chunk), table_from_rows(result.rows))
         bar.update(result.task.stop - result.task.start)
 
@@ -416,16 +411,10 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
         summary["inception_status"] = f"{status}: {info['inception']['reason']}"
         for column in ("inception_score", "fid", "kid", "ipd"):
             summary[column] = float("nan")  # unavailable: never zero, never made up
-    write_table(run_dir / "summary.parquet", _summary_table(summary))
+    write_table(run_dir / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False))
     n_rows, n_failed, reasons = _failure_counts(run_dir)
     return RunOutcome(run_dir, n_rows, n_failed, reasons, time.perf_counter() - t_start, info["inception"],
                       perceptual.passes(run_dir))
-
-
-def _summary_table(summary):
-    import pyarrow as pa
-
-    return pa.Table.from_pandas(summary, preserve_index=False)
 
 
 def _run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir: pathlib.Path,
@@ -471,14 +460,12 @@ def _run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_di
 
 def _crashed_result(info: dict, dataset: Dataset, task: Task) -> TaskResult:
     worker = Worker(info, dataset, "")
-    spec = worker.specs[task.codec]
     rows = []
     for index in range(task.start, task.stop):
         record = dataset.records[index]
-        for s, setting in enumerate(spec.settings):
-            rows.append({**worker.base, **worker.codec_columns[task.codec], "image_id": record.image_id,
-                         "image_index": record.index, "setting": float(setting) if isinstance(setting, (int, float))
-                         else None, "setting_label": str(setting), "setting_index": s, "status": "failed",
+        image_row = {"image_id": record.image_id, "image_index": record.index}
+        for s, setting in enumerate(worker.specs[task.codec].settings):
+            rows.append({**worker.row(task.codec, image_row, s, setting), "status": "failed",
                          "error": "the worker process died while running this task (retried; codec crashed)"})
     return TaskResult(task, rows, {}, [])
 

@@ -93,7 +93,7 @@ class InceptionExtractor:
                                                  feature_extractor_weights_path=weights_path).to(self.device).eval()
         self.passes = 0
 
-    def forward(self, batch: "torch.Tensor") -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, batch) -> tuple[np.ndarray, np.ndarray]:
         """One uint8 N x 3 x H x W batch through the network."""
         with self.torch.inference_mode():
             pool, logits = self.model(batch.to(self.device, non_blocking=True))

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 
 from benchmark.codec import parse_codec_spec
