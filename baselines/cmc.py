@@ -1,9 +1,10 @@
 """Cross Modal Compression (CMC, ACM MM 2021): image -> caption -> entropy-coded bits -> regenerated image.
 
 Three parts, each chosen by name: a captioner (`reference`: the dataset's own caption, an oracle that
-isolates the text rate and the decoder), a lossless text codec (baselines.text_codecs: the paper's
-Huffman, a context-model range coder, general-purpose baselines) and a generator (`retrieval`: the
-training image whose caption is nearest to the received text by TF-IDF). The rate parameter caps the
+isolates the text rate and the decoder; or any transformers image-to-text model by Hub id or local
+path), a lossless text codec (baselines.text_codecs: the paper's Huffman, a context-model range coder,
+general-purpose baselines) and a generator (`retrieval`: the training image whose caption is nearest to
+the received text by TF-IDF; or any diffusers text-to-image pipeline by Hub id or local path, seeded). The rate parameter caps the
 caption length in words. The decoder rebuilds the image from the bytes plus declared side information:
 the text codec's table and the training split, both fitted on training data only.
 """
@@ -58,18 +59,15 @@ class CMC(Codec):
     rate_parameter = "max_words"
     default_sweep = (4, 8, 16, 64)
     defaults = {"captioner": "reference", "caption_index": 0, "text_codec": "huffman", "generator": "retrieval",
-                "train": ""}
+                "train": "", "device": "auto", "num_beams": 3, "max_new_tokens": 30, "seed": 0, "steps": 25,
+                "guidance": 7.5, "size": 512}
     exact_size = False
     needs_record = True
 
     def __init__(self, **options):
         super().__init__(**options)
-        if self.options["captioner"] != "reference":
-            raise CodecUnavailable(f"cmc captioner {self.options['captioner']!r} is not available in this version: "
-                                   "use captioner=reference.")
-        if self.options["generator"] != "retrieval":
-            raise CodecUnavailable(f"cmc generator {self.options['generator']!r} is not available in this version: "
-                                   "use generator=retrieval.")
+        # Model-backed parts run in the main process (one copy of the weights, on the GPU when present).
+        self.parallel = self.options["captioner"] == "reference" and self.options["generator"] == "retrieval"
         self.ready = False
 
     @classmethod
@@ -79,6 +77,9 @@ class CMC(Codec):
         except ImportError as exc:
             raise CodecUnavailable("cmc's retrieval generator needs scikit-learn: pip install -e '.[cmc]'") from exc
 
+    def _needs_training_split(self) -> bool:
+        return self.options["generator"] == "retrieval" or self.options["text_codec"] in ("huffman", "context")
+
     def setup(self, context: dict | None = None) -> None:
         from benchmark.datasets import open_dataset
         from benchmark.preprocess import get_preset
@@ -86,20 +87,36 @@ class CMC(Codec):
         if self.ready:
             return
         context = context or {}
-        spec = self.options["train"] or context.get("dataset", "sample")
-        kind = spec.partition(":")[0]
-        if not self.options["train"] and kind not in TRAIN_SPLIT:
-            raise ValueError("cmc needs a captioned training split: pass train=SPEC (e.g. train=folder:PATH).")
-        self.train = open_dataset(spec, None if self.options["train"] else TRAIN_SPLIT[kind])
-        evaluated = (context.get("dataset"), context.get("split"))
-        if (spec, self.train.split) == evaluated:
-            raise ValueError("cmc's training split must differ from the evaluated split.")
-        captions = [c for r in self.train.records for c in r.captions]
-        self.text_codec = make_text_codec(self.options["text_codec"], captions)
-        self.generator = RetrievalGenerator(self.train, get_preset(context.get("preprocess", "none"))[1])
+        o = self.options
+        captions: list[str] = []
+        self.train = None
+        if self._needs_training_split():
+            spec = o["train"] or context.get("dataset", "sample")
+            kind = spec.partition(":")[0]
+            if not o["train"] and kind not in TRAIN_SPLIT:
+                raise ValueError("cmc needs a captioned training split: pass train=SPEC (e.g. train=folder:PATH).")
+            self.train = open_dataset(spec, None if o["train"] else TRAIN_SPLIT[kind])
+            if (spec, self.train.split) == (context.get("dataset"), context.get("split")):
+                raise ValueError("cmc's training split must differ from the evaluated split.")
+            captions = [c for r in self.train.records for c in r.captions]
+        self.text_codec = make_text_codec(o["text_codec"], captions)
+        self.captioner = None
+        if o["captioner"] != "reference":
+            from baselines.cmc_models import TransformersCaptioner
+
+            self.captioner = TransformersCaptioner(o["captioner"], o["device"], o["num_beams"], o["max_new_tokens"])
+        if o["generator"] == "retrieval":
+            self.generator = RetrievalGenerator(self.train, get_preset(context.get("preprocess", "none"))[1])
+        else:
+            from baselines.cmc_models import DiffusersGenerator
+
+            self.generator = DiffusersGenerator(o["generator"], o["device"], o["seed"], o["steps"], o["guidance"],
+                                                o["size"])
         self.ready = True
 
     def caption(self, image: np.ndarray, record) -> str:
+        if self.captioner is not None:
+            return self.captioner(image)
         if record is None or not record.captions:
             raise ValueError("the reference captioner needs the image's dataset captions; this image has none.")
         return record.captions[min(self.options["caption_index"], len(record.captions) - 1)]
@@ -116,16 +133,27 @@ class CMC(Codec):
     def side_information(self) -> dict:
         if not self.ready:
             return {}
+        from baselines.cmc_models import model_identity
+
         info = self.text_codec.side_information()
-        info.update(train_dataset=self.train.name, train_split=self.train.split,
-                    train_fingerprint=self.train.fingerprint(), train_images=len(self.train),
-                    generator="retrieval: TF-IDF nearest training caption -> its image")
+        if self.train is not None:
+            info.update(train_dataset=self.train.name, train_split=self.train.split,
+                        train_fingerprint=self.train.fingerprint(), train_images=len(self.train))
+        if self.options["generator"] == "retrieval":
+            info["generator"] = "retrieval: TF-IDF nearest training caption -> its image"
+        else:
+            info["generator"] = {"diffusers": model_identity(self.options["generator"])}
+        if self.captioner is not None:
+            info["captioner"] = {"transformers": model_identity(self.options["captioner"])}
         return info
 
     def versions(self) -> dict:
         import sklearn
 
         out = {"scikit-learn": sklearn.__version__}
+        for part in (self.captioner, self.generator):
+            if hasattr(part, "versions"):
+                out.update(part.versions())
         if self.options["text_codec"] == "context":
             import constriction
 

@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
     run.add_argument("--kid-subset-size", type=int, default=1000,
                      help="KID subset size, clipped to the number of images (default 1000)")
+    run.add_argument("--caption-embedder", default="auto", metavar="MODEL",
+                     help="sentence-transformers model (id or path) for caption_cosine, the transmitted caption's "
+                          "similarity to the reference captions; auto (default) uses the packaged offline "
+                          "all-MiniLM-L6-v2 when installed; none skips it")
     run.add_argument("--patch-fid", action="store_true",
                      help="also FID/256 (HiFiC): FID over 256x256 patches, plus a grid shifted by 128 px; for few "
                           "large images such as Kodak")
@@ -146,7 +150,8 @@ def cmd_run(args) -> int:
                      "isc_splits": args.isc_splits, "kid_subsets": args.kid_subsets,
                      "kid_subset_size": args.kid_subset_size, "seed": 2020, "patch_fid": args.patch_fid}
         config = RunConfig(dataset=args.dataset, split=args.split, preprocess=preprocess, limit=args.limit,
-                           max_pixels=args.max_pixels, codecs=specs, inception=inception, timeout=args.timeout,
+                           max_pixels=args.max_pixels, codecs=specs, inception=inception,
+                           caption_embedder=args.caption_embedder, timeout=args.timeout,
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress)
         print(f"Run {run_dir.name}: {args.dataset}, codecs {', '.join(s.label for s in specs)}")

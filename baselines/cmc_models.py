@@ -1,0 +1,107 @@
+"""Model-backed CMC parts: any transformers image-to-text model as captioner, any diffusers text-to-image
+pipeline as generator, each loaded by Hub id or local path exactly as its library loads it.
+
+Models are loaded once per process and shared by the encoder and decoder instances that use them; the
+decoder only ever loads the generator. Identity (id or path, and a fingerprint of a local folder) is
+declared as side information.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+from functools import lru_cache
+
+import numpy as np
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def model_identity(name: str) -> dict:
+    """What the results declare about a model: its id or path and, for a local folder, a fingerprint
+    of its files (names and sizes, and the contents of its small files such as configs)."""
+    path = pathlib.Path(name)
+    if not path.is_dir():
+        return {"model": name}
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(path).as_posix()}|{size}\n".encode())
+        if size < 1 << 20:
+            h.update(f.read_bytes())
+    return {"model": str(path.resolve()), "fingerprint": h.hexdigest()[:16]}
+
+
+@lru_cache(maxsize=4)
+def _captioner(name: str, device: str):
+    try:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+    except ImportError as exc:
+        raise RuntimeError("a transformers captioner needs transformers: pip install -e '.[models]'") from exc
+    processor = AutoProcessor.from_pretrained(name)
+    model = AutoModelForImageTextToText.from_pretrained(name).to(device).eval()
+    return processor, model
+
+
+class TransformersCaptioner:
+    def __init__(self, name: str, device: str = "auto", num_beams: int = 3, max_new_tokens: int = 30):
+        self.name, self.device = name, pick_device(device)
+        self.num_beams, self.max_new_tokens = num_beams, max_new_tokens
+
+    def __call__(self, image: np.ndarray) -> str:
+        import torch
+
+        processor, model = _captioner(self.name, self.device)
+        inputs = processor(images=image.copy(), return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            out = model.generate(**inputs, num_beams=self.num_beams, max_new_tokens=self.max_new_tokens,
+                                 do_sample=False)
+        return processor.batch_decode(out, skip_special_tokens=True)[0].strip()
+
+    def versions(self) -> dict:
+        import transformers
+
+        return {"transformers": transformers.__version__}
+
+
+@lru_cache(maxsize=2)
+def _pipeline(name: str, device: str):
+    try:
+        from diffusers import AutoPipelineForText2Image
+    except ImportError as exc:
+        raise RuntimeError("a diffusers generator needs diffusers: pip install -e '.[models]'") from exc
+    pipe = AutoPipelineForText2Image.from_pretrained(name)
+    if hasattr(pipe, "safety_checker") and os.environ.get("CMCBENCH_KEEP_SAFETY_CHECKER") is None:
+        pipe.safety_checker = None  # it blacks out images, which would corrupt the metrics silently
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+class DiffusersGenerator:
+    """Seeded text-to-image generation: the same text always gives the same image on the same setup."""
+
+    def __init__(self, name: str, device: str = "auto", seed: int = 0, steps: int = 25, guidance: float = 7.5,
+                 size: int = 512):
+        self.name, self.device = name, pick_device(device)
+        self.seed, self.steps, self.guidance, self.size = seed, steps, guidance, size
+
+    def __call__(self, text: str) -> np.ndarray:
+        import torch
+
+        pipe = _pipeline(self.name, self.device)
+        generator = torch.Generator("cpu").manual_seed(self.seed)
+        out = pipe(text, height=self.size, width=self.size, num_inference_steps=self.steps,
+                   guidance_scale=self.guidance, generator=generator, output_type="np").images[0]
+        return np.clip(np.rint(np.asarray(out, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+
+    def versions(self) -> dict:
+        import diffusers
+
+        return {"diffusers": diffusers.__version__}
