@@ -58,6 +58,8 @@ class CMC(Codec):
     name = "cmc"
     rate_parameter = "max_words"
     default_sweep = (4, 8, 16, 64)
+    rate_range = (1, 128)
+    rate_integer = True
     defaults = {"captioner": "reference", "caption_index": 0, "text_codec": "huffman", "generator": "retrieval",
                 "train": "", "device": "auto", "num_beams": 3, "max_new_tokens": 30, "seed": 0, "steps": 25,
                 "guidance": 7.5, "size": 512}

@@ -96,6 +96,9 @@ class JPEG2000(Codec):
     rate_parameter = "ratio"
     # Compression ratios against 24 bpp: about 2 bpp down to 0.05 bpp.
     default_sweep = (12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 480)
+    rate_range = (1.0, 4800.0)
+    rate_increasing = False
+    rate_log = True
     defaults = {"numres": 6, "container": "j2k", "irreversible": True, "mct": True}
 
     def __init__(self, **options):
@@ -147,6 +150,9 @@ class JPEG2000PSNR(JPEG2000):
     name = "jpeg2000-psnr"
     rate_parameter = "psnr_target"
     default_sweep = (24, 26, 28, 30, 32, 34, 36, 38, 40)
+    rate_range = (15.0, 60.0)
+    rate_increasing = True
+    rate_log = False
 
     def _rate_kwargs(self, setting) -> dict:
         return {"psnr": [float(setting)]}

@@ -9,7 +9,7 @@ import sys
 from benchmark.codec import CodecUnavailable, available_codecs, load_codec_class, parse_codec_spec
 from benchmark.imageio import DEFAULT_MAX_PIXELS
 
-DEFAULT_CODECS = ["jpeg", "jpeg2000", "cmc"]
+DEFAULT_CODECS = ["jpeg", "jpeg2000", "webp", "avif", "jpegxl", "cmc"]
 EXIT_FAILED_ROWS = 3
 
 EPILOG = """\
@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sentence-transformers model (id or path) for caption_cosine, the transmitted caption's "
                           "similarity to the reference captions; auto (default) uses the packaged offline "
                           "all-MiniLM-L6-v2 when installed; none skips it")
+    run.add_argument("--ms-ssim", action=argparse.BooleanOptionalAction, default=True,
+                     help="MS-SSIM on RGB per image (pytorch-msssim; NaN for images under 161 px a side; default on)")
+    run.add_argument("--lpips", default="auto", metavar="auto|none|PATH",
+                     help="LPIPS (AlexNet, v0.1) per image: auto (default) uses torchvision's AlexNet weights from "
+                          "$CMCBENCH_LPIPS_WEIGHTS or the torch hub cache, downloading them once; PATH a local "
+                          "alexnet-owt-7be5be79.pth; none skips it")
     run.add_argument("--patch-fid", action="store_true",
                      help="also FID/256 (HiFiC): FID over 256x256 patches, plus a grid shifted by 128 px; for few "
                           "large images such as Kodak")
@@ -132,6 +138,7 @@ def _default_codec_specs() -> list:
 
 
 def cmd_run(args) -> int:
+    from benchmark.results import read_config
     from benchmark.runner import RunConfig, create_run, execute
 
     if args.resume:
@@ -152,6 +159,7 @@ def cmd_run(args) -> int:
         config = RunConfig(dataset=args.dataset, split=args.split, preprocess=preprocess, limit=args.limit,
                            max_pixels=args.max_pixels, codecs=specs, inception=inception,
                            caption_embedder=args.caption_embedder, timeout=args.timeout,
+                           image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips},
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress)
         print(f"Run {run_dir.name}: {args.dataset}, codecs {', '.join(s.label for s in specs)}")
@@ -164,6 +172,9 @@ def cmd_run(args) -> int:
               f"{stage['reference_dir']})")
     elif stage["status"] == "unavailable":
         print(f"IS, FID, KID and IPD are unavailable (left empty, not zero): {stage['reason']}")
+    for name, state in read_config(run_dir).get("image_metrics", {}).items():
+        if state["status"] == "unavailable":
+            print(f"{name.upper().replace('_', '-')} is unavailable (left empty, not zero): {state['reason']}")
     if not args.no_plots:
         from benchmark.plots import rd_plots
         from benchmark.results import load_run
@@ -186,8 +197,8 @@ def _print_summary(run_dir: pathlib.Path) -> None:
     import pandas as pd
 
     summary = pd.read_parquet(run_dir / "summary.parquet")
-    cols = [c for c in ["codec", "setting_label", "n_ok", "n_failed", "bpp", "psnr", "inception_score", "fid",
-                        "kid", "ipd"] if c in summary.columns]
+    cols = [c for c in ["codec", "setting_label", "n_ok", "n_failed", "bpp", "psnr", "ms_ssim", "lpips",
+                        "inception_score", "fid", "kid", "ipd"] if c in summary.columns]
     with pd.option_context("display.max_rows", 200, "display.width", 160, "display.float_format", "{:.4f}".format):
         print(summary[cols].rename(columns={"setting_label": "setting"}).to_string(index=False))
 

@@ -24,6 +24,9 @@ BUILTIN_CODECS = {
     "jpeg2000": "baselines.jpeg2000:JPEG2000",
     "jpeg2000-psnr": "baselines.jpeg2000:JPEG2000PSNR",
     "cmc": "baselines.cmc:CMC",
+    "webp": "baselines.webp:WebP",
+    "avif": "baselines.avif:AVIF",
+    "jpegxl": "baselines.jpegxl:JPEGXL",
 }
 
 
@@ -50,6 +53,12 @@ class Codec:
     # True for encoders that need the dataset record (an oracle captioner reads the reference captions);
     # they are called as encode(image, setting, record=record). Decoders never get it.
     needs_record: ClassVar[bool] = False
+    # The rate parameter's valid range (lo, hi), whether it takes only integers, and whether a larger value
+    # spends more bits. Codecs that declare a range can be rate-matched to target bpps (benchmark.ratematch).
+    rate_range: ClassVar[tuple[float, float] | None] = None
+    rate_integer: ClassVar[bool] = False
+    rate_increasing: ClassVar[bool] = True
+    rate_log: ClassVar[bool] = False  # bisect the parameter on a log scale (compression ratios, distances)
 
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - set(self.defaults))
@@ -83,6 +92,11 @@ class Codec:
 
     def extra_columns(self, data: bytes) -> dict[str, Any]:
         """Per-image values worth showing that the bitstream carries (e.g. a transmitted caption)."""
+        return {}
+
+    def encode_columns(self) -> dict[str, Any]:
+        """Per-image facts about the last encode that the bitstream does not carry (e.g. how many trials rate
+        matching took). They are reported in the row, never given to the decoder."""
         return {}
 
 
@@ -144,22 +158,41 @@ class CodecSpec:
     label: str
     options: dict[str, Any] = field(default_factory=dict)
     settings: tuple = ()
+    # When set, the settings are target bpps and each image is encoded at the rate parameter that reaches
+    # its target within this relative tolerance (see benchmark.ratematch).
+    rate_tolerance: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"target": self.target, "label": self.label, "options": self.options, "settings": list(self.settings)}
+        d = {"target": self.target, "label": self.label, "options": self.options, "settings": list(self.settings)}
+        if self.rate_tolerance is not None:
+            d["rate_tolerance"] = self.rate_tolerance
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "CodecSpec":
-        return cls(d["target"], d["label"], dict(d["options"]), tuple(d["settings"]))
+        return cls(d["target"], d["label"], dict(d["options"]), tuple(d["settings"]), d.get("rate_tolerance"))
+
+    def codec_class(self) -> type[Codec]:
+        cls = load_codec_class(self.target)
+        if self.rate_tolerance is None:
+            return cls
+        from benchmark.ratematch import rate_matched
+
+        return rate_matched(cls)
 
     def build(self) -> Codec:
-        return load_codec_class(self.target)(**self.options)
+        cls = self.codec_class()
+        if self.rate_tolerance is None:
+            return cls(**self.options)
+        return cls(tolerance=self.rate_tolerance, **self.options)
 
 
 def parse_codec_spec(text: str) -> CodecSpec:
     """Parse 'TARGET [key=value ...]', e.g. 'jpeg quality=10,50,90 subsampling=4:4:4 label=jpeg444'.
 
     The key named after the codec's rate parameter sets its sweep; `label` names the codec in results.
+    `bpp=0.1,0.25` rate-matches instead: each image gets the setting that reaches each target bpp, within
+    `tolerance=` (relative, default 0.01).
     """
     parts = text.split()
     if not parts:
@@ -169,6 +202,8 @@ def parse_codec_spec(text: str) -> CodecSpec:
     options: dict[str, Any] = {}
     label = cls.name or target
     settings: tuple = tuple(cls.default_sweep)
+    targets: tuple = ()
+    tolerance = None
     for pair in pairs:
         key, eq, value = pair.partition("=")
         if not eq:
@@ -177,9 +212,24 @@ def parse_codec_spec(text: str) -> CodecSpec:
             label = value
         elif key in (cls.rate_parameter, "settings"):
             settings = tuple(_parse_scalar(v) for v in value.split(",") if v)
+        elif key == "bpp":
+            targets = tuple(float(v) for v in value.split(",") if v)
+        elif key == "tolerance":
+            tolerance = float(value)
         else:
             options[key] = _parse_scalar(value)
     cls(**options)  # validate options now, with the codec's own message
+    if targets or tolerance is not None:
+        if cls.rate_range is None:
+            raise ValueError(f"Codec {target!r} cannot be rate-matched: it declares no rate_range for its "
+                             f"{cls.rate_parameter!r}.")
+        if not targets:
+            raise ValueError(f"Codec spec {text!r}: tolerance= needs target rates, e.g. bpp=0.25.")
+        if any(t <= 0 for t in targets) or (tolerance is not None and not 0 < tolerance < 1):
+            raise ValueError(f"Codec spec {text!r}: target bpps must be positive and tolerance in (0, 1).")
+        if label == (cls.name or target):
+            label = f"{label}@bpp"
+        return CodecSpec(target, label, options, targets, 0.01 if tolerance is None else tolerance)
     if not settings:
         raise ValueError(f"Codec {label!r} has no settings to sweep: give {cls.rate_parameter}=v1,v2,...")
     return CodecSpec(target, label, options, settings)

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from benchmark import __version__, perceptual, provenance
+from benchmark import __version__, fullref, perceptual, provenance
 from benchmark.codec import Codec, CodecSpec
 from benchmark.datasets import Dataset, open_dataset
 from benchmark.imageio import DEFAULT_MAX_PIXELS, BadImage
@@ -55,6 +55,7 @@ class RunConfig:
     codecs: list[CodecSpec] = field(default_factory=list)
     inception: dict = field(default_factory=lambda: dict(perceptual.DEFAULTS))
     caption_embedder: str = "auto"  # sentence-transformers model for caption_cosine; auto, none, id or path
+    image_metrics: dict = field(default_factory=lambda: dict(fullref.DEFAULTS))  # MS-SSIM and LPIPS
     # Execution only: these do not change the rows' values.
     timeout: float = 300.0
     chunk_size: int | None = None
@@ -65,7 +66,9 @@ class RunConfig:
         return {"dataset": self.dataset, "split": self.split, "preprocess": self.preprocess, "limit": self.limit,
                 "max_pixels": self.max_pixels, "codecs": [c.to_json() for c in self.codecs],
                 "inception": {k: self.inception.get(k) for k in perceptual.HASHED},
-                "caption_embedder": self.caption_embedder}
+                "caption_embedder": self.caption_embedder,
+                "image_metrics": {"ms_ssim": bool(self.image_metrics.get("ms_ssim")),
+                                  "lpips": self.image_metrics.get("lpips", "auto") != "none"}}
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -144,6 +147,7 @@ class Worker:
         self.reference_dir = info.get("inception", {}).get("reference_dir")
         self.context = codec_context(self.config, info["dataset"]["split"])
         self.embedder = info.get("caption_embedder", {}).get("model", "")
+        self.fullref = fullref.FullReference(info.get("image_metrics", {}))
         self.base = {
             "run_id": info["run_id"], "created": info["created"], "git_sha": info["git_sha"],
             "cmcbench_version": __version__, "config_hash": info["config_hash"],
@@ -201,6 +205,7 @@ class Worker:
             setup_error = _error_text("codec setup", exc)
         for index in range(task.start, task.stop):
             image_row, pixels, error = self.load(index)
+            reference_cache: dict = {}
             if pixels is not None and keep_pixels and perceptual.needs_reference(
                     self.reference_dir, image_row["image_sha256"], self.config.inception.get("patch_fid")):
                 result.originals[index] = pixels
@@ -211,6 +216,12 @@ class Worker:
                 else:
                     record = self.dataset.records[index]
                     recon = self._encode_decode(encoder, decoder, pixels, setting, row, record)
+                    if recon is not None and self.fullref.enabled:
+                        try:
+                            row.update(self.fullref.scores(pixels, recon, reference_cache))
+                        except Exception as exc:  # noqa: BLE001 - the metric fails this row, not the run
+                            row.update(status="failed", error=_error_text("MS-SSIM/LPIPS", exc))
+                            recon = None
                     if "caption" in row and record.captions:
                         row.update(caption_scores(row["caption"], record.captions, self.embedder))
                     if recon is not None and keep_pixels:
@@ -234,6 +245,7 @@ class Worker:
             data = bytes(data)
             h, w = pixels.shape[:2]
             row.update(bytes=len(data), bits=8 * len(data), bpp=bits_per_pixel(len(data), w, h), encode_s=t1 - t0)
+            row.update(encoder.encode_columns())
             if self.config.save_bitstreams:
                 self._save_bytes(row["codec"], str(setting), row["image_id"], data)
             stage = "decode"
@@ -316,7 +328,10 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         config.chunk_size = max(1, min(32, len(dataset) // 64))
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     inception = perceptual.resolve(config.inception, pathlib.Path(out_root) / ".cache", progress)
-    chash = provenance.config_hash({**config.hashed_part(), "extractor": inception.get("weights_sha256")})
+    image_metrics = fullref.resolve(config.image_metrics, progress)
+    chash = provenance.config_hash({**config.hashed_part(), "extractor": inception.get("weights_sha256"),
+                                    **({"lpips": image_metrics["lpips"]["backbone_sha256"]}
+                                       if image_metrics["lpips"]["status"] == "ok" else {})})
     run_id = name or f"{created:%Y%m%d-%H%M%S}-{chash[:8]}"
     run_dir = pathlib.Path(out_root) / run_id
     if (run_dir / "config.json").exists():
@@ -329,6 +344,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
                     "preprocess": config.preprocess, "preprocess_description": description},
         "codecs": [_codec_info(c, codec_context(config, dataset.split)) for c in config.codecs],
         "inception": inception,
+        "image_metrics": image_metrics,
         "caption_embedder": resolve_embedder(config.caption_embedder),
     }
     atomic_write_bytes(run_dir / "config.json", json.dumps(info, indent=2, sort_keys=True).encode())
@@ -414,6 +430,11 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
         summary["inception_status"] = f"{status}: {info['inception']['reason']}"
         for column in ("inception_score", "fid", "kid", "ipd"):
             summary[column] = float("nan")  # unavailable: never zero, never made up
+    for name, state in info.get("image_metrics", {}).items():
+        if len(summary):
+            summary[f"{name}_status"] = "ok" if state["status"] == "ok" else f"{state['status']}: {state['reason']}"
+            if state["status"] != "ok" or name not in summary:
+                summary[name] = float("nan")
     write_table(run_dir / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False))
     n_rows, n_failed, reasons = _failure_counts(run_dir)
     return RunOutcome(run_dir, n_rows, n_failed, reasons, time.perf_counter() - t_start, info["inception"],

@@ -14,11 +14,15 @@ class MetricInfo:
 
 METRICS = {m.column: m for m in [
     MetricInfo("psnr", "PSNR (dB)", True),
+    MetricInfo("ms_ssim", "MS-SSIM (RGB)", True),
+    MetricInfo("lpips", "LPIPS (AlexNet)", False),
     MetricInfo("inception_score", "Inception Score", True),
     MetricInfo("fid", "FID", False),
     MetricInfo("kid", "KID", False),
     MetricInfo("ipd", "IPD (instance perceptual distance)", False),
     MetricInfo("patch_fid", "Patch FID (FID/256)", False),
+    MetricInfo("caption_bleu4", "Caption BLEU-4 (transmitted vs reference captions)", True),
+    MetricInfo("caption_cosine", "Caption cosine similarity (sentence embeddings)", True),
 ]}
 
 

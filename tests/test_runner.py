@@ -146,7 +146,12 @@ def test_cli_default_run_help_and_codecs(tmp_path):
     run_dir = next(tmp_path.iterdir())
     assert (run_dir / "plots" / "rd_psnr.png").exists() and (run_dir / "plots" / "rd_psnr.svg").exists()
     images, summary = load_run(run_dir)
-    assert set(summary.codec) == {"jpeg", "jpeg2000", "cmc"} and len(images) == 3 * (19 + 12 + 4)
+    assert set(summary.codec) == {"jpeg", "jpeg2000", "webp", "avif", "jpegxl", "cmc"}
+    assert len(images) == 3 * (19 + 12 + 12 + 10 + 11 + 4)
+    assert {"rd_ms_ssim.png", "rd_psnr.png"} <= {p.name for p in (run_dir / "plots").iterdir()}
+    assert summary.ms_ssim.notna().all() and summary.lpips.isna().all()  # no AlexNet weights offline: NaN
+    assert summary.lpips_status.str.startswith("unavailable: no AlexNet weights").all()
+    assert "LPIPS is unavailable" in done.stdout
     config = json.loads((run_dir / "config.json").read_text())
     assert config["dataset"]["n_images"] == 3 and "openjpeg" in json.dumps(config["codecs"])
     assert "R-D plots" in done.stdout and str(run_dir) in done.stdout

@@ -1,0 +1,105 @@
+"""LPIPS (Zhang et al. 2018), AlexNet variant v0.1: the perceptual distance compression papers report.
+
+The learned linear layers ship inside the `lpips` package; the AlexNet backbone is torchvision's
+ImageNet weights, from a local file (`--lpips PATH`, or CMCBENCH_LPIPS_WEIGHTS) or downloaded once into
+the torch hub cache. The distance is the `lpips` package's own formula, split so that an original's
+features are computed once and reused for all of its reconstructions.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+
+ENV_WEIGHTS = "CMCBENCH_LPIPS_WEIGHTS"
+ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+
+
+class LPIPSUnavailable(RuntimeError):
+    """LPIPS cannot be computed here; the message says how to fix that."""
+
+
+def linear_weights_path() -> str:
+    import lpips
+
+    return str(pathlib.Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth")
+
+
+def resolve_backbone(path: str | None = None, progress: bool = False) -> str:
+    """Local path of the AlexNet backbone weights, downloading torchvision's once if needed and possible."""
+    path = path or os.environ.get(ENV_WEIGHTS) or None
+    try:
+        import lpips  # noqa: F401
+        import torch
+    except ImportError as exc:
+        raise LPIPSUnavailable("LPIPS needs torch and lpips: pip install -e '.[inception]'") from exc
+    if path is not None:
+        if not os.path.isfile(path):
+            raise LPIPSUnavailable(f"LPIPS AlexNet weights file {path!r} does not exist.")
+        return path
+    target = pathlib.Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_URL.rsplit("/", 1)[1]
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(ALEXNET_URL, str(target), hash_prefix="7be5be79", progress=progress)
+        except Exception as exc:  # noqa: BLE001 - any network failure has the same remedy
+            raise LPIPSUnavailable(
+                f"no AlexNet weights for LPIPS: downloading {ALEXNET_URL} failed ({exc}). Download it on a machine "
+                f"with internet and put it at {target}, or pass --lpips PATH (or set {ENV_WEIGHTS}).") from None
+    return str(target)
+
+
+class LPIPS:
+    """LPIPS-Alex on uint8 H x W x 3 images; `features(original)` once, then `distance(features, recon)`."""
+
+    def __init__(self, backbone_path: str | None, device: str = "cpu"):
+        import lpips
+        import torch
+
+        self.torch = torch
+        self.device = device
+        # pnet_rand: build AlexNet without torchvision's download; the backbone is loaded below.
+        self.model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+        if backbone_path is not None:
+            load_alexnet_backbone(self.model, torch.load(backbone_path, map_location="cpu", weights_only=True))
+        self.model = self.model.to(device).eval()
+
+    def _tensor(self, image: np.ndarray):
+        x = self.torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        return (x / 127.5 - 1.0).to(self.device)
+
+    def features(self, image: np.ndarray) -> list:
+        import lpips
+
+        with self.torch.inference_mode():
+            outs = self.model.net.forward(self.model.scaling_layer(self._tensor(image)))
+            return [lpips.normalize_tensor(o) for o in outs]
+
+    def distance(self, reference_features: list, reconstruction: np.ndarray) -> float:
+        import lpips
+
+        feats = self.features(reconstruction)
+        with self.torch.inference_mode():
+            value = sum(lpips.spatial_average(lin((f0 - f1) ** 2), keepdim=True)
+                        for lin, f0, f1 in zip(self.model.lins, reference_features, feats))
+        return float(value.item())
+
+
+def load_alexnet_backbone(model, state_dict: dict) -> None:
+    """Copy torchvision AlexNet `features.N.*` weights into lpips' sliced copy (`net.sliceK.N.*`)."""
+    own = dict(model.net.named_parameters())
+    missing = []
+    for name, param in own.items():
+        key = "features." + name.split(".", 1)[1]
+        if key not in state_dict:
+            missing.append(key)
+            continue
+        if state_dict[key].shape != param.shape:
+            raise LPIPSUnavailable(f"LPIPS backbone weight {key} has shape {tuple(state_dict[key].shape)}, "
+                                   f"expected {tuple(param.shape)}: is this torchvision's AlexNet?")
+        param.data.copy_(state_dict[key])
+    if missing:
+        raise LPIPSUnavailable(f"LPIPS backbone weights lack {', '.join(missing[:3])}...: expected torchvision's "
+                               "AlexNet state dict.")

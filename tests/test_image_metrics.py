@@ -1,0 +1,161 @@
+"""MS-SSIM and LPIPS: agreement with independent or reference computations, and their place in runs."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmark.codec import parse_codec_spec
+from benchmark.results import load_run
+from benchmark.runner import RunConfig, create_run, execute
+from metrics.msssim import MIN_SIDE, ms_ssim
+
+torch = pytest.importorskip("torch")
+
+WEIGHTS = np.array([0.0448, 0.2856, 0.3001, 0.2363, 0.1333])
+
+
+def _numpy_ms_ssim(x: np.ndarray, y: np.ndarray) -> float:
+    """MS-SSIM written out from Wang et al. 2003 with pytorch-msssim's conventions (valid Gaussian filtering,
+    sigma 1.5, 2x2 average pooling that zero-pads odd sides, per-channel values averaged)."""
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5 ** 2))
+    g /= g.sum()
+    # pytorch-msssim builds its window in float32; its rounded weights (3e-8 off) move MS-SSIM by ~1e-6.
+    from pytorch_msssim.ssim import _fspecial_gauss_1d
+
+    rounded = _fspecial_gauss_1d(11, 1.5).numpy().ravel().astype(np.float64)
+    assert np.abs(rounded - g).max() < 1e-7
+    g = rounded
+
+    def filt(a):
+        a = np.apply_along_axis(lambda r: np.convolve(r, g, "valid"), 0, a)
+        return np.apply_along_axis(lambda r: np.convolve(r, g, "valid"), 1, a)
+
+    def pool(a):
+        ph, pw = a.shape[0] % 2, a.shape[1] % 2
+        a = np.pad(a, ((ph, ph), (pw, pw)))
+        h, w = (a.shape[0] - 2) // 2 + 1, (a.shape[1] - 2) // 2 + 1
+        return a[:2 * h, :2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3))
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    per_channel = []
+    for c in range(3):
+        a, b = x[..., c].astype(np.float64), y[..., c].astype(np.float64)
+        values = []
+        for level in range(5):
+            mu1, mu2 = filt(a), filt(b)
+            s11, s22, s12 = filt(a * a) - mu1 ** 2, filt(b * b) - mu2 ** 2, filt(a * b) - mu1 * mu2
+            cs = (2 * s12 + c2) / (s11 + s22 + c2)
+            ssim = (2 * mu1 * mu2 + c1) / (mu1 ** 2 + mu2 ** 2 + c1) * cs
+            values.append(max(cs.mean(), 0) if level < 4 else max(ssim.mean(), 0))
+            a, b = pool(a), pool(b)
+        per_channel.append(np.prod(np.array(values) ** WEIGHTS))
+    return float(np.mean(per_channel))
+
+
+def _photo(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([128 + 80 * np.sin(x / 9 + c) * np.cos(y / (13 + c)) for c in range(3)], -1)
+    return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+
+
+def test_ms_ssim_matches_the_formula_and_is_one_on_itself():
+    img = _photo(183, 201)  # odd sides exercise the padded pooling
+    noisy = np.clip(img + np.random.default_rng(1).normal(0, 20, img.shape), 0, 255).astype(np.uint8)
+    value, note = ms_ssim(img, noisy)
+    assert note == "" and 0.5 < value < 0.99
+    assert value == pytest.approx(_numpy_ms_ssim(img, noisy), rel=2e-6)  # float32 against float64
+    assert ms_ssim(img, img) == (pytest.approx(1.0, abs=1e-6), "")
+    worse, _ = ms_ssim(img, np.clip(img + np.random.default_rng(2).normal(0, 40, img.shape), 0, 255).astype(np.uint8))
+    assert worse < value
+
+
+def test_ms_ssim_small_image_is_unavailable_not_invented():
+    img = _photo(MIN_SIDE - 1, 300)
+    value, note = ms_ssim(img, img)
+    assert np.isnan(value) and "smaller than its 161-px minimum side" in note
+
+
+@pytest.fixture(scope="session")
+def random_alexnet(tmp_path_factory):
+    """A seeded random torchvision AlexNet saved as a weights file: the real --lpips PATH loading path."""
+    import torchvision
+
+    torch.manual_seed(0)
+    alex = torchvision.models.alexnet(weights=None)
+    path = tmp_path_factory.mktemp("lpips") / "alexnet-random.pth"
+    torch.save(alex.state_dict(), path)
+    return path, alex
+
+
+def test_lpips_matches_the_lpips_package(random_alexnet, monkeypatch):
+    import lpips
+    import lpips.pretrained_networks as pn
+
+    from metrics.lpips import LPIPS
+
+    path, alex = random_alexnet
+    ours = LPIPS(str(path))
+    for i, layer in enumerate(alex.features):
+        if hasattr(layer, "weight"):  # every backbone weight came from the file
+            slice_ = next(s for s in (ours.model.net.slice1, ours.model.net.slice2, ours.model.net.slice3,
+                                      ours.model.net.slice4, ours.model.net.slice5) if str(i) in s._modules)
+            assert torch.equal(slice_._modules[str(i)].weight, layer.weight)
+    # The package's own model, built its own way around the same AlexNet, and its own forward pass.
+    monkeypatch.setattr(pn.tv, "alexnet", lambda *a, **k: alex)
+    reference = lpips.LPIPS(net="alex", version="0.1", pretrained=True, verbose=False).eval()
+    a, b = _photo(64, 96, 0), _photo(64, 96, 5)
+    to01 = lambda im: torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+    with torch.inference_mode():
+        expected = float(reference(to01(a), to01(b), normalize=True))
+    got = ours.distance(ours.features(a), b)
+    assert got > 1e-4 and got == pytest.approx(expected, rel=1e-5)
+    assert ours.distance(ours.features(a), a) == 0.0
+
+
+def test_lpips_missing_weights_file_is_a_clear_message():
+    from metrics.lpips import LPIPSUnavailable, resolve_backbone
+
+    with pytest.raises(LPIPSUnavailable, match="does not exist"):
+        resolve_backbone("/nonexistent/alexnet.pth")
+
+
+def test_runs_report_ms_ssim_and_lpips(random_alexnet, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(_photo(176, 192, i)).save(folder / f"im{i}.png")
+    Image.fromarray(_photo(96, 128, 9)).save(folder / "small.png")
+    config = RunConfig(dataset=f"folder:{folder}", inception={"enabled": False}, caption_embedder="none",
+                       codecs=[parse_codec_spec("codecs_for_tests:Raw level=1"), parse_codec_spec("jpeg quality=10,60")],
+                       image_metrics={"ms_ssim": True, "lpips": str(random_alexnet[0])})
+    run_dir = create_run(config, tmp_path / "runs", "m", progress=False)
+    execute(run_dir, jobs=2, progress=False)
+    images, summary = load_run(run_dir)
+    assert (images.status == "ok").all()
+    raw = images[(images.codec == "raw") & (images.image_id != "small.png")]
+    assert np.allclose(raw.ms_ssim, 1.0, atol=1e-6) and (raw.lpips == 0).all()
+    small = images[images.image_id == "small.png"]
+    assert small.ms_ssim.isna().all() and small.metric_notes.str.contains("161-px").all()
+    assert small.lpips.notna().all()
+    jpeg = summary[summary.codec == "jpeg"].sort_values("setting")
+    assert jpeg.ms_ssim.is_monotonic_increasing and jpeg.lpips.is_monotonic_decreasing
+    assert (summary.ms_ssim_status == "ok").all() and (summary.lpips_status == "ok").all()
+    from benchmark.plots import rd_plots
+
+    names = {p.stem for p in rd_plots(summary, tmp_path / "plots")}
+    assert {"rd_ms_ssim", "rd_lpips"} <= names
+
+
+def test_lpips_unavailable_is_nan_with_reason(tmp_path, monkeypatch, natural_images):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))  # no cached weights, and no network here
+    import metrics.lpips as ml
+
+    monkeypatch.setattr(ml.torch.hub if hasattr(ml, "torch") else torch.hub, "download_url_to_file",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
+                       codecs=[parse_codec_spec("jpeg quality=50")])
+    run_dir = create_run(config, tmp_path / "runs", "u", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    _, summary = load_run(run_dir)
+    assert summary.lpips.isna().all() and summary.lpips_status.str.contains("--lpips PATH").all()
