@@ -11,6 +11,7 @@ from benchmark.imageio import DEFAULT_MAX_PIXELS
 
 DEFAULT_CODECS = ["jpeg", "jpeg2000", "webp", "avif", "jpegxl", "cmc"]
 EXIT_FAILED_ROWS = 3
+EXIT_REGRESSION = 4
 
 EPILOG = """\
 codec specs: 'NAME [key=value ...]' where NAME is a built-in codec (see `bench.py codecs`), an installed
@@ -19,7 +20,8 @@ parameter sets its sweep, label= names it in results, anything else is a codec o
   --codec "jpeg quality=10,30,50 subsampling=4:4:4 label=jpeg444"
 
 exit status: 0 all rows succeeded; 1 error before or during the run; 3 the run completed but some rows
-failed (their reasons are in the rows and printed at the end; --allow-failures makes this 0).
+failed (their reasons are in the rows and printed at the end; --allow-failures makes this 0);
+`compare` exits 4 when NEW is worse than BASE beyond tolerance.
 """
 
 
@@ -101,6 +103,48 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("-o", "--output", required=True, help="PNG to write")
 
     sub.add_parser("codecs", help="list codecs, their rate parameter, default sweep and availability")
+
+    def bootstrap_options(p):
+        p.add_argument("--bootstrap", type=int, default=200, metavar="N",
+                       help="bootstrap resamples over images for the intervals (default 200; 0: no intervals)")
+        p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+        p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+
+    board = sub.add_parser("leaderboard", help="tables (Markdown, LaTeX, CSV, HTML): metrics at chosen rates, "
+                                               "BD-rate and BD-metric against an anchor, every setting with intervals")
+    board.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    board.add_argument("--anchor", help="codec label to compare against (default: jpeg)")
+    board.add_argument("--rates", default="0.1,0.25,0.5,1", help="bpps for the at-rate table (default 0.1,0.25,0.5,1)")
+    board.add_argument("--metric", action="append", help="only these metrics (repeatable; default: all present)")
+    board.add_argument("--bd-method", default="akima", choices=["akima", "pchip", "cubic"],
+                       help="interpolation for BD (default akima)")
+    board.add_argument("--format", action="append", choices=["md", "tex", "csv", "html"],
+                       help="files to write (repeatable; default all four); Markdown is also printed")
+    board.add_argument("--out", help="folder for the tables (default: FIRST_RUN/leaderboard)")
+    bootstrap_options(board)
+
+    comp = sub.add_parser("compare", help="per codec, setting and metric: NEW - BASE with a paired bootstrap "
+                                          "interval; exit 4 if NEW is worse beyond tolerance")
+    comp.add_argument("base", metavar="BASE_RUN")
+    comp.add_argument("new", metavar="NEW_RUN")
+    comp.add_argument("--tolerance", action="append", metavar="METRIC=VALUE",
+                      help="allowed worsening, absolute or relative with %%, e.g. fid=1.0 or bpp=1%% (repeatable; "
+                           "defaults: psnr=0.01 ms_ssim=0.0005 lpips=0.0005 fid=0.5 kid=0.001 "
+                           "inception_score=0.05 ipd=0.001 bpp=0.5%%)")
+    comp.add_argument("--json", metavar="PATH", help="also write the comparison as JSON ('-' for stdout only)")
+    comp.add_argument("--all", action="store_true", help="list unchanged metrics too")
+    bootstrap_options(comp)
+
+    rep = sub.add_parser("report", help="self-contained HTML report (and Markdown): R-D plots with intervals, "
+                                        "leaderboard, visual comparison grid, provenance")
+    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.add_argument("--out", help="folder (default: RUN_DIR/report)")
+    rep.add_argument("--images", type=int, default=3, help="images in the comparison grid (default 3)")
+    rep.add_argument("--grid-bpp", type=float, help="target rate of the grid (default: the anchor's lowest rate "
+                                                    "on each image)")
+    rep.add_argument("--anchor", help="anchor codec (default: jpeg)")
+    rep.add_argument("--rates", default="0.1,0.25,0.5,1", help="bpps for the at-rate table")
+    bootstrap_options(rep)
     return parser
 
 
@@ -118,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_codecs()
         if args.command == "decode":
             return cmd_decode(args)
+        if args.command == "leaderboard":
+            return cmd_leaderboard(args)
+        if args.command == "compare":
+            return cmd_compare(args)
+        if args.command == "report":
+            return cmd_report(args)
     except (ValueError, FileNotFoundError, FileExistsError, CodecUnavailable, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -256,4 +306,59 @@ def cmd_codecs() -> int:
             print(f"{name:16s} {cls.rate_parameter}={sweep}\n{'':16s} options: {opts or '-'}; {status}")
         else:
             print(f"{name:16s} {status}")
+    return 0
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(v) for v in text.split(",") if v]
+    except ValueError:
+        raise ValueError(f"--rates must be comma-separated bpps, not {text!r}.") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise ValueError(f"--rates must be positive bpps, not {text!r}.")
+    return rates
+
+
+def _check_run(path: str) -> pathlib.Path:
+    run_dir = pathlib.Path(path)
+    if not (run_dir / "config.json").exists():
+        raise FileNotFoundError(f"{run_dir} is not a cmcbench run (no config.json).")
+    return run_dir
+
+
+def cmd_leaderboard(args) -> int:
+    from benchmark import leaderboard
+
+    run_dirs = [_check_run(p) for p in args.run_dirs]
+    board = leaderboard.build(run_dirs, anchor=args.anchor, rates=_rates(args.rates), metrics=args.metric,
+                              resamples=args.bootstrap, seed=args.seed, level=args.level, bd_method=args.bd_method)
+    print(leaderboard.render(board, "md"))
+    written = leaderboard.write(board, args.out or run_dirs[0] / "leaderboard", args.format or leaderboard.FORMATS)
+    print("Written: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from benchmark import compare
+
+    base, new = _check_run(args.base), _check_run(args.new)
+    result = compare.compare_runs(base, new, compare.parse_tolerances(args.tolerance), args.bootstrap, args.seed,
+                                  args.level)
+    if args.json == "-":
+        print(compare.dumps(result))
+    else:
+        print(compare.render_text(result, args.all))
+        if args.json:
+            pathlib.Path(args.json).write_text(compare.dumps(result))
+    return EXIT_REGRESSION if len(result.regressions) else 0
+
+
+def cmd_report(args) -> int:
+    from benchmark.report import build_report
+
+    run_dir = _check_run(args.run_dir)
+    html_path, md_path = build_report(run_dir, args.out, n_images=args.images, target_bpp=args.grid_bpp,
+                                      resamples=args.bootstrap, seed=args.seed, anchor=args.anchor,
+                                      rates=_rates(args.rates))
+    print(f"Report: {html_path} (self-contained), {md_path}")
     return 0

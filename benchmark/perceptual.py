@@ -144,44 +144,64 @@ class PerceptualStage:
         bounds = np.cumsum([0] + [len(ps) for ps in patches])
         return [pool[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
-def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
-    """IS, FID and KID per (codec, setting) from the stored features, in float64."""
+def image_shas(run_dir: pathlib.Path) -> dict[int, str]:
+    """image_index -> sha256 of the preprocessed pixels, for every image that was read."""
     import pyarrow.parquet as pq
 
-    opts = info["config"]["inception"]
-    reference_dir = info["inception"]["reference_dir"]
     shas: dict[int, str] = {}
     for path in shard_files(run_dir):
         t = pq.read_table(path, columns=["image_index", "image_sha256"]).to_pydict()
         for i, sha in zip(t["image_index"], t["image_sha256"]):
             if sha:
                 shas[i] = sha
+    return shas
+
+
+def reference_features(info: dict, shas: dict[int, str], order: list[int], patches: bool = False) -> np.ndarray:
+    """Pool features of the originals in `order` (or their FID/256 patch features, concatenated)."""
+    reference_dir = info["inception"]["reference_dir"]
+    if not order:
+        return np.zeros((0, FEATURE_DIM), np.float32)
+    if patches:
+        return np.concatenate([np.load(reference_path(reference_dir, shas[i], True)) for i in order])
+    return np.stack([np.load(reference_path(reference_dir, shas[i]))[:FEATURE_DIM] for i in order])
+
+
+def setting_features(run_dir: pathlib.Path, codec: str, s: int, patches: bool = False):
+    """(image indices, pool, logits[, patch pool]) of one setting's reconstructions, by image index."""
+    idx, pool, logits, patch = [], [], [], []
+    for path in sorted((run_dir / "features" / safe_name(codec)).glob("chunk-*.npz")):
+        with np.load(path) as z:
+            if f"pool_{s}" in z.files:
+                idx.append(z[f"image_index_{s}"])
+                pool.append(z[f"pool_{s}"])
+                logits.append(z[f"logits_{s}"])
+                if patches:
+                    patch.append(z[f"patch_pool_{s}"])
+    if not idx:
+        return None
+    order = np.argsort(np.concatenate(idx), kind="stable")
+    out = (np.concatenate(idx)[order], np.concatenate(pool)[order], np.concatenate(logits)[order])
+    return out + (np.concatenate(patch),) if patches else out
+
+
+def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
+    """IS, FID and KID per (codec, setting) from the stored features, in float64."""
+    opts = info["config"]["inception"]
+    shas = image_shas(run_dir)
     order = sorted(shas)
-    ref_pool = np.stack([np.load(reference_path(reference_dir, shas[i]))[:FEATURE_DIM] for i in order]) \
-        if order else np.zeros((0, FEATURE_DIM), np.float32)
+    ref_pool = reference_features(info, shas, order)
     patch_fid = bool(opts.get("patch_fid"))
-    ref_patches = np.concatenate([np.load(reference_path(reference_dir, shas[i], True)) for i in order]) \
-        if patch_fid and order else None
+    ref_patches = reference_features(info, shas, order, True) if patch_fid else None
     out = []
     for codec in info["codecs"]:
-        files = sorted((run_dir / "features" / safe_name(codec["label"])).glob("chunk-*.npz"))
         for s in range(len(codec["settings"])):
-            idx, pool, logits, patches = [], [], [], []
-            for path in files:
-                with np.load(path) as z:
-                    if f"pool_{s}" in z.files:
-                        idx.append(z[f"image_index_{s}"])
-                        pool.append(z[f"pool_{s}"])
-                        logits.append(z[f"logits_{s}"])
-                        if patch_fid:
-                            patches.append(z[f"patch_pool_{s}"])
             row = {"codec": codec["label"], "setting_index": s, "n_features": 0}
-            if idx:
-                order_ = np.argsort(np.concatenate(idx), kind="stable")
-                pool_s, logits_s = np.concatenate(pool)[order_], np.concatenate(logits)[order_]
-                row.update(_metrics(pool_s, logits_s, ref_pool, opts))
+            found = setting_features(run_dir, codec["label"], s, patch_fid)
+            if found is not None:
+                row.update(_metrics(found[1], found[2], ref_pool, opts))
                 if patch_fid:
-                    row.update(_patch_metrics(np.concatenate(patches), ref_patches, row))
+                    row.update(_patch_metrics(found[3], ref_patches, row))
             else:
                 row["inception_note"] = "no successful reconstructions"
             out.append(row)

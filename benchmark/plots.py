@@ -15,7 +15,10 @@ def plottable_metrics(summary: pd.DataFrame) -> list[str]:
 
 
 def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | None = None,
-             metrics: list[str] | None = None, formats=("png", "svg")) -> list[pathlib.Path]:
+             metrics: list[str] | None = None, formats=("png", "svg"),
+             intervals: pd.DataFrame | None = None) -> list[pathlib.Path]:
+    """One figure per metric. `intervals` (benchmark.bootstrap.intervals) adds error bars: the metric's
+    bootstrap interval vertically, the bpp interval horizontally."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,8 +39,12 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         if sub.empty:
             continue
         fig, ax = plt.subplots(figsize=(7, 4.5))
+        codecs = list(dict.fromkeys(sub["codec"]))
+        palette = dict(zip(codecs, sns.color_palette(n_colors=len(codecs))))
         sns.lineplot(data=sub, x="bpp", y=metric, hue="codec", style="codec", markers=True, dashes=False,
-                     estimator=None, sort=False, ax=ax)
+                     estimator=None, sort=False, ax=ax, hue_order=codecs, palette=palette)
+        if intervals is not None and len(intervals):
+            _error_bars(ax, sub, intervals, metric, palette)
         if log_x:
             ax.set_xscale("log")
         ax.set_xlabel("bits per pixel (bpp)" + (", log scale" if log_x else ""))
@@ -53,3 +60,22 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
             written.append(path)
         plt.close(fig)
     return written
+
+
+def _error_bars(ax, sub: pd.DataFrame, intervals: pd.DataFrame, metric: str, palette: dict) -> None:
+    wide = intervals[intervals.metric.isin([metric, "bpp"])].pivot_table(
+        index=["codec", "setting_index"], columns="metric", values=["low", "high"], aggfunc="first")
+    for row in sub.itertuples():
+        key = (row.codec, row.setting_index)
+        if key not in wide.index:
+            continue
+        ci = wide.loc[key]
+        y, x = getattr(row, metric), row.bpp
+        yerr = xerr = None
+        if ("low", metric) in ci.index and pd.notna(ci[("low", metric)]):
+            yerr = [[max(y - ci[("low", metric)], 0)], [max(ci[("high", metric)] - y, 0)]]
+        if ("low", "bpp") in ci.index and pd.notna(ci[("low", "bpp")]):
+            xerr = [[max(x - ci[("low", "bpp")], 0)], [max(ci[("high", "bpp")] - x, 0)]]
+        if yerr is not None or xerr is not None:
+            ax.errorbar([x], [y], yerr=yerr, xerr=xerr, fmt="none", ecolor=palette[row.codec], elinewidth=1,
+                        capsize=2, alpha=0.8)

@@ -206,7 +206,7 @@ class Worker:
         for index in range(task.start, task.stop):
             image_row, pixels, error = self.load(index)
             reference_cache: dict = {}
-            if pixels is not None and keep_pixels and perceptual.needs_reference(
+            if pixels is not None and keep_pixels and self.reference_dir and perceptual.needs_reference(
                     self.reference_dir, image_row["image_sha256"], self.config.inception.get("patch_fid")):
                 result.originals[index] = pixels
             for s, setting in enumerate(spec.settings):

@@ -74,3 +74,16 @@ class Crashes(Raw):
         if image.shape[0] == 112:
             os._exit(1)
         return super().encode(image, setting)
+
+
+class Noisy(Raw):
+    """Raw pixels plus seeded Gaussian noise of `sigma` (an option, so two runs of the same label can differ)."""
+
+    name = "noisy"
+    defaults = {"sigma": 5.0, "sleep": 0.0}
+
+    def encode(self, image, setting):
+        rng = np.random.default_rng(int(setting))
+        noisy = image + rng.normal(0, self.options["sigma"] * float(setting), image.shape)
+        return super().encode(np.clip(noisy, 0, 255).astype(np.uint8), setting)
+

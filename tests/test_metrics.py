@@ -99,3 +99,21 @@ def test_psnr_by_hand():
     b[0, 0, 0] = 255
     assert psnr(a, b) == pytest.approx(10 * np.log10(12))
     assert psnr(a, a) == float("inf")
+
+
+def test_low_rank_fid_is_exact_for_small_sets():
+    from metrics.fid import fid, fid_low_rank, statistics
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(20, 64)), rng.normal(size=(15, 64)) * 1.4 + 0.3
+    mu1, s1 = statistics(a)
+    mu2, s2 = statistics(b)
+    # tr sqrt(S1 S2) = tr sqrt(S1^1/2 S2 S1^1/2), a symmetric PSD matrix whose eigenvalues are stable.
+    w, v = np.linalg.eigh(s1)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = np.linalg.eigvalsh(root @ s2 @ root)
+    exact = (mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(inner, 0, None)).sum()
+    # (the reference itself carries sqrt(round-off) from its 44 zero eigenvalues: about 2e-6 here)
+    assert fid_low_rank(a, b) == pytest.approx(exact, rel=1e-7)
+    big = rng.normal(size=(80, 64))
+    assert fid_low_rank(big, big[::-1] + 0.1) == pytest.approx(fid(big, big[::-1] + 0.1), rel=1e-9)  # n > d: fid

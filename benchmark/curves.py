@@ -1,0 +1,147 @@
+"""Rate-quality curves: a metric at a chosen rate, and Bjontegaard deltas between two codecs.
+
+A curve is one codec's (bpp, metric) points from a run's summary. Values at a rate are interpolated
+along the codec's own curve (PCHIP on log bpp) and never extrapolated: outside its rate range there is
+no value. BD-rate and BD-metric come from the maintained `bjontegaard` package (Akima by default).
+Metrics where lower is better (FID, LPIPS...) are negated for the package, which expects quality to
+rise with rate, and BD-metric is reported back in the metric's own units and sign (test - anchor).
+
+When two curves do not overlap (a text codec at 0.005 bpp against JPEG's 0.2 bpp and up), BD values do
+not exist; `compare_curves` says so and gives what does exist: the anchor's metric interpolated at the
+codec's rates, and the rate saving at equal metric where the codec's metric lies in the anchor's range.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.interpolate import PchipInterpolator
+
+from metrics.registry import METRICS
+
+BD_METHODS = ("akima", "pchip", "cubic")
+
+
+@dataclass
+class Curve:
+    codec: str
+    metric: str
+    bpp: np.ndarray  # increasing
+    value: np.ndarray
+
+    @classmethod
+    def from_summary(cls, summary: pd.DataFrame, codec: str, metric: str) -> "Curve":
+        rows = summary[(summary.codec == codec)]
+        if metric not in rows:
+            return cls(codec, metric, np.array([]), np.array([]))
+        rows = rows[["bpp", metric]].dropna()
+        rows = rows.groupby("bpp", as_index=False)[metric].mean().sort_values("bpp")
+        return cls(codec, metric, rows.bpp.to_numpy(float), rows[metric].to_numpy(float))
+
+    def __len__(self) -> int:
+        return len(self.bpp)
+
+    def at_rate(self, bpp: float) -> float:
+        """The metric at `bpp` along this curve; NaN outside the measured rate range."""
+        if len(self) == 0 or not self.bpp[0] * (1 - 1e-9) <= bpp <= self.bpp[-1] * (1 + 1e-9):
+            return float("nan")
+        if len(self) == 1:
+            return float(self.value[0])
+        return float(PchipInterpolator(np.log(self.bpp), self.value)(math.log(bpp)))
+
+    def rate_at(self, value: float) -> float:
+        """The bpp at which this curve reaches `value`; NaN outside its metric range or if not monotone."""
+        if len(self) < 2:
+            return float("nan")
+        order = np.argsort(self.value)
+        v, r = self.value[order], np.log(self.bpp[order])
+        if np.any(np.diff(v) <= 0) or not (np.all(np.diff(r) > 0) or np.all(np.diff(r) < 0)):
+            return float("nan")  # the metric does not move monotonically with rate: no unique answer
+        if not v[0] <= value <= v[-1]:
+            return float("nan")
+        return float(math.exp(PchipInterpolator(v, r)(value)))
+
+
+def higher_is_better(metric: str) -> bool:
+    info = METRICS.get(metric)
+    return True if info is None else info.higher_is_better
+
+
+def bd_rate(anchor: Curve, test: Curve, method: str = "akima") -> float:
+    """Average rate difference in percent at equal metric (negative: the test codec needs fewer bits)."""
+    import bjontegaard
+
+    sign = 1.0 if higher_is_better(anchor.metric) else -1.0
+    ra, da = _by_metric(anchor, sign)
+    rt, dt = _by_metric(test, sign)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(bjontegaard.bd_rate(ra, da, rt, dt, method=method, require_matching_points=False, min_overlap=0))
+
+
+def bd_metric(anchor: Curve, test: Curve, method: str = "akima") -> float:
+    """Average metric difference (test - anchor, in the metric's units) at equal rate."""
+    import bjontegaard
+
+    sign = 1.0 if higher_is_better(anchor.metric) else -1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = bjontegaard.bd_psnr(anchor.bpp, sign * anchor.value, test.bpp, sign * test.value, method=method,
+                                    require_matching_points=False, min_overlap=0)
+    return sign * float(value)
+
+
+def _by_metric(curve: Curve, sign: float) -> tuple[np.ndarray, np.ndarray]:
+    d = sign * curve.value
+    order = np.argsort(d)
+    return curve.bpp[order], d[order]
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    lo, hi = max(a.min(), b.min()), min(a.max(), b.max())
+    return max(hi - lo, 0.0) / (max(a.max(), b.max()) - min(a.min(), b.min()) or 1.0)
+
+
+def monotone(curve: Curve) -> bool:
+    sign = 1.0 if higher_is_better(curve.metric) else -1.0
+    return bool(np.all(np.diff(sign * curve.value) > 0))
+
+
+def compare_curves(anchor: Curve, test: Curve, method: str = "akima") -> dict:
+    """BD-rate and BD-metric of `test` against `anchor`, or, where they do not exist, why not and what does."""
+    out: dict = {"bd_rate": float("nan"), "bd_metric": float("nan"), "note": ""}
+    if len(anchor) < 2 or len(test) < 2:
+        out["note"] = "fewer than 2 points on a curve"
+    elif not (monotone(anchor) and monotone(test)):
+        which = [c.codec for c in (anchor, test) if not monotone(c)]
+        out["note"] = f"{' and '.join(which)} not monotone in {anchor.metric}: BD undefined"
+    else:
+        rate_overlap = _overlap(np.log(anchor.bpp), np.log(test.bpp))
+        metric_overlap = _overlap(anchor.value, test.value)
+        if metric_overlap > 0:
+            out["bd_rate"] = bd_rate(anchor, test, method)
+        if rate_overlap > 0:
+            out["bd_metric"] = bd_metric(anchor, test, method)
+        notes = []
+        if rate_overlap == 0:
+            notes.append("rate ranges do not overlap")
+        if metric_overlap == 0:
+            notes.append(f"{anchor.metric} ranges do not overlap")
+        elif metric_overlap < 0.75 or 0 < rate_overlap < 0.75:
+            notes.append(f"partial overlap ({min(metric_overlap, rate_overlap or 1):.0%}): BD covers only the shared range")
+        out["note"] = "; ".join(notes)
+    if (math.isnan(out["bd_rate"]) or math.isnan(out["bd_metric"])) and len(test):
+        # What can still be said: the anchor at the test codec's rates, and the rate saving at equal quality.
+        at_rate = [(b, anchor.at_rate(b), v) for b, v in zip(test.bpp, test.value)]
+        at_rate = [x for x in at_rate if not math.isnan(x[1])]
+        if at_rate:
+            out["anchor_at_test_rate"] = at_rate
+        savings = [(b, v, anchor.rate_at(v)) for b, v in zip(test.bpp, test.value)]
+        savings = [(b, v, 1 - b / ra) for b, v, ra in savings if not math.isnan(ra)]
+        if savings:
+            out["rate_saving_at_equal_metric"] = savings
+    return out

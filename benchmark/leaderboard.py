@@ -1,0 +1,263 @@
+"""Leaderboard tables from one or more runs: metrics at chosen rates, BD against an anchor, and every
+setting with its bootstrap interval, as Markdown, LaTeX, CSV and HTML.
+
+Values at a rate are interpolated along each codec's own curve and never extrapolated (an empty cell
+means the codec's settings do not span that rate). Intervals at a rate are interpolated the same way
+from the neighbouring settings' intervals; rate-matched codecs (`bpp=` specs) have settings at the
+rates themselves, so theirs are exact.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from benchmark import bootstrap
+from benchmark.curves import BD_METHODS, Curve, compare_curves
+from benchmark.results import load_run
+from metrics.registry import METRICS
+
+DEFAULT_RATES = (0.1, 0.25, 0.5, 1.0)
+FORMATS = ("md", "tex", "csv", "html")
+
+
+@dataclass
+class Leaderboard:
+    at_rates: pd.DataFrame  # codec, metric, bpp, value, low, high
+    bd: pd.DataFrame  # codec, metric, bd_rate, bd_metric, note, fallback
+    settings: pd.DataFrame  # long: codec, setting, metric, value, low, high
+    anchor: str
+    metrics: list[str]
+    rates: list[float]
+    notes: list[str] = field(default_factory=list)
+
+
+def load_summaries(run_dirs: list[str | pathlib.Path]) -> pd.DataFrame:
+    """Summaries of several runs; codec labels that repeat across runs get the run id appended."""
+    frames = []
+    for run_dir in run_dirs:
+        _, summary = load_run(run_dir)
+        summary = summary.copy()
+        summary["run_dir"] = str(run_dir)
+        summary["codec_in_run"] = summary["codec"]
+        frames.append(summary)
+    data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(run_dirs) > 1 and len(data):
+        owners = data.groupby("codec")["run_dir"].nunique()
+        clash = set(owners[owners > 1].index)
+        data["codec"] = [f"{c} ({pathlib.Path(r).name})" if c in clash else c
+                         for c, r in zip(data.codec, data.run_dir)]
+    return data
+
+
+def table_metrics(summary: pd.DataFrame, wanted: list[str] | None = None) -> list[str]:
+    present = [m for m in METRICS if m in summary and pd.api.types.is_numeric_dtype(summary[m])
+               and summary[m].notna().any()]
+    if wanted:
+        unknown = [m for m in wanted if m not in present]
+        if unknown:
+            raise ValueError(f"No values for metric(s) {', '.join(unknown)} in these runs; present: {', '.join(present)}.")
+        return list(wanted)
+    return present
+
+
+def pick_anchor(summary: pd.DataFrame, anchor: str | None) -> str:
+    codecs = list(dict.fromkeys(summary.codec))
+    if anchor:
+        if anchor not in codecs:
+            raise ValueError(f"Anchor codec {anchor!r} is not in these runs; codecs: {', '.join(codecs)}.")
+        return anchor
+    for candidate in ("jpeg", "jpeg@bpp"):
+        if candidate in codecs:
+            return candidate
+    jpeg = [c for c in codecs if summary.loc[summary.codec == c, "codec_target"].iloc[0] == "jpeg"]
+    return jpeg[0] if jpeg else codecs[0]
+
+
+def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metrics: list[str] | None = None,
+          resamples: int = bootstrap.DEFAULT_RESAMPLES, seed: int = bootstrap.DEFAULT_SEED,
+          level: float = bootstrap.DEFAULT_LEVEL, bd_method: str = "akima") -> Leaderboard:
+    if bd_method not in BD_METHODS:
+        raise ValueError(f"BD method must be one of {', '.join(BD_METHODS)}, not {bd_method!r}.")
+    summary = load_summaries(run_dirs)
+    if not len(summary):
+        raise ValueError("These runs have no results yet.")
+    metrics = table_metrics(summary, metrics)
+    anchor = pick_anchor(summary, anchor)
+    # Intervals, keyed like the summary rows (codec label as shown, setting index).
+    ci_frames = []
+    for run_dir in run_dirs:
+        if resamples <= 0:
+            break
+        ci = bootstrap.intervals(run_dir, resamples, seed, level)
+        ci["run_dir"] = str(run_dir)
+        ci_frames.append(ci)
+    ci = pd.concat(ci_frames, ignore_index=True) if ci_frames else pd.DataFrame(
+        columns=["codec", "setting_index", "metric", "low", "high", "run_dir"])
+    long = []
+    for _, row in summary.iterrows():
+        for metric in ["bpp", *metrics]:
+            if metric not in row or pd.isna(row[metric]):
+                continue
+            match = ci[(ci.run_dir == row.run_dir) & (ci.codec == row.codec_in_run)
+                       & (ci.setting_index == row.setting_index) & (ci.metric == metric)]
+            long.append({"codec": row.codec, "setting": row.setting_label, "setting_index": row.setting_index,
+                         "bpp": row.bpp, "metric": metric, "value": float(row[metric]),
+                         "low": float(match.low.iloc[0]) if len(match) else np.nan,
+                         "high": float(match.high.iloc[0]) if len(match) else np.nan,
+                         "n_ok": row.get("n_ok")})
+    settings = pd.DataFrame(long)
+    at_rates, bd = [], []
+    codecs = list(dict.fromkeys(summary.codec))
+    for codec in codecs:
+        for metric in metrics:
+            curve = Curve.from_summary(summary, codec, metric)
+            lows = _band(settings, codec, metric, "low")
+            highs = _band(settings, codec, metric, "high")
+            for rate in rates:
+                at_rates.append({"codec": codec, "metric": metric, "bpp": rate, "value": curve.at_rate(rate),
+                                 "low": lows.at_rate(rate), "high": highs.at_rate(rate)})
+            if codec != anchor:
+                result = compare_curves(Curve.from_summary(summary, anchor, metric), curve, bd_method)
+                bd.append({"codec": codec, "metric": metric, **{k: result.get(k) for k in ("bd_rate", "bd_metric", "note")},
+                           "fallback": _fallback_text(result, anchor, metric)})
+    notes = [f"BD against {anchor} ({bd_method} interpolation, bjontegaard package); BD-rate in % "
+             f"(negative: fewer bits for the same quality), BD-metric = codec - {anchor} at equal rate."]
+    if resamples > 0:
+        notes.append(f"Intervals: {level:.0%} percentile bootstrap over images, {resamples} resamples, seed {seed}.")
+    return Leaderboard(pd.DataFrame(at_rates), pd.DataFrame(bd, columns=["codec", "metric", "bd_rate", "bd_metric",
+                                                                          "note", "fallback"]),
+                       settings, anchor, metrics, list(rates), notes)
+
+
+def _band(settings: pd.DataFrame, codec: str, metric: str, column: str) -> Curve:
+    rows = settings[(settings.codec == codec) & (settings.metric == metric)][["bpp", column]].dropna()
+    rows = rows.groupby("bpp", as_index=False)[column].mean().sort_values("bpp")
+    return Curve(codec, metric, rows.bpp.to_numpy(float), rows[column].to_numpy(float))
+
+
+def _fallback_text(result: dict, anchor: str, metric: str) -> str:
+    parts = []
+    for bpp, anchor_value, value in result.get("anchor_at_test_rate", [])[:3]:
+        parts.append(f"at {bpp:.3g} bpp: {_fmt(value, metric)} vs {anchor} {_fmt(anchor_value, metric)}")
+    for bpp, value, saving in result.get("rate_saving_at_equal_metric", [])[:3]:
+        parts.append(f"{_fmt(value, metric)} at {bpp:.3g} bpp: {saving:.1%} fewer bits than {anchor}")
+    if not parts and (math.isnan(result.get("bd_rate", math.nan)) or math.isnan(result.get("bd_metric", math.nan))):
+        parts.append(f"{anchor} reaches neither this codec's rates nor its {metric} values")
+    return "; ".join(parts)
+
+
+def _fmt(value, metric: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    digits = {"psnr": 2, "fid": 2, "inception_score": 2, "bpp": 4, "ms_ssim": 4, "lpips": 4, "kid": 4, "ipd": 3}
+    return f"{value:.{digits.get(metric, 4)}f}"
+
+
+def _cell(value, low, high, metric) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return _fmt(value, metric)
+    return f"{_fmt(value, metric)} [{_fmt(low, metric)}, {_fmt(high, metric)}]"
+
+
+def _label(metric: str) -> str:
+    info = METRICS.get(metric)
+    if metric == "bpp":
+        return "bpp"
+    return (info.label if info else metric) + (" ↑" if info and info.higher_is_better else " ↓" if info else "")
+
+
+def wide_tables(board: Leaderboard) -> dict[str, pd.DataFrame]:
+    """The three tables as display DataFrames (cells are text with intervals)."""
+    tables = {}
+    at = board.at_rates.copy()
+    at["cell"] = [_cell(v, lo, hi, m) for v, lo, hi, m in zip(at.value, at.low, at.high, at.metric)]
+    at["column"] = [f"{_label(m)} @ {b:g} bpp" for m, b in zip(at.metric, at.bpp)]
+    order = [f"{_label(m)} @ {b:g} bpp" for m in board.metrics for b in board.rates]
+    tables["at_rates"] = at.pivot(index="codec", columns="column", values="cell").reindex(columns=order).reset_index() \
+        if len(at) else pd.DataFrame()
+    bd = board.bd.copy()
+    if len(bd):
+        bd["BD-rate (%)"] = [("–" if pd.isna(v) else f"{v:+.2f}") for v in bd.bd_rate]
+        bd["BD-metric"] = [("–" if pd.isna(v) else f"{v:+.4g}") for v in bd.bd_metric]
+        bd["metric"] = [_label(m) for m in bd.metric]
+        bd["note"] = [" — ".join(filter(None, [n, f])) for n, f in zip(bd.note.fillna(""), bd.fallback.fillna(""))]
+        tables["bd"] = bd[["codec", "metric", "BD-rate (%)", "BD-metric", "note"]]
+    else:
+        tables["bd"] = pd.DataFrame()
+    st = board.settings.copy()
+    if len(st):
+        st["cell"] = [_cell(v, lo, hi, m) for v, lo, hi, m in zip(st.value, st.low, st.high, st.metric)]
+        st["metric"] = [_label(m) for m in st.metric]
+        wide = st.pivot_table(index=["codec", "setting_index", "setting"], columns="metric", values="cell",
+                              aggfunc="first").reset_index()
+        cols = ["codec", "setting"] + [_label(m) for m in ["bpp", *board.metrics] if _label(m) in wide]
+        tables["settings"] = wide.sort_values(["codec", "setting_index"])[cols]
+    else:
+        tables["settings"] = pd.DataFrame()
+    return tables
+
+
+TITLES = {"at_rates": "Metrics at chosen rates (interpolated along each codec's curve; – outside its range)",
+          "bd": "Bjontegaard deltas against the anchor",
+          "settings": "Every setting, with bootstrap intervals"}
+
+
+def render(board: Leaderboard, fmt: str) -> str:
+    tables = wide_tables(board)
+    if fmt == "csv":  # machine-readable: long format with numbers, not formatted text
+        parts = [board.at_rates.assign(table="at_rates"), board.bd.assign(table="bd"),
+                 board.settings.assign(table="settings")]
+        return pd.concat(parts, ignore_index=True).to_csv(index=False)
+    out = []
+    for key, table in tables.items():
+        if table.empty:
+            continue
+        title = TITLES[key] + (f" ({board.anchor})" if key == "bd" else "")
+        if fmt == "md":
+            out.append(f"### {title}\n\n{table.to_markdown(index=False)}\n")
+        elif fmt == "tex":
+            body = table.to_latex(index=False, escape=True)
+            out.append(f"% {title}\n\\begin{{table}}[t]\n\\centering\n\\caption{{{_tex_escape(title)}}}\n"
+                       f"{body}\\end{{table}}\n")
+        elif fmt == "html":
+            out.append(f"<h3>{_html_escape(title)}</h3>\n{table.to_html(index=False, classes='leaderboard', border=0)}")
+        else:
+            raise ValueError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
+    notes = board.notes
+    if fmt == "md":
+        out.append("\n".join(f"- {n}" for n in notes) + "\n")
+    elif fmt == "tex":
+        out.append("\n".join(f"% {n}" for n in notes) + "\n")
+    elif fmt == "html":
+        out.append("<ul class='notes'>" + "".join(f"<li>{_html_escape(n)}</li>" for n in notes) + "</ul>")
+    return "\n".join(out)
+
+
+def _tex_escape(text: str) -> str:
+    for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"), ("#", "\\#")):
+        text = text.replace(a, b)
+    return text
+
+
+def _html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def write(board: Leaderboard, out_dir: str | pathlib.Path, formats=FORMATS) -> list[pathlib.Path]:
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        path = out_dir / f"leaderboard.{fmt}"
+        path.write_text(render(board, fmt))
+        written.append(path)
+    return written

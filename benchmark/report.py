@@ -1,0 +1,241 @@
+"""A run's report: one self-contained HTML page (images inlined) and a Markdown version with its files.
+
+It holds the R-D plots with bootstrap error bars, the leaderboard, the run's provenance, and a visual
+comparison grid: for a few images, the original, each codec at the setting whose bpp on that image is
+closest to a common target, and a generative codec's output with the caption it transmitted. Tiles are
+native-resolution centre crops, so artefacts are seen as they are. Reconstructions come from the run
+when it saved them (--save-reconstructions), else the codec is run again on those few images.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import math
+import pathlib
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from benchmark import bootstrap, leaderboard
+from benchmark.codec import CodecSpec
+from benchmark.results import load_run, read_config, safe_name
+
+CROP = 320
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def centre_crop(pixels: np.ndarray, size: int = CROP) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    top, left = max((h - size) // 2, 0), max((w - size) // 2, 0)
+    return pixels[top:top + size, left:left + size]
+
+
+def grid_choices(images: pd.DataFrame, n_images: int, target_bpp: float | None, anchor: str) -> list[dict]:
+    """Which image ids and which setting of each codec the grid shows, with their per-image numbers."""
+    ok = images[images.status == "ok"]
+    codecs = list(dict.fromkeys(ok.codec))
+    complete = ok.groupby("image_id").codec.nunique()
+    ids = [i for i in ok.sort_values("image_index").image_id.drop_duplicates() if complete.get(i) == len(codecs)]
+    out = []
+    for image_id in ids[:n_images]:
+        rows = ok[ok.image_id == image_id]
+        target = target_bpp
+        if target is None:  # the anchor's lowest rate on this image: where the codecs differ most
+            anchor_rows = rows[rows.codec == anchor]
+            target = float(anchor_rows.bpp.min()) if len(anchor_rows) else float(rows.bpp.median())
+        tiles = []
+        for codec in codecs:
+            c = rows[rows.codec == codec]
+            best = c.iloc[int(np.argmin(np.abs(np.log(c.bpp.to_numpy() / target))))]
+            tiles.append(best)
+        out.append({"image_id": image_id, "image_index": int(rows.image_index.iloc[0]), "target": target,
+                    "tiles": tiles})
+    return out
+
+
+class Reconstructor:
+    """The original and a codec's reconstruction of an image, from saved files or by running the codec."""
+
+    def __init__(self, run_dir: pathlib.Path, info: dict):
+        from benchmark.datasets import open_dataset
+        from benchmark.preprocess import get_preset
+        from benchmark.runner import RunConfig, check_output, codec_context
+
+        self.run_dir = run_dir
+        self.info = info
+        self.config = RunConfig.from_json(info["config"])
+        self.dataset = open_dataset(self.config.dataset, self.config.split).limit(self.config.limit)
+        self.preprocess = get_preset(self.config.preprocess)[1]
+        self.context = codec_context(self.config, info["dataset"]["split"])
+        self.check_output = check_output
+        self.specs = {c.label: c for c in self.config.codecs}
+        self.codecs: dict[str, tuple] = {}
+
+    def original(self, index: int) -> np.ndarray:
+        record = self.dataset.records[index]
+        return np.ascontiguousarray(self.preprocess(self.dataset.read(record, self.config.max_pixels).pixels, record))
+
+    def reconstruction(self, row, original: np.ndarray) -> np.ndarray:
+        saved = (self.run_dir / "reconstructions" / safe_name(row.codec) / safe_name(str(row.setting_label))
+                 / row.image_id).with_suffix(".png")
+        if saved.exists():
+            return np.asarray(Image.open(saved).convert("RGB"))
+        spec: CodecSpec = self.specs[row.codec]
+        if row.codec not in self.codecs:
+            encoder, decoder = spec.build(), spec.build()
+            encoder.setup(self.context)
+            decoder.setup(self.context)
+            self.codecs[row.codec] = (encoder, decoder)
+        encoder, decoder = self.codecs[row.codec]
+        setting = spec.settings[int(row.setting_index)]
+        record = self.dataset.records[int(row.image_index)]
+        data = encoder.encode(original, setting, record=record) if encoder.needs_record else encoder.encode(original, setting)
+        recon, _ = self.check_output(decoder.decode(data), original, type(decoder).exact_size)
+        return recon
+
+
+def _tile_caption(row, metrics: list[str]) -> str:
+    parts = [f"{row.codec} {row.rate_parameter} {row.setting_label}", f"{row.bpp:.4g} bpp"]
+    for m in metrics:
+        value = getattr(row, m, None)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            parts.append(f"{m} {value:.4g}")
+    return " · ".join(parts)
+
+
+def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None = None, n_images: int = 3,
+                 target_bpp: float | None = None, resamples: int = bootstrap.DEFAULT_RESAMPLES,
+                 seed: int = bootstrap.DEFAULT_SEED, anchor: str | None = None,
+                 rates=leaderboard.DEFAULT_RATES) -> tuple[pathlib.Path, pathlib.Path]:
+    """Write report.html (self-contained) and report.md (with files beside it); return their paths."""
+    from benchmark.plots import rd_plots
+
+    run_dir = pathlib.Path(run_dir)
+    out_dir = pathlib.Path(out_dir) if out_dir else run_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = read_config(run_dir)
+    images, summary = load_run(run_dir)
+    board = leaderboard.build([run_dir], anchor=anchor, rates=rates, resamples=resamples, seed=seed)
+    ci = bootstrap.intervals(run_dir, resamples, seed) if resamples > 0 else None
+    plots = [p for p in rd_plots(summary, out_dir / "plots", intervals=ci, formats=("png",))]
+    grid = grid_choices(images, n_images, target_bpp, board.anchor)
+    recon = Reconstructor(run_dir, info)
+    grid_dir = out_dir / "grid"
+    grid_dir.mkdir(exist_ok=True)
+    tile_metrics = [m for m in ("psnr", "ms_ssim", "lpips") if m in images]
+
+    html_grid, md_grid = [], []
+    for item in grid:
+        original = recon.original(item["image_index"])
+        tiles = [("original", f"original {item['image_id']} ({original.shape[1]}x{original.shape[0]})", "",
+                  centre_crop(original))]
+        for row in item["tiles"]:
+            try:
+                pixels = centre_crop(recon.reconstruction(row, original))
+            except Exception as exc:  # noqa: BLE001 - one tile fails, the report goes on
+                pixels = None
+                caption_text = f"could not reproduce: {exc}"
+            else:
+                caption_text = str(getattr(row, "caption", "") or "") if "caption" in images else ""
+            tiles.append((row.codec, _tile_caption(row, tile_metrics), caption_text, pixels))
+        cells, md_cells = [], []
+        for k, (name, label, caption_text, pixels) in enumerate(tiles):
+            file = grid_dir / f"{safe_name(item['image_id'])}-{k:02d}-{safe_name(name)}.png"
+            img_html = "<div class='missing'>unavailable</div>"
+            if pixels is not None:
+                data = _png_bytes(pixels)
+                file.write_bytes(data)
+                img_html = f"<img src='{_data_uri(data)}' alt='{html.escape(label)}'>"
+                md_cells.append(f"![{label}](grid/{file.name})<br>{label}" + (f"<br>*“{caption_text}”*" if caption_text else ""))
+            caption_html = f"<div class='caption'>“{html.escape(caption_text)}”</div>" if caption_text else ""
+            cells.append(f"<figure>{img_html}<figcaption>{html.escape(label)}{caption_html}</figcaption></figure>")
+        html_grid.append(f"<h3>{html.escape(item['image_id'])} — codecs at the setting closest to "
+                         f"{item['target']:.3g} bpp on this image</h3><div class='grid'>{''.join(cells)}</div>")
+        md_grid.append(f"#### {item['image_id']} (closest to {item['target']:.3g} bpp)\n\n"
+                       + "| " + " | ".join(md_cells) + " |\n" + "|" + "---|" * len(md_cells) + "\n")
+
+    prov = _provenance(info)
+    title = f"cmcbench report: {info['run_id']}"
+    plot_html = "".join(f"<figure class='plot'><img src='{_data_uri(p.read_bytes())}' alt='{p.stem}'></figure>"
+                        for p in plots)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1500px; padding: 0 1em; color: #222; }}
+h1 {{ font-size: 1.6em; }} h2 {{ border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }}
+table {{ border-collapse: collapse; font-size: .85em; margin: .5em 0 1.2em; }}
+th, td {{ border: 1px solid #ddd; padding: .25em .5em; text-align: left; }} th {{ background: #f4f4f4; }}
+.plots {{ display: flex; flex-wrap: wrap; gap: 1em; }} .plot img {{ width: 620px; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: .8em; }}
+.grid figure {{ margin: 0; width: {CROP}px; }} .grid img {{ width: {CROP}px; image-rendering: pixelated; }}
+figcaption {{ font-size: .8em; }} .caption {{ font-style: italic; color: #444; margin-top: .2em; }}
+.missing {{ width: {CROP}px; height: {CROP // 2}px; background: #eee; }}
+code {{ background: #f4f4f4; padding: 0 .2em; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{html.escape(prov['headline'])}</p>
+<h2>Rate–quality curves</h2><p>Error bars: {html.escape(board.notes[-1] if resamples > 0 else 'none (no bootstrap)')}</p>
+<div class="plots">{plot_html}</div>
+<h2>Leaderboard</h2>
+{leaderboard.render(board, 'html')}
+<h2>Visual comparison</h2>
+<p>Centre crops ({CROP}x{CROP}) at native resolution. Each codec is shown at its setting whose bpp on that image is
+closest to the target; a codec that cannot reach the target (a caption codec far below it, or JPEG above it) shows its
+nearest rate, printed under the tile.</p>
+{''.join(html_grid)}
+<h2>Provenance</h2>
+{prov['html']}
+<p><small>Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} by <code>bench.py report</code>.</small></p>
+</body></html>"""
+    html_path = out_dir / "report.html"
+    html_path.write_text(page)
+    md = [f"# {title}\n", prov["headline"] + "\n", "## Rate–quality curves\n"]
+    md += [f"![{p.stem}](plots/{p.name})\n" for p in plots]
+    md += ["## Leaderboard\n", leaderboard.render(board, "md"), "## Visual comparison\n", *md_grid,
+           "## Provenance\n", prov["md"]]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n".join(md))
+    return html_path, md_path
+
+
+def _provenance(info: dict) -> dict:
+    d = info["dataset"]
+    headline = (f"Dataset {d['name']} ({d['split']}, {d['n_images']} images, preprocessing {d.get('preprocess')}); "
+                f"run {info['run_id']} created {info['created']}, git {str(info.get('git_sha'))[:12]}, "
+                f"config hash {info['config_hash'][:12]}.")
+    rows = [("dataset", f"{d['name']} / {d['split']} / {d['n_images']} images / fingerprint {d['fingerprint'][:16]}"),
+            ("preprocessing", f"{d.get('preprocess')}: {d.get('preprocess_description', '')}"),
+            ("Inception", _stage(info.get("inception", {}), "weights_sha256")),
+            ("MS-SSIM", _stage(info.get("image_metrics", {}).get("ms_ssim", {}), "implementation")),
+            ("LPIPS", _stage(info.get("image_metrics", {}).get("lpips", {}), "backbone_sha256")),
+            ("caption embedder", str(info.get("caption_embedder", {}).get("model") or "none"))]
+    for c in info.get("codecs", []):
+        side = c.get("side_information") or {}
+        rows.append((f"codec {c['label']}", f"{c['target']} {c['options']} · {c['rate_parameter']} "
+                                            f"{c['settings']} · versions {c['versions']}"
+                     + (f" · side information {side}" if side else "")))
+    rows.append(("packages", ", ".join(f"{k} {v}" for k, v in sorted(info.get("versions", {}).items()))))
+    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    md = "| | |\n|---|---|\n" + "".join(f"| {k} | {str(v).replace('|', '/')} |\n" for k, v in rows)
+    return {"headline": headline, "html": f"<table>{table}</table>", "md": md}
+
+
+def _stage(stage: dict, key: str) -> str:
+    if not stage:
+        return "not recorded"
+    if stage.get("status") != "ok":
+        return f"{stage.get('status')}: {stage.get('reason', '')}"
+    return f"ok ({key.replace('_', ' ')} {str(stage.get(key))[:16]})"

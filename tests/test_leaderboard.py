@@ -1,0 +1,184 @@
+"""Curves, BD, bootstrap intervals, leaderboards, compare and report, on result tables with known answers."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark import bootstrap, leaderboard
+from benchmark.cli import EXIT_REGRESSION, main
+from benchmark.codec import parse_codec_spec
+from benchmark.curves import Curve, bd_metric, bd_rate, compare_curves
+from benchmark.results import load_run
+from benchmark.runner import RunConfig, create_run, execute
+
+
+def _curve(codec, metric, bpp, value):
+    return Curve(codec, metric, np.asarray(bpp, float), np.asarray(value, float))
+
+
+ANCHOR_BPP = np.array([0.12, 0.25, 0.5, 1.0, 2.0])
+ANCHOR_PSNR = 25 + 4 * np.log2(ANCHOR_BPP / 0.12)  # a smooth concave-ish R-D curve
+
+
+def test_curve_shifted_by_a_known_rate_factor_gives_that_bd_rate():
+    anchor = _curve("a", "psnr", ANCHOR_BPP, ANCHOR_PSNR)
+    for factor in (0.8, 0.5, 1.25):
+        test = _curve("t", "psnr", ANCHOR_BPP * factor, ANCHOR_PSNR)
+        assert bd_rate(anchor, test) == pytest.approx((factor - 1) * 100, abs=1e-9)
+    # A lower-is-better metric (FID-like) shifted the same way gives the same answer, and BD-FID has FID's sign.
+    fid = 80 - 10 * np.log2(ANCHOR_BPP / 0.12)
+    a, t = _curve("a", "fid", ANCHOR_BPP, fid), _curve("t", "fid", ANCHOR_BPP * 0.8, fid)
+    assert bd_rate(a, t) == pytest.approx(-20, abs=1e-9)
+    assert bd_metric(a, t) < 0  # fewer bits for the same FID means a lower FID at equal rate
+    # A curve better by a constant 1.5 dB at every rate gives BD-PSNR 1.5 and a negative BD-rate.
+    up = _curve("t", "psnr", ANCHOR_BPP, ANCHOR_PSNR + 1.5)
+    assert bd_metric(anchor, up) == pytest.approx(1.5, abs=1e-9)
+    assert bd_rate(anchor, up) < 0
+
+
+def test_bd_agrees_with_the_bjontegaard_package_on_real_points(tmp_path, natural_images):
+    import bjontegaard
+
+    config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec("jpeg quality=10,20,40,60,80"),
+                               parse_codec_spec("webp quality=10,20,40,60,80")])
+    run_dir = create_run(config, tmp_path / "runs", "bd", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    board = leaderboard.build([run_dir], resamples=0)
+    _, summary = load_run(run_dir)
+    j, w = summary[summary.codec == "jpeg"].sort_values("bpp"), summary[summary.codec == "webp"].sort_values("bpp")
+    expected = bjontegaard.bd_rate(j.bpp, j.psnr, w.bpp, w.psnr, method="akima", require_matching_points=False)
+    row = board.bd[(board.bd.codec == "webp") & (board.bd.metric == "psnr")].iloc[0]
+    assert row.bd_rate == pytest.approx(expected, rel=1e-12)
+    assert row.bd_metric == pytest.approx(bjontegaard.bd_psnr(j.bpp, j.psnr, w.bpp, w.psnr, method="akima",
+                                                              require_matching_points=False), rel=1e-12)
+
+
+def test_no_overlap_says_so_and_gives_what_exists():
+    anchor = _curve("jpeg", "fid", ANCHOR_BPP, 80 - 10 * np.log2(ANCHOR_BPP / 0.12))
+    text = _curve("cmc", "fid", [0.003, 0.004, 0.005], [70, 65, 60])  # far below JPEG's rates
+    result = compare_curves(anchor, text)
+    # FID ranges overlap, so BD-rate (averaged over equal FID) exists; BD-FID (over equal rate) does not.
+    assert result["bd_rate"] < -90
+    assert "rate ranges do not overlap" in result["note"]
+    assert math.isnan(result["bd_metric"])
+    assert "anchor_at_test_rate" not in result  # JPEG has no value at 0.004 bpp: nothing is extrapolated
+    savings = result["rate_saving_at_equal_metric"]  # but JPEG's FID range covers 60-70
+    bpp, fid_value, saving = savings[-1]
+    jpeg_rate = anchor.rate_at(fid_value)
+    assert saving == pytest.approx(1 - 0.005 / jpeg_rate) and saving > 0.9
+    assert math.isnan(anchor.at_rate(0.004)) and math.isnan(anchor.at_rate(3.0))
+
+
+def test_value_at_rate_interpolates_never_extrapolates():
+    c = _curve("a", "psnr", ANCHOR_BPP, ANCHOR_PSNR)
+    assert c.at_rate(0.25) == pytest.approx(ANCHOR_PSNR[1])
+    assert ANCHOR_PSNR[1] < c.at_rate(0.35) < ANCHOR_PSNR[2]
+    assert math.isnan(c.at_rate(0.1)) and math.isnan(c.at_rate(2.5))
+
+
+@pytest.fixture(scope="module")
+def noisy_runs(tmp_path_factory, random_inception_weights):
+    """BASE and a NEW whose codec adds more noise (worse PSNR and FID), plus a copy of BASE; 12 images."""
+    root = tmp_path_factory.mktemp("cmp")
+    runs = {}
+    for name, sigma in (("base", 2.0), ("same", 2.0), ("worse", 12.0)):
+        config = RunConfig(dataset="sample:12", split="all", caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"},
+                           inception={"enabled": True, "weights": str(random_inception_weights), "device": "cpu",
+                                      "batch_size": 16, "isc_splits": 2, "kid_subsets": 10, "kid_subset_size": 6,
+                                      "seed": 2020, "patch_fid": False},
+                           codecs=[parse_codec_spec(f"codecs_for_tests:Noisy level=1,2 sigma={sigma} label=noisy"),
+                                   parse_codec_spec("jpeg quality=20,50,80")])
+        runs[name] = create_run(config, root / "runs", name, progress=False)
+        execute(runs[name], jobs=1, progress=False)
+    return runs
+
+
+def test_bootstrap_intervals_are_seeded_and_bracket_the_estimates(noisy_runs):
+    run = noisy_runs["base"]
+    ci = bootstrap.intervals(run, resamples=50, seed=1, use_cache=False)
+    again = bootstrap.intervals(run, resamples=50, seed=1, use_cache=False)
+    pd.testing.assert_frame_equal(ci, again)
+    other = bootstrap.intervals(run, resamples=50, seed=2, use_cache=False)
+    assert not np.allclose(ci.low, other.low)
+    assert {"bpp", "psnr", "ipd", "fid", "kid", "inception_score"} <= set(ci.metric)
+    _, summary = load_run(run)
+    merged = ci.merge(summary.melt(id_vars=["codec", "setting_index"], value_vars=["psnr", "fid", "ipd", "bpp"],
+                                   var_name="metric", value_name="estimate"), on=["codec", "setting_index", "metric"])
+    assert len(merged) >= 20
+    assert (merged.low <= merged.estimate + 1e-9).all() and (merged.estimate <= merged.high + 1e-9).all()
+    # A resample that is the identity recomputes the setting's FID from the same stored features. Resamples
+    # use the exact low-rank FID; the summary's torch-fidelity-compatible eigenvalue route carries round-off
+    # from the ~2000 zero eigenvalues of a 12-image covariance, 1e-3 relative here.
+    from metrics.fid import fid_low_rank
+
+    data = bootstrap.load_settings(run)[("noisy", "1")]
+    fid_identity = data.evaluate(np.arange(len(data.image_ids))[None])["fid"][0]
+    assert fid_identity == fid_low_rank(data.pool, data.ref_pool)
+    summary_fid = float(summary[(summary.codec == "noisy") & (summary.setting_index == 0)].fid.iloc[0])
+    assert fid_identity == pytest.approx(summary_fid, rel=2e-3)
+
+
+def test_compare_run_with_itself_passes_and_worse_fails(noisy_runs, tmp_path, capsys):
+    base, same, worse = noisy_runs["base"], noisy_runs["same"], noisy_runs["worse"]
+    assert main(["compare", str(base), str(base), "--bootstrap", "50"]) == 0
+    assert main(["compare", str(base), str(same), "--bootstrap", "50"]) == 0
+    capsys.readouterr()
+    out_json = tmp_path / "cmp.json"
+    code = main(["compare", str(base), str(worse), "--bootstrap", "50", "--json", str(out_json)])
+    text = capsys.readouterr().out
+    assert code == EXIT_REGRESSION
+    assert "REGRESSION" in text and "fid (noisy" in text and "psnr (noisy" in text
+    assert "codec noisy: options differ" in text  # the runs differ in how the codec was configured
+    report = json.loads(out_json.read_text())
+    worse_rows = [r for r in report["rows"] if r["verdict"] == "worse"]
+    assert report["regressed"] and {r["metric"] for r in worse_rows} >= {"psnr", "fid"}
+    assert all(r["codec"] == "noisy" for r in worse_rows)  # JPEG did not change
+    fid_row = next(r for r in worse_rows if r["metric"] == "fid" and r["setting"] == "2")
+    assert fid_row["direction"] == "lower is better" and fid_row["change"] > 0
+    assert fid_row["low"] <= fid_row["change"] <= fid_row["high"] and fid_row["significant"] is True
+    # Generous tolerances turn the same comparison into a pass.
+    assert main(["compare", str(base), str(worse), "--bootstrap", "0", "--tolerance", "fid=1e9,kid=1e9,ipd=1e9",
+                 "--tolerance", "psnr=1e9,inception_score=1e9,bpp=100%"]) == 0
+
+
+def test_leaderboard_formats_and_report(noisy_runs, tmp_path, capsys):
+    run = noisy_runs["base"]
+    assert main(["leaderboard", str(run), "--anchor", "jpeg", "--rates", "2,8", "--bootstrap", "30",
+                 "--out", str(tmp_path / "lb")]) == 0
+    printed = capsys.readouterr().out
+    assert "Bjontegaard deltas against the anchor (jpeg)" in printed and "[" in printed  # intervals shown
+    for ext in ("md", "tex", "csv", "html"):
+        assert (tmp_path / "lb" / f"leaderboard.{ext}").stat().st_size > 200
+    csv = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
+    assert {"at_rates", "bd", "settings"} <= set(csv.table)
+    assert "\\begin{table}" in (tmp_path / "lb" / "leaderboard.tex").read_text()
+    assert main(["report", str(run), "--bootstrap", "20", "--images", "2", "--out", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2 * 3 + 3  # grid tiles (original + 2 codecs) and plots
+    assert "Visual comparison" in page and "Provenance" in page and "leaderboard" in page
+    assert "src='http" not in page and 'src="http' not in page  # self-contained
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "](grid/" in md and "](plots/" in md
+
+
+def test_report_shows_the_transmitted_caption(tmp_path):
+    config = RunConfig(dataset="sample", limit=2, inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec("jpeg quality=5,50"), parse_codec_spec("cmc max_words=8")])
+    run_dir = create_run(config, tmp_path / "runs", "c", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    images, _ = load_run(run_dir)
+    from benchmark.report import build_report
+
+    html_path, _ = build_report(run_dir, resamples=0, n_images=1)
+    page = html_path.read_text()
+    caption = images[images.codec == "cmc"].sort_values("image_index").caption.iloc[0]
+    import html as h
+
+    assert f"“{h.escape(caption)}”" in page
