@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"codec to run, repeatable (default: every available one of {', '.join(DEFAULT_CODECS)})")
     run.add_argument("--limit", type=int, help="use only the first N images of the split")
     run.add_argument("--jobs", "-j", type=int, help="worker processes for codec work (default: all cores)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local (default): a process pool on this machine; ray: Ray tasks on a cluster "
+                          "(--ray-address) or a local Ray with --jobs CPUs (pip install -e '.[ray]')")
+    run.add_argument("--ray-address", metavar="ADDR", help="existing Ray cluster to join, e.g. ray://head:10001 or "
+                                                           "auto (default: start a local one)")
     run.add_argument("--out", default="results", help="root folder for runs (default: results)")
     run.add_argument("--name", help="run id and folder name (default: UTC time and config hash)")
     run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run; other run options are ignored")
@@ -213,7 +218,8 @@ def cmd_run(args) -> int:
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress)
         print(f"Run {run_dir.name}: {args.dataset}, codecs {', '.join(s.label for s in specs)}")
-    outcome = execute(run_dir, jobs=args.jobs, progress=not args.no_progress)
+    outcome = execute(run_dir, jobs=args.jobs, progress=not args.no_progress, executor=args.executor,
+                      ray_address=args.ray_address)
     _print_summary(run_dir)
     stage = outcome.inception
     if stage["status"] == "ok":

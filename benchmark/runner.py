@@ -376,8 +376,15 @@ def _start_method() -> str:
 
 
 def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool = True,
-            on_result: Callable[[TaskResult], None] | None = None) -> RunOutcome:
-    """Run every task of `run_dir` that has no shard yet, then write the summary."""
+            on_result: Callable[[TaskResult], None] | None = None, executor: str = "local",
+            ray_address: str | None = None, stats: dict | None = None) -> RunOutcome:
+    """Run every task of `run_dir` that has no shard yet, then write the summary.
+
+    `executor` is "local" (a process pool of `jobs` workers; the default) or "ray" (Ray tasks on the
+    cluster at `ray_address`, or on a local Ray with `jobs` CPUs). Only how tasks run differs.
+    """
+    if executor not in ("local", "ray"):
+        raise ValueError(f"Unknown executor {executor!r}: use local or ray.")
     from tqdm import tqdm
 
     t_start = time.perf_counter()
@@ -409,6 +416,12 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
         bar.update(result.task.stop - result.task.start)
 
     try:
+        if executor == "ray":
+            from benchmark.ray_executor import run_ray
+
+            run_ray(todo, info, dataset, run_dir, keep_pixels, commit, lambda t: _crashed_result(info, dataset, t),
+                    ray_address, jobs if ray_address is None else None, stats)
+            pooled = local = []
         if pooled:
             _run_pool(pooled, jobs, info, dataset, run_dir, keep_pixels, commit)
         if local:

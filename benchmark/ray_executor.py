@@ -1,0 +1,105 @@
+"""The Ray executor: the same tasks as the local process pool, run as Ray tasks on a cluster.
+
+Only the execution changes. Each Ray task is one (chunk of images, codec) task run by the same `Worker`
+code as locally (a worker process keeps its `Worker`, with its codecs set up, across the tasks it runs);
+its rows and, when a hook needs them, its pixels come back to the driver, which commits them through
+the same atomic shard writer as the local executor. So rows are the same, set-level metrics are built
+afterwards from the stored features exactly as locally, and a resumed run (after a driver crash) redoes
+just the missing shards. A task whose worker process dies is retried by Ray (`max_retries`); one that
+keeps killing its worker becomes failed rows, as locally. Codecs that must not run in parallel
+(model-based ones) ask Ray for a GPU when the cluster has one.
+
+Ray is an optional dependency (`pip install -e '.[ray]'`), imported only when `--executor ray` is used.
+On a multi-node cluster every node needs cmcbench installed and the dataset at the same path.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+import time
+from typing import Callable
+
+MAX_RETRIES = 2  # a task is tried at most 1 + MAX_RETRIES times when its worker process dies
+
+_WORKERS: dict = {}  # per Ray worker process: run id -> Worker
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("--executor ray needs Ray: pip install -e '.[ray]' (or pip install 'ray>=2.9')") from None
+    return ray
+
+
+def _run_task(info: dict, dataset, run_dir: str, task, keep_pixels: bool):
+    from benchmark.runner import Worker
+
+    worker = _WORKERS.get(info["run_id"])
+    if worker is None:
+        _WORKERS.clear()
+        worker = _WORKERS[info["run_id"]] = Worker(info, dataset, run_dir)
+    return worker.run(task, keep_pixels)
+
+
+def start(address: str | None, workers: int | None) -> tuple[object, bool]:
+    """(ray module, whether this call started Ray): joins `address`, or a running Ray, or starts a local one."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        # A local instance: its workers see the same modules as this process (codecs given as module:Class).
+        env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        ray.init(num_cpus=workers or os.cpu_count() or 1, runtime_env={"env_vars": env}, **kwargs)
+    return ray, True
+
+
+def run_ray(tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_pixels: bool,
+            commit: Callable, crashed: Callable, address: str | None = None, workers: int | None = None,
+            stats: dict | None = None) -> None:
+    """Run `tasks` on Ray with at most 2 x (cluster CPUs) in flight, committing results as they arrive."""
+    ray, started = start(address, workers)
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        gpus = ray.cluster_resources().get("GPU", 0)
+        parallel = {c["label"]: c["parallel"] for c in info["codecs"]}
+        remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
+        info_ref, dataset_ref = ray.put(info), ray.put(dataset)
+        limit = 2 * max(1, workers or cpus)
+        queue = list(reversed(tasks))
+        in_flight: dict = {}
+        t0 = time.perf_counter()
+        while queue or in_flight:
+            while queue and len(in_flight) < limit:
+                task = queue.pop()
+                options = {"num_cpus": 1}
+                if not parallel.get(task.codec, True) and gpus:
+                    options = {"num_cpus": 1, "num_gpus": 1}
+                ref = remote.options(**options).remote(info_ref, dataset_ref, str(run_dir), task, keep_pixels)
+                in_flight[ref] = task
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            for ref in done:
+                task = in_flight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError,
+                        ray.exceptions.NodeDiedError) as exc:
+                    if isinstance(exc, ray.exceptions.RayTaskError) and not _is_crash(exc):
+                        raise
+                    result = crashed(task)
+                commit(result)
+        if stats is not None:
+            stats.update(seconds=time.perf_counter() - t0, tasks=len(tasks), cluster_cpus=cpus, cluster_gpus=gpus)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _is_crash(exc) -> bool:
+    cause = getattr(exc, "cause", None)
+    return type(cause).__name__ in ("WorkerCrashedError", "NodeDiedError", "SystemExit")

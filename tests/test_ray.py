@@ -1,0 +1,168 @@
+"""The Ray executor: the same rows and set-level metrics as the local executor, and no work lost or
+duplicated when a Ray worker is killed mid-run or the driver dies and the run is resumed."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.cli import DEFAULT_CODECS
+from benchmark.codec import parse_codec_spec
+from benchmark.results import load_run, shard_files
+from benchmark.runner import RunConfig, create_run, execute
+
+ray = pytest.importorskip("ray")
+psutil = pytest.importorskip("psutil")
+
+TIMING = ["encode_s", "decode_s", "run_id", "created"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance with 2 CPUs (as in CI); the executor joins it instead of starting its own."""
+    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             runtime_env={"env_vars": env})
+    yield ray
+    ray.shutdown()
+
+
+def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    cols = [c for c in a.columns if c not in TIMING]
+    assert set(cols) == {c for c in b.columns if c not in TIMING}
+    pd.testing.assert_frame_equal(a[cols].reset_index(drop=True), b[cols].reset_index(drop=True))
+
+
+def _same_summary(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    cols = [c for c in a.columns if c not in TIMING]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_ray_gives_the_local_rows_and_summary_on_the_default_benchmark(local_ray, tmp_path,
+                                                                        random_inception_weights):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    alexnet = tmp_path / "alexnet.pth"
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), alexnet)
+    outcomes = {}
+    for executor in ("local", "ray"):
+        specs = []
+        for name in DEFAULT_CODECS:  # what `python bench.py` runs
+            try:
+                specs.append(parse_codec_spec(name))
+                specs[-1].build().check_available()
+            except Exception:  # noqa: BLE001 - an optional codec missing here is missing in both runs
+                specs.pop()
+        config = RunConfig(dataset="sample", limit=6, codecs=specs, image_metrics={"ms_ssim": True, "lpips": str(alexnet)},
+                           inception={"enabled": True, "weights": str(random_inception_weights), "device": "cpu",
+                                      "batch_size": 16, "isc_splits": 4, "kid_subsets": 20, "kid_subset_size": 8,
+                                      "seed": 2020, "patch_fid": False})
+        run_dir = create_run(config, tmp_path / executor, "run", progress=False)
+        stats = {}
+        outcomes[executor] = execute(run_dir, jobs=2, progress=False, executor=executor, stats=stats)
+        if executor == "ray":
+            assert stats["tasks"] == len(list(shard_files(run_dir))) and stats["cluster_cpus"] == 2
+    local_images, local_summary = load_run(outcomes["local"].run_dir)
+    ray_images, ray_summary = load_run(outcomes["ray"].run_dir)
+    assert len(local_images) == len(ray_images) > 6 * 40 and (local_images.status == "ok").all()
+    assert {"cmc", "jpeg", "avif"} <= set(local_images.codec)
+    _same_rows(local_images, ray_images)
+    _same_summary(local_summary, ray_summary)
+    for column in ("fid", "kid", "inception_score", "ipd", "ms_ssim", "lpips", "caption_bleu4"):
+        assert local_summary[column].notna().any(), column
+    # Each image went through Inception once per setting, on both executors.
+    assert outcomes["ray"].passes == outcomes["local"].passes
+
+
+def _slow_config(n=12, sleep=0.25):
+    return RunConfig(dataset=f"sample:{n}", split="all", inception={"enabled": False}, caption_embedder="none",
+                     image_metrics={"ms_ssim": False, "lpips": "none"}, chunk_size=1,
+                     codecs=[parse_codec_spec(f"codecs_for_tests:Raw level=1,2 sleep={sleep}"),
+                             parse_codec_spec("jpeg quality=20,60")])
+
+
+def _ray_task_pids() -> list[int]:
+    pids = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any("ray::_run_task" in part for part in (p.info["cmdline"] or [])):
+                pids.append(p.info["pid"])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return pids
+
+
+def test_killing_a_ray_worker_loses_and_duplicates_nothing(local_ray, tmp_path):
+    reference = create_run(_slow_config(), tmp_path / "local", "ref", progress=False)
+    execute(reference, jobs=2, progress=False)
+    run_dir = create_run(_slow_config(), tmp_path / "ray", "killed", progress=False)
+    errors = []
+    thread = threading.Thread(target=lambda: _catch(errors, execute, run_dir, jobs=2, progress=False, executor="ray"))
+    thread.start()
+    killed = []
+    deadline = time.time() + 120
+    while thread.is_alive() and time.time() < deadline and not killed:
+        if len(list(shard_files(run_dir))) >= 3:
+            pids = _ray_task_pids()
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+        time.sleep(0.05)
+    thread.join(300)
+    assert not errors, errors
+    assert killed, "no Ray worker was found running a task"
+    images, summary = load_run(run_dir)
+    ref_images, ref_summary = load_run(reference)
+    assert (images.status == "ok").all()  # the killed worker's task was retried, not failed
+    assert not images.duplicated(["codec", "setting_index", "image_id"]).any()
+    _same_rows(ref_images, images)
+    _same_summary(ref_summary, summary)
+
+
+def _catch(errors, fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - reported by the test
+        errors.append(exc)
+
+
+def test_resume_with_ray_after_the_driver_died(local_ray, tmp_path):
+    reference = create_run(_slow_config(sleep=0), tmp_path / "local", "ref", progress=False)
+    execute(reference, jobs=1, progress=False)
+    run_dir = create_run(_slow_config(sleep=0), tmp_path / "crash", "crash", progress=False)
+    committed = []
+
+    def die_after_five(result):
+        committed.append(result.task)
+        if len(committed) == 5:
+            raise KeyboardInterrupt("the driver dies")
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(run_dir, jobs=1, progress=False, on_result=die_after_five)
+    assert len(list(shard_files(run_dir))) == 4  # the fifth shard was never written
+    execute(run_dir, jobs=2, progress=False, executor="ray")
+    images, summary = load_run(run_dir)
+    ref_images, ref_summary = load_run(reference)
+    _same_rows(ref_images, images)
+    _same_summary(ref_summary, summary)
+
+
+def test_ray_is_imported_only_when_chosen(tmp_path):
+    code = ("import sys; from benchmark import cli, runner; from benchmark.runner import RunConfig, create_run, execute;"
+            "from benchmark.codec import parse_codec_spec;"
+            f"c = RunConfig(dataset='sample:2', split='all', codecs=[parse_codec_spec('jpeg quality=50')],"
+            " inception={'enabled': False}, caption_embedder='none', image_metrics={'ms_ssim': False, 'lpips': 'none'});"
+            f"execute(create_run(c, {str(tmp_path)!r}, 'x', progress=False), jobs=2, progress=False);"
+            "assert 'ray' not in sys.modules, 'ray imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=pathlib.Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
