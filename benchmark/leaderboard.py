@@ -121,8 +121,9 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
             for rate in rates:
                 at_rates.append({"codec": codec, "metric": metric, "bpp": rate, "value": curve.at_rate(rate),
                                  "low": lows.at_rate(rate), "high": highs.at_rate(rate)})
-            if codec != anchor:
-                result = compare_curves(Curve.from_summary(summary, anchor, metric), curve, bd_method)
+            anchor_curve = Curve.from_summary(summary, anchor, metric)
+            if codec != anchor and len(anchor_curve) and len(curve):  # both measured this metric
+                result = compare_curves(anchor_curve, curve, bd_method)
                 bd.append({"codec": codec, "metric": metric, **{k: result.get(k) for k in ("bd_rate", "bd_metric", "note")},
                            "fallback": _fallback_text(result, anchor, metric)})
     notes = [f"BD against {anchor} ({bd_method} interpolation, bjontegaard package); BD-rate in % "
@@ -177,11 +178,18 @@ def wide_tables(board: Leaderboard) -> dict[str, pd.DataFrame]:
     """The three tables as display DataFrames (cells are text with intervals)."""
     tables = {}
     at = board.at_rates.copy()
-    at["cell"] = [_cell(v, lo, hi, m) for v, lo, hi, m in zip(at.value, at.low, at.high, at.metric)]
-    at["column"] = [f"{_label(m)} @ {b:g} bpp" for m, b in zip(at.metric, at.bpp)]
-    order = [f"{_label(m)} @ {b:g} bpp" for m in board.metrics for b in board.rates]
-    tables["at_rates"] = at.pivot(index="codec", columns="column", values="cell").reindex(columns=order).reset_index() \
-        if len(at) else pd.DataFrame()
+    if len(at) and at.value.notna().any():
+        at["cell"] = [_cell(v, lo, hi, m) for v, lo, hi, m in zip(at.value, at.low, at.high, at.metric)]
+        at["column"] = [f"@ {b:g} bpp" for b in at.bpp]
+        wide = at.pivot_table(index=["metric", "codec"], columns="column", values="cell", aggfunc="first")
+        wide = wide.reindex(columns=[f"@ {b:g} bpp" for b in board.rates]).fillna("–")
+        wide = wide[(wide != "–").any(axis=1)].reset_index()  # a codec with no value at any of the rates
+        wide["order"] = [board.metrics.index(m) for m in wide.metric]
+        wide = wide.sort_values(["order", "codec"], kind="stable").drop(columns="order")
+        wide["metric"] = [_label(m) for m in wide.metric]
+        tables["at_rates"] = wide.rename_axis(columns=None)
+    else:
+        tables["at_rates"] = pd.DataFrame()
     bd = board.bd.copy()
     if len(bd):
         bd["BD-rate (%)"] = [("–" if pd.isna(v) else f"{v:+.2f}") for v in bd.bd_rate]
@@ -198,7 +206,7 @@ def wide_tables(board: Leaderboard) -> dict[str, pd.DataFrame]:
         wide = st.pivot_table(index=["codec", "setting_index", "setting"], columns="metric", values="cell",
                               aggfunc="first").reset_index()
         cols = ["codec", "setting"] + [_label(m) for m in ["bpp", *board.metrics] if _label(m) in wide]
-        tables["settings"] = wide.sort_values(["codec", "setting_index"])[cols]
+        tables["settings"] = wide.sort_values(["codec", "setting_index"])[cols].fillna("–").rename_axis(columns=None)
     else:
         tables["settings"] = pd.DataFrame()
     return tables
@@ -209,8 +217,8 @@ TITLES = {"at_rates": "Metrics at chosen rates (interpolated along each codec's 
           "settings": "Every setting, with bootstrap intervals"}
 
 
-def render(board: Leaderboard, fmt: str) -> str:
-    tables = wide_tables(board)
+def render(board: Leaderboard, fmt: str, only: tuple = ("at_rates", "bd", "settings"), notes: bool = True) -> str:
+    tables = {k: v for k, v in wide_tables(board).items() if k in only}
     if fmt == "csv":  # machine-readable: long format with numbers, not formatted text
         parts = [board.at_rates.assign(table="at_rates"), board.bd.assign(table="bd"),
                  board.settings.assign(table="settings")]
@@ -230,7 +238,9 @@ def render(board: Leaderboard, fmt: str) -> str:
             out.append(f"<h3>{_html_escape(title)}</h3>\n{table.to_html(index=False, classes='leaderboard', border=0)}")
         else:
             raise ValueError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
-    notes = board.notes
+    notes = board.notes if notes else []
+    if not notes:
+        return "\n".join(out)
     if fmt == "md":
         out.append("\n".join(f"- {n}" for n in notes) + "\n")
     elif fmt == "tex":

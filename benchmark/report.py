@@ -43,10 +43,12 @@ def centre_crop(pixels: np.ndarray, size: int = CROP) -> np.ndarray:
     return pixels[top:top + size, left:left + size]
 
 
-def grid_choices(images: pd.DataFrame, n_images: int, target_bpp: float | None, anchor: str) -> list[dict]:
-    """Which image ids and which setting of each codec the grid shows, with their per-image numbers."""
+def grid_choices(images: pd.DataFrame, n_images: int, target_bpp: float | None, anchor: str,
+                 generative: set[str] = frozenset()) -> list[dict]:
+    """Which image ids and which setting of each codec the grid shows (anchor first, generative codecs
+    last), with their per-image numbers."""
     ok = images[images.status == "ok"]
-    codecs = list(dict.fromkeys(ok.codec))
+    codecs = sorted(dict.fromkeys(ok.codec), key=lambda c: (c != anchor, c in generative, c))
     complete = ok.groupby("image_id").codec.nunique()
     ids = [i for i in ok.sort_values("image_index").image_id.drop_duplicates() if complete.get(i) == len(codecs)]
     out = []
@@ -131,7 +133,8 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     board = leaderboard.build([run_dir], anchor=anchor, rates=rates, resamples=resamples, seed=seed)
     ci = bootstrap.intervals(run_dir, resamples, seed) if resamples > 0 else None
     plots = [p for p in rd_plots(summary, out_dir / "plots", intervals=ci, formats=("png",))]
-    grid = grid_choices(images, n_images, target_bpp, board.anchor)
+    generative = {c["label"] for c in info["codecs"] if not c.get("exact_size", True)}
+    grid = grid_choices(images, n_images, target_bpp, board.anchor, generative)
     recon = Reconstructor(run_dir, info)
     grid_dir = out_dir / "grid"
     grid_dir.mkdir(exist_ok=True)
@@ -149,7 +152,8 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
                 pixels = None
                 caption_text = f"could not reproduce: {exc}"
             else:
-                caption_text = str(getattr(row, "caption", "") or "") if "caption" in images else ""
+                caption_text = getattr(row, "caption", "") if "caption" in images else ""
+                caption_text = caption_text if isinstance(caption_text, str) else ""
             tiles.append((row.codec, _tile_caption(row, tile_metrics), caption_text, pixels))
         cells, md_cells = [], []
         for k, (name, label, caption_text, pixels) in enumerate(tiles):
@@ -190,12 +194,13 @@ code {{ background: #f4f4f4; padding: 0 .2em; }}
 <h2>Rate–quality curves</h2><p>Error bars: {html.escape(board.notes[-1] if resamples > 0 else 'none (no bootstrap)')}</p>
 <div class="plots">{plot_html}</div>
 <h2>Leaderboard</h2>
-{leaderboard.render(board, 'html')}
+{leaderboard.render(board, 'html', only=("at_rates", "bd"))}
 <h2>Visual comparison</h2>
 <p>Centre crops ({CROP}x{CROP}) at native resolution. Each codec is shown at its setting whose bpp on that image is
 closest to the target; a codec that cannot reach the target (a caption codec far below it, or JPEG above it) shows its
 nearest rate, printed under the tile.</p>
 {''.join(html_grid)}
+{leaderboard.render(board, 'html', only=("settings",), notes=False)}
 <h2>Provenance</h2>
 {prov['html']}
 <p><small>Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} by <code>bench.py report</code>.</small></p>
@@ -204,7 +209,8 @@ nearest rate, printed under the tile.</p>
     html_path.write_text(page)
     md = [f"# {title}\n", prov["headline"] + "\n", "## Rate–quality curves\n"]
     md += [f"![{p.stem}](plots/{p.name})\n" for p in plots]
-    md += ["## Leaderboard\n", leaderboard.render(board, "md"), "## Visual comparison\n", *md_grid,
+    md += ["## Leaderboard\n", leaderboard.render(board, "md", only=("at_rates", "bd")), "## Visual comparison\n",
+           *md_grid, leaderboard.render(board, "md", only=("settings",), notes=False),
            "## Provenance\n", prov["md"]]
     md_path = out_dir / "report.md"
     md_path.write_text("\n".join(md))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import warnings
 
 import numpy as np
 
@@ -61,13 +62,15 @@ class LPIPS:
         self.torch = torch
         self.device = device
         # pnet_rand: build AlexNet without torchvision's download; the backbone is loaded below.
-        self.model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torchvision's 'pretrained' deprecation, from lpips
+            self.model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
         if backbone_path is not None:
             load_alexnet_backbone(self.model, torch.load(backbone_path, map_location="cpu", weights_only=True))
         self.model = self.model.to(device).eval()
 
     def _tensor(self, image: np.ndarray):
-        x = self.torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        x = self.torch.from_numpy(np.array(image, np.float32)).permute(2, 0, 1)[None]
         return (x / 127.5 - 1.0).to(self.device)
 
     def features(self, image: np.ndarray) -> list:
