@@ -65,13 +65,15 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 class PerceptualStage:
-    def __init__(self, info: dict, run_dir: pathlib.Path):
+    """`extractor` defaults to a local InceptionExtractor; the Ray executor passes one backed by an actor."""
+
+    def __init__(self, info: dict, run_dir: pathlib.Path, extractor=None):
         stage = info["inception"]
         if file_sha256(stage["weights_path"]) != stage["weights_sha256"]:
             raise RuntimeError(f"The Inception weights at {stage['weights_path']} changed since this run started.")
         opts = info["config"]["inception"]
-        self.extractor = InceptionExtractor(stage["weights_path"], stage["weights_sha256"], opts["device"],
-                                            opts["batch_size"])
+        self.extractor = extractor or InceptionExtractor(stage["weights_path"], stage["weights_sha256"],
+                                                         opts["device"], opts["batch_size"])
         self.reference_dir = pathlib.Path(stage["reference_dir"])
         self.run_dir = run_dir
         self.counter_path = run_dir / "inception_passes.json"

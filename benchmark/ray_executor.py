@@ -7,10 +7,13 @@ the same atomic shard writer as the local executor. So rows are the same, set-le
 afterwards from the stored features exactly as locally, and a resumed run (after a driver crash) redoes
 just the missing shards. A task whose worker process dies is retried by Ray (`max_retries`); one that
 keeps killing its worker becomes failed rows, as locally. Codecs that must not run in parallel
-(model-based ones) ask Ray for a GPU when the cluster has one.
+(model-based ones) ask Ray for a GPU share when the cluster has GPUs.
 
 Ray is an optional dependency (`pip install -e '.[ray]'`), imported only when `--executor ray` is used.
-On a multi-node cluster every node needs cmcbench installed and the dataset at the same path.
+The Inception network runs in a Ray actor that asks for a GPU when the cluster has GPUs (then the
+driver needs none); on a CPU-only cluster it stays in the driver, where it would otherwise hold a CPU
+that codec tasks need. On a multi-node cluster every node needs cmcbench installed and the dataset
+(and the Inception and LPIPS weight files) at the same paths.
 """
 
 from __future__ import annotations
@@ -19,11 +22,17 @@ import os
 import pathlib
 import sys
 import time
+from contextlib import contextmanager
 from typing import Callable
 
 MAX_RETRIES = 2  # a task is tried at most 1 + MAX_RETRIES times when its worker process dies
 
-_WORKERS: dict = {}  # per Ray worker process: run id -> Worker
+_WORKERS: dict = {}  # per Ray worker process: (run directory, config hash, created) -> Worker
+REMOTE_EXTRACTOR = "auto"  # auto: in an actor when the cluster has GPUs; always; never
+# GPU shares: the Inception actor holds its share for the whole run, so a one-GPU cluster still runs
+# model-based codec tasks beside it.
+EXTRACTOR_GPUS = 0.5
+MODEL_TASK_GPUS = 0.5
 
 
 def import_ray():
@@ -37,11 +46,65 @@ def import_ray():
 def _run_task(info: dict, dataset, run_dir: str, task, keep_pixels: bool):
     from benchmark.runner import Worker
 
-    worker = _WORKERS.get(info["run_id"])
-    if worker is None:
+    key = (str(pathlib.Path(run_dir).resolve()), info["config_hash"], info["created"])
+    worker = _WORKERS.get(key)
+    if worker is None:  # a worker process serves one run at a time; a new run gets a fresh Worker
         _WORKERS.clear()
-        worker = _WORKERS[info["run_id"]] = Worker(info, dataset, run_dir)
+        worker = _WORKERS[key] = Worker(info, dataset, run_dir)
     return worker.run(task, keep_pixels)
+
+
+@contextmanager
+def session(address: str | None, workers: int | None):
+    """Ray for the duration of a run: joined or started, and shut down only if started here."""
+    ray, started = start(address, workers)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class _ExtractorActor:
+    def __init__(self, weights_path: str, weights_sha256: str, device: str, batch_size: int, threads: int):
+        import torch
+
+        from metrics.inception import InceptionExtractor
+
+        torch.set_num_threads(threads)  # the driver's count: CPU float sums then match the local executor's
+
+        self.extractor = InceptionExtractor(weights_path, weights_sha256, device, batch_size)
+
+    def extract(self, images):
+        return self.extractor(images)
+
+
+class RemoteExtractor:
+    """The driver's stand-in for InceptionExtractor: the network runs in a Ray actor."""
+
+    def __init__(self, ray, info: dict, num_gpus: float):
+        stage, opts = info["inception"], info["config"]["inception"]
+        actor = ray.remote(_ExtractorActor).options(num_gpus=num_gpus, max_restarts=2, max_task_retries=2)
+        self.ray = ray
+        import torch
+
+        self.actor = actor.remote(stage["weights_path"], stage["weights_sha256"], opts["device"], opts["batch_size"],
+                                  torch.get_num_threads())
+        self.key = f"inception-v3-compat-{stage['weights_sha256'][:16]}"
+        self.passes = 0
+
+    def __call__(self, images):
+        pool, logits = self.ray.get(self.actor.extract.remote(images))
+        self.passes += len(images)
+        return pool, logits
+
+
+def feature_extractor(ray, info: dict):
+    """A RemoteExtractor on a GPU when the cluster has one (or when forced), else None (the driver's own)."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if REMOTE_EXTRACTOR == "never" or (REMOTE_EXTRACTOR == "auto" and not gpus):
+        return None
+    return RemoteExtractor(ray, info, EXTRACTOR_GPUS if gpus else 0)
 
 
 def start(address: str | None, workers: int | None) -> tuple[object, bool]:
@@ -59,45 +122,39 @@ def start(address: str | None, workers: int | None) -> tuple[object, bool]:
     return ray, True
 
 
-def run_ray(tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_pixels: bool,
-            commit: Callable, crashed: Callable, address: str | None = None, workers: int | None = None,
-            stats: dict | None = None) -> None:
+def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_pixels: bool,
+            commit: Callable, crashed: Callable, workers: int | None = None, stats: dict | None = None) -> None:
     """Run `tasks` on Ray with at most 2 x (cluster CPUs) in flight, committing results as they arrive."""
-    ray, started = start(address, workers)
-    try:
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        gpus = ray.cluster_resources().get("GPU", 0)
-        parallel = {c["label"]: c["parallel"] for c in info["codecs"]}
-        remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
-        info_ref, dataset_ref = ray.put(info), ray.put(dataset)
-        limit = 2 * max(1, workers or cpus)
-        queue = list(reversed(tasks))
-        in_flight: dict = {}
-        t0 = time.perf_counter()
-        while queue or in_flight:
-            while queue and len(in_flight) < limit:
-                task = queue.pop()
-                options = {"num_cpus": 1}
-                if not parallel.get(task.codec, True) and gpus:
-                    options = {"num_cpus": 1, "num_gpus": 1}
-                ref = remote.options(**options).remote(info_ref, dataset_ref, str(run_dir), task, keep_pixels)
-                in_flight[ref] = task
-            done, _ = ray.wait(list(in_flight), num_returns=1)
-            for ref in done:
-                task = in_flight.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError,
-                        ray.exceptions.NodeDiedError) as exc:
-                    if isinstance(exc, ray.exceptions.RayTaskError) and not _is_crash(exc):
-                        raise
-                    result = crashed(task)
-                commit(result)
-        if stats is not None:
-            stats.update(seconds=time.perf_counter() - t0, tasks=len(tasks), cluster_cpus=cpus, cluster_gpus=gpus)
-    finally:
-        if started:
-            ray.shutdown()
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    gpus = ray.cluster_resources().get("GPU", 0)
+    parallel = {c["label"]: c["parallel"] for c in info["codecs"]}
+    remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
+    info_ref, dataset_ref = ray.put(info), ray.put(dataset)
+    limit = 2 * max(1, workers or cpus)
+    queue = list(reversed(tasks))
+    in_flight: dict = {}
+    t0 = time.perf_counter()
+    while queue or in_flight:
+        while queue and len(in_flight) < limit:
+            task = queue.pop()
+            options = {"num_cpus": 1}
+            if not parallel.get(task.codec, True) and gpus:
+                options = {"num_cpus": 1, "num_gpus": MODEL_TASK_GPUS}
+            ref = remote.options(**options).remote(info_ref, dataset_ref, str(run_dir), task, keep_pixels)
+            in_flight[ref] = task
+        done, _ = ray.wait(list(in_flight), num_returns=1)
+        for ref in done:
+            task = in_flight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError,
+                    ray.exceptions.NodeDiedError) as exc:
+                if isinstance(exc, ray.exceptions.RayTaskError) and not _is_crash(exc):
+                    raise
+                result = crashed(task)
+            commit(result)
+    if stats is not None:
+        stats.update(seconds=time.perf_counter() - t0, tasks=len(tasks), cluster_cpus=cpus, cluster_gpus=gpus)
 
 
 def _is_crash(exc) -> bool:

@@ -9,6 +9,7 @@ the tasks in flight, and `resume` redoes exactly those. Nothing about any partic
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -402,34 +403,42 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     pooled = [t for t in todo if t.codec in parallel_codecs] if jobs > 1 else []
     pooled_set = set(pooled)
     local = [t for t in todo if t not in pooled_set]
-    hooks = [perceptual.PerceptualStage(info, run_dir).on_result] if info["inception"]["status"] == "ok" else []
-    hooks += [on_result] if on_result is not None else []
-    keep_pixels = bool(hooks)
-
-    bar = tqdm(total=sum(t.stop - t.start for t in todo), unit="img", desc="encode/decode", disable=not progress,
-               dynamic_ncols=True)
-
-    def commit(result: TaskResult) -> None:
-        for hook in hooks:
-            hook(result)
-        write_table(shard_path(run_dir, result.task.codec, result.task.chunk), table_from_rows(result.rows))
-        bar.update(result.task.stop - result.task.start)
-
-    try:
+    with contextlib.ExitStack() as stack:
+        ray = None
         if executor == "ray":
-            from benchmark.ray_executor import run_ray
+            from benchmark import ray_executor
 
-            run_ray(todo, info, dataset, run_dir, keep_pixels, commit, lambda t: _crashed_result(info, dataset, t),
-                    ray_address, jobs if ray_address is None else None, stats)
-            pooled = local = []
-        if pooled:
-            _run_pool(pooled, jobs, info, dataset, run_dir, keep_pixels, commit)
-        if local:
-            worker = Worker(info, dataset, str(run_dir))
-            for task in local:
-                commit(worker.run(task, keep_pixels))
-    finally:
-        bar.close()
+            ray = stack.enter_context(ray_executor.session(ray_address, jobs if ray_address is None else None))
+        extractor = ray_executor.feature_extractor(ray, info) if ray is not None and \
+            info["inception"]["status"] == "ok" else None
+        hooks = [perceptual.PerceptualStage(info, run_dir, extractor).on_result] \
+            if info["inception"]["status"] == "ok" else []
+        hooks += [on_result] if on_result is not None else []
+        keep_pixels = bool(hooks)
+
+        bar = tqdm(total=sum(t.stop - t.start for t in todo), unit="img", desc="encode/decode",
+                   disable=not progress, dynamic_ncols=True)
+
+        def commit(result: TaskResult) -> None:
+            for hook in hooks:
+                hook(result)
+            write_table(shard_path(run_dir, result.task.codec, result.task.chunk), table_from_rows(result.rows))
+            bar.update(result.task.stop - result.task.start)
+
+        try:
+            if ray is not None:
+                ray_executor.run_ray(ray, todo, info, dataset, run_dir, keep_pixels, commit,
+                                     lambda t: _crashed_result(info, dataset, t),
+                                     jobs if ray_address is None else None, stats)
+                pooled = local = []
+            if pooled:
+                _run_pool(pooled, jobs, info, dataset, run_dir, keep_pixels, commit)
+            if local:
+                worker = Worker(info, dataset, str(run_dir))
+                for task in local:
+                    commit(worker.run(task, keep_pixels))
+        finally:
+            bar.close()
     summary = summarise(run_dir)
     status = info["inception"]["status"]
     if len(summary) and status == "ok":
