@@ -35,27 +35,36 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def hub_download(url: str, hash_prefix: str, progress: bool = True) -> str:
+    """The file of `url` in the torch hub cache, downloaded once; OSError naming the URL and place if not."""
+    import torch
+
+    target = pathlib.Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(target), hash_prefix=hash_prefix, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - any network failure has the same remedy
+            raise OSError(f"downloading {url} to {target} failed ({exc})") from None
+    return str(target)
+
+
 def resolve_weights(path: str | None = None, expected_sha256: str | None = None, progress: bool = True) -> tuple[str, str]:
     """Return (local path, sha256) of the weights, downloading the standard ones if needed and possible."""
     path = path or os.environ.get(ENV_WEIGHTS) or None
     expected_sha256 = (expected_sha256 or os.environ.get(ENV_SHA256) or "").lower() or None
     try:
-        import torch
+        import torch  # noqa: F401 - present, or the metrics are unavailable
     except ImportError as exc:
         raise InceptionUnavailable("the Inception metrics need torch and torch-fidelity: "
                                    "pip install -e '.[inception]'") from exc
     if path is None:
-        target = pathlib.Path(torch.hub.get_dir()) / "checkpoints" / STANDARD_URL.rsplit("/", 1)[1]
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                torch.hub.download_url_to_file(STANDARD_URL, str(target), hash_prefix="6726825d", progress=progress)
-            except Exception as exc:  # noqa: BLE001 - any network failure has the same remedy
-                raise InceptionUnavailable(
-                    f"no Inception weights: downloading {STANDARD_URL} failed ({exc}). Download that file on a "
-                    f"machine with internet and either put it at {target} or pass --inception-weights PATH "
-                    f"(or set {ENV_WEIGHTS}).") from None
-        path = str(target)
+        try:
+            path = hub_download(STANDARD_URL, "6726825d", progress)
+        except OSError as exc:
+            raise InceptionUnavailable(
+                f"no Inception weights: {exc}. Download that file on a machine with internet and either put it "
+                f"there or pass --inception-weights PATH (or set {ENV_WEIGHTS}).") from None
     elif not os.path.isfile(path):
         raise InceptionUnavailable(f"Inception weights file {path!r} does not exist.")
     digest = file_sha256(path)

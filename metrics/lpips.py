@@ -33,23 +33,20 @@ def resolve_backbone(path: str | None = None, progress: bool = False) -> str:
     path = path or os.environ.get(ENV_WEIGHTS) or None
     try:
         import lpips  # noqa: F401
-        import torch
+        import torch  # noqa: F401
     except ImportError as exc:
         raise LPIPSUnavailable("LPIPS needs torch and lpips: pip install -e '.[inception]'") from exc
     if path is not None:
         if not os.path.isfile(path):
             raise LPIPSUnavailable(f"LPIPS AlexNet weights file {path!r} does not exist.")
         return path
-    target = pathlib.Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_URL.rsplit("/", 1)[1]
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(ALEXNET_URL, str(target), hash_prefix="7be5be79", progress=progress)
-        except Exception as exc:  # noqa: BLE001 - any network failure has the same remedy
-            raise LPIPSUnavailable(
-                f"no AlexNet weights for LPIPS: downloading {ALEXNET_URL} failed ({exc}). Download it on a machine "
-                f"with internet and put it at {target}, or pass --lpips PATH (or set {ENV_WEIGHTS}).") from None
-    return str(target)
+    from metrics.inception import hub_download
+
+    try:
+        return hub_download(ALEXNET_URL, "7be5be79", progress)
+    except OSError as exc:
+        raise LPIPSUnavailable(f"no AlexNet weights for LPIPS: {exc}. Download it on a machine with internet and put "
+                               f"it there, or pass --lpips PATH (or set {ENV_WEIGHTS}).") from None
 
 
 class LPIPS:

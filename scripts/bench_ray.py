@@ -82,7 +82,7 @@ def main() -> None:
     print(f"local executor, 1 process : {t_local:7.2f} s")
     print(f"ray executor, {args.workers} workers  : {t_ray:7.2f} s   speedup {t_local / t_ray:.2f}x "
           f"(Ray start-up, not included: {t_start:.1f} s; with it: {t_local / (t_ray + t_start):.2f}x)")
-    print(f"rows equal: yes")
+    print("rows equal: yes")
     print(f"empty tasks ({args.empty_tasks}): ray {1000 * t_empty_ray / args.empty_tasks:.1f} ms/task wall "
           f"({args.workers} workers), local 1 process {1000 * t_empty_local / args.empty_tasks:.1f} ms/task; "
           f"Ray scheduling overhead about {1000 * (t_empty_ray * args.workers - t_empty_local) / args.empty_tasks:.1f} "

@@ -149,13 +149,11 @@ def test_runs_report_ms_ssim_and_lpips(random_alexnet, tmp_path):
 
 def test_lpips_unavailable_is_nan_with_reason(tmp_path, monkeypatch, natural_images):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))  # no cached weights, and no network here
-    import metrics.lpips as ml
-
-    monkeypatch.setattr(ml.torch.hub if hasattr(ml, "torch") else torch.hub, "download_url_to_file",
-                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
                        codecs=[parse_codec_spec("jpeg quality=50")])
     run_dir = create_run(config, tmp_path / "runs", "u", progress=False)
     execute(run_dir, jobs=1, progress=False)
     _, summary = load_run(run_dir)
     assert summary.lpips.isna().all() and summary.lpips_status.str.contains("--lpips PATH").all()
+    assert summary.lpips_status.str.contains("alexnet-owt-7be5be79.pth failed").all()  # names the file and why
