@@ -9,7 +9,6 @@ share, the same draw for both, so the interval is that of the paired difference.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import zlib
 from dataclasses import dataclass, field
@@ -18,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from benchmark.results import load_run, read_config
-from metrics.registry import METRICS
 
 # Per-image columns whose mean over images is a reported metric.
 MEAN_METRICS = ("bpp", "psnr", "ms_ssim", "lpips", "ipd", "caption_bleu4", "caption_cosine")
@@ -183,11 +181,3 @@ def paired_difference(base: SettingData, new: SettingData, resamples: int = DEFA
                        "n_images": len(shared)}
     return out
 
-
-def describe(metric: str) -> str:
-    info = METRICS.get(metric)
-    return info.label if info else metric
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=float)

@@ -100,6 +100,13 @@ class Codec:
         return {}
 
 
+def encode_image(codec: Codec, image: np.ndarray, setting: Any, record: Any = None) -> bytes:
+    """Call `codec.encode`, giving it the dataset record only if it declares `needs_record`."""
+    if codec.needs_record:
+        return codec.encode(image, setting, record=record)
+    return codec.encode(image, setting)
+
+
 def _coerce(value: Any, default: Any, what: str) -> Any:
     if default is None or value is None or isinstance(value, type(default)):
         return value

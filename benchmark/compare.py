@@ -19,19 +19,12 @@ import pandas as pd
 
 from benchmark import bootstrap
 from benchmark.results import load_run, read_config
-from metrics.registry import METRICS
+from metrics.registry import higher_is_better
 
 # Absolute tolerances, or relative with a % suffix: changes within them are "same".
 DEFAULT_TOLERANCES = {"bpp": "0.5%", "psnr": 0.01, "ms_ssim": 5e-4, "lpips": 5e-4, "fid": 0.5, "kid": 1e-3,
                       "inception_score": 0.05, "ipd": 1e-3, "patch_fid": 0.5, "caption_bleu4": 0.005,
                       "caption_cosine": 0.005}
-
-
-def higher_is_better(metric: str) -> bool:
-    if metric == "bpp":
-        return False
-    info = METRICS.get(metric)
-    return True if info is None else info.higher_is_better
 
 
 def parse_tolerances(items: list[str] | None) -> dict:

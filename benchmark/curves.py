@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import PchipInterpolator
 
-from metrics.registry import METRICS
+from metrics.registry import higher_is_better
 
 BD_METHODS = ("akima", "pchip", "cubic")
 
@@ -64,11 +64,6 @@ class Curve:
         if not v[0] <= value <= v[-1]:
             return float("nan")
         return float(math.exp(PchipInterpolator(v, r)(value)))
-
-
-def higher_is_better(metric: str) -> bool:
-    info = METRICS.get(metric)
-    return True if info is None else info.higher_is_better
 
 
 def bd_rate(anchor: Curve, test: Curve, method: str = "akima") -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,6 @@ def resolve(options: dict, progress: bool = False) -> dict:
         out["ms_ssim"] = {"status": "unavailable", "reason": "MS-SSIM needs torch and pytorch-msssim: "
                                                              "pip install -e '.[inception]'"}
     else:
-        from importlib import metadata
-
         out["ms_ssim"] = {"status": "ok", "implementation": f"pytorch-msssim {metadata.version('pytorch-msssim')}",
                           "data_range": 255, "win_size": 11, "scales": 5}
     choice = options.get("lpips", "auto") or "none"
@@ -42,8 +41,6 @@ def resolve(options: dict, progress: bool = False) -> dict:
     except LPIPSUnavailable as exc:
         out["lpips"] = {"status": "unavailable", "reason": str(exc)}
         return out
-    from importlib import metadata
-
     linear = linear_weights_path()
     out["lpips"] = {"status": "ok", "net": "alex", "version": "0.1", "lpips_package": metadata.version("lpips"),
                     "backbone_path": backbone, "backbone_sha256": file_sha256(backbone),

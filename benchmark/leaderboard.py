@@ -98,19 +98,16 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
         ci_frames.append(ci)
     ci = pd.concat(ci_frames, ignore_index=True) if ci_frames else pd.DataFrame(
         columns=["codec", "setting_index", "metric", "low", "high", "run_dir"])
-    long = []
-    for _, row in summary.iterrows():
-        for metric in ["bpp", *metrics]:
-            if metric not in row or pd.isna(row[metric]):
-                continue
-            match = ci[(ci.run_dir == row.run_dir) & (ci.codec == row.codec_in_run)
-                       & (ci.setting_index == row.setting_index) & (ci.metric == metric)]
-            long.append({"codec": row.codec, "setting": row.setting_label, "setting_index": row.setting_index,
-                         "bpp": row.bpp, "metric": metric, "value": float(row[metric]),
-                         "low": float(match.low.iloc[0]) if len(match) else np.nan,
-                         "high": float(match.high.iloc[0]) if len(match) else np.nan,
-                         "n_ok": row.get("n_ok")})
-    settings = pd.DataFrame(long)
+    values = ["bpp", *metrics]
+    frame = summary.assign(row=range(len(summary)), rate=summary.bpp)
+    settings = frame.melt(id_vars=["row", "run_dir", "codec", "codec_in_run", "setting_label", "setting_index", "rate",
+                                   "n_ok"], value_vars=values, var_name="metric", value_name="value")
+    settings = settings[settings.value.notna()].merge(
+        ci[["run_dir", "codec", "setting_index", "metric", "low", "high"]].rename(columns={"codec": "codec_in_run"}),
+        on=["run_dir", "codec_in_run", "setting_index", "metric"], how="left")
+    settings = settings.assign(order=settings.metric.map(values.index)).sort_values(["row", "order"])
+    settings = settings.rename(columns={"setting_label": "setting", "rate": "bpp"})[
+        ["codec", "setting", "setting_index", "bpp", "metric", "value", "low", "high", "n_ok"]].reset_index(drop=True)
     at_rates, bd = [], []
     codecs = list(dict.fromkeys(summary.codec))
     for codec in codecs:

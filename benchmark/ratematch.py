@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmark.codec import Codec
+from benchmark.codec import Codec, encode_image
 from metrics.rate import bits_per_pixel
 
 MAX_TRIALS = 40
@@ -101,9 +101,8 @@ class RateMatched(Codec):
 
     def encode(self, image: np.ndarray, setting, record=None) -> bytes:
         cls = self.inner_class
-        kwargs = {"record": record} if cls.needs_record else {}
         lo, hi = cls.rate_range
-        self.last = match_rate(lambda s: self.inner.encode(image, s, **kwargs), image.shape[0] * image.shape[1],
+        self.last = match_rate(lambda s: encode_image(self.inner, image, s, record), image.shape[0] * image.shape[1],
                                float(setting), lo, hi, integer=cls.rate_integer, increasing=cls.rate_increasing,
                                log=cls.rate_log, tolerance=self.tolerance)
         return self.last.data

@@ -90,7 +90,6 @@ class RemoteExtractor:
 
         self.actor = actor.remote(stage["weights_path"], stage["weights_sha256"], opts["device"], opts["batch_size"],
                                   torch.get_num_threads())
-        self.key = f"inception-v3-compat-{stage['weights_sha256'][:16]}"
         self.passes = 0
 
     def __call__(self, images):

@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from benchmark import bootstrap, leaderboard
-from benchmark.codec import CodecSpec
+from benchmark.codec import encode_image
 from benchmark.results import load_run, read_config, safe_name
 
 CROP = 320
@@ -69,44 +69,36 @@ def grid_choices(images: pd.DataFrame, n_images: int, target_bpp: float | None, 
 
 
 class Reconstructor:
-    """The original and a codec's reconstruction of an image, from saved files or by running the codec."""
+    """The original and a codec's reconstruction of an image: from the run's saved files, or by the runner's
+    own Worker (same reading, preprocessing, codec setup and output check as the run)."""
 
     def __init__(self, run_dir: pathlib.Path, info: dict):
         from benchmark.datasets import open_dataset
-        from benchmark.preprocess import get_preset
-        from benchmark.runner import RunConfig, check_output, codec_context
+        from benchmark.runner import RunConfig, Worker
 
+        config = RunConfig.from_json(info["config"])
+        dataset = open_dataset(config.dataset, config.split).limit(config.limit)
         self.run_dir = run_dir
-        self.info = info
-        self.config = RunConfig.from_json(info["config"])
-        self.dataset = open_dataset(self.config.dataset, self.config.split).limit(self.config.limit)
-        self.preprocess = get_preset(self.config.preprocess)[1]
-        self.context = codec_context(self.config, info["dataset"]["split"])
-        self.check_output = check_output
-        self.specs = {c.label: c for c in self.config.codecs}
-        self.codecs: dict[str, tuple] = {}
+        self.worker = Worker(info, dataset, "")
 
     def original(self, index: int) -> np.ndarray:
-        record = self.dataset.records[index]
-        return np.ascontiguousarray(self.preprocess(self.dataset.read(record, self.config.max_pixels).pixels, record))
+        _, pixels, error = self.worker.load(index)
+        if pixels is None:
+            raise RuntimeError(error)
+        return pixels
 
     def reconstruction(self, row, original: np.ndarray) -> np.ndarray:
+        from benchmark.runner import check_output
+
         saved = (self.run_dir / "reconstructions" / safe_name(row.codec) / safe_name(str(row.setting_label))
                  / row.image_id).with_suffix(".png")
         if saved.exists():
             return np.asarray(Image.open(saved).convert("RGB"))
-        spec: CodecSpec = self.specs[row.codec]
-        if row.codec not in self.codecs:
-            encoder, decoder = spec.build(), spec.build()
-            encoder.setup(self.context)
-            decoder.setup(self.context)
-            self.codecs[row.codec] = (encoder, decoder)
-        encoder, decoder = self.codecs[row.codec]
-        setting = spec.settings[int(row.setting_index)]
-        record = self.dataset.records[int(row.image_index)]
-        data = encoder.encode(original, setting, record=record) if encoder.needs_record else encoder.encode(original, setting)
-        recon, _ = self.check_output(decoder.decode(data), original, type(decoder).exact_size)
-        return recon
+        encoder, decoder = self.worker.codec_pair(row.codec)
+        setting = self.worker.specs[row.codec].settings[int(row.setting_index)]
+        record = self.worker.dataset.records[int(row.image_index)]
+        data = encode_image(encoder, original, setting, record)
+        return check_output(decoder.decode(data), original, type(decoder).exact_size)[0]
 
 
 def _tile_caption(row, metrics: list[str]) -> str:

@@ -29,7 +29,7 @@ import pyarrow as pa
 from PIL import Image
 
 from benchmark import __version__, fullref, perceptual, provenance
-from benchmark.codec import Codec, CodecSpec
+from benchmark.codec import Codec, CodecSpec, encode_image
 from benchmark.datasets import Dataset, open_dataset
 from benchmark.imageio import DEFAULT_MAX_PIXELS, BadImage
 from benchmark.preprocess import get_preset
@@ -238,8 +238,7 @@ class Worker:
         try:
             t0 = time.perf_counter()
             with time_limit(timeout, "encode"):
-                data = (encoder.encode(pixels, setting, record=record) if encoder.needs_record
-                        else encoder.encode(pixels, setting))
+                data = encode_image(encoder, pixels, setting, record)
             t1 = time.perf_counter()
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"encoder returned {type(data).__name__}, not bytes")

@@ -26,5 +26,13 @@ METRICS = {m.column: m for m in [
 ]}
 
 
+def higher_is_better(metric: str) -> bool:
+    """Direction of a metric column; bpp (not plotted as a metric) is lower-is-better, unknown columns higher."""
+    if metric == "bpp":
+        return False
+    info = METRICS.get(metric)
+    return True if info is None else info.higher_is_better
+
+
 def register_metric(info: MetricInfo) -> None:
     METRICS[info.column] = info
