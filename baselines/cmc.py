@@ -65,6 +65,7 @@ class CMC(Codec):
                 "guidance": 7.5, "size": 512}
     exact_size = False
     needs_record = True
+    columns = {"caption": "string"}  # the transmitted text, decoded from the bitstream
 
     def __init__(self, **options):
         super().__init__(**options)

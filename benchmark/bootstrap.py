@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from benchmark.results import load_run, read_config
+from metrics import registry
 
-# Per-image columns whose mean over images is a reported metric.
-MEAN_METRICS = ("bpp", "psnr", "ms_ssim", "lpips", "ipd", "caption_bleu4", "caption_cosine")
-SET_METRICS = ("fid", "kid", "inception_score")
+# Per-image columns whose mean over images is a reported metric (the registry's per-image metrics).
+MEAN_METRICS = tuple(m.column for m in registry.METRICS.values() if m.per_image)
 DEFAULT_RESAMPLES = 200
 DEFAULT_SEED = 0
 DEFAULT_LEVEL = 0.95

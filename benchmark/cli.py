@@ -8,6 +8,7 @@ import sys
 
 from benchmark.codec import CodecUnavailable, available_codecs, load_codec_class, parse_codec_spec
 from benchmark.imageio import DEFAULT_MAX_PIXELS
+from metrics import registry
 
 DEFAULT_CODECS = ["jpeg", "jpeg2000", "webp", "avif", "jpegxl", "cmc"]
 EXIT_FAILED_ROWS = 3
@@ -23,6 +24,12 @@ exit status: 0 all rows succeeded; 1 error before or during the run; 3 the run c
 failed (their reasons are in the rows and printed at the end; --allow-failures makes this 0);
 `compare` exits 4 when NEW is worse than BASE beyond tolerance.
 """
+
+
+def reference_option(p) -> None:
+    p.add_argument("--reference", action="append", default=[], metavar="FILE",
+                   help="a published R-D curve to show beside the run (repeatable): CompressAI results JSON, or a "
+                        "long CSV with columns codec, bpp, metric, value[, dataset, source]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                      help="refuse larger images as decompression bombs (default %(default)s)")
     run.add_argument("--save-reconstructions", action="store_true",
-                     help="also write every decoded image as PNG under RUN/reconstructions/")
+                     help="also write every decoded image as PNG under RUN/outputs/<codec>/<setting>/ (a valid precomputed DIR)")
     run.add_argument("--metrics", choices=["inception", "none"], default="inception",
                      help="inception (default): also IS, FID, KID and IPD from torch-fidelity's InceptionV3; "
                           "none: bpp and PSNR only")
@@ -85,8 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--patch-fid", action="store_true",
                      help="also FID/256 (HiFiC): FID over 256x256 patches, plus a grid shifted by 128 px; for few "
                           "large images such as Kodak")
+    run.add_argument("--add-metric", action="append", default=[], metavar="NAME",
+                     help="also compute a metric that is off by default (repeatable): "
+                          + ", ".join(m.column for m in registry.METRICS.values() if not m.default and m.column != "patch_fid"))
     run.add_argument("--save-bitstreams", action="store_true",
-                     help="also write every bitstream under RUN/bitstreams/<codec>/<setting>/<image id>.bin")
+                     help="also write every bitstream under RUN/outputs/<codec>/<setting>/<image id>.bin")
     run.add_argument("--log-x", action="store_true", default=None,
                      help="log-scale bpp axis in the R-D plots (default: when rates span over 100x)")
     run.add_argument("--no-plots", action="store_true", help="skip the R-D plots")
@@ -99,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="log-scale bpp axis (default: when rates span over 100x)")
     plot.add_argument("--metric", action="append", help="only these summary columns (default: every metric present)")
     plot.add_argument("--out", help="folder for the plots (default: RUN_DIR/plots)")
+    reference_option(plot)
+
+    export = sub.add_parser("export", help="write a run's per-setting means as published-curve files")
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("out_dir", metavar="OUT_DIR")
+    export.add_argument("--format", choices=["compressai"], default="compressai",
+                        help="compressai (default): one CompressAI results JSON per codec")
 
     dec = sub.add_parser("decode", help="decode one bitstream file with a run's codec (its bytes and the run's "
                                         "declared side information only) and write the image as PNG")
@@ -126,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--format", action="append", choices=["md", "tex", "csv", "html"],
                        help="files to write (repeatable; default all four); Markdown is also printed")
     board.add_argument("--out", help="folder for the tables (default: FIRST_RUN/leaderboard)")
+    reference_option(board)
     bootstrap_options(board)
 
     comp = sub.add_parser("compare", help="per codec, setting and metric: NEW - BASE with a paired bootstrap "
@@ -149,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "on each image)")
     rep.add_argument("--anchor", help="anchor codec (default: jpeg)")
     rep.add_argument("--rates", default="0.1,0.25,0.5,1", help="bpps for the at-rate table")
+    reference_option(rep)
     bootstrap_options(rep)
     return parser
 
@@ -173,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "export":
+            return cmd_export(args)
     except (ValueError, FileNotFoundError, FileExistsError, CodecUnavailable, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -215,9 +236,13 @@ def cmd_run(args) -> int:
                            max_pixels=args.max_pixels, codecs=specs, inception=inception,
                            caption_embedder=args.caption_embedder, timeout=args.timeout,
                            image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips},
+                           add_metrics=[registry.get(m).column for m in args.add_metric],
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress)
         print(f"Run {run_dir.name}: {args.dataset}, codecs {', '.join(s.label for s in specs)}")
+        for codec in read_config(run_dir)["codecs"]:
+            for note in codec.get("notes", []):
+                print(f"note: {codec['label']}: {note}", file=sys.stderr)
     outcome = execute(run_dir, jobs=args.jobs, progress=not args.no_progress, executor=args.executor,
                       ray_address=args.ray_address)
     _print_summary(run_dir)
@@ -237,7 +262,10 @@ def cmd_run(args) -> int:
 
         _, summary = load_run(run_dir)
         plots = rd_plots(summary, run_dir / "plots", log_x=args.log_x)
-        print(f"R-D plots:   {run_dir / 'plots'} ({', '.join(sorted({p.stem for p in plots}))})")
+        if plots:
+            print(f"R-D plots:   {run_dir / 'plots'} ({', '.join(sorted({p.stem for p in plots}))})")
+        else:
+            print("R-D plots:   none (no setting has a successful row)")
     print(f"Results:     {run_dir / 'images'} (per image), {run_dir / 'summary.parquet'} (per setting)")
     print(f"Load them:   from benchmark.results import load_run; images, summary = load_run({str(run_dir)!r})")
     print(f"Rows: {outcome.n_rows}, failed: {outcome.n_failed}, time: {outcome.seconds:.1f} s")
@@ -263,13 +291,26 @@ def cmd_plot(args) -> int:
     from benchmark.plots import rd_plots
     from benchmark.results import load_run
 
-    run_dir = pathlib.Path(args.run_dir)
+    from benchmark.leaderboard import with_references
+    from benchmark.references import load_references
+
+    run_dir = _check_run(args.run_dir)
     _, summary = load_run(run_dir)
     if summary.empty:
         raise ValueError(f"{run_dir} has no summary rows yet.")
-    plots = rd_plots(summary, args.out or run_dir / "plots", log_x=args.log_x, metrics=args.metric)
+    for m in args.metric or []:
+        registry.get(m)
+    refs, warnings = load_references(args.reference, sorted(set(summary.dataset.dropna().astype(str))))
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    plots = rd_plots(with_references(summary, refs), args.out or run_dir / "plots", log_x=args.log_x,
+                     metrics=args.metric)
     for p in plots:
         print(p)
+    if not plots:
+        failed = int(summary.n_failed.sum()) if "n_failed" in summary else 0
+        print(f"No plots: no setting has a value to plot ({failed} failed rows; see `python bench.py report "
+              f"{run_dir}` for their reasons).", file=sys.stderr)
     return 0
 
 
@@ -279,11 +320,13 @@ def cmd_decode(args) -> int:
     import numpy as np
     from PIL import Image
 
-    from benchmark.runner import RunConfig, codec_context
+    from benchmark.config import RunConfig, codec_context
 
     info = json.loads((pathlib.Path(args.run_dir) / "config.json").read_text())
     config = RunConfig.from_json(info["config"])
     spec = next((c for c in config.codecs if c.label == args.codec), None)
+    if spec is not None and spec.codec_class().produced_outside:
+        raise ValueError(f"{args.codec} was produced outside cmcbench (precomputed): there is no decoder to run.")
     if spec is None:
         raise ValueError(f"Run has no codec labelled {args.codec!r}: {', '.join(c.label for c in config.codecs)}.")
     decoder = spec.build()
@@ -337,7 +380,8 @@ def cmd_leaderboard(args) -> int:
 
     run_dirs = [_check_run(p) for p in args.run_dirs]
     board = leaderboard.build(run_dirs, anchor=args.anchor, rates=_rates(args.rates), metrics=args.metric,
-                              resamples=args.bootstrap, seed=args.seed, level=args.level, bd_method=args.bd_method)
+                              resamples=args.bootstrap, seed=args.seed, level=args.level, bd_method=args.bd_method,
+                              references=args.reference)
     print(leaderboard.render(board, "md"))
     written = leaderboard.write(board, args.out or run_dirs[0] / "leaderboard", args.format or leaderboard.FORMATS)
     print("Written: " + ", ".join(str(p) for p in written))
@@ -365,6 +409,15 @@ def cmd_report(args) -> int:
     run_dir = _check_run(args.run_dir)
     html_path, md_path = build_report(run_dir, args.out, n_images=args.images, target_bpp=args.grid_bpp,
                                       resamples=args.bootstrap, seed=args.seed, anchor=args.anchor,
-                                      rates=_rates(args.rates))
+                                      rates=_rates(args.rates), references=args.reference)
     print(f"Report: {html_path} (self-contained), {md_path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from benchmark.references import export_compressai
+
+    run_dir = _check_run(args.run_dir)
+    for path in export_compressai(run_dir, args.out_dir):
+        print(path)
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shlex
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, ClassVar
@@ -27,11 +28,28 @@ BUILTIN_CODECS = {
     "webp": "baselines.webp:WebP",
     "avif": "baselines.avif:AVIF",
     "jpegxl": "baselines.jpegxl:JPEGXL",
+    "precomputed": "baselines.precomputed:Precomputed",
+    "command": "baselines.command:Command",
 }
 
 
 class CodecUnavailable(RuntimeError):
     """The codec cannot run on this machine (a library is missing); the message says how to fix it."""
+
+
+class CodecTimeout(Exception):
+    """An encode or decode ran past its time limit; the message says which and how long."""
+
+
+@dataclass
+class Produced:
+    """What a codec that produces outside cmcbench hands over for one (image, setting): the bitstream if
+    there is one (else only its declared bit count), the reconstruction, and row columns to add."""
+
+    data: bytes | None
+    bits: int
+    reconstruction: np.ndarray
+    columns: dict[str, Any] = field(default_factory=dict)
 
 
 class Codec:
@@ -59,6 +77,12 @@ class Codec:
     rate_integer: ClassVar[bool] = False
     rate_increasing: ClassVar[bool] = True
     rate_log: ClassVar[bool] = False  # bisect the parameter on a log scale (compression ratios, distances)
+    # Per-image columns the codec adds to its rows (from extra_columns / encode_columns), with their types
+    # (string, float64, int64, bool); they become part of the run's declared schema.
+    columns: ClassVar[dict[str, str]] = {}
+    # True for codecs whose bits and pixels were made outside cmcbench (precomputed reconstructions): the
+    # runner calls `produce` instead of encode/decode, and the rows say so (`produced_outside`).
+    produced_outside: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - set(self.defaults))
@@ -71,6 +95,11 @@ class Codec:
     @classmethod
     def check_available(cls) -> None:
         """Raise CodecUnavailable with an actionable message when the codec cannot run here."""
+
+    @classmethod
+    def discover_settings(cls, options: dict[str, Any]) -> tuple:
+        """The sweep when the user gives none; by default the declared `default_sweep`."""
+        return tuple(cls.default_sweep)
 
     def setup(self, context: dict | None = None) -> None:
         """Heavy initialisation, once per process. `context` names the run's dataset, split and
@@ -98,6 +127,14 @@ class Codec:
         """Per-image facts about the last encode that the bitstream does not carry (e.g. how many trials rate
         matching took). They are reported in the row, never given to the decoder."""
         return {}
+
+    def notes(self) -> list[str]:
+        """Sentences the user should read before the run starts (after setup), e.g. files that were ignored."""
+        return []
+
+    def produce(self, image: np.ndarray, setting: Any, record: Any) -> Produced:
+        """For `produced_outside` codecs only: the bitstream (or bit count) and reconstruction made elsewhere."""
+        raise NotImplementedError
 
 
 def encode_image(codec: Codec, image: np.ndarray, setting: Any, record: Any = None) -> bytes:
@@ -196,19 +233,23 @@ class CodecSpec:
 
 def parse_codec_spec(text: str) -> CodecSpec:
     """Parse 'TARGET [key=value ...]', e.g. 'jpeg quality=10,50,90 subsampling=4:4:4 label=jpeg444'.
+    Values holding spaces are quoted as in a shell: encode='cjxl {input} {output} -d {setting}'.
 
     The key named after the codec's rate parameter sets its sweep; `label` names the codec in results.
     `bpp=0.1,0.25` rate-matches instead: each image gets the setting that reaches each target bpp, within
     `tolerance=` (relative, default 0.01).
     """
-    parts = text.split()
+    try:
+        parts = shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"Codec spec {text!r}: {exc} (quote values that hold spaces: key='a b').") from None
     if not parts:
         raise ValueError("Empty codec spec.")
     target, pairs = parts[0], parts[1:]
     cls = load_codec_class(target)
     options: dict[str, Any] = {}
     label = cls.name or target
-    settings: tuple = tuple(cls.default_sweep)
+    settings: tuple = ()
     targets: tuple = ()
     tolerance = None
     for pair in pairs:
@@ -217,7 +258,7 @@ def parse_codec_spec(text: str) -> CodecSpec:
             raise ValueError(f"Codec spec {text!r}: expected key=value, got {pair!r}.")
         if key == "label":
             label = value
-        elif key in (cls.rate_parameter, "settings"):
+        elif key in (cls.rate_parameter, "settings", "sweep"):
             settings = tuple(_parse_scalar(v) for v in value.split(",") if v)
         elif key == "bpp":
             targets = tuple(float(v) for v in value.split(",") if v)
@@ -226,6 +267,7 @@ def parse_codec_spec(text: str) -> CodecSpec:
         else:
             options[key] = _parse_scalar(value)
     cls(**options)  # validate options now, with the codec's own message
+    settings = settings or tuple(cls.discover_settings(options))
     if targets or tolerance is not None:
         if cls.rate_range is None:
             raise ValueError(f"Codec {target!r} cannot be rate-matched: it declares no rate_range for its "

@@ -19,12 +19,11 @@ import pandas as pd
 
 from benchmark import bootstrap
 from benchmark.results import load_run, read_config
+from metrics import registry
 from metrics.registry import higher_is_better
 
-# Absolute tolerances, or relative with a % suffix: changes within them are "same".
-DEFAULT_TOLERANCES = {"bpp": "0.5%", "psnr": 0.01, "ms_ssim": 5e-4, "lpips": 5e-4, "fid": 0.5, "kid": 1e-3,
-                      "inception_score": 0.05, "ipd": 1e-3, "patch_fid": 0.5, "caption_bleu4": 0.005,
-                      "caption_cosine": 0.005}
+# Absolute tolerances, or relative with a % suffix: changes within them are "same" (from the registry).
+DEFAULT_TOLERANCES = {name: m.tolerance for name, m in registry.METRICS.items()}
 
 
 def parse_tolerances(items: list[str] | None) -> dict:

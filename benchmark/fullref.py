@@ -1,19 +1,15 @@
-"""Full-reference per-image metrics beyond PSNR: MS-SSIM and LPIPS, computed where the pixels are.
+"""Availability of the full-reference per-image metrics beyond PSNR: MS-SSIM and LPIPS.
 
-They run in the worker that decoded the image, right after PSNR, so no image crosses a process boundary
-for them. An original's LPIPS features are computed once and reused for each of its settings.
-`resolve` decides once per run (in the main process) what is available and records it with the
-weights' sha256; a metric that is unavailable is NaN in the summary with its reason, never zero.
+`resolve` decides once per run (in the main process) what is available and records it in config.json
+with the weights' sha256; the metric registry reads that state, and a metric that is unavailable is NaN
+with its reason, never zero. The metrics themselves are computed by `benchmark.scoring`.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import multiprocessing
 from importlib import metadata
 from typing import Any
-
-import numpy as np
 
 from metrics.inception import file_sha256
 
@@ -46,47 +42,3 @@ def resolve(options: dict, progress: bool = False) -> dict:
                     "backbone_path": backbone, "backbone_sha256": file_sha256(backbone),
                     "linear_path": linear, "linear_sha256": file_sha256(linear)}
     return out
-
-
-def columns(resolved: dict) -> list[str]:
-    return [name for name in ("ms_ssim", "lpips") if resolved.get(name, {}).get("status") == "ok"]
-
-
-class FullReference:
-    def __init__(self, resolved: dict, device: str = "cpu"):
-        self.resolved = resolved
-        self.enabled = columns(resolved)
-        self.device = device
-        self._lpips = None
-        if self.enabled and multiprocessing.current_process().name != "MainProcess":
-            import torch
-
-            torch.set_num_threads(1)  # one thread per worker process: the pool already uses every core
-
-    def lpips_model(self):
-        if self._lpips is None:
-            from metrics.lpips import LPIPS
-
-            info = self.resolved["lpips"]
-            if file_sha256(info["backbone_path"]) != info["backbone_sha256"]:
-                raise RuntimeError(f"The LPIPS weights at {info['backbone_path']} changed since this run started.")
-            self._lpips = LPIPS(info["backbone_path"], self.device)
-        return self._lpips
-
-    def scores(self, original: np.ndarray, reconstruction: np.ndarray, cache: dict) -> dict:
-        """Metric columns for one reconstruction; `cache` holds this original's reference features."""
-        out: dict[str, Any] = {}
-        notes = []
-        if "ms_ssim" in self.enabled:
-            from metrics.msssim import ms_ssim
-
-            out["ms_ssim"], note = ms_ssim(original, reconstruction)
-            notes += [note] if note else []
-        if "lpips" in self.enabled:
-            model = self.lpips_model()
-            if "lpips" not in cache:
-                cache["lpips"] = model.features(original)
-            out["lpips"] = model.distance(cache["lpips"], reconstruction)
-        if notes:
-            out["metric_notes"] = "; ".join(notes)
-        return out

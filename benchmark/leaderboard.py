@@ -19,6 +19,7 @@ import pandas as pd
 from benchmark import bootstrap
 from benchmark.curves import BD_METHODS, Curve, compare_curves
 from benchmark.results import load_run
+from metrics import registry
 from metrics.registry import METRICS
 
 DEFAULT_RATES = (0.1, 0.25, 0.5, 1.0)
@@ -34,6 +35,20 @@ class Leaderboard:
     metrics: list[str]
     rates: list[float]
     notes: list[str] = field(default_factory=list)
+
+
+PUBLISHED = " [published]"
+
+
+def with_references(summary: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
+    """A runs' summary plus published curves, marked in their codec name and never given intervals."""
+    if references is None or not len(references):
+        return summary
+    refs = references.copy()
+    refs["codec"] = [c if c.endswith(PUBLISHED) else c + PUBLISHED for c in refs.codec]
+    refs["codec_in_run"] = refs["codec"]
+    refs["run_dir"] = ""
+    return pd.concat([summary, refs], ignore_index=True)
 
 
 def load_summaries(run_dirs: list[str | pathlib.Path]) -> pd.DataFrame:
@@ -55,7 +70,9 @@ def load_summaries(run_dirs: list[str | pathlib.Path]) -> pd.DataFrame:
 
 
 def table_metrics(summary: pd.DataFrame, wanted: list[str] | None = None) -> list[str]:
-    present = [m for m in METRICS if m in summary and pd.api.types.is_numeric_dtype(summary[m])
+    for m in wanted or []:
+        registry.get(m)  # an unknown name is an error, with the known ones
+    present = [m for m in registry.quality_metrics() if m in summary and pd.api.types.is_numeric_dtype(summary[m])
                and summary[m].notna().any()]
     if wanted:
         unknown = [m for m in wanted if m not in present]
@@ -67,6 +84,8 @@ def table_metrics(summary: pd.DataFrame, wanted: list[str] | None = None) -> lis
 
 def pick_anchor(summary: pd.DataFrame, anchor: str | None) -> str:
     codecs = list(dict.fromkeys(summary.codec))
+    if anchor and anchor not in codecs and anchor + PUBLISHED in codecs:
+        anchor += PUBLISHED
     if anchor:
         if anchor not in codecs:
             raise ValueError(f"Anchor codec {anchor!r} is not in these runs; codecs: {', '.join(codecs)}.")
@@ -80,12 +99,18 @@ def pick_anchor(summary: pd.DataFrame, anchor: str | None) -> str:
 
 def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metrics: list[str] | None = None,
           resamples: int = bootstrap.DEFAULT_RESAMPLES, seed: int = bootstrap.DEFAULT_SEED,
-          level: float = bootstrap.DEFAULT_LEVEL, bd_method: str = "akima") -> Leaderboard:
+          level: float = bootstrap.DEFAULT_LEVEL, bd_method: str = "akima", references=(),
+          ) -> Leaderboard:
+    """`references`: published-curve files (benchmark.references), tabled beside the runs' codecs."""
+    from benchmark.references import load_references
+
     if bd_method not in BD_METHODS:
         raise ValueError(f"BD method must be one of {', '.join(BD_METHODS)}, not {bd_method!r}.")
     summary = load_summaries(run_dirs)
     if not len(summary):
         raise ValueError("These runs have no results yet.")
+    refs, ref_notes = load_references(references, sorted(set(summary.dataset.dropna().astype(str))))
+    summary = with_references(summary, refs)
     metrics = table_metrics(summary, metrics)
     anchor = pick_anchor(summary, anchor)
     # Intervals, keyed like the summary rows (codec label as shown, setting index).
@@ -127,6 +152,11 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
              f"(negative: fewer bits for the same quality), BD-metric = codec - {anchor} at equal rate."]
     if resamples > 0:
         notes.append(f"Intervals: {level:.0%} percentile bootstrap over images, {resamples} resamples, seed {seed}.")
+    if len(refs):
+        notes.append(f"Codecs marked{PUBLISHED} are published curves (" + "; ".join(
+            f"{c}: {s}" for c, s in refs.groupby("codec", sort=False)["source"].first().items())
+            + "): their values are as published, without intervals.")
+    notes += [f"Warning: {w}." for w in ref_notes]
     return Leaderboard(pd.DataFrame(at_rates), pd.DataFrame(bd, columns=["codec", "metric", "bd_rate", "bd_metric",
                                                                           "note", "fallback"]),
                        settings, anchor, metrics, list(rates), notes)

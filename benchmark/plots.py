@@ -6,11 +6,12 @@ import pathlib
 
 import pandas as pd
 
+from metrics import registry
 from metrics.registry import METRICS
 
 
 def plottable_metrics(summary: pd.DataFrame) -> list[str]:
-    return [m for m in METRICS if m in summary.columns and summary[m].notna().any()
+    return [m for m in registry.quality_metrics() if m in summary.columns and summary[m].notna().any()
             and pd.api.types.is_numeric_dtype(summary[m])]
 
 
@@ -41,8 +42,17 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         fig, ax = plt.subplots(figsize=(7, 4.5))
         codecs = list(dict.fromkeys(sub["codec"]))
         palette = dict(zip(codecs, sns.color_palette(n_colors=len(codecs))))
-        sns.lineplot(data=sub, x="bpp", y=metric, hue="codec", style="codec", markers=True, dashes=False,
-                     estimator=None, sort=False, ax=ax, hue_order=codecs, palette=palette)
+        published = sub["published"].fillna(False).astype(bool) if "published" in sub else pd.Series(False, sub.index)
+        measured = sub[~published]
+        if len(measured):
+            order = [c for c in codecs if c in set(measured.codec)]
+            sns.lineplot(data=measured, x="bpp", y=metric, hue="codec", style="codec", markers=True, dashes=False,
+                         estimator=None, sort=False, ax=ax, hue_order=order, style_order=order,
+                         palette={c: palette[c] for c in order})
+        for codec, curve in sub[published].groupby("codec", sort=False):  # published curves: dashed, open marks
+            curve = curve.sort_values("bpp")
+            ax.plot(curve.bpp, curve[metric], linestyle="--", marker="o", markerfacecolor="none",
+                    color=palette[codec], label=codec)
         if intervals is not None and len(intervals):
             _error_bars(ax, sub, intervals, metric, palette)
         if log_x:
@@ -50,7 +60,7 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         ax.set_xlabel("bits per pixel (bpp)" + (", log scale" if log_x else ""))
         ax.set_ylabel(info.label if info else metric)
         better = "" if info is None else (" (higher is better)" if info.higher_is_better else " (lower is better)")
-        dataset = ", ".join(sorted(set(sub["dataset"].astype(str)))) if "dataset" in sub else ""
+        dataset = ", ".join(sorted(set(sub["dataset"].dropna().astype(str)))) if "dataset" in sub else ""
         ax.set_title(f"{info.label if info else metric} vs rate{better}\n{dataset}", fontsize=10)
         ax.legend(title="codec", fontsize=8)
         fig.tight_layout()

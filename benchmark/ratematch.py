@@ -88,6 +88,8 @@ class RateMatched(Codec):
 
     inner_class: type[Codec]
     rate_parameter = "target_bpp"
+    columns = {"rate_target_bpp": "float64", "rate_setting": "float64", "rate_trials": "int64",
+               "rate_error": "float64", "rate_match": "string", "rate_match_note": "string"}
 
     def __init__(self, tolerance: float = 0.01, **options: Any):
         self.inner = self.inner_class(**options)
@@ -140,4 +142,5 @@ def rate_matched(cls: type[Codec]) -> type[RateMatched]:
     return type(f"{cls.__name__}RateMatched", (RateMatched,), {
         "inner_class": cls, "name": cls.name, "exact_size": cls.exact_size, "parallel": cls.parallel,
         "needs_record": cls.needs_record, "check_available": cls.check_available,
+        "columns": {**RateMatched.columns, **cls.columns},
         "defaults": {"tolerance": 0.01, **cls.defaults}})

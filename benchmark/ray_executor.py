@@ -44,7 +44,7 @@ def import_ray():
 
 
 def _run_task(info: dict, dataset, run_dir: str, task, keep_pixels: bool):
-    from benchmark.runner import Worker
+    from benchmark.worker import Worker
 
     key = (str(pathlib.Path(run_dir).resolve()), info["config_hash"], info["created"])
     worker = _WORKERS.get(key)

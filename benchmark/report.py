@@ -22,7 +22,7 @@ from PIL import Image
 
 from benchmark import bootstrap, leaderboard
 from benchmark.codec import encode_image
-from benchmark.results import load_run, read_config, safe_name
+from benchmark.results import load_run, output_path, read_config, safe_name
 
 CROP = 320
 
@@ -73,8 +73,9 @@ class Reconstructor:
     own Worker (same reading, preprocessing, codec setup and output check as the run)."""
 
     def __init__(self, run_dir: pathlib.Path, info: dict):
+        from benchmark.config import RunConfig
         from benchmark.datasets import open_dataset
-        from benchmark.runner import RunConfig, Worker
+        from benchmark.worker import Worker
 
         config = RunConfig.from_json(info["config"])
         dataset = open_dataset(config.dataset, config.split).limit(config.limit)
@@ -88,10 +89,9 @@ class Reconstructor:
         return pixels
 
     def reconstruction(self, row, original: np.ndarray) -> np.ndarray:
-        from benchmark.runner import check_output
+        from benchmark.produce import check_output
 
-        saved = (self.run_dir / "reconstructions" / safe_name(row.codec) / safe_name(str(row.setting_label))
-                 / row.image_id).with_suffix(".png")
+        saved = output_path(self.run_dir, row.codec, str(row.setting_label), row.image_id, ".png")
         if saved.exists():
             return np.asarray(Image.open(saved).convert("RGB"))
         encoder, decoder = self.worker.codec_pair(row.codec)
@@ -113,7 +113,7 @@ def _tile_caption(row, metrics: list[str]) -> str:
 def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None = None, n_images: int = 3,
                  target_bpp: float | None = None, resamples: int = bootstrap.DEFAULT_RESAMPLES,
                  seed: int = bootstrap.DEFAULT_SEED, anchor: str | None = None,
-                 rates=leaderboard.DEFAULT_RATES) -> tuple[pathlib.Path, pathlib.Path]:
+                 rates=leaderboard.DEFAULT_RATES, references=()) -> tuple[pathlib.Path, pathlib.Path]:
     """Write report.html (self-contained) and report.md (with files beside it); return their paths."""
     from benchmark.plots import rd_plots
 
@@ -122,9 +122,15 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     out_dir.mkdir(parents=True, exist_ok=True)
     info = read_config(run_dir)
     images, summary = load_run(run_dir)
-    board = leaderboard.build([run_dir], anchor=anchor, rates=rates, resamples=resamples, seed=seed)
+    from benchmark.references import load_references
+
+    board = leaderboard.build([run_dir], anchor=anchor, rates=rates, resamples=resamples, seed=seed,
+                              references=references)
     ci = bootstrap.intervals(run_dir, resamples, seed) if resamples > 0 else None
-    plots = [p for p in rd_plots(summary, out_dir / "plots", intervals=ci, formats=("png",))]
+    refs, _ = load_references(references, [info["dataset"]["name"]])
+    plots = [p for p in rd_plots(leaderboard.with_references(summary, refs), out_dir / "plots", intervals=ci,
+                                 formats=("png",))]
+    failures_html, failures_md = _failures(summary)
     generative = {c["label"] for c in info["codecs"] if not c.get("exact_size", True)}
     grid = grid_choices(images, n_images, target_bpp, board.anchor, generative)
     recon = Reconstructor(run_dir, info)
@@ -192,6 +198,7 @@ code {{ background: #f4f4f4; padding: 0 .2em; }}
 closest to the target; a codec that cannot reach the target (a caption codec far below it, or JPEG above it) shows its
 nearest rate, printed under the tile.</p>
 {''.join(html_grid)}
+{failures_html}
 {leaderboard.render(board, 'html', only=("settings",), notes=False)}
 <h2>Provenance</h2>
 {prov['html']}
@@ -202,11 +209,28 @@ nearest rate, printed under the tile.</p>
     md = [f"# {title}\n", prov["headline"] + "\n", "## Rate–quality curves\n"]
     md += [f"![{p.stem}](plots/{p.name})\n" for p in plots]
     md += ["## Leaderboard\n", leaderboard.render(board, "md", only=("at_rates", "bd")), "## Visual comparison\n",
-           *md_grid, leaderboard.render(board, "md", only=("settings",), notes=False),
+           *md_grid, failures_md, leaderboard.render(board, "md", only=("settings",), notes=False),
            "## Provenance\n", prov["md"]]
     md_path = out_dir / "report.md"
     md_path.write_text("\n".join(md))
     return html_path, md_path
+
+
+def _failures(summary: pd.DataFrame) -> tuple[str, str]:
+    """Per codec and setting: images that succeeded and failed, with the reasons (empty when none failed)."""
+    if not len(summary) or "n_failed" not in summary:
+        return "", ""
+    total = int(summary.n_failed.sum())
+    head = "<h2>Failures</h2>"
+    if not total:
+        return head + "<p>No failed rows.</p>", "## Failures\n\nNo failed rows.\n"
+    rows = summary[summary.n_failed > 0]
+    table = pd.DataFrame({"codec": rows.codec, "setting": rows.setting_label, "n_ok": rows.n_ok.astype(int),
+                          "n_failed": rows.n_failed.astype(int),
+                          "reasons": rows.get("failure_reasons", pd.Series("", rows.index)).fillna("")})
+    intro = f"{total} failed rows in {len(rows)} settings; a failed row has no metric values and is left out of the means."
+    return (f"{head}<p>{html.escape(intro)}</p>{table.to_html(index=False, border=0)}",
+            f"## Failures\n\n{intro}\n\n{table.to_markdown(index=False)}\n")
 
 
 def _provenance(info: dict) -> dict:

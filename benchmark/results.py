@@ -1,4 +1,4 @@
-"""The results schema, atomic shard writing, per-setting summaries, and loading a run into pandas.
+"""Atomic shard writing, per-setting summaries, and loading a run into pandas.
 
 A run directory holds `config.json` (what was asked, with provenance), `images/<codec>/chunk-*.parquet`
 (one row per image, codec and setting; a shard exists only once all of its rows are final) and
@@ -8,39 +8,21 @@ A run directory holds `config.json` (what was asked, with provenance), `images/<
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
 import re
 import tempfile
-from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-# Columns every per-image row has, with fixed types so shards always concatenate.
-IMAGE_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("created", pa.string()), ("git_sha", pa.string()),
-    ("cmcbench_version", pa.string()), ("config_hash", pa.string()), ("versions", pa.string()),
-    ("dataset", pa.string()), ("dataset_fingerprint", pa.string()), ("split", pa.string()),
-    ("preprocess", pa.string()),
-    ("image_id", pa.string()), ("image_index", pa.int64()), ("image_sha256", pa.string()),
-    ("width", pa.int64()), ("height", pa.int64()), ("source_mode", pa.string()), ("input_notes", pa.string()),
-    ("codec", pa.string()), ("codec_target", pa.string()), ("codec_options", pa.string()),
-    ("codec_versions", pa.string()), ("rate_parameter", pa.string()),
-    ("setting", pa.float64()), ("setting_label", pa.string()), ("setting_index", pa.int64()),
-    ("bytes", pa.int64()), ("bits", pa.int64()), ("bpp", pa.float64()), ("psnr", pa.float64()),
-    ("encode_s", pa.float64()), ("decode_s", pa.float64()), ("output_notes", pa.string()),
-    ("status", pa.string()), ("error", pa.string()),
-])
+from benchmark.schema import GROUP_COLUMNS
 
-# Per-image metrics averaged into the summary (mean over images whose row succeeded).
-MEAN_COLUMNS = ["bytes", "bits", "bpp", "psnr", "encode_s", "decode_s"]
-# Columns copied from the first row of a (codec, setting) group into its summary row.
-GROUP_COLUMNS = ["run_id", "created", "git_sha", "cmcbench_version", "config_hash", "versions", "dataset",
-                 "dataset_fingerprint", "split", "preprocess", "codec", "codec_target", "codec_options",
-                 "codec_versions", "rate_parameter", "setting", "setting_label", "setting_index"]
+
+OUTPUTS = "outputs"  # saved reconstructions and bitstreams, per codec and setting
 
 
 def safe_name(text: str) -> str:
@@ -62,31 +44,26 @@ def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
         raise
 
 
-def table_from_rows(rows: list[dict]) -> pa.Table:
-    """Rows to an Arrow table: known columns with their fixed types, extra columns inferred."""
-    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in IMAGE_SCHEMA.names]
-    table = pa.Table.from_pylist([{k: r.get(k) for k in IMAGE_SCHEMA.names} for r in rows], schema=IMAGE_SCHEMA)
-    for name in extra:
-        values = [r.get(name) for r in rows]
-        table = table.append_column(name, pa.array(values, type=_extra_type(values)))
-    return table
-
-
-def _extra_type(values) -> pa.DataType:
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, bool) for v in present):
-        return pa.bool_()
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        return pa.float64()
-    if not present:
-        return pa.float64()
-    return pa.string()
-
-
 def write_table(path: pathlib.Path, table: pa.Table) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def output_file_name(image_id: str, suffix: str) -> str:
+    """A saved output's file name: the image id (folders kept, characters made safe) plus the suffix, except
+    that a .png reconstruction of an id already ending in .png keeps the id as it is. Ids are unique, so two
+    images with the same stem (x.png and x.jpg) never share a file."""
+    parts = [safe_name(p) for p in image_id.split("/") if p not in ("", ".", "..")]
+    name = "/".join(parts) or "_"
+    return name if suffix == ".png" and name.lower().endswith(".png") else name + suffix
+
+
+def output_path(run_dir: pathlib.Path, codec_label: str, setting_label: str, image_id: str, suffix: str) -> pathlib.Path:
+    """Where --save-reconstructions (.png) and --save-bitstreams (.bin) put one output: OUTPUTS/<codec>/<setting>/,
+    a layout that `--codec "precomputed path=RUN/outputs/<codec>"` reads back."""
+    return pathlib.Path(run_dir) / OUTPUTS / safe_name(codec_label) / safe_name(setting_label) / \
+        output_file_name(image_id, suffix)
 
 
 def shard_path(run_dir: pathlib.Path, codec_label: str, chunk: int) -> pathlib.Path:
@@ -97,53 +74,47 @@ def shard_files(run_dir: pathlib.Path) -> list[pathlib.Path]:
     return sorted((run_dir / "images").glob("*/chunk-*.parquet"))
 
 
-@dataclass
-class _Accumulator:
-    first: dict
-    n: int = 0
-    ok: int = 0
-    sums: dict | None = None
-    counts: dict | None = None
-
-    def add(self, row: dict) -> None:
-        self.n += 1
-        if row["status"] != "ok":
-            return
-        self.ok += 1
-        self.sums = self.sums or {}
-        self.counts = self.counts or {}
-        for c, v in row.items():
-            if c in GROUP_COLUMNS or c == "status" or not isinstance(v, (int, float)) or isinstance(v, bool):
-                continue
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                continue
-            self.sums[c] = self.sums.get(c, 0.0) + float(v)
-            self.counts[c] = self.counts.get(c, 0) + 1
-
-
 def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
-    """One row per (codec, setting): image counts and the mean of each per-image metric over OK rows.
+    """One row per (codec, setting): image counts, the most common failure reasons, and the mean of each
+    per-image number over the rows that succeeded (NaN, never 0, when none did).
 
     Streams shard by shard, so memory depends on the number of settings, not of images.
     """
-    groups: dict[tuple, _Accumulator] = {}
+    groups: dict[tuple, dict] = {}
     for path in shard_files(run_dir):
         table = pq.read_table(path)
-        wanted = [c for c in table.column_names if c in GROUP_COLUMNS or c == "status" or c in MEAN_COLUMNS
-                  or c not in IMAGE_SCHEMA.names]  # codec- and metric-specific per-image columns
-        for row in table.select(wanted).to_pylist():
-            key = (row["codec"], row["setting_index"])
+        means = [f.name for f in table.schema if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
+                 and f.name not in GROUP_COLUMNS]
+        keys = table.select(["codec", "setting_index"]).to_pylist()
+        firsts: dict[tuple, int] = {}
+        for k, key in enumerate(keys):
+            firsts.setdefault((key["codec"], key["setting_index"]), k)
+        for key, first in firsts.items():
+            mask = pc.and_(pc.equal(table["codec"], key[0]), pc.equal(table["setting_index"], key[1]))
+            part = table.filter(mask)
             acc = groups.get(key)
             if acc is None:
-                acc = groups[key] = _Accumulator({c: row[c] for c in GROUP_COLUMNS})
-            acc.add(row)
+                acc = groups[key] = {"first": {c: table[c][first].as_py() for c in GROUP_COLUMNS if c in table.column_names},
+                                     "n": 0, "ok": 0, "sums": {}, "counts": {}, "reasons": {}}
+            good = part.filter(pc.equal(part["status"], "ok"))
+            acc["n"] += len(part)
+            acc["ok"] += len(good)
+            for c in means:
+                values = pc.cast(good[c], pa.float64()).to_numpy(zero_copy_only=False)
+                values = values[~np.isnan(values)]
+                acc["sums"][c] = acc["sums"].get(c, 0.0) + float(values.sum())
+                acc["counts"][c] = acc["counts"].get(c, 0) + len(values)
+            for error in part.filter(pc.invert(pc.equal(part["status"], "ok")))["error"].to_pylist():
+                acc["reasons"][error] = acc["reasons"].get(error, 0) + 1
     out = []
     for key in sorted(groups):
         acc = groups[key]
-        row = dict(acc.first)
-        row.update(n_images=acc.n, n_ok=acc.ok, n_failed=acc.n - acc.ok)
-        for c, s in (acc.sums or {}).items():
-            row[c] = s / acc.counts[c]
+        row = dict(acc["first"])
+        row.update(n_images=acc["n"], n_ok=acc["ok"], n_failed=acc["n"] - acc["ok"])
+        for c, s in acc["sums"].items():
+            row[c] = s / acc["counts"][c] if acc["counts"][c] else float("nan")
+        top = sorted(acc["reasons"].items(), key=lambda kv: (-kv[1], str(kv[0])))
+        row["failure_reasons"] = "; ".join(f"{n} x {reason}" for reason, n in top[:5])
         out.append(row)
     return pd.DataFrame(out)
 

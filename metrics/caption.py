@@ -37,15 +37,28 @@ def _embedder(model: str):
     return SentenceTransformer(model, device="cpu")
 
 
-def caption_scores(caption: str, references, embedder: str = "") -> dict:
-    out = {"caption_bleu4": None}
-    try:
-        from sacrebleu.metrics import BLEU
-    except ImportError:
-        pass
+def bleu4(caption: str, references, state: dict | None = None) -> float:
+    """Sentence BLEU-4 (sacrebleu, effective order) of the caption against all references, in 0..1."""
+    from sacrebleu.metrics import BLEU
+
+    return BLEU(effective_order=True).sentence_score(caption, list(references)).score / 100.0
+
+
+def cosine(caption: str, references, state: dict) -> float:
+    """Mean cosine similarity of the caption's sentence embedding to each reference's."""
+    vectors = _embedder(state["model"]).encode([caption, *references], normalize_embeddings=True)
+    return float(np.mean(vectors[1:] @ vectors[0]))
+
+
+def resolve(embedder: dict) -> dict:
+    """Availability of the two caption metrics, as the metric registry reads it."""
+    if importlib.util.find_spec("sacrebleu") is None:
+        bleu = {"status": "unavailable", "reason": "caption_bleu4 needs sacrebleu: pip install -e '.[cmc]'"}
     else:
-        out["caption_bleu4"] = BLEU(effective_order=True).sentence_score(caption, list(references)).score / 100.0
-    if embedder:
-        vectors = _embedder(embedder).encode([caption, *references], normalize_embeddings=True)
-        out["caption_cosine"] = float(np.mean(vectors[1:] @ vectors[0]))
-    return out
+        bleu = {"status": "ok"}
+    if embedder.get("model"):
+        cos = {"status": "ok", "model": embedder["model"]}
+    else:
+        cos = {"status": "disabled" if "not requested" in embedder.get("note", "") else "unavailable",
+               "reason": embedder.get("note", "")}
+    return {"caption_bleu4": bleu, "caption_cosine": cos}

@@ -103,3 +103,19 @@ def load_alexnet_backbone(model, state_dict: dict) -> None:
     if missing:
         raise LPIPSUnavailable(f"LPIPS backbone weights lack {', '.join(missing[:3])}...: expected torchvision's "
                                "AlexNet state dict.")
+
+
+def load(state: dict, device: str = "cpu") -> LPIPS:
+    """The network for a run, from the backbone its config.json recorded (refused if the file changed)."""
+    from metrics.inception import file_sha256
+
+    if file_sha256(state["backbone_path"]) != state["backbone_sha256"]:
+        raise RuntimeError(f"The LPIPS weights at {state['backbone_path']} changed since this run started.")
+    return LPIPS(state["backbone_path"], device)
+
+
+def score(model: LPIPS, original: np.ndarray, reconstruction: np.ndarray, cache: dict) -> float:
+    """LPIPS of one reconstruction; `cache` keeps the original's features for its other settings."""
+    if "lpips" not in cache:
+        cache["lpips"] = model.features(original)
+    return model.distance(cache["lpips"], reconstruction)

@@ -10,3 +10,21 @@ def psnr(reference: np.ndarray, reconstruction: np.ndarray) -> float:
     np.square(diff, out=diff)
     mse = int(diff.sum(dtype=np.int64)) / diff.size  # exact sum of squared errors
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
+
+
+# ITU-R BT.601 luma on the 8-bit studio range (16..235), as MATLAB's rgb2ycbcr and the super-resolution and
+# learned-compression papers that report "PSNR-Y" compute it.
+BT601_Y = (65.481 / 255.0, 128.553 / 255.0, 24.966 / 255.0)
+
+
+def luma_bt601(image: np.ndarray) -> np.ndarray:
+    """Y of an 8-bit RGB image, float64 in 16..235 (not rounded)."""
+    return 16.0 + np.asarray(image, np.float64) @ np.array(BT601_Y)
+
+
+def psnr_y(reference: np.ndarray, reconstruction: np.ndarray) -> float:
+    """PSNR of the BT.601 luma channel, peak 255 (inf for identical luma)."""
+    if reference.shape != reconstruction.shape:
+        raise ValueError(f"PSNR-Y needs equal shapes, got {reference.shape} and {reconstruction.shape}.")
+    mse = float(np.mean(np.square(luma_bt601(reference) - luma_bt601(reconstruction))))
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)

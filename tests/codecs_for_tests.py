@@ -87,3 +87,12 @@ class Noisy(Raw):
         noisy = image + rng.normal(0, self.options["sigma"] * float(setting), image.shape)
         return super().encode(np.clip(noisy, 0, 255).astype(np.uint8), setting)
 
+
+
+class AlwaysRaises(Raw):
+    """A plug-in codec whose encode always fails: every row of the run fails."""
+
+    name = "alwaysraises"
+
+    def encode(self, image, setting):
+        raise RuntimeError("this encoder always fails")

@@ -121,7 +121,7 @@ def test_cmc_rows_side_information_and_retrieval(tmp_path):
 
 def test_a_decoding_process_given_only_the_bitstream_reproduces_the_image(tmp_path):
     run_dir = _cmc_run(tmp_path, save_bitstreams=True)
-    files = sorted((run_dir / "bitstreams" / "cmc" / "16").glob("*.bin"))
+    files = sorted((run_dir / "outputs" / "cmc" / "16").glob("*.bin"))
     assert len(files) == 5
     codec = CMC()
     codec.setup(codec_context(RunConfig(dataset="sample"), "test"))
@@ -155,7 +155,7 @@ def test_transformers_captioner_and_diffusers_generator_end_to_end(tmp_path, tin
     side = codec["side_information"]
     assert len(side["captioner"]["transformers"]["fingerprint"]) == 16 and side["generator"]["diffusers"]["model"]
     # A separate process given only one bitstream file rebuilds the generated image bit for bit.
-    path = next((run_dir / "bitstreams" / "cmc" / "64").glob("*.bin"))
+    path = next((run_dir / "outputs" / "cmc" / "64").glob("*.bin"))
     out = tmp_path / "decoded.png"
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), "decode", str(run_dir), "cmc",
                            str(path), "-o", str(out)], capture_output=True, text=True)

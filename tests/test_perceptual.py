@@ -44,7 +44,7 @@ def test_agrees_with_torch_fidelity_calculate_metrics(tmp_path, random_inception
     extractor = InceptionExtractor(str(random_inception_weights), file_sha256(random_inception_weights), "cpu", 8)
     ref_pool, _ = extractor([ds.read(r).pixels for r in ds.records])
     for quality in (10, 90):
-        recon_dir = outcome.run_dir / "reconstructions" / "jpeg" / str(quality)
+        recon_dir = outcome.run_dir / "outputs" / "jpeg" / str(quality)
         ref = calculate_metrics(input1=str(recon_dir), input2=str(originals), cuda=False, isc=True, fid=True,
                                 kid=True, feature_extractor_weights_path=str(random_inception_weights),
                                 isc_splits=4, kid_subsets=10, kid_subset_size=8, batch_size=8, verbose=False,

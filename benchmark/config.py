@@ -1,0 +1,58 @@
+"""What a run is asked to do: the dataset, codecs and metrics (hashed into the config hash), and how to
+execute it (not hashed: it does not change the rows' values)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from benchmark import perceptual
+from benchmark.codec import CodecSpec
+from benchmark.fullref import DEFAULTS as DEFAULT_IMAGE_METRICS
+from benchmark.imageio import DEFAULT_MAX_PIXELS
+
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "sample"
+    split: str | None = None
+    preprocess: str = "none"
+    limit: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    codecs: list[CodecSpec] = field(default_factory=list)
+    inception: dict = field(default_factory=lambda: dict(perceptual.DEFAULTS))
+    caption_embedder: str = "auto"  # sentence-transformers model for caption_cosine; auto, none, id or path
+    image_metrics: dict = field(default_factory=lambda: dict(DEFAULT_IMAGE_METRICS))  # MS-SSIM and LPIPS
+    add_metrics: list[str] = field(default_factory=list)  # registry metrics that are off by default
+    # Execution only: these do not change the rows' values.
+    timeout: float = 300.0
+    chunk_size: int | None = None
+    save_reconstructions: bool = False
+    save_bitstreams: bool = False
+
+    def hashed_part(self) -> dict:
+        out = {"dataset": self.dataset, "split": self.split, "preprocess": self.preprocess, "limit": self.limit,
+               "max_pixels": self.max_pixels, "codecs": [c.to_json() for c in self.codecs],
+               "inception": {k: self.inception.get(k) for k in perceptual.HASHED},
+               "caption_embedder": self.caption_embedder,
+               "image_metrics": {"ms_ssim": bool(self.image_metrics.get("ms_ssim")),
+                                 "lpips": self.image_metrics.get("lpips", "auto") != "none"}}
+        if self.add_metrics:  # absent when empty, so runs of earlier versions keep their hash
+            out["add_metrics"] = sorted(self.add_metrics)
+        return out
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["codecs"] = [c.to_json() for c in self.codecs]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RunConfig":
+        d = dict(d)
+        d["codecs"] = [CodecSpec.from_json(c) for c in d["codecs"]]
+        return cls(**d)
+
+
+def codec_context(config: RunConfig, split: str) -> dict:
+    """What a codec's setup may know of the run: the dataset, its split and preprocessing."""
+    return {"dataset": config.dataset, "split": split, "preprocess": config.preprocess}

@@ -1,0 +1,125 @@
+"""Producing: one image at one setting becomes a bitstream (or a declared bit count) and a reconstruction.
+
+For an ordinary codec that is encode -> bytes -> decode, with a separate decoder instance that gets the
+bytes and nothing else; bpp is 8 x bytes / pixels of the input. A codec whose outputs were made outside
+cmcbench (`produced_outside`) hands them over through `Codec.produce`. Either way the reconstruction is
+checked (8-bit RGB, the input's size unless the codec declares otherwise) before anything scores it.
+Nothing here computes a quality metric: that is `benchmark.scoring`'s job.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from benchmark.codec import Codec, CodecTimeout, encode_image
+from metrics.rate import bits_per_pixel
+
+
+@dataclass
+class Production:
+    columns: dict[str, Any] = field(default_factory=dict)  # rate, timings, codec columns, status and error
+    reconstruction: np.ndarray | None = None  # checked, at the input's size; None when it failed
+    data: bytes | None = None  # the bitstream, when there is one
+
+
+@contextmanager
+def time_limit(seconds: float, what: str):
+    """Raise CodecTimeout in the calling thread after `seconds` (main thread of a process only)."""
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise CodecTimeout(f"{what} timed out after {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def error_text(stage: str, exc: BaseException) -> str:
+    if isinstance(exc, CodecTimeout):
+        return str(exc)
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{stage} failed: {type(exc).__name__}" + (f": {msg}" if msg else "")
+
+
+def check_output(recon: Any, reference: np.ndarray, exact_size: bool) -> tuple[np.ndarray, str]:
+    if not isinstance(recon, np.ndarray):
+        raise ValueError(f"decoder returned {type(recon).__name__}, not a numpy array")
+    if recon.dtype != np.uint8:
+        raise ValueError(f"decoder returned dtype {recon.dtype}, expected uint8")
+    if recon.ndim != 3 or recon.shape[2] != 3:
+        raise ValueError(f"decoder returned shape {recon.shape}, expected H x W x 3")
+    if recon.shape == reference.shape:
+        return recon, ""
+    h, w = reference.shape[:2]
+    if exact_size:
+        raise ValueError(f"decoded image is {recon.shape[1]}x{recon.shape[0]}, expected {w}x{h}")
+    note = f"output {recon.shape[1]}x{recon.shape[0]} resized to {w}x{h} (bicubic) for pixel metrics"
+    return np.asarray(Image.fromarray(recon).resize((w, h), Image.BICUBIC)), note
+
+
+def produce(encoder: Codec, decoder: Codec, pixels: np.ndarray, setting: Any, record: Any,
+            timeout: float) -> Production:
+    """Encode, decode and check one image at one setting; a failure becomes the row's reason."""
+    if encoder.produced_outside:
+        return _produce_outside(encoder, pixels, setting, record)
+    out = Production()
+    h, w = pixels.shape[:2]
+    stage = "encode"
+    try:
+        t0 = time.perf_counter()
+        with time_limit(timeout, "encode"):
+            data = encode_image(encoder, pixels, setting, record)
+        t1 = time.perf_counter()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"encoder returned {type(data).__name__}, not bytes")
+        out.data = data = bytes(data)
+        out.columns.update(bytes=len(data), bits=8 * len(data), bpp=bits_per_pixel(len(data), w, h), encode_s=t1 - t0)
+        out.columns.update(encoder.encode_columns())
+        stage = "decode"
+        t2 = time.perf_counter()
+        with time_limit(timeout, "decode"):
+            recon = decoder.decode(data)
+        out.columns["decode_s"] = time.perf_counter() - t2
+        stage = "output check"
+        out.reconstruction, note = check_output(recon, pixels, decoder.exact_size)
+        out.columns.update(decoder.extra_columns(data))
+        out.columns.update(output_notes=note, status="ok", error="")
+    except Exception as exc:  # noqa: BLE001 - the row fails with its reason, the run goes on
+        out.reconstruction = None
+        out.columns.update(status="failed", error=error_text(stage, exc))
+    return out
+
+
+def _produce_outside(codec: Codec, pixels: np.ndarray, setting: Any, record: Any) -> Production:
+    out = Production(columns={"produced_outside": True})
+    h, w = pixels.shape[:2]
+    stage = "reading precomputed output"
+    try:
+        made = codec.produce(pixels, setting, record)
+        out.data = made.data
+        n_bytes = len(made.data) if made.data is not None else None
+        out.columns.update(bytes=n_bytes, bits=int(made.bits), bpp=made.bits / (w * h), **made.columns)
+        stage = "output check"
+        out.reconstruction, note = check_output(made.reconstruction, pixels, codec.exact_size)
+        out.columns.update(output_notes="; ".join(filter(None, [made.columns.get("output_notes", ""), note])),
+                           status="ok", error="")
+    except Exception as exc:  # noqa: BLE001 - the row fails with its reason, the run goes on
+        out.reconstruction = None
+        out.columns.update(status="failed", error=error_text(stage, exc) if stage == "output check" else
+                           (str(exc) if isinstance(exc, (FileNotFoundError, ValueError)) else error_text(stage, exc)))
+    return out

@@ -1,0 +1,110 @@
+"""Scoring: per-image metrics of a reconstruction, as the metric registry declares them.
+
+A Scorer takes (original, reconstruction, the record's reference captions, the transmitted text) and
+returns the row's metric columns. It knows no metric by name: it runs every per-image registry entry
+whose state in the run's config.json is ok (pixel metrics as pure functions, network metrics through a
+model loaded once per process, text metrics on what the bitstream carried). A metric that cannot be
+computed on one image is NaN with the reason in `metric_notes`; the row and the run go on.
+
+`metric_states` is the one place that turns a run's resolved stages into each metric's availability.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any
+
+import numpy as np
+
+from metrics import registry
+
+COMPUTED_HERE = ("pixels", "network", "text")
+
+
+def _state_of(info: dict, path: str) -> dict:
+    node: Any = info
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
+def metric_states(info: dict, added: list[str] = ()) -> dict[str, dict]:
+    """{metric: {"status": ok | disabled | unavailable, "reason": ...}} for every registry metric."""
+    out = {}
+    for name, m in registry.METRICS.items():
+        if not m.default and name not in added:
+            out[name] = {"status": "disabled", "reason": f"not requested (--add-metric {name})"}
+        elif not m.state:
+            out[name] = {"status": "ok", "reason": ""}
+        else:
+            state = _state_of(info, m.state)
+            status = state.get("status", "unavailable" if state else "disabled")
+            out[name] = {"status": status, "reason": "" if status == "ok" else state.get("reason", "not recorded")}
+    return out
+
+
+def status_column(metric: str) -> str:
+    """The summary column that carries a metric's availability (shared by metrics of one stage)."""
+    state = registry.get(metric).state
+    return f"{state.split('.')[-1] if state else metric}_status"
+
+
+def requested(states: dict[str, dict]) -> list[str]:
+    """Metrics the run asked for (available or not): their columns are part of its schema."""
+    return [name for name, s in states.items() if s["status"] != "disabled"]
+
+
+class Scorer:
+    """Per-image metrics for one process; networks are loaded on first use and kept."""
+
+    def __init__(self, states: dict[str, dict], info: dict, device: str = "cpu"):
+        self.metrics = [registry.get(name) for name, s in states.items()
+                        if s["status"] == "ok" and registry.get(name).kind in COMPUTED_HERE]
+        self.info = info
+        self.device = device
+        self._functions: dict[str, Any] = {}
+        self._models: dict[str, Any] = {}
+        if any(m.kind == "network" for m in self.metrics) and multiprocessing.current_process().name != "MainProcess":
+            import torch
+
+            torch.set_num_threads(1)  # one thread per worker process: the pool already uses every core
+
+    def _function(self, m: registry.MetricInfo):
+        if m.column not in self._functions:
+            self._functions[m.column] = m.function()
+        return self._functions[m.column]
+
+    def _model(self, m: registry.MetricInfo):
+        if m.column not in self._models:
+            self._models[m.column] = m.loader()(_state_of(self.info, m.state), self.device)
+        return self._models[m.column]
+
+    def score(self, original: np.ndarray, reconstruction: np.ndarray, captions=(), text: str | None = None,
+              cache: dict | None = None) -> dict:
+        """Metric columns for one reconstruction; `cache` holds this original's reference features."""
+        cache = {} if cache is None else cache
+        out: dict[str, Any] = {}
+        notes = []
+        for m in self.metrics:
+            try:
+                if m.kind == "pixels":
+                    value = self._function(m)(original, reconstruction)
+                elif m.kind == "network":
+                    value = self._function(m)(self._model(m), original, reconstruction, cache)
+                elif text is None or not captions:
+                    continue  # a text metric needs transmitted text and reference captions
+                else:
+                    value = self._function(m)(text, captions, _state_of(self.info, m.state))
+            except Exception as exc:  # noqa: BLE001 - the metric is NaN with its reason, the row goes on
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                value = (float("nan"), f"{m.column} failed: {msg}")
+            if isinstance(value, tuple):
+                value, note = value
+                notes += [note] if note else []
+            if isinstance(value, dict):
+                out.update(value)
+            else:
+                out[m.column] = value
+        if notes:
+            out["metric_notes"] = "; ".join(notes)
+        return out

@@ -1,0 +1,154 @@
+"""A task's work, in whichever process runs it: read each image once, produce every setting's
+reconstruction, score it, and return one row per (image, setting).
+
+The Worker holds the dataset, the preprocessing, an encoder and a separate decoder instance of each codec
+(the decoder never sees the encoder's state) and the Scorer. Both executors (the local process pool and
+Ray) run tasks through it; it imports neither of them nor the orchestrator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from benchmark import __version__, perceptual
+from benchmark.codec import Codec
+from benchmark.config import RunConfig, codec_context
+from benchmark.datasets import Dataset
+from benchmark.imageio import BadImage
+from benchmark.preprocess import get_preset
+from benchmark.produce import error_text, produce
+from benchmark.results import atomic_write_bytes, output_path
+from benchmark.scoring import Scorer
+from metrics import registry
+
+
+@dataclass(frozen=True)
+class Task:
+    chunk: int
+    codec: str  # label
+    start: int  # record indices [start, stop)
+    stop: int
+
+
+@dataclass
+class TaskResult:
+    task: Task
+    rows: list[dict]
+    originals: dict[int, np.ndarray]
+    reconstructions: list[tuple[int, np.ndarray]]  # (row position, pixels)
+
+
+class Worker:
+    def __init__(self, info: dict, dataset: Dataset, run_dir: str):
+        self.info = info
+        self.dataset = dataset
+        self.run_dir = pathlib.Path(run_dir)
+        self.config = RunConfig.from_json(info["config"])
+        self.preprocess = get_preset(self.config.preprocess)[1]
+        self.specs = {c.label: c for c in self.config.codecs}
+        self.codecs: dict[str, tuple[Codec, Codec]] = {}
+        self.reference_dir = info.get("inception", {}).get("reference_dir")
+        self.context = codec_context(self.config, info["dataset"]["split"])
+        self.scorer = Scorer(info.get("metrics", {}), info)
+        self.base = {
+            "run_id": info["run_id"], "created": info["created"], "git_sha": info["git_sha"],
+            "cmcbench_version": __version__, "config_hash": info["config_hash"],
+            "versions": json.dumps(info["versions"], sort_keys=True), "dataset": info["dataset"]["name"],
+            "dataset_fingerprint": info["dataset"]["fingerprint"], "split": info["dataset"]["split"],
+            "preprocess": self.config.preprocess,
+        }
+        self.codec_columns = {
+            c["label"]: {"codec": c["label"], "codec_target": c["target"],
+                         "codec_options": json.dumps(c["options"], sort_keys=True),
+                         "codec_versions": json.dumps(c["versions"], sort_keys=True),
+                         "rate_parameter": c["rate_parameter"], "produced_outside": bool(c.get("produced_outside"))}
+            for c in info["codecs"]}
+
+    def codec_pair(self, label: str) -> tuple[Codec, Codec]:
+        if label not in self.codecs:
+            spec = self.specs[label]
+            encoder, decoder = spec.build(), spec.build()
+            encoder.setup(self.context)
+            decoder.setup(self.context)
+            self.codecs[label] = (encoder, decoder)
+        return self.codecs[label]
+
+    def row(self, codec: str, image_row: dict, setting_index: int, setting) -> dict:
+        """A new per-image row: provenance, codec, image and setting columns."""
+        return {**self.base, **self.codec_columns[codec], **image_row,
+                "setting": float(setting) if isinstance(setting, (int, float)) else None,
+                "setting_label": str(setting), "setting_index": setting_index}
+
+    def load(self, index: int) -> tuple[dict, np.ndarray | None, str]:
+        record = self.dataset.records[index]
+        row = {"image_id": record.image_id, "image_index": record.index}
+        try:
+            loaded = self.dataset.read(record, self.config.max_pixels)
+            pixels = np.ascontiguousarray(self.preprocess(loaded.pixels, record))
+        except BadImage as exc:
+            return row, None, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any reader failure becomes this image's reason
+            return row, None, error_text("reading image", exc)
+        h, w = pixels.shape[:2]
+        digest = hashlib.sha256(f"{w}x{h}|".encode())
+        digest.update(memoryview(pixels).cast("B"))
+        row.update(image_sha256=digest.hexdigest(), width=w, height=h, source_mode=loaded.source_mode,
+                   input_notes="; ".join(loaded.notes))
+        return row, pixels, ""
+
+    def run(self, task: Task, keep_pixels: bool = False) -> TaskResult:
+        spec = self.specs[task.codec]
+        result = TaskResult(task, [], {}, [])
+        try:
+            encoder, decoder = self.codec_pair(task.codec)
+            setup_error = ""
+        except Exception as exc:  # noqa: BLE001 - the codec fails its rows, the run goes on
+            encoder = decoder = None
+            setup_error = error_text("codec setup", exc)
+        for index in range(task.start, task.stop):
+            image_row, pixels, error = self.load(index)
+            reference_cache: dict = {}
+            if pixels is not None and keep_pixels and self.reference_dir and perceptual.needs_reference(
+                    self.reference_dir, image_row["image_sha256"], self.config.inception.get("patch_fid")):
+                result.originals[index] = pixels
+            for s, setting in enumerate(spec.settings):
+                row = self.row(task.codec, image_row, s, setting)
+                if pixels is None or setup_error:
+                    row.update(status="failed", error=error or setup_error)
+                    result.rows.append(row)
+                    continue
+                record = self.dataset.records[index]
+                made = produce(encoder, decoder, pixels, setting, record, self.config.timeout)
+                row.update(made.columns)
+                if made.data is not None and self.config.save_bitstreams:
+                    atomic_write_bytes(output_path(self.run_dir, task.codec, str(setting), record.image_id, ".bin"),
+                                       made.data)
+                recon = made.reconstruction
+                if recon is not None:
+                    text = row.get(registry.TEXT_COLUMN)
+                    row.update(self.scorer.score(pixels, recon, record.captions, text, reference_cache))
+                    if keep_pixels:
+                        result.reconstructions.append((len(result.rows), recon))
+                    if self.config.save_reconstructions:
+                        path = output_path(self.run_dir, task.codec, str(setting), record.image_id, ".png")
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        Image.fromarray(recon).save(path)
+                result.rows.append(row)
+        return result
+
+    def crashed_result(self, task: Task) -> TaskResult:
+        """Failed rows for a task whose worker process kept dying."""
+        rows = []
+        for index in range(task.start, task.stop):
+            record = self.dataset.records[index]
+            image_row = {"image_id": record.image_id, "image_index": record.index}
+            for s, setting in enumerate(self.specs[task.codec].settings):
+                rows.append({**self.row(task.codec, image_row, s, setting), "status": "failed",
+                             "error": "the worker process died while running this task (retried; codec crashed)"})
+        return TaskResult(task, rows, {}, [])

@@ -1,0 +1,284 @@
+"""Any codec in: precomputed reconstructions, command-line codecs, published curves, the declared schema,
+the metric registry, and runs whose every row fails."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from benchmark import leaderboard
+from benchmark.cli import EXIT_FAILED_ROWS, main
+from benchmark.codec import parse_codec_spec
+from benchmark.references import export_compressai, load_reference
+from benchmark.results import load_run, shard_files
+from benchmark.runner import RunConfig, create_run, execute
+from metrics import registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NO_NETWORKS = dict(inception={"enabled": False}, caption_embedder="none", image_metrics={"ms_ssim": True,
+                                                                                        "lpips": "none"})
+SAME = ["bytes", "bits", "bpp", "psnr", "ms_ssim", "ipd", "width", "height", "image_sha256", "status"]
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Photo-like images large enough for MS-SSIM (>= 161 px), two of them sharing a stem (x.png, x.jpg)."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, name in enumerate(["a.png", "b.png", "x.png", "x.jpg"]):
+        h, w = 168 + 8 * i, 176
+        y, x = np.mgrid[0:h, 0:w]
+        base = np.stack([128 + 90 * np.sin(x / (7 + i) + c) * np.cos(y / (11 + c)) for c in range(3)], -1)
+        pixels = np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / name, **({"quality": 95} if name.endswith(".jpg") else {}))
+    return folder
+
+
+def _run(tmp_path, dataset, codecs, name, **kw):
+    config = RunConfig(dataset=dataset, codecs=[parse_codec_spec(c) for c in codecs], **{**NO_NETWORKS, **kw})
+    run_dir = create_run(config, tmp_path / "runs", name, progress=False)
+    outcome = execute(run_dir, jobs=1, progress=False)
+    return run_dir, outcome
+
+
+def _by_key(images):
+    return images.set_index(["image_id", "setting_label"]).sort_index()
+
+
+def test_saved_outputs_fed_back_as_precomputed_give_the_same_rows(tmp_path, photos, random_inception_weights):
+    inception = {"enabled": True, "weights": str(random_inception_weights), "device": "cpu", "batch_size": 8,
+                 "isc_splits": 2, "kid_subsets": 10, "kid_subset_size": 3, "seed": 2020, "patch_fid": False}
+    codecs = ["jpeg quality=20,70", "jpeg2000 ratio=30,80", "webp quality=30"]
+    first, _ = _run(tmp_path, f"folder:{photos}", codecs, "first", inception=inception, save_reconstructions=True,
+                    save_bitstreams=True)
+    # x.png and x.jpg keep separate saved files.
+    assert (first / "outputs" / "jpeg" / "20" / "x.png").is_file()
+    assert (first / "outputs" / "jpeg" / "20" / "x.jpg.png").is_file()
+    again = [f"precomputed path={first / 'outputs' / label} label={label}" for label in ("jpeg", "jpeg2000", "webp")]
+    second, outcome = _run(tmp_path, f"folder:{photos}", again, "second", inception=inception)
+    assert outcome.n_failed == 0
+    a, sa = load_run(first)
+    b, sb = load_run(second)
+    for codec in ("jpeg", "jpeg2000", "webp"):
+        x, y = _by_key(a[a.codec == codec]), _by_key(b[b.codec == codec])
+        assert len(x) == len(y) == 4 * (1 if codec == "webp" else 2)
+        pd.testing.assert_frame_equal(x[SAME], y[SAME], check_exact=True)
+        assert y.produced_outside.all() and not x.produced_outside.any()
+        assert y.source_file.notna().all()
+    keys = ["codec", "setting_label"]
+    x, y = sa.set_index(keys).sort_index(), sb.set_index(keys).sort_index()
+    for column in ("bpp", "psnr", "ms_ssim", "ipd", "fid", "kid", "inception_score"):
+        np.testing.assert_array_equal(x[column].to_numpy(), y[column].to_numpy(), err_msg=column)
+    info = json.loads((second / "config.json").read_text())
+    declared = info["codecs"][0]
+    assert declared["produced_outside"] and len(declared["versions"]["precomputed_sha256"]) == 64
+    assert "outside cmcbench" in declared["side_information"]["produced_outside"]
+
+
+def test_precomputed_matches_by_id_and_fails_rows_it_cannot_fill(tmp_path, photos):
+    src = tmp_path / "elsewhere"
+    for setting in ("1", "2"):
+        (src / setting).mkdir(parents=True)
+    ids = ["a.png", "b.png", "x.png", "x.jpg"]
+    for k, image_id in enumerate(ids):
+        pixels = np.asarray(Image.open(photos / image_id).convert("RGB"))
+        name = image_id if image_id.endswith(".png") else image_id + ".png"
+        Image.fromarray(pixels).save(src / "1" / name)  # perfect reconstructions
+        if image_id != "b.png":
+            (src / "1" / f"{image_id}.bin").write_bytes(b"\0" * (10 + k))
+        if image_id == "a.png":
+            Image.fromarray(pixels[:-2]).save(src / "2" / "a.png")  # wrong size
+    (src / "1" / "stray.png").write_bytes(b"not an image of the dataset")
+    with open(src / "bits.csv", "w") as f:
+        f.write("image_id,setting,bits\nb.png,1,1234\na.png,2,500\n")
+    run_dir, outcome = _run(tmp_path, f"folder:{photos}", [f"precomputed path={src} label=ext"], "pre")
+    images, _ = load_run(run_dir)
+    rows = _by_key(images)
+    assert rows.loc[("a.png", "1")].bits == 80 and rows.loc[("b.png", "1")].bits == 1234  # .bin size, bits.csv
+    assert pd.isna(rows.loc[("b.png", "1")].bytes)
+    assert rows.loc[("x.jpg", "1")].bits == 8 * 13 and np.isinf(rows.loc[("x.jpg", "1")].psnr)
+    assert rows.loc[("a.png", "2")].error.startswith("output check failed: ValueError: decoded image is 176x166")
+    assert rows.loc[("b.png", "2")].error.startswith("no reconstruction of b.png for setting 2")
+    assert outcome.n_failed == 4
+    notes = json.loads((run_dir / "config.json").read_text())["codecs"][0]["notes"]
+    assert len(notes) == 1 and "1/stray.png" in notes[0]
+    # resize=true accepts the wrong-sized one and records the resize.
+    run_dir, _ = _run(tmp_path, f"folder:{photos}", [f"precomputed path={src} label=ext resize=true"], "resized")
+    row = _by_key(load_run(run_dir)[0]).loc[("a.png", "2")]
+    assert row.status == "ok" and row.bits == 500 and "resized to 176x168" in row.output_notes
+
+
+ENCODER = """\
+import io, sys
+from PIL import Image
+source, target, quality = sys.argv[1], sys.argv[2], int(sys.argv[3])
+Image.open(source).convert("RGB").save(target, format="JPEG", quality=quality, subsampling=2, optimize=False,
+                                       progressive=False)
+"""
+DECODER = """\
+import sys, time
+from PIL import Image
+mode = sys.argv[3] if len(sys.argv) > 3 else "ok"
+if mode == "fail":
+    sys.stderr.write("cannot decode this\\n"); sys.exit(1)
+if mode == "nothing":
+    sys.exit(0)
+if mode == "sleep":
+    time.sleep(30)
+Image.open(sys.argv[1]).convert("RGB").save(sys.argv[2])
+"""
+
+
+def test_command_line_jpeg_equals_the_builtin_and_bad_commands_fail_their_rows(tmp_path, photos):
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "enc.py").write_text(ENCODER)
+    (tools / "dec.py").write_text(DECODER)
+    py = sys.executable
+    enc = f"encode='{py} {tools / 'enc.py'} {{input}} {{output}} {{setting}}' suffix=.jpg"
+    spec = f"command {enc} decode='{py} {tools / 'dec.py'} {{input}} {{output}}' sweep=25,75 label=cli-jpeg " \
+           f"version='{py} --version'"
+    bad = [f"command {enc} decode='{py} {tools / 'dec.py'} {{input}} {{output}} {mode}' sweep=25 label=cli-{mode} "
+           f"timeout=2" for mode in ("fail", "nothing", "sleep")]
+    run_dir, outcome = _run(tmp_path, f"folder:{photos}", ["jpeg quality=25,75", spec, *bad], "cli",
+                            save_bitstreams=True)
+    images, _ = load_run(run_dir)
+    builtin, wrapped = _by_key(images[images.codec == "jpeg"]), _by_key(images[images.codec == "cli-jpeg"])
+    same = [c for c in SAME if c != "ipd"]
+    pd.testing.assert_frame_equal(builtin[same], wrapped[same], check_exact=True)
+    for image_id, setting in builtin.index:
+        saved = [(run_dir / "outputs" / c / setting / f"{image_id}.bin").read_bytes() for c in ("jpeg", "cli-jpeg")]
+        assert saved[0] == saved[1]
+    assert "Python 3" in json.loads(wrapped.codec_versions.iloc[0])["version"]
+    errors = images.set_index("codec").error
+    assert errors.loc["cli-fail"].str.startswith("decode failed: RuntimeError: decode command exited 1: "
+                                                 "cannot decode this").all()
+    assert errors.loc["cli-nothing"].str.contains("decode command wrote no image").all()
+    assert (errors.loc["cli-sleep"] == "decode command timed out after 2 s (killed)").all()
+    assert outcome.n_failed == 3 * 4 and (images[images.codec.isin(["jpeg", "cli-jpeg"])].status == "ok").all()
+
+
+def test_command_codec_refuses_a_missing_program_before_any_work(tmp_path, photos, capsys):
+    code = main(["run", "--dataset", str(photos), "--out", str(tmp_path / "r"), "--metrics", "none", "--lpips", "none",
+                 "--no-progress",
+                 "--codec", "command encode='no-such-enc {input} {output}' decode='no-such-dec {input} {output}' "
+                            "sweep=1"])
+    assert code == 1 and "program 'no-such-enc' was not found on PATH" in capsys.readouterr().err
+
+
+def test_export_then_reference_gives_the_same_bd_rate(tmp_path, photos):
+    run_dir, _ = _run(tmp_path, f"folder:{photos}", ["jpeg quality=10,20,40,70,90", "webp quality=10,25,50,75,90"],
+                      "exp")
+    files = export_compressai(run_dir, tmp_path / "export")
+    assert sorted(p.name for p in files) == ["jpeg.json", "webp.json"]
+    doc = json.loads((tmp_path / "export" / "webp.json").read_text())
+    assert {"bpp", "psnr-rgb", "ms-ssim-rgb"} <= set(doc["results"]) and doc["meta"]["run_id"] == "exp"
+    measured = leaderboard.build([run_dir], anchor="jpeg", resamples=0)
+    published = leaderboard.build([run_dir], anchor="jpeg", resamples=0, references=[tmp_path / "export" / "webp.json"])
+    bd = published.bd.set_index(["codec", "metric"])
+    for metric in ("psnr", "ms_ssim"):
+        want = measured.bd.set_index(["codec", "metric"]).loc[("webp", metric)]
+        got = bd.loc[("webp [published]", metric)]
+        assert got.bd_rate == pytest.approx(want.bd_rate, abs=1e-9, rel=0)
+    # A published anchor works too, and the published curve's dataset is checked against the run's.
+    as_anchor = leaderboard.build([run_dir], anchor="jpeg", resamples=0, references=[tmp_path / "export" / "jpeg.json"])
+    assert not any("not the same images" in n for n in as_anchor.notes)
+    csv = tmp_path / "paper.csv"
+    csv.write_text("codec,bpp,metric,value,dataset,source\nHiFiC,0.2,psnr,27.0,kodak,Mentzer 2020\n"
+                   "HiFiC,0.4,psnr,29.5,kodak,Mentzer 2020\nHiFiC,0.2,fid_x,1.0,kodak,Mentzer 2020\n")
+    frame, warnings = load_reference(csv)
+    assert list(frame.bpp) == [0.2, 0.4] and any("fid_x" in w for w in warnings)
+    board = leaderboard.build([run_dir], resamples=0, references=[csv], anchor="HiFiC")
+    assert board.anchor == "HiFiC [published]"
+    assert any("dataset 'kodak'" in n for n in board.notes)
+    assert main(["plot", str(run_dir), "--reference", str(csv), "--out", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "rd_psnr.png").is_file()
+
+
+def test_a_run_whose_every_row_fails_is_still_a_run(tmp_path, photos, capsys):
+    out = tmp_path / "r"
+    code = main(["run", "--dataset", str(photos), "--out", str(out), "--name", "bad", "--metrics", "none",
+                 "--lpips", "none", "--caption-embedder", "none", "--no-progress", "--codec",
+                 "codecs_for_tests:AlwaysRaises"])
+    printed = capsys.readouterr().out
+    assert code == EXIT_FAILED_ROWS
+    assert "encode failed: RuntimeError: this encoder always fails" in printed
+    run_dir = out / "bad"
+    images, summary = load_run(run_dir)
+    assert len(images) == 8 and (summary.n_ok == 0).all() and (summary.n_failed == 4).all()
+    assert summary.bpp.isna().all() and summary.failure_reasons.str.contains("always fails").all()
+    assert main(["plot", str(run_dir)]) == 0
+    assert main(["leaderboard", str(run_dir), "--bootstrap", "10"]) == 0
+    assert main(["report", str(run_dir), "--bootstrap", "10"]) == 0
+    assert "4 x encode failed" in (run_dir / "report" / "report.html").read_text()
+    assert main(["run", "--resume", str(run_dir), "--no-progress"]) == EXIT_FAILED_ROWS
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_read_parquet_sees_the_columns_load_run_does(tmp_path):
+    run_dir, _ = _run(tmp_path, "sample", ["jpeg quality=50", "cmc max_words=4,8", "jpeg bpp=0.5 label=jpeg-rm"],
+                      "cols", limit=3, chunk_size=1)
+    images, _ = load_run(run_dir)
+    direct = pd.read_parquet(run_dir / "images")
+    assert list(direct.columns) == list(images.columns)
+    assert {"caption", "caption_bleu4", "rate_match", "produced_outside"} <= set(direct.columns)
+    declared = [name for name, _ in json.loads((run_dir / "config.json").read_text())["schema"]]
+    for path in shard_files(run_dir):
+        assert pq.read_schema(path).names == declared
+
+
+def test_a_metric_is_one_registry_entry_and_unknown_names_are_errors(tmp_path, photos):
+    from metrics.psnr import psnr_y
+
+    # PSNR-Y against an independent pixel-by-pixel computation of BT.601 studio-range luma.
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-9, 10, a.shape), 0, 255).astype(np.uint8)
+    ya = [[16 + (65.481 * int(p[0]) + 128.553 * int(p[1]) + 24.966 * int(p[2])) / 255 for p in row] for row in a]
+    yb = [[16 + (65.481 * int(p[0]) + 128.553 * int(p[1]) + 24.966 * int(p[2])) / 255 for p in row] for row in b]
+    mse = np.mean((np.array(ya) - np.array(yb)) ** 2)
+    assert psnr_y(a, b) == pytest.approx(10 * np.log10(255 ** 2 / mse), rel=1e-12)
+    # Off by default; --add-metric turns it on with no change to the runner, and it is plotted and tabled.
+    run_dir, _ = _run(tmp_path, f"folder:{photos}", ["jpeg quality=30,80"], "y", add_metrics=["psnr_y"])
+    images, summary = load_run(run_dir)
+    assert images.psnr_y.notna().all() and (images.psnr_y != images.psnr).all()
+    assert "psnr_y" in leaderboard.build([run_dir], resamples=0).metrics
+    plain, _ = _run(tmp_path, f"folder:{photos}", ["jpeg quality=30"], "plain")
+    assert "psnr_y" not in load_run(plain)[0]
+    with pytest.raises(ValueError, match="Unknown metric 'psnr-why'"):
+        registry.higher_is_better("psnr-why")
+    with pytest.raises(ValueError, match="Unknown metric"):
+        create_run(RunConfig(dataset=f"folder:{photos}", codecs=[parse_codec_spec("jpeg")],
+                                           add_metrics=["nope"], **NO_NETWORKS), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_codec_specs_are_split_like_a_shell():
+    spec = parse_codec_spec("command encode='enc --q {setting} {input} {output}' decode=\"dec {input} {output}\" "
+                            "sweep=1,2 label=mine")
+    assert spec.options["encode"] == "enc --q {setting} {input} {output}" and spec.settings == (1, 2)
+    with pytest.raises(ValueError, match="quote values"):
+        parse_codec_spec("command encode='unclosed")
+    with pytest.raises(ValueError, match=r"must contain \{output\}"):
+        parse_codec_spec("command encode='enc {input}' decode='dec {input} {output}' sweep=1")
+
+
+def test_the_saved_layout_documents_itself(tmp_path, photos):
+    run_dir, _ = _run(tmp_path, f"folder:{photos}", ["jpeg2000 ratio=40,20"], "m", save_reconstructions=True)
+    manifest = json.loads((run_dir / "outputs" / "jpeg2000" / "manifest.json").read_text())
+    assert manifest["settings"] == ["40", "20"] and manifest["codec"] == "jpeg2000"
+    assert parse_codec_spec(f"precomputed path={run_dir / 'outputs' / 'jpeg2000'}").settings == (40, 20)
+    script = textwrap.dedent("""\
+        import pandas as pd, sys
+        print(sorted(pd.read_parquet(sys.argv[1]).setting_label.unique()))
+    """)
+    done = subprocess.run([sys.executable, "-c", script, str(run_dir / "images")], capture_output=True, text=True)
+    assert done.stdout.strip() == "['20', '40']"
