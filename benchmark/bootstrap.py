@@ -2,8 +2,10 @@
 
 A resample draws the setting's images with replacement; per-image metrics are averaged over it and the
 set-level ones (FID, KID, IS) are recomputed from the stored features of exactly those images (the
-originals' features paired with their reconstructions'). Percentile intervals, seeded: the same run,
-resample count and seed always give the same intervals. Comparing two runs resamples the images they
+originals' features paired with their reconstructions'; KID without the bias duplicates bring). Intervals
+are BCa for per-image means and bias-corrected percentile intervals for set-level metrics (whose
+resamples are biased by duplicates), so each contains its estimate; seeded: the same run, resample count
+and seed always give the same intervals. Comparing two runs resamples the images they
 share, the same draw for both, so the interval is that of the paired difference.
 """
 
@@ -21,6 +23,7 @@ from metrics import registry
 
 # Per-image columns whose mean over images is a reported metric (the registry's per-image metrics).
 MEAN_METRICS = tuple(m.column for m in registry.METRICS.values() if m.per_image)
+SET_METRICS = ("fid", "kid", "inception_score")  # recomputed from stored features in each resample
 DEFAULT_RESAMPLES = 200
 DEFAULT_SEED = 0
 DEFAULT_LEVEL = 0.95
@@ -39,6 +42,7 @@ class SettingData:
     logits: np.ndarray | None = None
     ref_pool: np.ndarray | None = None  # the originals' features, aligned with image_ids
     options: dict = field(default_factory=dict)
+    _kernels: tuple | None = field(default=None, repr=False)
 
     def subset(self, ids: np.ndarray) -> "SettingData":
         pos = np.searchsorted(self.image_ids, ids)
@@ -55,22 +59,33 @@ class SettingData:
                 names.append("inception_score")
         return names
 
+    def kernels(self):
+        """KID's Gram matrices of this setting, computed once for all its resamples."""
+        if self._kernels is None:
+            from metrics.kid import kernels
+
+            self._kernels = kernels(self.pool, self.ref_pool)
+        return self._kernels
+
     def evaluate(self, positions: np.ndarray) -> dict[str, np.ndarray]:
-        """Each metric on each resample; `positions` is B x n indices into this setting's images."""
-        from metrics.fid import fid_low_rank
+        """Each metric on each resample; `positions` is B x n indices into this setting's images.
+
+        FID is the summary's own function; KID is the duplicate-aware unbiased MMD^2 over the whole resample
+        (from Gram matrices computed once); IS is recomputed from the resampled logits."""
+        from metrics.fid import fid
         from metrics.inception_score import inception_score
-        from metrics.kid import kid
+        from metrics.kid import mmd2_weighted
 
         out = {}
         for name in self.metric_names():
             if name in self.per_image:
-                out[name] = np.nanmean(self.per_image[name][positions], axis=1)
+                out[name] = np.nanmean(registry.capped(name, self.per_image[name])[positions], axis=1)
         if self.pool is not None and "fid" in self.metric_names():
             opts = self.options
-            out["fid"] = np.array([fid_low_rank(self.pool[p], self.ref_pool[p]) for p in positions])
-            out["kid"] = np.array([kid(self.pool[p], self.ref_pool[p], opts.get("kid_subsets", 100),
-                                       opts.get("kid_subset_size", 1000), opts.get("seed", 2020))[0]
-                                   for p in positions])
+            n = len(self.image_ids)
+            out["fid"] = np.array([fid(self.pool[p], self.ref_pool[p]) for p in positions])
+            k = self.kernels()
+            out["kid"] = np.array([mmd2_weighted(*k, np.bincount(p, minlength=n)) for p in positions])
             if "inception_score" in self.metric_names():
                 out["inception_score"] = np.array([
                     inception_score(self.logits[p], opts.get("isc_splits", 10), opts.get("seed", 2020))[0]
@@ -120,9 +135,55 @@ def resample_positions(n: int, resamples: int, rng: np.random.Generator) -> np.n
     return rng.integers(0, n, size=(resamples, n))
 
 
+def bca_interval(resampled: np.ndarray, point: float, jackknife: np.ndarray, level: float) -> tuple[float, float]:
+    """Efron's bias-corrected and accelerated interval from the resampled statistic, its value on the sample
+    and its leave-one-out values (the same arithmetic as scipy.stats.bootstrap's BCa)."""
+    from scipy.special import ndtr, ndtri
+
+    resampled = np.asarray(resampled, np.float64)
+    below = ((resampled < point).sum() + (resampled <= point).sum()) / (2 * len(resampled))
+    z0 = ndtri(below)
+    d = jackknife.mean() - jackknife
+    den = 6 * ((d ** 2).sum()) ** 1.5
+    a = (d ** 3).sum() / den if den > 0 else 0.0
+    z = ndtri(np.array([(1 - level) / 2, (1 + level) / 2]))
+    adjusted = ndtr(z0 + (z0 + z) / (1 - a * (z0 + z)))
+    if not np.all(np.isfinite(adjusted)):  # every resample on one side: no correction can be estimated
+        adjusted = np.array([(1 - level) / 2, (1 + level) / 2])
+    low, high = np.percentile(resampled, 100 * adjusted)
+    return float(low), float(high)
+
+
+def bias_corrected_percentile(resampled: np.ndarray, point: float, level: float) -> tuple[float, float]:
+    """A percentile interval of the resampled statistic shifted by its resampling bias (mean - point).
+
+    Set-level metrics (FID, IS, KID) are biased by the duplicates a resample holds (FID rises as the
+    effective sample shrinks): on 100 images every resample's FID can exceed the sample's, so a plain
+    percentile interval would not contain its own estimate and BCa's bias correction is undefined."""
+    resampled = np.asarray(resampled, np.float64)
+    shifted = resampled - (resampled.mean() - point)
+    low, high = np.quantile(shifted, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def metric_interval(data: "SettingData", metric: str, resampled: np.ndarray, point: float, level: float):
+    """BCa for per-image means (jackknife of the mean, exact), the bias-corrected percentile for set metrics."""
+    if metric in data.per_image:
+        values = registry.capped(metric, data.per_image[metric])
+        values = values[~np.isnan(values)]
+        if len(values) < 2:
+            return float("nan"), float("nan")
+        jackknife = (values.sum() - values) / (len(values) - 1)
+        return bca_interval(resampled, point, jackknife, level)
+    return bias_corrected_percentile(resampled, point, level)
+
+
 def intervals(run_dir: str | pathlib.Path, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED,
               level: float = DEFAULT_LEVEL, use_cache: bool = True) -> pd.DataFrame:
     """Long table: codec, setting_index, setting_label, metric, low, high, std, resamples, level, seed.
+
+    Intervals are BCa for per-image means and bias-corrected percentile intervals for set-level metrics, so
+    each contains its point estimate (the summary's value for the same images).
 
     Cached in RUN/bootstrap/ (keyed by resamples, seed and level, invalidated when the summary changes).
     """
@@ -133,17 +194,25 @@ def intervals(run_dir: str | pathlib.Path, resamples: int = DEFAULT_RESAMPLES, s
     if use_cache and cache.exists() and summary.exists() and cache.stat().st_mtime >= summary.stat().st_mtime:
         return pd.read_parquet(cache)
     rows = []
-    alpha = (1 - level) / 2
+    _, summary_rows = load_run(run_dir)
+    reported = summary_rows.set_index(["codec", "setting_index"]) if len(summary_rows) else None
     for (codec, label), data in load_settings(run_dir).items():
         n = len(data.image_ids)
         if n < 2:
             continue
         positions = resample_positions(n, resamples, _rng(seed, codec, label))
+        points = data.evaluate(np.arange(n)[None])
         for metric, values in data.evaluate(positions).items():
             values = values[np.isfinite(values)]
-            if not len(values):
+            point = float(points[metric][0])
+            if metric in SET_METRICS and reported is not None and metric in reported:
+                # The summary's own value is the estimate (KID over subsets, IS over its splits' order).
+                point = float(reported.loc[(codec, data.setting_index), metric])
+            if not len(values) or not np.isfinite(point):
                 continue
-            low, high = np.quantile(values, [alpha, 1 - alpha])
+            if np.ptp(values) == 0:
+                continue  # identical resamples (one image's value, or a constant metric): no spread to report
+            low, high = metric_interval(data, metric, values, point, level)
             rows.append({"codec": codec, "setting_index": data.setting_index, "setting_label": label,
                          "metric": metric, "low": float(low), "high": float(high), "std": float(np.std(values)),
                          "n_images": n, "resamples": resamples, "level": level, "seed": seed})

@@ -13,6 +13,7 @@ from metrics import registry
 DEFAULT_CODECS = ["jpeg", "jpeg2000", "webp", "avif", "jpegxl", "cmc"]
 EXIT_FAILED_ROWS = 3
 EXIT_REGRESSION = 4
+EXIT_NOT_COMPARABLE = 5
 
 EPILOG = """\
 codec specs: 'NAME [key=value ...]' where NAME is a built-in codec (see `bench.py codecs`), an installed
@@ -22,7 +23,8 @@ parameter sets its sweep, label= names it in results, anything else is a codec o
 
 exit status: 0 all rows succeeded; 1 error before or during the run; 3 the run completed but some rows
 failed (their reasons are in the rows and printed at the end; --allow-failures makes this 0);
-`compare` exits 4 when NEW is worse than BASE beyond tolerance.
+`compare` exits 4 when NEW is worse than BASE beyond tolerance and significantly, 5 when they cannot be
+compared (different data, NEW lacking part of BASE, or nothing in common).
 """
 
 
@@ -59,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "auto (default: start a local one)")
     run.add_argument("--out", default="results", help="root folder for runs (default: results)")
     run.add_argument("--name", help="run id and folder name (default: UTC time and config hash)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run; other run options are ignored")
+    run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run; other run options are ignored; "
+                                                         "refused if the code, packages, codecs or weights changed")
+    run.add_argument("--resume-anyway", action="store_true",
+                     help="with --resume: finish the run even though its provenance changed; the rows it adds "
+                          "carry the new provenance, and config.json records the change")
     run.add_argument("--timeout", type=float, default=300.0, help="seconds one encode or decode may take (default 300)")
     run.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                      help="refuse larger images as decompression bombs (default %(default)s)")
@@ -143,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--format", action="append", choices=["md", "tex", "csv", "html"],
                        help="files to write (repeatable; default all four); Markdown is also printed")
     board.add_argument("--out", help="folder for the tables (default: FIRST_RUN/leaderboard)")
+    board.add_argument("--allow-mixed", action="store_true",
+                       help="table runs of different datasets or preprocessing together (refused by default), "
+                            "each codec labelled with its dataset")
     reference_option(board)
     bootstrap_options(board)
 
@@ -151,9 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("base", metavar="BASE_RUN")
     comp.add_argument("new", metavar="NEW_RUN")
     comp.add_argument("--tolerance", action="append", metavar="METRIC=VALUE",
-                      help="allowed worsening, absolute or relative with %%, e.g. fid=1.0 or bpp=1%% (repeatable; "
-                           "defaults: psnr=0.01 ms_ssim=0.0005 lpips=0.0005 fid=0.5 kid=0.001 "
-                           "inception_score=0.05 ipd=0.001 bpp=0.5%%)")
+                      help="allowed worsening at equal rate, absolute or relative with %%, e.g. fid=1.0 or bpp=1%% "
+                           "(repeatable; defaults: " + " ".join(
+                               f"{k}={str(m.tolerance).replace('%', '%%')}" for k, m in registry.METRICS.items()) + ")")
+    comp.add_argument("--allow-missing", action="store_true",
+                      help="compare even when NEW lacks codecs or settings that BASE has (refused by default)")
+    comp.add_argument("--allow-different-data", action="store_true",
+                      help="compare runs of different datasets or preprocessing on the images they share")
     comp.add_argument("--json", metavar="PATH", help="also write the comparison as JSON ('-' for stdout only)")
     comp.add_argument("--all", action="store_true", help="list unchanged metrics too")
     bootstrap_options(comp)
@@ -244,7 +257,8 @@ def cmd_run(args) -> int:
             for note in codec.get("notes", []):
                 print(f"note: {codec['label']}: {note}", file=sys.stderr)
     outcome = execute(run_dir, jobs=args.jobs, progress=not args.no_progress, executor=args.executor,
-                      ray_address=args.ray_address)
+                      ray_address=args.ray_address, resume=bool(args.resume), resume_anyway=args.resume_anyway,
+                      isolate=True)
     _print_summary(run_dir)
     stage = outcome.inception
     if stage["status"] == "ok":
@@ -281,6 +295,11 @@ def _print_summary(run_dir: pathlib.Path) -> None:
     import pandas as pd
 
     summary = pd.read_parquet(run_dir / "summary.parquet")
+    if "rate_n_matched" in summary:
+        for row in summary[summary.rate_n_matched.notna()].itertuples():
+            print(f"rate matching {row.codec} target {row.setting_label} bpp: {int(row.rate_n_matched)} of "
+                  f"{int(row.n_ok)} images within tolerance ({row.rate_match_counts}); mean achieved "
+                  f"{row.bpp:.4g} bpp" + ("" if row.rate_n_matched == row.n_ok else " - NOT the target"))
     cols = [c for c in ["codec", "setting_label", "n_ok", "n_failed", "bpp", "psnr", "ms_ssim", "lpips",
                         "inception_score", "fid", "kid", "ipd"] if c in summary.columns]
     with pd.option_context("display.max_rows", 200, "display.width", 160, "display.float_format", "{:.4f}".format):
@@ -381,7 +400,7 @@ def cmd_leaderboard(args) -> int:
     run_dirs = [_check_run(p) for p in args.run_dirs]
     board = leaderboard.build(run_dirs, anchor=args.anchor, rates=_rates(args.rates), metrics=args.metric,
                               resamples=args.bootstrap, seed=args.seed, level=args.level, bd_method=args.bd_method,
-                              references=args.reference)
+                              references=args.reference, allow_mixed=args.allow_mixed)
     print(leaderboard.render(board, "md"))
     written = leaderboard.write(board, args.out or run_dirs[0] / "leaderboard", args.format or leaderboard.FORMATS)
     print("Written: " + ", ".join(str(p) for p in written))
@@ -392,8 +411,13 @@ def cmd_compare(args) -> int:
     from benchmark import compare
 
     base, new = _check_run(args.base), _check_run(args.new)
-    result = compare.compare_runs(base, new, compare.parse_tolerances(args.tolerance), args.bootstrap, args.seed,
-                                  args.level)
+    tolerances = compare.parse_tolerances(args.tolerance)
+    try:
+        result = compare.compare_runs(base, new, tolerances, args.bootstrap, args.seed, args.level,
+                                      allow_missing=args.allow_missing, allow_different_data=args.allow_different_data)
+    except compare.NotComparable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NOT_COMPARABLE
     if args.json == "-":
         print(compare.dumps(result))
     else:

@@ -1,10 +1,16 @@
-"""Compare two runs, setting by setting: what changed, with a paired bootstrap interval, and whether NEW
-is worse than BASE beyond a per-metric tolerance. Meant for CI: the exit status says "regressed".
+"""Compare two runs for CI: per codec and metric, is NEW's rate-quality curve worse than BASE's?
 
-Settings are matched by codec label and setting label; images by id, so the interval is that of the
-paired difference on the images both runs share. Direction comes from the metric registry (lower FID,
-KID, IPD, LPIPS and bpp are better; higher IS, PSNR and MS-SSIM are better). Runs that differ in
-dataset, preprocessing, extractor weights or library versions are still compared, with a warning.
+The verdict is taken on curves, not settings: a codec that moves along its own curve (fewer bits and a
+little less quality) has not regressed. For each codec both runs have, and each metric, the BD-metric of
+NEW against BASE (NEW - BASE at equal rate, in the metric's units) and the BD-rate are computed on the
+images both runs share, and again inside each of the same paired bootstrap resamples of those images
+(set-level metrics recomputed from stored features), which gives their intervals. A regression is a
+change that is worse than the metric's tolerance and significant (the interval excludes zero on the worse
+side). Per-setting changes (matched by setting label) are kept as detail; more failed rows always count.
+
+Not comparable is an error with its own exit status, never a pass: runs of different datasets or
+preprocessing (unless allowed), BASE codecs or settings that NEW lacks (unless allowed), or nothing that
+could be compared at all. Direction and default tolerances come from the metric registry.
 """
 
 from __future__ import annotations
@@ -26,19 +32,33 @@ from metrics.registry import higher_is_better
 DEFAULT_TOLERANCES = {name: m.tolerance for name, m in registry.METRICS.items()}
 
 
+class NotComparable(ValueError):
+    """BASE and NEW cannot be compared as asked; the message says why and what would allow it."""
+
+
+def tolerance_help() -> str:
+    """The --tolerance help, generated from the defaults it describes."""
+    return ("allowed worsening, absolute or relative with %%, e.g. fid=1.0 or bpp=1%% (repeatable; defaults: "
+            + " ".join(f"{k}={str(v).replace('%', '%%')}" for k, v in DEFAULT_TOLERANCES.items()) + ")")
+
+
 def parse_tolerances(items: list[str] | None) -> dict:
     """'fid=1.0', 'bpp=1%', or several comma-separated: 'psnr=0.05,ms_ssim=0.001'."""
     out = dict(DEFAULT_TOLERANCES)
     for item in items or []:
         for pair in filter(None, item.split(",")):
             key, eq, value = pair.partition("=")
+            key, value = key.strip(), value.strip()
             if not eq:
                 raise ValueError(f"Tolerance {pair!r}: expected METRIC=VALUE, e.g. fid=0.5 or bpp=1%.")
+            registry.get(key)  # an unknown metric is an argument error, never silently ignored
             try:
-                float(value.rstrip("%"))
+                number = float(value.rstrip("%"))
             except ValueError:
                 raise ValueError(f"Tolerance {pair!r}: {value!r} is not a number.") from None
-            out[key.strip()] = value.strip() if value.strip().endswith("%") else float(value)
+            if number < 0 or not np.isfinite(number):
+                raise ValueError(f"Tolerance {pair!r}: a tolerance is an allowed worsening, so it must be 0 or more.")
+            out[key] = value if value.endswith("%") else number
     return out
 
 
@@ -51,18 +71,27 @@ def tolerance_for(tolerances: dict, metric: str, base: float) -> float:
 
 @dataclass
 class Comparison:
-    rows: pd.DataFrame
+    rows: pd.DataFrame  # per setting (detail)
     warnings: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # per codec and metric: the verdict
 
     @property
     def regressions(self) -> pd.DataFrame:
-        return self.rows[self.rows.verdict == "worse"] if len(self.rows) else self.rows
+        """Curve regressions, and settings that lost rows (more failures always count)."""
+        parts = []
+        if len(self.curves):
+            parts.append(self.curves[self.curves.verdict == "worse"].assign(setting="(curve)"))
+        if len(self.rows):
+            parts.append(self.rows[(self.rows.verdict == "worse") & (self.rows.decisive.astype(bool))])
+        parts = [p for p in parts if len(p)]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["codec", "metric", "setting"])
 
     def to_json(self) -> dict:
         rows = self.rows.replace({np.nan: None}).to_dict(orient="records")
+        curves = self.curves.replace({np.nan: None}).to_dict(orient="records")
         return {"regressed": bool(len(self.regressions)), "n_regressions": int(len(self.regressions)),
-                "warnings": self.warnings, "missing": self.missing, "rows": rows}
+                "warnings": self.warnings, "missing": self.missing, "curves": curves, "rows": rows}
 
 
 def provenance_warnings(base: dict, new: dict) -> list[str]:
@@ -95,16 +124,43 @@ def provenance_warnings(base: dict, new: dict) -> list[str]:
     return out
 
 
+def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame) -> list[str]:
+    """BASE codecs NEW lacks, and settings NEW dropped from a sweep it otherwise kept (a sweep that was
+    shifted as a whole is compared as a curve, not reported missing)."""
+    out = []
+    for codec, rows in base_summary.groupby("codec", sort=False):
+        new = new_summary[new_summary.codec == codec]
+        if not len(new):
+            out.append(f"codec {codec} is in BASE but not in NEW")
+            continue
+        base_labels, new_labels = set(rows.setting_label), set(new.setting_label)
+        if base_labels & new_labels and base_labels - new_labels:
+            out.append(f"codec {codec}: settings {', '.join(sorted(base_labels - new_labels))} are in BASE but not "
+                       "in NEW")
+    return out
+
+
 def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: int = bootstrap.DEFAULT_RESAMPLES,
-                 seed: int = bootstrap.DEFAULT_SEED, level: float = bootstrap.DEFAULT_LEVEL) -> Comparison:
+                 seed: int = bootstrap.DEFAULT_SEED, level: float = bootstrap.DEFAULT_LEVEL,
+                 allow_missing: bool = False, allow_different_data: bool = False) -> Comparison:
     tolerances = tolerances or dict(DEFAULT_TOLERANCES)
     base_info, new_info = read_config(pathlib.Path(base_dir)), read_config(pathlib.Path(new_dir))
+    bd, nd = base_info["dataset"], new_info["dataset"]
+    if (bd["fingerprint"], bd.get("preprocess")) != (nd["fingerprint"], nd.get("preprocess")) \
+            and not allow_different_data:
+        raise NotComparable(f"BASE and NEW are of different data ({bd['name']}/{bd['split']}, {bd['n_images']} "
+                            f"images, preprocessing {bd.get('preprocess')} vs {nd['name']}/{nd['split']}, "
+                            f"{nd['n_images']} images, preprocessing {nd.get('preprocess')}): pass "
+                            "--allow-different-data to compare the images they share anyway.")
     warnings = provenance_warnings(base_info, new_info)
     base_sets, new_sets = bootstrap.load_settings(base_dir), bootstrap.load_settings(new_dir)
     _, base_summary = load_run(base_dir)
     _, new_summary = load_run(new_dir)
-    missing = [f"{c} {s}: in BASE only" for c, s in base_sets if (c, s) not in new_sets]
-    missing += [f"{c} {s}: in NEW only" for c, s in new_sets if (c, s) not in base_sets]
+    missing = _missing(base_summary, new_summary) if len(base_summary) else []
+    if missing and not allow_missing:
+        raise NotComparable(f"NEW lacks part of BASE ({'; '.join(missing)}): a gate must not pass on what it did "
+                            "not run; pass --allow-missing to compare the rest.")
+    curves = curve_verdicts(base_sets, new_sets, tolerances, resamples, seed, level)
     rows = []
     for key in [k for k in base_sets if k in new_sets]:
         codec, setting = key
@@ -125,10 +181,123 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
             rows.append({"codec": codec, "setting": setting, "metric": "n_failed", "base": int(b.n_failed.iloc[0]),
                          "new": int(n.n_failed.iloc[0]), "change": int(n.n_failed.iloc[0] - b.n_failed.iloc[0]),
                          "low": np.nan, "high": np.nan, "tolerance": 0.0, "direction": "lower is better",
-                         "verdict": "worse", "significant": None})
+                         "verdict": "worse", "significant": None, "decisive": True})
     columns = ["codec", "setting", "metric", "base", "new", "change", "low", "high", "tolerance", "direction",
-               "verdict", "significant", "n_images"]
-    return Comparison(pd.DataFrame(rows, columns=columns), warnings, missing)
+               "verdict", "significant", "n_images", "decisive"]
+    detail = pd.DataFrame(rows, columns=columns)
+    if len(detail):
+        detail["decisive"] = [_decisive(r, detail, curves, tolerances) for r in detail.itertuples()]
+    result = Comparison(detail, warnings, missing, curves)
+    if not len(detail) and not (len(curves) and curves.bd_metric.notna().any()):
+        raise NotComparable("Nothing could be compared: BASE and NEW share no codec whose curves overlap, no "
+                            "setting and no images; check that they ran the same codecs on the same data.")
+    return result
+
+
+def _decisive(row, detail: pd.DataFrame, curves: pd.DataFrame, tolerances: dict) -> bool:
+    """Whether a per-setting change decides the verdict: more failed rows always do; a metric's change does
+    where the codec has no curve verdict for it (its settings do not span two rates) and the setting's rate
+    did not move (so the two points are at equal rate), when it is significant or no interval exists."""
+    if row.metric == "n_failed":
+        return True
+    if row.metric == "bpp":
+        return False
+    if len(curves) and ((curves.codec == row.codec) & (curves.metric == row.metric)
+                        & curves.verdict.isin(["same", "better", "worse"])).any():
+        return False
+    rate = detail[(detail.codec == row.codec) & (detail.setting == row.setting) & (detail.metric == "bpp")]
+    if len(rate) and abs(rate.change.iloc[0]) > tolerance_for(tolerances, "bpp", rate.base.iloc[0]):
+        return False
+    return row.significant is not False
+
+
+def _codec_curves(sets: dict, codec: str, ids: np.ndarray, positions: np.ndarray) -> dict:
+    """{metric: (bpp B+1 x S, value B+1 x S)} of one codec: row 0 on all shared images, then each resample."""
+    settings = sorted((d for (c, _), d in sets.items() if c == codec), key=lambda d: d.setting_index)
+    identity = np.arange(len(ids))[None]
+    evaluated = [{k: np.concatenate([v0, v]) for (k, v0), v in
+                  zip(d.subset(ids).evaluate(identity).items(), d.subset(ids).evaluate(positions).values())}
+                 for d in settings]
+    out = {}
+    for metric in set.intersection(*(set(e) for e in evaluated)) - {"bpp"}:
+        out[metric] = (np.stack([e["bpp"] for e in evaluated], 1), np.stack([e[metric] for e in evaluated], 1))
+    return out
+
+
+def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples: int, seed: int,
+                   level: float) -> pd.DataFrame:
+    """Per codec and metric: BD-metric and BD-rate of NEW against BASE, with paired bootstrap intervals."""
+    from benchmark.curves import Curve, compare_curves
+
+    out = []
+    codecs = sorted({c for c, _ in base_sets} & {c for c, _ in new_sets})
+    for codec in codecs:
+        ids = None
+        for (c, _), d in [*base_sets.items(), *new_sets.items()]:
+            if c == codec:
+                ids = d.image_ids if ids is None else np.intersect1d(ids, d.image_ids)
+        if ids is None or len(ids) < 2:
+            continue
+        positions = bootstrap.resample_positions(len(ids), max(resamples, 1),
+                                                 bootstrap._rng(seed, codec, "curve"))
+        base, new = _codec_curves(base_sets, codec, ids, positions), _codec_curves(new_sets, codec, ids, positions)
+        for metric in sorted(set(base) & set(new), key=lambda m: list(registry.METRICS).index(m)):
+            (bb, bv), (nb, nv) = base[metric], new[metric]
+            if bb.shape[1] < 2 or nb.shape[1] < 2:
+                continue  # a curve needs two settings; single settings are compared as detail
+            values = []
+            for k in range(len(bb)):
+                try:
+                    result = compare_curves(Curve(codec, metric, *_points(bb[k], bv[k])),
+                                            Curve(codec, metric, *_points(nb[k], nv[k])))
+                except ValueError as exc:  # a degenerate resample (e.g. settings at the same rate)
+                    result = {"bd_metric": np.nan, "bd_rate": np.nan, "note": str(exc)}
+                values.append((result["bd_metric"], result["bd_rate"], result["note"]))
+            tol = tolerance_for(tolerances, metric, float(np.mean(bv[0])))
+            out.append(_curve_verdict(codec, metric, values, tol, level, len(ids), resamples))
+    columns = ["codec", "metric", "bd_metric", "low", "high", "bd_rate", "bd_rate_low", "bd_rate_high", "tolerance",
+               "direction", "verdict", "significant", "n_images", "note"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def _points(bpp: np.ndarray, value: np.ndarray):
+    """A curve's points by increasing rate; settings at the same rate are one point (their mean), as in
+    `Curve.from_summary`."""
+    rates, inverse = np.unique(bpp, return_inverse=True)
+    return rates, np.bincount(inverse, weights=value) / np.bincount(inverse)
+
+
+def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: float, n: int,
+                   resamples: int) -> dict:
+    up = higher_is_better(metric)
+    point, point_rate, note = values[0]
+    row = {"codec": codec, "metric": metric, "bd_metric": point, "bd_rate": point_rate, "n_images": n, "note": note,
+           "direction": "higher is better" if up else "lower is better", "low": np.nan, "high": np.nan,
+           "bd_rate_low": np.nan, "bd_rate_high": np.nan, "significant": None}
+    row["tolerance"] = tol
+    if np.isnan(point):
+        row["verdict"] = "not compared"
+        row["note"] = note or "BD undefined"
+        return row
+    resampled = np.array([v[0] for v in values[1:]], float)
+    rates = np.array([v[1] for v in values[1:]], float)
+    if resamples > 0 and np.isfinite(resampled).sum() >= 0.8 * len(resampled):
+        row["low"], row["high"] = bootstrap.bias_corrected_percentile(resampled[np.isfinite(resampled)], point, level)
+        if np.isfinite(rates).sum() >= 0.8 * len(rates) and np.isfinite(point_rate):
+            row["bd_rate_low"], row["bd_rate_high"] = bootstrap.bias_corrected_percentile(
+                rates[np.isfinite(rates)], point_rate, level)
+        worse_side = row["high"] < 0 if up else row["low"] > 0
+        row["significant"] = bool(row["high"] < 0 or row["low"] > 0)
+    else:
+        worse_side = point < 0 if up else point > 0
+        row["note"] = "; ".join(filter(None, [note, "no interval (no resamples, or BD undefined in too many): "
+                                                    "judged on the tolerance alone"]))
+    gain = point if up else -point  # positive: NEW is better at equal rate
+    if abs(gain) <= tol or row["significant"] is False:
+        row["verdict"] = "same"
+    else:
+        row["verdict"] = "better" if gain > 0 else ("worse" if worse_side else "same")
+    return row
 
 
 def _verdict(codec: str, setting: str, metric: str, d: dict, tolerances: dict) -> dict:
@@ -150,6 +319,21 @@ def render_text(result: Comparison, show_all: bool = False) -> str:
         lines.append(f"warning: {w}")
     for m in result.missing:
         lines.append(f"note: {m}")
+    curves = result.curves
+    if len(curves):
+        table = curves.copy()
+        table["BD-metric [interval]"] = [
+            "–" if pd.isna(v) else f"{v:+.4g}" + ("" if pd.isna(lo) else f" [{lo:+.4g}, {hi:+.4g}]")
+            for v, lo, hi in zip(table.bd_metric, table.low, table.high)]
+        table["BD-rate % [interval]"] = [
+            "–" if pd.isna(v) else f"{v:+.2f}" + ("" if pd.isna(lo) else f" [{lo:+.2f}, {hi:+.2f}]")
+            for v, lo, hi in zip(table.bd_rate, table.bd_rate_low, table.bd_rate_high)]
+        table["sig."] = ["" if s is None or pd.isna(s) else ("yes" if s else "no") for s in table.significant]
+        lines.append("Curves (NEW against BASE, at equal rate; the verdict):")
+        lines.append(table[["codec", "metric", "BD-metric [interval]", "BD-rate % [interval]", "tolerance", "verdict",
+                            "sig.", "note"]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        lines.append("")
+        lines.append("Per setting (detail):")
     rows = result.rows if show_all else result.rows[result.rows.verdict != "same"]
     if len(rows):
         table = rows.copy()
@@ -159,12 +343,15 @@ def render_text(result: Comparison, show_all: bool = False) -> str:
         table["sig."] = ["" if s is None or pd.isna(s) else ("yes" if s else "no") for s in table.significant]
         cols = ["codec", "setting", "metric", "base", "new", "change [interval]", "tolerance", "verdict", "sig."]
         lines.append(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    n_same = int((result.rows.verdict == "same").sum()) if len(result.rows) else 0
+    n_curves = int(curves.verdict.isin(["same", "better", "worse"]).sum()) if len(curves) else 0
     regressions = result.regressions
-    lines.append(f"{len(result.rows)} comparisons: {len(regressions)} worse, "
-                 f"{int((result.rows.verdict == 'better').sum()) if len(result.rows) else 0} better, {n_same} within tolerance.")
+    lines.append(f"{n_curves} curve comparisons ({int((curves.verdict == 'worse').sum()) if len(curves) else 0} worse, "
+                 f"{int((curves.verdict == 'better').sum()) if len(curves) else 0} better), {len(result.rows)} "
+                 "per-setting details.")
     if len(regressions):
-        named = sorted({f"{r.metric} ({r.codec} {r.setting})" for r in regressions.itertuples()})
+        named = sorted({f"{r.metric} ({r.codec}{'' if r.setting == '(curve)' else ' ' + str(r.setting)})"
+                        + ("" if r.setting != "(curve)" else f" BD {r.bd_metric:+.4g} [{r.low:+.4g}, {r.high:+.4g}]")
+                        for r in regressions.itertuples()})
         lines.append("REGRESSION: NEW is worse than BASE beyond tolerance in " + ", ".join(named[:12])
                      + (" ..." if len(named) > 12 else ""))
     return "\n".join(lines)

@@ -51,16 +51,35 @@ def with_references(summary: pd.DataFrame, references: pd.DataFrame) -> pd.DataF
     return pd.concat([summary, refs], ignore_index=True)
 
 
-def load_summaries(run_dirs: list[str | pathlib.Path]) -> pd.DataFrame:
-    """Summaries of several runs; codec labels that repeat across runs get the run id appended."""
-    frames = []
+def dataset_label(info: dict) -> str:
+    d = info["dataset"]
+    return f"{pathlib.Path(str(d['name'])).name}/{d['split']}, {d['n_images']} images, {d.get('preprocess')}"
+
+
+def load_summaries(run_dirs: list[str | pathlib.Path], allow_mixed: bool = False) -> pd.DataFrame:
+    """Summaries of several runs; codec labels that repeat across runs get the run id appended. Runs of
+    different datasets or preprocessing are refused unless `allow_mixed`; then every codec is labelled
+    with its dataset."""
+    from benchmark.results import read_config
+
+    frames, datasets = [], {}
     for run_dir in run_dirs:
+        info = read_config(pathlib.Path(run_dir))
+        datasets.setdefault((info["dataset"]["fingerprint"], info["dataset"].get("preprocess")), []).append(
+            f"{pathlib.Path(run_dir).name} ({dataset_label(info)})")
         _, summary = load_run(run_dir)
         summary = summary.copy()
         summary["run_dir"] = str(run_dir)
         summary["codec_in_run"] = summary["codec"]
+        summary["dataset_label"] = dataset_label(info)
         frames.append(summary)
+    if len(datasets) > 1 and not allow_mixed:
+        raise ValueError("These runs are of different datasets or preprocessing (" + "; ".join(
+            ", ".join(v) for v in datasets.values()) + "): their numbers are not comparable; pass --allow-mixed "
+            "to table them anyway, each codec labelled with its dataset.")
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(datasets) > 1 and len(data):
+        data["codec"] = [f"{c} [{d}]" for c, d in zip(data.codec, data.dataset_label)]
     if len(run_dirs) > 1 and len(data):
         owners = data.groupby("codec")["run_dir"].nunique()
         clash = set(owners[owners > 1].index)
@@ -100,13 +119,13 @@ def pick_anchor(summary: pd.DataFrame, anchor: str | None) -> str:
 def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metrics: list[str] | None = None,
           resamples: int = bootstrap.DEFAULT_RESAMPLES, seed: int = bootstrap.DEFAULT_SEED,
           level: float = bootstrap.DEFAULT_LEVEL, bd_method: str = "akima", references=(),
-          ) -> Leaderboard:
+          allow_mixed: bool = False) -> Leaderboard:
     """`references`: published-curve files (benchmark.references), tabled beside the runs' codecs."""
     from benchmark.references import load_references
 
     if bd_method not in BD_METHODS:
         raise ValueError(f"BD method must be one of {', '.join(BD_METHODS)}, not {bd_method!r}.")
-    summary = load_summaries(run_dirs)
+    summary = load_summaries(run_dirs, allow_mixed)
     if not len(summary):
         raise ValueError("These runs have no results yet.")
     refs, ref_notes = load_references(references, sorted(set(summary.dataset.dropna().astype(str))))
@@ -131,6 +150,15 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
         ci[["run_dir", "codec", "setting_index", "metric", "low", "high"]].rename(columns={"codec": "codec_in_run"}),
         on=["run_dir", "codec_in_run", "setting_index", "metric"], how="left")
     settings = settings.assign(order=settings.metric.map(values.index)).sort_values(["row", "order"])
+    if "rate_n_matched" in summary:  # rate-matched settings say how many images reached their target
+        reached = {(r, c, s): (m, n) for r, c, s, m, n in zip(summary.run_dir, summary.codec_in_run,
+                                                               summary.setting_index, summary.rate_n_matched,
+                                                               summary.n_ok) if pd.notna(m)}
+        settings["setting_label"] = [
+            f"{label} (target reached {int(reached[k][0])}/{int(reached[k][1])})" if k in reached
+            and reached[k][0] < reached[k][1] else label
+            for label, k in zip(settings.setting_label, zip(settings.run_dir, settings.codec_in_run,
+                                                             settings.setting_index))]
     settings = settings.rename(columns={"setting_label": "setting", "rate": "bpp"})[
         ["codec", "setting", "setting_index", "bpp", "metric", "value", "low", "high", "n_ok"]].reset_index(drop=True)
     at_rates, bd = [], []
@@ -151,7 +179,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     notes = [f"BD against {anchor} ({bd_method} interpolation, bjontegaard package); BD-rate in % "
              f"(negative: fewer bits for the same quality), BD-metric = codec - {anchor} at equal rate."]
     if resamples > 0:
-        notes.append(f"Intervals: {level:.0%} percentile bootstrap over images, {resamples} resamples, seed {seed}.")
+        notes.append(f"Intervals: {level:.0%} bootstrap over images ({resamples} resamples, seed {seed}): BCa for "
+                     "per-image means, bias-corrected percentile for FID, KID and IS.")
     if len(refs):
         notes.append(f"Codecs marked{PUBLISHED} are published curves (" + "; ".join(
             f"{c}: {s}" for c, s in refs.groupby("codec", sort=False)["source"].first().items())

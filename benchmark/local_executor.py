@@ -3,15 +3,24 @@
 Each worker process holds one `Worker` (codecs set up once); results are committed by the caller as
 they arrive. A crashed worker breaks the pool: it is rebuilt and the tasks in flight are retried one at
 a time; a task that kills its worker when alone becomes failed rows instead of stopping the run.
+
+Deadlines are enforced here too: a worker says (in a heartbeat file) which image and setting it is
+encoding or decoding; one stuck past --timeout plus a grace period (in code that never returns to the
+interpreter, where the worker's own alarm cannot fire) is killed, and its task is retried with that one
+(image, setting) failed as timed out.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import multiprocessing
+import os
 import pathlib
+import shutil
 import signal
 import sys
+import time
 from typing import Callable
 
 from benchmark.datasets import Dataset
@@ -20,14 +29,35 @@ from benchmark.worker import Task, TaskResult, Worker
 _WORKER: Worker | None = None
 
 
+GRACE_S = 5.0  # beyond --timeout, before a worker stuck in one encode or decode is killed
+HEARTBEATS = ".heartbeats"
+
+
 def _init_worker(info: dict, dataset: Dataset, run_dir: str) -> None:
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     _WORKER = Worker(info, dataset, run_dir)
+    _WORKER.heartbeat = pathlib.Path(run_dir) / HEARTBEATS / str(os.getpid())
 
 
-def _run_in_worker(task: Task, keep_pixels: bool) -> TaskResult:
-    return _WORKER.run(task, keep_pixels)
+def _run_in_worker(task: Task, keep_pixels: bool, skip: dict) -> TaskResult:
+    return _WORKER.run(task, keep_pixels, skip)
+
+
+def stuck_workers(run_dir: pathlib.Path, timeout: float) -> list[dict]:
+    """Heartbeats of workers busy on one (image, setting) for longer than its deadline."""
+    out = []
+    if not timeout:
+        return out
+    now = time.time()
+    for path in (run_dir / HEARTBEATS).glob("[0-9]*"):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("busy") and now - state["started"] > timeout + GRACE_S:
+            out.append(state)
+    return out
 
 
 def start_method() -> str:
@@ -42,6 +72,8 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
     ctx = multiprocessing.get_context(start_method())
     queue = list(reversed(tasks))
     attempts: dict[Task, int] = {}
+    skips: dict[Task, dict] = {}  # rows that hung an attempt: failed as timed out on the retry
+    timeout = float(info["config"].get("timeout") or 0)
     while queue:
         with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                                     initargs=(info, dataset, str(run_dir))) as pool:
@@ -52,10 +84,20 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
                     if attempts.get(queue[-1]) and in_flight:
                         break  # a task that was in flight when a worker died is retried alone
                     task = queue.pop()
-                    in_flight[pool.submit(_run_in_worker, task, keep_pixels)] = task
+                    in_flight[pool.submit(_run_in_worker, task, keep_pixels, skips.get(task, {}))] = task
                     if attempts.get(task):
                         break
-                done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+                for state in stuck_workers(run_dir, timeout):
+                    hung = next((t for t in in_flight.values() if (t.chunk, t.codec) == (state["chunk"], state["codec"])),
+                                None)
+                    if hung is not None:
+                        skips.setdefault(hung, {})[(state["index"], state["setting_index"])] = (
+                            f"{state['stage']} timed out after {timeout:g} s (stuck in native code; the worker "
+                            f"was killed {GRACE_S:g} s later)")
+                        attempts[hung] = attempts.get(hung, 0) - 1  # a known hang is not a crash attempt
+                    _kill(state["pid"])
+                    (run_dir / HEARTBEATS / str(state["pid"])).unlink(missing_ok=True)
                 for future in done:
                     task = in_flight.pop(future)
                     try:
@@ -72,3 +114,11 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
                         commit(crashed(task))
                     else:
                         queue.append(task)
+    shutil.rmtree(run_dir / HEARTBEATS, ignore_errors=True)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

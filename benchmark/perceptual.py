@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pathlib
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -23,10 +23,14 @@ from metrics.fid import fid
 from metrics.inception import FEATURE_DIM, InceptionExtractor, InceptionUnavailable, file_sha256, resolve_weights
 from metrics.inception_score import inception_score
 from metrics.ipd import instance_perceptual_distance
-from metrics.kid import kid
+from metrics.kid import kid, uses_subsets
 from metrics.patches import fid256_patches
 
 FID_MIN_SAMPLES = 2048
+PASS_LEDGER = "inception_passes.log"  # append-only: one line per original and per task's reconstructions
+# Below this many images per split the Inception Score is noted: IS of a split is at most its number of
+# images (exp of a mutual information bounded by log n), so small splits cap and bias it low.
+ISC_MIN_PER_SPLIT = 500
 DEFAULTS = {"enabled": True, "weights": None, "sha256": None, "device": "auto", "batch_size": 32,
             "isc_splits": 10, "kid_subsets": 100, "kid_subset_size": 1000, "seed": 2020, "patch_fid": False}
 HASHED = ("enabled", "isc_splits", "kid_subsets", "kid_subset_size", "seed", "patch_fid")
@@ -78,10 +82,15 @@ class PerceptualStage:
         self.run_dir = run_dir
         self.counter_path = run_dir / "inception_passes.json"
         self.patch_fid = bool(opts.get("patch_fid"))
-        self.passes = {"reference": 0, "reconstruction": 0, "patches": 0}
-        if self.counter_path.exists():
-            self.passes.update(json.loads(self.counter_path.read_text()))
         self.known: set[str] = set()
+
+    def _record(self, lines: list[str]) -> None:
+        """Append to the run's pass ledger, durably, before the work's results are saved: a kill after this
+        loses nothing from the count (references are counted once per original, whatever is redone)."""
+        with open(self.run_dir / PASS_LEDGER, "a") as f:
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
 
     def reference_features(self, sha: str) -> np.ndarray:
         return np.load(reference_path(self.reference_dir, sha))
@@ -96,21 +105,20 @@ class PerceptualStage:
             if sha not in self.known and needs_reference(self.reference_dir, sha, self.patch_fid):
                 todo.append((sha, pixels))
             self.known.add(sha)
-        if todo and self.patch_fid:
-            for (sha, _), feats in zip(todo, self._patch_features([px for _, px in todo])):
-                atomic_write_bytes(reference_path(self.reference_dir, sha, True), _npy_bytes(feats))
         if todo:
+            patch_feats = self._patch_features([px for _, px in todo]) if self.patch_fid else [None] * len(todo)
             pool, logits = self.extractor([px for _, px in todo])
+            self._record([f"reference {sha} {0 if f is None else len(f)}" for (sha, _), f in zip(todo, patch_feats)])
             for k, (sha, _) in enumerate(todo):
+                if patch_feats[k] is not None:
+                    atomic_write_bytes(reference_path(self.reference_dir, sha, True), _npy_bytes(patch_feats[k]))
                 atomic_write_bytes(reference_path(self.reference_dir, sha),
                                    _npy_bytes(np.concatenate([pool[k], logits[k]])))
-            self.passes["reference"] += len(todo)
         for row in rows:
             row["ipd"] = None
         if result.reconstructions:
             positions = [p for p, _ in result.reconstructions]
             pool, logits = self.extractor([im for _, im in result.reconstructions])
-            self.passes["reconstruction"] += len(positions)
             refs: dict[str, np.ndarray] = {}
             for k, pos in enumerate(positions):
                 sha = rows[pos]["image_sha256"]
@@ -130,8 +138,11 @@ class PerceptualStage:
                     arrays[f"patch_pool_{s}"] = np.concatenate([f for f, keep in zip(patch_feats, sel) if keep])
             buf = io.BytesIO()
             np.savez(buf, **arrays)
+            n_patches = sum(len(f) for f in patch_feats)
+            self._record([f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} {len(positions)} "
+                          f"{n_patches}"])
             atomic_write_bytes(features_path(self.run_dir, result.task.codec, result.task.chunk), buf.getvalue())
-        atomic_write_bytes(self.counter_path, json.dumps(self.passes).encode())
+        atomic_write_bytes(self.counter_path, json.dumps(passes(self.run_dir)).encode())
 
     def _patch_features(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """FID/256 patch features of each image (k x 2048, k may be 0), in one batched pass."""
@@ -142,7 +153,6 @@ class PerceptualStage:
         before = self.extractor.passes
         pool, _ = self.extractor(flat)
         self.extractor.passes = before  # patches are counted apart from whole images
-        self.passes["patches"] += len(flat)
         bounds = np.cumsum([0] + [len(ps) for ps in patches])
         return [pool[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
@@ -213,15 +223,20 @@ def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
 def _metrics(pool: np.ndarray, logits: np.ndarray, ref_pool: np.ndarray, opts: dict) -> dict:
     n, notes = len(pool), []
     row: dict = {"n_features": n}
-    if n >= opts["isc_splits"]:
-        row["inception_score"], row["inception_score_std"] = inception_score(logits, opts["isc_splits"], opts["seed"])
+    splits = opts["isc_splits"]
+    if n >= splits:
+        row["inception_score"], row["inception_score_std"] = inception_score(logits, splits, opts["seed"])
+        if n / splits < ISC_MIN_PER_SPLIT:
+            notes.append(f"IS from {n / splits:.3g} images per split (< {ISC_MIN_PER_SPLIT}): a split's IS cannot "
+                         "exceed its number of images, so it is biased low; compare only at equal N and splits")
     else:
-        notes.append(f"IS needs at least {opts['isc_splits']} images (has {n})")
+        notes.append(f"IS needs at least {splits} images (has {n})")
     if n >= 2 and len(ref_pool) >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
-            row["fid"] = fid(pool, ref_pool)
+        row["fid"] = fid(pool, ref_pool)
         row["kid"], row["kid_std"] = kid(pool, ref_pool, opts["kid_subsets"], opts["kid_subset_size"], opts["seed"])
+        if not uses_subsets(n, len(ref_pool), opts["kid_subset_size"]):
+            notes.append(f"KID over all {min(n, len(ref_pool))} images once (subset size {opts['kid_subset_size']} "
+                         "is not smaller than the set): no subset spread, kid_std left empty")
         if min(n, len(ref_pool)) < FID_MIN_SAMPLES:
             notes.append(f"FID from {min(n, len(ref_pool))} < {FID_MIN_SAMPLES} samples: biased, compare only at "
                          "equal sample counts")
@@ -237,9 +252,7 @@ def _patch_metrics(patches: np.ndarray, ref_patches: np.ndarray, row: dict) -> d
         return {"patch_fid": float("nan"), "n_patches": len(patches),
                 "inception_note": "; ".join(filter(None, [row.get("inception_note"),
                                                           "patch FID needs images of at least 256x256"]))}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
-        value = fid(patches, ref_patches)
+    value = fid(patches, ref_patches)
     note = row.get("inception_note", "")
     if n < FID_MIN_SAMPLES:
         note = "; ".join(filter(None, [note, f"patch FID from {n} < {FID_MIN_SAMPLES} patches"]))
@@ -247,6 +260,22 @@ def _patch_metrics(patches: np.ndarray, ref_patches: np.ndarray, row: dict) -> d
 
 
 def passes(run_dir: pathlib.Path) -> dict:
-    path = run_dir / "inception_passes.json"
-    return json.loads(path.read_text()) if path.exists() else {"reference": 0, "reconstruction": 0}
+    """Network passes of the run, from its ledger: each original once (however often a killed task was
+    redone), and every reconstruction (and patch) pass that was made."""
+    out = {"reference": 0, "reconstruction": 0, "patches": 0}
+    path = pathlib.Path(run_dir) / PASS_LEDGER
+    if not path.exists():
+        legacy = pathlib.Path(run_dir) / "inception_passes.json"
+        return {**out, **json.loads(legacy.read_text())} if legacy.exists() else out
+    references: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "reference":
+            references[parts[1]] = int(parts[2])
+        elif len(parts) == 5 and parts[0] == "reconstruction":
+            out["reconstruction"] += int(parts[3])
+            out["patches"] += int(parts[4])
+    out["reference"] = len(references)
+    out["patches"] += sum(references.values())
+    return out
 

@@ -55,6 +55,11 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
                     color=palette[codec], label=codec)
         if intervals is not None and len(intervals):
             _error_bars(ax, sub, intervals, metric, palette)
+        if "rate_n_matched" in sub:  # rate-matched settings that missed their target for some images
+            missed = sub[sub.rate_n_matched.notna() & (sub.rate_n_matched < sub.n_ok)]
+            if len(missed):
+                ax.scatter(missed.bpp, missed[metric], s=140, facecolors="none", edgecolors="crimson", linewidths=1.2,
+                           label="rate target missed (at achieved bpp)", zorder=5)
         if log_x:
             ax.set_xscale("log")
         ax.set_xlabel("bits per pixel (bpp)" + (", log scale" if log_x else ""))

@@ -73,8 +73,10 @@ def check_output(recon: Any, reference: np.ndarray, exact_size: bool) -> tuple[n
 
 
 def produce(encoder: Codec, decoder: Codec, pixels: np.ndarray, setting: Any, record: Any,
-            timeout: float) -> Production:
-    """Encode, decode and check one image at one setting; a failure becomes the row's reason."""
+            timeout: float, on_stage=lambda stage: None) -> Production:
+    """Encode, decode and check one image at one setting; a failure becomes the row's reason. `on_stage`
+    is told when the encode and the decode start (the executor's deadline watch)."""
+    on_stage("encode")
     if encoder.produced_outside:
         return _produce_outside(encoder, pixels, setting, record)
     out = Production()
@@ -91,6 +93,7 @@ def produce(encoder: Codec, decoder: Codec, pixels: np.ndarray, setting: Any, re
         out.columns.update(bytes=len(data), bits=8 * len(data), bpp=bits_per_pixel(len(data), w, h), encode_s=t1 - t0)
         out.columns.update(encoder.encode_columns())
         stage = "decode"
+        on_stage("decode")
         t2 = time.perf_counter()
         with time_limit(timeout, "decode"):
             recon = decoder.decode(data)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -43,7 +44,8 @@ def import_ray():
     return ray
 
 
-def _run_task(info: dict, dataset, run_dir: str, task, keep_pixels: bool):
+def _run_task(info: dict, dataset, run_dir: str, task, keep_pixels: bool, skip: dict | None = None):
+    from benchmark.local_executor import HEARTBEATS
     from benchmark.worker import Worker
 
     key = (str(pathlib.Path(run_dir).resolve()), info["config_hash"], info["created"])
@@ -51,7 +53,8 @@ def _run_task(info: dict, dataset, run_dir: str, task, keep_pixels: bool):
     if worker is None:  # a worker process serves one run at a time; a new run gets a fresh Worker
         _WORKERS.clear()
         worker = _WORKERS[key] = Worker(info, dataset, run_dir)
-    return worker.run(task, keep_pixels)
+        worker.heartbeat = pathlib.Path(run_dir) / HEARTBEATS / str(os.getpid())
+    return worker.run(task, keep_pixels, skip)
 
 
 @contextmanager
@@ -129,9 +132,13 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
     parallel = {c["label"]: c["parallel"] for c in info["codecs"]}
     remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
     info_ref, dataset_ref = ray.put(info), ray.put(dataset)
+    from benchmark.local_executor import GRACE_S, HEARTBEATS, stuck_workers
+
     limit = 2 * max(1, workers or cpus)
     queue = list(reversed(tasks))
     in_flight: dict = {}
+    skips: dict = {}  # rows that hung an attempt (past --timeout, in native code): failed on the retry
+    timeout = float(info["config"].get("timeout") or 0)
     t0 = time.perf_counter()
     while queue or in_flight:
         while queue and len(in_flight) < limit:
@@ -139,10 +146,24 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
             options = {"num_cpus": 1}
             if not parallel.get(task.codec, True) and gpus:
                 options = {"num_cpus": 1, "num_gpus": MODEL_TASK_GPUS}
-            ref = remote.options(**options).remote(info_ref, dataset_ref, str(run_dir), task, keep_pixels)
+            ref = remote.options(**options).remote(info_ref, dataset_ref, str(run_dir), task, keep_pixels,
+                                                   skips.get(task, {}))
             in_flight[ref] = task
-        done, _ = ray.wait(list(in_flight), num_returns=1)
+        done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+        for state in stuck_workers(run_dir, timeout):  # a worker on this machine stuck in native code: cancel its task
+            ref = next((r for r, t in in_flight.items() if (t.chunk, t.codec) == (state["chunk"], state["codec"])),
+                       None)
+            if ref is not None:
+                task = in_flight.pop(ref)
+                skips.setdefault(task, {})[(state["index"], state["setting_index"])] = (
+                    f"{state['stage']} timed out after {timeout:g} s (stuck in native code; the worker was killed "
+                    f"{GRACE_S:g} s later)")
+                ray.cancel(ref, force=True)
+                queue.append(task)
+            (run_dir / HEARTBEATS / str(state["pid"])).unlink(missing_ok=True)
         for ref in done:
+            if ref not in in_flight:
+                continue
             task = in_flight.pop(ref)
             try:
                 result = ray.get(ref)
@@ -152,6 +173,7 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
                     raise
                 result = crashed(task)
             commit(result)
+    shutil.rmtree(run_dir / HEARTBEATS, ignore_errors=True)
     if stats is not None:
         stats.update(seconds=time.perf_counter() - t0, tasks=len(tasks), cluster_cpus=cpus, cluster_gpus=gpus)
 

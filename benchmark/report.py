@@ -189,7 +189,7 @@ code {{ background: #f4f4f4; padding: 0 .2em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(prov['headline'])}</p>
-<h2>Rate–quality curves</h2><p>Error bars: {html.escape(board.notes[-1] if resamples > 0 else 'none (no bootstrap)')}</p>
+<h2>Rate–quality curves</h2><p>Error bars: {html.escape(next((n for n in board.notes if n.startswith('Intervals')), 'none (no bootstrap)'))}</p>
 <div class="plots">{plot_html}</div>
 <h2>Leaderboard</h2>
 {leaderboard.render(board, 'html', only=("at_rates", "bd"))}

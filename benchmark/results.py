@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from benchmark.schema import GROUP_COLUMNS
+from metrics import registry
 
 
 OUTPUTS = "outputs"  # saved reconstructions and bitstreams, per codec and setting
@@ -29,14 +30,15 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", text) or "_"
 
 
-def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
+def atomic_write_bytes(path: pathlib.Path, data: bytes, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -76,10 +78,12 @@ def shard_files(run_dir: pathlib.Path) -> list[pathlib.Path]:
 
 def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
     """One row per (codec, setting): image counts, the most common failure reasons, and the mean of each
-    per-image number over the rows that succeeded (NaN, never 0, when none did).
+    per-image number over the rows that succeeded (NaN, never 0, when none did). Metrics with a cap (PSNR:
+    a lossless image is inf) are averaged with values clipped at it, and `n_lossless` counts those images.
 
     Streams shard by shard, so memory depends on the number of settings, not of images.
     """
+    capped_metrics = {m.column: m.cap for m in registry.METRICS.values() if m.cap is not None}
     groups: dict[tuple, dict] = {}
     for path in shard_files(run_dir):
         table = pq.read_table(path)
@@ -95,13 +99,17 @@ def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
             acc = groups.get(key)
             if acc is None:
                 acc = groups[key] = {"first": {c: table[c][first].as_py() for c in GROUP_COLUMNS if c in table.column_names},
-                                     "n": 0, "ok": 0, "sums": {}, "counts": {}, "reasons": {}}
+                                     "n": 0, "ok": 0, "sums": {}, "counts": {}, "reasons": {}, "lossless": {}}
             good = part.filter(pc.equal(part["status"], "ok"))
             acc["n"] += len(part)
             acc["ok"] += len(good)
             for c in means:
                 values = pc.cast(good[c], pa.float64()).to_numpy(zero_copy_only=False)
                 values = values[~np.isnan(values)]
+                cap = capped_metrics.get(c)
+                if cap is not None:
+                    acc["lossless"][c] = acc["lossless"].get(c, 0) + int((values >= cap).sum())
+                    values = np.minimum(values, cap)
                 acc["sums"][c] = acc["sums"].get(c, 0.0) + float(values.sum())
                 acc["counts"][c] = acc["counts"].get(c, 0) + len(values)
             for error in part.filter(pc.invert(pc.equal(part["status"], "ok")))["error"].to_pylist():
@@ -113,6 +121,8 @@ def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
         row.update(n_images=acc["n"], n_ok=acc["ok"], n_failed=acc["n"] - acc["ok"])
         for c, s in acc["sums"].items():
             row[c] = s / acc["counts"][c] if acc["counts"][c] else float("nan")
+        if "psnr" in acc["lossless"]:
+            row["n_lossless"] = acc["lossless"]["psnr"]  # images averaged at the PSNR cap
         top = sorted(acc["reasons"].items(), key=lambda kv: (-kv[1], str(kv[0])))
         row["failure_reasons"] = "; ".join(f"{n} x {reason}" for reason, n in top[:5])
         out.append(row)

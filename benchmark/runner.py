@@ -103,6 +103,9 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         "caption_metrics": resolve_caption_metrics(embedder),
     }
     info["metrics"] = metric_states(info, added)
+    info["conventions"] = {"psnr_cap_db": registry.PSNR_CAP_DB,
+                           "psnr_cap": "per-image PSNR stays exact (inf when lossless); averages clip it at the cap "
+                                       "and the summary counts those images in n_lossless"}
     info["schema"] = run_schema(info)
     atomic_write_bytes(run_dir / "config.json", json.dumps(info, indent=2, sort_keys=True).encode())
     if config.save_reconstructions or config.save_bitstreams:
@@ -143,6 +146,63 @@ def read_run_info(run_dir: pathlib.Path) -> dict:
         return _legacy_info(json.load(f))
 
 
+def provenance_changes(info: dict) -> tuple[list[str], dict]:
+    """What differs now from the provenance the run recorded (code revision, packages, each codec's
+    versions, weight files), as sentences, and the current values."""
+    from metrics.inception import file_sha256
+
+    config = RunConfig.from_json(info["config"])
+    now = {"git_sha": provenance.git_sha(), "versions": provenance.package_versions(), "codecs": {}}
+    changes = []
+    if now["git_sha"] != info["git_sha"]:
+        changes.append(f"the cmcbench revision changed ({info['git_sha'][:12]} -> {now['git_sha'][:12]})")
+    moved = sorted(k for k in set(now["versions"]) | set(info["versions"])
+                   if now["versions"].get(k) != info["versions"].get(k))
+    if moved:
+        changes.append("package versions changed (" + ", ".join(
+            f"{k} {info['versions'].get(k, '-')} -> {now['versions'].get(k, '-')}" for k in moved[:6]) + ")")
+    context = codec_context(config, info["dataset"]["split"])
+    for spec, recorded in zip(config.codecs, info["codecs"]):
+        try:
+            versions = _codec_info(spec, context)["versions"]
+        except Exception as exc:  # noqa: BLE001 - a codec that cannot even start now is a change too
+            versions = {"error": str(exc)}
+        now["codecs"][spec.label] = versions
+        if versions != recorded["versions"]:
+            changes.append(f"codec {spec.label}'s versions changed ({recorded['versions']} -> {versions})")
+    for what, stage, path_key, sha_key in (("Inception", info.get("inception", {}), "weights_path", "weights_sha256"),
+                                           ("LPIPS", info.get("image_metrics", {}).get("lpips", {}), "backbone_path",
+                                            "backbone_sha256")):
+        if stage.get("status") == "ok":
+            try:
+                current = file_sha256(stage[path_key])
+            except OSError:
+                current = "missing"
+            if current != stage[sha_key]:
+                changes.append(f"the {what} weights at {stage[path_key]} changed")
+    return changes, now
+
+
+def check_resume(run_dir: pathlib.Path, info: dict, anyway: bool) -> dict:
+    """Refuse to finish a run under provenance other than its own; with `anyway`, finish it and stamp the
+    new rows (shards) with the provenance that really produces them, recorded in config.json too."""
+    changes, now = provenance_changes(info)
+    if not changes:
+        return info
+    if not anyway:
+        raise RuntimeError(f"Cannot resume {run_dir}: {'; '.join(changes)}. Start a new run, or pass "
+                           "--resume-anyway to finish it with the new provenance recorded in the rows it adds.")
+    info = json.loads(json.dumps(info))
+    info.setdefault("resumed_with", []).append({
+        "at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(), "changes": changes,
+        "git_sha": now["git_sha"], "versions": now["versions"], "codec_versions": now["codecs"]})
+    atomic_write_bytes(run_dir / "config.json", json.dumps(info, indent=2, sort_keys=True).encode())
+    info["git_sha"], info["versions"] = now["git_sha"], now["versions"]
+    for c in info["codecs"]:
+        c["versions"] = now["codecs"][c["label"]]
+    return info
+
+
 def plan(info: dict, n_images: int) -> list[Task]:
     size = info["config"]["chunk_size"]
     return [Task(k, c["label"], start, min(start + size, n_images))
@@ -162,8 +222,15 @@ class RunOutcome:
 
 def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool = True,
             on_result: Callable[[TaskResult], None] | None = None, executor: str = "local",
-            ray_address: str | None = None, stats: dict | None = None) -> RunOutcome:
+            ray_address: str | None = None, stats: dict | None = None, resume: bool = False,
+            resume_anyway: bool = False, isolate: bool = False) -> RunOutcome:
     """Run every task of `run_dir` that has no shard yet, then write the summary.
+
+    Finishing a run that already has work on disk (or `resume`) first recomputes its provenance and refuses
+    on any change unless `resume_anyway` (then the new rows carry the new provenance). Codecs that may run
+    in parallel run in worker processes when `jobs` > 1 or `isolate` (where --timeout is enforced even on
+    code that hangs without returning to the interpreter); otherwise, and for codecs that must run in the
+    main process, in this process, where only hangs in Python code can be interrupted.
 
     `executor` is "local" (a process pool of `jobs` workers; the default) or "ray" (Ray tasks on the
     cluster at `ray_address`, or on a local Ray with `jobs` CPUs). Only how tasks run differs.
@@ -180,10 +247,13 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     if dataset.fingerprint() != info["dataset"]["fingerprint"]:
         raise RuntimeError(f"The dataset {dataset.name} ({dataset.split}) changed since this run started "
                            "(its image list, sizes or captions differ); start a new run.")
-    todo = [t for t in plan(info, len(dataset)) if not shard_path(run_dir, t.codec, t.chunk).exists()]
+    tasks = plan(info, len(dataset))
+    todo = [t for t in tasks if not shard_path(run_dir, t.codec, t.chunk).exists()]
+    if todo and (resume or len(todo) < len(tasks)):
+        info = check_resume(run_dir, info, resume_anyway)
     parallel_codecs = {c["label"] for c in info["codecs"] if c["parallel"]}
     jobs = max(1, jobs or os.cpu_count() or 1)
-    pooled = [t for t in todo if t.codec in parallel_codecs] if jobs > 1 else []
+    pooled = [t for t in todo if t.codec in parallel_codecs] if jobs > 1 or isolate else []
     pooled_set = set(pooled)
     local = [t for t in todo if t not in pooled_set]
     columns = info["schema"]
@@ -246,6 +316,8 @@ def set_level_summary(run_dir: pathlib.Path, info: dict):
         summary["inception_passes_reconstruction"] = counts["reconstruction"]
         summary["inception_passes_patches"] = counts.get("patches", 0)
     declared = {name for name, _ in info["schema"]}
+    if "rate_match" in declared:
+        summary = summary.merge(rate_match_counts(run_dir), on=["codec", "setting_index"], how="left")
     for name, state in info["metrics"].items():
         metric = registry.get(name)
         if state["status"] == "disabled" or (metric.kind in COMPUTED_HERE and name not in declared):
@@ -256,6 +328,25 @@ def set_level_summary(run_dir: pathlib.Path, info: dict):
             if state["status"] != "ok" or column not in summary:
                 summary[column] = float("nan")  # unavailable: never zero, never made up
     return summary
+
+
+def rate_match_counts(run_dir: pathlib.Path):
+    """Per rate-matched setting: how many images reached the target within tolerance, and how the others
+    ended (closest, below-range, above-range)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    frames = [pq.read_table(p, columns=["codec", "setting_index", "status", "rate_match"]).to_pandas()
+              for p in shard_files(run_dir)]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["codec", "setting_index", "status", "rate_match"])
+    rows = rows[(rows.status == "ok") & rows.rate_match.notna()]
+    out = []
+    for (codec, s), group in rows.groupby(["codec", "setting_index"]):
+        counts = group.rate_match.value_counts()
+        out.append({"codec": codec, "setting_index": s, "rate_n_matched": int(counts.get("matched", 0)),
+                    "rate_match_counts": ", ".join(f"{k} {v}" for k, v in counts.items())})
+    return pd.DataFrame(out, columns=["codec", "setting_index", "rate_n_matched", "rate_match_counts"])
 
 
 def _failure_counts(run_dir: pathlib.Path) -> tuple[int, int, dict[str, int]]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,8 +104,21 @@ class Worker:
                    input_notes="; ".join(loaded.notes))
         return row, pixels, ""
 
-    def run(self, task: Task, keep_pixels: bool = False) -> TaskResult:
+    heartbeat: pathlib.Path | None = None  # set in pool workers: where the parent watches for native hangs
+
+    def _beat(self, task: Task | None, index: int = -1, setting_index: int = -1, stage: str = "") -> None:
+        """Tell the parent what this process is doing now (it kills a process stuck past its deadline)."""
+        if self.heartbeat is None:
+            return
+        state = {"pid": os.getpid(), "busy": task is not None, "started": time.time()}
+        if task is not None:
+            state.update(chunk=task.chunk, codec=task.codec, index=index, setting_index=setting_index, stage=stage)
+        atomic_write_bytes(self.heartbeat, json.dumps(state).encode(), durable=False)
+
+    def run(self, task: Task, keep_pixels: bool = False, skip: dict | None = None) -> TaskResult:
+        """`skip`: {(image index, setting index): reason} of rows that hung a previous attempt: failed, not rerun."""
         spec = self.specs[task.codec]
+        skip = skip or {}
         result = TaskResult(task, [], {}, [])
         try:
             encoder, decoder = self.codec_pair(task.codec)
@@ -123,8 +138,14 @@ class Worker:
                     row.update(status="failed", error=error or setup_error)
                     result.rows.append(row)
                     continue
+                if (index, s) in skip:
+                    row.update(status="failed", error=skip[(index, s)])
+                    result.rows.append(row)
+                    continue
                 record = self.dataset.records[index]
-                made = produce(encoder, decoder, pixels, setting, record, self.config.timeout)
+                made = produce(encoder, decoder, pixels, setting, record, self.config.timeout,
+                               lambda stage: self._beat(task, index, s, stage))
+                self._beat(None)
                 row.update(made.columns)
                 if made.data is not None and self.config.save_bitstreams:
                     atomic_write_bytes(output_path(self.run_dir, task.codec, str(setting), record.image_id, ".bin"),

@@ -20,6 +20,7 @@ LOGITS_DIM = 1008
 EXTRACTOR_NAME = "inception-v3-compat"
 ENV_WEIGHTS = "CMCBENCH_INCEPTION_WEIGHTS"
 ENV_SHA256 = "CMCBENCH_INCEPTION_SHA256"
+ENV_OFFLINE = "CMCBENCH_OFFLINE"  # set: never try the network for weights (they must be local or cached)
 STANDARD_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 
 
@@ -40,6 +41,8 @@ def hub_download(url: str, hash_prefix: str, progress: bool = True) -> str:
     import torch
 
     target = pathlib.Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+    if not target.exists() and os.environ.get(ENV_OFFLINE, "") not in ("", "0"):
+        raise OSError(f"downloading {url} to {target} failed (offline: {ENV_OFFLINE} is set)")
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         try:

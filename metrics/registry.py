@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 KINDS = ("rate", "pixels", "network", "text", "features", "set")
+# PSNR above 100 dB (MSE below 6.5e-6: fewer than one 1-level error per 150,000 8-bit samples) is lossless
+# for every practical purpose; averages count such an image at 100 dB, as compression benchmarks cap it.
+PSNR_CAP_DB = 100.0
 TEXT_COLUMN = "caption"  # the row column in which a text-transmitting codec reports the text it sent
 PER_IMAGE_KINDS = ("rate", "pixels", "network", "text", "features")
 
@@ -47,6 +50,10 @@ class MetricInfo:
     load: str = ""  # "module:function" building the network once per process (kind network)
     default: bool = True  # computed unless asked not to; False: only with --add-metric NAME
     dtype: str = "float64"
+    # Averages (summary, bootstrap, tables) clip per-image values at this cap, which marks a lossless image
+    # (PSNR of identical images is inf): one lossless image must not turn a mean into inf. The per-image
+    # value itself is kept exact; the summary counts the images at the cap (`n_lossless`).
+    cap: float | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -77,9 +84,10 @@ def _resolve(target: str) -> Callable[..., Any]:
 
 METRICS: dict[str, MetricInfo] = {m.column: m for m in [
     MetricInfo("bpp", "bits per pixel (bpp)", False, "rate", "bpp", tolerance="0.5%"),
-    MetricInfo("psnr", "PSNR (dB)", True, "pixels", "PSNR", needs=("pixels",), tolerance=0.01, fn="metrics.psnr:psnr"),
+    MetricInfo("psnr", "PSNR (dB)", True, "pixels", "PSNR", needs=("pixels",), tolerance=0.01, fn="metrics.psnr:psnr",
+               cap=PSNR_CAP_DB),
     MetricInfo("psnr_y", "PSNR-Y (dB, BT.601 luma)", True, "pixels", "PSNR-Y", needs=("pixels",), tolerance=0.01,
-               fn="metrics.psnr:psnr_y", default=False),
+               fn="metrics.psnr:psnr_y", default=False, cap=PSNR_CAP_DB),
     MetricInfo("ms_ssim", "MS-SSIM (RGB)", True, "pixels", "MS-SSIM", needs=("pixels",), state="image_metrics.ms_ssim",
                tolerance=5e-4, fn="metrics.msssim:ms_ssim"),
     MetricInfo("lpips", "LPIPS (AlexNet)", False, "network", "LPIPS", needs=("pixels", "network:alexnet"),
@@ -100,6 +108,14 @@ METRICS: dict[str, MetricInfo] = {m.column: m for m in [
                needs=("transmitted text", "captions", "network:sentence-embedder"),
                state="caption_metrics.caption_cosine", tolerance=0.005, fn="metrics.caption:cosine"),
 ]}
+
+
+def capped(name: str, values):
+    """Per-image values as they enter an average: clipped at the metric's cap, if it has one."""
+    import numpy as np
+
+    info = METRICS.get(name)
+    return values if info is None or info.cap is None else np.minimum(values, info.cap)
 
 
 def get(name: str) -> MetricInfo:

@@ -96,3 +96,63 @@ class AlwaysRaises(Raw):
 
     def encode(self, image, setting):
         raise RuntimeError("this encoder always fails")
+
+
+class Gated(Raw):
+    """Raw, except that images from index `after` on wait until the file `gate` exists: a run that cannot
+    finish until the test lets it, so kill-and-resume tests wait on what they observe, never on a clock."""
+
+    name = "gated"
+    defaults = {"gate": "", "after": 0}
+    needs_record = True
+
+    def encode(self, image, setting, record=None):
+        while record.index >= self.options["after"] and not os.path.exists(self.options["gate"]):
+            time.sleep(0.01)
+        return super().encode(image, setting)
+
+
+class Versioned(Raw):
+    """Raw whose declared library version comes from the environment, as after an upgrade."""
+
+    name = "versioned"
+
+    def versions(self):
+        return {"fakelib": os.environ.get("CMCBENCH_TEST_FAKELIB", "1.0")}
+
+
+class NoisyJPEG(Codec):
+    """JPEG whose decoder adds seeded noise: the same bits, a worse picture (a regression to catch)."""
+
+    name = "noisyjpeg"
+    rate_parameter = "quality"
+    default_sweep = (10, 30, 50, 70, 90)
+    defaults = {"sigma": 0.0}
+
+    def encode(self, image, setting):
+        from baselines.jpeg import JPEG
+
+        return JPEG().encode(image, setting)
+
+    def decode(self, data):
+        from baselines.jpeg import JPEG
+
+        out = JPEG().decode(data).astype(np.float64)
+        out += np.random.default_rng(len(data)).normal(0, self.options["sigma"], out.shape)
+        return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+class NativeHang(Raw):
+    """Raw, but decoding the 112-px-tall image blocks in C with SIGALRM masked: like a hang inside libaom or a
+    deadlocked lock, it never returns to the interpreter, so no Python-level alarm can stop it."""
+
+    name = "nativehang"
+
+    def decode(self, data):
+        if int.from_bytes(data[:2], "big") == 112:
+            import ctypes
+            import signal
+
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            ctypes.CDLL(None).pause()
+        return super().decode(data)

@@ -1,3 +1,4 @@
+import os
 import pathlib
 import sys
 
@@ -6,6 +7,56 @@ import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # test codecs are importable as codecs_for_tests:Class (also in subprocesses)
+
+
+# `CMCBENCH_TEST_DOWNLOADS=fake pytest` simulates a machine with internet: weight downloads succeed and
+# serve random-init files of the right architecture. The default, as on CI, is that every download fails.
+FAKE_DOWNLOADS = os.environ.get("CMCBENCH_TEST_DOWNLOADS") == "fake"
+REAL_HUB_DOWNLOAD = __import__("metrics.inception", fromlist=["hub_download"]).hub_download
+
+
+@pytest.fixture(autouse=True)
+def hermetic(tmp_path_factory, monkeypatch):
+    """No test touches the network or the user's caches: temporary torch and Hugging Face homes, offline
+    flags (inherited by every subprocess a test starts), no weight paths from the user's environment."""
+    home = tmp_path_factory.mktemp("home")
+    for var in ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME", "SENTENCE_TRANSFORMERS_HOME"):
+        monkeypatch.setenv(var, str(home / var.lower()))
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "CMCBENCH_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+    for var in ("CMCBENCH_INCEPTION_WEIGHTS", "CMCBENCH_INCEPTION_SHA256", "CMCBENCH_LPIPS_WEIGHTS"):
+        monkeypatch.delenv(var, raising=False)
+    if FAKE_DOWNLOADS:
+        import metrics.inception
+
+        monkeypatch.setattr(metrics.inception, "hub_download", _fake_hub_download)
+
+
+@pytest.fixture
+def no_downloads(monkeypatch):
+    """For tests about what happens offline, in either download mode: the real download path, offline."""
+    import metrics.inception
+
+    monkeypatch.setattr(metrics.inception, "hub_download", REAL_HUB_DOWNLOAD)
+
+
+def _fake_hub_download(url: str, hash_prefix: str, progress: bool = True) -> str:
+    """A stand-in for the network: random-init weights of the architecture `url` names."""
+    import torch
+
+    target = pathlib.Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if "alexnet" in url:
+            import torchvision
+
+            torch.manual_seed(0)
+            torch.save(torchvision.models.alexnet(weights=None).state_dict(), target)
+        elif "inception" in url:
+            torch.save({"fake": torch.zeros(1)}, target)  # the wrong hash: cmcbench must call it corrupt
+        else:
+            raise OSError(f"downloading {url} failed (the fake network has no such file)")
+    return str(target)
 
 
 @pytest.fixture

@@ -147,7 +147,7 @@ def test_runs_report_ms_ssim_and_lpips(random_alexnet, tmp_path):
     assert {"rd_ms_ssim", "rd_lpips"} <= names
 
 
-def test_lpips_unavailable_is_nan_with_reason(tmp_path, monkeypatch, natural_images):
+def test_lpips_unavailable_is_nan_with_reason(tmp_path, monkeypatch, natural_images, no_downloads):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))  # no cached weights, and no network here
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",

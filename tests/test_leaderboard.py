@@ -108,20 +108,20 @@ def test_bootstrap_intervals_are_seeded_and_bracket_the_estimates(noisy_runs):
     assert not np.allclose(ci.low, other.low)
     assert {"bpp", "psnr", "ipd", "fid", "kid", "inception_score"} <= set(ci.metric)
     _, summary = load_run(run)
-    merged = ci.merge(summary.melt(id_vars=["codec", "setting_index"], value_vars=["psnr", "fid", "ipd", "bpp"],
+    merged = ci.merge(summary.melt(id_vars=["codec", "setting_index"],
+                                   value_vars=["psnr", "fid", "ipd", "bpp", "kid", "inception_score"],
                                    var_name="metric", value_name="estimate"), on=["codec", "setting_index", "metric"])
-    assert len(merged) >= 20
+    assert len(merged) >= 25 and set(merged.metric) == {"psnr", "fid", "ipd", "bpp", "kid", "inception_score"}
     assert (merged.low <= merged.estimate + 1e-9).all() and (merged.estimate <= merged.high + 1e-9).all()
-    # A resample that is the identity recomputes the setting's FID from the same stored features. Resamples
-    # use the exact low-rank FID; the summary's torch-fidelity-compatible eigenvalue route carries round-off
-    # from the ~2000 zero eigenvalues of a 12-image covariance, 1e-3 relative here.
-    from metrics.fid import fid_low_rank
+    # A resample that is the identity recomputes the setting's FID from the same stored features, with the
+    # summary's own exact function: the same number (to round-off from the images' order).
+    from metrics.fid import fid
 
     data = bootstrap.load_settings(run)[("noisy", "1")]
     fid_identity = data.evaluate(np.arange(len(data.image_ids))[None])["fid"][0]
-    assert fid_identity == fid_low_rank(data.pool, data.ref_pool)
+    assert fid_identity == fid(data.pool, data.ref_pool)
     summary_fid = float(summary[(summary.codec == "noisy") & (summary.setting_index == 0)].fid.iloc[0])
-    assert fid_identity == pytest.approx(summary_fid, rel=2e-3)
+    assert fid_identity == pytest.approx(summary_fid, rel=1e-9)
 
 
 def test_compare_run_with_itself_passes_and_worse_fails(noisy_runs, tmp_path, capsys):

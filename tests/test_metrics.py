@@ -82,7 +82,9 @@ def test_inception_score_against_scipy_entropy():
 def test_kid_zero_in_expectation_and_positive_for_different_sets(feats):
     a, b = feats
     assert abs(kid(a[:150], a[150:], subsets=10)[0]) < kid(a, b, subsets=10)[0]
-    assert kid(a, b, subset_size=5000)[0] == pytest.approx(kid(a, b, subset_size=250)[0])  # clipped to n
+    # A subset size that reaches a set's size means the whole sets, once, with no std.
+    assert kid(a, b, subset_size=5000)[0] == pytest.approx(kid(a, b, subset_size=250)[0])
+    assert np.isnan(kid(a, b, subset_size=250)[1]) and not np.isnan(kid(a, b, subset_size=249, subsets=5)[1])
 
 
 def test_ipd_by_hand():

@@ -93,7 +93,7 @@ def test_resume_keeps_features_and_counts(tmp_path, random_inception_weights):
                                                                            "patches": 0}
 
 
-def test_without_weights_metrics_are_unavailable_not_zero(tmp_path, monkeypatch):
+def test_without_weights_metrics_are_unavailable_not_zero(tmp_path, monkeypatch, no_downloads):
     monkeypatch.setattr(inception_module, "STANDARD_URL", "http://127.0.0.1:9/weights-inception-x.pth")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv(inception_module.ENV_WEIGHTS, raising=False)

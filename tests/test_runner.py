@@ -116,19 +116,21 @@ def _cli(args, **kw):
 
 
 def test_kill_9_then_resume_gives_the_uninterrupted_rows(tmp_path):
-    args = ["run", "--dataset", "sample:90", "--codec", "codecs_for_tests:Raw sleep=0.03", "--codec",
+    gate = tmp_path / "gate"  # images from index 10 on wait for it: the run cannot end before the kill
+    args = ["run", "--dataset", "sample:90", "--codec", f"codecs_for_tests:Gated gate={gate} after=10", "--codec",
             "jpeg quality=20,80", "--out", str(tmp_path), "--jobs", "2", "--no-plots", "--no-progress"]
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench.py"), *args, "--name", "killed"],
                             env={**os.environ, "PYTHONPATH": os.path.dirname(__file__)}, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = tmp_path / "killed" / "images"
-    deadline = time.time() + 60
-    while len(list(shards.glob("*/chunk-*.parquet"))) < 12 and time.time() < deadline:
+    while len(list(shards.glob("*/chunk-*.parquet"))) < 12:  # observable state, no clock
+        assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     n_done = len(list(shards.glob("*/chunk-*.parquet")))
     assert 12 <= n_done < 60 and not (tmp_path / "killed" / "summary.parquet").exists()
+    gate.touch()
     assert _cli(["run", "--resume", str(tmp_path / "killed"), "--no-plots", "--no-progress"]).returncode == 0
     assert _cli(args + ["--name", "clean"]).returncode == 0
     resumed, s1 = load_run(tmp_path / "killed")

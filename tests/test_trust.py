@@ -1,0 +1,264 @@
+"""Numbers that can be trusted at every size: one exact FID, KID without fake spreads, noted IS, intervals
+that contain their estimates, lossless images that do not make means infinite."""
+
+import numpy as np
+import pytest
+import torch
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
+
+from benchmark import bootstrap
+from benchmark.codec import parse_codec_spec
+from benchmark.results import load_run
+from benchmark.runner import RunConfig, create_run, execute
+from metrics.fid import fid, fid_from_statistics, statistics
+from metrics.kid import kernels, kid, mmd2_weighted, mmd2_whole
+
+
+def _mp_fid(a, b, dps=40):
+    """FID by the symmetric formula in 40-digit arithmetic (mpmath): the exact reference."""
+    import mpmath as mp
+
+    mp.mp.dps = dps
+
+    def stats(x):
+        x = mp.matrix(x.tolist())
+        n, d = x.rows, x.cols
+        mu = [mp.fsum(x[i, j] for i in range(n)) / n for j in range(d)]
+        cov = mp.matrix(d, d)
+        for j in range(d):
+            for k in range(j, d):
+                cov[j, k] = cov[k, j] = mp.fsum((x[i, j] - mu[j]) * (x[i, k] - mu[k]) for i in range(n)) / (n - 1)
+        return mu, cov
+
+    (mu1, s1), (mu2, s2) = stats(a), stats(b)
+    w, v = mp.eigsy(s1)
+    root = v * mp.diag([mp.sqrt(max(x, 0)) for x in w]) * v.T
+    inner = mp.eigsy(root * s2 * root, eigvals_only=True)
+    trace_sqrt = mp.fsum(mp.sqrt(max(x, 0)) for x in inner)
+    d = len(mu1)
+    value = mp.fsum((mu1[j] - mu2[j]) ** 2 for j in range(d)) + mp.fsum(s1[j, j] + s2[j, j] for j in range(d)) \
+        - 2 * trace_sqrt
+    return float(value)
+
+
+def test_fid_is_exact_on_small_sets_and_equals_torch_fidelity_on_large_ones():
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(size=(9, 24)), rng.normal(size=(8, 24)) * 1.3 + 0.2  # fewer samples than features
+    exact = _mp_fid(a, b)
+    assert fid(a, b) == pytest.approx(exact, rel=1e-10)  # the low-rank form
+    # The symmetric form on rank-deficient covariances carries sqrt(round-off) from their zero eigenvalues
+    # (about 1e-8 here): why `fid` takes the low-rank form whenever n1 + n2 <= d.
+    assert fid_from_statistics(*statistics(a), *statistics(b)) == pytest.approx(exact, rel=1e-7)
+    big_a, big_b = rng.normal(size=(300, 16)), rng.normal(size=(260, 16)) * 0.9 + 0.1  # more samples than features
+    ref = fid_statistics_to_metric(fid_features_to_statistics(torch.from_numpy(big_a)),
+                                   fid_features_to_statistics(torch.from_numpy(big_b)), verbose=False)
+    assert fid(big_a, big_b) == pytest.approx(ref["frechet_inception_distance"], rel=1e-6)
+
+
+def test_kid_never_reports_a_spread_that_is_not_one():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(16, 32)), rng.normal(size=(16, 32)) + 0.3
+    value, std = kid(a, b, subsets=100, subset_size=1000)
+    assert np.isnan(std)
+    # The unbiased MMD^2 over the whole sets, written out pair by pair.
+    k = lambda x, y: (x @ y / 32 + 1) ** 3  # noqa: E731
+    xx = sum(k(a[i], a[j]) for i in range(16) for j in range(16) if i != j) / (16 * 15)
+    yy = sum(k(b[i], b[j]) for i in range(16) for j in range(16) if i != j) / (16 * 15)
+    xy = sum(k(a[i], b[j]) for i in range(16) for j in range(16)) / 256
+    assert value == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+    # Where torch-fidelity accepts the parameters (subsets smaller than the sets), cmcbench equals it.
+    big_a, big_b = rng.normal(size=(120, 32)), rng.normal(size=(120, 32)) + 0.1
+    ref = kid_features_to_metric(torch.from_numpy(big_a), torch.from_numpy(big_b), kid_subsets=30,
+                                 kid_subset_size=50, verbose=False)
+    mean, std = kid(big_a, big_b, subsets=30, subset_size=50)
+    assert mean == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-6)
+    assert std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-6)
+
+
+def test_duplicate_aware_kid_is_the_plain_statistic_without_duplicates_and_unbiased_with_them():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(30, 8))
+    y = x + rng.normal(size=(30, 8)) * 0.7
+    k = kernels(x, y)
+    assert mmd2_weighted(*k, np.ones(30)) == pytest.approx(mmd2_whole(*k), rel=1e-12)
+    # Averaged over many resamples, the duplicate-aware statistic stays at the sample's value (a plain
+    # unbiased MMD^2 on the resample with duplicates drifts away from it).
+    draws = [np.bincount(rng.integers(0, 30, 30), minlength=30) for _ in range(3000)]
+    aware = np.mean([mmd2_weighted(*k, w) for w in draws])
+    point = mmd2_whole(*k)
+    naive = np.mean([mmd2_whole(*kernels(np.repeat(x, w, 0), np.repeat(y, w, 0))) for w in draws[:300]])
+    assert abs(aware - point) < 0.25 * abs(naive - point)
+
+
+def test_bca_matches_scipy_on_plain_means():
+    from scipy.stats import bootstrap as scipy_bootstrap
+
+    data = np.random.default_rng(8).gamma(2.0, 3.0, 40)  # skewed: BCa differs from the percentile interval
+    res = scipy_bootstrap((data,), np.mean, method="BCa", n_resamples=999, confidence_level=0.9,
+                          random_state=np.random.default_rng(1))
+    jackknife = (data.sum() - data) / (len(data) - 1)
+    low, high = bootstrap.bca_interval(res.bootstrap_distribution, data.mean(), jackknife, 0.9)
+    assert low == pytest.approx(res.confidence_interval.low, rel=1e-12)
+    assert high == pytest.approx(res.confidence_interval.high, rel=1e-12)
+
+
+def test_set_metric_intervals_contain_their_estimates_on_synthetic_features():
+    rng = np.random.default_rng(0)
+    for n in (16, 100):
+        pool = rng.normal(size=(n, 256))
+        ref = pool + rng.normal(size=(n, 256)) * 0.5
+        logits = rng.normal(0, 3, (n, 50))
+        data = bootstrap.SettingData("c", 0, "1", np.array([f"i{k:03d}" for k in range(n)]), {}, pool, logits, ref,
+                                     {"isc_splits": 2})
+        positions = bootstrap.resample_positions(n, 200, np.random.default_rng(n))
+        points = data.evaluate(np.arange(n)[None])
+        for metric, values in data.evaluate(positions).items():
+            low, high = bootstrap.metric_interval(data, metric, values, points[metric][0], 0.95)
+            assert low <= points[metric][0] <= high, (n, metric)
+        assert points["fid"][0] == fid(pool, ref)
+
+
+def test_a_lossless_image_does_not_make_the_mean_infinite(tmp_path, natural_images):
+    config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec("codecs_for_tests:Raw"), parse_codec_spec("jpeg quality=50")])
+    run_dir = create_run(config, tmp_path / "runs", "lossless", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    images, summary = load_run(run_dir)
+    raw = summary[summary.codec == "raw"]
+    assert np.isinf(images[images.codec == "raw"].psnr).all()  # per image: exact
+    assert (raw.psnr == 100.0).all() and (raw.n_lossless == 4).all()  # averaged at the stated cap
+    assert (summary[summary.codec == "jpeg"].n_lossless == 0).all()
+    ci = bootstrap.intervals(run_dir, 20, use_cache=False)
+    assert not ((ci.codec == "raw") & (ci.metric == "psnr")).any()  # identical resamples: no spread reported
+    jpeg = ci[(ci.codec == "jpeg") & (ci.metric == "psnr")].iloc[0]
+    point = summary[summary.codec == "jpeg"].psnr.iloc[0]
+    assert jpeg.low <= point <= jpeg.high
+
+
+def test_resume_refuses_changed_provenance_unless_asked(tmp_path, monkeypatch, capsys):
+    from benchmark.cli import main
+
+    config = RunConfig(dataset="sample:6", split="all", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"}, chunk_size=2,
+                       codecs=[parse_codec_spec("codecs_for_tests:Versioned")])
+    run_dir = create_run(config, tmp_path / "runs", "v", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    shard = sorted((run_dir / "images" / "versioned").glob("*.parquet"))[-1]
+    shard.unlink()  # as if killed before this task committed
+    monkeypatch.setenv("CMCBENCH_TEST_FAKELIB", "2.0")  # the codec's library was upgraded meanwhile
+    capsys.readouterr()
+    assert main(["run", "--resume", str(run_dir), "--no-progress", "--no-plots"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "codec versioned's versions changed" in err and "--resume-anyway" in err
+    assert not shard.exists()
+    assert main(["run", "--resume", str(run_dir), "--resume-anyway", "--no-progress", "--no-plots"]) == 0
+    images, _ = load_run(run_dir)
+    assert set(images.codec_versions) == {'{"fakelib": "1.0"}', '{"fakelib": "2.0"}'}  # each row, its own
+    info = __import__("json").loads((run_dir / "config.json").read_text())
+    assert "codec versioned's versions changed" in info["resumed_with"][0]["changes"][0]
+
+
+def test_pass_counters_survive_a_crash_between_features_and_shard(tmp_path, random_inception_weights):
+    inception = {"enabled": True, "weights": str(random_inception_weights), "device": "cpu", "batch_size": 8,
+                 "isc_splits": 2, "kid_subsets": 5, "kid_subset_size": 3, "seed": 2020, "patch_fid": False}
+    config = RunConfig(dataset="sample:6", split="all", inception=inception, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"}, chunk_size=1,
+                       codecs=[parse_codec_spec("jpeg quality=30,70")])
+    run_dir = create_run(config, tmp_path / "runs", "crash", progress=False)
+    seen = []
+
+    def crash_on_third(result):  # runs after the Inception stage saved its work, before the shard is written
+        seen.append(result.task)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(run_dir, jobs=1, progress=False, on_result=crash_on_third)
+    outcome = execute(run_dir, jobs=1, progress=False)
+    assert outcome.passes["reference"] == 6  # each original once, although its task ran twice
+    assert outcome.passes["reconstruction"] == 6 * 2 + 2  # every pass made, the redone task's too
+
+
+def _cmp_run(tmp_path, name, dataset, codecs):
+    config = RunConfig(dataset=dataset, inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"}, codecs=[parse_codec_spec(c) for c in codecs])
+    run_dir = create_run(config, tmp_path / "runs", name, progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    return str(run_dir)
+
+
+def test_compare_judges_curves_and_refuses_what_it_cannot_compare(tmp_path, natural_images, capsys):
+    from benchmark.cli import EXIT_NOT_COMPARABLE, EXIT_REGRESSION, main
+
+    folder = f"folder:{natural_images}"
+    base = _cmp_run(tmp_path, "base", folder, ["jpeg quality=10,30,50,70,90", "codecs_for_tests:NoisyJPEG label=nj"])
+    shifted = _cmp_run(tmp_path, "shifted", folder, ["jpeg quality=15,35,55,75,95",
+                                                     "codecs_for_tests:NoisyJPEG label=nj"])
+    worse = _cmp_run(tmp_path, "worse", folder, ["jpeg quality=10,30,50,70,90",
+                                                 "codecs_for_tests:NoisyJPEG sigma=6 label=nj"])
+    capsys.readouterr()
+    # JPEG moved along its own curve: fewer settings in common, no regression.
+    assert main(["compare", base, shifted, "--bootstrap", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "jpeg" in out and "Curves" in out
+    # A decoder that got worse at the same bits: named, with its BD interval.
+    assert main(["compare", base, worse, "--bootstrap", "100"]) == EXIT_REGRESSION
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("REGRESSION"))
+    assert "psnr (nj) BD -" in line and "jpeg" not in line
+    # Nothing in common, a codec missing, other data: each its own sentence and exit status.
+    high = _cmp_run(tmp_path, "high", folder, ["jpeg quality=97,99"])
+    low = _cmp_run(tmp_path, "low", folder, ["jpeg quality=3,5"])
+    assert main(["compare", high, low, "--bootstrap", "20"]) == EXIT_NOT_COMPARABLE
+    assert "Nothing could be compared" in capsys.readouterr().err
+    only_jpeg = _cmp_run(tmp_path, "only", folder, ["jpeg quality=10,30,50,70,90"])
+    assert main(["compare", base, only_jpeg, "--bootstrap", "20"]) == EXIT_NOT_COMPARABLE
+    assert "codec nj is in BASE but not in NEW" in capsys.readouterr().err
+    assert main(["compare", base, only_jpeg, "--bootstrap", "20", "--allow-missing"]) == 0
+    other = _cmp_run(tmp_path, "other", "sample:4", ["jpeg quality=10,30,50,70,90"])
+    assert main(["compare", only_jpeg, other, "--bootstrap", "20"]) == EXIT_NOT_COMPARABLE
+    assert "different data" in capsys.readouterr().err
+    assert main(["compare", base, base, "--tolerance", "foo=1"]) == 1
+    assert "Unknown metric 'foo'" in capsys.readouterr().err
+    assert main(["compare", base, base, "--tolerance", "psnr=-1"]) == 1
+    assert "must be 0 or more" in capsys.readouterr().err
+
+
+def test_leaderboard_refuses_mixed_datasets_unless_asked(tmp_path, natural_images):
+    from benchmark import leaderboard
+
+    a = _cmp_run(tmp_path, "a", f"folder:{natural_images}", ["jpeg quality=10,50,90"])
+    b = _cmp_run(tmp_path, "b", "sample:4", ["webp quality=10,50,90"])
+    with pytest.raises(ValueError, match="different datasets or preprocessing.*--allow-mixed"):
+        leaderboard.build([a, b], resamples=0)
+    board = leaderboard.build([a, b], resamples=0, allow_mixed=True)
+    assert all("[" in c for c in board.settings.codec)  # every row says its dataset
+
+
+def test_rate_matching_says_how_many_images_reached_the_target(tmp_path, natural_images, capsys):
+    from benchmark.cli import main
+
+    code = main(["run", "--dataset", str(natural_images), "--codec", "jpeg bpp=0.01,1.0", "--out", str(tmp_path),
+                 "--name", "rm", "--metrics", "none", "--lpips", "none", "--no-ms-ssim", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "rate matching jpeg@bpp target 0.01 bpp: 0 of 4 images within tolerance (below-range 4)" in out
+    assert "NOT the target" in out
+    _, summary = load_run(tmp_path / "rm")
+    assert list(summary.rate_n_matched) == [0, 4]
+
+
+def test_a_codec_hanging_in_native_code_is_killed_and_only_its_rows_fail(tmp_path, natural_images):
+    config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"}, timeout=1.0,
+                       codecs=[parse_codec_spec("codecs_for_tests:NativeHang"), parse_codec_spec("jpeg quality=50")])
+    run_dir = create_run(config, tmp_path / "runs", "hang", progress=False)
+    outcome = execute(run_dir, jobs=2, progress=False)
+    images, _ = load_run(run_dir)
+    failed = images[images.status != "ok"]
+    assert set(failed.image_id) == {"img1.png"} and set(failed.codec) == {"nativehang"} and len(failed) == 2
+    assert failed.error.str.startswith("decode timed out after 1 s (stuck in native code").all()
+    assert outcome.n_failed == 2 and len(images) == 4 * 2 + 4
+    assert not (run_dir / ".heartbeats").exists()
