@@ -67,6 +67,36 @@ class SettingData:
             self._kernels = kernels(self.pool, self.ref_pool)
         return self._kernels
 
+    def evaluate_counts(self, counts: np.ndarray) -> dict[str, np.ndarray]:
+        """Each metric on each resample given as counts (B x n: how often each of this setting's images is
+        drawn), so resamples of a run's images can hold this setting's images a varying number of times."""
+        from metrics.fid import fid
+        from metrics.inception_score import inception_score
+        from metrics.kid import mmd2_weighted
+
+        counts = np.asarray(counts)
+        w = counts.astype(np.float64)
+        out = {}
+        for name in self.metric_names():
+            if name in self.per_image:
+                values = registry.capped(name, self.per_image[name])
+                ok = ~np.isnan(values)
+                total = w[:, ok].sum(axis=1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    out[name] = np.where(total > 0, w[:, ok] @ values[ok] / total, np.nan)
+        if self.pool is not None and "fid" in self.metric_names():
+            index = np.arange(counts.shape[1])
+            draws = [np.repeat(index, c) for c in counts]
+            out["fid"] = np.array([fid(self.pool[p], self.ref_pool[p]) if len(p) >= 2 else np.nan for p in draws])
+            k = self.kernels()
+            out["kid"] = np.array([mmd2_weighted(*k, c) if c.sum() >= 2 else np.nan for c in counts])
+            if "inception_score" in self.metric_names():
+                splits = self.options.get("isc_splits", 10)
+                out["inception_score"] = np.array([
+                    inception_score(self.logits[p], splits, self.options.get("seed", 2020))[0] if len(p) >= splits
+                    else np.nan for p in draws])
+        return out
+
     def evaluate(self, positions: np.ndarray) -> dict[str, np.ndarray]:
         """Each metric on each resample; `positions` is B x n indices into this setting's images.
 
@@ -135,6 +165,44 @@ def resample_positions(n: int, resamples: int, rng: np.random.Generator) -> np.n
     return rng.integers(0, n, size=(resamples, n))
 
 
+@dataclass
+class RunResamples:
+    """One seeded draw of a run's images, shared by every codec and setting of the run: each setting's
+    metrics on all its images (`points`) and on each resample (`values`, B per metric). Curves, values at a
+    rate and BD numbers computed resample by resample from these get honest intervals."""
+
+    settings: dict[tuple[str, int], "SettingData"]
+    points: dict[tuple[str, int], dict[str, float]]
+    values: dict[tuple[str, int], dict[str, np.ndarray]]
+    resamples: int
+
+
+_RESAMPLES_CACHE: dict = {}
+
+
+def run_resamples(run_dir: str | pathlib.Path, resamples: int = DEFAULT_RESAMPLES,
+                  seed: int = DEFAULT_SEED) -> RunResamples:
+    run_dir = pathlib.Path(run_dir)
+    summary = run_dir / "summary.parquet"
+    key = (str(run_dir.resolve()), resamples, seed, summary.stat().st_mtime if summary.exists() else 0)
+    if key in _RESAMPLES_CACHE:
+        return _RESAMPLES_CACHE[key]
+    settings = {(d.codec, d.setting_index): d for d in load_settings(run_dir).values()}
+    ids = np.unique(np.concatenate([d.image_ids for d in settings.values()])) if settings else np.array([])
+    rng = _rng(seed, "run")
+    draws = rng.integers(0, max(len(ids), 1), size=(resamples, len(ids)))
+    counts = np.stack([np.bincount(d, minlength=len(ids)) for d in draws]) if resamples else np.zeros((0, len(ids)))
+    points, values = {}, {}
+    for key_, data in settings.items():
+        local = np.searchsorted(ids, data.image_ids)
+        points[key_] = {m: float(v[0]) for m, v in data.evaluate_counts(np.ones((1, len(local)), int)).items()}
+        values[key_] = data.evaluate_counts(counts[:, local]) if resamples else {}
+    result = RunResamples(settings, points, values, resamples)
+    _RESAMPLES_CACHE.clear()
+    _RESAMPLES_CACHE[key] = result
+    return result
+
+
 def bca_interval(resampled: np.ndarray, point: float, jackknife: np.ndarray, level: float) -> tuple[float, float]:
     """Efron's bias-corrected and accelerated interval from the resampled statistic, its value on the sample
     and its leave-one-out values (the same arithmetic as scipy.stats.bootstrap's BCa)."""
@@ -196,15 +264,14 @@ def intervals(run_dir: str | pathlib.Path, resamples: int = DEFAULT_RESAMPLES, s
     rows = []
     _, summary_rows = load_run(run_dir)
     reported = summary_rows.set_index(["codec", "setting_index"]) if len(summary_rows) else None
-    for (codec, label), data in load_settings(run_dir).items():
-        n = len(data.image_ids)
+    drawn = run_resamples(run_dir, resamples, seed)
+    for (codec, s), data in drawn.settings.items():
+        label, n = data.setting_label, len(data.image_ids)
         if n < 2:
             continue
-        positions = resample_positions(n, resamples, _rng(seed, codec, label))
-        points = data.evaluate(np.arange(n)[None])
-        for metric, values in data.evaluate(positions).items():
+        for metric, values in drawn.values[(codec, s)].items():
             values = values[np.isfinite(values)]
-            point = float(points[metric][0])
+            point = drawn.points[(codec, s)][metric]
             if metric in SET_METRICS and reported is not None and metric in reported:
                 # The summary's own value is the estimate (KID over subsets, IS over its splits' order).
                 point = float(reported.loc[(codec, data.setting_index), metric])

@@ -248,8 +248,8 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
             values = []
             for k in range(len(bb)):
                 try:
-                    result = compare_curves(Curve(codec, metric, *_points(bb[k], bv[k])),
-                                            Curve(codec, metric, *_points(nb[k], nv[k])))
+                    result = compare_curves(Curve.from_points(codec, metric, bb[k], bv[k]),
+                                            Curve.from_points(codec, metric, nb[k], nv[k]))
                 except ValueError as exc:  # a degenerate resample (e.g. settings at the same rate)
                     result = {"bd_metric": np.nan, "bd_rate": np.nan, "note": str(exc)}
                 values.append((result["bd_metric"], result["bd_rate"], result["note"]))
@@ -258,13 +258,6 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
     columns = ["codec", "metric", "bd_metric", "low", "high", "bd_rate", "bd_rate_low", "bd_rate_high", "tolerance",
                "direction", "verdict", "significant", "n_images", "note"]
     return pd.DataFrame(out, columns=columns)
-
-
-def _points(bpp: np.ndarray, value: np.ndarray):
-    """A curve's points by increasing rate; settings at the same rate are one point (their mean), as in
-    `Curve.from_summary`."""
-    rates, inverse = np.unique(bpp, return_inverse=True)
-    return rates, np.bincount(inverse, weights=value) / np.bincount(inverse)
 
 
 def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: float, n: int,

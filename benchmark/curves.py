@@ -24,6 +24,9 @@ from scipy.interpolate import PchipInterpolator
 from metrics.registry import higher_is_better
 
 BD_METHODS = ("akima", "pchip", "cubic")
+# BD averages over the range two curves share; below half of the wider range it rests on the ends of the
+# curves, and leaderboards mark it unreliable rather than print it as a headline number.
+MIN_RELIABLE_OVERLAP = 0.5
 
 
 @dataclass
@@ -41,6 +44,16 @@ class Curve:
         rows = rows[["bpp", metric]].dropna()
         rows = rows.groupby("bpp", as_index=False)[metric].mean().sort_values("bpp")
         return cls(codec, metric, rows.bpp.to_numpy(float), rows[metric].to_numpy(float))
+
+    @classmethod
+    def from_points(cls, codec: str, metric: str, bpp, value) -> "Curve":
+        """A curve from one resample's points: NaN points dropped, settings at the same rate merged (mean)."""
+        bpp, value = np.asarray(bpp, float), np.asarray(value, float)
+        keep = np.isfinite(bpp) & np.isfinite(value)
+        rates, inverse = np.unique(bpp[keep], return_inverse=True)
+        merged = np.bincount(inverse, weights=value[keep], minlength=len(rates)) / np.bincount(inverse,
+                                                                                              minlength=len(rates))
+        return cls(codec, metric, rates, merged)
 
     def __len__(self) -> int:
         return len(self.bpp)
@@ -108,7 +121,7 @@ def monotone(curve: Curve) -> bool:
 
 def compare_curves(anchor: Curve, test: Curve, method: str = "akima") -> dict:
     """BD-rate and BD-metric of `test` against `anchor`, or, where they do not exist, why not and what does."""
-    out: dict = {"bd_rate": float("nan"), "bd_metric": float("nan"), "note": ""}
+    out: dict = {"bd_rate": float("nan"), "bd_metric": float("nan"), "note": "", "overlap": float("nan")}
     if len(anchor) < 2 or len(test) < 2:
         out["note"] = "fewer than 2 points on a curve"
     elif not (monotone(anchor) and monotone(test)):
@@ -117,6 +130,7 @@ def compare_curves(anchor: Curve, test: Curve, method: str = "akima") -> dict:
     else:
         rate_overlap = _overlap(np.log(anchor.bpp), np.log(test.bpp))
         metric_overlap = _overlap(anchor.value, test.value)
+        out["overlap"] = min(rate_overlap, metric_overlap)
         if metric_overlap > 0:
             out["bd_rate"] = bd_rate(anchor, test, method)
         if rate_overlap > 0:

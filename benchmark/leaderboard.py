@@ -2,9 +2,10 @@
 setting with its bootstrap interval, as Markdown, LaTeX, CSV and HTML.
 
 Values at a rate are interpolated along each codec's own curve and never extrapolated (an empty cell
-means the codec's settings do not span that rate). Intervals at a rate are interpolated the same way
-from the neighbouring settings' intervals; rate-matched codecs (`bpp=` specs) have settings at the
-rates themselves, so theirs are exact.
+means the codec's settings do not span that rate). Their intervals, and those of BD-rate and BD-metric,
+come from computing the same quantity on the codec's curve in each bootstrap resample of the run's
+images (one draw shared by every codec of a run, so BD against an anchor of the same run is paired).
+BD over too small a share of the curves' ranges is marked unreliable (†).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark import bootstrap
-from benchmark.curves import BD_METHODS, Curve, compare_curves
+from benchmark.curves import BD_METHODS, MIN_RELIABLE_OVERLAP, Curve, compare_curves
 from benchmark.results import load_run
 from metrics import registry
 from metrics.registry import METRICS
@@ -163,19 +164,33 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
         ["codec", "setting", "setting_index", "bpp", "metric", "value", "low", "high", "n_ok"]].reset_index(drop=True)
     at_rates, bd = [], []
     codecs = list(dict.fromkeys(summary.codec))
+    where = summary.groupby("codec", sort=False)[["run_dir", "codec_in_run"]].first()
+    drawn = {r: bootstrap.run_resamples(r, resamples, seed) for r in dict.fromkeys(summary.run_dir) if r} \
+        if resamples > 0 else {}
     for codec in codecs:
+        run_dir, in_run = where.loc[codec]
         for metric in metrics:
             curve = Curve.from_summary(summary, codec, metric)
-            lows = _band(settings, codec, metric, "low")
-            highs = _band(settings, codec, metric, "high")
+            resampled = _resampled_curves(drawn.get(run_dir), in_run, codec, metric)
             for rate in rates:
-                at_rates.append({"codec": codec, "metric": metric, "bpp": rate, "value": curve.at_rate(rate),
-                                 "low": lows.at_rate(rate), "high": highs.at_rate(rate)})
+                value = curve.at_rate(rate)
+                low, high = _interval(value, [c.at_rate(rate) for c in resampled or []], level)
+                at_rates.append({"codec": codec, "metric": metric, "bpp": rate, "value": value, "low": low,
+                                 "high": high})
             anchor_curve = Curve.from_summary(summary, anchor, metric)
             if codec != anchor and len(anchor_curve) and len(curve):  # both measured this metric
                 result = compare_curves(anchor_curve, curve, bd_method)
-                bd.append({"codec": codec, "metric": metric, **{k: result.get(k) for k in ("bd_rate", "bd_metric", "note")},
-                           "fallback": _fallback_text(result, anchor, metric)})
+                row = {"codec": codec, "metric": metric, **{k: result.get(k) for k in ("bd_rate", "bd_metric", "note")},
+                       "fallback": _fallback_text(result, anchor, metric), "overlap": result["overlap"],
+                       "reliable": not result["overlap"] < MIN_RELIABLE_OVERLAP}
+                anchor_run, anchor_in_run = where.loc[anchor]
+                anchors = _resampled_curves(drawn.get(anchor_run), anchor_in_run, anchor, metric) \
+                    if anchor_run == run_dir else None  # paired resamples exist only within one run
+                if resampled and anchors:
+                    draws = [compare_curves(a, c, bd_method) for a, c in zip(anchors, resampled)]
+                    for key in ("bd_rate", "bd_metric"):
+                        row[f"{key}_low"], row[f"{key}_high"] = _interval(result[key], [d[key] for d in draws], level)
+                bd.append(row)
     notes = [f"BD against {anchor} ({bd_method} interpolation, bjontegaard package); BD-rate in % "
              f"(negative: fewer bits for the same quality), BD-metric = codec - {anchor} at equal rate."]
     if resamples > 0:
@@ -186,15 +201,35 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
             f"{c}: {s}" for c, s in refs.groupby("codec", sort=False)["source"].first().items())
             + "): their values are as published, without intervals.")
     notes += [f"Warning: {w}." for w in ref_notes]
-    return Leaderboard(pd.DataFrame(at_rates), pd.DataFrame(bd, columns=["codec", "metric", "bd_rate", "bd_metric",
-                                                                          "note", "fallback"]),
-                       settings, anchor, metrics, list(rates), notes)
+    bd_columns = ["codec", "metric", "bd_rate", "bd_rate_low", "bd_rate_high", "bd_metric", "bd_metric_low",
+                  "bd_metric_high", "overlap", "reliable", "note", "fallback"]
+    if len(bd) and not all(r["reliable"] for r in bd):
+        notes.append(f"† BD over less than {MIN_RELIABLE_OVERLAP:.0%} of the two curves' wider range: it rests on "
+                     "their ends and is not a headline number.")
+    return Leaderboard(pd.DataFrame(at_rates), pd.DataFrame(bd, columns=bd_columns), settings, anchor, metrics,
+                       list(rates), notes)
 
 
-def _band(settings: pd.DataFrame, codec: str, metric: str, column: str) -> Curve:
-    rows = settings[(settings.codec == codec) & (settings.metric == metric)][["bpp", column]].dropna()
-    rows = rows.groupby("bpp", as_index=False)[column].mean().sort_values("bpp")
-    return Curve(codec, metric, rows.bpp.to_numpy(float), rows[column].to_numpy(float))
+def _resampled_curves(drawn, codec_in_run: str, codec: str, metric: str) -> list[Curve] | None:
+    """The codec's curve in each resample of its run (None without resamples or values for the metric)."""
+    if drawn is None:
+        return None
+    keys = sorted(k for k in drawn.values if k[0] == codec_in_run)
+    if not keys or any(metric not in drawn.values[k] or "bpp" not in drawn.values[k] for k in keys):
+        return None
+    bpp = np.stack([drawn.values[k]["bpp"] for k in keys], 1)
+    value = np.stack([drawn.values[k][metric] for k in keys], 1)
+    return [Curve.from_points(codec, metric, bpp[b], value[b]) for b in range(drawn.resamples)]
+
+
+def _interval(point: float, resampled: list[float], level: float) -> tuple[float, float]:
+    """Bias-corrected percentile interval of a curve quantity computed in each resample; none when the point
+    is undefined or the quantity is undefined in over a fifth of the resamples."""
+    values = np.asarray(resampled, float)
+    finite = values[np.isfinite(values)]
+    if not len(values) or math.isnan(point) or len(finite) < 0.8 * len(values) or np.ptp(finite) == 0:
+        return float("nan"), float("nan")
+    return bootstrap.bias_corrected_percentile(finite, point, level)
 
 
 def _fallback_text(result: dict, anchor: str, metric: str) -> str:
@@ -248,8 +283,11 @@ def wide_tables(board: Leaderboard) -> dict[str, pd.DataFrame]:
         tables["at_rates"] = pd.DataFrame()
     bd = board.bd.copy()
     if len(bd):
-        bd["BD-rate (%)"] = [("–" if pd.isna(v) else f"{v:+.2f}") for v in bd.bd_rate]
-        bd["BD-metric"] = [("–" if pd.isna(v) else f"{v:+.4g}") for v in bd.bd_metric]
+        dagger = ["" if r else "†" for r in bd.reliable]
+        bd["BD-rate (%)"] = [("–" if pd.isna(v) else f"{v:+.2f}" + ("" if pd.isna(lo) else f" [{lo:+.2f}, {hi:+.2f}]")
+                              + d) for v, lo, hi, d in zip(bd.bd_rate, bd.bd_rate_low, bd.bd_rate_high, dagger)]
+        bd["BD-metric"] = [("–" if pd.isna(v) else f"{v:+.4g}" + ("" if pd.isna(lo) else f" [{lo:+.4g}, {hi:+.4g}]")
+                            + d) for v, lo, hi, d in zip(bd.bd_metric, bd.bd_metric_low, bd.bd_metric_high, dagger)]
         bd["metric"] = [_label(m) for m in bd.metric]
         bd["note"] = [" — ".join(filter(None, [n, f])) for n, f in zip(bd.note.fillna(""), bd.fallback.fillna(""))]
         tables["bd"] = bd[["codec", "metric", "BD-rate (%)", "BD-metric", "note"]]

@@ -103,7 +103,7 @@ class Gated(Raw):
     finish until the test lets it, so kill-and-resume tests wait on what they observe, never on a clock."""
 
     name = "gated"
-    defaults = {"gate": "", "after": 0}
+    defaults = {"sleep": 0.0, "gate": "", "after": 0}
     needs_record = True
 
     def encode(self, image, setting, record=None):

@@ -51,7 +51,10 @@ def test_agrees_with_torch_fidelity_calculate_metrics(tmp_path, random_inception
                                 save_cpu_ram=True)
         row = summary[summary.setting == quality].iloc[0]
         assert row.n_features == N
-        assert row.fid == pytest.approx(ref["frechet_inception_distance"], rel=1e-6)
+        # 12 samples of 2048-d features: torch-fidelity's non-symmetric eigenvalues carry round-off from the
+        # ~2000 zero eigenvalues (6.5e-5 relative measured here); cmcbench's FID is the exact one (test_trust
+        # checks it against a 40-digit reference, and against torch-fidelity to 1e-6 where n >= d).
+        assert row.fid == pytest.approx(ref["frechet_inception_distance"], rel=2e-4)
         assert row.kid == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-6)
         assert row.kid_std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-5)
         assert row.inception_score == pytest.approx(ref["inception_score_mean"], rel=1e-4)

@@ -262,3 +262,17 @@ def test_a_codec_hanging_in_native_code_is_killed_and_only_its_rows_fail(tmp_pat
     assert failed.error.str.startswith("decode timed out after 1 s (stuck in native code").all()
     assert outcome.n_failed == 2 and len(images) == 4 * 2 + 4
     assert not (run_dir / ".heartbeats").exists()
+
+
+def test_leaderboard_intervals_come_from_each_resample(tmp_path, natural_images):
+    from benchmark import leaderboard
+
+    run = _cmp_run(tmp_path, "lb", f"folder:{natural_images}", ["jpeg quality=10,30,50,70,90",
+                                                                "webp quality=10,30,50,70,90"])
+    board = leaderboard.build([run], anchor="jpeg", rates=[0.5, 1.0], resamples=100)
+    at = board.at_rates[board.at_rates.value.notna()]
+    assert len(at) and at.low.notna().all() and (at.low <= at.value).all() and (at.value <= at.high).all()
+    row = board.bd[(board.bd.codec == "webp") & (board.bd.metric == "psnr")].iloc[0]
+    assert row.bd_rate_low <= row.bd_rate <= row.bd_rate_high and row.bd_metric_low <= row.bd_metric <= row.bd_metric_high
+    assert row.reliable == (row.overlap >= 0.5)
+    assert "[" in leaderboard.render(board, "md")  # intervals printed with the BD numbers
