@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.results import atomic_write_bytes, safe_name, shard_files
-from metrics.fid import fid
+from metrics.fid import FIDReference, fid
 from metrics.inception import FEATURE_DIM, InceptionExtractor, InceptionUnavailable, file_sha256, resolve_weights
 from metrics.inception_score import inception_score
 from metrics.ipd import instance_perceptual_distance
@@ -203,6 +203,7 @@ def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
     shas = image_shas(run_dir)
     order = sorted(shas)
     ref_pool = reference_features(info, shas, order)
+    reference = FIDReference(ref_pool)
     patch_fid = bool(opts.get("patch_fid"))
     ref_patches = reference_features(info, shas, order, True) if patch_fid else None
     out = []
@@ -211,7 +212,7 @@ def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
             row = {"codec": codec["label"], "setting_index": s, "n_features": 0}
             found = setting_features(run_dir, codec["label"], s, patch_fid)
             if found is not None:
-                row.update(_metrics(found[1], found[2], ref_pool, opts))
+                row.update(_metrics(found[1], found[2], ref_pool, opts, reference))
                 if patch_fid:
                     row.update(_patch_metrics(found[3], ref_patches, row))
             else:
@@ -220,7 +221,8 @@ def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _metrics(pool: np.ndarray, logits: np.ndarray, ref_pool: np.ndarray, opts: dict) -> dict:
+def _metrics(pool: np.ndarray, logits: np.ndarray, ref_pool: np.ndarray, opts: dict,
+             reference: FIDReference | None = None) -> dict:
     n, notes = len(pool), []
     row: dict = {"n_features": n}
     splits = opts["isc_splits"]
@@ -232,7 +234,7 @@ def _metrics(pool: np.ndarray, logits: np.ndarray, ref_pool: np.ndarray, opts: d
     else:
         notes.append(f"IS needs at least {splits} images (has {n})")
     if n >= 2 and len(ref_pool) >= 2:
-        row["fid"] = fid(pool, ref_pool)
+        row["fid"] = (reference or FIDReference(ref_pool)).distance(pool)
         row["kid"], row["kid_std"] = kid(pool, ref_pool, opts["kid_subsets"], opts["kid_subset_size"], opts["seed"])
         if not uses_subsets(n, len(ref_pool), opts["kid_subset_size"]):
             notes.append(f"KID over all {min(n, len(ref_pool))} images once (subset size {opts['kid_subset_size']} "

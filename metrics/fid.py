@@ -83,6 +83,29 @@ def fid(features_1: np.ndarray, features_2: np.ndarray) -> float:
     return fid_from_statistics(*statistics(a), *statistics(b))
 
 
+class FIDReference:
+    """One reference set (a run's originals) against many others (its settings): the reference's mean,
+    covariance and covariance square root are computed once, so each further FID on sets larger than the
+    feature size costs one covariance and one symmetric eigendecomposition. FID is symmetric in its two sets."""
+
+    def __init__(self, features: np.ndarray):
+        self.features = np.asarray(features)
+        self._stats = None
+        self._root = None
+
+    def distance(self, features: np.ndarray) -> float:
+        f = np.asarray(features)
+        if min(len(f), len(self.features)) < 2:
+            raise ValueError(f"FID needs at least 2 samples per set, got {min(len(f), len(self.features))}.")
+        if len(f) + len(self.features) <= f.shape[1]:
+            return fid_low_rank(f, self.features)
+        if self._stats is None:
+            self._stats = statistics(self.features)
+            self._root = psd_sqrt(self._stats[1])
+        mu, sigma = self._stats
+        return fid_from_statistics(mu, sigma, *statistics(f), sqrt_sigma1=self._root)
+
+
 def fid_from_moments(m1: FeatureMoments, m2: FeatureMoments) -> float:
     return fid_from_statistics(m1.mean(), m1.covariance(), m2.mean(), m2.covariance())
 
