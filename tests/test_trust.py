@@ -276,3 +276,24 @@ def test_leaderboard_intervals_come_from_each_resample(tmp_path, natural_images)
     assert row.bd_rate_low <= row.bd_rate <= row.bd_rate_high and row.bd_metric_low <= row.bd_metric <= row.bd_metric_high
     assert row.reliable == (row.overlap >= 0.5)
     assert "[" in leaderboard.render(board, "md")  # intervals printed with the BD numbers
+
+
+def test_a_successful_download_goes_to_the_temporary_hub_and_is_used(monkeypatch, tmp_path):
+    import torch
+    import torchvision
+
+    from benchmark import fullref
+
+    monkeypatch.delenv("CMCBENCH_OFFLINE")  # as on a machine with internet
+    fetched = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):  # the network, faked: random-init AlexNet
+        fetched.append(url)
+        torch.save(torchvision.models.alexnet(weights=None).state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    state = fullref.resolve({"ms_ssim": False, "lpips": "auto"})["lpips"]
+    assert state["status"] == "ok" and fetched == ["https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"]
+    assert state["backbone_path"].startswith(__import__("os").environ["TORCH_HOME"])  # the test's hub, not the user's
+    again = fullref.resolve({"ms_ssim": False, "lpips": "auto"})["lpips"]
+    assert again["backbone_sha256"] == state["backbone_sha256"] and len(fetched) == 1  # downloaded once
