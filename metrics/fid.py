@@ -60,9 +60,16 @@ def psd_sqrt(sigma: np.ndarray) -> np.ndarray:
 
 
 def trace_sqrt_product(sigma1, sigma2, sqrt_sigma1: np.ndarray | None = None) -> float:
-    """tr sqrt(S1 S2) = tr sqrt(S1^1/2 S2 S1^1/2); pass S1^1/2 when S1 is shared by many calls."""
-    root = psd_sqrt(sigma1) if sqrt_sigma1 is None else sqrt_sigma1
-    inner = root @ np.asarray(sigma2, np.float64) @ root
+    """tr sqrt(S1 S2) from the eigenvalues of a symmetric PSD matrix similar to S1 S2: R^T S2 R, where R is
+    the Cholesky factor of S1 (a third of the cost of an eigendecomposition), or S1^1/2 when S1 is singular
+    (Cholesky fails) or its square root is given (shared by many calls)."""
+    root = sqrt_sigma1
+    if root is None:
+        try:
+            root = np.linalg.cholesky(np.asarray(sigma1, np.float64))
+        except np.linalg.LinAlgError:
+            root = psd_sqrt(sigma1)
+    inner = root.T @ np.asarray(sigma2, np.float64) @ root
     eig = np.linalg.eigvalsh((inner + inner.T) / 2)
     return float(np.sqrt(np.clip(eig, 0, None)).sum())
 
