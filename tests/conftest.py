@@ -34,7 +34,7 @@ def hermetic(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def no_downloads(monkeypatch):
-    """For tests about what happens offline, in either download mode: the real download path, offline."""
+    """In either download mode, the real download function (offline unless the test unsets CMCBENCH_OFFLINE)."""
     import metrics.inception
 
     monkeypatch.setattr(metrics.inception, "hub_download", REAL_HUB_DOWNLOAD)

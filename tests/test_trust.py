@@ -278,7 +278,7 @@ def test_leaderboard_intervals_come_from_each_resample(tmp_path, natural_images)
     assert "[" in leaderboard.render(board, "md")  # intervals printed with the BD numbers
 
 
-def test_a_successful_download_goes_to_the_temporary_hub_and_is_used(monkeypatch, tmp_path):
+def test_a_successful_download_goes_to_the_temporary_hub_and_is_used(monkeypatch, tmp_path, no_downloads):
     import torch
     import torchvision
 
