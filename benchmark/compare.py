@@ -214,10 +214,8 @@ def _decisive(row, detail: pd.DataFrame, curves: pd.DataFrame, tolerances: dict)
 def _codec_curves(sets: dict, codec: str, ids: np.ndarray, positions: np.ndarray) -> dict:
     """{metric: (bpp B+1 x S, value B+1 x S)} of one codec: row 0 on all shared images, then each resample."""
     settings = sorted((d for (c, _), d in sets.items() if c == codec), key=lambda d: d.setting_index)
-    identity = np.arange(len(ids))[None]
-    evaluated = [{k: np.concatenate([v0, v]) for (k, v0), v in
-                  zip(d.subset(ids).evaluate(identity).items(), d.subset(ids).evaluate(positions).values())}
-                 for d in settings]
+    both = np.concatenate([np.arange(len(ids))[None], positions])  # row 0: all shared images
+    evaluated = [d.subset(ids).evaluate(both) for d in settings]  # one subset each: its Gram matrices once
     out = {}
     for metric in set.intersection(*(set(e) for e in evaluated)) - {"bpp"}:
         out[metric] = (np.stack([e["bpp"] for e in evaluated], 1), np.stack([e[metric] for e in evaluated], 1))
