@@ -22,13 +22,8 @@ class AVIF(Codec):
     defaults = {"speed": 6, "subsampling": "4:2:0", "range": "full"}
     rate_range = (0, 100)
     rate_integer = True
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        if self.options["subsampling"] not in ("4:4:4", "4:2:2", "4:2:0"):
-            raise ValueError("avif subsampling must be 4:4:4, 4:2:2 or 4:2:0.")
-        if not 0 <= self.options["speed"] <= 10:
-            raise ValueError("avif speed must be in 0..10.")
+    option_ranges = {"speed": (0, 10)}
+    option_choices = {"subsampling": ("4:4:4", "4:2:2", "4:2:0"), "range": ("full", "limited")}
 
     @classmethod
     def check_available(cls) -> None:

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from baselines.text_codecs import make_text_codec
+from baselines.text_codecs import TEXT_CODECS, make_text_codec
 from benchmark.codec import Codec, CodecUnavailable
 
 TRAIN_SPLIT = {"sample": "train", "cub": "train", "coco": "train2014"}
@@ -63,6 +63,9 @@ class CMC(Codec):
     defaults = {"captioner": "reference", "caption_index": 0, "text_codec": "huffman", "generator": "retrieval",
                 "train": "", "device": "auto", "num_beams": 3, "max_new_tokens": 30, "seed": 0, "steps": 25,
                 "guidance": 7.5, "size": 512}
+    option_ranges = {"caption_index": (0, 1000), "num_beams": (1, 64), "max_new_tokens": (1, 1024), "steps": (1, 1000),
+                     "guidance": (0, 100), "size": (8, 4096)}
+    option_choices = {"text_codec": tuple(TEXT_CODECS)}
     exact_size = False
     needs_record = True
     columns = {"caption": "string"}  # the transmitted text, decoded from the bitstream
@@ -83,6 +86,25 @@ class CMC(Codec):
     def _needs_training_split(self) -> bool:
         return self.options["generator"] == "retrieval" or self.options["text_codec"] in ("huffman", "context")
 
+    @classmethod
+    def applicable(cls, context: dict, options: dict | None = None) -> str | None:
+        codec = cls(**(options or {}))
+        kind = str(context.get("dataset", "sample")).partition(":")[0]
+        if codec._needs_training_split() and not codec.options["train"] and kind not in TRAIN_SPLIT:
+            return (f"cmc needs a captioned training split, which a {kind if kind == 'folder' else 'plain'} dataset "
+                    "does not have: pass train=SPEC (e.g. --codec 'cmc train=cub:PATH'), or use a sample, cub or coco "
+                    "dataset")
+        return None
+
+    def preflight(self, context: dict) -> None:
+        from baselines.cmc_models import check_model_name
+
+        reason = self.applicable(context, self.options)
+        if reason:
+            raise ValueError(reason + ".")
+        check_model_name("captioner", self.options["captioner"], ("reference",), "transformers", "config.json")
+        check_model_name("generator", self.options["generator"], ("retrieval",), "diffusers", "model_index.json")
+
     def setup(self, context: dict | None = None) -> None:
         from benchmark.datasets import open_dataset
         from benchmark.preprocess import get_preset
@@ -97,7 +119,7 @@ class CMC(Codec):
             spec = o["train"] or context.get("dataset", "sample")
             kind = spec.partition(":")[0]
             if not o["train"] and kind not in TRAIN_SPLIT:
-                raise ValueError("cmc needs a captioned training split: pass train=SPEC (e.g. train=folder:PATH).")
+                raise ValueError(self.applicable(context, o) + ".")
             self.train = open_dataset(spec, None if o["train"] else TRAIN_SPLIT[kind])
             if (spec, self.train.split) == (context.get("dataset"), context.get("split")):
                 raise ValueError("cmc's training split must differ from the evaluated split.")

@@ -35,12 +35,7 @@ class JPEG(Codec):
     default_sweep = tuple(range(5, 100, 5))
     rate_range = (1.0, 100.0)
     defaults = {"subsampling": "4:2:0", "optimize": False, "progressive": False}
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        if self.options["subsampling"] not in SUBSAMPLING:
-            raise ValueError(f"jpeg subsampling must be one of {', '.join(SUBSAMPLING)}, "
-                             f"not {self.options['subsampling']!r}.")
+    option_choices = {"subsampling": tuple(SUBSAMPLING)}
 
     def encode(self, image: np.ndarray, setting) -> bytes:
         quality = float(setting)

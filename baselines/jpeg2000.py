@@ -100,11 +100,8 @@ class JPEG2000(Codec):
     rate_increasing = False
     rate_log = True
     defaults = {"numres": 6, "container": "j2k", "irreversible": True, "mct": True}
-
-    def __init__(self, **options):
-        super().__init__(**options)
-        if self.options["container"] not in ("j2k", "jp2"):
-            raise ValueError("jpeg2000 container must be 'j2k' (bare codestream) or 'jp2' (file format).")
+    option_ranges = {"numres": (1, 32)}
+    option_choices = {"container": ("j2k", "jp2")}  # bare codestream or the JP2 file format
 
     @classmethod
     def check_available(cls) -> None:

@@ -28,6 +28,7 @@ class JPEGXL(Codec):
     rate_parameter = "distance"
     default_sweep = (0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 25)
     defaults = {"effort": 7}
+    option_ranges = {"effort": (1, 10)}
     rate_range = (0.05, 25.0)
     rate_increasing = False
     rate_log = True

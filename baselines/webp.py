@@ -21,6 +21,7 @@ class WebP(Codec):
     default_sweep = (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
     defaults = {"method": 6, "sharp_yuv": False}
     rate_range = (0.0, 100.0)
+    option_ranges = {"method": (0, 6)}
 
     @classmethod
     def check_available(cls) -> None:

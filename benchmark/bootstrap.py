@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from benchmark.console import bar
 from benchmark.results import load_run, read_config
 from metrics import registry
 
@@ -193,7 +194,8 @@ def run_resamples(run_dir: str | pathlib.Path, resamples: int = DEFAULT_RESAMPLE
     draws = rng.integers(0, max(len(ids), 1), size=(resamples, len(ids)))
     counts = np.stack([np.bincount(d, minlength=len(ids)) for d in draws]) if resamples else np.zeros((0, len(ids)))
     points, values = {}, {}
-    for key_, data in settings.items():
+    for key_, data in bar(settings.items(), total=len(settings), desc=f"bootstrap ({resamples} resamples)",
+                          unit="settings"):
         local = np.searchsorted(ids, data.image_ids)
         points[key_] = {m: float(v[0]) for m, v in data.evaluate_counts(np.ones((1, len(local)), int)).items()}
         values[key_] = data.evaluate_counts(counts[:, local]) if resamples else {}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
+import shutil
 import sys
 
 from benchmark.codec import CodecUnavailable, available_codecs, load_codec_class, parse_codec_spec
@@ -28,17 +30,59 @@ compared (different data, NEW lacking part of BASE, or nothing in common).
 """
 
 
+EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake reported in one line (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
+    return value
+
+
+def path(text: str) -> str:
+    """A path option: `~` is expanded here, so every path the user gives works as in a shell."""
+    return os.path.expanduser(text)
+
+
 def reference_option(p) -> None:
-    p.add_argument("--reference", action="append", default=[], metavar="FILE",
+    p.add_argument("--reference", action="append", default=[], metavar="FILE", type=path,
                    help="a published R-D curve to show beside the run (repeatable): CompressAI results JSON, or a "
                         "long CSV with columns codec, bpp, metric, value[, dataset, source]")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench.py", description="cmcbench: benchmark semantic image codecs "
+    parser = Parser(prog="bench.py", description="cmcbench: benchmark semantic image codecs "
                                      "against JPEG, JPEG 2000 and CMC.", epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
 
     run = sub.add_parser("run", help="sweep codecs over a dataset (the default command)", epilog=EPILOG,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,38 +96,38 @@ def build_parser() -> argparse.ArgumentParser:
                           "for cub and coco, none otherwise")
     run.add_argument("--codec", action="append", metavar="SPEC",
                      help=f"codec to run, repeatable (default: every available one of {', '.join(DEFAULT_CODECS)})")
-    run.add_argument("--limit", type=int, help="use only the first N images of the split")
-    run.add_argument("--jobs", "-j", type=int, help="worker processes for codec work (default: all cores)")
+    run.add_argument("--limit", type=positive_int, help="use only the first N images of the split")
+    run.add_argument("--jobs", "-j", type=positive_int, help="worker processes for codec work (default: all cores)")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="local (default): a process pool on this machine; ray: Ray tasks on a cluster "
                           "(--ray-address) or a local Ray with --jobs CPUs (pip install -e '.[ray]')")
     run.add_argument("--ray-address", metavar="ADDR", help="existing Ray cluster to join, e.g. ray://head:10001 or "
                                                            "auto (default: start a local one)")
-    run.add_argument("--out", default="results", help="root folder for runs (default: results)")
+    run.add_argument("--out", default="results", type=path, help="root folder for runs (default: results)")
     run.add_argument("--name", help="run id and folder name (default: UTC time and config hash)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run; other run options are ignored; "
+    run.add_argument("--resume", metavar="RUN_DIR", type=path, help="finish an interrupted run; other run options are ignored; "
                                                          "refused if the code, packages, codecs or weights changed")
     run.add_argument("--resume-anyway", action="store_true",
                      help="with --resume: finish the run even though its provenance changed; the rows it adds "
                           "carry the new provenance, and config.json records the change")
-    run.add_argument("--timeout", type=float, default=300.0, help="seconds one encode or decode may take (default 300)")
-    run.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    run.add_argument("--timeout", type=positive_float, default=300.0, help="seconds one encode or decode may take (default 300)")
+    run.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                      help="refuse larger images as decompression bombs (default %(default)s)")
     run.add_argument("--save-reconstructions", action="store_true",
                      help="also write every decoded image as PNG under RUN/outputs/<codec>/<setting>/ (a valid precomputed DIR)")
     run.add_argument("--metrics", choices=["inception", "none"], default="inception",
                      help="inception (default): also IS, FID, KID and IPD from torch-fidelity's InceptionV3; "
                           "none: bpp and PSNR only")
-    run.add_argument("--inception-weights", metavar="PATH",
+    run.add_argument("--inception-weights", metavar="PATH", type=path,
                      help="local InceptionV3 weights (torch-fidelity format); default: $CMCBENCH_INCEPTION_WEIGHTS, "
                           "else torch-fidelity's standard weights, downloaded once into the torch hub cache")
     run.add_argument("--inception-sha256", metavar="HEX", help="refuse weights whose sha256 differs "
                                                                "(default: $CMCBENCH_INCEPTION_SHA256)")
     run.add_argument("--device", default="auto", help="device for the networks: auto (CUDA when present), cpu, cuda")
-    run.add_argument("--batch-size", type=int, default=32, help="Inception batch size (default 32)")
-    run.add_argument("--isc-splits", type=int, default=10, help="Inception Score splits (default 10)")
-    run.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (default 100)")
-    run.add_argument("--kid-subset-size", type=int, default=1000,
+    run.add_argument("--batch-size", type=positive_int, default=32, help="Inception batch size (default 32)")
+    run.add_argument("--isc-splits", type=positive_int, default=10, help="Inception Score splits (default 10)")
+    run.add_argument("--kid-subsets", type=positive_int, default=100, help="KID subsets (default 100)")
+    run.add_argument("--kid-subset-size", type=positive_int, default=1000,
                      help="KID subset size, clipped to the number of images (default 1000)")
     run.add_argument("--caption-embedder", default="auto", metavar="MODEL",
                      help="sentence-transformers model (id or path) for caption_cosine, the transmitted caption's "
@@ -91,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "all-MiniLM-L6-v2 when installed; none skips it")
     run.add_argument("--ms-ssim", action=argparse.BooleanOptionalAction, default=True,
                      help="MS-SSIM on RGB per image (pytorch-msssim; NaN for images under 161 px a side; default on)")
-    run.add_argument("--lpips", default="auto", metavar="auto|none|PATH",
+    run.add_argument("--lpips", default="auto", metavar="auto|none|PATH", type=path,
                      help="LPIPS (AlexNet, v0.1) per image: auto (default) uses torchvision's AlexNet weights from "
                           "$CMCBENCH_LPIPS_WEIGHTS or the torch hub cache, downloading them once; PATH a local "
                           "alexnet-owt-7be5be79.pth; none skips it")
@@ -106,41 +150,43 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-x", action="store_true", default=None,
                      help="log-scale bpp axis in the R-D plots (default: when rates span over 100x)")
     run.add_argument("--no-plots", action="store_true", help="skip the R-D plots")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--verbose", "-v", action="store_true",
+                     help="show libraries' own progress bars, warnings and log messages (hidden by default)")
     run.add_argument("--allow-failures", action="store_true", help="exit 0 even if some rows failed")
 
     plot = sub.add_parser("plot", help="draw R-D curves (PNG and SVG) for a finished run")
-    plot.add_argument("run_dir", metavar="RUN_DIR")
+    plot.add_argument("run_dir", metavar="RUN_DIR", type=path)
     plot.add_argument("--log-x", action="store_true", default=None,
                       help="log-scale bpp axis (default: when rates span over 100x)")
     plot.add_argument("--metric", action="append", help="only these summary columns (default: every metric present)")
-    plot.add_argument("--out", help="folder for the plots (default: RUN_DIR/plots)")
+    plot.add_argument("--out", type=path, help="folder for the plots (default: RUN_DIR/plots)")
     reference_option(plot)
 
     export = sub.add_parser("export", help="write a run's per-setting means as published-curve files")
-    export.add_argument("run_dir", metavar="RUN_DIR")
-    export.add_argument("out_dir", metavar="OUT_DIR")
+    export.add_argument("run_dir", metavar="RUN_DIR", type=path)
+    export.add_argument("out_dir", metavar="OUT_DIR", type=path)
     export.add_argument("--format", choices=["compressai"], default="compressai",
                         help="compressai (default): one CompressAI results JSON per codec")
 
     dec = sub.add_parser("decode", help="decode one bitstream file with a run's codec (its bytes and the run's "
                                         "declared side information only) and write the image as PNG")
-    dec.add_argument("run_dir", metavar="RUN_DIR")
+    dec.add_argument("run_dir", metavar="RUN_DIR", type=path)
     dec.add_argument("codec", metavar="CODEC_LABEL")
-    dec.add_argument("bitstream", metavar="FILE")
-    dec.add_argument("-o", "--output", required=True, help="PNG to write")
+    dec.add_argument("bitstream", metavar="FILE", type=path)
+    dec.add_argument("-o", "--output", required=True, type=path, help="PNG to write")
 
     sub.add_parser("codecs", help="list codecs, their rate parameter, default sweep and availability")
 
     def bootstrap_options(p):
-        p.add_argument("--bootstrap", type=int, default=200, metavar="N",
+        p.add_argument("--bootstrap", type=non_negative_int, default=200, metavar="N",
                        help="bootstrap resamples over images for the intervals (default 200; 0: no intervals)")
         p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
         p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
 
     board = sub.add_parser("leaderboard", help="tables (Markdown, LaTeX, CSV, HTML): metrics at chosen rates, "
                                                "BD-rate and BD-metric against an anchor, every setting with intervals")
-    board.add_argument("run_dirs", metavar="RUN_DIR", nargs="+")
+    board.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", type=path)
     board.add_argument("--anchor", help="codec label to compare against (default: jpeg)")
     board.add_argument("--rates", default="0.1,0.25,0.5,1", help="bpps for the at-rate table (default 0.1,0.25,0.5,1)")
     board.add_argument("--metric", action="append", help="only these metrics (repeatable; default: all present)")
@@ -148,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="interpolation for BD (default akima)")
     board.add_argument("--format", action="append", choices=["md", "tex", "csv", "html"],
                        help="files to write (repeatable; default all four); Markdown is also printed")
-    board.add_argument("--out", help="folder for the tables (default: FIRST_RUN/leaderboard)")
+    board.add_argument("--out", type=path, help="folder for the tables (default: FIRST_RUN/leaderboard)")
     board.add_argument("--allow-mixed", action="store_true",
                        help="table runs of different datasets or preprocessing together (refused by default), "
                             "each codec labelled with its dataset")
@@ -157,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compare", help="per codec, setting and metric: NEW - BASE with a paired bootstrap "
                                           "interval; exit 4 if NEW is worse beyond tolerance")
-    comp.add_argument("base", metavar="BASE_RUN")
-    comp.add_argument("new", metavar="NEW_RUN")
+    comp.add_argument("base", metavar="BASE_RUN", type=path)
+    comp.add_argument("new", metavar="NEW_RUN", type=path)
     comp.add_argument("--tolerance", action="append", metavar="METRIC=VALUE",
                       help="allowed worsening at equal rate, absolute or relative with %%, e.g. fid=1.0 or bpp=1%% "
                            "(repeatable; defaults: " + " ".join(
@@ -167,16 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="compare even when NEW lacks codecs or settings that BASE has (refused by default)")
     comp.add_argument("--allow-different-data", action="store_true",
                       help="compare runs of different datasets or preprocessing on the images they share")
-    comp.add_argument("--json", metavar="PATH", help="also write the comparison as JSON ('-' for stdout only)")
+    comp.add_argument("--json", metavar="PATH", type=path, help="also write the comparison as JSON ('-' for stdout only)")
     comp.add_argument("--all", action="store_true", help="list unchanged metrics too")
     bootstrap_options(comp)
 
     rep = sub.add_parser("report", help="self-contained HTML report (and Markdown): R-D plots with intervals, "
                                         "leaderboard, visual comparison grid, provenance")
-    rep.add_argument("run_dir", metavar="RUN_DIR")
-    rep.add_argument("--out", help="folder (default: RUN_DIR/report)")
-    rep.add_argument("--images", type=int, default=3, help="images in the comparison grid (default 3)")
-    rep.add_argument("--grid-bpp", type=float, help="target rate of the grid (default: the anchor's lowest rate "
+    rep.add_argument("run_dir", metavar="RUN_DIR", type=path)
+    rep.add_argument("--out", type=path, help="folder (default: RUN_DIR/report)")
+    rep.add_argument("--images", type=non_negative_int, default=3, help="images in the comparison grid (default 3)")
+    rep.add_argument("--grid-bpp", type=positive_float, help="target rate of the grid (default: the anchor's lowest rate "
                                                     "on each image)")
     rep.add_argument("--anchor", help="anchor codec (default: jpeg)")
     rep.add_argument("--rates", default="0.1,0.25,0.5,1", help="bpps for the at-rate table")
@@ -185,51 +231,88 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options that shape a run; with --resume the run's own recorded values are used, so giving any is a mistake.
+RUN_SHAPING = ("dataset", "split", "preprocess", "codec", "limit", "max_pixels", "save_reconstructions", "metrics",
+               "inception_weights", "inception_sha256", "batch_size", "isc_splits", "kid_subsets", "kid_subset_size",
+               "caption_embedder", "ms_ssim", "lpips", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from benchmark import console
+
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
     args = build_parser().parse_args(argv)
+    console.quiet_third_party(getattr(args, "verbose", False))
+    if getattr(args, "no_progress", False):
+        console.disable_progress()
+    commands = {"run": cmd_run, "plot": cmd_plot, "codecs": lambda _: cmd_codecs(), "decode": cmd_decode,
+                "leaderboard": cmd_leaderboard, "compare": cmd_compare, "report": cmd_report, "export": cmd_export}
+    if args.command not in commands:
+        build_parser().print_help()
+        return 1
     try:
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "plot":
-            return cmd_plot(args)
-        if args.command == "codecs":
-            return cmd_codecs()
-        if args.command == "decode":
-            return cmd_decode(args)
-        if args.command == "leaderboard":
-            return cmd_leaderboard(args)
-        if args.command == "compare":
-            return cmd_compare(args)
-        if args.command == "report":
-            return cmd_report(args)
-        if args.command == "export":
-            return cmd_export(args)
-    except (ValueError, FileNotFoundError, FileExistsError, CodecUnavailable, RuntimeError) as exc:
+        return commands[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError, CodecUnavailable, RuntimeError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    build_parser().print_help()
-    return 1
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
-def _default_codec_specs() -> list:
+def _default_codec_specs(dataset: str) -> list:
+    """Every built-in default codec that can run here and on this dataset; the others skipped with one note."""
     specs = []
     for name in DEFAULT_CODECS:
+        cls = load_codec_class(name)
         try:
-            load_codec_class(name).check_available()
+            cls.check_available()
         except CodecUnavailable as exc:
             print(f"note: skipping {name}: {exc}", file=sys.stderr)
             continue
+        reason = cls.applicable({"dataset": dataset})
+        if reason:
+            print(f"note: skipping {name}: {reason}", file=sys.stderr)
+            continue
         specs.append(parse_codec_spec(name))
     return specs
+
+
+def _check_before_work(args) -> None:
+    """What can be checked from the arguments alone, before any file is written (one sentence each)."""
+    defaults = build_parser().parse_args(["run"])
+    given = [name for name in RUN_SHAPING if getattr(args, name) != getattr(defaults, name)]
+    if args.resume and given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise ValueError(f"--resume finishes a run with the options it was started with; drop {flags} (or start a "
+                         "new run without --resume).")
+    if args.resume_anyway and not args.resume:
+        raise ValueError("--resume-anyway goes with --resume RUN_DIR.")
+    if args.executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("--executor ray needs Ray: pip install -e '.[ray]'.")
+    for flag, value in (("--inception-weights", args.inception_weights),
+                        ("--lpips", None if args.lpips in ("auto", "none") else args.lpips)):
+        if value and not os.path.isfile(value):
+            raise ValueError(f"{flag} {value}: no such file.")
+    for name in args.add_metric:
+        registry.get(name)
 
 
 def cmd_run(args) -> int:
     from benchmark.results import read_config
     from benchmark.runner import RunConfig, create_run, execute
 
+    _check_before_work(args)
+    if not args.resume:
+        from benchmark.datasets import open_dataset
+
+        open_dataset(args.dataset, args.split)  # a wrong path or split is told before anything else
+    created_here = False
     if args.resume:
         run_dir = pathlib.Path(args.resume)
         if not (run_dir / "config.json").exists():
@@ -238,9 +321,7 @@ def cmd_run(args) -> int:
     else:
         kind = args.dataset.partition(":")[0]
         preprocess = args.preprocess if args.preprocess != "auto" else ("cmc2021" if kind in ("cub", "coco") else "none")
-        specs = [parse_codec_spec(s) for s in args.codec] if args.codec else _default_codec_specs()
-        for spec in specs:
-            load_codec_class(spec.target).check_available()
+        specs = [parse_codec_spec(s) for s in args.codec] if args.codec else _default_codec_specs(args.dataset)
         inception = {"enabled": args.metrics == "inception", "weights": args.inception_weights,
                      "sha256": args.inception_sha256, "device": args.device, "batch_size": args.batch_size,
                      "isc_splits": args.isc_splits, "kid_subsets": args.kid_subsets,
@@ -252,37 +333,71 @@ def cmd_run(args) -> int:
                            add_metrics=[registry.get(m).column for m in args.add_metric],
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress)
-        print(f"Run {run_dir.name}: {args.dataset}, codecs {', '.join(s.label for s in specs)}")
-        for codec in read_config(run_dir)["codecs"]:
+        created_here = True
+        info = read_config(run_dir)
+        print(f"Run {run_dir.name}: {info['dataset']['name']} ({info['dataset']['split']}, "
+              f"{info['dataset']['n_images']} images), codecs {', '.join(s.label for s in specs)}")
+        for codec in info["codecs"]:
             for note in codec.get("notes", []):
                 print(f"note: {codec['label']}: {note}", file=sys.stderr)
-    outcome = execute(run_dir, jobs=args.jobs, progress=not args.no_progress, executor=args.executor,
-                      ray_address=args.ray_address, resume=bool(args.resume), resume_anyway=args.resume_anyway,
-                      isolate=True)
+    try:
+        outcome = execute(run_dir, jobs=args.jobs, progress=not args.no_progress, executor=args.executor,
+                          ray_address=args.ray_address, resume=bool(args.resume), resume_anyway=args.resume_anyway,
+                          isolate=True)
+    except KeyboardInterrupt:
+        return _stopped(run_dir, created_here, "Interrupted")
+    except Exception:
+        if created_here and not _finished_work(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a failed start leaves no folder behind
+        raise
     _print_summary(run_dir)
+    return _end_of_run(args, run_dir, outcome)
+
+
+def _finished_work(run_dir: pathlib.Path) -> int:
+    from benchmark.results import shard_files
+
+    return len(shard_files(run_dir)) if run_dir.exists() else 0
+
+
+def _stopped(run_dir: pathlib.Path, created_here: bool, what: str) -> int:
+    done = _finished_work(run_dir)
+    if not done and created_here:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"\n{what} before any work finished; nothing was kept ({run_dir} removed).", file=sys.stderr)
+    else:
+        print(f"\n{what}: {done} finished shards are kept in {run_dir}. Finish the run with:\n"
+              f"  python bench.py run --resume {run_dir}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
+    from benchmark.results import read_config
+
     stage = outcome.inception
+    lines = []
     if stage["status"] == "ok":
-        print(f"Inception passes: {outcome.passes['reference']} originals + {outcome.passes['reconstruction']} "
-              f"reconstructions (weights sha256 {stage['weights_sha256'][:12]}, reference features cached in "
-              f"{stage['reference_dir']})")
+        lines.append(f"Inception:   {outcome.passes['reference']} originals + {outcome.passes['reconstruction']} "
+                     f"reconstructions through the network (weights sha256 {stage['weights_sha256'][:12]}; originals' "
+                     f"features cached in {stage['reference_dir']})")
     elif stage["status"] == "unavailable":
-        print(f"IS, FID, KID and IPD are unavailable (left empty, not zero): {stage['reason']}")
+        lines.append(f"Unavailable: IS, FID, KID, IPD (left empty, not zero): {stage['reason']}")
     for name, state in read_config(run_dir).get("image_metrics", {}).items():
         if state["status"] == "unavailable":
-            print(f"{name.upper().replace('_', '-')} is unavailable (left empty, not zero): {state['reason']}")
+            lines.append(f"Unavailable: {name.upper().replace('_', '-')} (left empty, not zero): {state['reason']}")
     if not args.no_plots:
         from benchmark.plots import rd_plots
         from benchmark.results import load_run
 
         _, summary = load_run(run_dir)
         plots = rd_plots(summary, run_dir / "plots", log_x=args.log_x)
-        if plots:
-            print(f"R-D plots:   {run_dir / 'plots'} ({', '.join(sorted({p.stem for p in plots}))})")
-        else:
-            print("R-D plots:   none (no setting has a successful row)")
-    print(f"Results:     {run_dir / 'images'} (per image), {run_dir / 'summary.parquet'} (per setting)")
-    print(f"Load them:   from benchmark.results import load_run; images, summary = load_run({str(run_dir)!r})")
-    print(f"Rows: {outcome.n_rows}, failed: {outcome.n_failed}, time: {outcome.seconds:.1f} s")
+        lines.append(f"Plots:       {run_dir / 'plots'} ({', '.join(sorted({p.stem for p in plots}))})" if plots else
+                     "Plots:       none (no setting has a successful row)")
+    lines.append(f"Results:     {run_dir / 'images'} (per image), {run_dir / 'summary.parquet'} (per setting); "
+                 f"load_run({str(run_dir)!r}) in benchmark.results")
+    lines.append(f"Next:        python bench.py report {run_dir}   |   python bench.py leaderboard {run_dir}")
+    lines.append(f"Rows:        {outcome.n_rows}, {outcome.n_failed} failed, {outcome.seconds:.1f} s")
+    print("\n".join(lines))
     if outcome.n_failed:
         print("Failed rows by reason:")
         for reason, count in sorted(outcome.failed_reasons.items(), key=lambda kv: -kv[1])[:20]:
@@ -300,14 +415,25 @@ def _print_summary(run_dir: pathlib.Path) -> None:
             print(f"rate matching {row.codec} target {row.setting_label} bpp: {int(row.rate_n_matched)} of "
                   f"{int(row.n_ok)} images within tolerance ({row.rate_match_counts}); mean achieved "
                   f"{row.bpp:.4g} bpp" + ("" if row.rate_n_matched == row.n_ok else " - NOT the target"))
-    cols = [c for c in ["codec", "setting_label", "n_ok", "n_failed", "bpp", "psnr", "ms_ssim", "lpips",
-                        "inception_score", "fid", "kid", "ipd"] if c in summary.columns]
-    with pd.option_context("display.max_rows", 200, "display.width", 160, "display.float_format", "{:.4f}".format):
-        print(summary[cols].rename(columns={"setting_label": "setting"}).to_string(index=False))
+    metrics = [m for m in registry.quality_metrics() if m in summary and summary[m].notna().any()]
+    cols = ["codec", "setting_label", "n_ok", "n_failed", "bpp"] + [m for m in metrics if m != "bpp"]
+    shown = summary[[c for c in dict.fromkeys(cols) if c in summary]].rename(
+        columns={"setting_label": "setting", **{m: registry.METRICS[m].short or m for m in metrics if m in registry.METRICS}})
+    with pd.option_context("display.max_rows", 200, "display.width", 200, "display.float_format", "{:.4f}".format):
+        print(shown.to_string(index=False))
+
+
+def _why_missing(run_dir: pathlib.Path, metric: str) -> str:
+    from benchmark.results import read_config
+
+    state = read_config(run_dir).get("metrics", {}).get(metric, {})
+    if state.get("status") == "disabled":
+        return "it was turned off for this run"
+    return state.get("reason", "") if state.get("status") not in (None, "ok") else ""
 
 
 def cmd_plot(args) -> int:
-    from benchmark.plots import rd_plots
+    from benchmark.plots import plottable_metrics, rd_plots
     from benchmark.results import load_run
 
     from benchmark.leaderboard import with_references
@@ -319,6 +445,10 @@ def cmd_plot(args) -> int:
         raise ValueError(f"{run_dir} has no summary rows yet.")
     for m in args.metric or []:
         registry.get(m)
+        if m not in summary or not summary[m].notna().any():
+            reason = _why_missing(run_dir, m)
+            raise ValueError(f"{m} was not computed in {run_dir}{': ' + reason if reason else ''}; its plottable "
+                             f"metrics are: {', '.join(plottable_metrics(summary)) or 'none'}.")
     refs, warnings = load_references(args.reference, sorted(set(summary.dataset.dropna().astype(str))))
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -330,6 +460,7 @@ def cmd_plot(args) -> int:
         failed = int(summary.n_failed.sum()) if "n_failed" in summary else 0
         print(f"No plots: no setting has a value to plot ({failed} failed rows; see `python bench.py report "
               f"{run_dir}` for their reasons).", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -341,7 +472,7 @@ def cmd_decode(args) -> int:
 
     from benchmark.config import RunConfig, codec_context
 
-    info = json.loads((pathlib.Path(args.run_dir) / "config.json").read_text())
+    info = json.loads((_check_run(args.run_dir) / "config.json").read_text())
     config = RunConfig.from_json(info["config"])
     spec = next((c for c in config.codecs if c.label == args.codec), None)
     if spec is not None and spec.codec_class().produced_outside:
@@ -353,8 +484,16 @@ def cmd_decode(args) -> int:
     declared = next(c for c in info["codecs"] if c["label"] == args.codec)["side_information"]
     if decoder.side_information() != declared:
         raise RuntimeError("The side information rebuilt here differs from the one the run declared.")
-    image = decoder.decode(pathlib.Path(args.bitstream).read_bytes())
-    Image.fromarray(np.asarray(image)).save(args.output)
+    data = pathlib.Path(args.bitstream).read_bytes()
+    try:
+        image = np.asarray(decoder.decode(data))
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is one sentence about this file
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{args.bitstream} is not a valid {args.codec} bitstream ({len(data)} bytes): {detail}") from None
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"{args.codec} decoded {args.bitstream} to an array of shape {image.shape} and type "
+                         f"{image.dtype}, not an 8-bit RGB image.")
+    Image.fromarray(image).save(args.output)
     print(args.output)
     return 0
 

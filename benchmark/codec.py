@@ -83,6 +83,10 @@ class Codec:
     # True for codecs whose bits and pixels were made outside cmcbench (precomputed reconstructions): the
     # runner calls `produce` instead of encode/decode, and the rows say so (`produced_outside`).
     produced_outside: ClassVar[bool] = False
+    # Declared ranges of options, checked with the codec's own message before any work: numeric options as
+    # (lo, hi) inclusive, options with a fixed set of values as a tuple of strings in `option_choices`.
+    option_ranges: ClassVar[dict[str, tuple[float, float]]] = {}
+    option_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - set(self.defaults))
@@ -91,6 +95,38 @@ class Codec:
             raise ValueError(f"{self.name} has no option {', '.join(map(repr, unknown))}; its options are: {known}.")
         self.options = {k: _coerce(v, self.defaults[k], f"{self.name} option {k!r}") for k, v in
                         {**self.defaults, **options}.items()}
+        for key, (lo, hi) in self.option_ranges.items():
+            value = self.options.get(key)
+            if value is not None and not lo <= value <= hi:
+                raise ValueError(f"{self.name} option {key!r} must be in {lo:g}..{hi:g}, not {value!r}.")
+        for key, choices in self.option_choices.items():
+            if key in self.options and self.options[key] not in choices:
+                raise ValueError(f"{self.name} option {key!r} must be one of {', '.join(map(str, choices))}, "
+                                 f"not {self.options[key]!r}.")
+
+    @classmethod
+    def check_setting(cls, value: Any) -> None:
+        """Refuse, in one sentence, a setting outside the declared rate parameter's type and range."""
+        if cls.rate_range is None:
+            return
+        lo, hi = cls.rate_range
+        what = f"{cls.name} {cls.rate_parameter}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ValueError(f"{what} must be a number in {lo:g}..{hi:g}, not {value!r}.")
+        if cls.rate_integer and float(value) != int(value):
+            raise ValueError(f"{what} takes whole numbers in {lo:g}..{hi:g}, not {value!r}.")
+        if not lo <= value <= hi:
+            raise ValueError(f"{what} must be in {lo:g}..{hi:g}, not {value!r}.")
+
+    @classmethod
+    def applicable(cls, context: dict, options: dict | None = None) -> str | None:
+        """Why this codec cannot run on the run's dataset as configured (None when it can). Consulted before any
+        work: the default codec set skips such a codec with this reason; asked for by name, it is refused."""
+        return None
+
+    def preflight(self, context: dict) -> None:
+        """Cheap checks of everything the codec will need (model names, files, extras), before any work: raise
+        ValueError or CodecUnavailable with one sentence naming the fix. Heavy loading waits for setup."""
 
     @classmethod
     def check_available(cls) -> None:
@@ -261,12 +297,14 @@ def parse_codec_spec(text: str) -> CodecSpec:
         elif key in (cls.rate_parameter, "settings", "sweep"):
             settings = tuple(_parse_scalar(v) for v in value.split(",") if v)
         elif key == "bpp":
-            targets = tuple(float(v) for v in value.split(",") if v)
+            targets = tuple(_number(v, f"Codec spec {text!r}: bpp") for v in value.split(",") if v)
         elif key == "tolerance":
-            tolerance = float(value)
+            tolerance = _number(value, f"Codec spec {text!r}: tolerance")
         else:
             options[key] = _parse_scalar(value)
     cls(**options)  # validate options now, with the codec's own message
+    for value in settings:
+        cls.check_setting(value)
     settings = settings or tuple(cls.discover_settings(options))
     if targets or tolerance is not None:
         if cls.rate_range is None:
@@ -282,6 +320,13 @@ def parse_codec_spec(text: str) -> CodecSpec:
     if not settings:
         raise ValueError(f"Codec {label!r} has no settings to sweep: give {cls.rate_parameter}=v1,v2,...")
     return CodecSpec(target, label, options, settings)
+
+
+def _number(value: str, what: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{what} must be a number, not {value!r}.") from None
 
 
 def _parse_scalar(value: str) -> Any:

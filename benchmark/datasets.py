@@ -64,21 +64,36 @@ class Dataset:
         return h.hexdigest()[:16]
 
 
+DATASET_KINDS = ("sample", "folder", "cub", "coco")
+
+
 def open_dataset(spec: str, split: str | None = None) -> Dataset:
-    """'sample', 'sample:N', 'folder:PATH' (or just PATH), 'cub:PATH', 'coco:PATH'."""
-    kind, _, arg = spec.partition(":")
+    """'sample', 'sample:N', 'folder:PATH' (or just PATH), 'cub:PATH', 'coco:PATH'; `~` is expanded."""
+    kind, sep, arg = spec.partition(":")
+    arg = os.path.expanduser(arg)
     if kind == "sample":
+        if arg and not (arg.isdigit() and int(arg) > 0):
+            raise ValueError(f"sample:N takes a positive whole number of images, not {arg!r}.")
         return sample_dataset(int(arg) if arg else 48, split or "test")
+    if kind in ("cub", "coco", "folder") and not arg:
+        raise ValueError(f"--dataset {kind}: needs a path, e.g. {kind}:~/data/{kind}.")
     if kind == "cub":
         return cub_dataset(arg, split or "test")
     if kind == "coco":
         return coco_dataset(arg, split or "val2014")
     if kind == "folder":
         return folder_dataset(arg, split or "all")
-    if os.path.isdir(spec):
-        return folder_dataset(spec, split or "all")
-    raise ValueError(f"Unknown dataset {spec!r}: use sample, sample:N, folder:PATH, cub:PATH, coco:PATH, "
-                     "or the path of a folder of images.")
+    path = os.path.expanduser(spec)
+    if os.path.isdir(path):
+        return folder_dataset(path, split or "all")
+    if os.path.exists(path):
+        raise ValueError(f"Dataset {spec!r} is a file; give the folder that holds the images.")
+    if sep and len(kind) > 1 and kind not in DATASET_KINDS or os.sep in spec or spec.startswith(("~", ".")):
+        raise ValueError(f"Dataset folder {path!r} does not exist." if not sep or len(kind) <= 1 else
+                         f"Unknown dataset kind {kind!r}: use sample, sample:N, folder:PATH, cub:PATH, coco:PATH, "
+                         "or the path of a folder of images.")
+    raise ValueError(f"Unknown dataset {spec!r}: use sample, sample:N, folder:PATH, cub:PATH, coco:PATH, or the "
+                     "path of a folder of images (no folder of that name exists here).")
 
 
 def sample_dataset(n: int = 48, split: str = "test") -> Dataset:
@@ -97,9 +112,9 @@ def _read_captions(path: pathlib.Path) -> tuple[str, ...]:
 
 
 def folder_dataset(root: str, split: str = "all") -> Dataset:
-    base = pathlib.Path(root)
+    base = pathlib.Path(root).expanduser()
     if not base.is_dir():
-        raise ValueError(f"Dataset folder {root!r} does not exist or is not a folder.")
+        raise ValueError(f"Dataset folder {str(base)!r} does not exist or is not a folder.")
     files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise ValueError(f"No image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {root!r}.")
@@ -121,11 +136,15 @@ def cub_dataset(root: str, split: str = "test") -> Dataset:
     'test' and 'train' are AttnGAN's class-disjoint split (filenames.pickle: 2,933 test images);
     'official-test' and 'official-train' use CUB's own train_test_split.txt.
     """
-    base = pathlib.Path(root)
+    base = pathlib.Path(root).expanduser()
+    if not base.is_dir():
+        raise ValueError(f"CUB: the folder {str(base)!r} does not exist.")
     cub = base / "CUB_200_2011" if (base / "CUB_200_2011").is_dir() else base
     for needed in ("images.txt", "bounding_boxes.txt", "images"):
         if not (cub / needed).exists():
-            raise ValueError(f"CUB: {cub / needed} is missing; ROOT must hold CUB_200_2011/ as distributed.")
+            shown = cub / needed if cub != base else base / "CUB_200_2011" / needed
+            raise ValueError(f"CUB: {shown} is missing; PATH must hold CUB_200_2011/ as distributed (with "
+                             "images.txt, bounding_boxes.txt and images/).")
     ids = {}
     with open(cub / "images.txt") as f:
         for line in f:
@@ -164,7 +183,9 @@ def coco_dataset(root: str, split: str = "val2014") -> Dataset:
     split = {"test": "val2014", "val": "val2014", "train": "train2014"}.get(split, split)
     if split not in ("train2014", "val2014"):
         raise ValueError(f"COCO splits are train2014 and val2014, not {split!r}.")
-    base = pathlib.Path(root)
+    base = pathlib.Path(root).expanduser()
+    if not base.is_dir():
+        raise ValueError(f"COCO: the folder {str(base)!r} does not exist.")
     ann = base / "annotations" / f"captions_{split}.json"
     if not ann.exists():
         raise ValueError(f"COCO: {ann} is missing.")

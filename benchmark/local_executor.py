@@ -79,33 +79,11 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
                                     initargs=(info, dataset, str(run_dir))) as pool:
             in_flight: dict[cf.Future, Task] = {}
             lost: list[Task] = []
-            while (queue or in_flight) and not lost:
-                while queue and len(in_flight) < 2 * jobs:
-                    if attempts.get(queue[-1]) and in_flight:
-                        break  # a task that was in flight when a worker died is retried alone
-                    task = queue.pop()
-                    in_flight[pool.submit(_run_in_worker, task, keep_pixels, skips.get(task, {}))] = task
-                    if attempts.get(task):
-                        break
-                done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
-                for state in stuck_workers(run_dir, timeout):
-                    hung = next((t for t in in_flight.values() if (t.chunk, t.codec) == (state["chunk"], state["codec"])),
-                                None)
-                    if hung is not None:
-                        skips.setdefault(hung, {})[(state["index"], state["setting_index"])] = (
-                            f"{state['stage']} timed out after {timeout:g} s (stuck in native code; the worker "
-                            f"was killed {GRACE_S:g} s later)")
-                        attempts[hung] = attempts.get(hung, 0) - 1  # a known hang is not a crash attempt
-                    _kill(state["pid"])
-                    (run_dir / HEARTBEATS / str(state["pid"])).unlink(missing_ok=True)
-                for future in done:
-                    task = in_flight.pop(future)
-                    try:
-                        result = future.result()
-                    except cf.process.BrokenProcessPool:
-                        lost.append(task)
-                        continue
-                    commit(result)
+            try:
+                _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run_dir, timeout, commit)
+            except BaseException:  # Ctrl-C or a failing commit: stop the workers now, not after their tasks
+                _stop(pool)
+                raise
             if lost:
                 lost += in_flight.values()
                 for task in lost:
@@ -115,6 +93,43 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
                     else:
                         queue.append(task)
     shutil.rmtree(run_dir / HEARTBEATS, ignore_errors=True)
+
+
+def _stop(pool: cf.ProcessPoolExecutor) -> None:
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run_dir, timeout, commit) -> None:
+    """Keep up to 2 x jobs tasks in flight and commit results as they come, until done or a worker dies."""
+    while (queue or in_flight) and not lost:
+        while queue and len(in_flight) < 2 * jobs:
+            if attempts.get(queue[-1]) and in_flight:
+                break  # a task that was in flight when a worker died is retried alone
+            task = queue.pop()
+            in_flight[pool.submit(_run_in_worker, task, keep_pixels, skips.get(task, {}))] = task
+            if attempts.get(task):
+                break
+        done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+        for state in stuck_workers(run_dir, timeout):
+            hung = next((t for t in in_flight.values() if (t.chunk, t.codec) == (state["chunk"], state["codec"])),
+                        None)
+            if hung is not None:
+                skips.setdefault(hung, {})[(state["index"], state["setting_index"])] = (
+                    f"{state['stage']} timed out after {timeout:g} s (stuck in native code; the worker "
+                    f"was killed {GRACE_S:g} s later)")
+                attempts[hung] = attempts.get(hung, 0) - 1  # a known hang is not a crash attempt
+            _kill(state["pid"])
+            (run_dir / HEARTBEATS / str(state["pid"])).unlink(missing_ok=True)
+        for future in done:
+            task = in_flight.pop(future)
+            try:
+                result = future.result()
+            except cf.process.BrokenProcessPool:
+                lost.append(task)
+                continue
+            commit(result)
 
 
 def _kill(pid: int) -> None:

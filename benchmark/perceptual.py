@@ -18,6 +18,7 @@ import pathlib
 import numpy as np
 import pandas as pd
 
+from benchmark.console import bar
 from benchmark.results import atomic_write_bytes, safe_name, shard_files
 from metrics.fid import FIDReference, fid
 from metrics.inception import FEATURE_DIM, InceptionExtractor, InceptionUnavailable, file_sha256, resolve_weights
@@ -207,17 +208,17 @@ def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
     patch_fid = bool(opts.get("patch_fid"))
     ref_patches = reference_features(info, shas, order, True) if patch_fid else None
     out = []
-    for codec in info["codecs"]:
-        for s in range(len(codec["settings"])):
-            row = {"codec": codec["label"], "setting_index": s, "n_features": 0}
-            found = setting_features(run_dir, codec["label"], s, patch_fid)
-            if found is not None:
-                row.update(_metrics(found[1], found[2], ref_pool, opts, reference))
-                if patch_fid:
-                    row.update(_patch_metrics(found[3], ref_patches, row))
-            else:
-                row["inception_note"] = "no successful reconstructions"
-            out.append(row)
+    keys = [(codec["label"], s) for codec in info["codecs"] for s in range(len(codec["settings"]))]
+    for label, s in bar(keys, desc="set metrics (IS, FID, KID)", unit="settings"):
+        row = {"codec": label, "setting_index": s, "n_features": 0}
+        found = setting_features(run_dir, label, s, patch_fid)
+        if found is not None:
+            row.update(_metrics(found[1], found[2], ref_pool, opts, reference))
+            if patch_fid:
+                row.update(_patch_metrics(found[3], ref_patches, row))
+        else:
+            row["inception_note"] = "no successful reconstructions"
+        out.append(row)
     return pd.DataFrame(out)
 
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from benchmark import fullref, perceptual, provenance, schema
+from benchmark import console, fullref, perceptual, provenance, schema
 from benchmark.codec import CodecSpec
 from benchmark.config import RunConfig, codec_context
 from benchmark.datasets import open_dataset
@@ -48,6 +48,15 @@ def _codec_info(spec: CodecSpec, context: dict) -> dict:
             "side_information": codec.side_information(), "parallel": codec.parallel,
             "exact_size": codec.exact_size, "produced_outside": cls.produced_outside, "columns": dict(codec.columns),
             "notes": codec.notes()}
+
+
+def preflight(config: RunConfig, split: str) -> None:
+    """Everything about the codecs that can be checked before any work or download (availability, whether
+    they fit the dataset, model names, files), each failure one sentence naming the fix."""
+    context = codec_context(config, split)
+    for spec in config.codecs:
+        spec.codec_class().check_available()
+        spec.build().preflight(context)
 
 
 def added_metrics(config: RunConfig) -> list[str]:
@@ -77,6 +86,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     if not len(dataset):
         raise ValueError(f"Dataset {config.dataset!r} ({dataset.split}) has no images.")
     description, _ = get_preset(config.preprocess)
+    preflight(config, dataset.split)
     if config.chunk_size is None:
         config.chunk_size = max(1, min(32, len(dataset) // 64))
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -237,7 +247,6 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     """
     if executor not in ("local", "ray"):
         raise ValueError(f"Unknown executor {executor!r}: use local or ray.")
-    from tqdm import tqdm
 
     t_start = time.perf_counter()
     run_dir = pathlib.Path(run_dir)
@@ -271,15 +280,19 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
         hooks += [on_result] if on_result is not None else []
         keep_pixels = bool(hooks)
 
-        bar = tqdm(total=sum(t.stop - t.start for t in todo), unit="img", desc="encode/decode",
-                   disable=not progress, dynamic_ncols=True)
+        n_settings = {c["label"]: len(c["settings"]) for c in info["codecs"]}
+        rows_of = {t: (t.stop - t.start) * n_settings[t.codec] for t in todo}
+        bar = console.bar(total=sum(rows_of.values()), desc="encode/decode/score", unit="rows", enabled=progress)
+        network = console.bar(total=sum(rows_of.values()), desc="Inception (reconstructions)", unit="images",
+                              enabled=progress and info["inception"]["status"] == "ok")
 
         def commit(result: TaskResult) -> None:
+            bar.update(rows_of.get(result.task, 0))
             for hook in hooks:
                 hook(result)
             write_table(shard_path(run_dir, result.task.codec, result.task.chunk),
                         schema.table_from_rows(result.rows, columns))
-            bar.update(result.task.stop - result.task.start)
+            network.update(rows_of.get(result.task, 0))
 
         try:
             if ray is not None:
@@ -296,6 +309,7 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
                     commit(worker.run(task, keep_pixels))
         finally:
             bar.close()
+            network.close()
     summary = set_level_summary(run_dir, info)
     write_table(run_dir / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False))
     n_rows, n_failed, reasons = _failure_counts(run_dir)
