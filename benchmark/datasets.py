@@ -96,6 +96,19 @@ def open_dataset(spec: str, split: str | None = None) -> Dataset:
                      "path of a folder of images (no folder of that name exists here).")
 
 
+SHORT_NAMES = {"cub": "CUB-200-2011", "coco": "MS-COCO", "sample": "sample"}
+
+
+def short_name(name: str) -> str:
+    """A dataset's name for titles: 'kodak' for folder:/data/kodak, 'CUB-200-2011' for cub:PATH, 'sample'."""
+    kind, sep, arg = str(name).partition(":")
+    if not sep:
+        return pathlib.Path(kind).name or kind
+    if kind == "folder":
+        return pathlib.Path(arg).name or arg
+    return SHORT_NAMES.get(kind, kind)
+
+
 def sample_dataset(n: int = 48, split: str = "test") -> Dataset:
     if split not in ("test", "train", "all"):
         raise ValueError(f"The sample set has splits test, train and all, not {split!r}.")

@@ -265,16 +265,27 @@ def _label(metric: str) -> str:
     return (info.label if info else metric) + (" ↑" if info and info.higher_is_better else " ↓" if info else "")
 
 
-def wide_tables(board: Leaderboard) -> dict[str, pd.DataFrame]:
-    """The three tables as display DataFrames (cells are text with intervals)."""
+def short_label(metric: str) -> str:
+    """A column header for narrow tables: the registry's short name and direction arrow."""
+    info = METRICS.get(metric)
+    if metric == "bpp" or info is None:
+        return metric
+    return (info.short or info.label) + (" ↑" if info.higher_is_better else " ↓")
+
+
+def wide_tables(board: Leaderboard, label=None, cell=None) -> dict[str, pd.DataFrame]:
+    """The three tables as display DataFrames (cells are text with intervals, or what `cell` makes of
+    (value, low, high, metric)); `label` names the metric columns."""
+    _label = label or globals()["_label"]
+    _cell = cell or globals()["_cell"]
     tables = {}
     at = board.at_rates.copy()
     if len(at) and at.value.notna().any():
         at["cell"] = [_cell(v, lo, hi, m) for v, lo, hi, m in zip(at.value, at.low, at.high, at.metric)]
         at["column"] = [f"@ {b:g} bpp" for b in at.bpp]
         wide = at.pivot_table(index=["metric", "codec"], columns="column", values="cell", aggfunc="first")
-        wide = wide.reindex(columns=[f"@ {b:g} bpp" for b in board.rates]).fillna("–")
-        wide = wide[(wide != "–").any(axis=1)].reset_index()  # a codec with no value at any of the rates
+        wide = wide.reindex(columns=[f"@ {b:g} bpp" for b in board.rates])
+        wide = wide[wide.map(_has_value).any(axis=1)].reset_index()  # a codec with no value at any of the rates
         wide["order"] = [board.metrics.index(m) for m in wide.metric]
         wide = wide.sort_values(["order", "codec"], kind="stable").drop(columns="order")
         wide["metric"] = [_label(m) for m in wide.metric]
@@ -300,10 +311,16 @@ def wide_tables(board: Leaderboard) -> dict[str, pd.DataFrame]:
         wide = st.pivot_table(index=["codec", "setting_index", "setting"], columns="metric", values="cell",
                               aggfunc="first").reset_index()
         cols = ["codec", "setting"] + [_label(m) for m in ["bpp", *board.metrics] if _label(m) in wide]
-        tables["settings"] = wide.sort_values(["codec", "setting_index"])[cols].fillna("–").rename_axis(columns=None)
+        tables["settings"] = wide.sort_values(["codec", "setting_index"])[cols].rename_axis(columns=None)
     else:
         tables["settings"] = pd.DataFrame()
     return tables
+
+
+def _has_value(cell) -> bool:
+    if isinstance(cell, tuple):
+        return not (cell[0] is None or (isinstance(cell[0], float) and math.isnan(cell[0])))
+    return isinstance(cell, str) and cell != "–"
 
 
 TITLES = {"at_rates": "Metrics at chosen rates (interpolated along each codec's curve; – outside its range)",
@@ -312,22 +329,23 @@ TITLES = {"at_rates": "Metrics at chosen rates (interpolated along each codec's 
 
 
 def render(board: Leaderboard, fmt: str, only: tuple = ("at_rates", "bd", "settings"), notes: bool = True) -> str:
-    tables = {k: v for k, v in wide_tables(board).items() if k in only}
     if fmt == "csv":  # machine-readable: long format with numbers, not formatted text
         parts = [board.at_rates.assign(table="at_rates"), board.bd.assign(table="bd"),
                  board.settings.assign(table="settings")]
         return pd.concat(parts, ignore_index=True).to_csv(index=False)
+    if fmt == "tex":
+        from benchmark.latex import render_tex
+
+        return render_tex(board, wide_tables(board, label=short_label, cell=lambda *a: a), TITLES, only, notes)
+    tables = {k: v for k, v in wide_tables(board).items() if k in only}
     out = []
     for key, table in tables.items():
         if table.empty:
             continue
         title = TITLES[key] + (f" ({board.anchor})" if key == "bd" else "")
+        table = table.fillna("–")
         if fmt == "md":
             out.append(f"### {title}\n\n{table.to_markdown(index=False)}\n")
-        elif fmt == "tex":
-            body = table.to_latex(index=False, escape=True)
-            out.append(f"% {title}\n\\begin{{table}}[t]\n\\centering\n\\caption{{{_tex_escape(title)}}}\n"
-                       f"{body}\\end{{table}}\n")
         elif fmt == "html":
             out.append(f"<h3>{_html_escape(title)}</h3>\n{table.to_html(index=False, classes='leaderboard', border=0)}")
         else:
@@ -344,10 +362,18 @@ def render(board: Leaderboard, fmt: str, only: tuple = ("at_rates", "bd", "setti
     return "\n".join(out)
 
 
-def _tex_escape(text: str) -> str:
-    for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"), ("#", "\\#")):
-        text = text.replace(a, b)
-    return text
+TABLE_CSS = """body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1500px; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; font-size: .85em; margin: .5em 0 1.2em; }
+th, td { border: 1px solid #ddd; padding: .25em .5em; text-align: left; } th { background: #f4f4f4; }
+td { font-variant-numeric: tabular-nums; } .notes { font-size: .85em; color: #444; }"""
+
+
+def standalone_html(body: str, title: str) -> str:
+    """A whole page around rendered tables: doctype, charset and table styling, so it opens as it should."""
+    import html
+
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>\n"
+            f"<style>\n{TABLE_CSS}\n</style></head><body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
 
 
 def _html_escape(text: str) -> str:
@@ -362,6 +388,7 @@ def write(board: Leaderboard, out_dir: str | pathlib.Path, formats=FORMATS) -> l
     written = []
     for fmt in formats:
         path = out_dir / f"leaderboard.{fmt}"
-        path.write_text(render(board, fmt))
+        text = render(board, fmt)
+        path.write_text(standalone_html(text, "cmcbench leaderboard") if fmt == "html" else text)
         written.append(path)
     return written

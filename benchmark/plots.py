@@ -1,7 +1,14 @@
-"""Rate-distortion curves: every summary metric against bpp, one line per codec, markers at settings."""
+"""Rate-distortion curves: every summary metric against bpp, one line per codec, markers at settings.
+
+Figures are made for papers: a codec keeps one colour and marker in every plot and every run (keyed by its
+name), the title names the dataset and how many images were evaluated, intervals are vertical bars only
+(a bpp interval drawn sideways turns crossing curves into a hairball), the legend sits outside the data,
+and each figure is written as PNG (for screens) and SVG and PDF (for papers).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 
 import pandas as pd
@@ -9,17 +16,59 @@ import pandas as pd
 from metrics import registry
 from metrics.registry import METRICS
 
+FORMATS = ("png", "svg", "pdf")
+# Built-in codecs: colours from seaborn's colour-blind palette, one marker each.
+CODEC_STYLES = {"jpeg": ("#0173b2", "o"), "jpeg2000": ("#de8f05", "s"), "webp": ("#029e73", "^"),
+                "avif": ("#d55e00", "D"), "jpegxl": ("#cc78bc", "v"), "cmc": ("#ca9161", "P"),
+                "jpeg2000-psnr": ("#949494", "X")}
+# Any other label: a colour and marker chosen by a hash of its name, never one of the built-ins' colours.
+OTHER_COLOURS = ("#56b4e9", "#ece133", "#fbafe4", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d",
+                 "#17becf", "#bcbd22", "#8c564b", "#393b79", "#843c39", "#637939")
+OTHER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
+PUBLISHED = " [published]"
+LOG_X_SPAN = 10.0  # log bpp axis when the largest rate is at least 10x the smallest (Kodak's JPEG sweep: 15x)
+
+
+def codec_style(label: str) -> tuple[str, str]:
+    """The colour and marker of a codec label, the same in every plot and run. A published curve takes the
+    colour of the codec it reports (drawn dashed, open markers)."""
+    name = label[:-len(PUBLISHED)] if label.endswith(PUBLISHED) else label
+    if name in CODEC_STYLES:
+        return CODEC_STYLES[name]
+    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+    return OTHER_COLOURS[digest % len(OTHER_COLOURS)], OTHER_MARKERS[(digest // len(OTHER_COLOURS)) % len(OTHER_MARKERS)]
+
 
 def plottable_metrics(summary: pd.DataFrame) -> list[str]:
     return [m for m in registry.quality_metrics() if m in summary.columns and summary[m].notna().any()
             and pd.api.types.is_numeric_dtype(summary[m])]
 
 
+def dataset_title(summary: pd.DataFrame) -> str:
+    """'kodak, 24 images' / 'sample (test), 16 images': the dataset's short name and the images evaluated."""
+    from benchmark.datasets import short_name
+
+    if "dataset" not in summary:
+        return ""
+    parts = []
+    for name, group in summary.groupby(summary["dataset"].astype(str), sort=True):
+        split = group["split"].dropna().astype(str).iloc[0] if "split" in group and group["split"].notna().any() else ""
+        n = int(group["n_images"].max()) if "n_images" in group and group["n_images"].notna().any() else None
+        shown = short_name(name) + (f" ({split})" if split and split != "all" else "")
+        parts.append(shown + (f", {n} images" if n else ""))
+    return "; ".join(parts)
+
+
+def use_log_x(bpp: pd.Series) -> bool:
+    positive = bpp[bpp > 0]
+    return bool(len(positive)) and positive.max() / positive.min() >= LOG_X_SPAN
+
+
 def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | None = None,
-             metrics: list[str] | None = None, formats=("png", "svg"),
+             metrics: list[str] | None = None, formats=FORMATS,
              intervals: pd.DataFrame | None = None) -> list[pathlib.Path]:
-    """One figure per metric. `intervals` (benchmark.bootstrap.intervals) adds error bars: the metric's
-    bootstrap interval vertically, the bpp interval horizontally."""
+    """One figure per metric; `intervals` (benchmark.bootstrap.intervals) adds the metric's bootstrap interval
+    as a vertical bar at each setting."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,67 +79,75 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     data = summary[summary["bpp"].notna()].sort_values(["codec", "bpp"])
-    if log_x is None:  # a caption codec at 0.002 bpp next to JPEG at 2 bpp needs a log axis to be seen
-        positive = data.loc[data["bpp"] > 0, "bpp"]
-        log_x = bool(len(positive)) and positive.max() / positive.min() > 100
-    sns.set_theme(style="whitegrid", context="notebook")
+    if log_x is None:
+        log_x = use_log_x(data["bpp"])
+    title_data = dataset_title(data)
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=1.0)
     for metric in metrics or plottable_metrics(data):
         info = METRICS.get(metric)
         sub = data[data[metric].notna() & (data[metric] != float("inf"))]
         if sub.empty:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        codecs = list(dict.fromkeys(sub["codec"]))
-        palette = dict(zip(codecs, sns.color_palette(n_colors=len(codecs))))
+        fig, ax = plt.subplots(figsize=(8.4, 4.6))
         published = sub["published"].fillna(False).astype(bool) if "published" in sub else pd.Series(False, sub.index)
-        measured = sub[~published]
-        if len(measured):
-            order = [c for c in codecs if c in set(measured.codec)]
-            sns.lineplot(data=measured, x="bpp", y=metric, hue="codec", style="codec", markers=True, dashes=False,
-                         estimator=None, sort=False, ax=ax, hue_order=order, style_order=order,
-                         palette={c: palette[c] for c in order})
-        for codec, curve in sub[published].groupby("codec", sort=False):  # published curves: dashed, open marks
+        for codec, curve in sub.groupby("codec", sort=False):
+            colour, marker = codec_style(codec)
             curve = curve.sort_values("bpp")
-            ax.plot(curve.bpp, curve[metric], linestyle="--", marker="o", markerfacecolor="none",
-                    color=palette[codec], label=codec)
+            is_published = bool(published[curve.index].all())
+            ax.plot(curve.bpp, curve[metric], color=colour, marker=marker, markersize=6, linewidth=1.6,
+                    linestyle="--" if is_published else "-", markerfacecolor="none" if is_published else colour,
+                    label=codec, zorder=3)
         if intervals is not None and len(intervals):
-            _error_bars(ax, sub, intervals, metric, palette)
+            _error_bars(ax, sub, intervals, metric)
         if "rate_n_matched" in sub:  # rate-matched settings that missed their target for some images
             missed = sub[sub.rate_n_matched.notna() & (sub.rate_n_matched < sub.n_ok)]
             if len(missed):
-                ax.scatter(missed.bpp, missed[metric], s=140, facecolors="none", edgecolors="crimson", linewidths=1.2,
-                           label="rate target missed (at achieved bpp)", zorder=5)
-        if log_x:
-            ax.set_xscale("log")
-        ax.set_xlabel("bits per pixel (bpp)" + (", log scale" if log_x else ""))
+                ax.scatter(missed.bpp, missed[metric], s=150, facecolors="none", edgecolors="crimson", linewidths=1.2,
+                           label="rate target missed\n(at achieved bpp)", zorder=5)
+        _rate_axis(ax, log_x)
         ax.set_ylabel(info.label if info else metric)
         better = "" if info is None else (" (higher is better)" if info.higher_is_better else " (lower is better)")
-        dataset = ", ".join(sorted(set(sub["dataset"].dropna().astype(str)))) if "dataset" in sub else ""
-        ax.set_title(f"{info.label if info else metric} vs rate{better}\n{dataset}", fontsize=10)
-        ax.legend(title="codec", fontsize=8)
+        ax.set_title(f"{info.label if info else metric} vs rate{better}" + (f"\n{title_data}" if title_data else ""),
+                     fontsize=11)
+        ax.legend(title="codec", fontsize=10, title_fontsize=10, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  borderaxespad=0.0, frameon=False)
         fig.tight_layout()
         for fmt in formats:
             path = out_dir / f"rd_{metric}.{fmt}"
-            fig.savefig(path, dpi=150)
+            fig.savefig(path, dpi=150, bbox_inches="tight")
             written.append(path)
         plt.close(fig)
     return written
 
 
-def _error_bars(ax, sub: pd.DataFrame, intervals: pd.DataFrame, metric: str, palette: dict) -> None:
-    wide = intervals[intervals.metric.isin([metric, "bpp"])].pivot_table(
-        index=["codec", "setting_index"], columns="metric", values=["low", "high"], aggfunc="first")
+def _rate_axis(ax, log_x: bool) -> None:
+    """bpp on the x axis; on a log axis, minor ticks at 2..9 and plain numbers (0.05, 0.1, 0.2, 0.5, 1, 2)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.set_xlabel("bits per pixel (bpp)" + (", log scale" if log_x else ""))
+    if not log_x:
+        return
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+    plain = FuncFormatter(lambda v, _: f"{v:.6g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.grid(True, which="minor", axis="x", linewidth=0.4, alpha=0.5)
+
+
+def _error_bars(ax, sub: pd.DataFrame, intervals: pd.DataFrame, metric: str) -> None:
+    """The metric's bootstrap interval at each setting, as a light vertical bar in the codec's colour."""
+    ci = intervals[intervals.metric == metric].set_index(["codec", "setting_index"])
     for row in sub.itertuples():
         key = (row.codec, row.setting_index)
-        if key not in wide.index:
+        if key not in ci.index:
             continue
-        ci = wide.loc[key]
-        y, x = getattr(row, metric), row.bpp
-        yerr = xerr = None
-        if ("low", metric) in ci.index and pd.notna(ci[("low", metric)]):
-            yerr = [[max(y - ci[("low", metric)], 0)], [max(ci[("high", metric)] - y, 0)]]
-        if ("low", "bpp") in ci.index and pd.notna(ci[("low", "bpp")]):
-            xerr = [[max(x - ci[("low", "bpp")], 0)], [max(ci[("high", "bpp")] - x, 0)]]
-        if yerr is not None or xerr is not None:
-            ax.errorbar([x], [y], yerr=yerr, xerr=xerr, fmt="none", ecolor=palette[row.codec], elinewidth=1,
-                        capsize=2, alpha=0.8)
+        low, high = ci.loc[key, "low"], ci.loc[key, "high"]
+        if isinstance(low, pd.Series):
+            low, high = low.iloc[0], high.iloc[0]
+        if pd.isna(low) or pd.isna(high):
+            continue
+        y = getattr(row, metric)
+        ax.errorbar([row.bpp], [y], yerr=[[max(y - low, 0)], [max(high - y, 0)]], fmt="none",
+                    ecolor=codec_style(row.codec)[0], elinewidth=1.2, capsize=3, alpha=0.55, zorder=2)

@@ -129,7 +129,7 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     ci = bootstrap.intervals(run_dir, resamples, seed) if resamples > 0 else None
     refs, _ = load_references(references, [info["dataset"]["name"]])
     plots = [p for p in rd_plots(leaderboard.with_references(summary, refs), out_dir / "plots", intervals=ci,
-                                 formats=("png",))]
+                                 formats=("png", "pdf")) if p.suffix == ".png"]
     failures_html, failures_md = _failures(summary)
     generative = {c["label"] for c in info["codecs"] if not c.get("exact_size", True)}
     grid = grid_choices(images, n_images, target_bpp, board.anchor, generative)
@@ -141,7 +141,8 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     html_grid, md_grid = [], []
     for item in grid:
         original = recon.original(item["image_index"])
-        tiles = [("original", f"original {item['image_id']} ({original.shape[1]}x{original.shape[0]})", "",
+        stem = safe_name(pathlib.PurePosixPath(item["image_id"]).stem or item["image_id"])
+        tiles = [(f"{stem}-original", f"original {item['image_id']} ({original.shape[1]}x{original.shape[0]})", "",
                   centre_crop(original))]
         for row in item["tiles"]:
             try:
@@ -152,15 +153,17 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
             else:
                 caption_text = getattr(row, "caption", "") if "caption" in images else ""
                 caption_text = caption_text if isinstance(caption_text, str) else ""
-            tiles.append((row.codec, _tile_caption(row, tile_metrics), caption_text, pixels))
+            tiles.append((f"{stem}-{safe_name(row.codec)}-{safe_name(str(row.rate_parameter))}{safe_name(str(row.setting_label))}",
+                          _tile_caption(row, tile_metrics), caption_text, pixels))
         cells, md_cells = [], []
-        for k, (name, label, caption_text, pixels) in enumerate(tiles):
-            file = grid_dir / f"{safe_name(item['image_id'])}-{k:02d}-{safe_name(name)}.png"
+        for name, label, caption_text, pixels in tiles:
+            file = grid_dir / f"{name}.png"
             img_html = "<div class='missing'>unavailable</div>"
             if pixels is not None:
                 data = _png_bytes(pixels)
                 file.write_bytes(data)
-                img_html = f"<img src='{_data_uri(data)}' alt='{html.escape(label)}'>"
+                img_html = (f"<img src='{_data_uri(data)}' width='{pixels.shape[1]}' height='{pixels.shape[0]}' "
+                            f"alt='{html.escape(label)}' title='click to zoom 2x' onclick=\"this.classList.toggle('zoom')\">")
                 md_cells.append(f"![{label}](grid/{file.name})<br>{label}" + (f"<br>*“{caption_text}”*" if caption_text else ""))
             caption_html = f"<div class='caption'>“{html.escape(caption_text)}”</div>" if caption_text else ""
             cells.append(f"<figure>{img_html}<figcaption>{html.escape(label)}{caption_html}</figcaption></figure>")
@@ -180,25 +183,30 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1500px;
 h1 {{ font-size: 1.6em; }} h2 {{ border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }}
 table {{ border-collapse: collapse; font-size: .85em; margin: .5em 0 1.2em; }}
 th, td {{ border: 1px solid #ddd; padding: .25em .5em; text-align: left; }} th {{ background: #f4f4f4; }}
-.plots {{ display: flex; flex-wrap: wrap; gap: 1em; }} .plot img {{ width: 620px; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: .8em; }}
-.grid figure {{ margin: 0; width: {CROP}px; }} .grid img {{ width: {CROP}px; image-rendering: pixelated; }}
+.plots {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(600px, 1fr)); gap: 1em; }}
+.plot {{ margin: 0; }} .plot img {{ width: 100%; height: auto; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: .8em; align-items: flex-start; }}
+.grid figure {{ margin: 0; max-width: {CROP}px; }}
+.grid img {{ display: block; max-width: none; image-rendering: pixelated; cursor: zoom-in; }}
+.grid img.zoom {{ zoom: 2; cursor: zoom-out; }}
 figcaption {{ font-size: .8em; }} .caption {{ font-style: italic; color: #444; margin-top: .2em; }}
 .missing {{ width: {CROP}px; height: {CROP // 2}px; background: #eee; }}
+.failed {{ color: #a40000; }}
 code {{ background: #f4f4f4; padding: 0 .2em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(prov['headline'])}</p>
 <h2>Rate–quality curves</h2><p>Error bars: {html.escape(next((n for n in board.notes if n.startswith('Intervals')), 'none (no bootstrap)'))}</p>
 <div class="plots">{plot_html}</div>
+{failures_html}
 <h2>Leaderboard</h2>
 {leaderboard.render(board, 'html', only=("at_rates", "bd"))}
 <h2>Visual comparison</h2>
-<p>Centre crops ({CROP}x{CROP}) at native resolution. Each codec is shown at its setting whose bpp on that image is
+<p>Centre crops (at most {CROP}x{CROP}) at native resolution: one image pixel per CSS pixel, never scaled (click a
+tile to zoom 2x). Each codec is shown at its setting whose bpp on that image is
 closest to the target; a codec that cannot reach the target (a caption codec far below it, or JPEG above it) shows its
 nearest rate, printed under the tile.</p>
 {''.join(html_grid)}
-{failures_html}
 {leaderboard.render(board, 'html', only=("settings",), notes=False)}
 <h2>Provenance</h2>
 {prov['html']}
@@ -208,8 +216,8 @@ nearest rate, printed under the tile.</p>
     html_path.write_text(page)
     md = [f"# {title}\n", prov["headline"] + "\n", "## Rate–quality curves\n"]
     md += [f"![{p.stem}](plots/{p.name})\n" for p in plots]
-    md += ["## Leaderboard\n", leaderboard.render(board, "md", only=("at_rates", "bd")), "## Visual comparison\n",
-           *md_grid, failures_md, leaderboard.render(board, "md", only=("settings",), notes=False),
+    md += [failures_md, "## Leaderboard\n", leaderboard.render(board, "md", only=("at_rates", "bd")),
+           "## Visual comparison\n", *md_grid, leaderboard.render(board, "md", only=("settings",), notes=False),
            "## Provenance\n", prov["md"]]
     md_path = out_dir / "report.md"
     md_path.write_text("\n".join(md))
@@ -217,19 +225,28 @@ nearest rate, printed under the tile.</p>
 
 
 def _failures(summary: pd.DataFrame) -> tuple[str, str]:
-    """Per codec and setting: images that succeeded and failed, with the reasons (empty when none failed)."""
+    """Rows per codec and setting: how many succeeded and failed, and why; a setting whose every row failed is
+    listed too, so nothing vanishes from the report."""
     if not len(summary) or "n_failed" not in summary:
         return "", ""
-    total = int(summary.n_failed.sum())
+    total, n_ok = int(summary.n_failed.sum()), int(summary.n_ok.sum())
     head = "<h2>Failures</h2>"
     if not total:
-        return head + "<p>No failed rows.</p>", "## Failures\n\nNo failed rows.\n"
-    rows = summary[summary.n_failed > 0]
-    table = pd.DataFrame({"codec": rows.codec, "setting": rows.setting_label, "n_ok": rows.n_ok.astype(int),
-                          "n_failed": rows.n_failed.astype(int),
-                          "reasons": rows.get("failure_reasons", pd.Series("", rows.index)).fillna("")})
-    intro = f"{total} failed rows in {len(rows)} settings; a failed row has no metric values and is left out of the means."
-    return (f"{head}<p>{html.escape(intro)}</p>{table.to_html(index=False, border=0)}",
+        text = f"No failed rows: all {n_ok} rows ({len(summary)} codec settings) succeeded."
+        return f"{head}<p>{html.escape(text)}</p>", f"## Failures\n\n{text}\n"
+    failed_settings = summary[summary.n_ok == 0]
+    intro = (f"{total} of {total + n_ok} rows failed, in {int((summary.n_failed > 0).sum())} of {len(summary)} codec "
+             f"settings ({len(failed_settings)} with no successful row, so absent from the curves and tables). A failed "
+             "row has no metric values and is left out of the means.")
+    table = pd.DataFrame({"codec": summary.codec, "setting": summary.setting_label.astype(str),
+                          "n_ok": summary.n_ok.astype(int), "n_failed": summary.n_failed.astype(int),
+                          "reasons": summary.get("failure_reasons", pd.Series("", summary.index)).fillna("")})
+    rows_html = "".join(
+        f"<tr class='{'failed' if r.n_failed else 'ok'}'><td>{html.escape(str(r.codec))}</td><td>{html.escape(r.setting)}"
+        f"</td><td>{r.n_ok}</td><td>{r.n_failed}</td><td>{html.escape(r.reasons)}</td></tr>" for r in table.itertuples())
+    table_html = ("<table><thead><tr><th>codec</th><th>setting</th><th>n_ok</th><th>n_failed</th><th>reasons</th></tr>"
+                  f"</thead><tbody>{rows_html}</tbody></table>")
+    return (f"{head}<p>{html.escape(intro)}</p>{table_html}",
             f"## Failures\n\n{intro}\n\n{table.to_markdown(index=False)}\n")
 
 

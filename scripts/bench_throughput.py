@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
-"""Runner overhead: cmcbench's runner against a bare Pillow encode/decode/PSNR loop.
+"""Runner overhead: cmcbench's runner with its default metrics against a bare loop doing the same work.
 
-Both do the same work (read each image once, JPEG-encode and decode it at every quality, compute PSNR)
-with the same number of processes; the runner also writes shards, the summary and provenance.
-Also checks that the runner's mean bpp and PSNR per quality equal the bare loop's.
+Both sweep JPEG over the dataset at the default qualities with the same number of processes and compute
+the metrics the runner computes by default on this machine, through the same library calls: PSNR (numpy),
+MS-SSIM (pytorch-msssim), LPIPS (the lpips formula on torchvision's AlexNet, original features once per
+image) when its weights are available, and InceptionV3 features (torch-fidelity) for IPD, IS, FID and KID
+when its weights are available. The runner also reads and hashes images, checks outputs, writes shards,
+the summary and provenance. Runs are interleaved so drift in machine load hits both alike; the script
+also checks that the runner's mean bpp, PSNR and MS-SSIM per quality equal the bare loop's.
 
-    python scripts/bench_throughput.py --dataset ../shared/datasets/kodak --jobs 2 --repeat 3
+    python scripts/bench_throughput.py --dataset ../shared/datasets/kodak --jobs 2 --repeat 3 \
+        [--inception-weights PATH] [--lpips PATH]
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import multiprocessing
+import os
 import pathlib
 import sys
 import tempfile
@@ -23,77 +29,137 @@ from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from baselines.jpeg import JPEG  # noqa: E402
 from benchmark.codec import parse_codec_spec  # noqa: E402
-from benchmark.results import load_run  # noqa: E402
+from benchmark.results import load_run, read_config  # noqa: E402
 from benchmark.runner import RunConfig, create_run, execute  # noqa: E402
 
-QUALITIES = list(range(5, 100, 5))
+QUALITIES = list(JPEG.default_sweep)
+DEFAULT_DATASET = pathlib.Path(__file__).resolve().parents[2] / "shared/datasets/kodak"
+_LPIPS = None
 
 
-def bare_image(path: str) -> list[tuple[int, int, float]]:
+def _init(lpips_state: dict | None) -> None:
+    global _LPIPS
+    import torch
+
+    torch.set_num_threads(1)  # as the runner's workers
+    if lpips_state:
+        from metrics.lpips import load
+
+        _LPIPS = load(lpips_state)
+
+
+def bare_image(args: tuple[str, bool, bool]):
+    """One image at every quality: encode, decode and the per-image metrics, with the libraries' own calls."""
+    path, ms_ssim_on, keep = args
+    import torch
+    from pytorch_msssim import ms_ssim
+
     img = np.asarray(Image.open(path).convert("RGB"))
-    out = []
+    x = torch.from_numpy(np.array(img, np.float32)).permute(2, 0, 1)[None]
+    out, recons, cache = [], [], {}
     for q in QUALITIES:
         buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="JPEG", quality=q)
+        Image.fromarray(img).save(buf, format="JPEG", quality=q, subsampling=2, optimize=False, progressive=False)
         data = buf.getvalue()
         rec = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         mse = np.mean((img.astype(np.float64) - rec) ** 2)
-        out.append((q, len(data), 10 * np.log10(255.0 ** 2 / mse)))
-    return out
+        row = {"q": q, "bytes": len(data), "psnr": 10 * np.log10(255.0 ** 2 / mse) if mse else float("inf")}
+        if ms_ssim_on:
+            y = torch.from_numpy(np.array(rec, np.float32)).permute(2, 0, 1)[None]
+            with torch.inference_mode():
+                row["ms_ssim"] = float(ms_ssim(x, y, data_range=255, size_average=True, win_size=11))
+        if _LPIPS is not None:
+            if "lpips" not in cache:
+                cache["lpips"] = _LPIPS.features(img)
+            row["lpips"] = _LPIPS.distance(cache["lpips"], rec)
+        out.append(row)
+        if keep:
+            recons.append(rec)
+    return out, (img if keep else None), recons
 
 
-def bare(paths: list[str], jobs: int):
+def bare(paths: list[str], jobs: int, info: dict) -> tuple[float, list]:
     t0 = time.perf_counter()
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        results = pool.map(bare_image, paths, chunksize=1)
-    return time.perf_counter() - t0, results
+    ms_on = info["image_metrics"]["ms_ssim"]["status"] == "ok"
+    lpips_state = info["image_metrics"]["lpips"] if info["image_metrics"]["lpips"]["status"] == "ok" else None
+    inception = info["inception"]["status"] == "ok"
+    with multiprocessing.get_context("fork").Pool(jobs, initializer=_init, initargs=(lpips_state,)) as pool:
+        results = pool.map(bare_image, [(p, ms_on, inception) for p in paths], chunksize=1)
+    if inception:  # the same network, batch size and set metrics as the runner, on the same features
+        from metrics.fid import fid
+        from metrics.inception import InceptionExtractor
+        from metrics.inception_score import inception_score
+        from metrics.kid import kid
+
+        opts = info["config"]["inception"]
+        net = InceptionExtractor(info["inception"]["weights_path"], info["inception"]["weights_sha256"],
+                                 opts["device"], opts["batch_size"])
+        ref_pool, _ = net([orig for _, orig, _ in results])
+        per_q = [net([recons[k] for _, _, recons in results]) for k in range(len(QUALITIES))]
+        for pool_q, logits_q in per_q:
+            fid(pool_q, ref_pool)
+            kid(pool_q, ref_pool, opts["kid_subsets"], opts["kid_subset_size"], opts["seed"])
+            if len(logits_q) >= opts["isc_splits"]:
+                inception_score(logits_q, opts["isc_splits"], opts["seed"])
+    return time.perf_counter() - t0, [rows for rows, _, _ in results]
 
 
-def runner(dataset: str, jobs: int, out: str):
-    config = RunConfig(dataset=dataset, codecs=[parse_codec_spec("jpeg")], inception={"enabled": False})
+def runner(config: RunConfig, jobs: int, out: str):
     t0 = time.perf_counter()
-    run_dir = create_run(config, out)
+    run_dir = create_run(config, out, progress=False)
     execute(run_dir, jobs=jobs, progress=False)
     return time.perf_counter() - t0, run_dir
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared/datasets/kodak"))
+    ap.add_argument("--dataset", default=str(DEFAULT_DATASET), help="a folder of PNG images (default: %(default)s)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--inception-weights", help="InceptionV3 weights (default: the runner's default resolution)")
+    ap.add_argument("--lpips", default="auto", help="AlexNet weights for LPIPS, auto or none (as bench.py run)")
     args = ap.parse_args()
-    paths = sorted(str(p) for p in pathlib.Path(args.dataset).glob("*.png"))
-    n_ops = len(paths) * len(QUALITIES)
+    dataset = pathlib.Path(os.path.expanduser(args.dataset))
+    paths = sorted(str(p) for p in dataset.glob("*.png")) if dataset.is_dir() else []
+    if not paths:
+        sys.exit(f"error: no PNG images in {dataset} (it {'has none' if dataset.is_dir() else 'does not exist'}); "
+                 "pass --dataset FOLDER, e.g. the 24 Kodak images.")
+    config = RunConfig(dataset=str(dataset), codecs=[parse_codec_spec("jpeg")],
+                       inception={**RunConfig().inception, "weights": args.inception_weights},
+                       image_metrics={"ms_ssim": True, "lpips": args.lpips})
     bare_times, run_times = [], []
     with tempfile.TemporaryDirectory() as out:
-        for _ in range(args.repeat):  # interleaved, so drift in machine load hits both alike
-            tb, bare_results = bare(paths, args.jobs)
-            tr, run_dir = runner(args.dataset, args.jobs, out)
+        for k in range(args.repeat):  # interleaved, so drift in machine load hits both alike
+            tr, run_dir = runner(config, args.jobs, str(pathlib.Path(out) / str(k)))
+            info = read_config(run_dir)
+            tb, bare_rows = bare(paths, args.jobs, info)
             bare_times.append(tb)
             run_times.append(tr)
         _, summary = load_run(run_dir)
-    per_q = {q: ([], []) for q in QUALITIES}
-    for image in bare_results:
-        for q, nbytes, p in image:
-            per_q[q][0].append(nbytes)
-            per_q[q][1].append(p)
+    metrics = ["psnr"] + [m for m in ("ms_ssim", "lpips") if info["image_metrics"][m]["status"] == "ok"]
+    computed = metrics + (["ipd", "inception_score", "fid", "kid"] if info["inception"]["status"] == "ok" else [])
     sizes = [np.asarray(Image.open(p).size).prod() for p in paths]
-    max_bpp_diff = max_psnr_diff = 0.0
-    for q in QUALITIES:
-        bpp = np.mean([8 * b / s for b, s in zip(per_q[q][0], sizes)])
-        psnr = np.mean(per_q[q][1])
+    worst = {m: 0.0 for m in ["bpp", *metrics]}
+    for k, q in enumerate(QUALITIES):
         row = summary[summary.setting == q].iloc[0]
-        max_bpp_diff = max(max_bpp_diff, abs(row.bpp - bpp))
-        max_psnr_diff = max(max_psnr_diff, abs(row.psnr - psnr))
+        worst["bpp"] = max(worst["bpp"], abs(row.bpp - np.mean([8 * r[k]["bytes"] / s for r, s in zip(bare_rows, sizes)])))
+        for m in metrics:
+            worst[m] = max(worst[m], abs(getattr(row, m) - np.mean([r[k][m] for r in bare_rows])))
     b, r = min(bare_times), min(run_times)
-    print(f"images {len(paths)} x qualities {len(QUALITIES)} = {n_ops} encode/decode/PSNR, jobs={args.jobs}")
-    print(f"bare Pillow loop : best {b:.3f} s  ({n_ops / b:7.1f} ops/s)  all {', '.join(f'{t:.3f}' for t in bare_times)}")
-    print(f"cmcbench runner  : best {r:.3f} s  ({n_ops / r:7.1f} ops/s)  all {', '.join(f'{t:.3f}' for t in run_times)}")
+    n_ops = len(paths) * len(QUALITIES)
+    print(f"images {len(paths)} x qualities {len(QUALITIES)} = {n_ops} encode/decode, jobs={args.jobs}; "
+          f"metrics computed by both: {', '.join(computed)}")
+    skipped = [f"{k}: {v['reason']}" for k, v in {**info["image_metrics"], "inception": info["inception"]}.items()
+               if v["status"] != "ok"]
+    if skipped:
+        print("not computed by either (as in a default run here): " + "; ".join(s[:120] for s in skipped))
+    print(f"bare loop        : best {b:.3f} s  ({n_ops / b:7.1f} images/s)  all {', '.join(f'{t:.3f}' for t in bare_times)}")
+    print(f"cmcbench runner  : best {r:.3f} s  ({n_ops / r:7.1f} images/s)  all {', '.join(f'{t:.3f}' for t in run_times)}")
     print(f"runner overhead  : {100 * (r / b - 1):+.1f}% (best of {args.repeat}; "
           f"median {100 * (np.median(run_times) / np.median(bare_times) - 1):+.1f}%)")
-    print(f"agreement        : max |d mean bpp| = {max_bpp_diff:.3g}, max |d mean PSNR| = {max_psnr_diff:.3g} dB")
+    print("agreement        : " + ", ".join(f"max |d mean {m}| = {v:.3g}" for m, v in worst.items()))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,222 @@
+"""A researcher's first hour: mistakes are told in one sentence before any work, with no run folder left
+behind; the default codec set fits the dataset; Ctrl-C keeps finished work and says how to resume; plots,
+reports and tables are fit for a paper."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from benchmark import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUIET = ["--metrics", "none", "--lpips", "none", "--no-ms-ssim", "--caption-embedder", "none", "--no-plots",
+         "--no-progress"]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    data = tmp_path / "home" / "data" / "kodak"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(data / f"img{k}.png")
+    return data
+
+
+def run_cli(args, capsys):
+    rc = cli.main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def runs_in(out_dir) -> list[str]:
+    return sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")) if out_dir.exists() else []
+
+
+MISTAKES = [
+    (["--dataset", "cub:~/data/birds"], "CUB: the folder"),
+    (["--dataset", "~/data/nowhere"], "does not exist"),
+    (["--dataset", "sample:abc"], "positive whole number of images, not 'abc'"),
+    (["--dataset", "cub:~/data/kodak"], "CUB_200_2011/images.txt is missing"),
+    (["--codec", "jpeg quality=abc"], "jpeg quality must be a number in 1..100, not 'abc'"),
+    (["--codec", "jpeg quality=200"], "jpeg quality must be in 1..100, not 200"),
+    (["--codec", "avif quality=10.5"], "avif quality takes whole numbers"),
+    (["--codec", "webp method=9"], "webp option 'method' must be in 0..6, not 9"),
+    (["--codec", "jpeg subsampling=4:1:1"], "must be one of 4:4:4, 4:2:2, 4:2:0"),
+    (["--codec", "cmc captioner=foo/bar"], "not in the local Hugging Face cache and this machine is offline"),
+    (["--codec", "cmc generator=retreival"], "did you mean generator=retrieval?"),
+    (["--codec", "cmc captioner=refrence"], "did you mean captioner=reference?"),
+    (["--codec", "cmc captioner=~/models/none"], "neither a built-in captioner"),
+    (["--codec", "cmc text_codec=hufman"], "must be one of huffman"),
+    (["--dataset", "~/data/kodak", "--codec", "cmc"], "cmc needs a captioned training split"),
+    (["--lpips", "~/alexnet.pth"], "--lpips"),
+    (["--inception-weights", "~/inception.pth"], "no such file"),
+    (["--add-metric", "psnr_z"], "Unknown metric 'psnr_z'"),
+    (["--resume-anyway"], "--resume-anyway goes with --resume"),
+]
+
+
+@pytest.mark.parametrize("args,message", MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES])
+def test_a_mistake_is_one_sentence_before_any_work_and_leaves_no_run_folder(args, message, folder, tmp_path,
+                                                                            monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    out_dir = tmp_path / "runs"
+    rc, out, err = run_cli(["run", *QUIET, *args, "--out", str(out_dir)], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc != 0
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert "Traceback" not in out + err
+    assert runs_in(out_dir) == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--limit", "-1"], "--limit: must be at least 1, not -1"),
+    (["--jobs", "0"], "--jobs/-j: must be at least 1, not 0"),
+    (["--timeout", "abc"], "--timeout: must be a number, not 'abc'"),
+])
+def test_bad_numbers_are_refused_by_the_parser_in_one_line(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run", *args, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_resume_refuses_run_shaping_options(tmp_path, capsys):
+    assert run_cli(["run", "--codec", "jpeg quality=50", "--limit", "2", "--out", str(tmp_path), "--name", "r",
+                    *QUIET], capsys)[0] == 0
+    rc, _, err = run_cli(["run", "--resume", str(tmp_path / "r"), "--codec", "webp", "--limit", "3"], capsys)
+    assert rc == 1 and "drop --codec, --limit" in err and err.count("\n") == 1
+
+
+def test_the_default_codec_set_skips_cmc_on_a_plain_folder_with_a_note(folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    rc, out, err = run_cli(["run", "--dataset", "~/data/kodak", "--out", str(tmp_path / "runs"), *QUIET], capsys)
+    assert rc == 0, err
+    assert "note: skipping cmc: cmc needs a captioned training split" in err
+    assert "cmc" not in pd.read_parquet(tmp_path / "runs" / runs_in(tmp_path / "runs")[0] / "summary.parquet").codec.values
+    assert "Rows:" in out and "Results:" in out and "Next:" in out
+
+
+def test_summary_table_shows_only_computed_metrics(tmp_path, capsys):
+    rc, out, _ = run_cli(["run", "--codec", "jpeg quality=50", "--limit", "2", "--out", str(tmp_path), *QUIET], capsys)
+    header = next(line for line in out.splitlines() if line.lstrip().startswith("codec"))
+    assert rc == 0 and header.split() == ["codec", "setting", "n_ok", "n_failed", "bpp", "PSNR"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_hub_is_told_at_once(tmp_path):
+    """Online but no route to the Hub (here: a closed port on 127.0.0.1): one sentence, not minutes of retries."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CMCBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{_closed_port()}"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), "run", "--codec", "cmc captioner=foo/bar",
+                           "--out", str(tmp_path), *QUIET], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1 and "Hugging Face Hub cannot be reached" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and runs_in(tmp_path) == []
+
+
+def test_ctrl_c_keeps_finished_work_and_prints_the_resume_command(tmp_path):
+    gate = tmp_path / "gate"  # images from index 4 on wait for it, so the run is still going when interrupted
+    args = ["run", "--dataset", "sample:40", "--codec", f"codecs_for_tests:Gated gate={gate} after=4", "--out",
+            str(tmp_path), "--name", "r", "--jobs", "2", *QUIET]
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench.py"), *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    shards = tmp_path / "r" / "images"
+    while len(list(shards.glob("*/chunk-*.parquet"))) < 4:  # observable state, no clock
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == cli.EXIT_INTERRUPTED
+    assert "Traceback" not in err and f"python bench.py run --resume {tmp_path / 'r'}" in err, err
+    kept = len(list(shards.glob("*/chunk-*.parquet")))
+    assert kept >= 4
+    gate.touch()
+    resumed = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), "run", "--resume", str(tmp_path / "r"),
+                              "--no-plots", "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    info = json.loads((tmp_path / "r" / "config.json").read_text())
+    rows = pd.read_parquet(tmp_path / "r" / "images")
+    assert len(rows) == info["dataset"]["n_images"] * len(info["codecs"][0]["settings"]) and (rows.status == "ok").all()
+
+
+def test_decode_of_a_corrupt_bitstream_is_one_sentence(tmp_path, capsys):
+    assert run_cli(["run", "--codec", "jpeg quality=50", "--codec", "webp quality=50", "--codec", "jpeg2000 ratio=24",
+                    "--limit", "1", "--out", str(tmp_path), "--name", "r", *QUIET], capsys)[0] == 0
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\xff\xd8 not really an image")
+    for codec in ("jpeg", "webp", "jpeg2000"):
+        rc, _, err = run_cli(["decode", str(tmp_path / "r"), codec, str(bad), "-o", str(tmp_path / "x.png")], capsys)
+        assert rc == 1 and err.startswith(f"error: {bad} is not a valid {codec} bitstream") and err.count("\n") == 1
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_of_a_metric_the_run_lacks_fails_with_the_reason(tmp_path, capsys):
+    assert run_cli(["run", "--codec", "jpeg quality=50,80", "--limit", "2", "--out", str(tmp_path), "--name", "r",
+                    *QUIET], capsys)[0] == 0
+    rc, _, err = run_cli(["plot", str(tmp_path / "r"), "--metric", "fid"], capsys)
+    assert rc == 1 and "fid was not computed" in err and "psnr" in err
+
+
+def test_codec_style_is_fixed_by_name():
+    from benchmark.plots import codec_style
+
+    assert codec_style("jpeg") == codec_style("jpeg [published]") != codec_style("webp")
+    assert codec_style("my-codec") == codec_style("my-codec")  # a hash of the name, not of the plot's order
+    assert codec_style("my-codec")[0] not in {c for c, _ in (codec_style(n) for n in ("jpeg", "webp", "avif"))}
+
+
+def test_plots_share_colours_across_runs_and_use_log_x_for_kodak_like_ranges(tmp_path):
+    from benchmark.plots import codec_style, rd_plots, use_log_x
+
+    assert use_log_x(pd.Series([0.05, 0.4, 3.5])) and not use_log_x(pd.Series([0.5, 1.0, 2.0]))
+    rows = [{"codec": c, "setting_index": k, "setting_label": str(k), "bpp": b, "psnr": 30 + b, "n_ok": 4, "n_failed": 0,
+             "n_images": 4, "dataset": "folder:/data/kodak", "split": "all"}
+            for c in ("webp", "jpeg") for k, b in enumerate([0.1, 0.5, 2.0])]
+    written = rd_plots(pd.DataFrame(rows), tmp_path, formats=("svg", "pdf", "png"))
+    assert {p.suffix for p in written} == {".svg", ".pdf", ".png"}
+    svg = (tmp_path / "rd_psnr.svg").read_text()
+    assert "kodak, 4 images" in svg and "/data/kodak" not in svg
+    for codec in ("webp", "jpeg"):
+        assert codec_style(codec)[0].lstrip("#") in svg.lower()
+
+
+def test_latex_leaderboard_declares_its_packages_and_fits(tmp_path, capsys):
+    assert run_cli(["run", "--codec", "jpeg quality=20,50,80", "--codec", "webp quality=20,50,80", "--limit", "4",
+                    "--out", str(tmp_path), "--name", "r", *QUIET[:-2], "--no-progress"], capsys)[0] == 0
+    assert run_cli(["leaderboard", str(tmp_path / "r"), "--bootstrap", "20", "--out", str(tmp_path / "lb")],
+                   capsys)[0] == 0
+    tex = (tmp_path / "lb" / "leaderboard.tex").read_text()
+    assert tex.startswith("% cmcbench leaderboard. Needs \\usepackage{booktabs}")
+    assert "\\toprule" in tex and "\\begin{longtable}" in tex and "\\resizebox{\\ifdim\\width>\\linewidth" in tex
+    body = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))
+    assert "↑" not in body and "–" not in body and "†" not in body  # pdflatex-safe symbols outside comments
+    html_page = (tmp_path / "lb" / "leaderboard.html").read_text()
+    assert html_page.startswith("<!doctype html>") and '<meta charset="utf-8">' in html_page
+    if shutil.which("pdflatex") is None:
+        return  # the structure is checked above; compiling needs a TeX installation
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\\usepackage{booktabs,graphicx,longtable}"
+                                      "\\begin{document}\\input{lb/leaderboard.tex}\\end{document}\n")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    overfull = [line for line in (tmp_path / "doc.log").read_text(errors="replace").splitlines()
+                if line.startswith("Overfull") and float(line.split("(")[1].split("pt")[0]) > 1.0]
+    assert overfull == []
