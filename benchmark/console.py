@@ -39,5 +39,5 @@ def bar(iterable=None, total: int | None = None, desc: str = "", unit: str = "it
     from tqdm import tqdm
 
     off = os.environ.get(NO_PROGRESS) == "1" or enabled is False
-    return tqdm(iterable, total=total, desc=desc, unit=f" {unit}", disable=True if off else None, dynamic_ncols=True,
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=True if off else None, dynamic_ncols=True,
                 leave=False)

@@ -23,8 +23,9 @@ import pandas as pd
 from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "scripts")]
 
+from bench_common import DEFAULT_DATASET, image_folder  # noqa: E402
 from benchmark.codec import parse_codec_spec  # noqa: E402
 from benchmark.results import load_run  # noqa: E402
 from benchmark.runner import RunConfig, create_run, execute  # noqa: E402
@@ -47,10 +48,11 @@ def timed(cfg: RunConfig, out: str, **kwargs) -> tuple[float, pathlib.Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="../shared/datasets/kodak")
+    parser.add_argument("--dataset", default=str(DEFAULT_DATASET), help="a folder of PNG images (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--empty-tasks", type=int, default=200)
     args = parser.parse_args()
+    args.dataset = str(image_folder(args.dataset)[0])
     import ray
 
     with tempfile.TemporaryDirectory() as out:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import multiprocessing
-import os
 import pathlib
 import sys
 import tempfile
@@ -28,14 +27,15 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from baselines.jpeg import JPEG  # noqa: E402
+from bench_common import DEFAULT_DATASET, image_folder  # noqa: E402
 from benchmark.codec import parse_codec_spec  # noqa: E402
 from benchmark.results import load_run, read_config  # noqa: E402
 from benchmark.runner import RunConfig, create_run, execute  # noqa: E402
 
 QUALITIES = list(JPEG.default_sweep)
-DEFAULT_DATASET = pathlib.Path(__file__).resolve().parents[2] / "shared/datasets/kodak"
 _LPIPS = None
 
 
@@ -121,11 +121,7 @@ def main() -> None:
     ap.add_argument("--inception-weights", help="InceptionV3 weights (default: the runner's default resolution)")
     ap.add_argument("--lpips", default="auto", help="AlexNet weights for LPIPS, auto or none (as bench.py run)")
     args = ap.parse_args()
-    dataset = pathlib.Path(os.path.expanduser(args.dataset))
-    paths = sorted(str(p) for p in dataset.glob("*.png")) if dataset.is_dir() else []
-    if not paths:
-        sys.exit(f"error: no PNG images in {dataset} (it {'has none' if dataset.is_dir() else 'does not exist'}); "
-                 "pass --dataset FOLDER, e.g. the 24 Kodak images.")
+    dataset, paths = image_folder(args.dataset)
     config = RunConfig(dataset=str(dataset), codecs=[parse_codec_spec("jpeg")],
                        inception={**RunConfig().inception, "weights": args.inception_weights},
                        image_metrics={"ms_ssim": True, "lpips": args.lpips})
