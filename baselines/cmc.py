@@ -97,7 +97,7 @@ class CMC(Codec):
         return None
 
     def preflight(self, context: dict) -> None:
-        from baselines.cmc_models import check_model_name
+        from benchmark.hub import check_model_name
 
         reason = self.applicable(context, self.options)
         if reason:

@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kid-subsets", type=positive_int, default=100, help="KID subsets (default 100)")
     run.add_argument("--kid-subset-size", type=positive_int, default=1000,
                      help="KID subset size, clipped to the number of images (default 1000)")
-    run.add_argument("--caption-embedder", default="auto", metavar="MODEL",
+    run.add_argument("--caption-embedder", default="auto", metavar="MODEL", type=path,
                      help="sentence-transformers model (id or path) for caption_cosine, the transmitted caption's "
                           "similarity to the reference captions; auto (default) uses the packaged offline "
                           "all-MiniLM-L6-v2 when installed; none skips it")
@@ -301,6 +301,30 @@ def _check_before_work(args) -> None:
             raise ValueError(f"{flag} {value}: no such file.")
     for name in args.add_metric:
         registry.get(name)
+    if args.caption_embedder not in ("auto", "none", ""):
+        from benchmark.hub import check_model_name
+
+        check_model_name("--caption-embedder", args.caption_embedder, ("auto", "none"), "sentence_transformers",
+                         "config.json", what=f"--caption-embedder {args.caption_embedder}", extra="embeddings")
+    _check_device(args.device)
+
+
+def _check_device(device: str) -> None:
+    """auto, cpu, cuda, cuda:N or mps; a GPU asked for by name must be there (told now, not mid-run)."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
+        raise ValueError(f"--device {device!r}: use auto, cpu, cuda, cuda:N or mps.")
+    if device in ("auto", "cpu"):
+        return
+    import torch
+
+    if device.startswith("cuda") and (not torch.cuda.is_available() or
+                                      int((device.split(":") + ["0"])[1]) >= torch.cuda.device_count()):
+        raise ValueError(f"--device {device}: no such CUDA device here ({torch.cuda.device_count()} visible); use "
+                         "--device auto or cpu.")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps: MPS is not available here; use --device auto or cpu.")
 
 
 def cmd_run(args) -> int:

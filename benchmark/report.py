@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from benchmark import bootstrap, leaderboard
+from benchmark import bootstrap, console, leaderboard
 from benchmark.codec import encode_image
 from benchmark.results import load_run, output_path, read_config, safe_name
 
@@ -124,14 +124,19 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     images, summary = load_run(run_dir)
     from benchmark.references import load_references
 
+    stages = console.bar(total=4, desc="report: leaderboard and intervals", unit="stages")
     board = leaderboard.build([run_dir], anchor=anchor, rates=rates, resamples=resamples, seed=seed,
                               references=references)
     ci = bootstrap.intervals(run_dir, resamples, seed) if resamples > 0 else None
+    stages.update()
+    stages.set_description("report: plots")
     refs, _ = load_references(references, [info["dataset"]["name"]])
     plots = [p for p in rd_plots(leaderboard.with_references(summary, refs), out_dir / "plots", intervals=ci,
                                  formats=("png", "pdf")) if p.suffix == ".png"]
     failures_html, failures_md = _failures(summary)
     generative = {c["label"] for c in info["codecs"] if not c.get("exact_size", True)}
+    stages.update()
+    stages.set_description("report: comparison grid")
     grid = grid_choices(images, n_images, target_bpp, board.anchor, generative)
     recon = Reconstructor(run_dir, info)
     grid_dir = out_dir / "grid"
@@ -212,6 +217,8 @@ nearest rate, printed under the tile.</p>
 {prov['html']}
 <p><small>Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} by <code>bench.py report</code>.</small></p>
 </body></html>"""
+    stages.update()
+    stages.set_description("report: writing")
     html_path = out_dir / "report.html"
     html_path.write_text(page)
     md = [f"# {title}\n", prov["headline"] + "\n", "## Rate–quality curves\n"]
@@ -221,6 +228,8 @@ nearest rate, printed under the tile.</p>
            "## Provenance\n", prov["md"]]
     md_path = out_dir / "report.md"
     md_path.write_text("\n".join(md))
+    stages.update()
+    stages.close()
     return html_path, md_path
 
 

@@ -220,3 +220,15 @@ def test_latex_leaderboard_declares_its_packages_and_fits(tmp_path, capsys):
     overfull = [line for line in (tmp_path / "doc.log").read_text(errors="replace").splitlines()
                 if line.startswith("Overfull") and float(line.split("(")[1].split("pt")[0]) > 1.0]
     assert overfull == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--caption-embedder", "sentence-transformers/nope"], "not in the local Hugging Face cache"),
+    (["--caption-embedder", "atuo"], "did you mean --caption-embedder=auto?"),
+    (["--device", "gpu"], "use auto, cpu, cuda, cuda:N or mps"),
+])
+def test_embedder_and_device_are_checked_before_work(args, message, tmp_path, capsys):
+    rc, _, err = run_cli(["run", "--metrics", "none", "--lpips", "none", *args, "--codec", "jpeg", "--out", str(tmp_path)],
+                         capsys)
+    assert rc == 1 and message in err and err.count("\n") == 1, err
+    assert runs_in(tmp_path) == []
