@@ -153,10 +153,11 @@ def test_cli_default_run_help_and_codecs(tmp_path):
     assert {"rd_ms_ssim.png", "rd_psnr.png"} <= {p.name for p in (run_dir / "plots").iterdir()}
     assert summary.ms_ssim.notna().all() and summary.lpips.isna().all()  # no AlexNet weights offline: NaN
     assert summary.lpips_status.str.startswith("unavailable: no AlexNet weights").all()
-    assert "LPIPS is unavailable" in done.stdout
+    assert "Unavailable: LPIPS (left empty, not zero): no AlexNet weights" in done.stdout
     config = json.loads((run_dir / "config.json").read_text())
     assert config["dataset"]["n_images"] == 3 and "openjpeg" in json.dumps(config["codecs"])
-    assert "R-D plots" in done.stdout and str(run_dir) in done.stdout
+    assert "Plots:" in done.stdout and str(run_dir) in done.stdout
+    assert (run_dir / "plots" / "rd_psnr.pdf").exists()
     assert "--resume" in _cli(["run", "--help"]).stdout
     listing = _cli(["codecs"]).stdout
     assert "jpeg2000" in listing and "quality=5,10" in listing
