@@ -12,6 +12,7 @@ computed on one image is NaN with the reason in `metric_notes`; the row and the 
 from __future__ import annotations
 
 import multiprocessing
+import sys
 from typing import Any
 
 import numpy as np
@@ -64,10 +65,15 @@ class Scorer:
         self.device = device
         self._functions: dict[str, Any] = {}
         self._models: dict[str, Any] = {}
-        if any(m.kind == "network" for m in self.metrics) and multiprocessing.current_process().name != "MainProcess":
-            import torch
+        self._threads_capped = multiprocessing.current_process().name == "MainProcess"
 
-            torch.set_num_threads(1)  # one thread per worker process: the pool already uses every core
+    def _cap_threads(self) -> None:
+        """One torch thread per worker process once any metric has brought torch in (MS-SSIM does, without a
+        network): the pool already uses every core, and two workers with two threads each run several times
+        slower than with one."""
+        if not self._threads_capped and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(1)
+            self._threads_capped = True
 
     def _function(self, m: registry.MetricInfo):
         if m.column not in self._functions:
@@ -86,6 +92,7 @@ class Scorer:
         out: dict[str, Any] = {}
         notes = []
         for m in self.metrics:
+            self._cap_threads()
             try:
                 if m.kind == "pixels":
                     value = self._function(m)(original, reconstruction)

@@ -9,6 +9,7 @@ else torch-fidelity's standard weights fetched once into the torch hub cache.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import pathlib
 from collections import defaultdict
@@ -36,14 +37,21 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def hub_dir() -> pathlib.Path:
+    """torch.hub.get_dir() without importing torch (seconds) just to find a file: $TORCH_HOME/hub, else
+    $XDG_CACHE_HOME/torch/hub, else ~/.cache/torch/hub."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return pathlib.Path(os.path.expanduser(home)) / "hub"
+
+
 def hub_download(url: str, hash_prefix: str, progress: bool = True) -> str:
     """The file of `url` in the torch hub cache, downloaded once; OSError naming the URL and place if not."""
-    import torch
-
-    target = pathlib.Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+    target = hub_dir() / "checkpoints" / url.rsplit("/", 1)[1]
     if not target.exists() and os.environ.get(ENV_OFFLINE, "") not in ("", "0"):
         raise OSError(f"downloading {url} to {target} failed (offline: {ENV_OFFLINE} is set)")
     if not target.exists():
+        import torch
+
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             torch.hub.download_url_to_file(url, str(target), hash_prefix=hash_prefix, progress=progress)
@@ -56,11 +64,8 @@ def resolve_weights(path: str | None = None, expected_sha256: str | None = None,
     """Return (local path, sha256) of the weights, downloading the standard ones if needed and possible."""
     path = path or os.environ.get(ENV_WEIGHTS) or None
     expected_sha256 = (expected_sha256 or os.environ.get(ENV_SHA256) or "").lower() or None
-    try:
-        import torch  # noqa: F401 - present, or the metrics are unavailable
-    except ImportError as exc:
-        raise InceptionUnavailable("the Inception metrics need torch and torch-fidelity: "
-                                   "pip install -e '.[inception]'") from exc
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torch_fidelity") is None:
+        raise InceptionUnavailable("the Inception metrics need torch and torch-fidelity: pip install -e '.[inception]'")
     if path is None:
         try:
             path = hub_download(STANDARD_URL, "6726825d", progress)

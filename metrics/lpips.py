@@ -8,6 +8,7 @@ features are computed once and reused for all of its reconstructions.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import warnings
@@ -23,19 +24,16 @@ class LPIPSUnavailable(RuntimeError):
 
 
 def linear_weights_path() -> str:
-    import lpips
-
-    return str(pathlib.Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth")
+    """The lpips package's own linear layers, found without importing it (it imports torchvision)."""
+    spec = importlib.util.find_spec("lpips")
+    return str(pathlib.Path(spec.origin).parent / "weights" / "v0.1" / "alex.pth")
 
 
 def resolve_backbone(path: str | None = None, progress: bool = False) -> str:
     """Local path of the AlexNet backbone weights, downloading torchvision's once if needed and possible."""
     path = path or os.environ.get(ENV_WEIGHTS) or None
-    try:
-        import lpips  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise LPIPSUnavailable("LPIPS needs torch and lpips: pip install -e '.[inception]'") from exc
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("lpips") is None:
+        raise LPIPSUnavailable("LPIPS needs torch and lpips: pip install -e '.[inception]'")
     if path is not None:
         if not os.path.isfile(path):
             raise LPIPSUnavailable(f"LPIPS AlexNet weights file {path!r} does not exist.")

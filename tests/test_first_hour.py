@@ -232,3 +232,14 @@ def test_embedder_and_device_are_checked_before_work(args, message, tmp_path, ca
                          capsys)
     assert rc == 1 and message in err and err.count("\n") == 1, err
     assert runs_in(tmp_path) == []
+
+
+def test_hub_dir_is_torch_hubs_without_importing_torch(monkeypatch, tmp_path):
+    import torch
+
+    from metrics.inception import hub_dir
+
+    assert str(hub_dir()) == torch.hub.get_dir()  # the hermetic fixture's TORCH_HOME
+    monkeypatch.delenv("TORCH_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert str(hub_dir()) == torch.hub.get_dir()
