@@ -511,7 +511,10 @@ def cmd_decode(args) -> int:
     try:
         image = np.asarray(decoder.decode(data))
     except Exception as exc:  # noqa: BLE001 - any decoder failure is one sentence about this file
+        import re
+
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        detail = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", detail)  # Pillow names its buffer
         raise ValueError(f"{args.bitstream} is not a valid {args.codec} bitstream ({len(data)} bytes): {detail}") from None
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"{args.codec} decoded {args.bitstream} to an array of shape {image.shape} and type "
