@@ -204,6 +204,7 @@ def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
     shas = image_shas(run_dir)
     order = sorted(shas)
     ref_pool = reference_features(info, shas, order)
+    order_arr = np.asarray(order)
     reference = FIDReference(ref_pool)
     patch_fid = bool(opts.get("patch_fid"))
     ref_patches = reference_features(info, shas, order, True) if patch_fid else None
@@ -213,7 +214,16 @@ def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
         row = {"codec": label, "setting_index": s, "n_features": 0}
         found = setting_features(run_dir, label, s, patch_fid)
         if found is not None:
-            row.update(_metrics(found[1], found[2], ref_pool, opts, reference))
+            ref, ref_sqrt = ref_pool, reference
+            if len(found[0]) < len(order):
+                # Rows failed: the set is compared with the originals of the images it reconstructed, as the
+                # bootstrap and `compare` pair them, so an estimate and its interval describe the same sets.
+                ref, ref_sqrt = ref_pool[np.searchsorted(order_arr, found[0])], None
+            row.update(_metrics(found[1], found[2], ref, opts, ref_sqrt))
+            if ref_sqrt is None:
+                row["inception_note"] = "; ".join(filter(None, [
+                    f"FID and KID against the originals of the {len(found[0])} of {len(order)} images this "
+                    "setting reconstructed", row.get("inception_note")]))
             if patch_fid:
                 row.update(_patch_metrics(found[3], ref_patches, row))
         else:

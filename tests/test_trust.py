@@ -297,3 +297,29 @@ def test_a_successful_download_goes_to_the_temporary_hub_and_is_used(monkeypatch
     assert state["backbone_path"].startswith(__import__("os").environ["TORCH_HOME"])  # the test's hub, not the user's
     again = fullref.resolve({"ms_ssim": False, "lpips": "auto"})["lpips"]
     assert again["backbone_sha256"] == state["backbone_sha256"] and len(fetched) == 1  # downloaded once
+
+
+def test_set_metrics_with_failed_rows_pair_each_reconstruction_with_its_original(tmp_path, random_inception_weights):
+    """When a codec fails on some images, FID and KID compare its reconstructions with the originals of those
+    same images, as the bootstrap does: the estimate lies inside its interval and an FID interval stays >= 0."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(3)
+    for k in range(6):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(data / f"img{k}.png")
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(data / "tiny.png")  # JPEG 2000 fails
+    inception = {"enabled": True, "weights": str(random_inception_weights), "device": "cpu", "batch_size": 8,
+                 "isc_splits": 2, "kid_subsets": 5, "kid_subset_size": 3, "seed": 2020, "patch_fid": False}
+    config = RunConfig(dataset=str(data), inception=inception, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"}, codecs=[parse_codec_spec("jpeg2000 ratio=24")])
+    run_dir = create_run(config, tmp_path / "runs", "failed", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    _, summary = load_run(run_dir)
+    assert int(summary.n_ok.iloc[0]) == 6 and int(summary.n_failed.iloc[0]) == 1
+    data_ = bootstrap.load_settings(run_dir)[next(iter(bootstrap.load_settings(run_dir)))]
+    assert summary.fid.iloc[0] == pytest.approx(fid(data_.pool, data_.ref_pool), rel=1e-9)
+    assert "against the originals of the 6 of 7 images" in summary.inception_note.iloc[0]
+    ci = bootstrap.intervals(run_dir, 50, 0, use_cache=False).set_index("metric")
+    assert 0 <= ci.loc["fid", "low"] <= summary.fid.iloc[0] <= ci.loc["fid", "high"]
