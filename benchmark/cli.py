@@ -105,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "auto (default: start a local one)")
     run.add_argument("--out", default="results", type=path, help="root folder for runs (default: results)")
     run.add_argument("--name", help="run id and folder name (default: UTC time and config hash)")
-    run.add_argument("--resume", metavar="RUN_DIR", type=path, help="finish an interrupted run; other run options are ignored; "
-                                                         "refused if the code, packages, codecs or weights changed")
+    run.add_argument("--resume", metavar="RUN_DIR", type=path,
+                     help="finish an interrupted run with the options it was started with (giving others is an error); "
+                          "refused if the code, packages, codecs or weights changed")
     run.add_argument("--resume-anyway", action="store_true",
                      help="with --resume: finish the run even though its provenance changed; the rows it adds "
                           "carry the new provenance, and config.json records the change")
@@ -332,10 +333,6 @@ def cmd_run(args) -> int:
     from benchmark.runner import RunConfig, create_run, execute
 
     _check_before_work(args)
-    if not args.resume:
-        from benchmark.datasets import open_dataset
-
-        open_dataset(args.dataset, args.split)  # a wrong path or split is told before anything else
     created_here = False
     if args.resume:
         run_dir = pathlib.Path(args.resume)
@@ -343,6 +340,9 @@ def cmd_run(args) -> int:
             raise FileNotFoundError(f"{run_dir} is not a cmcbench run (no config.json).")
         print(f"Resuming {run_dir}")
     else:
+        from benchmark.datasets import open_dataset
+
+        dataset = open_dataset(args.dataset, args.split)  # a wrong path or split is told before anything else
         kind = args.dataset.partition(":")[0]
         preprocess = args.preprocess if args.preprocess != "auto" else ("cmc2021" if kind in ("cub", "coco") else "none")
         specs = [parse_codec_spec(s) for s in args.codec] if args.codec else _default_codec_specs(args.dataset)
@@ -356,7 +356,7 @@ def cmd_run(args) -> int:
                            image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips},
                            add_metrics=[registry.get(m).column for m in args.add_metric],
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
-        run_dir = create_run(config, args.out, args.name, progress=not args.no_progress)
+        run_dir = create_run(config, args.out, args.name, progress=not args.no_progress, dataset=dataset)
         created_here = True
         info = read_config(run_dir)
         print(f"Run {run_dir.name}: {info['dataset']['name']} ({info['dataset']['split']}, "

@@ -36,24 +36,20 @@ def escape(text) -> str:
     return text
 
 
-def fmt_number(value, metric: str) -> str:
-    from benchmark.leaderboard import _fmt
-
-    return _fmt(value, metric)
-
-
 def stacked_cell(cell) -> str:
     """(value, low, high, metric) as the value over its interval in small type; '--' when there is none."""
     if not isinstance(cell, tuple):
         return escape(cell) if isinstance(cell, str) else "--"
+    from benchmark.leaderboard import _fmt
+
     value, low, high, metric = cell
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "--"
-    main = fmt_number(value, metric)
+    main = _fmt(value, metric)
     if low is None or high is None or math.isnan(low) or math.isnan(high):
         return main
-    return (f"\\begin{{tabular}}[t]{{@{{}}r@{{}}}}{main}\\\\[-2pt]{{\\tiny[{fmt_number(low, metric)}, "
-            f"{fmt_number(high, metric)}]}}\\end{{tabular}}")
+    return (f"\\begin{{tabular}}[t]{{@{{}}r@{{}}}}{main}\\\\[-2pt]{{\\tiny[{_fmt(low, metric)}, "
+            f"{_fmt(high, metric)}]}}\\end{{tabular}}")
 
 
 def legend(columns) -> str:

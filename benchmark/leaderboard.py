@@ -273,22 +273,20 @@ def short_label(metric: str) -> str:
     return (info.short or info.label) + (" ↑" if info.higher_is_better else " ↓")
 
 
-def wide_tables(board: Leaderboard, label=None, cell=None) -> dict[str, pd.DataFrame]:
+def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.DataFrame]:
     """The three tables as display DataFrames (cells are text with intervals, or what `cell` makes of
     (value, low, high, metric)); `label` names the metric columns."""
-    _label = label or globals()["_label"]
-    _cell = cell or globals()["_cell"]
     tables = {}
     at = board.at_rates.copy()
     if len(at) and at.value.notna().any():
-        at["cell"] = [_cell(v, lo, hi, m) for v, lo, hi, m in zip(at.value, at.low, at.high, at.metric)]
+        at["cell"] = [cell(v, lo, hi, m) for v, lo, hi, m in zip(at.value, at.low, at.high, at.metric)]
         at["column"] = [f"@ {b:g} bpp" for b in at.bpp]
         wide = at.pivot_table(index=["metric", "codec"], columns="column", values="cell", aggfunc="first")
         wide = wide.reindex(columns=[f"@ {b:g} bpp" for b in board.rates])
         wide = wide[wide.map(_has_value).any(axis=1)].reset_index()  # a codec with no value at any of the rates
         wide["order"] = [board.metrics.index(m) for m in wide.metric]
         wide = wide.sort_values(["order", "codec"], kind="stable").drop(columns="order")
-        wide["metric"] = [_label(m) for m in wide.metric]
+        wide["metric"] = [label(m) for m in wide.metric]
         tables["at_rates"] = wide.rename_axis(columns=None)
     else:
         tables["at_rates"] = pd.DataFrame()
@@ -299,18 +297,18 @@ def wide_tables(board: Leaderboard, label=None, cell=None) -> dict[str, pd.DataF
                               + d) for v, lo, hi, d in zip(bd.bd_rate, bd.bd_rate_low, bd.bd_rate_high, dagger)]
         bd["BD-metric"] = [("–" if pd.isna(v) else f"{v:+.4g}" + ("" if pd.isna(lo) else f" [{lo:+.4g}, {hi:+.4g}]")
                             + d) for v, lo, hi, d in zip(bd.bd_metric, bd.bd_metric_low, bd.bd_metric_high, dagger)]
-        bd["metric"] = [_label(m) for m in bd.metric]
+        bd["metric"] = [label(m) for m in bd.metric]
         bd["note"] = [" — ".join(filter(None, [n, f])) for n, f in zip(bd.note.fillna(""), bd.fallback.fillna(""))]
         tables["bd"] = bd[["codec", "metric", "BD-rate (%)", "BD-metric", "note"]]
     else:
         tables["bd"] = pd.DataFrame()
     st = board.settings.copy()
     if len(st):
-        st["cell"] = [_cell(v, lo, hi, m) for v, lo, hi, m in zip(st.value, st.low, st.high, st.metric)]
-        st["metric"] = [_label(m) for m in st.metric]
+        st["cell"] = [cell(v, lo, hi, m) for v, lo, hi, m in zip(st.value, st.low, st.high, st.metric)]
+        st["metric"] = [label(m) for m in st.metric]
         wide = st.pivot_table(index=["codec", "setting_index", "setting"], columns="metric", values="cell",
                               aggfunc="first").reset_index()
-        cols = ["codec", "setting"] + [_label(m) for m in ["bpp", *board.metrics] if _label(m) in wide]
+        cols = ["codec", "setting"] + [label(m) for m in ["bpp", *board.metrics] if label(m) in wide]
         tables["settings"] = wide.sort_values(["codec", "setting_index"])[cols].rename_axis(columns=None)
     else:
         tables["settings"] = pd.DataFrame()

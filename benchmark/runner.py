@@ -25,7 +25,7 @@ import pyarrow as pa
 from benchmark import console, fullref, perceptual, provenance, schema
 from benchmark.codec import CodecSpec
 from benchmark.config import RunConfig, codec_context
-from benchmark.datasets import open_dataset
+from benchmark.datasets import Dataset, open_dataset
 from benchmark.preprocess import get_preset
 from benchmark.produce import check_output, time_limit  # noqa: F401 - re-exported for callers of the old module
 from benchmark.results import atomic_write_bytes, shard_files, shard_path, summarise, write_table
@@ -72,16 +72,16 @@ def run_schema(info: dict) -> list[list[str]]:
 
 
 def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name: str | None = None,
-               progress: bool = True) -> pathlib.Path:
+               progress: bool = True, dataset: Dataset | None = None) -> pathlib.Path:
     """Resolve the dataset, codecs and metrics, write config.json with full provenance and the row schema,
-    return the run directory."""
+    return the run directory. `dataset`: config.dataset already opened (with config.split), if the caller has it."""
     if not config.codecs:
         raise ValueError("No codecs to run.")
     labels = [c.label for c in config.codecs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"Codec labels must be unique, got {labels}: give each a label=NAME.")
     added = added_metrics(config)
-    dataset = open_dataset(config.dataset, config.split).limit(config.limit)
+    dataset = (dataset or open_dataset(config.dataset, config.split)).limit(config.limit)
     config.split = dataset.split
     if not len(dataset):
         raise ValueError(f"Dataset {config.dataset!r} ({dataset.split}) has no images.")

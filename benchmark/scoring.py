@@ -11,8 +11,6 @@ computed on one image is NaN with the reason in `metric_notes`; the row and the 
 
 from __future__ import annotations
 
-import multiprocessing
-import sys
 from typing import Any
 
 import numpy as np
@@ -65,15 +63,6 @@ class Scorer:
         self.device = device
         self._functions: dict[str, Any] = {}
         self._models: dict[str, Any] = {}
-        self._threads_capped = multiprocessing.current_process().name == "MainProcess"
-
-    def _cap_threads(self) -> None:
-        """One torch thread per worker process once any metric has brought torch in (MS-SSIM does, without a
-        network): the pool already uses every core, and two workers with two threads each run several times
-        slower than with one."""
-        if not self._threads_capped and "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(1)
-            self._threads_capped = True
 
     def _function(self, m: registry.MetricInfo):
         if m.column not in self._functions:
@@ -92,7 +81,6 @@ class Scorer:
         out: dict[str, Any] = {}
         notes = []
         for m in self.metrics:
-            self._cap_threads()
             try:
                 if m.kind == "pixels":
                     value = self._function(m)(original, reconstruction)
