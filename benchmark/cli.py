@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "similarity to the reference captions; auto (default) uses the packaged offline "
                           "all-MiniLM-L6-v2 when installed; none skips it")
     run.add_argument("--ms-ssim", action=argparse.BooleanOptionalAction, default=True,
-                     help="MS-SSIM on RGB per image (pytorch-msssim; NaN for images under 161 px a side; default on)")
+                     help="MS-SSIM on RGB per image (pytorch-msssim's arithmetic; NaN for images under 161 px a side; default on)")
     run.add_argument("--lpips", default="auto", metavar="auto|none|PATH", type=path,
                      help="LPIPS (AlexNet, v0.1) per image: auto (default) uses torchvision's AlexNet weights from "
                           "$CMCBENCH_LPIPS_WEIGHTS or the torch hub cache, downloading them once; PATH a local "

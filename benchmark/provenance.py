@@ -26,7 +26,8 @@ def git_sha() -> str:
         return "unknown"
 
 
-def package_versions(names=("numpy", "pillow", "pandas", "pyarrow", "scipy", "glymur", "torch", "torch-fidelity")):
+def package_versions(names=("numpy", "pillow", "pandas", "pyarrow", "scipy", "glymur", "opencv-python-headless",
+                            "torch", "torch-fidelity")):
     out = {"python": platform.python_version(), "cmcbench": __version__}
     for name in names:
         try:

@@ -3,7 +3,7 @@
 
 Both sweep JPEG over the dataset at the default qualities with the same number of processes and compute
 the metrics the runner computes by default on this machine, through the same library calls: PSNR (numpy),
-MS-SSIM (pytorch-msssim), LPIPS (the lpips formula on torchvision's AlexNet, original features once per
+MS-SSIM (metrics.msssim, the pure function the runner calls), LPIPS (the lpips formula on torchvision's AlexNet, original features once per
 image) when its weights are available, and InceptionV3 features (torch-fidelity) for IPD, IS, FID and KID
 when its weights are available. The runner also reads and hashes images, checks outputs, writes shards,
 the summary and provenance. Runs are interleaved so drift in machine load hits both alike; the script
@@ -41,11 +41,12 @@ _LPIPS = None
 
 def _init(lpips_state: dict | None) -> None:
     global _LPIPS
-    import torch
-
-    torch.set_num_threads(1)  # as the runner's workers
     if lpips_state:
+        import torch
+
         from metrics.lpips import load
+
+        torch.set_num_threads(1)  # as the runner's workers
 
         _LPIPS = load(lpips_state)
 
@@ -53,11 +54,9 @@ def _init(lpips_state: dict | None) -> None:
 def bare_image(args: tuple[str, bool, bool]):
     """One image at every quality: encode, decode and the per-image metrics, with the libraries' own calls."""
     path, ms_ssim_on, keep = args
-    import torch
-    from pytorch_msssim import ms_ssim
+    from metrics.msssim import ms_ssim
 
     img = np.asarray(Image.open(path).convert("RGB"))
-    x = torch.from_numpy(np.array(img, np.float32)).permute(2, 0, 1)[None]
     out, recons, cache = [], [], {}
     for q in QUALITIES:
         buf = io.BytesIO()
@@ -67,9 +66,7 @@ def bare_image(args: tuple[str, bool, bool]):
         mse = np.mean((img.astype(np.float64) - rec) ** 2)
         row = {"q": q, "bytes": len(data), "psnr": 10 * np.log10(255.0 ** 2 / mse) if mse else float("inf")}
         if ms_ssim_on:
-            y = torch.from_numpy(np.array(rec, np.float32)).permute(2, 0, 1)[None]
-            with torch.inference_mode():
-                row["ms_ssim"] = float(ms_ssim(x, y, data_range=255, size_average=True, win_size=11))
+            row["ms_ssim"] = ms_ssim(img, rec)[0]
         if _LPIPS is not None:
             if "lpips" not in cache:
                 cache["lpips"] = _LPIPS.features(img)

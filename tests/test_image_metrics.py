@@ -70,6 +70,42 @@ def test_ms_ssim_matches_the_formula_and_is_one_on_itself():
     assert worse < value
 
 
+@pytest.mark.parametrize("h,w", [(161, 161), (183, 201), (256, 384), (331, 250)])
+def test_ms_ssim_equals_pytorch_msssim(h, w):
+    """cmcbench's OpenCV implementation against the reference package, on JPEG artefacts and on noise."""
+    import io
+
+    from pytorch_msssim import ms_ssim as reference
+
+    img = _photo(h, w, seed=h)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=20)
+    jpeg = np.asarray(Image.open(buf).convert("RGB"))
+    noisy = np.clip(img + np.random.default_rng(w).normal(0, 30, img.shape), 0, 255).astype(np.uint8)
+    for other in (jpeg, noisy, img[::-1].copy()):
+        x = torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None]
+        y = torch.from_numpy(other.astype(np.float32)).permute(2, 0, 1)[None]
+        expected = float(reference(x, y, data_range=255, size_average=True, win_size=11))
+        assert ms_ssim(img, other)[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_ms_ssim_reused_buffers_carry_nothing_between_images():
+    a, b = _photo(200, 240, seed=1), _photo(200, 240, seed=2)
+    c, d = _photo(333, 171, seed=3), _photo(333, 171, seed=4)
+    first = ms_ssim(a, b)
+    for pair in ((c, d), (b, a), (c, c)):
+        ms_ssim(*pair)
+    assert ms_ssim(a, b) == first and ms_ssim(b, a)[0] == pytest.approx(first[0], abs=1e-6)
+
+
+def test_ms_ssim_window_is_pytorch_msssims_bit_for_bit():
+    from pytorch_msssim.ssim import _fspecial_gauss_1d
+
+    from metrics.msssim import gaussian_window
+
+    assert gaussian_window().tobytes() == _fspecial_gauss_1d(11, 1.5).numpy().ravel().tobytes()
+
+
 def test_ms_ssim_small_image_is_unavailable_not_invented():
     img = _photo(MIN_SIDE - 1, 300)
     value, note = ms_ssim(img, img)
