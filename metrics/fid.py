@@ -1,12 +1,15 @@
 """Fréchet Inception Distance from features or from mergeable moments, in float64: one exact formula.
 
 FID = |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2). The last term is computed in a symmetric, stable
-form: tr sqrt(S1^1/2 S2 S1^1/2), the eigenvalues of a symmetric PSD matrix (torch-fidelity takes the
-eigenvalues of the non-symmetric S1 S2, which costs several times more and, when a set is smaller than the
-feature size, carries round-off from its near-zero eigenvalues). When the two sets together have no more
-samples than features, the same trace is the nuclear norm of an n1 x n2 matrix (`fid_low_rank`), exact
-and thousands of times cheaper. Every FID cmcbench reports (summary, bootstrap, compare, leaderboard)
-comes from `fid`, so they agree.
+form: with S1 = R R^T (its Cholesky factor, or its symmetric square root when S1 is singular) and the other
+set's centred features X scaled by 1/sqrt(n2 - 1), S1 S2 is similar to (X R)^T (X R), so tr sqrt(S1 S2) is
+the sum of the square roots of that symmetric PSD matrix's eigenvalues. Its cost is one triangular product,
+one symmetric rank-k update and one symmetric eigenvalue problem; S2 itself is never formed. torch-fidelity
+takes the eigenvalues of the non-symmetric S1 S2, which costs several times more and, when a set is smaller
+than the feature size, carries round-off from its near-zero eigenvalues. When the two sets together have no
+more samples than features, the same trace is the nuclear norm of an n1 x n2 matrix (`fid_low_rank`), exact
+and thousands of times cheaper. Every FID cmcbench reports (summary, bootstrap, compare, leaderboard) comes
+from `fid` or `FIDReference`, so they agree.
 """
 
 from __future__ import annotations
@@ -60,18 +63,21 @@ def psd_sqrt(sigma: np.ndarray) -> np.ndarray:
 
 
 def trace_sqrt_product(sigma1, sigma2, sqrt_sigma1: np.ndarray | None = None) -> float:
-    """tr sqrt(S1 S2) from the eigenvalues of a symmetric PSD matrix similar to S1 S2: R^T S2 R, where R is
-    the Cholesky factor of S1 (a third of the cost of an eigendecomposition), or S1^1/2 when S1 is singular
-    (Cholesky fails) or its square root is given (shared by many calls)."""
-    root = sqrt_sigma1
-    if root is None:
-        try:
-            root = np.linalg.cholesky(np.asarray(sigma1, np.float64))
-        except np.linalg.LinAlgError:
-            root = psd_sqrt(sigma1)
+    """tr sqrt(S1 S2) from two covariances: the eigenvalues of R^T S2 R with S1 = R R^T (R from Cholesky, or
+    S1^1/2 when S1 is singular or its square root is given). Used where only moments are kept."""
+    root = sqrt_sigma1 if sqrt_sigma1 is not None else covariance_root(sigma1)[0]
     inner = root.T @ np.asarray(sigma2, np.float64) @ root
     eig = np.linalg.eigvalsh((inner + inner.T) / 2)
     return float(np.sqrt(np.clip(eig, 0, None)).sum())
+
+
+def covariance_root(sigma: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(R, lower triangular) with R R^T = sigma: the lower Cholesky factor (a third of an eigendecomposition's
+    cost), or the symmetric square root when sigma is singular and Cholesky fails."""
+    try:
+        return np.linalg.cholesky(np.asarray(sigma, np.float64)), True
+    except np.linalg.LinAlgError:
+        return psd_sqrt(sigma), False
 
 
 def fid_from_statistics(mu1, sigma1, mu2, sigma2, sqrt_sigma1: np.ndarray | None = None) -> float:
@@ -82,35 +88,55 @@ def fid_from_statistics(mu1, sigma1, mu2, sigma2, sqrt_sigma1: np.ndarray | None
 
 def fid(features_1: np.ndarray, features_2: np.ndarray) -> float:
     """FID between two feature sets, exactly: the low-rank form for small sets, else the symmetric one."""
-    a, b = np.asarray(features_1), np.asarray(features_2)
-    if min(len(a), len(b)) < 2:
-        raise ValueError(f"FID needs at least 2 samples per set, got {min(len(a), len(b))}.")
-    if len(a) + len(b) <= a.shape[1]:
-        return fid_low_rank(a, b)
-    return fid_from_statistics(*statistics(a), *statistics(b))
+    return FIDReference(features_1).distance(features_2)
+
+
+def _trace_sqrt_against(root: np.ndarray, triangular: bool, centred_t: np.ndarray) -> float:
+    """tr sqrt(R R^T X^T X) = sum of sqrt(eig((X R)^T (X R))), for X given transposed (d x n, Fortran
+    order, scaled) so that BLAS takes it without a copy. A triangular R is applied by trmm (half a gemm);
+    the product's Gram matrix by syrk (half again); only its upper triangle is formed and read."""
+    from scipy.linalg import blas, eigvalsh
+
+    if triangular:
+        product_t = blas.dtrmm(1.0, root.T, centred_t, side=0, lower=0, trans_a=0, overwrite_b=True)  # R^T X^T
+    else:
+        product_t = root.T @ centred_t
+    gram = blas.dsyrk(1.0, product_t, trans=0, lower=0)  # (X R)^T (X R), upper triangle
+    eig = eigvalsh(gram, lower=False, overwrite_a=True, check_finite=False, driver="evd")
+    return float(np.sqrt(np.clip(eig, 0, None)).sum())
 
 
 class FIDReference:
     """One reference set (a run's originals) against many others (its settings): the reference's mean,
-    covariance and covariance square root are computed once, so each further FID on sets larger than the
-    feature size costs one covariance and one symmetric eigendecomposition. FID is symmetric in its two sets."""
+    covariance trace and covariance root are computed once, so each further FID on sets larger than the
+    feature size costs a triangular product, a rank-k update and one symmetric eigenvalue problem. FID is
+    symmetric in its two sets."""
 
     def __init__(self, features: np.ndarray):
         self.features = np.asarray(features)
-        self._stats = None
-        self._root = None
+        self._prepared = None
+
+    def _prepare(self) -> tuple[np.ndarray, float, np.ndarray, bool]:
+        if self._prepared is None:
+            mu, sigma = statistics(self.features)
+            self._prepared = (mu, float(np.trace(sigma)), *covariance_root(sigma))
+        return self._prepared
 
     def distance(self, features: np.ndarray) -> float:
         f = np.asarray(features)
         if min(len(f), len(self.features)) < 2:
             raise ValueError(f"FID needs at least 2 samples per set, got {min(len(f), len(self.features))}.")
         if len(f) + len(self.features) <= f.shape[1]:
-            return fid_low_rank(f, self.features)
-        if self._stats is None:
-            self._stats = statistics(self.features)
-            self._root = psd_sqrt(self._stats[1])
-        mu, sigma = self._stats
-        return fid_from_statistics(mu, sigma, *statistics(f), sqrt_sigma1=self._root)
+            return fid_low_rank(self.features, f)
+        mu1, trace1, root, triangular = self._prepare()
+        f = np.asarray(f, np.float64)
+        mu2 = f.mean(axis=0)
+        centred = f - mu2
+        centred /= np.sqrt(len(f) - 1)
+        trace2 = float(np.einsum("ij,ij->", centred, centred))  # tr S2
+        diff = mu1 - mu2
+        # centred.T is X^T in Fortran order, as BLAS takes it without a copy
+        return float(diff @ diff + trace1 + trace2 - 2 * _trace_sqrt_against(root, triangular, centred.T))
 
 
 def fid_from_moments(m1: FeatureMoments, m2: FeatureMoments) -> float:
