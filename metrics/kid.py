@@ -6,11 +6,19 @@ mean and std over them) and equals torch-fidelity. When the subset size reaches 
 refuses this case): KID is then the unbiased MMD^2 over the whole sets, once, and the std is NaN.
 `mmd2_weighted` is the same statistic on a bootstrap resample, where an image drawn k times must not be
 paired with itself: pairs of the same image are left out, as the diagonal is in the unbiased estimator.
+
+Subsets are drawn exactly as torch-fidelity draws them, but when the three kernel matrices of the whole sets
+fit in GRAM_MAX_ENTRIES (two sets of up to about 5,000), each is computed once and every subset's sums are
+read from it through indicator vectors, instead of 300 fresh 1000 x 1000 x d products (at N = 2,933 and
+2048-d features: about 1 s instead of 20 s; the values agree to round-off, 1e-12 relative). Larger sets use
+the per-subset products, so memory stays bounded by the subset size.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+GRAM_MAX_ENTRIES = 80_000_000  # 640 MB of float64: the three kernel matrices of two sets of about 5,000
 
 
 def _poly(x, y, degree, gamma, coef0):
@@ -67,12 +75,28 @@ def kid(features_1: np.ndarray, features_2: np.ndarray, subsets: int = 100, subs
         raise ValueError(f"KID needs at least 2 samples per set, got {len(f1)} and {len(f2)}.")
     if not uses_subsets(len(f1), len(f2), subset_size):
         return mmd2_whole(*kernels(f1, f2, degree, gamma, coef0)), float("nan")
-    size = subset_size
     rng = np.random.RandomState(seed)
-    mmds = np.zeros(subsets)
-    for i in range(subsets):
-        a = f1[rng.choice(len(f1), size, replace=False)]
-        b = f2[rng.choice(len(f2), size, replace=False)]
-        mmds[i] = mmd2_unbiased(_poly(a, a, degree, gamma, coef0), _poly(a, b, degree, gamma, coef0),
-                                _poly(b, b, degree, gamma, coef0))
+    draws = [(rng.choice(len(f1), subset_size, replace=False), rng.choice(len(f2), subset_size, replace=False))
+             for _ in range(subsets)]
+    if len(f1) ** 2 + len(f1) * len(f2) + len(f2) ** 2 <= GRAM_MAX_ENTRIES:
+        mmds = subset_mmd2_from_kernels(kernels(f1, f2, degree, gamma, coef0), draws)
+    else:
+        mmds = np.array([mmd2_unbiased(_poly(f1[a], f1[a], degree, gamma, coef0), _poly(f1[a], f2[b], degree, gamma, coef0),
+                                       _poly(f2[b], f2[b], degree, gamma, coef0)) for a, b in draws])
     return float(np.mean(mmds)), float(np.std(mmds))
+
+
+def subset_mmd2_from_kernels(k: tuple[np.ndarray, np.ndarray, np.ndarray], draws) -> np.ndarray:
+    """`mmd2_unbiased` of each subset pair (rows of set 1, rows of set 2), from the whole sets' kernel
+    matrices: a block's sum is u^T K v for the subsets' indicator vectors, all subsets in one product."""
+    k_xx, k_xy, k_yy = k
+    m = len(draws[0][0])
+    u = np.zeros((k_xx.shape[0], len(draws)))
+    v = np.zeros((k_yy.shape[0], len(draws)))
+    for j, (a, b) in enumerate(draws):
+        u[a, j] = 1.0
+        v[b, j] = 1.0
+    within_x = (u * (k_xx @ u)).sum(axis=0) - np.diag(k_xx) @ u
+    within_y = (v * (k_yy @ v)).sum(axis=0) - np.diag(k_yy) @ v
+    across = (u * (k_xy @ v)).sum(axis=0)
+    return (within_x + within_y) / (m * (m - 1)) - 2 * across / (m * m)

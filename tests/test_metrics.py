@@ -119,3 +119,29 @@ def test_low_rank_fid_is_exact_for_small_sets():
     assert fid_low_rank(a, b) == pytest.approx(exact, rel=1e-7)
     big = rng.normal(size=(80, 64))
     assert fid_low_rank(big, big[::-1] + 0.1) == pytest.approx(fid(big, big[::-1] + 0.1), rel=1e-9)  # n > d: fid
+
+
+def test_kid_from_whole_kernel_matrices_equals_the_per_subset_products(feats, monkeypatch):
+    import metrics.kid as kid_module
+
+    a, b = feats
+    fast = kid(a, b, subsets=30, subset_size=120)
+    monkeypatch.setattr(kid_module, "GRAM_MAX_ENTRIES", 0)  # the per-subset route, as for large sets
+    slow = kid(a, b, subsets=30, subset_size=120)
+    assert fast[0] == pytest.approx(slow[0], rel=1e-12) and fast[1] == pytest.approx(slow[1], rel=1e-10)
+    assert slow[1] > 0
+
+
+def test_fid_reference_is_reusable_and_handles_a_singular_reference(feats):
+    from metrics.fid import FIDReference
+
+    a, b = (f.astype(np.float64) for f in feats)
+    singular = np.concatenate([a[:, :8], a[:, :8]], axis=1)  # rank 8 of 16: Cholesky fails
+    for ref_features in (a, singular):
+        reference = FIDReference(ref_features)
+        s1, s2 = np.cov(ref_features, rowvar=False), np.cov(b, rowvar=False)
+        covmean = scipy.linalg.sqrtm(s1 @ s2).real
+        diff = ref_features.mean(0) - b.mean(0)
+        expected = diff @ diff + np.trace(s1 + s2 - 2 * covmean)
+        assert reference.distance(b) == pytest.approx(expected, rel=1e-6)
+        assert reference.distance(b) == reference.distance(b.copy())  # nothing of the first call was overwritten
