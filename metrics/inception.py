@@ -50,11 +50,11 @@ def hub_download(url: str, hash_prefix: str, progress: bool = True) -> str:
     if not target.exists() and os.environ.get(ENV_OFFLINE, "") not in ("", "0"):
         raise OSError(f"downloading {url} to {target} failed (offline: {ENV_OFFLINE} is set)")
     if not target.exists():
-        import torch
+        from metrics import download
 
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            torch.hub.download_url_to_file(url, str(target), hash_prefix=hash_prefix, progress=progress)
+            download.download_url_to_file(url, target, hash_prefix=hash_prefix, progress=progress)
         except Exception as exc:  # noqa: BLE001 - any network failure has the same remedy
             raise OSError(f"downloading {url} to {target} failed ({exc})") from None
     return str(target)

@@ -243,3 +243,35 @@ def test_hub_dir_is_torch_hubs_without_importing_torch(monkeypatch, tmp_path):
     monkeypatch.delenv("TORCH_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert str(hub_dir()) == torch.hub.get_dir()
+
+
+def test_weight_download_from_a_local_server_checks_the_hash_and_needs_no_torch(tmp_path):
+    """The hub download, against a server on 127.0.0.1: the file lands in place when its sha256 has the
+    expected prefix, and nothing is left behind when it does not; torch is never imported for it."""
+    import hashlib
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    payload = b"weights" * 1000
+    (served / "w.pth").write_bytes(payload)
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(served))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/w.pth"
+    prefix = hashlib.sha256(payload).hexdigest()[:8]
+    try:
+        code = ("import sys; from metrics.download import download_url_to_file as d; "
+                f"d({url!r}, {str(tmp_path / 'ok' / 'w.pth')!r}, {prefix!r}, progress=False); "
+                "print('torch' in sys.modules)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             cwd=ROOT)
+        assert out.stdout.strip() == "False" and (tmp_path / "ok" / "w.pth").read_bytes() == payload
+        from metrics.download import download_url_to_file
+
+        with pytest.raises(RuntimeError, match="expected 00000000"):
+            download_url_to_file(url, tmp_path / "bad" / "w.pth", "00000000", progress=False)
+        assert list((tmp_path / "bad").iterdir()) == []  # neither the file nor a partial one
+    finally:
+        server.shutdown()

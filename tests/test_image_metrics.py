@@ -185,7 +185,8 @@ def test_runs_report_ms_ssim_and_lpips(random_alexnet, tmp_path):
 
 def test_lpips_unavailable_is_nan_with_reason(tmp_path, monkeypatch, natural_images, no_downloads):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))  # no cached weights, and no network here
-    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr("metrics.download.download_url_to_file",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
                        codecs=[parse_codec_spec("jpeg quality=50")])
     run_dir = create_run(config, tmp_path / "runs", "u", progress=False)

@@ -291,7 +291,7 @@ def test_a_successful_download_goes_to_the_temporary_hub_and_is_used(monkeypatch
         fetched.append(url)
         torch.save(torchvision.models.alexnet(weights=None).state_dict(), dst)
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    monkeypatch.setattr("metrics.download.download_url_to_file", fake_download)
     state = fullref.resolve({"ms_ssim": False, "lpips": "auto"})["lpips"]
     assert state["status"] == "ok" and fetched == ["https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"]
     assert state["backbone_path"].startswith(__import__("os").environ["TORCH_HOME"])  # the test's hub, not the user's
