@@ -55,7 +55,7 @@ def dataset_title(summary: pd.DataFrame) -> str:
         split = group["split"].dropna().astype(str).iloc[0] if "split" in group and group["split"].notna().any() else ""
         n = int(group["n_images"].max()) if "n_images" in group and group["n_images"].notna().any() else None
         shown = short_name(name) + (f" ({split})" if split and split != "all" else "")
-        parts.append(shown + (f", {n} images" if n else ""))
+        parts.append(shown + (f", {n} image{'' if n == 1 else 's'}" if n else ""))
     return "; ".join(parts)
 
 
@@ -112,9 +112,11 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         ax.legend(title="codec", fontsize=10, title_fontsize=10, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                   borderaxespad=0.0, frameon=False)
         fig.tight_layout()
+        # The tight box, laid out once for every format (bbox_inches="tight" draws each figure twice per file).
+        box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
         for fmt in formats:
             path = out_dir / f"rd_{metric}.{fmt}"
-            fig.savefig(path, dpi=150, bbox_inches="tight")
+            fig.savefig(path, dpi=150, bbox_inches=box)
             written.append(path)
         plt.close(fig)
     return written
