@@ -410,11 +410,16 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
         if state["status"] == "unavailable":
             lines.append(f"Unavailable: {name.upper().replace('_', '-')} (left empty, not zero): {state['reason']}")
     if not args.no_plots:
+        import time
+
+        from benchmark import timings
         from benchmark.plots import rd_plots
         from benchmark.results import load_run
 
+        start = time.perf_counter()
         _, summary = load_run(run_dir)
         plots = rd_plots(summary, run_dir / "plots", log_x=args.log_x)
+        timings.add_to_last(run_dir, "plots", time.perf_counter() - start)
         lines.append(f"Plots:       {run_dir / 'plots'} ({', '.join(sorted({p.stem for p in plots}))})" if plots else
                      "Plots:       none (no setting has a successful row)")
     lines.append(f"Results:     {run_dir / 'images'} (per image), {run_dir / 'summary.parquet'} (per setting); "

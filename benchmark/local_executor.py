@@ -72,7 +72,10 @@ def start_method() -> str:
 
 
 def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir: pathlib.Path, keep_pixels: bool,
-             commit: Callable[[TaskResult], None], crashed: Callable[[Task], TaskResult], max_attempts: int = 2) -> None:
+             commit: Callable[[TaskResult], None], crashed: Callable[[Task], TaskResult], max_attempts: int = 2,
+             on_started: Callable[[], None] | None = None) -> None:
+    """`on_started` is called once the first workers are running (forked or spawned), e.g. to load a network
+    in this process while they work."""
     ctx = multiprocessing.get_context(start_method())
     queue = list(reversed(tasks))
     attempts: dict[Task, int] = {}
@@ -84,7 +87,9 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
             in_flight: dict[cf.Future, Task] = {}
             lost: list[Task] = []
             try:
-                _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run_dir, timeout, commit)
+                _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run_dir, timeout, commit,
+                       on_started)
+                on_started = None
             except BaseException:  # Ctrl-C or a failing commit: stop the workers now, not after their tasks
                 _stop(pool)
                 raise
@@ -105,7 +110,8 @@ def _stop(pool: cf.ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run_dir, timeout, commit) -> None:
+def _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run_dir, timeout, commit,
+           on_started=None) -> None:
     """Keep up to 2 x jobs tasks in flight and commit results as they come, until done or a worker dies."""
     while (queue or in_flight) and not lost:
         while queue and len(in_flight) < 2 * jobs:
@@ -115,6 +121,9 @@ def _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run
             in_flight[pool.submit(_run_in_worker, task, keep_pixels, skips.get(task, {}))] = task
             if attempts.get(task):
                 break
+        if on_started is not None:  # the pool's first submissions started its processes
+            on_started()
+            on_started = None
         done, _ = cf.wait(in_flight, timeout=1.0, return_when=cf.FIRST_COMPLETED)
         for state in stuck_workers(run_dir, timeout):
             hung = next((t for t in in_flight.values() if (t.chunk, t.codec) == (state["chunk"], state["codec"])),

@@ -20,6 +20,7 @@ import pandas as pd
 
 from benchmark.console import bar
 from benchmark.results import atomic_write_bytes, safe_name, shard_files
+from benchmark.timings import Timings
 from metrics.fid import FIDReference, fid
 from metrics.inception import FEATURE_DIM, InceptionExtractor, InceptionUnavailable, file_sha256, resolve_weights
 from metrics.inception_score import inception_score
@@ -70,20 +71,37 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 
 
 class PerceptualStage:
-    """`extractor` defaults to a local InceptionExtractor; the Ray executor passes one backed by an actor."""
+    """`extractor` defaults to a local InceptionExtractor, built on first use (or by `load`, which the runner
+    calls once the worker pool has started, so that loading the network overlaps the workers' first tasks);
+    the Ray executor passes one backed by an actor."""
 
-    def __init__(self, info: dict, run_dir: pathlib.Path, extractor=None):
+    def __init__(self, info: dict, run_dir: pathlib.Path, extractor=None, timings: Timings | None = None):
         stage = info["inception"]
         if file_sha256(stage["weights_path"]) != stage["weights_sha256"]:
             raise RuntimeError(f"The Inception weights at {stage['weights_path']} changed since this run started.")
-        opts = info["config"]["inception"]
-        self.extractor = extractor or InceptionExtractor(stage["weights_path"], stage["weights_sha256"],
-                                                         opts["device"], opts["batch_size"])
+        self.opts = info["config"]["inception"]
+        self.weights = (stage["weights_path"], stage["weights_sha256"])
+        self._extractor = extractor
+        self.timings = timings or Timings()
         self.reference_dir = pathlib.Path(stage["reference_dir"])
         self.run_dir = run_dir
         self.counter_path = run_dir / "inception_passes.json"
-        self.patch_fid = bool(opts.get("patch_fid"))
+        self.patch_fid = bool(self.opts.get("patch_fid"))
         self.known: set[str] = set()
+
+    def load(self) -> None:
+        if self._extractor is None:
+            with self.timings.stage("Inception: load network"):
+                self._extractor = InceptionExtractor(*self.weights, self.opts["device"], self.opts["batch_size"])
+
+    @property
+    def extractor(self):
+        self.load()
+        return self._extractor
+
+    @extractor.setter
+    def extractor(self, value) -> None:
+        self._extractor = value
 
     def _record(self, lines: list[str]) -> None:
         """Append to the run's pass ledger, durably, before the work's results are saved: a kill after this
@@ -108,7 +126,9 @@ class PerceptualStage:
             self.known.add(sha)
         if todo:
             patch_feats = self._patch_features([px for _, px in todo]) if self.patch_fid else [None] * len(todo)
-            pool, logits = self.extractor([px for _, px in todo])
+            extractor = self.extractor
+            with self.timings.stage("Inception: forward (originals)", len(todo)):
+                pool, logits = extractor([px for _, px in todo])
             self._record([f"reference {sha} {0 if f is None else len(f)}" for (sha, _), f in zip(todo, patch_feats)])
             for k, (sha, _) in enumerate(todo):
                 if patch_feats[k] is not None:
@@ -119,7 +139,9 @@ class PerceptualStage:
             row["ipd"] = None
         if result.reconstructions:
             positions = [p for p, _ in result.reconstructions]
-            pool, logits = self.extractor([im for _, im in result.reconstructions])
+            extractor = self.extractor
+            with self.timings.stage("Inception: forward (reconstructions)", len(positions)):
+                pool, logits = extractor([im for _, im in result.reconstructions])
             refs: dict[str, np.ndarray] = {}
             for k, pos in enumerate(positions):
                 sha = rows[pos]["image_sha256"]
@@ -198,8 +220,9 @@ def setting_features(run_dir: pathlib.Path, codec: str, s: int, patches: bool = 
     return out + (np.concatenate(patch),) if patches else out
 
 
-def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
+def set_metrics(run_dir: pathlib.Path, info: dict, timings: Timings | None = None) -> pd.DataFrame:
     """IS, FID and KID per (codec, setting) from the stored features, in float64."""
+    timings = timings or Timings()
     opts = info["config"]["inception"]
     shas = image_shas(run_dir)
     order = sorted(shas)
@@ -219,13 +242,14 @@ def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
                 # Rows failed: the set is compared with the originals of the images it reconstructed, as the
                 # bootstrap and `compare` pair them, so an estimate and its interval describe the same sets.
                 ref, ref_sqrt = ref_pool[np.searchsorted(order_arr, found[0])], None
-            row.update(_metrics(found[1], found[2], ref, opts, ref_sqrt))
+            row.update(_metrics(found[1], found[2], ref, opts, ref_sqrt, timings))
             if ref_sqrt is None:
                 row["inception_note"] = "; ".join(filter(None, [
                     f"FID and KID against the originals of the {len(found[0])} of {len(order)} images this "
                     "setting reconstructed", row.get("inception_note")]))
             if patch_fid:
-                row.update(_patch_metrics(found[3], ref_patches, row))
+                with timings.stage("set metrics: patch FID"):
+                    row.update(_patch_metrics(found[3], ref_patches, row))
         else:
             row["inception_note"] = "no successful reconstructions"
         out.append(row)
@@ -233,20 +257,25 @@ def set_metrics(run_dir: pathlib.Path, info: dict) -> pd.DataFrame:
 
 
 def _metrics(pool: np.ndarray, logits: np.ndarray, ref_pool: np.ndarray, opts: dict,
-             reference: FIDReference | None = None) -> dict:
+             reference: FIDReference | None = None, timings: Timings | None = None) -> dict:
+    timings = timings or Timings()
     n, notes = len(pool), []
     row: dict = {"n_features": n}
     splits = opts["isc_splits"]
     if n >= splits:
-        row["inception_score"], row["inception_score_std"] = inception_score(logits, splits, opts["seed"])
+        with timings.stage("set metrics: IS"):
+            row["inception_score"], row["inception_score_std"] = inception_score(logits, splits, opts["seed"])
         if n / splits < ISC_MIN_PER_SPLIT:
             notes.append(f"IS from {n / splits:.3g} images per split (< {ISC_MIN_PER_SPLIT}): a split's IS cannot "
                          "exceed its number of images, so it is biased low; compare only at equal N and splits")
     else:
         notes.append(f"IS needs at least {splits} images (has {n})")
     if n >= 2 and len(ref_pool) >= 2:
-        row["fid"] = (reference or FIDReference(ref_pool)).distance(pool)
-        row["kid"], row["kid_std"] = kid(pool, ref_pool, opts["kid_subsets"], opts["kid_subset_size"], opts["seed"])
+        with timings.stage("set metrics: FID"):
+            row["fid"] = (reference or FIDReference(ref_pool)).distance(pool)
+        with timings.stage("set metrics: KID"):
+            row["kid"], row["kid_std"] = kid(pool, ref_pool, opts["kid_subsets"], opts["kid_subset_size"],
+                                             opts["seed"])
         if not uses_subsets(n, len(ref_pool), opts["kid_subset_size"]):
             notes.append(f"KID over all {min(n, len(ref_pool))} images once (subset size {opts['kid_subset_size']} "
                          "is not smaller than the set): no subset spread, kid_std left empty")

@@ -22,7 +22,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from benchmark import console, fullref, perceptual, provenance, schema
+from benchmark import console, fullref, perceptual, provenance, schema, timings
 from benchmark.codec import CodecSpec
 from benchmark.config import RunConfig, codec_context
 from benchmark.datasets import Dataset, open_dataset
@@ -30,6 +30,7 @@ from benchmark.preprocess import get_preset
 from benchmark.produce import check_output, time_limit  # noqa: F401 - re-exported for callers of the old module
 from benchmark.results import atomic_write_bytes, shard_files, shard_path, summarise, write_table
 from benchmark.scoring import COMPUTED_HERE, metric_states, requested, status_column
+from benchmark.timings import WORKER_PREFIX, Timings
 from benchmark.worker import Task, TaskResult, Worker
 from metrics import registry
 from metrics.caption import resolve as resolve_caption_metrics
@@ -249,6 +250,7 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
         raise ValueError(f"Unknown executor {executor!r}: use local or ray.")
 
     t_start = time.perf_counter()
+    clock = Timings()
     run_dir = pathlib.Path(run_dir)
     info = read_run_info(run_dir)
     config = RunConfig.from_json(info["config"])
@@ -275,8 +277,9 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
             ray = stack.enter_context(ray_executor.session(ray_address, jobs if ray_address is None else None))
         extractor = ray_executor.feature_extractor(ray, info) if ray is not None and \
             info["inception"]["status"] == "ok" else None
-        hooks = [perceptual.PerceptualStage(info, run_dir, extractor).on_result] \
-            if info["inception"]["status"] == "ok" else []
+        stage = perceptual.PerceptualStage(info, run_dir, extractor, clock) \
+            if info["inception"]["status"] == "ok" else None
+        hooks = [stage.on_result] if stage is not None else []
         hooks += [on_result] if on_result is not None else []
         keep_pixels = bool(hooks)
 
@@ -288,11 +291,15 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
 
         def commit(result: TaskResult) -> None:
             bar.update(rows_of.get(result.task, 0))
+            clock.merge(result.timings, WORKER_PREFIX)
             for hook in hooks:
                 hook(result)
-            write_table(shard_path(run_dir, result.task.codec, result.task.chunk),
-                        schema.table_from_rows(result.rows, columns))
+            with clock.stage("write shards"):
+                write_table(shard_path(run_dir, result.task.codec, result.task.chunk),
+                            schema.table_from_rows(result.rows, columns))
             network.update(rows_of.get(result.task, 0))
+
+        clock.add("start: dataset, plan, provenance", time.perf_counter() - t_start)
 
         try:
             if ray is not None:
@@ -302,7 +309,8 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
             if pooled:
                 from benchmark.local_executor import run_pool
 
-                run_pool(pooled, jobs, info, dataset, run_dir, keep_pixels, commit, crashed)
+                run_pool(pooled, min(jobs, len(pooled)), info, dataset, run_dir, keep_pixels, commit, crashed,
+                         on_started=stage.load if stage is not None else None)
             if local:
                 worker = Worker(info, dataset, str(run_dir))
                 for task in local:
@@ -310,21 +318,26 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
         finally:
             bar.close()
             network.close()
-    summary = set_level_summary(run_dir, info)
-    write_table(run_dir / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False))
+    summary = set_level_summary(run_dir, info, clock)
+    with clock.stage("write summary"):
+        write_table(run_dir / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False))
     n_rows, n_failed, reasons = _failure_counts(run_dir)
-    return RunOutcome(run_dir, n_rows, n_failed, reasons, time.perf_counter() - t_start, info["inception"],
-                      perceptual.passes(run_dir))
+    seconds = time.perf_counter() - t_start
+    timings.append(run_dir, clock.as_record(seconds))
+    return RunOutcome(run_dir, n_rows, n_failed, reasons, seconds, info["inception"], perceptual.passes(run_dir))
 
 
-def set_level_summary(run_dir: pathlib.Path, info: dict):
+def set_level_summary(run_dir: pathlib.Path, info: dict, clock: Timings | None = None):
     """The per-setting summary: per-image means, set-level metrics from stored features, and each requested
     metric's availability (`<stage>_status`); a metric that is unavailable is NaN, never zero."""
-    summary = summarise(run_dir)
+    clock = clock or Timings()
+    with clock.stage("summary: per-image means"):
+        summary = summarise(run_dir)
     if not len(summary):
         return summary
     if info["inception"]["status"] == "ok":
-        summary = summary.merge(perceptual.set_metrics(run_dir, info), on=["codec", "setting_index"], how="left")
+        summary = summary.merge(perceptual.set_metrics(run_dir, info, clock), on=["codec", "setting_index"],
+                                how="left")
         counts = perceptual.passes(run_dir)
         summary["inception_passes_reference"] = counts["reference"]
         summary["inception_passes_reconstruction"] = counts["reconstruction"]

@@ -11,10 +11,12 @@ computed on one image is NaN with the reason in `metric_notes`; the row and the 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
+from benchmark.timings import Timings
 from metrics import registry
 
 COMPUTED_HERE = ("pixels", "network", "text")
@@ -63,6 +65,7 @@ class Scorer:
         self.device = device
         self._functions: dict[str, Any] = {}
         self._models: dict[str, Any] = {}
+        self.timings = Timings()  # seconds per metric (and per network load), read by the worker
 
     def _function(self, m: registry.MetricInfo):
         if m.column not in self._functions:
@@ -71,7 +74,8 @@ class Scorer:
 
     def _model(self, m: registry.MetricInfo):
         if m.column not in self._models:
-            self._models[m.column] = m.loader()(_state_of(self.info, m.state), self.device)
+            with self.timings.stage(f"{m.column}: load network"):
+                self._models[m.column] = m.loader()(_state_of(self.info, m.state), self.device)
         return self._models[m.column]
 
     def score(self, original: np.ndarray, reconstruction: np.ndarray, captions=(), text: str | None = None,
@@ -81,6 +85,8 @@ class Scorer:
         out: dict[str, Any] = {}
         notes = []
         for m in self.metrics:
+            load_stage = f"{m.column}: load network"
+            start, loading = time.perf_counter(), self.timings.seconds.get(load_stage, 0.0)
             try:
                 if m.kind == "pixels":
                     value = self._function(m)(original, reconstruction)
@@ -93,6 +99,8 @@ class Scorer:
             except Exception as exc:  # noqa: BLE001 - the metric is NaN with its reason, the row goes on
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 value = (float("nan"), f"{m.column} failed: {msg}")
+            loaded = self.timings.seconds.get(load_stage, 0.0) - loading  # a first call's network load, apart
+            self.timings.add(m.column, time.perf_counter() - start - loaded)
             if isinstance(value, tuple):
                 value, note = value
                 notes += [note] if note else []

@@ -27,6 +27,7 @@ from benchmark.preprocess import get_preset
 from benchmark.produce import error_text, produce
 from benchmark.results import atomic_write_bytes, output_path
 from benchmark.scoring import Scorer
+from benchmark.timings import Timings
 from metrics import registry
 
 
@@ -44,6 +45,7 @@ class TaskResult:
     rows: list[dict]
     originals: dict[int, np.ndarray]
     reconstructions: list[tuple[int, np.ndarray]]  # (row position, pixels)
+    timings: tuple[dict, dict] | None = None  # this task's worker-side stage seconds (benchmark.timings)
 
 
 class Worker:
@@ -120,14 +122,17 @@ class Worker:
         spec = self.specs[task.codec]
         skip = skip or {}
         result = TaskResult(task, [], {}, [])
+        clock = self.scorer.timings = Timings()
         try:
-            encoder, decoder = self.codec_pair(task.codec)
+            with clock.stage("codec setup"):
+                encoder, decoder = self.codec_pair(task.codec)
             setup_error = ""
         except Exception as exc:  # noqa: BLE001 - the codec fails its rows, the run goes on
             encoder = decoder = None
             setup_error = error_text("codec setup", exc)
         for index in range(task.start, task.stop):
-            image_row, pixels, error = self.load(index)
+            with clock.stage("read image"):
+                image_row, pixels, error = self.load(index)
             reference_cache: dict = {}
             if pixels is not None and keep_pixels and self.reference_dir and perceptual.needs_reference(
                     self.reference_dir, image_row["image_sha256"], self.config.inception.get("patch_fid")):
@@ -147,6 +152,9 @@ class Worker:
                                lambda stage: self._beat(task, index, s, stage))
                 self._beat(None)
                 row.update(made.columns)
+                for stage in ("encode", "decode"):
+                    if made.columns.get(f"{stage}_s") is not None:
+                        clock.add(stage, made.columns[f"{stage}_s"])
                 if made.data is not None and self.config.save_bitstreams:
                     atomic_write_bytes(output_path(self.run_dir, task.codec, str(setting), record.image_id, ".bin"),
                                        made.data)
@@ -161,6 +169,7 @@ class Worker:
                         path.parent.mkdir(parents=True, exist_ok=True)
                         Image.fromarray(recon).save(path)
                 result.rows.append(row)
+        result.timings = clock.state()
         return result
 
     def crashed_result(self, task: Task) -> TaskResult:

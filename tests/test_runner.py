@@ -173,3 +173,25 @@ def test_cli_failed_rows_exit_status(tmp_path):
     assert done.returncode == 3 and "empty file (0 bytes)" in done.stdout
     done = _cli(["run", "--dataset", "nonesuch:1", "--out", str(tmp_path / "r")])
     assert done.returncode == 1 and done.stderr.startswith("error: Unknown dataset")
+
+
+def test_timings_count_every_stage_and_stay_out_of_the_rows(tmp_path):
+    """timings.json: worker stages summed over the pool (one encode, decode and PSNR per row), the
+    orchestrator's own stages, one record per execute call; no timing column enters the rows."""
+    from benchmark import timings
+
+    config = RunConfig(dataset="sample", codecs=[parse_codec_spec("jpeg quality=10,50")], limit=4, chunk_size=1,
+                       inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": True, "lpips": "none"})
+    run_dir = create_run(config, tmp_path / "results")
+    outcome = execute(run_dir, jobs=2, progress=False)
+    [record] = timings.read(run_dir)
+    stages = record["stages"]
+    for stage in ("worker: encode", "worker: decode", "worker: psnr", "worker: ms_ssim"):
+        assert stages[stage]["count"] == outcome.n_rows == 8 and stages[stage]["seconds"] > 0, stage
+    assert stages["worker: read image"]["count"] == 4 and stages["write shards"]["count"] == 4
+    assert 0 < sum(v["seconds"] for k, v in stages.items() if not k.startswith("worker: ")) <= record["total_s"]
+    images, _ = load_run(run_dir)
+    assert not any("timing" in c or c.endswith("_seconds") for c in images.columns)
+    execute(run_dir, jobs=2, progress=False)  # nothing left to do: a second record, without worker stages
+    assert len(timings.read(run_dir)) == 2 and "worker: encode" not in timings.read(run_dir)[1]["stages"]
