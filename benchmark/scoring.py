@@ -56,7 +56,8 @@ def requested(states: dict[str, dict]) -> list[str]:
 
 
 class Scorer:
-    """Per-image metrics for one process; networks are loaded on first use and kept."""
+    """Per-image metrics for one process; networks are loaded on first use and kept, on `device` (auto: CUDA
+    when present)."""
 
     def __init__(self, states: dict[str, dict], info: dict, device: str = "cpu"):
         self.metrics = [registry.get(name) for name, s in states.items()
@@ -74,8 +75,10 @@ class Scorer:
 
     def _model(self, m: registry.MetricInfo):
         if m.column not in self._models:
+            from metrics.inception import pick_device
+
             with self.timings.stage(f"{m.column}: load network"):
-                self._models[m.column] = m.loader()(_state_of(self.info, m.state), self.device)
+                self._models[m.column] = m.loader()(_state_of(self.info, m.state), pick_device(self.device))
         return self._models[m.column]
 
     def score(self, original: np.ndarray, reconstruction: np.ndarray, captions=(), text: str | None = None,

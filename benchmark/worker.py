@@ -59,7 +59,8 @@ class Worker:
         self.codecs: dict[str, tuple[Codec, Codec]] = {}
         self.reference_dir = info.get("inception", {}).get("reference_dir")
         self.context = codec_context(self.config, info["dataset"]["split"])
-        self.scorer = Scorer(info.get("metrics", {}), info)
+        # Per-image networks (LPIPS) run on the run's device, as the Inception stage does.
+        self.scorer = Scorer(info.get("metrics", {}), info, self.config.inception.get("device") or "auto")
         self.base = {
             "run_id": info["run_id"], "created": info["created"], "git_sha": info["git_sha"],
             "cmcbench_version": __version__, "config_hash": info["config_hash"],

@@ -194,3 +194,20 @@ def test_lpips_unavailable_is_nan_with_reason(tmp_path, monkeypatch, natural_ima
     _, summary = load_run(run_dir)
     assert summary.lpips.isna().all() and summary.lpips_status.str.contains("--lpips PATH").all()
     assert summary.lpips_status.str.contains("alexnet-owt-7be5be79.pth failed").all()  # names the file and why
+
+
+def test_lpips_runs_on_the_runs_device(random_alexnet, tmp_path, monkeypatch, natural_images):
+    """--device reaches the per-image networks (LPIPS was always on the CPU, even with --device cuda). No GPU
+    here: the device check is passed through and the network, recorded, is built on the CPU."""
+    import metrics.inception
+    import metrics.lpips
+
+    seen = []
+    real_load = metrics.lpips.load
+    monkeypatch.setattr(metrics.inception, "pick_device", lambda device="auto": device)
+    monkeypatch.setattr(metrics.lpips, "load", lambda state, device="cpu": seen.append(device) or real_load(state, "cpu"))
+    config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False, "device": "cuda:1"},
+                       caption_embedder="none", codecs=[parse_codec_spec("jpeg quality=40,80")],
+                       image_metrics={"ms_ssim": False, "lpips": str(random_alexnet[0])})
+    execute(create_run(config, tmp_path / "runs", "d", progress=False), jobs=1, progress=False)
+    assert seen == ["cuda:1"]  # once per process, on the run's device
