@@ -89,31 +89,43 @@ def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
         table = pq.read_table(path)
         means = [f.name for f in table.schema if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
                  and f.name not in GROUP_COLUMNS]
-        keys = table.select(["codec", "setting_index"]).to_pylist()
-        firsts: dict[tuple, int] = {}
-        for k, key in enumerate(keys):
-            firsts.setdefault((key["codec"], key["setting_index"]), k)
-        for key, first in firsts.items():
-            mask = pc.and_(pc.equal(table["codec"], key[0]), pc.equal(table["setting_index"], key[1]))
-            part = table.filter(mask)
-            acc = groups.get(key)
-            if acc is None:
-                acc = groups[key] = {"first": {c: table[c][first].as_py() for c in GROUP_COLUMNS if c in table.column_names},
-                                     "n": 0, "ok": 0, "sums": {}, "counts": {}, "reasons": {}, "lossless": {}}
-            good = part.filter(pc.equal(part["status"], "ok"))
-            acc["n"] += len(part)
-            acc["ok"] += len(good)
-            for c in means:
-                values = pc.cast(good[c], pa.float64()).to_numpy(zero_copy_only=False)
-                values = values[~np.isnan(values)]
+        codecs = np.asarray(table["codec"].to_pylist(), dtype=object)
+        settings = table["setting_index"].to_numpy(zero_copy_only=False).astype(np.int64)
+        ok_all = (table["status"].to_numpy(zero_copy_only=False) == "ok")
+        values = {c: pc.cast(table[c], pa.float64()).to_numpy(zero_copy_only=False) for c in means}
+        errors = table["error"].to_pylist()
+        for codec in dict.fromkeys(codecs.tolist()):  # a shard holds one codec's task; one pass per codec
+            mine = codecs == codec
+            setting, ok = settings[mine], ok_all[mine]
+            bins = int(setting.max()) + 1
+            n, n_ok = np.bincount(setting, minlength=bins), np.bincount(setting[ok], minlength=bins)
+            present, first = np.unique(setting, return_index=True)
+            rows = np.flatnonzero(mine)
+            for s, k in zip(present.tolist(), first.tolist()):
+                key = (codec, s)
+                if key not in groups:
+                    groups[key] = {"first": {c: table[c][int(rows[k])].as_py() for c in GROUP_COLUMNS
+                                             if c in table.column_names},
+                                   "n": 0, "ok": 0, "sums": {}, "counts": {}, "reasons": {}, "lossless": {}}
+                groups[key]["n"] += int(n[s])
+                groups[key]["ok"] += int(n_ok[s])
+            for c in means:  # sums and counts per setting over the succeeded rows' non-NaN values
+                v = values[c][mine]
+                valid = ok & ~np.isnan(v)
                 cap = capped_metrics.get(c)
-                if cap is not None:
-                    acc["lossless"][c] = acc["lossless"].get(c, 0) + int((values >= cap).sum())
-                    values = np.minimum(values, cap)
-                acc["sums"][c] = acc["sums"].get(c, 0.0) + float(values.sum())
-                acc["counts"][c] = acc["counts"].get(c, 0) + len(values)
-            for error in part.filter(pc.invert(pc.equal(part["status"], "ok")))["error"].to_pylist():
-                acc["reasons"][error] = acc["reasons"].get(error, 0) + 1
+                lossless = np.bincount(setting[valid & (v >= cap)], minlength=bins) if cap is not None else None
+                v = np.minimum(v, cap) if cap is not None else v
+                sums = np.bincount(setting[valid], weights=v[valid], minlength=bins)
+                counts = np.bincount(setting[valid], minlength=bins)
+                for s in present.tolist():
+                    acc = groups[(codec, s)]
+                    acc["sums"][c] = acc["sums"].get(c, 0.0) + float(sums[s])
+                    acc["counts"][c] = acc["counts"].get(c, 0) + int(counts[s])
+                    if lossless is not None:
+                        acc["lossless"][c] = acc["lossless"].get(c, 0) + int(lossless[s])
+            for k in np.flatnonzero(mine & ~ok_all).tolist():
+                reasons = groups[(codec, int(settings[k]))]["reasons"]
+                reasons[errors[k]] = reasons.get(errors[k], 0) + 1
     out = []
     for key in sorted(groups):
         acc = groups[key]
