@@ -136,8 +136,11 @@ def test_ctrl_c_keeps_finished_work_and_prints_the_resume_command(tmp_path):
     args = ["run", "--dataset", "sample:40", "--codec", f"codecs_for_tests:Gated gate={gate} after=4", "--out",
             str(tmp_path), "--name", "r", "--jobs", "2", *QUIET]
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    # SIGINT at its default in the child, as in a terminal, even when the tests run in a background job (which
+    # starts with SIGINT ignored, and Python then installs no KeyboardInterrupt for it)
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench.py"), *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     shards = tmp_path / "r" / "images"
     while len(list(shards.glob("*/chunk-*.parquet"))) < 4:  # observable state, no clock
         assert proc.poll() is None, proc.communicate()
