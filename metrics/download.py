@@ -1,43 +1,87 @@
-"""Downloading a weights file into a cache, with the standard library: torch.hub's download semantics
-(a temporary file beside the target, the sha256 checked against the expected prefix, then an atomic rename)
-without importing torch, which takes seconds even when the download then fails offline."""
+"""Downloading a file with the standard library: weights into a cache, datasets' archives into the data root.
+
+torch.hub's semantics (a temporary file beside the target, the checksum checked before the target exists,
+then an atomic rename) without importing torch, which takes seconds even when the download then fails
+offline; and, for large archives, a download cut midway resumes from its partial file with an HTTP Range
+request. A file whose checksum does not match is deleted, partial file included, and the error says so.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import pathlib
-import tempfile
+import urllib.error
 import urllib.request
 
 CHUNK = 1 << 20
 TIMEOUT_S = 30  # per network operation, not for the whole download
 
 
+class ChecksumMismatch(RuntimeError):
+    """The downloaded bytes are not the expected ones; nothing was kept."""
+
+
+def partial_path(dst: pathlib.Path) -> pathlib.Path:
+    return dst.with_name(dst.name + ".partial")
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def download_url_to_file(url: str, dst: str | os.PathLike, hash_prefix: str | None = None,
-                         progress: bool = True) -> None:
-    """Fetch `url` to `dst`; on a sha256 that does not start with `hash_prefix`, nothing is left behind and
-    RuntimeError says so. Network errors propagate as OSError."""
+                         progress: bool = True, sha256: str | None = None, resume: bool = False) -> str:
+    """Fetch `url` to `dst` and return its sha256. With `resume`, bytes already in `dst`.partial are kept and
+    only the rest is requested (a server that ignores Range sends it all again). On a sha256 that is not
+    `sha256` or does not start with `hash_prefix`, nothing is left behind and ChecksumMismatch says so.
+    Network errors propagate as OSError, leaving the partial file for a resumed attempt."""
     dst = pathlib.Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
+    part = partial_path(dst)
+    have = part.stat().st_size if resume and part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)  # noqa: S310 - fixed, declared addresses
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # the partial file is already whole
+            response = None
+        else:
+            raise
     digest = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:  # noqa: S310 - weights from fixed https URLs
-        total = int(response.headers.get("Content-Length") or 0) or None
-        fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".partial", dir=dst.parent)
-        try:
+    if response is not None:
+        with response:
+            appending = have and response.status == 206
+            if have and appending:
+                with open(part, "rb") as f:
+                    for block in iter(lambda: f.read(CHUNK), b""):
+                        digest.update(block)
+            length = int(response.headers.get("Content-Length") or 0)
+            total = length + (have if appending else 0) or None
             from tqdm import tqdm
 
-            with os.fdopen(fd, "wb") as out, tqdm(total=total, desc=f"downloading {dst.name}", unit="B",
-                                                  unit_scale=True, disable=True if not progress else None,
-                                                  leave=False) as shown:
+            with open(part, "ab" if appending else "wb") as out, \
+                    tqdm(total=total, initial=have if appending else 0, desc=f"downloading {dst.name}", unit="B",
+                         unit_scale=True, disable=True if not progress else None, leave=False) as shown:
+                received = 0
                 for block in iter(lambda: response.read(CHUNK), b""):
                     out.write(block)
                     digest.update(block)
                     shown.update(len(block))
-            if hash_prefix and not digest.hexdigest().startswith(hash_prefix):
-                raise RuntimeError(f"the file from {url} has sha256 {digest.hexdigest()[:12]}..., expected "
-                                   f"{hash_prefix}...: not kept")
-            os.replace(tmp, dst)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+                    received += len(block)
+            if length and received < length:  # the connection closed early: keep what came, for a resume
+                raise OSError(f"the connection closed after {received} of {length} bytes")
+        got = digest.hexdigest()
+    else:
+        got = file_digest(part)
+    if (sha256 and got != sha256.lower()) or (hash_prefix and not got.startswith(hash_prefix)):
+        part.unlink(missing_ok=True)
+        expected = sha256 or f"{hash_prefix}..."
+        raise ChecksumMismatch(f"the file from {url} has sha256 {got[:16]}..., expected {expected[:16]}...: it was "
+                               "deleted")
+    os.replace(part, dst)
+    return got
