@@ -87,10 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="sweep codecs over a dataset (the default command)", epilog=EPILOG,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--dataset", default="sample", metavar="SPEC",
-                     help="sample, sample:N (N generated images), folder:PATH or PATH, cub:PATH (AttnGAN layout), "
-                          "coco:PATH (default: sample)")
+                     help="a named dataset (kodak, clic2020-professional-valid, div2k-valid, coco2014-val, "
+                          "cub-200-2011, ...: `bench.py datasets list`), sample, sample:N (N generated images), "
+                          "folder:PATH or PATH, cub:PATH (AttnGAN layout), coco:PATH (default: sample)")
+    run.add_argument("--data-root", type=path, metavar="DIR",
+                     help="where named datasets live (default: $CMCBENCH_DATA, else ~/.cache/cmcbench/datasets)")
+    run.add_argument("--image-list", type=path, metavar="FILE",
+                     help="evaluate only the images this file lists (one id or relative path per line), e.g. an "
+                          "MS-COCO 30k list; its sha256 is recorded with the run")
+    run.add_argument("--protocol", metavar="NAME",
+                     help="a paper's evaluation protocol: cmc2021, hific, perco (cmc-bench needs metrics this "
+                          "version lacks); sets the preprocessing and the FID protocol, recorded with the run")
     run.add_argument("--split", help="dataset split: sample test/train/all (default test); cub test/train "
-                                     "(AttnGAN) or official-test/official-train; coco val2014/train2014")
+                                     "(AttnGAN) or official-test/official-train; coco val2014/train2014/val2017/train2017")
     run.add_argument("--preprocess", default="auto",
                      help="none, cmc2021 (CUB bbox crop + 256x256, COCO 256x256) or resize-N; auto = cmc2021 "
                           "for cub and coco, none otherwise")
@@ -178,6 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("-o", "--output", required=True, type=path, help="PNG to write")
 
     sub.add_parser("codecs", help="list codecs, their rate parameter, default sweep and availability")
+    data = sub.add_parser("datasets", help="named datasets: list them, fetch one (download, verify, unpack), or "
+                                           "draw an image list")
+    data_sub = data.add_subparsers(dest="datasets_command", parser_class=Parser)
+    for name, text in (("list", "name, images, size on disk, present or not, where, how it is checked"),
+                       ("fetch", "download (resuming a partial file), verify the checksum, unpack"),
+                       ("image-list", "write a seeded random image list, e.g. MS-COCO 30k from coco2014-val")):
+        cmd = data_sub.add_parser(name, help=text)
+        cmd.add_argument("--data-root", "--root", dest="data_root", type=path, metavar="DIR",
+                         help="where named datasets live (default: $CMCBENCH_DATA, else ~/.cache/cmcbench/datasets)")
+        if name != "list":
+            cmd.add_argument("name", help="a named dataset (bench.py datasets list)")
+        if name == "fetch":
+            cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+        if name == "image-list":
+            cmd.add_argument("--draw", type=positive_int, default=30000, help="images to draw (default 30000)")
+            cmd.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+            cmd.add_argument("--out", type=path, required=True, help="the list file to write")
 
     def bootstrap_options(p):
         p.add_argument("--bootstrap", type=non_negative_int, default=200, metavar="N",
@@ -233,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Options that shape a run; with --resume the run's own recorded values are used, so giving any is a mistake.
-RUN_SHAPING = ("dataset", "split", "preprocess", "codec", "limit", "max_pixels", "save_reconstructions", "metrics",
+RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit", "max_pixels", "save_reconstructions", "metrics",
                "inception_weights", "inception_sha256", "batch_size", "isc_splits", "kid_subsets", "kid_subset_size",
                "caption_embedder", "ms_ssim", "lpips", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout")
 
@@ -249,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "no_progress", False):
         console.disable_progress()
     commands = {"run": cmd_run, "plot": cmd_plot, "codecs": lambda _: cmd_codecs(), "decode": cmd_decode,
-                "leaderboard": cmd_leaderboard, "compare": cmd_compare, "report": cmd_report, "export": cmd_export}
+                "leaderboard": cmd_leaderboard, "compare": cmd_compare, "report": cmd_report, "export": cmd_export,
+                "datasets": cmd_datasets}
     if args.command not in commands:
         build_parser().print_help()
         return 1
@@ -340,17 +367,27 @@ def cmd_run(args) -> int:
             raise FileNotFoundError(f"{run_dir} is not a cmcbench run (no config.json).")
         print(f"Resuming {run_dir}")
     else:
+        from benchmark import protocols
         from benchmark.datasets import open_dataset
 
-        dataset = open_dataset(args.dataset, args.split)  # a wrong path or split is told before anything else
-        kind = args.dataset.partition(":")[0]
-        preprocess = args.preprocess if args.preprocess != "auto" else ("cmc2021" if kind in ("cub", "coco") else "none")
-        specs = [parse_codec_spec(s) for s in args.codec] if args.codec else _default_codec_specs(args.dataset)
+        protocol = protocols.get(args.protocol) if args.protocol else None
+        if protocol and args.preprocess != "auto" and args.preprocess != protocol.preprocess:
+            raise ValueError(f"--protocol {protocol.name} preprocesses with {protocol.preprocess}; drop --preprocess "
+                             f"{args.preprocess} (or the protocol).")
+        # a wrong path, name, split or image list is told before anything else
+        dataset = open_dataset(args.dataset, args.split, args.data_root, args.image_list)
+        kind = dataset.kind
+        chosen = protocol.preprocess if protocol else args.preprocess
+        preprocess = chosen if chosen != "auto" else ("cmc2021" if kind in ("cub", "coco") else "none")
+        specs = [parse_codec_spec(s) for s in args.codec] if args.codec else _default_codec_specs(
+            f"{dataset.kind}:{dataset.root}" if dataset.named else args.dataset)
         inception = {"enabled": args.metrics == "inception", "weights": args.inception_weights,
                      "sha256": args.inception_sha256, "device": args.device, "batch_size": args.batch_size,
                      "isc_splits": args.isc_splits, "kid_subsets": args.kid_subsets,
-                     "kid_subset_size": args.kid_subset_size, "seed": 2020, "patch_fid": args.patch_fid}
+                     "kid_subset_size": args.kid_subset_size, "seed": 2020, "patch_fid": args.patch_fid,
+                     **(protocol.inception_options() if protocol else {})}
         config = RunConfig(dataset=args.dataset, split=args.split, preprocess=preprocess, limit=args.limit,
+                           image_list=args.image_list, protocol=args.protocol, data_root=args.data_root,
                            max_pixels=args.max_pixels, codecs=specs, inception=inception,
                            caption_embedder=args.caption_embedder, timeout=args.timeout,
                            image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips},
@@ -526,6 +563,43 @@ def cmd_decode(args) -> int:
                          f"{image.dtype}, not an 8-bit RGB image.")
     Image.fromarray(image).save(args.output)
     print(args.output)
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from benchmark import named_datasets as nd
+
+    root = nd.data_root(args.data_root)
+    if args.datasets_command == "fetch":
+        folder = nd.fetch(nd.get(args.name).name, root, progress=not args.no_progress)
+        print(f"{args.name}: verified and unpacked in {folder}; run it with --dataset {args.name}"
+              + (f" --data-root {root}" if args.data_root else ""))
+        return 0
+    if args.datasets_command == "image-list":
+        from benchmark.datasets import draw_image_list, open_dataset
+
+        ids = draw_image_list(open_dataset(args.name, None, args.data_root), args.draw, args.seed)
+        pathlib.Path(args.out).write_text("".join(i + "\n" for i in ids))
+        print(f"{len(ids)} images of {args.name} drawn with seed {args.seed} into {args.out}; use it with "
+              f"--dataset {args.name} --image-list {args.out}")
+        return 0
+    if args.datasets_command != "list":
+        raise ValueError("bench.py datasets: use list, fetch NAME or image-list NAME.")
+    from tabulate import tabulate
+
+    rows = []
+    for entry in nd.CATALOG.values():
+        present = nd.is_fetched(root, entry.name)
+        checks = sorted({"published sha256" if s.sha256 else "sha256 pinned at first fetch" for s in entry.sources})
+        size = nd.size_on_disk(root / entry.name)
+        rows.append([entry.name, entry.images, (f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB")
+                     if present else "-",
+                     "yes" if present else "no", root / entry.name if present else "-", " + ".join(checks)])
+    print(tabulate(rows, headers=["name", "images", "size on disk", "present", "where", "checked by"],
+                   tablefmt="simple"))
+    print("\nPublished checksums are tensorflow-datasets' (url_checksums/); the others are recorded at the first fetch "
+          "and checked on every later use.")
+    print(f"\nData root: {root} (--data-root, ${nd.ENV_ROOT}). Fetch one with: python bench.py datasets fetch NAME")
     return 0
 
 

@@ -24,6 +24,9 @@ class RunConfig:
     caption_embedder: str = "auto"  # sentence-transformers model for caption_cosine; auto, none, id or path
     image_metrics: dict = field(default_factory=lambda: dict(DEFAULT_IMAGE_METRICS))  # MS-SSIM and LPIPS
     add_metrics: list[str] = field(default_factory=list)  # registry metrics that are off by default
+    image_list: str | None = None  # a file of image ids selecting a subset (its sha256 is in the provenance)
+    protocol: str | None = None  # a paper's evaluation protocol (benchmark.protocols), recorded with the run
+    data_root: str | None = None  # where named datasets live (not hashed: the data is checked by its checksums)
     # Execution only: these do not change the rows' values.
     timeout: float = 300.0
     chunk_size: int | None = None
@@ -33,13 +36,33 @@ class RunConfig:
     def hashed_part(self) -> dict:
         out = {"dataset": self.dataset, "split": self.split, "preprocess": self.preprocess, "limit": self.limit,
                "max_pixels": self.max_pixels, "codecs": [c.to_json() for c in self.codecs],
-               "inception": {k: self.inception.get(k) for k in perceptual.HASHED},
+               "inception": {**{k: self.inception.get(k) for k in perceptual.HASHED},
+                             # a protocol's FID options, absent at their defaults so earlier runs keep their hash
+                             **{k: self.inception[k] for k in ("whole_image_fid", "patch_fid_min")
+                                if self.inception.get(k, perceptual.DEFAULTS[k]) != perceptual.DEFAULTS[k]}},
                "caption_embedder": self.caption_embedder,
                "image_metrics": {"ms_ssim": bool(self.image_metrics.get("ms_ssim")),
                                  "lpips": self.image_metrics.get("lpips", "auto") != "none"}}
         if self.add_metrics:  # absent when empty, so runs of earlier versions keep their hash
             out["add_metrics"] = sorted(self.add_metrics)
+        for name in ("image_list", "protocol"):
+            if getattr(self, name):
+                out[name] = getattr(self, name)
         return out
+
+    def open_dataset(self):
+        """The evaluated images: the dataset, its image list, its limit."""
+        from benchmark.datasets import open_dataset
+
+        return open_dataset(self.dataset, self.split, self.data_root, self.image_list).limit(self.limit)
+
+    def dataset_spec(self) -> str:
+        """The dataset as a path spec codecs can open (a named dataset's unpacked folder)."""
+        from benchmark import named_datasets
+
+        if self.dataset in named_datasets.CATALOG:
+            return named_datasets.get(self.dataset).dataset_spec(named_datasets.data_root(self.data_root))[0]
+        return self.dataset
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -55,4 +78,4 @@ class RunConfig:
 
 def codec_context(config: RunConfig, split: str) -> dict:
     """What a codec's setup may know of the run: the dataset, its split and preprocessing."""
-    return {"dataset": config.dataset, "split": split, "preprocess": config.preprocess}
+    return {"dataset": config.dataset_spec(), "split": split, "preprocess": config.preprocess}

@@ -2,7 +2,9 @@
 
 A dataset lists light `Record`s (id, path, captions, bounding box); pixels are read only when a
 worker asks for one image. Supported: the generated sample set, any folder of images (captions from
-sidecar .txt files), CUB-200-2011 in AttnGAN's layout with the Reed et al. captions, and MS-COCO 2014.
+sidecar .txt files), CUB-200-2011 in AttnGAN's layout with the Reed et al. captions, MS-COCO 2014 and 2017,
+and the named test sets of benchmark.named_datasets (fetched and checked there, opened as one of these).
+An image list selects a subset of any of them.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class Dataset:
     split: str
     records: list[Record]
     notes: list[str] = field(default_factory=list)
+    origin: dict = field(default_factory=dict)  # a named dataset's sources and checksums, an image list's sha256
+    named: str = ""  # the catalog name it was opened by (benchmark.named_datasets)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -49,10 +53,12 @@ class Dataset:
     def limit(self, n: int | None) -> "Dataset":
         if n is None or n >= len(self.records):
             return self
-        return Dataset(self.kind, self.root, self.split, self.records[:n], self.notes)
+        return Dataset(self.kind, self.root, self.split, self.records[:n], self.notes, self.origin, self.named)
 
     @property
     def name(self) -> str:
+        if self.named:
+            return self.named
         return f"{self.kind}:{self.root}" if self.root else self.kind
 
     def fingerprint(self) -> str:
@@ -67,8 +73,71 @@ class Dataset:
 DATASET_KINDS = ("sample", "folder", "cub", "coco")
 
 
-def open_dataset(spec: str, split: str | None = None) -> Dataset:
-    """'sample', 'sample:N', 'folder:PATH' (or just PATH), 'cub:PATH', 'coco:PATH'; `~` is expanded."""
+def open_dataset(spec: str, split: str | None = None, data_root: str | None = None,
+                 image_list: str | None = None) -> Dataset:
+    """'sample', 'sample:N', 'folder:PATH' (or just PATH), 'cub:PATH', 'coco:PATH', or a named dataset
+    (benchmark.named_datasets: kodak, clic2020-professional-valid, ...) under `data_root`; `~` is expanded.
+    `image_list`: a file of image ids (or paths relative to the dataset), one per line, that selects a subset."""
+    dataset = _open(spec, split, data_root)
+    return select(dataset, image_list) if image_list else dataset
+
+
+def select(dataset: Dataset, image_list: str) -> Dataset:
+    """The images an image list names, in the dataset's order; every listed id missing is named."""
+    path = pathlib.Path(os.path.expanduser(image_list))
+    if not path.is_file():
+        raise ValueError(f"--image-list {image_list!r}: no such file.")
+    data = path.read_bytes()
+    wanted = [line.strip() for line in data.decode("utf-8", errors="replace").splitlines()
+              if line.strip() and not line.lstrip().startswith("#")]
+    if not wanted:
+        raise ValueError(f"--image-list {str(path)!r} lists no images.")
+    def aliases(name: str) -> list[str]:  # an id, its file name, and both without the extension
+        base = name.rsplit("/", 1)[-1]
+        return [name, name.rsplit(".", 1)[0], base, base.rsplit(".", 1)[0]]
+
+    index: dict[str, Record] = {}
+    for rank in range(4):  # exact ids first, looser names only where they are not taken
+        for r in dataset.records:
+            for name in (r.image_id, *([pathlib.Path(r.path).name] if r.path else [])):
+                index.setdefault(aliases(name)[rank], r)
+    chosen, missing = {}, []
+    for item in wanted:
+        record = next((index[a] for a in aliases(item) if a in index), None)
+        if record is None:
+            missing.append(item)
+        else:
+            chosen[record.index] = record
+    if missing:
+        raise ValueError(f"--image-list {str(path)!r}: {len(missing)} of {len(wanted)} listed images are not in "
+                         f"{dataset.name} ({dataset.split}): {', '.join(missing[:5])}"
+                         + (f" and {len(missing) - 5} more." if len(missing) > 5 else "."))
+    records = [Record(r.image_id, k, r.path, r.captions, r.bbox) for k, r in enumerate(chosen[i] for i in sorted(chosen))]
+    origin = {**dataset.origin, "image_list": {"path": str(path.resolve()), "sha256": hashlib.sha256(data).hexdigest(),
+                                                "listed": len(wanted), "images": len(records)}}
+    return Dataset(dataset.kind, dataset.root, dataset.split, records, dataset.notes, origin, dataset.named)
+
+
+def draw_image_list(dataset: Dataset, n: int, seed: int = 0) -> list[str]:
+    """n distinct captioned images drawn uniformly with `seed`, in the dataset's order: the text-to-image
+    convention for MS-COCO 30k (30,000 val2014 images, one of whose captions serves as the prompt)."""
+    import numpy as np
+
+    captioned = [r.image_id for r in dataset.records if r.captions] or [r.image_id for r in dataset.records]
+    if n > len(captioned):
+        raise ValueError(f"Cannot draw {n} images from {dataset.name} ({dataset.split}): it has {len(captioned)}.")
+    pick = np.random.default_rng(seed).choice(len(captioned), size=n, replace=False)
+    return [captioned[i] for i in sorted(pick.tolist())]
+
+
+def _open(spec: str, split: str | None, data_root: str | None) -> Dataset:
+    from benchmark import named_datasets
+
+    if spec in named_datasets.CATALOG and not os.path.isdir(os.path.expanduser(spec)):
+        resolved, default_split, origin = named_datasets.resolve(spec, named_datasets.data_root(data_root))
+        dataset = _open(resolved, split or default_split, None)
+        dataset.origin, dataset.named = origin, spec
+        return dataset
     kind, sep, arg = spec.partition(":")
     arg = os.path.expanduser(arg)
     if kind == "sample":
@@ -92,8 +161,9 @@ def open_dataset(spec: str, split: str | None = None) -> Dataset:
         raise ValueError(f"Dataset folder {path!r} does not exist." if not sep or len(kind) <= 1 else
                          f"Unknown dataset kind {kind!r}: use sample, sample:N, folder:PATH, cub:PATH, coco:PATH, "
                          "or the path of a folder of images.")
-    raise ValueError(f"Unknown dataset {spec!r}: use sample, sample:N, folder:PATH, cub:PATH, coco:PATH, or the "
-                     "path of a folder of images (no folder of that name exists here).")
+    raise ValueError(f"Unknown dataset {spec!r}: use a named dataset (python bench.py datasets list), sample, "
+                     "sample:N, folder:PATH, cub:PATH, coco:PATH, or the path of a folder of images (no folder of "
+                     "that name exists here).")
 
 
 SHORT_NAMES = {"cub": "CUB-200-2011", "coco": "MS-COCO", "sample": "sample"}
@@ -192,10 +262,10 @@ def cub_dataset(root: str, split: str = "test") -> Dataset:
 
 
 def coco_dataset(root: str, split: str = "val2014") -> Dataset:
-    """MS-COCO 2014: ROOT/{train2014,val2014}/*.jpg and ROOT/annotations/captions_{split}.json."""
+    """MS-COCO 2014 or 2017: ROOT/{train,val}{2014,2017}/*.jpg and ROOT/annotations/captions_{split}.json."""
     split = {"test": "val2014", "val": "val2014", "train": "train2014"}.get(split, split)
-    if split not in ("train2014", "val2014"):
-        raise ValueError(f"COCO splits are train2014 and val2014, not {split!r}.")
+    if split not in ("train2014", "val2014", "train2017", "val2017"):
+        raise ValueError(f"COCO splits are train2014, val2014, train2017 and val2017, not {split!r}.")
     base = pathlib.Path(root).expanduser()
     if not base.is_dir():
         raise ValueError(f"COCO: the folder {str(base)!r} does not exist.")

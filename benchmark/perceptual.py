@@ -34,7 +34,8 @@ PASS_LEDGER = "inception_passes.log"  # append-only: one line per original and p
 # images (exp of a mutual information bounded by log n), so small splits cap and bias it low.
 ISC_MIN_PER_SPLIT = 500
 DEFAULTS = {"enabled": True, "weights": None, "sha256": None, "device": "auto", "batch_size": 32,
-            "isc_splits": 10, "kid_subsets": 100, "kid_subset_size": 1000, "seed": 2020, "patch_fid": False}
+            "isc_splits": 10, "kid_subsets": 100, "kid_subset_size": 1000, "seed": 2020, "patch_fid": False,
+            "whole_image_fid": True, "patch_fid_min": 0}
 HASHED = ("enabled", "isc_splits", "kid_subsets", "kid_subset_size", "seed", "patch_fid")
 
 
@@ -242,14 +243,17 @@ def set_metrics(run_dir: pathlib.Path, info: dict, timings: Timings | None = Non
                 # Rows failed: the set is compared with the originals of the images it reconstructed, as the
                 # bootstrap and `compare` pair them, so an estimate and its interval describe the same sets.
                 ref, ref_sqrt = ref_pool[np.searchsorted(order_arr, found[0])], None
-            row.update(_metrics(found[1], found[2], ref, opts, ref_sqrt, timings))
+            if opts.get("whole_image_fid", True):
+                row.update(_metrics(found[1], found[2], ref, opts, ref_sqrt, timings))
+            else:
+                row["n_features"] = len(found[0])
             if ref_sqrt is None:
                 row["inception_note"] = "; ".join(filter(None, [
                     f"FID and KID against the originals of the {len(found[0])} of {len(order)} images this "
                     "setting reconstructed", row.get("inception_note")]))
             if patch_fid:
                 with timings.stage("set metrics: patch FID"):
-                    row.update(_patch_metrics(found[3], ref_patches, row))
+                    row.update(_patch_metrics(found[3], ref_patches, row, int(opts.get("patch_fid_min") or 0)))
         else:
             row["inception_note"] = "no successful reconstructions"
         out.append(row)
@@ -288,12 +292,14 @@ def _metrics(pool: np.ndarray, logits: np.ndarray, ref_pool: np.ndarray, opts: d
     return row
 
 
-def _patch_metrics(patches: np.ndarray, ref_patches: np.ndarray, row: dict) -> dict:
+def _patch_metrics(patches: np.ndarray, ref_patches: np.ndarray, row: dict, least: int = 0) -> dict:
+    """FID/256 over the patches; NaN with the reason under 2 patches, or under `least` (a protocol's minimum)."""
     n = min(len(patches), len(ref_patches))
-    if n < 2:
+    if n < max(2, least):
+        why = "patch FID needs images of at least 256x256" if n < 2 else \
+            f"no patch FID from {n} < {least} patches (the protocol reports none below {least})"
         return {"patch_fid": float("nan"), "n_patches": len(patches),
-                "inception_note": "; ".join(filter(None, [row.get("inception_note"),
-                                                          "patch FID needs images of at least 256x256"]))}
+                "inception_note": "; ".join(filter(None, [row.get("inception_note"), why]))}
     value = fid(patches, ref_patches)
     note = row.get("inception_note", "")
     if n < FID_MIN_SAMPLES:

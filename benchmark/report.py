@@ -78,7 +78,7 @@ class Reconstructor:
         from benchmark.worker import Worker
 
         config = RunConfig.from_json(info["config"])
-        dataset = open_dataset(config.dataset, config.split).limit(config.limit)
+        dataset = config.open_dataset()
         self.run_dir = run_dir
         self.worker = Worker(info, dataset, "")
 

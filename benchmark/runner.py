@@ -82,7 +82,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     if len(set(labels)) != len(labels):
         raise ValueError(f"Codec labels must be unique, got {labels}: give each a label=NAME.")
     added = added_metrics(config)
-    dataset = (dataset or open_dataset(config.dataset, config.split)).limit(config.limit)
+    dataset = dataset.limit(config.limit) if dataset is not None else config.open_dataset()
     config.split = dataset.split
     if not len(dataset):
         raise ValueError(f"Dataset {config.dataset!r} ({dataset.split}) has no images.")
@@ -105,7 +105,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         "run_id": run_id, "created": created.isoformat(), "config_hash": chash, "git_sha": provenance.git_sha(),
         "versions": provenance.package_versions(), "config": config.to_json(),
         "dataset": {"name": dataset.name, "kind": dataset.kind, "split": dataset.split, "n_images": len(dataset),
-                    "fingerprint": dataset.fingerprint(), "notes": dataset.notes,
+                    "fingerprint": dataset.fingerprint(), "notes": dataset.notes, "origin": dataset.origin,
                     "preprocess": config.preprocess, "preprocess_description": description},
         "codecs": [_codec_info(c, codec_context(config, dataset.split)) for c in config.codecs],
         "inception": inception,
@@ -114,6 +114,16 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         "caption_metrics": resolve_caption_metrics(embedder),
     }
     info["metrics"] = metric_states(info, added)
+    if config.protocol:
+        from benchmark import protocols
+
+        protocol = protocols.get(config.protocol)
+        info["protocol"] = protocol.as_record()
+        if not protocol.whole_image_fid:
+            for name in ("inception_score", "fid", "kid"):
+                if info["metrics"][name]["status"] == "ok":
+                    info["metrics"][name] = {"status": "disabled", "reason": f"protocol {protocol.name} reports FID "
+                                             "only over 256-px patches (patch_fid), never on whole images"}
     info["conventions"] = {"psnr_cap_db": registry.PSNR_CAP_DB,
                            "psnr_cap": "per-image PSNR stays exact (inf when lossless); averages clip it at the cap "
                                        "and the summary counts those images in n_lossless"}
@@ -254,7 +264,7 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     run_dir = pathlib.Path(run_dir)
     info = read_run_info(run_dir)
     config = RunConfig.from_json(info["config"])
-    dataset = open_dataset(config.dataset, config.split).limit(config.limit)
+    dataset = config.open_dataset()
     if dataset.fingerprint() != info["dataset"]["fingerprint"]:
         raise RuntimeError(f"The dataset {dataset.name} ({dataset.split}) changed since this run started "
                            "(its image list, sizes or captions differ); start a new run.")

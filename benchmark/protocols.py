@@ -1,0 +1,59 @@
+"""Papers' evaluation protocols, one flag each (`--protocol NAME`), recorded with the run.
+
+A protocol fixes what silently differs between papers: the preprocessing (crop, resize, interpolation) and
+the FID protocol (whole images, or 256-px patches with a half-shifted grid, and the least number of samples
+below which no FID is reported). Its effect is written in config.json (`protocol`, the preprocessing, the
+Inception options it sets) and shows in the rows (image sizes) and the summary (`n_patches`, notes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from benchmark.perceptual import FID_MIN_SAMPLES
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    description: str
+    papers: str
+    preprocess: str  # a preprocessing preset; "auto": cmc2021 for CUB and MS-COCO, none for others
+    whole_image_fid: bool = True  # IS, FID and KID over whole images
+    patch_fid: bool = False  # FID over 256-px patches plus a grid shifted by 128 (FID/256)
+    patch_fid_min: int = 0  # below this many patches, no patch FID (NaN with the reason)
+    unavailable: str = ""  # why the protocol cannot run in this version
+
+    def inception_options(self) -> dict:
+        return {"whole_image_fid": self.whole_image_fid, "patch_fid": self.patch_fid,
+                "patch_fid_min": self.patch_fid_min}
+
+    def as_record(self) -> dict:
+        return {"name": self.name, "description": self.description, "papers": self.papers,
+                "preprocess": self.preprocess, **self.inception_options()}
+
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
+    Protocol("cmc2021", "CMC (ACM MM 2021): CUB cropped around the bird's box as AttnGAN does and every image of CUB "
+             "and MS-COCO resized to 256x256 bicubic (others as read); IS, FID, KID on whole images",
+             "CMC (Li et al., ACM MM 2021), AttnGAN-style text-to-image evaluation", "auto"),
+    Protocol("hific", "HiFiC / MS-ILLM: full resolution; FID and KID only as FID/256 (256-px patches plus the grid "
+             f"shifted by 128), never on whole images, and no FID from fewer than {FID_MIN_SAMPLES} patches",
+             "HiFiC (Mentzer et al. 2020), MS-ILLM (Muckley et al. 2023)", "none", whole_image_fid=False,
+             patch_fid=True, patch_fid_min=FID_MIN_SAMPLES),
+    Protocol("perco", "PerCo: every image resized to 512x512 bicubic (non-square images are squashed, as PerCo "
+             "does), IS, FID, KID on whole images", "PerCo (Careil et al. 2024)", "resize-512"),
+    Protocol("cmc-bench", "CMC-Bench: its resize and TOPIQ-FR / TOPIQ-NR scoring (overall = 2/3 FR + 1/3 NR)",
+             "CMC-Bench (Li et al. 2024)", "none",
+             unavailable="it scores with TOPIQ-FR and TOPIQ-NR, the no-reference metrics this version does not have "
+                         "yet (pyiqa, issue 15)"),
+]}
+
+
+def get(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol {name!r}: use {', '.join(PROTOCOLS)}.")
+    protocol = PROTOCOLS[name]
+    if protocol.unavailable:
+        raise ValueError(f"--protocol {name} is not available: {protocol.unavailable}.")
+    return protocol

@@ -1,0 +1,254 @@
+"""Named datasets, image lists and protocol presets, against a server started on 127.0.0.1 in the test."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import io
+import json
+import threading
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from benchmark import cli, named_datasets
+
+QUIET = ["--metrics", "none", "--lpips", "none", "--no-ms-ssim", "--caption-embedder", "none", "--no-plots",
+         "--no-progress"]
+
+
+class FakeServer:
+    """Serves bytes by path, honours Range requests, and can cut a response short once."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.cut: dict[str, int] = {}  # path -> bytes sent before the connection drops (once)
+        self.ranges: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):  # noqa: N802 - the http.server API
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                if self.headers.get("Range"):
+                    server.ranges.append(self.headers["Range"])
+                    start = int(self.headers["Range"].split("=")[1].split("-")[0])
+                body = data[start:]
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                cut = server.cut.pop(self.path, None)
+                self.wfile.write(body[:cut] if cut is not None else body)
+                if cut is not None:
+                    self.close_connection = True
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _png(seed: int, size=(96, 64)) -> bytes:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    img = np.stack([128 + 60 * np.sin(x / (5 + c) + seed) for c in range(3)], -1) + rng.normal(0, 6, (*x.shape, 3))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def served(monkeypatch, tmp_path):
+    """div2k-valid as a small fake archive under its declared file name, served on 127.0.0.1 (the mirror
+    variable overrides the address), with the catalog's size and checksum those of the fake."""
+    server = FakeServer()
+    archive = _zip({f"DIV2K_valid_HR/08{k:02d}.png": _png(k) for k in range(1, 4)})
+    server.files["/div2k-valid/DIV2K_valid_HR.zip"] = archive
+    entry = named_datasets.CATALOG["div2k-valid"]
+    fake = dataclasses.replace(entry, sources=(dataclasses.replace(entry.sources[0], size=len(archive),
+                                                                   sha256=hashlib.sha256(archive).hexdigest()),))
+    monkeypatch.setitem(named_datasets.CATALOG, "div2k-valid", fake)
+    monkeypatch.setenv(named_datasets.ENV_MIRROR, server.url)
+    monkeypatch.setenv(named_datasets.ENV_ROOT, str(tmp_path / "data"))
+    yield server, archive, tmp_path / "data"
+    server.close()
+
+
+def run_cli(args, capsys):
+    rc = cli.main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_fetch_downloads_verifies_unpacks_and_the_name_then_runs(served, tmp_path, capsys):
+    server, archive, root = served
+    rc, out, err = run_cli(["datasets", "fetch", "div2k-valid", "--no-progress"], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in (root / "div2k-valid").rglob("*.png")) == ["0801.png", "0802.png", "0803.png"]
+    assert (root / ".downloads" / "div2k-valid" / "DIV2K_valid_HR.zip").read_bytes() == archive
+    rc, out, _ = run_cli(["datasets", "list"], capsys)
+    assert rc == 0 and any(line.startswith("div2k-valid") and " yes " in line for line in out.splitlines())
+    rc, out, err = run_cli(["run", "--dataset", "div2k-valid", "--codec", "jpeg quality=50", "--out",
+                            str(tmp_path / "runs"), "--name", "r", *QUIET], capsys)
+    assert rc == 0, err
+    info = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    assert info["dataset"]["name"] == "div2k-valid" and info["dataset"]["n_images"] == 3
+    assert info["dataset"]["origin"]["sources"][0]["sha256"] == hashlib.sha256(archive).hexdigest()
+    rows = pd.read_parquet(tmp_path / "runs" / "r" / "images")
+    assert (rows.dataset == "div2k-valid").all() and (rows.status == "ok").all()
+
+
+def test_a_corrupted_archive_is_refused_in_one_sentence_and_removed(served, capsys):
+    server, archive, root = served
+    server.files["/div2k-valid/DIV2K_valid_HR.zip"] = archive[:-10] + b"0123456789"  # same size, other bytes
+    rc, _, err = run_cli(["datasets", "fetch", "div2k-valid", "--no-progress"], capsys)
+    assert rc == 1 and err.count("\n") == 1 and "expected" in err and "deleted" in err, err
+    assert list((root / ".downloads" / "div2k-valid").iterdir()) == []  # neither the file nor a partial one
+    assert not (root / "div2k-valid").exists()
+
+
+def test_a_download_cut_midway_resumes(served, capsys):
+    server, archive, root = served
+    server.cut["/div2k-valid/DIV2K_valid_HR.zip"] = len(archive) // 2
+    rc, _, err = run_cli(["datasets", "fetch", "div2k-valid", "--no-progress"], capsys)
+    assert rc == 1 and "the next fetch resumes" in err, err
+    kept = root / ".downloads" / "div2k-valid" / "DIV2K_valid_HR.zip.partial"
+    assert kept.stat().st_size == len(archive) // 2
+    rc, _, err = run_cli(["datasets", "fetch", "div2k-valid", "--no-progress"], capsys)
+    assert rc == 0, err
+    assert server.ranges == [f"bytes={len(archive) // 2}-"]  # only the rest was asked for
+    assert (root / ".downloads" / "div2k-valid" / "DIV2K_valid_HR.zip").read_bytes() == archive
+
+
+def test_with_the_server_down_the_message_says_where_to_put_the_files(served, tmp_path, capsys, monkeypatch):
+    server, archive, root = served
+    server.close()
+    rc, _, err = run_cli(["datasets", "fetch", "div2k-valid", "--no-progress"], capsys)
+    assert rc == 1 and err.count("\n") == 1 and f"put DIV2K_valid_HR.zip in {root / '.downloads' / 'div2k-valid'}" in err
+    rc, _, err = run_cli(["run", "--dataset", "div2k-valid", "--out", str(tmp_path / "runs"), *QUIET], capsys)
+    assert rc == 1 and err.count("\n") == 1 and "datasets fetch div2k-valid" in err
+    assert f"put DIV2K_valid_HR.zip (from" in err and str(root / ".downloads" / "div2k-valid") in err
+    # a copy placed there by hand is verified and used, without the network
+    (root / ".downloads" / "div2k-valid").mkdir(parents=True, exist_ok=True)
+    (root / ".downloads" / "div2k-valid" / "DIV2K_valid_HR.zip").write_bytes(archive)
+    rc, _, err = run_cli(["run", "--dataset", "div2k-valid", "--codec", "jpeg quality=50", "--out",
+                          str(tmp_path / "runs"), *QUIET], capsys)
+    assert rc == 0, err
+
+
+def test_pinned_files_are_recorded_at_the_first_fetch_and_checked_after(monkeypatch, tmp_path, capsys):
+    """Kodak has no published checksums: the first fetch records them, a changed file is refused later."""
+    server = FakeServer()
+    try:
+        for k in range(1, 25):
+            server.files[f"/kodak/kodim{k:02d}.png"] = _png(k, (48, 32))
+        monkeypatch.setenv(named_datasets.ENV_MIRROR, server.url)
+        root = tmp_path / "data"
+        rc, _, err = run_cli(["datasets", "fetch", "kodak", "--root", str(root), "--no-progress"], capsys)
+        assert rc == 0, err
+        pins = json.loads((root / ".downloads" / "kodak" / "pins.json").read_text())
+        assert pins["kodim07.png"] == hashlib.sha256(server.files["/kodak/kodim07.png"]).hexdigest()
+        (root / ".downloads" / "kodak" / "kodim07.png").write_bytes(_png(99, (48, 32)))
+        rc, _, err = run_cli(["run", "--dataset", "kodak", "--data-root", str(root), "--out", str(tmp_path / "r"),
+                              *QUIET], capsys)
+        assert rc == 1 and "kodim07.png changed since its first fetch" in err, err
+    finally:
+        server.close()
+
+
+def test_an_image_list_with_missing_ids_fails_before_any_work(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k in range(5):
+        (folder / f"im{k}.png").write_bytes(_png(k))
+    listed = tmp_path / "list.txt"
+    listed.write_text("im1\nim3.png\nnope-1\nnope-2\n")
+    rc, _, err = run_cli(["run", "--dataset", str(folder), "--image-list", str(listed), "--out", str(tmp_path / "runs"),
+                          *QUIET], capsys)
+    assert rc == 1 and "2 of 4 listed images are not in" in err and "nope-1, nope-2" in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing was started
+    listed.write_text("# a comment\nim1\nim3.png\n")
+    rc, _, err = run_cli(["run", "--dataset", str(folder), "--image-list", str(listed), "--codec", "jpeg quality=50",
+                          "--out", str(tmp_path / "runs"), "--name", "r", *QUIET], capsys)
+    assert rc == 0, err
+    info = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    assert info["dataset"]["n_images"] == 2
+    assert info["dataset"]["origin"]["image_list"]["sha256"] == hashlib.sha256(listed.read_bytes()).hexdigest()
+    assert sorted(pd.read_parquet(tmp_path / "runs" / "r" / "images").image_id) == ["im1.png", "im3.png"]
+
+
+def test_a_seeded_draw_of_an_image_list_is_reproducible(tmp_path, capsys):
+    from benchmark.datasets import draw_image_list, open_dataset
+
+    data = open_dataset("sample:40", "all")
+    first, again, other = draw_image_list(data, 12, 0), draw_image_list(data, 12, 0), draw_image_list(data, 12, 1)
+    assert first == again != other and len(set(first)) == 12
+    with pytest.raises(ValueError, match="Cannot draw 41 images"):
+        draw_image_list(data, 41)
+
+
+def test_protocol_perco_resizes_to_512_and_is_recorded(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k in range(2):
+        (folder / f"im{k}.png").write_bytes(_png(k, (300, 200)))
+    rc, _, err = run_cli(["run", "--dataset", str(folder), "--protocol", "perco", "--codec", "jpeg quality=50",
+                          "--out", str(tmp_path / "runs"), "--name", "r", *QUIET], capsys)
+    assert rc == 0, err
+    info = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    assert info["protocol"]["name"] == "perco" and info["dataset"]["preprocess"] == "resize-512"
+    assert info["config"]["protocol"] == "perco"
+    rows = pd.read_parquet(tmp_path / "runs" / "r" / "images")
+    assert (rows.width == 512).all() and (rows.height == 512).all()
+    rc, _, err = run_cli(["run", "--dataset", str(folder), "--protocol", "perco", "--preprocess", "none",
+                          "--out", str(tmp_path / "runs"), *QUIET], capsys)
+    assert rc == 1 and "drop --preprocess none" in err
+    rc, _, err = run_cli(["run", "--protocol", "cmc-bench", "--out", str(tmp_path / "runs"), *QUIET], capsys)
+    assert rc == 1 and "TOPIQ" in err
+
+
+def test_protocol_hific_on_kodak_sized_images_gives_patch_fid_and_no_whole_image_fid(tmp_path, capsys,
+                                                                                      random_inception_weights):
+    folder = tmp_path / "kodak-like"
+    folder.mkdir()
+    for k in range(3):
+        (folder / f"kodim{k:02d}.png").write_bytes(_png(k, (768, 512)))
+    rc, _, err = run_cli(["run", "--dataset", str(folder), "--protocol", "hific", "--codec", "jpeg quality=30,70",
+                          "--inception-weights", str(random_inception_weights), "--out", str(tmp_path / "runs"),
+                          "--name", "r", "--lpips", "none", "--caption-embedder", "none", "--no-plots",
+                          "--no-progress"], capsys)
+    assert rc == 0, err
+    info = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    assert info["protocol"]["name"] == "hific" and info["dataset"]["preprocess"] == "none"
+    assert info["config"]["inception"]["whole_image_fid"] is False and info["config"]["inception"]["patch_fid"]
+    for name in ("fid", "kid", "inception_score"):
+        assert info["metrics"][name]["status"] == "disabled" and "patches" in info["metrics"][name]["reason"]
+    summary = pd.read_parquet(tmp_path / "runs" / "r" / "summary.parquet")
+    assert "fid" not in summary or summary.fid.isna().all()  # no whole-image FID
+    assert (summary.n_patches == 3 * 8).all()  # 6 patches of the grid and 2 of the shifted grid per image
+    assert summary.patch_fid.isna().all() and summary.inception_note.str.contains("24 < 2048 patches").all()
+    rows = pd.read_parquet(tmp_path / "runs" / "r" / "images")
+    assert (rows.width == 768).all() and rows.ipd.notna().all()  # full resolution; per-image IPD stays
