@@ -74,7 +74,6 @@ class Reconstructor:
 
     def __init__(self, run_dir: pathlib.Path, info: dict):
         from benchmark.config import RunConfig
-        from benchmark.datasets import open_dataset
         from benchmark.worker import Worker
 
         config = RunConfig.from_json(info["config"])

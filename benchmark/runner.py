@@ -25,7 +25,7 @@ import pyarrow as pa
 from benchmark import console, fullref, perceptual, provenance, schema, timings
 from benchmark.codec import CodecSpec
 from benchmark.config import RunConfig, codec_context
-from benchmark.datasets import Dataset, open_dataset
+from benchmark.datasets import Dataset
 from benchmark.preprocess import get_preset
 from benchmark.produce import check_output, time_limit  # noqa: F401 - re-exported for callers of the old module
 from benchmark.results import atomic_write_bytes, shard_files, shard_path, summarise, write_table

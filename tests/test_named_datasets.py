@@ -150,7 +150,7 @@ def test_with_the_server_down_the_message_says_where_to_put_the_files(served, tm
     assert rc == 1 and err.count("\n") == 1 and f"put DIV2K_valid_HR.zip in {root / '.downloads' / 'div2k-valid'}" in err
     rc, _, err = run_cli(["run", "--dataset", "div2k-valid", "--out", str(tmp_path / "runs"), *QUIET], capsys)
     assert rc == 1 and err.count("\n") == 1 and "datasets fetch div2k-valid" in err
-    assert f"put DIV2K_valid_HR.zip (from" in err and str(root / ".downloads" / "div2k-valid") in err
+    assert "put DIV2K_valid_HR.zip (from" in err and str(root / ".downloads" / "div2k-valid") in err
     # a copy placed there by hand is verified and used, without the network
     (root / ".downloads" / "div2k-valid").mkdir(parents=True, exist_ok=True)
     (root / ".downloads" / "div2k-valid" / "DIV2K_valid_HR.zip").write_bytes(archive)
