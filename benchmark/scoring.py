@@ -73,12 +73,16 @@ class Scorer:
             self._functions[m.column] = m.function()
         return self._functions[m.column]
 
+    def _device(self) -> str:
+        """The run's device, resolved (auto: CUDA when present) when a network first needs it."""
+        from metrics.inception import pick_device
+
+        return pick_device(self.device)
+
     def _model(self, m: registry.MetricInfo):
         if m.column not in self._models:
-            from metrics.inception import pick_device
-
             with self.timings.stage(f"{m.column}: load network"):
-                self._models[m.column] = m.loader()(_state_of(self.info, m.state), pick_device(self.device))
+                self._models[m.column] = m.loader()(_state_of(self.info, m.state), self._device())
         return self._models[m.column]
 
     def score(self, original: np.ndarray, reconstruction: np.ndarray, captions=(), text: str | None = None,
@@ -98,7 +102,10 @@ class Scorer:
                 elif text is None or not captions:
                     continue  # a text metric needs transmitted text and reference captions
                 else:
-                    value = self._function(m)(text, captions, _state_of(self.info, m.state))
+                    state = _state_of(self.info, m.state)
+                    if any(need.startswith("network:") for need in m.needs):  # a text network: the run's device
+                        state = {**state, "device": self._device()}
+                    value = self._function(m)(text, captions, state)
             except Exception as exc:  # noqa: BLE001 - the metric is NaN with its reason, the row goes on
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 value = (float("nan"), f"{m.column} failed: {msg}")

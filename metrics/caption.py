@@ -31,10 +31,10 @@ def resolve_embedder(name: str) -> dict:
 
 
 @lru_cache(maxsize=2)
-def _embedder(model: str):
+def _embedder(model: str, device: str = "cpu"):
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(model, device="cpu")
+    return SentenceTransformer(model, device=device)
 
 
 def bleu4(caption: str, references, state: dict | None = None) -> float:
@@ -45,8 +45,10 @@ def bleu4(caption: str, references, state: dict | None = None) -> float:
 
 
 def cosine(caption: str, references, state: dict) -> float:
-    """Mean cosine similarity of the caption's sentence embedding to each reference's."""
-    vectors = _embedder(state["model"]).encode([caption, *references], normalize_embeddings=True)
+    """Mean cosine similarity of the caption's sentence embedding to each reference's, on the run's device
+    (`state["device"]`, given by the scorer)."""
+    vectors = _embedder(state["model"], state.get("device", "cpu")).encode([caption, *references],
+                                                                         normalize_embeddings=True)
     return float(np.mean(vectors[1:] @ vectors[0]))
 
 

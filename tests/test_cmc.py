@@ -183,3 +183,20 @@ def test_caption_cosine_with_the_packaged_minilm(tmp_path):
     assert images[images.codec == "jpeg"].caption_cosine.isna().all()
     cmc = summary[summary.codec == "cmc"].set_index("setting")
     assert cmc.caption_cosine[64] > cmc.caption_cosine[4]  # longer captions are closer to the references
+
+
+def test_caption_embedder_runs_on_the_runs_device(tmp_path, monkeypatch):
+    """--device reaches the caption embedder too (it was always built on the CPU). No GPU here: the device
+    check is passed through and the model, recorded, is built on the CPU."""
+    import metrics.caption
+    import metrics.inception
+
+    seen = []
+    real = metrics.caption._embedder.__wrapped__
+    monkeypatch.setattr(metrics.inception, "pick_device", lambda device="auto": device)
+    monkeypatch.setattr(metrics.caption, "_embedder", lambda model, device="cpu": seen.append(device) or real(model))
+    config = RunConfig(dataset="sample", codecs=[parse_codec_spec("cmc text_codec=huffman")], limit=2,
+                       inception={"enabled": False, "device": "cuda:1"},
+                       image_metrics={"ms_ssim": False, "lpips": "none"})
+    execute(create_run(config, tmp_path / "results", progress=False), jobs=1, progress=False)
+    assert seen and set(seen) == {"cuda:1"}
