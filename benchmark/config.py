@@ -42,7 +42,10 @@ class RunConfig:
                                 if self.inception.get(k, perceptual.DEFAULTS[k]) != perceptual.DEFAULTS[k]}},
                "caption_embedder": self.caption_embedder,
                "image_metrics": {"ms_ssim": bool(self.image_metrics.get("ms_ssim")),
-                                 "lpips": self.image_metrics.get("lpips", "auto") != "none"}}
+                                 "lpips": self.image_metrics.get("lpips", "auto") != "none",
+                                 # absent when off, so runs of earlier versions keep their hash
+                                 **({"dists": True} if (self.image_metrics.get("dists") or "none") != "none"
+                                    else {})}}
         if self.add_metrics:  # absent when empty, so runs of earlier versions keep their hash
             out["add_metrics"] = sorted(self.add_metrics)
         for name in ("image_list", "protocol"):

@@ -13,7 +13,8 @@ from typing import Any
 
 from metrics.inception import file_sha256
 
-DEFAULTS = {"ms_ssim": True, "lpips": "auto"}  # lpips: auto, none, or a path to AlexNet weights
+# lpips: auto, none, or a path to AlexNet weights; dists: none (default), auto, or a path to VGG16 weights
+DEFAULTS = {"ms_ssim": True, "lpips": "auto", "dists": "none"}
 
 
 def _version(distribution: str) -> str:
@@ -35,6 +36,7 @@ def resolve(options: dict, progress: bool = False) -> dict:
         out["ms_ssim"] = {"status": "ok", "implementation": "cmcbench metrics.msssim (pytorch-msssim's arithmetic) on "
                                                             f"opencv-python-headless {_version('opencv-python-headless')}",
                           "data_range": 255, "win_size": 11, "scales": 5}
+    out["dists"] = _resolve_dists(options.get("dists", "none") or "none", progress)
     choice = options.get("lpips", "auto") or "none"
     if choice == "none":
         out["lpips"] = {"status": "disabled", "reason": "not requested (--lpips none)"}
@@ -51,3 +53,18 @@ def resolve(options: dict, progress: bool = False) -> dict:
                     "backbone_path": backbone, "backbone_sha256": file_sha256(backbone),
                     "linear_path": linear, "linear_sha256": file_sha256(linear)}
     return out
+
+
+def _resolve_dists(choice: str, progress: bool) -> dict:
+    if choice == "none":
+        return {"status": "disabled", "reason": "not requested (--dists auto or --dists PATH)"}
+    from metrics.dists import DISTSUnavailable, alpha_beta_path, resolve_backbone
+
+    try:
+        backbone = resolve_backbone(None if choice == "auto" else choice, progress)
+    except DISTSUnavailable as exc:
+        return {"status": "unavailable", "reason": str(exc)}
+    weights = alpha_beta_path()
+    return {"status": "ok", "net": "vgg16", "dists_package": _version("DISTS-pytorch"), "backbone_path": backbone,
+            "backbone_sha256": file_sha256(backbone), "alpha_beta_path": weights,
+            "alpha_beta_sha256": file_sha256(weights)}

@@ -211,3 +211,59 @@ def test_lpips_runs_on_the_runs_device(random_alexnet, tmp_path, monkeypatch, na
                        image_metrics={"ms_ssim": False, "lpips": str(random_alexnet[0])})
     execute(create_run(config, tmp_path / "runs", "d", progress=False), jobs=1, progress=False)
     assert seen == ["cuda:1"]  # once per process, on the run's device
+
+
+@pytest.fixture(scope="session")
+def random_vgg16(tmp_path_factory):
+    """torchvision's VGG16, random-init (seeded): the file holds its feature layers, as DISTS uses them."""
+    import torchvision
+
+    torch.manual_seed(0)
+    vgg = torchvision.models.vgg16(weights=None).eval()
+    path = tmp_path_factory.mktemp("vgg") / "vgg16-random.pth"
+    torch.save({k: v for k, v in vgg.state_dict().items() if k.startswith("features.")}, path)
+    return path, vgg
+
+
+def test_dists_matches_the_dists_pytorch_package(random_vgg16, monkeypatch):
+    """DISTS_pytorch's own model (its network, its bundled alpha/beta, its forward) around the same VGG16,
+    against cmcbench's split computation, on photos, JPEG artefacts, noise and the image itself."""
+    import io
+
+    import DISTS_pytorch.DISTS_pt as package
+
+    from metrics.dists import DISTS, alpha_beta_path
+
+    path, vgg = random_vgg16
+    monkeypatch.setattr(package.models, "vgg16", lambda *a, **k: vgg)  # their constructor would download it
+    theirs = package.DISTS(load_weights=False).eval()
+    weights = torch.load(alpha_beta_path(), map_location="cpu", weights_only=True)
+    theirs.alpha.data, theirs.beta.data = weights["alpha"], weights["beta"]
+    ours = DISTS(str(path))
+    img = _photo(96, 128, seed=3)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=15)
+    jpeg = np.asarray(Image.open(buf).convert("RGB"))
+    noisy = np.clip(img + np.random.default_rng(4).normal(0, 25, img.shape), 0, 255).astype(np.uint8)
+    as_tensor = lambda a: torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float() / 255  # noqa: E731 - ToTensor()
+    values = []
+    for other in (jpeg, noisy, img):
+        expected = float(theirs(as_tensor(img), as_tensor(other)).detach())
+        values.append(ours.distance(ours.features(img), other))
+        assert values[-1] == pytest.approx(expected, abs=1e-5)
+    assert values[2] == pytest.approx(0.0, abs=1e-6) and values[0] > 0 and values[1] > 0
+
+
+def test_runs_report_dists_when_asked(random_vgg16, tmp_path, natural_images):
+    config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
+                       codecs=[parse_codec_spec("jpeg quality=20,90"), parse_codec_spec("codecs_for_tests:Raw")],
+                       image_metrics={"ms_ssim": False, "lpips": "none", "dists": str(random_vgg16[0])})
+    run_dir = create_run(config, tmp_path / "runs", "d", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    images, summary = load_run(run_dir)
+    assert images.dists.notna().all() and (images[images.codec == "raw"].dists.abs() < 1e-6).all()
+    assert (images[images.codec == "jpeg"].dists > 0).all() and (summary.dists_status == "ok").all()
+    off = create_run(RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
+                               codecs=[parse_codec_spec("jpeg quality=50")]), tmp_path / "runs", "off", progress=False)
+    execute(off, jobs=1, progress=False)
+    assert "dists" not in load_run(off)[0]  # not asked for: no column, never a made-up value
