@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="DISTS (VGG16, DISTS_pytorch's weights) per image: none (default) skips it; auto uses "
                           "torchvision's VGG16 weights from $CMCBENCH_DISTS_WEIGHTS or the torch hub cache, "
                           "downloading them once (528 MB); PATH a local vgg16-397923af.pth")
+    run.add_argument("--lpips-vgg", default="none", metavar="auto|none|PATH", type=path,
+                     help="LPIPS v0.1 with the VGG16 backbone per image, beside AlexNet's: none (default); auto uses "
+                          "torchvision's VGG16 weights from $CMCBENCH_LPIPS_VGG_WEIGHTS or the torch hub cache; PATH "
+                          "a local vgg16-397923af.pth")
     run.add_argument("--patch-fid", action="store_true",
                      help="also FID/256 (HiFiC): FID over 256x256 patches, plus a grid shifted by 128 px; for few "
                           "large images such as Kodak")
@@ -263,9 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Options that shape a run; with --resume the run's own recorded values are used, so giving any is a mistake.
-RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit", "max_pixels", "save_reconstructions", "metrics",
-               "inception_weights", "inception_sha256", "batch_size", "isc_splits", "kid_subsets", "kid_subset_size",
-               "caption_embedder", "ms_ssim", "lpips", "dists", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout")
+RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit",
+               "max_pixels", "save_reconstructions", "metrics", "inception_weights", "inception_sha256", "batch_size",
+               "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "ms_ssim", "lpips", "lpips_vgg",
+               "dists", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,7 +334,8 @@ def _check_before_work(args) -> None:
             raise ValueError("--executor ray needs Ray: pip install -e '.[ray]'.")
     for flag, value in (("--inception-weights", args.inception_weights),
                         ("--lpips", None if args.lpips in ("auto", "none") else args.lpips),
-                        ("--dists", None if args.dists in ("auto", "none") else args.dists)):
+                        ("--dists", None if args.dists in ("auto", "none") else args.dists),
+                        ("--lpips-vgg", None if args.lpips_vgg in ("auto", "none") else args.lpips_vgg)):
         if value and not os.path.isfile(value):
             raise ValueError(f"{flag} {value}: no such file.")
     for name in args.add_metric:
@@ -395,7 +401,8 @@ def cmd_run(args) -> int:
                            image_list=args.image_list, protocol=args.protocol, data_root=args.data_root,
                            max_pixels=args.max_pixels, codecs=specs, inception=inception,
                            caption_embedder=args.caption_embedder, timeout=args.timeout,
-                           image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips, "dists": args.dists},
+                           image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips, "dists": args.dists,
+                                          "lpips_vgg": args.lpips_vgg},
                            add_metrics=[registry.get(m).column for m in args.add_metric],
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress, dataset=dataset)

@@ -44,8 +44,8 @@ class RunConfig:
                "image_metrics": {"ms_ssim": bool(self.image_metrics.get("ms_ssim")),
                                  "lpips": self.image_metrics.get("lpips", "auto") != "none",
                                  # absent when off, so runs of earlier versions keep their hash
-                                 **({"dists": True} if (self.image_metrics.get("dists") or "none") != "none"
-                                    else {})}}
+                                 **{k: True for k in ("dists", "lpips_vgg")
+                                    if (self.image_metrics.get(k) or "none") != "none"}}}
         if self.add_metrics:  # absent when empty, so runs of earlier versions keep their hash
             out["add_metrics"] = sorted(self.add_metrics)
         for name in ("image_list", "protocol"):

@@ -14,7 +14,7 @@ from typing import Any
 from metrics.inception import file_sha256
 
 # lpips: auto, none, or a path to AlexNet weights; dists: none (default), auto, or a path to VGG16 weights
-DEFAULTS = {"ms_ssim": True, "lpips": "auto", "dists": "none"}
+DEFAULTS = {"ms_ssim": True, "lpips": "auto", "dists": "none", "lpips_vgg": "none"}  # lpips_vgg: as dists
 
 
 def _version(distribution: str) -> str:
@@ -37,22 +37,26 @@ def resolve(options: dict, progress: bool = False) -> dict:
                                                             f"opencv-python-headless {_version('opencv-python-headless')}",
                           "data_range": 255, "win_size": 11, "scales": 5}
     out["dists"] = _resolve_dists(options.get("dists", "none") or "none", progress)
-    choice = options.get("lpips", "auto") or "none"
+    out["lpips"] = _resolve_lpips(options.get("lpips", "auto") or "none", progress, "alex")
+    out["lpips_vgg"] = _resolve_lpips(options.get("lpips_vgg", "none") or "none", progress, "vgg")
+    return out
+
+
+def _resolve_lpips(choice: str, progress: bool, net: str) -> dict:
+    option = "--lpips" if net == "alex" else "--lpips-vgg"
     if choice == "none":
-        out["lpips"] = {"status": "disabled", "reason": "not requested (--lpips none)"}
-        return out
+        return {"status": "disabled", "reason": f"not requested ({option} none)" if net == "alex"
+                else f"not requested ({option} auto or {option} PATH)"}
     from metrics.lpips import LPIPSUnavailable, linear_weights_path, resolve_backbone
 
     try:
-        backbone = resolve_backbone(None if choice == "auto" else choice, progress)
+        backbone = resolve_backbone(None if choice == "auto" else choice, progress, net)
     except LPIPSUnavailable as exc:
-        out["lpips"] = {"status": "unavailable", "reason": str(exc)}
-        return out
-    linear = linear_weights_path()
-    out["lpips"] = {"status": "ok", "net": "alex", "version": "0.1", "lpips_package": metadata.version("lpips"),
-                    "backbone_path": backbone, "backbone_sha256": file_sha256(backbone),
-                    "linear_path": linear, "linear_sha256": file_sha256(linear)}
-    return out
+        return {"status": "unavailable", "reason": str(exc)}
+    linear = linear_weights_path(net)
+    return {"status": "ok", "net": net, "version": "0.1", "lpips_package": metadata.version("lpips"),
+            "backbone_path": backbone, "backbone_sha256": file_sha256(backbone),
+            "linear_path": linear, "linear_sha256": file_sha256(linear)}
 
 
 def _resolve_dists(choice: str, progress: bool) -> dict:

@@ -11,7 +11,6 @@ features are computed once and reused for all of its reconstructions. Lower is b
 from __future__ import annotations
 
 import importlib.util
-import os
 import pathlib
 
 import numpy as np
@@ -34,20 +33,12 @@ def alpha_beta_path() -> str:
 
 def resolve_backbone(path: str | None = None, progress: bool = False) -> str:
     """Local path of the VGG16 backbone weights, downloading torchvision's once if needed and possible."""
-    path = path or os.environ.get(ENV_WEIGHTS) or None
+    from metrics.download import weights_file
+
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("DISTS_pytorch") is None:
         raise DISTSUnavailable("DISTS needs torch and DISTS_pytorch: pip install -e '.[inception]'")
-    if path is not None:
-        if not os.path.isfile(path):
-            raise DISTSUnavailable(f"DISTS VGG16 weights file {path!r} does not exist.")
-        return path
-    from metrics.inception import hub_download
-
-    try:
-        return hub_download(VGG16_URL, "397923af", progress)
-    except OSError as exc:
-        raise DISTSUnavailable(f"no VGG16 weights for DISTS: {exc}. Download it on a machine with internet and put "
-                               f"it there, or pass --dists PATH (or set {ENV_WEIGHTS}).") from None
+    return weights_file(path, ENV_WEIGHTS, VGG16_URL, "397923af", "VGG16", "DISTS", "--dists", DISTSUnavailable,
+                        progress)
 
 
 class DISTS:

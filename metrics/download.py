@@ -85,3 +85,21 @@ def download_url_to_file(url: str, dst: str | os.PathLike, hash_prefix: str | No
                                "deleted")
     os.replace(part, dst)
     return got
+
+
+def weights_file(path: str | None, env: str, url: str, hash_prefix: str, what: str, purpose: str, option: str,
+                 error: type[Exception], progress: bool = False) -> str:
+    """A network's weights: `path`, else $`env`, else torchvision's file `url` in the torch hub cache,
+    downloaded once; `error` with one sentence (naming `option` and `env`) when none can be had."""
+    path = path or os.environ.get(env) or None
+    if path is not None:
+        if not os.path.isfile(path):
+            raise error(f"{purpose} {what} weights file {path!r} does not exist.")
+        return path
+    from metrics.inception import hub_download
+
+    try:
+        return hub_download(url, hash_prefix, progress)
+    except OSError as exc:
+        raise error(f"no {what} weights for {purpose}: {exc}. Download it on a machine with internet and put it "
+                    f"there, or pass {option} PATH (or set {env}).") from None

@@ -1,15 +1,15 @@
-"""LPIPS (Zhang et al. 2018), AlexNet variant v0.1: the perceptual distance compression papers report.
+"""LPIPS (Zhang et al. 2018) v0.1: the perceptual distance compression papers report, with AlexNet (`lpips`,
+the default) or VGG16 (`lpips_vgg`, an option) as the backbone.
 
-The learned linear layers ship inside the `lpips` package; the AlexNet backbone is torchvision's
-ImageNet weights, from a local file (`--lpips PATH`, or CMCBENCH_LPIPS_WEIGHTS) or downloaded once into
-the torch hub cache. The distance is the `lpips` package's own formula, split so that an original's
+The learned linear layers ship inside the `lpips` package; the backbone is torchvision's ImageNet weights,
+from a local file (`--lpips PATH` or CMCBENCH_LPIPS_WEIGHTS; `--lpips-vgg PATH` or
+CMCBENCH_LPIPS_VGG_WEIGHTS) or downloaded once into the torch hub cache. The distance is the `lpips` package's own formula, split so that an original's
 features are computed once and reused for all of its reconstructions.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import pathlib
 import warnings
 
@@ -17,51 +17,50 @@ import numpy as np
 
 ENV_WEIGHTS = "CMCBENCH_LPIPS_WEIGHTS"
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+BACKBONES = {  # net: (torchvision's weights, their sha256 prefix, the option, the environment variable)
+    "alex": (ALEXNET_URL, "7be5be79", "--lpips", ENV_WEIGHTS),
+    "vgg": (VGG16_URL, "397923af", "--lpips-vgg", "CMCBENCH_LPIPS_VGG_WEIGHTS"),
+}
 
 
 class LPIPSUnavailable(RuntimeError):
     """LPIPS cannot be computed here; the message says how to fix that."""
 
 
-def linear_weights_path() -> str:
+def linear_weights_path(net: str = "alex") -> str:
     """The lpips package's own linear layers, found without importing it (it imports torchvision)."""
     spec = importlib.util.find_spec("lpips")
-    return str(pathlib.Path(spec.origin).parent / "weights" / "v0.1" / "alex.pth")
+    return str(pathlib.Path(spec.origin).parent / "weights" / "v0.1" / f"{net}.pth")
 
 
-def resolve_backbone(path: str | None = None, progress: bool = False) -> str:
-    """Local path of the AlexNet backbone weights, downloading torchvision's once if needed and possible."""
-    path = path or os.environ.get(ENV_WEIGHTS) or None
+def resolve_backbone(path: str | None = None, progress: bool = False, net: str = "alex") -> str:
+    """Local path of the backbone's weights, downloading torchvision's once if needed and possible."""
+    from metrics.download import weights_file
+
+    url, prefix, option, env = BACKBONES[net]
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("lpips") is None:
         raise LPIPSUnavailable("LPIPS needs torch and lpips: pip install -e '.[inception]'")
-    if path is not None:
-        if not os.path.isfile(path):
-            raise LPIPSUnavailable(f"LPIPS AlexNet weights file {path!r} does not exist.")
-        return path
-    from metrics.inception import hub_download
-
-    try:
-        return hub_download(ALEXNET_URL, "7be5be79", progress)
-    except OSError as exc:
-        raise LPIPSUnavailable(f"no AlexNet weights for LPIPS: {exc}. Download it on a machine with internet and put "
-                               f"it there, or pass --lpips PATH (or set {ENV_WEIGHTS}).") from None
+    what = "AlexNet" if net == "alex" else "VGG16"
+    return weights_file(path, env, url, prefix, what, "LPIPS", option, LPIPSUnavailable, progress)
 
 
 class LPIPS:
-    """LPIPS-Alex on uint8 H x W x 3 images; `features(original)` once, then `distance(features, recon)`."""
+    """LPIPS on uint8 H x W x 3 images; `features(original)` once, then `distance(features, recon)`."""
 
-    def __init__(self, backbone_path: str | None, device: str = "cpu"):
+    def __init__(self, backbone_path: str | None, device: str = "cpu", net: str = "alex"):
         import lpips
         import torch
 
         self.torch = torch
         self.device = device
-        # pnet_rand: build AlexNet without torchvision's download; the backbone is loaded below.
+        self.net = net
+        # pnet_rand: build the backbone without torchvision's download; its weights are loaded below.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torchvision's 'pretrained' deprecation, from lpips
-            self.model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+            self.model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
         if backbone_path is not None:
-            load_alexnet_backbone(self.model, torch.load(backbone_path, map_location="cpu", weights_only=True))
+            load_backbone(self.model, torch.load(backbone_path, map_location="cpu", weights_only=True), net)
         self.model = self.model.to(device).eval()
 
     def _tensor(self, image: np.ndarray):
@@ -85,8 +84,8 @@ class LPIPS:
         return float(value.item())
 
 
-def load_alexnet_backbone(model, state_dict: dict) -> None:
-    """Copy torchvision AlexNet `features.N.*` weights into lpips' sliced copy (`net.sliceK.N.*`)."""
+def load_backbone(model, state_dict: dict, net: str = "alex") -> None:
+    """Copy torchvision's `features.N.*` weights (AlexNet or VGG16) into lpips' sliced copy (`net.sliceK.N.*`)."""
     own = dict(model.net.named_parameters())
     missing = []
     for name, param in own.items():
@@ -96,11 +95,11 @@ def load_alexnet_backbone(model, state_dict: dict) -> None:
             continue
         if state_dict[key].shape != param.shape:
             raise LPIPSUnavailable(f"LPIPS backbone weight {key} has shape {tuple(state_dict[key].shape)}, "
-                                   f"expected {tuple(param.shape)}: is this torchvision's AlexNet?")
+                                   f"expected {tuple(param.shape)}: is this torchvision's {net} network?")
         param.data.copy_(state_dict[key])
     if missing:
         raise LPIPSUnavailable(f"LPIPS backbone weights lack {', '.join(missing[:3])}...: expected torchvision's "
-                               "AlexNet state dict.")
+                               f"{'AlexNet' if net == 'alex' else 'VGG16'} state dict.")
 
 
 def load(state: dict, device: str = "cpu") -> LPIPS:
@@ -109,11 +108,12 @@ def load(state: dict, device: str = "cpu") -> LPIPS:
 
     if file_sha256(state["backbone_path"]) != state["backbone_sha256"]:
         raise RuntimeError(f"The LPIPS weights at {state['backbone_path']} changed since this run started.")
-    return LPIPS(state["backbone_path"], device)
+    return LPIPS(state["backbone_path"], device, state.get("net", "alex"))
 
 
 def score(model: LPIPS, original: np.ndarray, reconstruction: np.ndarray, cache: dict) -> float:
     """LPIPS of one reconstruction; `cache` keeps the original's features for its other settings."""
-    if "lpips" not in cache:
-        cache["lpips"] = model.features(original)
-    return model.distance(cache["lpips"], reconstruction)
+    key = f"lpips-{model.net}"
+    if key not in cache:
+        cache[key] = model.features(original)
+    return model.distance(cache[key], reconstruction)

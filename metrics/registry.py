@@ -92,6 +92,8 @@ METRICS: dict[str, MetricInfo] = {m.column: m for m in [
                tolerance=5e-4, fn="metrics.msssim:ms_ssim"),
     MetricInfo("lpips", "LPIPS (AlexNet)", False, "network", "LPIPS", needs=("pixels", "network:alexnet"),
                state="image_metrics.lpips", tolerance=5e-4, fn="metrics.lpips:score", load="metrics.lpips:load"),
+    MetricInfo("lpips_vgg", "LPIPS (VGG16)", False, "network", "LPIPS-VGG", needs=("pixels", "network:vgg16"),
+               state="image_metrics.lpips_vgg", tolerance=5e-4, fn="metrics.lpips:score", load="metrics.lpips:load"),
     MetricInfo("dists", "DISTS (VGG16)", False, "network", "DISTS", needs=("pixels", "network:vgg16"),
                state="image_metrics.dists", tolerance=5e-4, fn="metrics.dists:score", load="metrics.dists:load"),
     MetricInfo("ipd", "IPD (instance perceptual distance)", False, "features", "IPD",

@@ -267,3 +267,29 @@ def test_runs_report_dists_when_asked(random_vgg16, tmp_path, natural_images):
                                codecs=[parse_codec_spec("jpeg quality=50")]), tmp_path / "runs", "off", progress=False)
     execute(off, jobs=1, progress=False)
     assert "dists" not in load_run(off)[0]  # not asked for: no column, never a made-up value
+
+
+def test_lpips_vgg_matches_the_lpips_package(random_vgg16, monkeypatch, tmp_path, natural_images):
+    """LPIPS with the VGG16 backbone: the lpips package's own model and forward around the same VGG16."""
+    import lpips
+    import lpips.pretrained_networks as pn
+
+    from metrics.lpips import LPIPS
+
+    path, vgg = random_vgg16
+    monkeypatch.setattr(pn.tv, "vgg16", lambda *a, **k: vgg)  # the package would download it
+    theirs = lpips.LPIPS(net="vgg", version="0.1", verbose=False).eval()
+    ours = LPIPS(str(path), net="vgg")
+    img = _photo(64, 96, seed=5)
+    noisy = np.clip(img + np.random.default_rng(6).normal(0, 20, img.shape), 0, 255).astype(np.uint8)
+    as_tensor = lambda a: torch.from_numpy(np.array(a, np.float32)).permute(2, 0, 1)[None] / 127.5 - 1  # noqa: E731
+    with torch.no_grad():
+        expected = float(theirs(as_tensor(img), as_tensor(noisy)))
+    assert ours.distance(ours.features(img), noisy) == pytest.approx(expected, abs=1e-6) and expected > 0
+    config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
+                       codecs=[parse_codec_spec("jpeg quality=20,90")],
+                       image_metrics={"ms_ssim": False, "lpips": "none", "lpips_vgg": str(path)})
+    run_dir = create_run(config, tmp_path / "runs", "v", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    images, summary = load_run(run_dir)
+    assert images.lpips_vgg.gt(0).all() and (summary.lpips_vgg_status == "ok").all() and "lpips" not in images
