@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="LPIPS v0.1 with the VGG16 backbone per image, beside AlexNet's: none (default); auto uses "
                           "torchvision's VGG16 weights from $CMCBENCH_LPIPS_VGG_WEIGHTS or the torch hub cache; PATH "
                           "a local vgg16-397923af.pth")
+    run.add_argument("--clip", default="none", metavar="auto|none|MODEL",
+                     help="CLIP similarity (original vs reconstruction) and CLIP score (vs reference captions and "
+                          "transmitted text) per image: none (default); auto = openai/clip-vit-large-patch14 "
+                          "(torchmetrics' CLIPScore default); or a CLIP checkpoint by Hub id or local folder")
     run.add_argument("--patch-fid", action="store_true",
                      help="also FID/256 (HiFiC): FID over 256x256 patches, plus a grid shifted by 128 px; for few "
                           "large images such as Kodak")
@@ -270,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit",
                "max_pixels", "save_reconstructions", "metrics", "inception_weights", "inception_sha256", "batch_size",
                "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "ms_ssim", "lpips", "lpips_vgg",
-               "dists", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout")
+               "dists", "clip", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -402,7 +406,7 @@ def cmd_run(args) -> int:
                            max_pixels=args.max_pixels, codecs=specs, inception=inception,
                            caption_embedder=args.caption_embedder, timeout=args.timeout,
                            image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips, "dists": args.dists,
-                                          "lpips_vgg": args.lpips_vgg},
+                                          "lpips_vgg": args.lpips_vgg, "clip": args.clip},
                            add_metrics=[registry.get(m).column for m in args.add_metric],
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress, dataset=dataset)

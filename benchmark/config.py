@@ -45,7 +45,9 @@ class RunConfig:
                                  "lpips": self.image_metrics.get("lpips", "auto") != "none",
                                  # absent when off, so runs of earlier versions keep their hash
                                  **{k: True for k in ("dists", "lpips_vgg")
-                                    if (self.image_metrics.get(k) or "none") != "none"}}}
+                                    if (self.image_metrics.get(k) or "none") != "none"},
+                                 **({"clip": self.image_metrics["clip"]}
+                                    if (self.image_metrics.get("clip") or "none") != "none" else {})}}
         if self.add_metrics:  # absent when empty, so runs of earlier versions keep their hash
             out["add_metrics"] = sorted(self.add_metrics)
         for name in ("image_list", "protocol"):

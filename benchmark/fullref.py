@@ -8,13 +8,15 @@ with its reason, never zero. The metrics themselves are computed by `benchmark.s
 from __future__ import annotations
 
 import importlib.util
+import os
 from importlib import metadata
 from typing import Any
 
 from metrics.inception import file_sha256
 
 # lpips: auto, none, or a path to AlexNet weights; dists: none (default), auto, or a path to VGG16 weights
-DEFAULTS = {"ms_ssim": True, "lpips": "auto", "dists": "none", "lpips_vgg": "none"}  # lpips_vgg: as dists
+# lpips_vgg as dists; clip: none (default), auto (openai/clip-vit-large-patch14), or a Hub id or folder
+DEFAULTS = {"ms_ssim": True, "lpips": "auto", "dists": "none", "lpips_vgg": "none", "clip": "none"}
 
 
 def _version(distribution: str) -> str:
@@ -37,6 +39,7 @@ def resolve(options: dict, progress: bool = False) -> dict:
                                                             f"opencv-python-headless {_version('opencv-python-headless')}",
                           "data_range": 255, "win_size": 11, "scales": 5}
     out["dists"] = _resolve_dists(options.get("dists", "none") or "none", progress)
+    out["clip"] = _resolve_clip(options.get("clip", "none") or "none")
     out["lpips"] = _resolve_lpips(options.get("lpips", "auto") or "none", progress, "alex")
     out["lpips_vgg"] = _resolve_lpips(options.get("lpips_vgg", "none") or "none", progress, "vgg")
     return out
@@ -72,3 +75,21 @@ def _resolve_dists(choice: str, progress: bool) -> dict:
     return {"status": "ok", "net": "vgg16", "dists_package": _version("DISTS-pytorch"), "backbone_path": backbone,
             "backbone_sha256": file_sha256(backbone), "alpha_beta_path": weights,
             "alpha_beta_sha256": file_sha256(weights)}
+
+
+def _resolve_clip(choice: str) -> dict:
+    if choice == "none":
+        return {"status": "disabled", "reason": "not requested (--clip auto or --clip MODEL)"}
+    from metrics.clip import DEFAULT_MODEL
+
+    model = DEFAULT_MODEL if choice == "auto" else choice
+    if importlib.util.find_spec("transformers") is None:
+        return {"status": "unavailable", "reason": "CLIP needs transformers: pip install -e '.[models]'"}
+    from benchmark.hub import check_model_name
+
+    try:
+        check_model_name("--clip", model, (), "transformers", "config.json", what=f"--clip {model}")
+    except ValueError as exc:
+        return {"status": "unavailable", "reason": str(exc)}
+    return {"status": "ok", "model": os.path.abspath(os.path.expanduser(model)) if os.path.exists(
+        os.path.expanduser(model)) else model, "transformers": _version("transformers")}

@@ -80,15 +80,19 @@ class Scorer:
         return pick_device(self.device)
 
     def _model(self, m: registry.MetricInfo):
-        if m.column not in self._models:
+        key = (m.load, m.state)  # metrics of one network and state (CLIP's three) share one model
+        if key not in self._models:
             with self.timings.stage(f"{m.column}: load network"):
-                self._models[m.column] = m.loader()(_state_of(self.info, m.state), self._device())
-        return self._models[m.column]
+                self._models[key] = m.loader()(_state_of(self.info, m.state), self._device())
+        return self._models[key]
 
     def score(self, original: np.ndarray, reconstruction: np.ndarray, captions=(), text: str | None = None,
               cache: dict | None = None) -> dict:
         """Metric columns for one reconstruction; `cache` holds this original's reference features."""
         cache = {} if cache is None else cache
+        # What network metrics may read beside the original's cached features: the row's captions and
+        # transmitted text, and a fresh dict for what several metrics share about this reconstruction.
+        cache.update(captions=tuple(captions), text=text, row={})
         out: dict[str, Any] = {}
         notes = []
         for m in self.metrics:

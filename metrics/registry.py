@@ -11,8 +11,9 @@ Kinds:
 - `pixels`: per image, a pure function of (original, reconstruction): `fn(original, reconstruction)`
   returns a float, or (float, note) where the note says why the value is NaN.
 - `network`: per image, from a network's features: `fn(model, original, reconstruction, cache)`, with the
-  model built once per process by `load(state, device)`; `cache` keeps an original's features across its
-  settings.
+  model built once per process by `load(state, device)` (shared by metrics with the same loader and state);
+  `cache` keeps an original's features across its settings and holds the row's `captions`, `text` and a
+  fresh `row` dict for what several metrics share about one reconstruction.
 - `text`: per image, for codecs that transmit text: `fn(text, reference_captions, state)`.
 - `features`: per image, from the Inception stage's stored features (IPD).
 - `set`: per setting, from stored per-image features (IS, FID, KID, patch FID).
@@ -96,6 +97,15 @@ METRICS: dict[str, MetricInfo] = {m.column: m for m in [
                state="image_metrics.lpips_vgg", tolerance=5e-4, fn="metrics.lpips:score", load="metrics.lpips:load"),
     MetricInfo("dists", "DISTS (VGG16)", False, "network", "DISTS", needs=("pixels", "network:vgg16"),
                state="image_metrics.dists", tolerance=5e-4, fn="metrics.dists:score", load="metrics.dists:load"),
+    MetricInfo("clip_similarity", "CLIP image similarity (original vs reconstruction)", True, "network", "CLIP-I",
+               needs=("pixels", "network:clip"), state="image_metrics.clip", tolerance=5e-3,
+               fn="metrics.clip:similarity", load="metrics.clip:load"),
+    MetricInfo("clip_score", "CLIP score vs reference captions (x100)", True, "network", "CLIP-S",
+               needs=("pixels", "captions", "network:clip"), state="image_metrics.clip", tolerance=0.5,
+               fn="metrics.clip:score_captions", load="metrics.clip:load"),
+    MetricInfo("clip_score_text", "CLIP score vs the transmitted text (x100)", True, "network", "CLIP-T",
+               needs=("pixels", "transmitted text", "network:clip"), state="image_metrics.clip", tolerance=0.5,
+               fn="metrics.clip:score_text", load="metrics.clip:load"),
     MetricInfo("ipd", "IPD (instance perceptual distance)", False, "features", "IPD",
                needs=("network:inception-v3",), state="inception", tolerance=1e-3),
     MetricInfo("inception_score", "Inception Score", True, "set", "IS", columns=(("inception_score_std", "float64"),),

@@ -293,3 +293,67 @@ def test_lpips_vgg_matches_the_lpips_package(random_vgg16, monkeypatch, tmp_path
     execute(run_dir, jobs=1, progress=False)
     images, summary = load_run(run_dir)
     assert images.lpips_vgg.gt(0).all() and (summary.lpips_vgg_status == "ok").all() and "lpips" not in images
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    from tiny_models import tiny_clip
+
+    return tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+
+
+def test_clip_metrics_equal_a_direct_computation(tiny_clip, tmp_path):
+    """CLIP similarity and CLIP score in a run against the same model called directly (transformers), on the
+    sample set's captions and the saved reconstructions; a text codec's transmitted text gets its own score."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    from benchmark.datasets import open_dataset
+    from benchmark.results import output_path
+    from benchmark.sample import render
+
+    config = RunConfig(dataset="sample", limit=3, inception={"enabled": False}, caption_embedder="none",
+                       codecs=[parse_codec_spec("jpeg quality=10,90"), parse_codec_spec("cmc text_codec=huffman")],
+                       image_metrics={"ms_ssim": False, "lpips": "none", "clip": str(tiny_clip)},
+                       save_reconstructions=True)
+    run_dir = create_run(config, tmp_path / "runs", "c", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    images, summary = load_run(run_dir)
+    model, processor = CLIPModel.from_pretrained(tiny_clip).eval(), CLIPProcessor.from_pretrained(tiny_clip)
+    records = {r.image_id: r for r in open_dataset("sample").records}
+
+    def unit(out):
+        out = getattr(out, "pooler_output", out)
+        return out / out.norm(dim=-1, keepdim=True)
+
+    def image(a):
+        return unit(model.get_image_features(**processor(images=[np.asarray(a)], return_tensors="pt")))[0]
+
+    def texts(t):
+        return unit(model.get_text_features(**processor(text=list(t), return_tensors="pt", padding=True,
+                                                        truncation=True)))
+
+    with torch.no_grad():
+        for row in images.itertuples():
+            original = np.asarray(render(int(row.image_id.rsplit("-", 1)[1])))
+            recon = np.asarray(Image.open(output_path(run_dir, row.codec, row.setting_label, row.image_id, ".png")))
+            e = image(recon)
+            assert row.clip_similarity == pytest.approx(float(image(original) @ e), abs=1e-5)
+            expected = float((100 * (texts(records[row.image_id].captions) @ e)).clamp(min=0).mean())
+            assert row.clip_score == pytest.approx(expected, abs=1e-4)
+            if row.codec == "cmc":
+                sent = float((100 * (texts([row.caption]) @ e)).clamp(min=0)[0])
+                assert row.clip_score_text == pytest.approx(sent, abs=1e-4)
+            else:
+                assert np.isnan(row.clip_score_text)
+    assert (summary.clip_status == "ok").all() and images.clip_similarity.notna().all()
+
+
+def test_clip_offline_without_the_model_is_nan_with_its_reason(tmp_path):
+    config = RunConfig(dataset="sample", limit=2, inception={"enabled": False}, caption_embedder="none",
+                       codecs=[parse_codec_spec("jpeg quality=50")],
+                       image_metrics={"ms_ssim": False, "lpips": "none", "clip": "auto"})
+    run_dir = create_run(config, tmp_path / "runs", "o", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    images, summary = load_run(run_dir)
+    assert images.clip_similarity.isna().all() and images.clip_score.isna().all()
+    assert summary.clip_status.str.contains("openai/clip-vit-large-patch14 is not in the local Hugging Face cache").all()

@@ -30,9 +30,23 @@ def tiny_blip(folder: pathlib.Path) -> pathlib.Path:
     return folder
 
 
+def _tiny_clip_tokenizer(folder: pathlib.Path):
+    """A CLIP tokenizer over single letters (and its vocabulary), built from files beside `folder`."""
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
+    for i, ch in enumerate("abcdefghijklmnopqrstuvwxyz"):
+        vocab[ch], vocab[ch + "</w>"] = 3 + i, 29 + i
+    tok_dir = folder.parent / (folder.name + "-tokenizer-src")
+    tok_dir.mkdir(exist_ok=True)
+    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
+    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77), vocab
+
+
 def tiny_stable_diffusion(folder: pathlib.Path) -> pathlib.Path:
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -43,18 +57,35 @@ def tiny_stable_diffusion(folder: pathlib.Path) -> pathlib.Path:
     vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3,
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         latent_channels=4, norm_num_groups=4, sample_size=32)
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
-    for i, ch in enumerate("abcdefghijklmnopqrstuvwxyz"):
-        vocab[ch], vocab[ch + "</w>"] = 3 + i, 29 + i
-    tok_dir = folder.parent / (folder.name + "-tokenizer-src")
-    tok_dir.mkdir(exist_ok=True)
-    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
-    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
+    tokenizer, vocab = _tiny_clip_tokenizer(folder)
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=37,
                                                 num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
                                                 bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=16))
     StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                             scheduler=DDIMScheduler(clip_sample=False), safety_checker=None, feature_extractor=None,
                             requires_safety_checker=False).save_pretrained(folder)
+    return folder
+
+
+def tiny_clip(folder: pathlib.Path) -> pathlib.Path:
+    """A random-init CLIP of the real architecture (small), with its processor, saved as a checkpoint folder:
+    the same from_pretrained path a Hub id takes."""
+    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTextConfig,
+                              CLIPVisionConfig)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    tokenizer, vocab = _tiny_clip_tokenizer(folder)
+    config = CLIPConfig(
+        text_config=CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=37, num_hidden_layers=1,
+                                   num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                                   pad_token_id=1).to_dict(),
+        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+                                       image_size=32, patch_size=8).to_dict(),
+        projection_dim=16)
+    CLIPModel(config).eval().save_pretrained(folder)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    processor.save_pretrained(folder)
     return folder

@@ -1,0 +1,81 @@
+"""CLIP similarity and CLIP score (transformers' CLIPModel, by Hub id or local folder).
+
+- `clip_similarity`: cosine similarity of the CLIP image embeddings of the original and the reconstruction
+  (semantic fidelity, as PerCo and Text+Sketch report it); the original's embedding is computed once.
+- `clip_score`: CLIPScore as torchmetrics defines it, 100 x max(cos(image, text), 0), of the reconstruction
+  against each reference caption of the image, averaged over its captions.
+- `clip_score_text`: the same against the text a text-transmitting codec sent (NaN for other codecs).
+
+Images go through the model's own CLIPProcessor (resize, centre crop, normalisation), texts through its
+tokenizer (truncated to its maximum length). `--clip auto` is openai/clip-vit-large-patch14, torchmetrics'
+CLIPScore default; any CLIP checkpoint by id or path works.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_MODEL = "openai/clip-vit-large-patch14"
+
+
+class CLIP:
+    def __init__(self, model: str, device: str = "cpu"):
+        import torch
+        from transformers import CLIPModel, CLIPProcessor
+
+        self.torch, self.device = torch, device
+        self.model = CLIPModel.from_pretrained(model).to(device).eval()
+        self.processor = CLIPProcessor.from_pretrained(model)
+
+    @staticmethod
+    def _unit(x):
+        x = getattr(x, "pooler_output", x)  # the projected embedding, whatever wraps it
+        return x / x.norm(dim=-1, keepdim=True)
+
+    def image_embedding(self, image: np.ndarray):
+        inputs = self.processor(images=[np.array(image)], return_tensors="pt").to(self.device)
+        with self.torch.inference_mode():
+            return self._unit(self.model.get_image_features(**inputs))[0]
+
+    def text_embeddings(self, texts: list[str]):
+        inputs = self.processor(text=list(texts), return_tensors="pt", padding=True, truncation=True).to(self.device)
+        with self.torch.inference_mode():
+            return self._unit(self.model.get_text_features(**inputs))
+
+
+def load(state: dict, device: str = "cpu") -> CLIP:
+    return CLIP(state["model"], device)
+
+
+def _recon(model: CLIP, reconstruction: np.ndarray, cache: dict):
+    """The reconstruction's embedding, computed once per row for the three CLIP metrics (`cache["row"]` is
+    the scorer's fresh dict for the current reconstruction)."""
+    row = cache.setdefault("row", {})
+    if "clip" not in row:
+        row["clip"] = model.image_embedding(reconstruction)
+    return row["clip"]
+
+
+def similarity(model: CLIP, original: np.ndarray, reconstruction: np.ndarray, cache: dict) -> float:
+    if "clip-original" not in cache:
+        cache["clip-original"] = model.image_embedding(original)
+    return float(cache["clip-original"] @ _recon(model, reconstruction, cache))
+
+
+def _score(model: CLIP, reconstruction, cache, texts) -> float:
+    scores = 100 * (model.text_embeddings(texts) @ _recon(model, reconstruction, cache))
+    return float(scores.clamp(min=0).mean())
+
+
+def score_captions(model: CLIP, original, reconstruction: np.ndarray, cache: dict):
+    """Against the image's reference captions (`cache["captions"]`, given by the scorer)."""
+    captions = cache.get("captions") or ()
+    if not captions:
+        return float("nan"), "clip_score unavailable: the image has no reference captions"
+    return _score(model, reconstruction, cache, list(captions))
+
+
+def score_text(model: CLIP, original, reconstruction: np.ndarray, cache: dict) -> float:
+    """Against the text the codec transmitted (`cache["text"]`); NaN for codecs that send none."""
+    text = cache.get("text")
+    return float("nan") if not text else _score(model, reconstruction, cache, [text])
