@@ -50,9 +50,15 @@ class RunConfig:
                                     if (self.image_metrics.get("clip") or "none") != "none" else {})}}
         if self.add_metrics:  # absent when empty, so runs of earlier versions keep their hash
             out["add_metrics"] = sorted(self.add_metrics)
-        for name in ("image_list", "protocol"):
-            if getattr(self, name):
-                out[name] = getattr(self, name)
+        if self.protocol:
+            out["protocol"] = self.protocol
+        if self.image_list:  # the list's content, not where it lies: the same list hashes the same anywhere
+            import os
+
+            from metrics.download import file_digest
+
+            path = os.path.expanduser(self.image_list)
+            out["image_list"] = file_digest(path) if os.path.isfile(path) else self.image_list
         return out
 
     def open_dataset(self):

@@ -92,6 +92,7 @@ def select(dataset: Dataset, image_list: str) -> Dataset:
               if line.strip() and not line.lstrip().startswith("#")]
     if not wanted:
         raise ValueError(f"--image-list {str(path)!r} lists no images.")
+
     def aliases(name: str) -> list[str]:  # an id, its file name, and both without the extension
         base = name.rsplit("/", 1)[-1]
         return [name, name.rsplit(".", 1)[0], base, base.rsplit(".", 1)[0]]
@@ -112,9 +113,10 @@ def select(dataset: Dataset, image_list: str) -> Dataset:
         raise ValueError(f"--image-list {str(path)!r}: {len(missing)} of {len(wanted)} listed images are not in "
                          f"{dataset.name} ({dataset.split}): {', '.join(missing[:5])}"
                          + (f" and {len(missing) - 5} more." if len(missing) > 5 else "."))
-    records = [Record(r.image_id, k, r.path, r.captions, r.bbox) for k, r in enumerate(chosen[i] for i in sorted(chosen))]
-    origin = {**dataset.origin, "image_list": {"path": str(path.resolve()), "sha256": hashlib.sha256(data).hexdigest(),
-                                                "listed": len(wanted), "images": len(records)}}
+    records = [Record(r.image_id, k, r.path, r.captions, r.bbox)
+               for k, r in enumerate(chosen[i] for i in sorted(chosen))]
+    origin = {**dataset.origin, "image_list": {"path": str(path.resolve()), "listed": len(wanted),
+                                                "sha256": hashlib.sha256(data).hexdigest(), "images": len(records)}}
     return Dataset(dataset.kind, dataset.root, dataset.split, records, dataset.notes, origin, dataset.named)
 
 

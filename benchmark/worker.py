@@ -59,7 +59,7 @@ class Worker:
         self.codecs: dict[str, tuple[Codec, Codec]] = {}
         self.reference_dir = info.get("inception", {}).get("reference_dir")
         self.context = codec_context(self.config, info["dataset"]["split"])
-        # Per-image networks (LPIPS) run on the run's device, as the Inception stage does.
+        # Per-image networks (LPIPS, DISTS, CLIP, the caption embedder) run on the run's device, as Inception does.
         self.scorer = Scorer(info.get("metrics", {}), info, self.config.inception.get("device") or "auto")
         self.base = {
             "run_id": info["run_id"], "created": info["created"], "git_sha": info["git_sha"],

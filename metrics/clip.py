@@ -62,20 +62,23 @@ def similarity(model: CLIP, original: np.ndarray, reconstruction: np.ndarray, ca
     return float(cache["clip-original"] @ _recon(model, reconstruction, cache))
 
 
-def _score(model: CLIP, reconstruction, cache, texts) -> float:
-    scores = 100 * (model.text_embeddings(texts) @ _recon(model, reconstruction, cache))
+def _score(model: CLIP, reconstruction, cache, text_embeddings) -> float:
+    scores = 100 * (text_embeddings @ _recon(model, reconstruction, cache))
     return float(scores.clamp(min=0).mean())
 
 
 def score_captions(model: CLIP, original, reconstruction: np.ndarray, cache: dict):
-    """Against the image's reference captions (`cache["captions"]`, given by the scorer)."""
+    """Against the image's reference captions (`cache["captions"]`, given by the scorer), embedded once per
+    original for all of its settings."""
     captions = cache.get("captions") or ()
     if not captions:
         return float("nan"), "clip_score unavailable: the image has no reference captions"
-    return _score(model, reconstruction, cache, list(captions))
+    if "clip-captions" not in cache:
+        cache["clip-captions"] = model.text_embeddings(list(captions))
+    return _score(model, reconstruction, cache, cache["clip-captions"])
 
 
 def score_text(model: CLIP, original, reconstruction: np.ndarray, cache: dict) -> float:
     """Against the text the codec transmitted (`cache["text"]`); NaN for codecs that send none."""
     text = cache.get("text")
-    return float("nan") if not text else _score(model, reconstruction, cache, [text])
+    return float("nan") if not text else _score(model, reconstruction, cache, model.text_embeddings([text]))

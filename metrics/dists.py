@@ -15,8 +15,9 @@ import pathlib
 
 import numpy as np
 
+from metrics.lpips import VGG16_URL  # the same torchvision file LPIPS-VGG uses
+
 ENV_WEIGHTS = "CMCBENCH_DISTS_WEIGHTS"
-VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 CHANNELS = (3, 64, 128, 256, 512, 512)
 STAGES = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))  # VGG16 feature layers per stage; 4, 9, 16, 23: L2 pooling
 

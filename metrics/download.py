@@ -26,12 +26,15 @@ def partial_path(dst: pathlib.Path) -> pathlib.Path:
     return dst.with_name(dst.name + ".partial")
 
 
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    h = hashlib.new(algorithm)
+def _hash_file(h, path: str | os.PathLike):
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):
             h.update(block)
-    return h.hexdigest()
+    return h
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    return _hash_file(hashlib.new(algorithm), path).hexdigest()
 
 
 def download_url_to_file(url: str, dst: str | os.PathLike, hash_prefix: str | None = None,
@@ -56,10 +59,8 @@ def download_url_to_file(url: str, dst: str | os.PathLike, hash_prefix: str | No
     if response is not None:
         with response:
             appending = have and response.status == 206
-            if have and appending:
-                with open(part, "rb") as f:
-                    for block in iter(lambda: f.read(CHUNK), b""):
-                        digest.update(block)
+            if appending:  # the digest covers the bytes already there
+                _hash_file(digest, part)
             length = int(response.headers.get("Content-Length") or 0)
             total = length + (have if appending else 0) or None
             from tqdm import tqdm

@@ -8,7 +8,6 @@ else torch-fidelity's standard weights fetched once into the torch hub cache.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import pathlib
@@ -30,11 +29,9 @@ class InceptionUnavailable(RuntimeError):
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from metrics.download import file_digest
+
+    return file_digest(path)
 
 
 def hub_dir() -> pathlib.Path:
