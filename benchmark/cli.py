@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CLIP similarity (original vs reconstruction) and CLIP score (vs reference captions and "
                           "transmitted text) per image: none (default); auto = openai/clip-vit-large-patch14 "
                           "(torchmetrics' CLIPScore default); or a CLIP checkpoint by Hub id or local folder")
+    run.add_argument("--dinov2", default="none", metavar="auto|none|MODEL",
+                     help="FD-DINOv2 and precision, recall, density, coverage per setting (Stein et al. 2023): none "
+                          "(default); auto = facebook/dinov2-large (ViT-L/14, as torch-fidelity and Stein et al.); or a "
+                          "Dinov2Model by Hub id or local folder; originals' embeddings cached like Inception's")
+    run.add_argument("--prdc-k", type=int, default=5, metavar="K",
+                     help="neighbourhood size of precision/recall/density/coverage (default 5, Naeem et al.; "
+                          "torch-fidelity's prc uses 3)")
     run.add_argument("--patch-fid", action="store_true",
                      help="also FID/256 (HiFiC): FID over 256x256 patches, plus a grid shifted by 128 px; for few "
                           "large images such as Kodak")
@@ -274,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit",
                "max_pixels", "save_reconstructions", "metrics", "inception_weights", "inception_sha256", "batch_size",
                "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "ms_ssim", "lpips", "lpips_vgg",
-               "dists", "clip", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout")
+               "dists", "clip", "dinov2", "prdc_k", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,6 +351,8 @@ def _check_before_work(args) -> None:
             raise ValueError(f"{flag} {value}: no such file.")
     for name in args.add_metric:
         registry.get(name)
+    if args.prdc_k < 1:
+        raise ValueError(f"--prdc-k {args.prdc_k}: the neighbourhood size must be at least 1.")
     if args.caption_embedder not in ("auto", "none", ""):
         from benchmark.hub import check_model_name
 
@@ -407,6 +416,7 @@ def cmd_run(args) -> int:
                            caption_embedder=args.caption_embedder, timeout=args.timeout,
                            image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips, "dists": args.dists,
                                           "lpips_vgg": args.lpips_vgg, "clip": args.clip},
+                           dinov2={"model": args.dinov2, "k": args.prdc_k},
                            add_metrics=[registry.get(m).column for m in args.add_metric],
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress, dataset=dataset)
@@ -459,7 +469,19 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
                      f"features cached in {stage['reference_dir']})")
     elif stage["status"] == "unavailable":
         lines.append(f"Unavailable: IS, FID, KID, IPD (left empty, not zero): {stage['reason']}")
-    for name, state in read_config(run_dir).get("image_metrics", {}).items():
+    info = read_config(run_dir)
+    dino = info.get("dinov2", {})
+    if dino.get("status") == "ok":
+        from benchmark import dinov2_stage
+        from benchmark.perceptual import passes
+
+        n = passes(run_dir, dinov2_stage.LEDGER)
+        lines.append(f"DINOv2:      {n['reference']} originals + {n['reconstruction']} reconstructions through "
+                     f"{dino['model']} (weights sha256 {dino['weights_sha256'][:12]})")
+    elif dino.get("status") == "unavailable":
+        lines.append(f"Unavailable: FD-DINOv2, precision, recall, density, coverage (left empty, not zero): "
+                     f"{dino['reason']}")
+    for name, state in info.get("image_metrics", {}).items():
         if state["status"] == "unavailable":
             lines.append(f"Unavailable: {name.upper().replace('_', '-')} (left empty, not zero): {state['reason']}")
     if not args.no_plots:

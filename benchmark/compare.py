@@ -30,6 +30,7 @@ from metrics.registry import higher_is_better
 
 # Absolute tolerances, or relative with a % suffix: changes within them are "same" (from the registry).
 DEFAULT_TOLERANCES = {name: m.tolerance for name, m in registry.METRICS.items()}
+SUMMARY_ONLY = tuple(m.column for m in registry.of_kind("set") if m.column not in bootstrap.SET_METRICS)
 
 
 class NotComparable(ValueError):
@@ -105,6 +106,10 @@ def provenance_warnings(base: dict, new: dict) -> list[str]:
     bw, nw = base.get("inception", {}).get("weights_sha256"), new.get("inception", {}).get("weights_sha256")
     if bw != nw:
         out.append(f"Inception weights differ: {str(bw)[:12]} vs {str(nw)[:12]} (IS, FID, KID, IPD not comparable)")
+    bd, nd = base.get("dinov2", {}).get("weights_sha256"), new.get("dinov2", {}).get("weights_sha256")
+    if bd and nd and bd != nd:
+        out.append(f"DINOv2 weights differ: {bd[:12]} vs {nd[:12]} (FD-DINOv2, precision, recall, density, "
+                   "coverage not comparable)")
     bl = base.get("image_metrics", {}).get("lpips", {}).get("backbone_sha256")
     nl = new.get("image_metrics", {}).get("lpips", {}).get("backbone_sha256")
     if bl != nl:
@@ -169,10 +174,11 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
             if resamples <= 0:
                 d["low"] = d["high"] = float("nan")
             rows.append(_verdict(codec, setting, metric, d, tolerances))
-        # Set-level metrics without per-image data (patch FID) and failure counts, from the summaries.
+        # Set-level metrics the bootstrap does not resample (patch FID, FD-DINOv2, PRDC) and failure counts, from
+        # the summaries: point values, no interval.
         b = base_summary[(base_summary.codec == codec) & (base_summary.setting_label == setting)]
         n = new_summary[(new_summary.codec == codec) & (new_summary.setting_label == setting)]
-        for metric in ("patch_fid",):
+        for metric in SUMMARY_ONLY:
             if metric in b and metric in n and b[metric].notna().any() and n[metric].notna().any():
                 bv, nv = float(b[metric].iloc[0]), float(n[metric].iloc[0])
                 rows.append(_verdict(codec, setting, metric, {"base": bv, "new": nv, "change": nv - bv,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from benchmark import perceptual
+from benchmark import dinov2_stage, perceptual
 from benchmark.codec import CodecSpec
 from benchmark.fullref import DEFAULTS as DEFAULT_IMAGE_METRICS
 from benchmark.imageio import DEFAULT_MAX_PIXELS
@@ -24,6 +24,7 @@ class RunConfig:
     caption_embedder: str = "auto"  # sentence-transformers model for caption_cosine; auto, none, id or path
     image_metrics: dict = field(default_factory=lambda: dict(DEFAULT_IMAGE_METRICS))  # MS-SSIM and LPIPS
     add_metrics: list[str] = field(default_factory=list)  # registry metrics that are off by default
+    dinov2: dict = field(default_factory=lambda: dict(dinov2_stage.DEFAULTS))  # FD-DINOv2 and PRDC: model, k
     image_list: str | None = None  # a file of image ids selecting a subset (its sha256 is in the provenance)
     protocol: str | None = None  # a paper's evaluation protocol (benchmark.protocols), recorded with the run
     data_root: str | None = None  # where named datasets live (not hashed: the data is checked by its checksums)
@@ -48,6 +49,8 @@ class RunConfig:
                                     if (self.image_metrics.get(k) or "none") != "none"},
                                  **({"clip": self.image_metrics["clip"]}
                                     if (self.image_metrics.get("clip") or "none") != "none" else {})}}
+        if (self.dinov2.get("model") or "none") != "none":  # absent when off, so earlier runs keep their hash
+            out["dinov2"] = {"model": self.dinov2["model"], "k": self.dinov2.get("k", dinov2_stage.DEFAULTS["k"])}
         if self.add_metrics:  # absent when empty, so runs of earlier versions keep their hash
             out["add_metrics"] = sorted(self.add_metrics)
         if self.protocol:

@@ -61,14 +61,45 @@ def needs_reference(reference_dir, sha: str, patch_fid: bool) -> bool:
         patch_fid and not reference_path(reference_dir, sha, True).exists())
 
 
-def features_path(run_dir: pathlib.Path, codec: str, chunk: int) -> pathlib.Path:
-    return run_dir / "features" / safe_name(codec) / f"chunk-{chunk:06d}.npz"
+def features_path(run_dir: pathlib.Path, codec: str, chunk: int, folder: str = "features") -> pathlib.Path:
+    return run_dir / folder / safe_name(codec) / f"chunk-{chunk:06d}.npz"
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, array)
     return buf.getvalue()
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def write_reference(reference_dir, sha: str, features: np.ndarray, patches: bool = False) -> None:
+    atomic_write_bytes(reference_path(reference_dir, sha, patches), _npy_bytes(features))
+
+
+def record_passes(run_dir: pathlib.Path, lines: list[str], ledger: str = PASS_LEDGER) -> None:
+    """Append to a run's pass ledger, durably, before the work's results are saved: a kill after this
+    loses nothing from the count (references are counted once per original, whatever is redone)."""
+    with open(run_dir / ledger, "a") as f:
+        f.write("".join(line + "\n" for line in lines))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def group_by_setting(rows: list[dict], positions: list[int], **features: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-task feature arrays keyed by setting: image_index_S and NAME_S for each of `features`."""
+    settings = np.array([rows[p]["setting_index"] for p in positions])
+    indices = np.array([rows[p]["image_index"] for p in positions])
+    arrays = {}
+    for s in sorted(set(settings.tolist())):
+        sel = settings == s
+        arrays[f"image_index_{s}"] = indices[sel]
+        arrays.update({f"{name}_{s}": values[sel] for name, values in features.items()})
+    return arrays
 
 
 class PerceptualStage:
@@ -105,12 +136,7 @@ class PerceptualStage:
         self._extractor = value
 
     def _record(self, lines: list[str]) -> None:
-        """Append to the run's pass ledger, durably, before the work's results are saved: a kill after this
-        loses nothing from the count (references are counted once per original, whatever is redone)."""
-        with open(self.run_dir / PASS_LEDGER, "a") as f:
-            f.write("".join(line + "\n" for line in lines))
-            f.flush()
-            os.fsync(f.fileno())
+        record_passes(self.run_dir, lines)
 
     def reference_features(self, sha: str) -> np.ndarray:
         return np.load(reference_path(self.reference_dir, sha))
@@ -133,9 +159,8 @@ class PerceptualStage:
             self._record([f"reference {sha} {0 if f is None else len(f)}" for (sha, _), f in zip(todo, patch_feats)])
             for k, (sha, _) in enumerate(todo):
                 if patch_feats[k] is not None:
-                    atomic_write_bytes(reference_path(self.reference_dir, sha, True), _npy_bytes(patch_feats[k]))
-                atomic_write_bytes(reference_path(self.reference_dir, sha),
-                                   _npy_bytes(np.concatenate([pool[k], logits[k]])))
+                    write_reference(self.reference_dir, sha, patch_feats[k], True)
+                write_reference(self.reference_dir, sha, np.concatenate([pool[k], logits[k]]))
         for row in rows:
             row["ipd"] = None
         if result.reconstructions:
@@ -149,23 +174,16 @@ class PerceptualStage:
                 if sha not in refs:
                     refs[sha] = self.reference_features(sha)[:FEATURE_DIM]
                 rows[pos]["ipd"] = float(instance_perceptual_distance(refs[sha], pool[k]))
-            arrays = {}
             patch_feats = self._patch_features([im for _, im in result.reconstructions]) if self.patch_fid else []
-            settings = np.array([rows[p]["setting_index"] for p in positions])
-            indices = np.array([rows[p]["image_index"] for p in positions])
-            for s in sorted(set(settings.tolist())):
-                sel = settings == s
-                arrays[f"image_index_{s}"] = indices[sel]
-                arrays[f"pool_{s}"] = pool[sel]
-                arrays[f"logits_{s}"] = logits[sel]
-                if self.patch_fid:
-                    arrays[f"patch_pool_{s}"] = np.concatenate([f for f, keep in zip(patch_feats, sel) if keep])
-            buf = io.BytesIO()
-            np.savez(buf, **arrays)
+            arrays = group_by_setting(rows, positions, pool=pool, logits=logits)
+            if self.patch_fid:
+                settings = np.array([rows[p]["setting_index"] for p in positions])
+                for s in sorted(set(settings.tolist())):
+                    arrays[f"patch_pool_{s}"] = np.concatenate([f for f, s2 in zip(patch_feats, settings) if s2 == s])
             n_patches = sum(len(f) for f in patch_feats)
             self._record([f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} {len(positions)} "
                           f"{n_patches}"])
-            atomic_write_bytes(features_path(self.run_dir, result.task.codec, result.task.chunk), buf.getvalue())
+            atomic_write_bytes(features_path(self.run_dir, result.task.codec, result.task.chunk), npz_bytes(arrays))
         atomic_write_bytes(self.counter_path, json.dumps(passes(self.run_dir)).encode())
 
     def _patch_features(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -203,22 +221,33 @@ def reference_features(info: dict, shas: dict[int, str], order: list[int], patch
     return np.stack([np.load(reference_path(reference_dir, shas[i]))[:FEATURE_DIM] for i in order])
 
 
-def setting_features(run_dir: pathlib.Path, codec: str, s: int, patches: bool = False):
-    """(image indices, pool, logits[, patch pool]) of one setting's reconstructions, by image index."""
-    idx, pool, logits, patch = [], [], [], []
-    for path in sorted((run_dir / "features" / safe_name(codec)).glob("chunk-*.npz")):
+def read_setting(run_dir: pathlib.Path, folder: str, codec: str, s: int, names: tuple[str, ...]):
+    """(image indices, *arrays named `names`) of one setting's stored features, by image index; None if none."""
+    idx, arrays = [], {name: [] for name in names}
+    for path in sorted((run_dir / folder / safe_name(codec)).glob("chunk-*.npz")):
         with np.load(path) as z:
-            if f"pool_{s}" in z.files:
+            if f"image_index_{s}" in z.files:
                 idx.append(z[f"image_index_{s}"])
-                pool.append(z[f"pool_{s}"])
-                logits.append(z[f"logits_{s}"])
-                if patches:
-                    patch.append(z[f"patch_pool_{s}"])
+                for name in names:
+                    arrays[name].append(z[f"{name}_{s}"])
     if not idx:
         return None
     order = np.argsort(np.concatenate(idx), kind="stable")
-    out = (np.concatenate(idx)[order], np.concatenate(pool)[order], np.concatenate(logits)[order])
-    return out + (np.concatenate(patch),) if patches else out
+    return (np.concatenate(idx)[order], *(np.concatenate(arrays[name])[order] for name in names))
+
+
+def setting_features(run_dir: pathlib.Path, codec: str, s: int, patches: bool = False):
+    """(image indices, pool, logits[, patch pool]) of one setting's reconstructions, by image index."""
+    found = read_setting(run_dir, "features", codec, s, ("pool", "logits"))
+    if found is None or not patches:
+        return found
+    # k patches per image, concatenated: a set for FID/256, read in stored order
+    chunks = []
+    for path in sorted((run_dir / "features" / safe_name(codec)).glob("chunk-*.npz")):
+        with np.load(path) as z:
+            if f"patch_pool_{s}" in z.files:
+                chunks.append(z[f"patch_pool_{s}"])
+    return found[:3] + (np.concatenate(chunks),)
 
 
 def set_metrics(run_dir: pathlib.Path, info: dict, timings: Timings | None = None) -> pd.DataFrame:
@@ -307,14 +336,14 @@ def _patch_metrics(patches: np.ndarray, ref_patches: np.ndarray, row: dict, leas
     return {"patch_fid": value, "n_patches": len(patches), "inception_note": note}
 
 
-def passes(run_dir: pathlib.Path) -> dict:
+def passes(run_dir: pathlib.Path, ledger: str = PASS_LEDGER) -> dict:
     """Network passes of the run, from its ledger: each original once (however often a killed task was
     redone), and every reconstruction (and patch) pass that was made."""
     out = {"reference": 0, "reconstruction": 0, "patches": 0}
-    path = pathlib.Path(run_dir) / PASS_LEDGER
+    path = pathlib.Path(run_dir) / ledger
     if not path.exists():
         legacy = pathlib.Path(run_dir) / "inception_passes.json"
-        return {**out, **json.loads(legacy.read_text())} if legacy.exists() else out
+        return {**out, **json.loads(legacy.read_text())} if legacy.exists() and ledger == PASS_LEDGER else out
     references: dict[str, int] = {}
     for line in path.read_text().splitlines():
         parts = line.split()

@@ -268,6 +268,11 @@ def _provenance(info: dict) -> dict:
             ("Inception", _stage(info.get("inception", {}), "weights_sha256")),
             ("MS-SSIM", _stage(info.get("image_metrics", {}).get("ms_ssim", {}), "implementation")),
             ("LPIPS", _stage(info.get("image_metrics", {}).get("lpips", {}), "backbone_sha256")),
+            *[(name, _stage(state, key)) for name, state, key in (
+                ("DISTS", info.get("image_metrics", {}).get("dists", {}), "backbone_sha256"),
+                ("LPIPS-VGG", info.get("image_metrics", {}).get("lpips_vgg", {}), "backbone_sha256"),
+                ("CLIP", info.get("image_metrics", {}).get("clip", {}), "model"),
+                ("DINOv2", info.get("dinov2", {}), "weights_sha256")) if state.get("status") not in (None, "disabled")],
             ("caption embedder", str(info.get("caption_embedder", {}).get("model") or "none"))]
     for c in info.get("codecs", []):
         side = c.get("side_information") or {}

@@ -22,7 +22,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from benchmark import console, fullref, perceptual, provenance, schema, timings
+from benchmark import console, dinov2_stage, fullref, perceptual, provenance, schema, timings
 from benchmark.codec import CodecSpec
 from benchmark.config import RunConfig, codec_context
 from benchmark.datasets import Dataset
@@ -93,9 +93,12 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     inception = perceptual.resolve(config.inception, pathlib.Path(out_root) / ".cache", progress)
     image_metrics = fullref.resolve(config.image_metrics, progress)
+    dinov2 = dinov2_stage.resolve(config.dinov2, pathlib.Path(out_root) / ".cache")
     chash = provenance.config_hash({**config.hashed_part(), "extractor": inception.get("weights_sha256"),
                                     **({"lpips": image_metrics["lpips"]["backbone_sha256"]}
-                                       if image_metrics["lpips"]["status"] == "ok" else {})})
+                                       if image_metrics["lpips"]["status"] == "ok" else {}),
+                                    **({"dinov2_weights": dinov2["weights_sha256"]} if dinov2["status"] == "ok"
+                                       else {})})
     run_id = name or f"{created:%Y%m%d-%H%M%S}-{chash[:8]}"
     run_dir = pathlib.Path(out_root) / run_id
     if (run_dir / "config.json").exists():
@@ -109,6 +112,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
                     "preprocess": config.preprocess, "preprocess_description": description},
         "codecs": [_codec_info(c, codec_context(config, dataset.split)) for c in config.codecs],
         "inception": inception,
+        "dinov2": dinov2,
         "image_metrics": image_metrics,
         "caption_embedder": embedder,
         "caption_metrics": resolve_caption_metrics(embedder),
@@ -289,7 +293,10 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
             info["inception"]["status"] == "ok" else None
         stage = perceptual.PerceptualStage(info, run_dir, extractor, clock) \
             if info["inception"]["status"] == "ok" else None
-        hooks = [stage.on_result] if stage is not None else []
+        dino = dinov2_stage.DINOv2Stage(info, run_dir, clock) if info.get("dinov2", {}).get("status") == "ok" \
+            else None
+        stages = [s for s in (stage, dino) if s is not None]
+        hooks = [s.on_result for s in stages]
         hooks += [on_result] if on_result is not None else []
         keep_pixels = bool(hooks)
 
@@ -320,7 +327,7 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
                 from benchmark.local_executor import run_pool
 
                 run_pool(pooled, min(jobs, len(pooled)), info, dataset, run_dir, keep_pixels, commit, crashed,
-                         on_started=stage.load if stage is not None else None)
+                         on_started=(lambda: [s.load() for s in stages]) if stages else None)
             if local:
                 worker = Worker(info, dataset, str(run_dir))
                 for task in local:
@@ -352,6 +359,12 @@ def set_level_summary(run_dir: pathlib.Path, info: dict, clock: Timings | None =
         summary["inception_passes_reference"] = counts["reference"]
         summary["inception_passes_reconstruction"] = counts["reconstruction"]
         summary["inception_passes_patches"] = counts.get("patches", 0)
+    if info.get("dinov2", {}).get("status") == "ok":
+        summary = summary.merge(dinov2_stage.set_metrics(run_dir, info, clock), on=["codec", "setting_index"],
+                                how="left")
+        counts = perceptual.passes(run_dir, dinov2_stage.LEDGER)
+        summary["dinov2_passes_reference"] = counts["reference"]
+        summary["dinov2_passes_reconstruction"] = counts["reconstruction"]
     declared = {name for name, _ in info["schema"]}
     if "rate_match" in declared:
         summary = summary.merge(rate_match_counts(run_dir), on=["codec", "setting_index"], how="left")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from benchmark import __version__, perceptual
+from benchmark import __version__, dinov2_stage, perceptual
 from benchmark.codec import Codec
 from benchmark.config import RunConfig, codec_context
 from benchmark.datasets import Dataset
@@ -74,6 +74,12 @@ class Worker:
                          "codec_versions": json.dumps(c["versions"], sort_keys=True),
                          "rate_parameter": c["rate_parameter"], "produced_outside": bool(c.get("produced_outside"))}
             for c in info["codecs"]}
+
+    def needs_original(self, sha: str) -> bool:
+        """Whether a feature stage has no cached features of this original yet (it then travels to the stage)."""
+        return bool(self.reference_dir and perceptual.needs_reference(
+            self.reference_dir, sha, self.config.inception.get("patch_fid"))) or dinov2_stage.needs_reference(
+            self.info.get("dinov2", {}), sha)
 
     def codec_pair(self, label: str) -> tuple[Codec, Codec]:
         if label not in self.codecs:
@@ -135,8 +141,7 @@ class Worker:
             with clock.stage("read image"):
                 image_row, pixels, error = self.load(index)
             reference_cache: dict = {}
-            if pixels is not None and keep_pixels and self.reference_dir and perceptual.needs_reference(
-                    self.reference_dir, image_row["image_sha256"], self.config.inception.get("patch_fid")):
+            if pixels is not None and keep_pixels and self.needs_original(image_row["image_sha256"]):
                 result.originals[index] = pixels
             for s, setting in enumerate(spec.settings):
                 row = self.row(task.codec, image_row, s, setting)

@@ -89,3 +89,17 @@ def tiny_clip(folder: pathlib.Path) -> pathlib.Path:
                               tokenizer=tokenizer)
     processor.save_pretrained(folder)
     return folder
+
+
+def tiny_dinov2(folder: pathlib.Path) -> pathlib.Path:
+    """A random-init DINOv2 (transformers' Dinov2Model, the real architecture, small) saved as a checkpoint
+    folder, the path a Hub id's snapshot takes; 224-px inputs give 16 x 16 patches of 14 px."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    # 8-d embeddings: the 16 sample images are more than the feature size, so FD's covariances are full rank;
+    # a wide initialisation spreads the random network's embeddings like a trained one's
+    Dinov2Model(Dinov2Config(hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=16,
+                             patch_size=14, image_size=224, initializer_range=0.5)).eval().save_pretrained(folder)
+    return folder

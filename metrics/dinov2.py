@@ -1,0 +1,94 @@
+"""DINOv2 image embeddings for FD-DINOv2 and precision/recall/density/coverage (Stein et al. 2023).
+
+The preprocessing is torch-fidelity 0.4's `dinov2-vit-l-14` extractor's: uint8 RGB, the TensorFlow-1
+compatible bilinear resize to 224 x 224, ImageNet normalisation; the feature is the final-layernorm CLS
+token. The network is transformers' Dinov2Model (the same checkpoints as torch.hub's
+facebookresearch/dinov2, which torch-fidelity fetches from GitHub at run time and cannot read from a local
+path), by Hub id or local folder; `auto` is facebook/dinov2-large, the ViT-L/14 that Stein et al. and
+torch-fidelity use.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections import defaultdict
+
+import numpy as np
+
+DEFAULT_MODEL = "facebook/dinov2-large"
+INPUT_SIZE = 224
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DINOv2Unavailable(RuntimeError):
+    """The DINOv2 metrics cannot be computed here; the message says how to fix that."""
+
+
+def resolve_model(model: str) -> tuple[str, str]:
+    """(local folder, sha256 of its weights) of `model`, a folder or a Hub id, downloaded once into the Hugging
+    Face cache when this machine is online; DINOv2Unavailable saying how to fix it when not."""
+    from metrics.download import file_digest
+
+    folder = os.path.expanduser(model)
+    if not os.path.isdir(folder):
+        from benchmark.hub import check_model_name
+
+        try:
+            check_model_name("--dinov2", model, (), "transformers", "config.json", what=f"--dinov2 {model}")
+            from huggingface_hub import snapshot_download
+
+            folder = snapshot_download(model, allow_patterns=["config.json", "model.safetensors"])
+        except Exception as exc:  # noqa: BLE001 - any failure has the same remedy: a local folder
+            raise DINOv2Unavailable(str(exc).rstrip(".") + ".") from None
+    weights = [p for name in WEIGHT_FILES for p in glob.glob(os.path.join(folder, name))]
+    if not weights or not os.path.isfile(os.path.join(folder, "config.json")):
+        raise DINOv2Unavailable(f"--dinov2 {model}: {folder} holds no config.json and {' or '.join(WEIGHT_FILES)} "
+                                "(save a Dinov2Model with save_pretrained, or pass a Hub id).")
+    return os.path.abspath(folder), file_digest(weights[0])
+
+
+class DINOv2Extractor:
+    """Batched CLS embeddings that count every image sent through the network."""
+
+    def __init__(self, folder: str, device: str = "auto", batch_size: int = 32):
+        import torch
+        from transformers import Dinov2Model
+
+        from metrics.inception import pick_device
+
+        self.torch = torch
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+        self.model = Dinov2Model.from_pretrained(folder).to(self.device).eval()
+        self.dim = self.model.config.hidden_size
+        self.passes = 0
+
+    def forward(self, batch) -> np.ndarray:
+        """One uint8 N x 3 x H x W batch: resize, normalise, CLS token after the final layernorm."""
+        import torchvision
+        from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+        with self.torch.inference_mode():
+            x = batch.to(self.device, non_blocking=True).float()
+            x = interpolate_bilinear_2d_like_tensorflow1x(x, size=(INPUT_SIZE, INPUT_SIZE), align_corners=False)
+            x = torchvision.transforms.functional.normalize(x, [255 * m for m in IMAGENET_MEAN],
+                                                            [255 * s for s in IMAGENET_STD])
+            out = self.model(pixel_values=x).pooler_output
+        self.passes += len(batch)
+        return out.float().cpu().numpy()
+
+    def __call__(self, images: list[np.ndarray]) -> np.ndarray:
+        """Embeddings of H x W x 3 uint8 images, in input order (batches group images of equal size)."""
+        out = np.empty((len(images), self.dim), np.float32)
+        by_shape: dict[tuple, list[int]] = defaultdict(list)
+        for i, im in enumerate(images):
+            by_shape[im.shape].append(i)
+        for idx in by_shape.values():
+            for start in range(0, len(idx), self.batch_size):
+                part = idx[start:start + self.batch_size]
+                batch = self.torch.from_numpy(np.stack([images[i] for i in part])).permute(0, 3, 1, 2)
+                out[part] = self.forward(batch)
+        return out
