@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="evaluate only the images this file lists (one id or relative path per line), e.g. an "
                           "MS-COCO 30k list; its sha256 is recorded with the run")
     run.add_argument("--protocol", metavar="NAME",
-                     help="a paper's evaluation protocol: cmc2021, hific, perco (cmc-bench needs metrics this "
-                          "version lacks); sets the preprocessing and the FID protocol, recorded with the run")
+                     help="a paper's evaluation protocol: cmc2021, hific, perco, cmc-bench (TOPIQ through pyiqa); sets "
+                          "the preprocessing, the FID protocol and the metrics it scores with, recorded with the run")
     run.add_argument("--split", help="dataset split: sample test/train/all (default test); cub test/train "
                                      "(AttnGAN) or official-test/official-train; coco val2014/train2014/val2017/train2017")
     run.add_argument("--preprocess", default="auto",
@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CLIP similarity (original vs reconstruction) and CLIP score (vs reference captions and "
                           "transmitted text) per image: none (default); auto = openai/clip-vit-large-patch14 "
                           "(torchmetrics' CLIPScore default); or a CLIP checkpoint by Hub id or local folder")
+    run.add_argument("--iqa", default="", metavar="NAMES",
+                     help="image quality through pyiqa (pip install -e '.[iqa]'), comma-separated: topiq_fr, "
+                          "topiq_nr, musiq, niqe, clipiqa; topiq_fr,topiq_nr also gives cmc_bench_overall "
+                          "(CMC-Bench: 2/3 FR + 1/3 NR). Weights from pyiqa's cache, downloaded once, or --iqa-weights")
+    run.add_argument("--iqa-weights", action="append", default=[], metavar="NAME=PATH",
+                     help="a local weights file for a pyiqa metric (repeatable), e.g. CMC-Bench's "
+                          "topiq_fr=Weight/topiq-fr.pth")
     run.add_argument("--dinov2", default="none", metavar="auto|none|MODEL",
                      help="FD-DINOv2 and precision, recall, density, coverage per setting (Stein et al. 2023): none "
                           "(default); auto = facebook/dinov2-large (ViT-L/14, as torch-fidelity and Stein et al.); or a "
@@ -281,7 +288,31 @@ def build_parser() -> argparse.ArgumentParser:
 RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit",
                "max_pixels", "save_reconstructions", "metrics", "inception_weights", "inception_sha256", "batch_size",
                "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "ms_ssim", "lpips", "lpips_vgg",
-               "dists", "clip", "dinov2", "prdc_k", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout")
+               "dists", "clip", "iqa", "iqa_weights", "dinov2", "prdc_k", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout")
+
+
+def _iqa_options(args) -> tuple[list[str], dict[str, str]]:
+    """--iqa and --iqa-weights, checked: known names, NAME=PATH pairs naming a requested metric and a file."""
+    from metrics import iqa
+
+    from benchmark import protocols
+
+    names = [n.strip() for n in args.iqa.split(",") if n.strip()]
+    protocol = protocols.PROTOCOLS.get(args.protocol or "")
+    names = list(dict.fromkeys(names + list(protocol.iqa if protocol else ())))  # and the protocol's
+    for name in names:
+        iqa.get(name)
+    weights = {}
+    for pair in args.iqa_weights:
+        name, sep, path = pair.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--iqa-weights {pair!r}: expected NAME=PATH, e.g. topiq_fr=Weight/topiq-fr.pth.")
+        if name not in names:
+            raise ValueError(f"--iqa-weights {name}=...: {name} is not among --iqa {','.join(names) or '(none)'}.")
+        if not os.path.isfile(os.path.expanduser(path)):
+            raise ValueError(f"--iqa-weights {name}={path}: no such file.")
+        weights[name] = path
+    return names, weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,6 +382,7 @@ def _check_before_work(args) -> None:
             raise ValueError(f"{flag} {value}: no such file.")
     for name in args.add_metric:
         registry.get(name)
+    _iqa_options(args)  # names and files checked before any work
     if args.prdc_k < 1:
         raise ValueError(f"--prdc-k {args.prdc_k}: the neighbourhood size must be at least 1.")
     if args.caption_embedder not in ("auto", "none", ""):
@@ -417,6 +449,7 @@ def cmd_run(args) -> int:
                            image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips, "dists": args.dists,
                                           "lpips_vgg": args.lpips_vgg, "clip": args.clip},
                            dinov2={"model": args.dinov2, "k": args.prdc_k},
+                           iqa=_iqa_options(args)[0], iqa_weights=_iqa_options(args)[1],
                            add_metrics=[registry.get(m).column for m in args.add_metric],
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress, dataset=dataset)
@@ -481,7 +514,7 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     elif dino.get("status") == "unavailable":
         lines.append(f"Unavailable: FD-DINOv2, precision, recall, density, coverage (left empty, not zero): "
                      f"{dino['reason']}")
-    for name, state in info.get("image_metrics", {}).items():
+    for name, state in [*info.get("image_metrics", {}).items(), *info.get("iqa", {}).items()]:
         if state["status"] == "unavailable":
             lines.append(f"Unavailable: {name.upper().replace('_', '-')} (left empty, not zero): {state['reason']}")
     if not args.no_plots:

@@ -110,6 +110,10 @@ def provenance_warnings(base: dict, new: dict) -> list[str]:
     if bd and nd and bd != nd:
         out.append(f"DINOv2 weights differ: {bd[:12]} vs {nd[:12]} (FD-DINOv2, precision, recall, density, "
                    "coverage not comparable)")
+    for name, state in new.get("iqa", {}).items():
+        old = base.get("iqa", {}).get(name, {}).get("weights_sha256")
+        if old and state.get("weights_sha256") and old != state["weights_sha256"]:
+            out.append(f"{name} weights differ: {old[:12]} vs {state['weights_sha256'][:12]} (not comparable)")
     bl = base.get("image_metrics", {}).get("lpips", {}).get("backbone_sha256")
     nl = new.get("image_metrics", {}).get("lpips", {}).get("backbone_sha256")
     if bl != nl:

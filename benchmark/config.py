@@ -25,6 +25,8 @@ class RunConfig:
     image_metrics: dict = field(default_factory=lambda: dict(DEFAULT_IMAGE_METRICS))  # MS-SSIM and LPIPS
     add_metrics: list[str] = field(default_factory=list)  # registry metrics that are off by default
     dinov2: dict = field(default_factory=lambda: dict(dinov2_stage.DEFAULTS))  # FD-DINOv2 and PRDC: model, k
+    iqa: list[str] = field(default_factory=list)  # pyiqa metrics by name (metrics.iqa)
+    iqa_weights: dict = field(default_factory=dict)  # pyiqa metric -> local weights file
     image_list: str | None = None  # a file of image ids selecting a subset (its sha256 is in the provenance)
     protocol: str | None = None  # a paper's evaluation protocol (benchmark.protocols), recorded with the run
     data_root: str | None = None  # where named datasets live (not hashed: the data is checked by its checksums)
@@ -51,6 +53,8 @@ class RunConfig:
                                     if (self.image_metrics.get("clip") or "none") != "none" else {})}}
         if (self.dinov2.get("model") or "none") != "none":  # absent when off, so earlier runs keep their hash
             out["dinov2"] = {"model": self.dinov2["model"], "k": self.dinov2.get("k", dinov2_stage.DEFAULTS["k"])}
+        if self.iqa:  # absent when empty (the weights' sha256 enter the hash where the run is created)
+            out["iqa"] = sorted(self.iqa)
         if self.add_metrics:  # absent when empty, so runs of earlier versions keep their hash
             out["add_metrics"] = sorted(self.add_metrics)
         if self.protocol:

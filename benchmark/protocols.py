@@ -22,6 +22,7 @@ class Protocol:
     whole_image_fid: bool = True  # IS, FID and KID over whole images
     patch_fid: bool = False  # FID over 256-px patches plus a grid shifted by 128 (FID/256)
     patch_fid_min: int = 0  # below this many patches, no patch FID (NaN with the reason)
+    iqa: tuple[str, ...] = ()  # pyiqa metrics the protocol scores with (metrics.iqa)
     unavailable: str = ""  # why the protocol cannot run in this version
 
     def inception_options(self) -> dict:
@@ -30,7 +31,7 @@ class Protocol:
 
     def as_record(self) -> dict:
         return {"name": self.name, "description": self.description, "papers": self.papers,
-                "preprocess": self.preprocess, **self.inception_options()}
+                "preprocess": self.preprocess, **self.inception_options(), **({"iqa": list(self.iqa)} if self.iqa else {})}
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
@@ -43,10 +44,10 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
              patch_fid=True, patch_fid_min=FID_MIN_SAMPLES),
     Protocol("perco", "PerCo: every image resized to 512x512 bicubic (non-square images are squashed, as PerCo "
              "does), IS, FID, KID on whole images", "PerCo (Careil et al. 2024)", "resize-512"),
-    Protocol("cmc-bench", "CMC-Bench: its resize and TOPIQ-FR / TOPIQ-NR scoring (overall = 2/3 FR + 1/3 NR)",
-             "CMC-Bench (Li et al. 2024)", "none",
-             unavailable="it scores with TOPIQ-FR and TOPIQ-NR, the no-reference metrics this version does not have "
-                         "yet (pyiqa, issue 15)"),
+    Protocol("cmc-bench", "CMC-Bench: images as stored; TOPIQ-FR and TOPIQ-NR through pyiqa (CMC-Bench's fine-tuned "
+             "files with --iqa-weights topiq_fr=PATH --iqa-weights topiq_nr=PATH, else pyiqa's), overall = 2/3 FR + "
+             "1/3 NR per image (cmc_bench_overall)", "CMC-Bench (Li et al. 2024)", "none",
+             iqa=("topiq_fr", "topiq_nr")),
 ]}
 
 

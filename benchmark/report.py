@@ -272,7 +272,9 @@ def _provenance(info: dict) -> dict:
                 ("DISTS", info.get("image_metrics", {}).get("dists", {}), "backbone_sha256"),
                 ("LPIPS-VGG", info.get("image_metrics", {}).get("lpips_vgg", {}), "backbone_sha256"),
                 ("CLIP", info.get("image_metrics", {}).get("clip", {}), "model"),
-                ("DINOv2", info.get("dinov2", {}), "weights_sha256")) if state.get("status") not in (None, "disabled")],
+                ("DINOv2", info.get("dinov2", {}), "weights_sha256"),
+                *[(f"pyiqa {k}", v, "weights_sha256") for k, v in info.get("iqa", {}).items()
+                  if k != "cmc_bench_overall"]) if state.get("status") not in (None, "disabled")],
             ("caption embedder", str(info.get("caption_embedder", {}).get("model") or "none"))]
     for c in info.get("codecs", []):
         side = c.get("side_information") or {}

@@ -94,11 +94,16 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     inception = perceptual.resolve(config.inception, pathlib.Path(out_root) / ".cache", progress)
     image_metrics = fullref.resolve(config.image_metrics, progress)
     dinov2 = dinov2_stage.resolve(config.dinov2, pathlib.Path(out_root) / ".cache")
+    from metrics import iqa
+
+    iqa_states = iqa.resolve(config.iqa, config.iqa_weights, progress)
     chash = provenance.config_hash({**config.hashed_part(), "extractor": inception.get("weights_sha256"),
                                     **({"lpips": image_metrics["lpips"]["backbone_sha256"]}
                                        if image_metrics["lpips"]["status"] == "ok" else {}),
                                     **({"dinov2_weights": dinov2["weights_sha256"]} if dinov2["status"] == "ok"
-                                       else {})})
+                                       else {}),
+                                    **{f"iqa_{k}": v["weights_sha256"] for k, v in iqa_states.items()
+                                       if v.get("weights_sha256")}})
     run_id = name or f"{created:%Y%m%d-%H%M%S}-{chash[:8]}"
     run_dir = pathlib.Path(out_root) / run_id
     if (run_dir / "config.json").exists():
@@ -113,6 +118,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         "codecs": [_codec_info(c, codec_context(config, dataset.split)) for c in config.codecs],
         "inception": inception,
         "dinov2": dinov2,
+        "iqa": iqa_states,
         "image_metrics": image_metrics,
         "caption_embedder": embedder,
         "caption_metrics": resolve_caption_metrics(embedder),

@@ -60,8 +60,11 @@ class Scorer:
     when present)."""
 
     def __init__(self, states: dict[str, dict], info: dict, device: str = "cpu"):
-        self.metrics = [registry.get(name) for name, s in states.items()
-                        if s["status"] == "ok" and registry.get(name).kind in COMPUTED_HERE]
+        for name in states:
+            registry.get(name)  # an unknown name is an error, never skipped
+        # registry order, whatever order config.json keeps: a derived metric follows the ones it reads
+        self.metrics = [m for name, m in registry.METRICS.items()
+                        if states.get(name, {}).get("status") == "ok" and m.kind in COMPUTED_HERE]
         self.info = info
         self.device = device
         self._functions: dict[str, Any] = {}

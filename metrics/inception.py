@@ -41,9 +41,10 @@ def hub_dir() -> pathlib.Path:
     return pathlib.Path(os.path.expanduser(home)) / "hub"
 
 
-def hub_download(url: str, hash_prefix: str, progress: bool = True) -> str:
-    """The file of `url` in the torch hub cache, downloaded once; OSError naming the URL and place if not."""
-    target = hub_dir() / "checkpoints" / url.rsplit("/", 1)[1]
+def hub_download(url: str, hash_prefix: str | None, progress: bool = True, folder: str = "checkpoints") -> str:
+    """The file of `url` in the torch hub cache's `folder`, downloaded once; OSError naming the URL and place
+    if not."""
+    target = hub_dir() / folder / url.rsplit("/", 1)[1]
     if not target.exists() and os.environ.get(ENV_OFFLINE, "") not in ("", "0"):
         raise OSError(f"downloading {url} to {target} failed (offline: {ENV_OFFLINE} is set)")
     if not target.exists():

@@ -28,6 +28,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from metrics import iqa as _iqa
+
 KINDS = ("rate", "pixels", "network", "text", "features", "set")
 # PSNR above 100 dB (MSE below 6.5e-6: fewer than one 1-level error per 150,000 8-bit samples) is lossless
 # for every practical purpose; averages count such an image at 100 dB, as compression benchmarks cap it.
@@ -106,6 +108,12 @@ METRICS: dict[str, MetricInfo] = {m.column: m for m in [
     MetricInfo("clip_score_text", "CLIP score vs the transmitted text (x100)", True, "network", "CLIP-T",
                needs=("pixels", "transmitted text", "network:clip"), state="image_metrics.clip", tolerance=0.5,
                fn="metrics.clip:score_text", load="metrics.clip:load"),
+    *[MetricInfo(m.name, m.label, m.higher_is_better, "network", m.name.upper().replace("_", "-"),
+                 needs=("pixels", f"network:{m.name}"), state=f"iqa.{m.name}", tolerance=m.tolerance,
+                 fn="metrics.iqa:score", load="metrics.iqa:load") for m in _iqa.METRICS.values()],
+    MetricInfo(_iqa.OVERALL, "CMC-Bench overall (2/3 TOPIQ-FR + 1/3 TOPIQ-NR)", True, "network", "CMC-Bench",
+               needs=("pixels", "network:topiq_fr", "network:topiq_nr"), state=f"iqa.{_iqa.OVERALL}", tolerance=0.01,
+               fn="metrics.iqa:overall", load="metrics.iqa:no_model"),
     MetricInfo("ipd", "IPD (instance perceptual distance)", False, "features", "IPD",
                needs=("network:inception-v3",), state="inception", tolerance=1e-3),
     MetricInfo("inception_score", "Inception Score", True, "set", "IS", columns=(("inception_score_std", "float64"),),

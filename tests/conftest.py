@@ -40,11 +40,11 @@ def no_downloads(monkeypatch):
     monkeypatch.setattr(metrics.inception, "hub_download", REAL_HUB_DOWNLOAD)
 
 
-def _fake_hub_download(url: str, hash_prefix: str, progress: bool = True) -> str:
+def _fake_hub_download(url: str, hash_prefix: str, progress: bool = True, folder: str = "checkpoints") -> str:
     """A stand-in for the network: random-init weights of the architecture `url` names."""
     import torch
 
-    target = pathlib.Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+    target = pathlib.Path(torch.hub.get_dir()) / folder / url.rsplit("/", 1)[1]
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         if "alexnet" in url:

@@ -226,8 +226,6 @@ def test_protocol_perco_resizes_to_512_and_is_recorded(tmp_path, capsys):
     rc, _, err = run_cli(["run", "--dataset", str(folder), "--protocol", "perco", "--preprocess", "none",
                           "--out", str(tmp_path / "runs"), *QUIET], capsys)
     assert rc == 1 and "drop --preprocess none" in err
-    rc, _, err = run_cli(["run", "--protocol", "cmc-bench", "--out", str(tmp_path / "runs"), *QUIET], capsys)
-    assert rc == 1 and "TOPIQ" in err
 
 
 def test_protocol_hific_on_kodak_sized_images_gives_patch_fid_and_no_whole_image_fid(tmp_path, capsys,
