@@ -24,7 +24,7 @@ from metrics import registry
 
 # Per-image columns whose mean over images is a reported metric (the registry's per-image metrics).
 MEAN_METRICS = tuple(m.column for m in registry.METRICS.values() if m.per_image)
-SET_METRICS = ("fid", "kid", "inception_score")  # recomputed from stored features in each resample
+SET_METRICS = ("fid", "kid", "inception_score", "fd_dinov2")  # recomputed from stored features in each resample
 DEFAULT_RESAMPLES = 200
 DEFAULT_SEED = 0
 DEFAULT_LEVEL = 0.95
@@ -43,6 +43,8 @@ class SettingData:
     logits: np.ndarray | None = None
     ref_pool: np.ndarray | None = None  # the originals' features, aligned with image_ids
     options: dict = field(default_factory=dict)
+    dino: np.ndarray | None = None  # reconstructions' DINOv2 embeddings (FD-DINOv2), aligned with image_ids
+    ref_dino: np.ndarray | None = None
     _kernels: tuple | None = field(default=None, repr=False)
 
     def subset(self, ids: np.ndarray) -> "SettingData":
@@ -50,7 +52,7 @@ class SettingData:
         take = (lambda a: None if a is None else a[pos])  # noqa: E731
         return SettingData(self.codec, self.setting_index, self.setting_label, self.image_ids[pos],
                            {k: v[pos] for k, v in self.per_image.items()}, take(self.pool), take(self.logits),
-                           take(self.ref_pool), self.options)
+                           take(self.ref_pool), self.options, take(self.dino), take(self.ref_dino))
 
     def metric_names(self) -> list[str]:
         names = [m for m in MEAN_METRICS if m in self.per_image and not np.all(np.isnan(self.per_image[m]))]
@@ -58,6 +60,8 @@ class SettingData:
             names += ["fid", "kid"]
             if len(self.pool) >= self.options.get("isc_splits", 10):
                 names.append("inception_score")
+        if self.dino is not None and len(self.dino) >= 2:
+            names.append("fd_dinov2")
         return names
 
     def kernels(self):
@@ -96,6 +100,9 @@ class SettingData:
                 out["inception_score"] = np.array([
                     inception_score(self.logits[p], splits, self.options.get("seed", 2020))[0] if len(p) >= splits
                     else np.nan for p in draws])
+        if "fd_dinov2" in self.metric_names():
+            out["fd_dinov2"] = np.array([fid(self.dino[p], self.ref_dino[p]) if len(p) >= 2 else np.nan
+                                         for p in (np.repeat(np.arange(counts.shape[1]), c) for c in counts)])
         return out
 
     def evaluate(self, positions: np.ndarray) -> dict[str, np.ndarray]:
@@ -121,6 +128,8 @@ class SettingData:
                 out["inception_score"] = np.array([
                     inception_score(self.logits[p], opts.get("isc_splits", 10), opts.get("seed", 2020))[0]
                     for p in positions])
+        if "fd_dinov2" in self.metric_names():
+            out["fd_dinov2"] = np.array([fid(self.dino[p], self.ref_dino[p]) for p in positions])
         return out
 
 
@@ -138,6 +147,7 @@ def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingD
     inception_ok = info.get("inception", {}).get("status") == "ok"
     shas = perceptual.image_shas(run_dir) if inception_ok else {}
     opts = info["config"].get("inception", {})
+    dino_ok = info.get("dinov2", {}).get("status") == "ok"
     for (codec, s), rows in ok.groupby(["codec", "setting_index"], sort=True):
         rows = rows.sort_values("image_id")
         data = SettingData(codec, int(s), str(rows.setting_label.iloc[0]), rows.image_id.to_numpy(str),
@@ -154,8 +164,25 @@ def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingD
                     data.pool, data.logits = pool[order], logits[order]
                     id_to_index = {v: k for k, v in index_to_id.items()}
                     data.ref_pool = perceptual.reference_features(info, shas, [id_to_index[i] for i in data.image_ids])
+        if dino_ok:
+            _attach_dinov2(data, run_dir, info, rows, shas or perceptual.image_shas(run_dir))
         out[(codec, data.setting_label)] = data
     return out
+
+
+def _attach_dinov2(data: SettingData, run_dir: pathlib.Path, info: dict, rows: pd.DataFrame, shas: dict) -> None:
+    """The setting's DINOv2 embeddings and its originals', aligned with its image ids (none if any is missing)."""
+    from benchmark import dinov2_stage
+
+    found = dinov2_stage.setting_features(run_dir, data.codec, data.setting_index)
+    if found is None:
+        return
+    index_to_id = dict(zip(rows.image_index, rows.image_id))
+    by_id = {index_to_id[i]: k for k, i in enumerate(found[0]) if i in index_to_id}
+    if set(by_id) == set(data.image_ids):
+        id_to_index = {v: k for k, v in index_to_id.items()}
+        data.dino = found[1][[by_id[i] for i in data.image_ids]]
+        data.ref_dino = dinov2_stage.reference_features(info["dinov2"], shas, [id_to_index[i] for i in data.image_ids])
 
 
 def _rng(seed: int, *key: str) -> np.random.Generator:

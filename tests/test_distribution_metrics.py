@@ -143,3 +143,23 @@ def test_offline_without_the_model_is_nan_with_its_reason(tmp_path):
         assert summary[column].isna().all()
     assert summary.dinov2_status.str.contains("facebook/dinov2-large is not in the local Hugging Face cache").all()
     assert images.psnr.notna().all()  # the rest of the run goes on
+
+
+def test_fd_dinov2_is_resampled_with_its_images_and_compared_per_setting(tiny_dinov2, tmp_path):
+    from benchmark import bootstrap
+    from benchmark.compare import compare_runs
+
+    config = _config(tiny_dinov2)
+    base, new = (create_run(config, tmp_path / "runs", n, progress=False) for n in ("base", "new"))
+    for run_dir in (base, new):
+        execute(run_dir, jobs=1, progress=False)
+    _, summary = load_run(base)
+    table = bootstrap.intervals(base, resamples=50, seed=0, use_cache=False)
+    fd = table[table.metric == "fd_dinov2"].set_index("setting_index")
+    assert len(fd) == 2
+    for s, row in summary.set_index("setting_index").iterrows():
+        assert fd.low[s] <= row.fd_dinov2 <= fd.high[s] and fd.high[s] > fd.low[s]
+    detail = compare_runs(base, new, resamples=50).rows
+    got = detail[detail.metric.isin(["fd_dinov2", "dinov2_precision", "dinov2_coverage"])]
+    assert set(got.metric) == {"fd_dinov2", "dinov2_precision", "dinov2_coverage"} and len(got) == 6
+    assert (got.change == 0).all() and (got.verdict == "same").all()
