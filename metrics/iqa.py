@@ -18,7 +18,6 @@ import contextlib
 import importlib.util
 import os
 import re
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,7 +128,7 @@ class PyIQA:
         kwargs = {self.metric.weights_option: state["weights_path"]}
         if name.startswith("topiq") and _covers_backbone(state["weights_path"]):
             kwargs["backbone_pretrain"] = False  # the file holds the backbone too: ImageNet's would be overwritten
-        with contextlib.redirect_stdout(sys.stderr):  # pyiqa prints where it loads from; keep stdout for results
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # pyiqa prints each load
             self.model = pyiqa.create_metric(name, device=device, **kwargs)
         self.device = device
 
