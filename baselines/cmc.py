@@ -11,6 +11,7 @@ the text codec's table and the training split, both fitted on training data only
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 
 import numpy as np
@@ -72,9 +73,12 @@ class CMC(Codec):
 
     def __init__(self, **options):
         super().__init__(**options)
-        # Model-backed parts run in the main process (one copy of the weights, on the GPU when present).
+        # Model-backed parts run in the main process (one copy of the weights) on the run's device, in batches.
         self.parallel = self.options["captioner"] == "reference" and self.options["generator"] == "retrieval"
+        self.wants_gpu = not self.parallel
+        self.batch_size = 1 if self.parallel else 8  # images per captioner / generator call (--codec-batch)
         self.ready = False
+        self._captions: dict[bytes, str] = {}  # the encoder's captions by image digest: once for all settings
 
     @classmethod
     def check_available(cls) -> None:
@@ -126,16 +130,17 @@ class CMC(Codec):
             captions = [c for r in self.train.records for c in r.captions]
         self.text_codec = make_text_codec(o["text_codec"], captions)
         self.captioner = None
+        device = context.get("device", "auto") if o["device"] == "auto" else o["device"]  # the run's, unless set
         if o["captioner"] != "reference":
             from baselines.cmc_models import TransformersCaptioner
 
-            self.captioner = TransformersCaptioner(o["captioner"], o["device"], o["num_beams"], o["max_new_tokens"])
+            self.captioner = TransformersCaptioner(o["captioner"], device, o["num_beams"], o["max_new_tokens"])
         if o["generator"] == "retrieval":
             self.generator = RetrievalGenerator(self.train, get_preset(context.get("preprocess", "none"))[1])
         else:
             from baselines.cmc_models import DiffusersGenerator
 
-            self.generator = DiffusersGenerator(o["generator"], o["device"], o["seed"], o["steps"], o["guidance"],
+            self.generator = DiffusersGenerator(o["generator"], device, o["seed"], o["steps"], o["guidance"],
                                                 o["size"])
         self.ready = True
 
@@ -147,10 +152,37 @@ class CMC(Codec):
         return record.captions[min(self.options["caption_index"], len(record.captions) - 1)]
 
     def encode(self, image: np.ndarray, setting, record=None) -> bytes:
-        return self.text_codec.encode(truncate_words(self.caption(image, record), int(setting)))
+        return self.encode_batch([image], setting, [record])[0]
 
     def decode(self, data: bytes) -> np.ndarray:
-        return self.generator(self.text_codec.decode(data))
+        return self.decode_batch([data], None)[0]
+
+    def encode_batch(self, images: list[np.ndarray], setting, records=None) -> list[bytes]:
+        """The model captioner captions the batch's new images in one call; an image's caption is kept for its
+        other settings (the caption does not depend on the setting; its truncation does)."""
+        records = records if records is not None else [None] * len(images)
+        if self.captioner is None:
+            captions = [self.caption(image, record) for image, record in zip(images, records)]
+        else:
+            keys = [hashlib.sha256(f"{im.shape}".encode() + np.ascontiguousarray(im).tobytes()).digest()
+                    for im in images]
+            new = {k: im for k, im in zip(keys, images) if k not in self._captions}
+            if new:
+                if len(self._captions) > 4096:
+                    self._captions.clear()
+                self._captions.update(zip(new, self.captioner.batch(list(new.values()))))
+            captions = [self._captions[k] for k in keys]
+        return [self.text_codec.encode(truncate_words(c, int(setting))) for c in captions]
+
+    def decode_batch(self, data: list[bytes], setting) -> list[np.ndarray]:
+        """From the bytes alone (the setting is not used): the generator decodes the batch's texts in one call,
+        each image seeded from its own bitstream."""
+        texts = [self.text_codec.decode(d) for d in data]
+        if isinstance(self.generator, RetrievalGenerator):
+            return [self.generator(t) for t in texts]
+        from baselines.cmc_models import bitstream_seed
+
+        return self.generator.batch(texts, [bitstream_seed(self.options["seed"], d) for d in data])
 
     def extra_columns(self, data: bytes) -> dict:
         return {"caption": self.text_codec.decode(data)}
@@ -167,7 +199,8 @@ class CMC(Codec):
         if self.options["generator"] == "retrieval":
             info["generator"] = "retrieval: TF-IDF nearest training caption -> its image"
         else:
-            info["generator"] = {"diffusers": model_identity(self.options["generator"])}
+            info["generator"] = {"diffusers": model_identity(self.options["generator"]),
+                                 "seeding": "each bitstream's own: sha256(seed, bytes)"}
         if self.captioner is not None:
             info["captioner"] = {"transformers": model_identity(self.options["captioner"])}
         return info

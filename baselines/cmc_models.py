@@ -57,14 +57,19 @@ class TransformersCaptioner:
         self.num_beams, self.max_new_tokens = num_beams, max_new_tokens
 
     def __call__(self, image: np.ndarray) -> str:
+        return self.batch([image])[0]
+
+    def batch(self, images: list[np.ndarray]) -> list[str]:
+        """Captions of several images in one generate call (deterministic beam search: the same captions as
+        one by one)."""
         import torch
 
         processor, model = _captioner(self.name, self.device)
-        inputs = processor(images=image.copy(), return_tensors="pt").to(self.device)
+        inputs = processor(images=[np.array(im) for im in images], return_tensors="pt").to(self.device)
         with torch.inference_mode():
             out = model.generate(**inputs, num_beams=self.num_beams, max_new_tokens=self.max_new_tokens,
                                  do_sample=False)
-        return processor.batch_decode(out, skip_special_tokens=True)[0].strip()
+        return [c.strip() for c in processor.batch_decode(out, skip_special_tokens=True)]
 
     def versions(self) -> dict:
         import transformers
@@ -85,22 +90,35 @@ def _pipeline(name: str, device: str):
     return pipe.to(device)
 
 
+def bitstream_seed(seed: int, data: bytes) -> int:
+    """The generator seed of one bitstream: a function of the codec's seed and the bytes the decoder received,
+    so every image gets its own noise, the same bitstream always decodes to the same image, and neither
+    depends on which batch it was decoded in."""
+    digest = hashlib.sha256(f"{int(seed)}|".encode() + bytes(data)).digest()
+    return int.from_bytes(digest[:8], "little") & (2 ** 63 - 1)
+
+
 class DiffusersGenerator:
-    """Seeded text-to-image generation: the same text always gives the same image on the same setup."""
+    """Seeded text-to-image generation: each bitstream's own seed (`bitstream_seed`), images in batches."""
 
     def __init__(self, name: str, device: str = "auto", seed: int = 0, steps: int = 25, guidance: float = 7.5,
                  size: int = 512):
         self.name, self.device = name, pick_device(device)
         self.seed, self.steps, self.guidance, self.size = seed, steps, guidance, size
 
-    def __call__(self, text: str) -> np.ndarray:
+    def __call__(self, text: str, seed: int | None = None) -> np.ndarray:
+        return self.batch([text], [self.seed if seed is None else seed])[0]
+
+    def batch(self, texts: list[str], seeds: list[int]) -> list[np.ndarray]:
+        """One pipeline call for several texts, each image from its own CPU generator (so its initial noise is
+        the same in any batch)."""
         import torch
 
         pipe = _pipeline(self.name, self.device)
-        generator = torch.Generator("cpu").manual_seed(self.seed)
-        out = pipe(text, height=self.size, width=self.size, num_inference_steps=self.steps,
-                   guidance_scale=self.guidance, generator=generator, output_type="np").images[0]
-        return np.clip(np.rint(np.asarray(out, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        out = pipe(list(texts), height=self.size, width=self.size, num_inference_steps=self.steps,
+                   guidance_scale=self.guidance, generator=generators, output_type="np").images
+        return [np.clip(np.rint(np.asarray(im, dtype=np.float64) * 255), 0, 255).astype(np.uint8) for im in out]
 
     def versions(self) -> dict:
         import diffusers

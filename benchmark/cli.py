@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "(default: $CMCBENCH_INCEPTION_SHA256)")
     run.add_argument("--device", default="auto", help="device for the networks: auto (CUDA when present), cpu, cuda")
     run.add_argument("--batch-size", type=positive_int, default=32, help="Inception batch size (default 32)")
+    run.add_argument("--codec-batch", type=positive_int, default=None, metavar="N",
+                     help="images per batched encode/decode call, for codecs with the batch protocol (default: each "
+                          "codec's own, e.g. 8 for model-backed CMC); execution only: the rows do not depend on it")
     run.add_argument("--isc-splits", type=positive_int, default=10, help="Inception Score splits (default 10)")
     run.add_argument("--kid-subsets", type=positive_int, default=100, help="KID subsets (default 100)")
     run.add_argument("--kid-subset-size", type=positive_int, default=1000,
@@ -288,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
 RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit",
                "max_pixels", "save_reconstructions", "metrics", "inception_weights", "inception_sha256", "batch_size",
                "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "ms_ssim", "lpips", "lpips_vgg",
-               "dists", "clip", "iqa", "iqa_weights", "dinov2", "prdc_k", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout")
+               "dists", "clip", "iqa", "iqa_weights", "dinov2", "prdc_k", "patch_fid", "add_metric", "save_bitstreams",
+               "name", "timeout", "codec_batch")
 
 
 def _iqa_options(args) -> tuple[list[str], dict[str, str]]:
@@ -445,7 +449,7 @@ def cmd_run(args) -> int:
         config = RunConfig(dataset=args.dataset, split=args.split, preprocess=preprocess, limit=args.limit,
                            image_list=args.image_list, protocol=args.protocol, data_root=args.data_root,
                            max_pixels=args.max_pixels, codecs=specs, inception=inception,
-                           caption_embedder=args.caption_embedder, timeout=args.timeout,
+                           caption_embedder=args.caption_embedder, timeout=args.timeout, codec_batch=args.codec_batch,
                            image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips, "dists": args.dists,
                                           "lpips_vgg": args.lpips_vgg, "clip": args.clip},
                            dinov2={"model": args.dinov2, "k": args.prdc_k},

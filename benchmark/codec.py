@@ -66,8 +66,17 @@ class Codec:
     # False for generative codecs whose decoder has its own output size; the runner then resizes
     # the output to the input's size for pixel metrics and records that it did.
     exact_size: ClassVar[bool] = True
-    # False for codecs that must run in the main process (large models, GPU).
+    # False for codecs that must run in the main process (one copy of large weights); see also wants_gpu.
     parallel: ClassVar[bool] = True
+    # True for codecs whose networks run on the run's device (setup's context["device"]): Ray gives their
+    # tasks a GPU share. Independent of `parallel`, which only says where the codec may run.
+    wants_gpu: ClassVar[bool] = False
+    # How many images the runner hands encode_batch/decode_batch at once (images of equal size); 1 for
+    # codecs that only implement encode/decode.
+    batch_size: ClassVar[int] = 1
+    # True for codecs with a model per setting (a learned codec's checkpoint per rate): the runner runs them
+    # setting by setting, so each setting's model is loaded once per run and only one is held at a time.
+    model_per_setting: ClassVar[bool] = False
     # True for encoders that need the dataset record (an oracle captioner reads the reference captions);
     # they are called as encode(image, setting, record=record). Decoders never get it.
     needs_record: ClassVar[bool] = False
@@ -146,6 +155,24 @@ class Codec:
 
     def decode(self, data: bytes) -> np.ndarray:
         raise NotImplementedError
+
+    def encode_batch(self, images: list[np.ndarray], setting: Any, records: list | None = None) -> list[bytes]:
+        """Encode several images of equal size at one setting (`records` only for `needs_record` codecs).
+        Codecs that gain from batching (networks) override this and declare `batch_size`; the default encodes
+        one by one."""
+        records = records if records is not None else [None] * len(images)
+        return [encode_image(self, image, setting, record) for image, record in zip(images, records)]
+
+    def decode_batch(self, data: list[bytes], setting: Any) -> list[np.ndarray]:
+        """Decode several bitstreams of one setting. The setting names the model a decoder with one model per
+        setting loads (agreed side information, as the rate parameter of a learned codec's checkpoint is);
+        the default decodes one by one, from the bytes alone."""
+        return [self.decode(d) for d in data]
+
+    @classmethod
+    def batched(cls) -> bool:
+        """Whether the codec implements the batch protocol itself (else the runner calls encode/decode)."""
+        return cls.encode_batch is not Codec.encode_batch or cls.decode_batch is not Codec.decode_batch
 
     def versions(self) -> dict[str, str]:
         """Library versions that determine the bitstream (recorded in every row)."""

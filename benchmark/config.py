@@ -33,6 +33,7 @@ class RunConfig:
     # Execution only: these do not change the rows' values.
     timeout: float = 300.0
     chunk_size: int | None = None
+    codec_batch: int | None = None  # images per encode_batch/decode_batch call, for every codec (None: its own)
     save_reconstructions: bool = False
     save_bitstreams: bool = False
 
@@ -95,5 +96,7 @@ class RunConfig:
 
 
 def codec_context(config: RunConfig, split: str) -> dict:
-    """What a codec's setup may know of the run: the dataset, its split and preprocessing."""
-    return {"dataset": config.dataset_spec(), "split": split, "preprocess": config.preprocess}
+    """What a codec's setup may know of the run: the dataset, its split and preprocessing, and the device its
+    networks run on (--device, as every network of the run)."""
+    return {"dataset": config.dataset_spec(), "split": split, "preprocess": config.preprocess,
+            "device": config.inception.get("device") or "auto"}

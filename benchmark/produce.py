@@ -126,3 +126,82 @@ def _produce_outside(codec: Codec, pixels: np.ndarray, setting: Any, record: Any
         out.columns.update(status="failed", error=error_text(stage, exc) if stage == "output check" else
                            (str(exc) if isinstance(exc, (FileNotFoundError, ValueError)) else error_text(stage, exc)))
     return out
+
+
+def produce_batch(encoder: Codec, decoder: Codec, images: list[np.ndarray], setting: Any, records: list,
+                  timeout: float, on_stage=lambda stage: None) -> list[Production]:
+    """Encode and decode a batch of equal-size images at one setting through the batch protocol. Timings are
+    the batch's, shared equally among its images. If the batch call fails, each image is redone alone, so
+    one bad image fails its own row with its own reason and the others go on."""
+    if not encoder.batched() or encoder.produced_outside:
+        return [produce(encoder, decoder, px, setting, rec, timeout, on_stage) for px, rec in zip(images, records)]
+    n = len(images)
+    if n == 1:
+        return [_produce_single_batch(encoder, decoder, images[0], setting, records[0], timeout, on_stage)]
+    outs = [Production() for _ in images]
+    try:
+        on_stage("encode")
+        t0 = time.perf_counter()
+        with time_limit(timeout * n, f"encode of a batch of {n}"):
+            data = encoder.encode_batch(images, setting, records if encoder.needs_record else None)
+        t1 = time.perf_counter()
+        if len(data) != n:
+            raise ValueError(f"encode_batch returned {len(data)} bitstreams for {n} images")
+        for out, d in zip(outs, data):
+            if not isinstance(d, (bytes, bytearray, memoryview)):
+                raise TypeError(f"encoder returned {type(d).__name__}, not bytes")
+        on_stage("decode")
+        t2 = time.perf_counter()
+        with time_limit(timeout * n, f"decode of a batch of {n}"):
+            recons = decoder.decode_batch([bytes(d) for d in data], setting)
+        t3 = time.perf_counter()
+        if len(recons) != n:
+            raise ValueError(f"decode_batch returned {len(recons)} images for {n} bitstreams")
+    except Exception:  # noqa: BLE001 - redo one by one: each image's own success or reason
+        return [_produce_single_batch(encoder, decoder, px, setting, rec, timeout, on_stage)
+                for px, rec in zip(images, records)]
+    for out, d, recon, pixels in zip(outs, data, recons, images):
+        h, w = pixels.shape[:2]
+        out.data = d = bytes(d)
+        out.columns.update(bytes=len(d), bits=8 * len(d), bpp=bits_per_pixel(len(d), w, h), encode_s=(t1 - t0) / n,
+                           decode_s=(t3 - t2) / n)
+        try:
+            out.reconstruction, note = check_output(recon, pixels, decoder.exact_size)
+            out.columns.update(decoder.extra_columns(d))
+            out.columns.update(output_notes=note, status="ok", error="")
+        except Exception as exc:  # noqa: BLE001
+            out.reconstruction = None
+            out.columns.update(status="failed", error=error_text("output check", exc))
+    return outs
+
+
+def _produce_single_batch(encoder, decoder, pixels, setting, record, timeout, on_stage) -> Production:
+    """One image through the batch protocol (a batch that failed, redone alone): its own reason."""
+    out = Production()
+    h, w = pixels.shape[:2]
+    stage = "encode"
+    try:
+        on_stage("encode")
+        t0 = time.perf_counter()
+        with time_limit(timeout, "encode"):
+            data, = encoder.encode_batch([pixels], setting, [record] if encoder.needs_record else None)
+        t1 = time.perf_counter()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"encoder returned {type(data).__name__}, not bytes")
+        out.data = data = bytes(data)
+        out.columns.update(bytes=len(data), bits=8 * len(data), bpp=bits_per_pixel(len(data), w, h),
+                           encode_s=t1 - t0)
+        stage = "decode"
+        on_stage("decode")
+        t2 = time.perf_counter()
+        with time_limit(timeout, "decode"):
+            recon, = decoder.decode_batch([data], setting)
+        out.columns["decode_s"] = time.perf_counter() - t2
+        stage = "output check"
+        out.reconstruction, note = check_output(recon, pixels, decoder.exact_size)
+        out.columns.update(decoder.extra_columns(data))
+        out.columns.update(output_notes=note, status="ok", error="")
+    except Exception as exc:  # noqa: BLE001 - the row fails with its reason, the run goes on
+        out.reconstruction = None
+        out.columns.update(status="failed", error=error_text(stage, exc))
+    return out

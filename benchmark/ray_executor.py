@@ -6,8 +6,8 @@ its rows and, when a hook needs them, its pixels come back to the driver, which 
 the same atomic shard writer as the local executor. So rows are the same, set-level metrics are built
 afterwards from the stored features exactly as locally, and a resumed run (after a driver crash) redoes
 just the missing shards. A task whose worker process dies is retried by Ray (`max_retries`); one that
-keeps killing its worker becomes failed rows, as locally. Codecs that must not run in parallel
-(model-based ones) ask Ray for a GPU share when the cluster has GPUs.
+keeps killing its worker becomes failed rows, as locally. Codecs that declare `wants_gpu` (model-based
+ones) ask Ray for a GPU share when the cluster has GPUs.
 
 Ray is an optional dependency (`pip install -e '.[ray]'`), imported only when `--executor ray` is used.
 The Inception network runs in a Ray actor that asks for a GPU when the cluster has GPUs (then the
@@ -129,7 +129,8 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
     """Run `tasks` on Ray with at most 2 x (cluster CPUs) in flight, committing results as they arrive."""
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = ray.cluster_resources().get("GPU", 0)
-    parallel = {c["label"]: c["parallel"] for c in info["codecs"]}
+    # a GPU share for codecs whose networks want one (older runs: those that had to run in the main process)
+    wants_gpu = {c["label"]: c.get("wants_gpu", not c["parallel"]) for c in info["codecs"]}
     remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
     info_ref, dataset_ref = ray.put(info), ray.put(dataset)
     from benchmark.local_executor import GRACE_S, HEARTBEATS, stuck_workers
@@ -144,7 +145,7 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
         while queue and len(in_flight) < limit:
             task = queue.pop()
             options = {"num_cpus": 1}
-            if not parallel.get(task.codec, True) and gpus:
+            if wants_gpu.get(task.codec, False) and gpus:
                 options = {"num_cpus": 1, "num_gpus": MODEL_TASK_GPUS}
             ref = remote.options(**options).remote(info_ref, dataset_ref, str(run_dir), task, keep_pixels,
                                                    skips.get(task, {}))

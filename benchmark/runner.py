@@ -47,6 +47,8 @@ def _codec_info(spec: CodecSpec, context: dict) -> dict:
     return {"label": spec.label, "target": spec.target, "name": cls.name, "options": codec.options,
             "settings": list(spec.settings), "rate_parameter": cls.rate_parameter, "versions": codec.versions(),
             "side_information": codec.side_information(), "parallel": codec.parallel,
+            "wants_gpu": bool(codec.wants_gpu), "batch_size": int(codec.batch_size),
+            "model_per_setting": bool(codec.model_per_setting),
             "exact_size": codec.exact_size, "produced_outside": cls.produced_outside, "columns": dict(codec.columns),
             "notes": codec.notes()}
 
@@ -235,9 +237,18 @@ def check_resume(run_dir: pathlib.Path, info: dict, anyway: bool) -> dict:
 
 
 def plan(info: dict, n_images: int) -> list[Task]:
+    """Tasks of (chunk of images, codec). A codec with a model per setting gets one task per (setting, chunk),
+    setting by setting, so a process that runs them in order loads each setting's model once; its chunk
+    numbers continue past the others' (setting s, chunk k is chunk s x chunks + k), keeping shards unique."""
     size = info["config"]["chunk_size"]
-    return [Task(k, c["label"], start, min(start + size, n_images))
-            for k, start in enumerate(range(0, n_images, size)) for c in info["codecs"]]
+    starts = list(range(0, n_images, size))
+    tasks = [Task(k, c["label"], start, min(start + size, n_images))
+             for k, start in enumerate(starts) for c in info["codecs"] if not c.get("model_per_setting")]
+    for c in info["codecs"]:
+        if c.get("model_per_setting"):
+            tasks += [Task(s * len(starts) + k, c["label"], start, min(start + size, n_images), (s,))
+                      for s in range(len(c["settings"])) for k, start in enumerate(starts)]
+    return tasks
 
 
 @dataclass
@@ -282,7 +293,8 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     todo = [t for t in tasks if not shard_path(run_dir, t.codec, t.chunk).exists()]
     if todo and (resume or len(todo) < len(tasks)):
         info = check_resume(run_dir, info, resume_anyway)
-    parallel_codecs = {c["label"] for c in info["codecs"] if c["parallel"]}
+    # a codec with a model per setting runs its setting-major tasks in this process, in order: one load each
+    parallel_codecs = {c["label"] for c in info["codecs"] if c["parallel"] and not c.get("model_per_setting")}
     jobs = max(1, jobs or os.cpu_count() or 1)
     pooled = [t for t in todo if t.codec in parallel_codecs] if jobs > 1 or isolate else []
     pooled_set = set(pooled)

@@ -24,7 +24,7 @@ from benchmark.config import RunConfig, codec_context
 from benchmark.datasets import Dataset
 from benchmark.imageio import BadImage
 from benchmark.preprocess import get_preset
-from benchmark.produce import error_text, produce
+from benchmark.produce import error_text, produce_batch
 from benchmark.results import atomic_write_bytes, output_path
 from benchmark.scoring import Scorer
 from benchmark.timings import Timings
@@ -37,6 +37,19 @@ class Task:
     codec: str  # label
     start: int  # record indices [start, stop)
     stop: int
+    settings: tuple[int, ...] = ()  # setting indices this task produces; () for all of them
+
+
+def equal_size_batches(items: list[tuple], size: int):
+    """Groups of at most `size` items whose images (each item's last element) have one shape, in order of
+    each group's first item."""
+    open_groups: dict[tuple, list] = {}
+    for item in items:
+        group = open_groups.setdefault(item[-1].shape, [])
+        group.append(item)
+        if len(group) == size:
+            yield open_groups.pop(item[-1].shape)
+    yield from open_groups.values()
 
 
 @dataclass
@@ -125,7 +138,11 @@ class Worker:
         atomic_write_bytes(self.heartbeat, json.dumps(state).encode(), durable=False)
 
     def run(self, task: Task, keep_pixels: bool = False, skip: dict | None = None) -> TaskResult:
-        """`skip`: {(image index, setting index): reason} of rows that hung a previous attempt: failed, not rerun."""
+        """`skip`: {(image index, setting index): reason} of rows that hung a previous attempt: failed, not rerun.
+
+        Each image is read once; then setting by setting, images of equal size go to the codec in batches of
+        its `batch_size` (one at a time for codecs without the batch protocol). Rows come back in (image,
+        setting) order whatever the batching, so a run's rows do not depend on it."""
         spec = self.specs[task.codec]
         skip = skip or {}
         result = TaskResult(task, [], {}, [])
@@ -137,54 +154,74 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - the codec fails its rows, the run goes on
             encoder = decoder = None
             setup_error = error_text("codec setup", exc)
+        loaded = []
         for index in range(task.start, task.stop):
             with clock.stage("read image"):
                 image_row, pixels, error = self.load(index)
-            reference_cache: dict = {}
             if pixels is not None and keep_pixels and self.needs_original(image_row["image_sha256"]):
                 result.originals[index] = pixels
-            for s, setting in enumerate(spec.settings):
+            loaded.append((index, image_row, pixels, error))
+        settings = task.settings or tuple(range(len(spec.settings)))
+        batch_size = max(1, int(self.config.codec_batch or getattr(encoder, "batch_size", 1) or 1))
+        reference_caches: dict[int, dict] = {index: {} for index, *_ in loaded}
+        made: dict[tuple[int, int], tuple[dict, np.ndarray | None]] = {}
+        for s in settings:
+            setting = spec.settings[s]
+            todo = []
+            for index, image_row, pixels, error in loaded:
                 row = self.row(task.codec, image_row, s, setting)
-                if pixels is None or setup_error:
-                    row.update(status="failed", error=error or setup_error)
-                    result.rows.append(row)
-                    continue
-                if (index, s) in skip:
-                    row.update(status="failed", error=skip[(index, s)])
-                    result.rows.append(row)
-                    continue
-                record = self.dataset.records[index]
-                made = produce(encoder, decoder, pixels, setting, record, self.config.timeout,
-                               lambda stage: self._beat(task, index, s, stage))
+                if pixels is None or setup_error or (index, s) in skip:
+                    row.update(status="failed", error=error or setup_error or skip.get((index, s), ""))
+                    made[(index, s)] = (row, None)
+                else:
+                    todo.append((index, row, pixels))
+            for group in equal_size_batches(todo, batch_size):
+                records = [self.dataset.records[index] for index, _, _ in group]
+                first = group[0][0]
+                productions = produce_batch(encoder, decoder, [px for _, _, px in group], setting, records,
+                                            self.config.timeout, lambda stage: self._beat(task, first, s, stage))
                 self._beat(None)
-                row.update(made.columns)
-                for stage in ("encode", "decode"):
-                    if made.columns.get(f"{stage}_s") is not None:
-                        clock.add(stage, made.columns[f"{stage}_s"])
-                if made.data is not None and self.config.save_bitstreams:
-                    atomic_write_bytes(output_path(self.run_dir, task.codec, str(setting), record.image_id, ".bin"),
-                                       made.data)
-                recon = made.reconstruction
+                for (index, row, pixels), record, production in zip(group, records, productions):
+                    made[(index, s)] = (row, self._finish(task, row, pixels, record, setting, production,
+                                                          reference_caches[index], clock, keep_pixels))
+        for index, *_ in loaded:
+            for s in settings:
+                row, recon = made[(index, s)]
                 if recon is not None:
-                    text = row.get(registry.TEXT_COLUMN)
-                    row.update(self.scorer.score(pixels, recon, record.captions, text, reference_cache))
-                    if keep_pixels:
-                        result.reconstructions.append((len(result.rows), recon))
-                    if self.config.save_reconstructions:
-                        path = output_path(self.run_dir, task.codec, str(setting), record.image_id, ".png")
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        Image.fromarray(recon).save(path)
+                    result.reconstructions.append((len(result.rows), recon))
                 result.rows.append(row)
         result.timings = clock.state()
         return result
 
+    def _finish(self, task: Task, row: dict, pixels: np.ndarray, record, setting, production, cache: dict,
+                clock: Timings, keep_pixels: bool) -> np.ndarray | None:
+        """A produced row: its columns, saved outputs and scores; the reconstruction if the stages want it."""
+        row.update(production.columns)
+        for stage in ("encode", "decode"):
+            if production.columns.get(f"{stage}_s") is not None:
+                clock.add(stage, production.columns[f"{stage}_s"])
+        if production.data is not None and self.config.save_bitstreams:
+            atomic_write_bytes(output_path(self.run_dir, task.codec, str(setting), record.image_id, ".bin"),
+                               production.data)
+        recon = production.reconstruction
+        if recon is None:
+            return None
+        row.update(self.scorer.score(pixels, recon, record.captions, row.get(registry.TEXT_COLUMN), cache))
+        if self.config.save_reconstructions:
+            path = output_path(self.run_dir, task.codec, str(setting), record.image_id, ".png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(recon).save(path)
+        return recon if keep_pixels else None
+
     def crashed_result(self, task: Task) -> TaskResult:
         """Failed rows for a task whose worker process kept dying."""
         rows = []
+        spec = self.specs[task.codec]
         for index in range(task.start, task.stop):
             record = self.dataset.records[index]
             image_row = {"image_id": record.image_id, "image_index": record.index}
-            for s, setting in enumerate(self.specs[task.codec].settings):
+            for s in task.settings or range(len(spec.settings)):
+                setting = spec.settings[s]
                 rows.append({**self.row(task.codec, image_row, s, setting), "status": "failed",
                              "error": "the worker process died while running this task (retried; codec crashed)"})
         return TaskResult(task, rows, {}, [])

@@ -20,6 +20,7 @@ from benchmark.references import export_compressai, load_reference
 from benchmark.results import load_run, shard_files
 from benchmark.runner import RunConfig, create_run, execute
 from metrics import registry
+from metrics.psnr import psnr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_NETWORKS = dict(inception={"enabled": False}, caption_embedder="none", image_metrics={"ms_ssim": True,
@@ -282,3 +283,29 @@ def test_the_saved_layout_documents_itself(tmp_path, photos):
     """)
     done = subprocess.run([sys.executable, "-c", script, str(run_dir / "images")], capture_output=True, text=True)
     assert done.stdout.strip() == "['20', '40']"
+
+
+def test_a_codec_with_a_model_per_setting_loads_each_model_once_per_run(tmp_path):
+    """Setting by setting, across chunks and with other codecs in the pool: each setting's model is loaded
+    once by the encoder and once by the decoder; rows and bits are those of the one-image protocol."""
+    log = tmp_path / "loads.log"
+    config = RunConfig(dataset="sample", limit=10, chunk_size=3, inception={"enabled": False},
+                       caption_embedder="none", image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec(f"codecs_for_tests:PerSettingModel log={log}"),
+                               parse_codec_spec("jpeg quality=50")])
+    run_dir = create_run(config, tmp_path / "runs", "m", progress=False)
+    assert execute(run_dir, jobs=2, progress=False).n_failed == 0
+    loads = [line.split()[:2] for line in log.read_text().splitlines()]
+    assert sorted(loads) == sorted([role, str(s)] for role in ("encoder", "decoder") for s in (4, 16, 64))
+    assert [s for role, s in loads if role == "encoder"] == ["4", "16", "64"]  # setting-major
+    images, _ = load_run(run_dir)
+    mine = images[images.codec == "persetting"].sort_values(["image_id", "setting"])
+    assert len(mine) == 30 and (mine.bytes == 1 + 4 + 256 * 256 * 3).all()
+    codec = parse_codec_spec("codecs_for_tests:PerSettingModel").build()
+    from benchmark.datasets import open_dataset
+
+    ds = open_dataset("sample")
+    for row in mine.head(6).itertuples():
+        pixels = ds.read(ds.records[row.image_index]).pixels
+        one = codec.decode(codec.encode(pixels, int(row.setting)))  # the one-image protocol
+        assert row.psnr == pytest.approx(float(psnr(pixels, one)))

@@ -10,7 +10,7 @@ from PIL import Image
 from baselines.cmc import CMC
 from baselines.text_codecs import TEXT_CODECS, make_text_codec
 from benchmark.datasets import open_dataset
-from benchmark.results import load_run
+from benchmark.results import load_run, output_path
 from benchmark.runner import RunConfig, codec_context, create_run, execute
 from benchmark.codec import parse_codec_spec
 
@@ -200,3 +200,28 @@ def test_caption_embedder_runs_on_the_runs_device(tmp_path, monkeypatch):
                        image_metrics={"ms_ssim": False, "lpips": "none"})
     execute(create_run(config, tmp_path / "results", progress=False), jobs=1, progress=False)
     assert seen and set(seen) == {"cuda:1"}
+
+
+def test_batched_cmc_gives_the_rows_of_one_image_at_a_time(tmp_path, tiny_models):
+    """The tiny BLIP captions 8 images per call and the tiny Stable Diffusion decodes 8 texts per call, each
+    from its bitstream's own seed: captions, bits and pixels equal those of batch 1 (timings aside)."""
+    blip, sd = tiny_models
+    spec = f"cmc captioner={blip} generator={sd} size=32 steps=2 text_codec=huffman max_words=3,64"
+    runs = {}
+    for batch in (1, 8):
+        config = RunConfig(dataset="sample", codecs=[parse_codec_spec(spec)], inception={"enabled": False},
+                           limit=10, chunk_size=10, codec_batch=batch, save_reconstructions=True,
+                           caption_embedder="none")
+        runs[batch] = create_run(config, tmp_path / "results", f"b{batch}", progress=False)
+        assert execute(runs[batch], jobs=1, progress=False).n_failed == 0
+    one, eight = (load_run(runs[b])[0].sort_values(["image_id", "setting_index"]).reset_index(drop=True)
+                  for b in (1, 8))
+    assert list(one.caption) == list(eight.caption) and one.caption.nunique() > 1
+    for row in one.itertuples():
+        a, b = (np.asarray(Image.open(output_path(runs[k], "cmc", row.setting_label, row.image_id, ".png"))).astype(int)
+                for k in (1, 8))
+        assert np.abs(a - b).max() <= 1  # float sums over a batch of 8 may round one level differently
+    varying = {"run_id", "created", "encode_s", "decode_s", "psnr", "ms_ssim", "lpips"}
+    for column in one.columns.difference(varying):
+        assert one[column].equals(eight[column]), column
+    assert np.allclose(one.psnr, eight.psnr, atol=0.05)  # within the 1/255 above
