@@ -70,6 +70,7 @@ class CMC(Codec):
     exact_size = False
     needs_record = True
     columns = {"caption": "string"}  # the transmitted text, decoded from the bitstream
+    stochastic = True  # a diffusers generator draws from `seed` (the retrieval generator ignores it)
 
     def __init__(self, **options):
         super().__init__(**options)

@@ -77,6 +77,9 @@ class Codec:
     # True for codecs with a model per setting (a learned codec's checkpoint per rate): the runner runs them
     # setting by setting, so each setting's model is loaded once per run and only one is held at a time.
     model_per_setting: ClassVar[bool] = False
+    # True for codecs whose decoder draws from a seeded generator, chosen by an integer option `seed`: the
+    # same bitstream decodes to another image under another seed (best_of=N picks among N of them).
+    stochastic: ClassVar[bool] = False
     # True for encoders that need the dataset record (an oracle captioner reads the reference captions);
     # they are called as encode(image, setting, record=record). Decoders never get it.
     needs_record: ClassVar[bool] = False
@@ -155,6 +158,11 @@ class Codec:
 
     def decode(self, data: bytes) -> np.ndarray:
         raise NotImplementedError
+
+    def charged_bits(self, data: bytes) -> int:
+        """The bits the row is charged for this bitstream: all of it, 8 x bytes. A wrapper whose stream holds a
+        byte-aligned field worth fewer bits (best_of's candidate index) charges what a bit-packed stream takes."""
+        return 8 * len(data)
 
     def encode_batch(self, images: list[np.ndarray], setting: Any, records: list | None = None) -> list[bytes]:
         """Encode several images of equal size at one setting (`records` only for `needs_record` codecs).
@@ -268,19 +276,29 @@ class CodecSpec:
     # When set, the settings are target bpps and each image is encoded at the rate parameter that reaches
     # its target within this relative tolerance (see benchmark.ratematch).
     rate_tolerance: float | None = None
+    # best_of > 1: the encoder picks the best of that many decoder seeds by `select` (benchmark.best_of)
+    best_of: int = 1
+    select: str = "psnr"
 
     def to_json(self) -> dict[str, Any]:
         d = {"target": self.target, "label": self.label, "options": self.options, "settings": list(self.settings)}
         if self.rate_tolerance is not None:
             d["rate_tolerance"] = self.rate_tolerance
+        if self.best_of > 1:  # absent otherwise, so earlier runs keep their config hash
+            d.update(best_of=self.best_of, select=self.select)
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "CodecSpec":
-        return cls(d["target"], d["label"], dict(d["options"]), tuple(d["settings"]), d.get("rate_tolerance"))
+        return cls(d["target"], d["label"], dict(d["options"]), tuple(d["settings"]), d.get("rate_tolerance"),
+                   int(d.get("best_of", 1)), d.get("select", "psnr"))
 
     def codec_class(self) -> type[Codec]:
         cls = load_codec_class(self.target)
+        if self.best_of > 1:
+            from benchmark.best_of import best_of
+
+            return best_of(cls, self.best_of, self.select)
         if self.rate_tolerance is None:
             return cls
         from benchmark.ratematch import rate_matched
@@ -289,6 +307,8 @@ class CodecSpec:
 
     def build(self) -> Codec:
         cls = self.codec_class()
+        if self.best_of > 1:
+            return cls(best_of=self.best_of, select=self.select, **self.options)
         if self.rate_tolerance is None:
             return cls(**self.options)
         return cls(tolerance=self.rate_tolerance, **self.options)
@@ -315,6 +335,7 @@ def parse_codec_spec(text: str) -> CodecSpec:
     settings: tuple = ()
     targets: tuple = ()
     tolerance = None
+    best, select = 1, "psnr"
     for pair in pairs:
         key, eq, value = pair.partition("=")
         if not eq:
@@ -327,12 +348,21 @@ def parse_codec_spec(text: str) -> CodecSpec:
             targets = tuple(_number(v, f"Codec spec {text!r}: bpp") for v in value.split(",") if v)
         elif key == "tolerance":
             tolerance = _number(value, f"Codec spec {text!r}: tolerance")
+        elif key == "best_of":
+            n = _number(value, f"Codec spec {text!r}: best_of")
+            if n != int(n) or n < 1:
+                raise ValueError(f"Codec spec {text!r}: best_of takes a whole number of candidates >= 1, not {value}.")
+            best = int(n)
+        elif key == "select":
+            select = value
         else:
             options[key] = _parse_scalar(value)
     cls(**options)  # validate options now, with the codec's own message
     for value in settings:
         cls.check_setting(value)
     settings = settings or tuple(cls.discover_settings(options))
+    if (targets or tolerance is not None) and best > 1:
+        raise ValueError(f"Codec spec {text!r}: best_of and rate matching (bpp=) do not combine.")
     if targets or tolerance is not None:
         if cls.rate_range is None:
             raise ValueError(f"Codec {target!r} cannot be rate-matched: it declares no rate_range for its "
@@ -346,7 +376,15 @@ def parse_codec_spec(text: str) -> CodecSpec:
         return CodecSpec(target, label, options, targets, 0.01 if tolerance is None else tolerance)
     if not settings:
         raise ValueError(f"Codec {label!r} has no settings to sweep: give {cls.rate_parameter}=v1,v2,...")
-    return CodecSpec(target, label, options, settings)
+    if best > 1:
+        from benchmark.best_of import best_of
+
+        best_of(cls, best, select)  # checked now, in one sentence
+        if label == (cls.name or target):
+            label = f"{label}-best{best}"
+    elif select != "psnr":
+        raise ValueError(f"Codec spec {text!r}: select= goes with best_of=N (N >= 2).")
+    return CodecSpec(target, label, options, settings, best_of=best, select=select)
 
 
 def _number(value: str, what: str) -> float:

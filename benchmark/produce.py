@@ -20,7 +20,6 @@ import numpy as np
 from PIL import Image
 
 from benchmark.codec import Codec, CodecTimeout, encode_image
-from metrics.rate import bits_per_pixel
 
 
 @dataclass
@@ -90,7 +89,8 @@ def produce(encoder: Codec, decoder: Codec, pixels: np.ndarray, setting: Any, re
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"encoder returned {type(data).__name__}, not bytes")
         out.data = data = bytes(data)
-        out.columns.update(bytes=len(data), bits=8 * len(data), bpp=bits_per_pixel(len(data), w, h), encode_s=t1 - t0)
+        bits = encoder.charged_bits(data)
+        out.columns.update(bytes=len(data), bits=bits, bpp=bits / (w * h), encode_s=t1 - t0)
         out.columns.update(encoder.encode_columns())
         stage = "decode"
         on_stage("decode")
@@ -163,7 +163,8 @@ def produce_batch(encoder: Codec, decoder: Codec, images: list[np.ndarray], sett
     for out, d, recon, pixels in zip(outs, data, recons, images):
         h, w = pixels.shape[:2]
         out.data = d = bytes(d)
-        out.columns.update(bytes=len(d), bits=8 * len(d), bpp=bits_per_pixel(len(d), w, h), encode_s=(t1 - t0) / n,
+        out.columns.update(bytes=len(d), bits=encoder.charged_bits(d), bpp=encoder.charged_bits(d) / (w * h),
+                           encode_s=(t1 - t0) / n,
                            decode_s=(t3 - t2) / n)
         try:
             out.reconstruction, note = check_output(recon, pixels, decoder.exact_size)
@@ -189,8 +190,8 @@ def _produce_single_batch(encoder, decoder, pixels, setting, record, timeout, on
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"encoder returned {type(data).__name__}, not bytes")
         out.data = data = bytes(data)
-        out.columns.update(bytes=len(data), bits=8 * len(data), bpp=bits_per_pixel(len(data), w, h),
-                           encode_s=t1 - t0)
+        out.columns.update(bytes=len(data), bits=encoder.charged_bits(data),
+                           bpp=encoder.charged_bits(data) / (w * h), encode_s=t1 - t0)
         stage = "decode"
         on_stage("decode")
         t2 = time.perf_counter()

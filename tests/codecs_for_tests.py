@@ -195,3 +195,28 @@ class PerSettingModel(Codec):
 
     def decode(self, data):
         return self.decode_batch([data], data[0])[0]
+
+
+class SeededNoise(Codec):
+    """A stochastic decoder: JPEG bits, decoded with Gaussian noise drawn from (seed, the bytes)."""
+
+    name = "seedednoise"
+    rate_parameter = "quality"
+    default_sweep = (30, 80)
+    defaults = {"seed": 0, "sigma": 6.0}
+    stochastic = True
+
+    def encode(self, image, setting):
+        from baselines.jpeg import JPEG
+
+        return JPEG().encode(image, setting)
+
+    def decode(self, data):
+        import zlib
+
+        from baselines.jpeg import JPEG
+
+        rng = np.random.default_rng([self.options["seed"], zlib.crc32(data)])
+        out = JPEG().decode(data) + rng.normal(0, self.options["sigma"], (1,) * 3)  # a per-image offset
+        out = out + rng.normal(0, self.options["sigma"], out.shape)
+        return np.clip(np.round(out), 0, 255).astype(np.uint8)

@@ -309,3 +309,42 @@ def test_a_codec_with_a_model_per_setting_loads_each_model_once_per_run(tmp_path
         pixels = ds.read(ds.records[row.image_index]).pixels
         one = codec.decode(codec.encode(pixels, int(row.setting)))  # the one-image protocol
         assert row.psnr == pytest.approx(float(psnr(pixels, one)))
+
+
+def test_best_of_4_pays_exactly_2_bits_and_is_never_worse(tmp_path):
+    config = RunConfig(dataset="sample", limit=6, inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"}, save_bitstreams=True,
+                       codecs=[parse_codec_spec("codecs_for_tests:SeededNoise quality=30,80"),
+                               parse_codec_spec("codecs_for_tests:SeededNoise quality=30,80 best_of=4")])
+    run_dir = create_run(config, tmp_path / "runs", "b", progress=False)
+    assert execute(run_dir, jobs=2, progress=False).n_failed == 0
+    images, _ = load_run(run_dir)
+    key = ["image_id", "setting_index"]
+    one = images[images.codec == "seedednoise"].set_index(key).sort_index()
+    four = images[images.codec == "seedednoise-best4"].set_index(key).sort_index()
+    assert len(one) == len(four) == 12
+    assert ((four.bits - one.bits) == 2).all() and ((four.bytes - one.bytes) == 1).all()  # the index byte, 2 bits
+    assert (four.psnr >= one.psnr).all() and (four.psnr > one.psnr).any()
+    assert set(four.best_of_index) <= {0, 1, 2, 3} and four.best_of_index.nunique() > 1
+    info = json.loads((run_dir / "config.json").read_text())
+    assert info["codecs"][1]["side_information"]["best_of"]["index_bits"] == 2
+    # the decoder gets the bytes alone: the index inside them picks its seed
+    codec = parse_codec_spec("codecs_for_tests:SeededNoise quality=30,80 best_of=4").build()
+    row = four.reset_index().iloc[0]
+    data = (run_dir / "outputs" / "seedednoise-best4" / "30" / f"{row.image_id}.bin").read_bytes()
+    from benchmark.datasets import open_dataset
+
+    ds = open_dataset("sample")
+    pixels = ds.read(ds.records[int(row.image_index)]).pixels
+    assert data[-1] == row.best_of_index and psnr(pixels, codec.decode(data)) == pytest.approx(row.psnr)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("jpeg quality=50 best_of=4", "jpeg is deterministic"),
+    ("codecs_for_tests:SeededNoise best_of=4 select=lpips", "select=psnr|psnr_y|ms_ssim"),
+    ("codecs_for_tests:SeededNoise best_of=2.5", "whole number"),
+    ("codecs_for_tests:SeededNoise select=ms_ssim", "select= goes with best_of"),
+])
+def test_best_of_mistakes_are_one_sentence(spec, message):
+    with pytest.raises(ValueError, match=message.replace("|", r"\|")):
+        parse_codec_spec(spec)
