@@ -149,10 +149,16 @@ def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingD
     opts = info["config"].get("inception", {})
     dino_ok = info.get("dinov2", {}).get("status") == "ok"
     for (codec, s), rows in ok.groupby(["codec", "setting_index"], sort=True):
+        sampled = "sample" in rows and rows["sample"].notna().any()
+        if sampled:  # K decodes per bitstream: an image's value is its mean over its samples
+            numeric = [m for m in MEAN_METRICS if m in rows]
+            first = rows.groupby("image_id", as_index=False).first()
+            rows = first.drop(columns=numeric).merge(
+                rows.groupby("image_id", as_index=False)[numeric].mean(), on="image_id")
         rows = rows.sort_values("image_id")
         data = SettingData(codec, int(s), str(rows.setting_label.iloc[0]), rows.image_id.to_numpy(str),
                            {m: rows[m].to_numpy(float) for m in MEAN_METRICS if m in rows}, options=opts)
-        if inception_ok:
+        if inception_ok and not sampled:  # K sets' FID: the summary reports their mean and spread instead
             found = perceptual.setting_features(run_dir, codec, int(s))
             if found is not None:
                 index_to_id = dict(zip(rows.image_index, rows.image_id))
@@ -164,7 +170,7 @@ def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingD
                     data.pool, data.logits = pool[order], logits[order]
                     id_to_index = {v: k for k, v in index_to_id.items()}
                     data.ref_pool = perceptual.reference_features(info, shas, [id_to_index[i] for i in data.image_ids])
-        if dino_ok:
+        if dino_ok and not sampled:
             _attach_dinov2(data, run_dir, info, rows, shas or perceptual.image_shas(run_dir))
         out[(codec, data.setting_label)] = data
     return out

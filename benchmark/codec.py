@@ -279,6 +279,8 @@ class CodecSpec:
     # best_of > 1: the encoder picks the best of that many decoder seeds by `select` (benchmark.best_of)
     best_of: int = 1
     select: str = "psnr"
+    # samples > 1: every bitstream is decoded that many times, with seeds seed, seed+1, ... (a row per sample)
+    samples: int = 1
 
     def to_json(self) -> dict[str, Any]:
         d = {"target": self.target, "label": self.label, "options": self.options, "settings": list(self.settings)}
@@ -286,12 +288,14 @@ class CodecSpec:
             d["rate_tolerance"] = self.rate_tolerance
         if self.best_of > 1:  # absent otherwise, so earlier runs keep their config hash
             d.update(best_of=self.best_of, select=self.select)
+        if self.samples > 1:
+            d["samples"] = self.samples
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "CodecSpec":
         return cls(d["target"], d["label"], dict(d["options"]), tuple(d["settings"]), d.get("rate_tolerance"),
-                   int(d.get("best_of", 1)), d.get("select", "psnr"))
+                   int(d.get("best_of", 1)), d.get("select", "psnr"), int(d.get("samples", 1)))
 
     def codec_class(self) -> type[Codec]:
         cls = load_codec_class(self.target)
@@ -335,7 +339,7 @@ def parse_codec_spec(text: str) -> CodecSpec:
     settings: tuple = ()
     targets: tuple = ()
     tolerance = None
-    best, select = 1, "psnr"
+    best, select, samples = 1, "psnr", 1
     for pair in pairs:
         key, eq, value = pair.partition("=")
         if not eq:
@@ -355,14 +359,23 @@ def parse_codec_spec(text: str) -> CodecSpec:
             best = int(n)
         elif key == "select":
             select = value
+        elif key == "samples":
+            k = _number(value, f"Codec spec {text!r}: samples")
+            if k != int(k) or not 1 <= k <= 64:
+                raise ValueError(f"Codec spec {text!r}: samples takes a whole number of decodes in 1..64, not {value}.")
+            samples = int(k)
         else:
             options[key] = _parse_scalar(value)
     cls(**options)  # validate options now, with the codec's own message
     for value in settings:
         cls.check_setting(value)
     settings = settings or tuple(cls.discover_settings(options))
-    if (targets or tolerance is not None) and best > 1:
-        raise ValueError(f"Codec spec {text!r}: best_of and rate matching (bpp=) do not combine.")
+    if (targets or tolerance is not None) and (best > 1 or samples > 1):
+        raise ValueError(f"Codec spec {text!r}: best_of and samples do not combine with rate matching (bpp=).")
+    if samples > 1 and (best > 1 or not cls.stochastic or "seed" not in cls.defaults):
+        raise ValueError(f"Codec spec {text!r}: samples=K needs a stochastic codec (one whose decoder draws from its "
+                         f"`seed` option) and no best_of; {cls.name} is " +
+                         ("deterministic." if not cls.stochastic else "asked for best_of too."))
     if targets or tolerance is not None:
         if cls.rate_range is None:
             raise ValueError(f"Codec {target!r} cannot be rate-matched: it declares no rate_range for its "
@@ -384,7 +397,9 @@ def parse_codec_spec(text: str) -> CodecSpec:
             label = f"{label}-best{best}"
     elif select != "psnr":
         raise ValueError(f"Codec spec {text!r}: select= goes with best_of=N (N >= 2).")
-    return CodecSpec(target, label, options, settings, best_of=best, select=select)
+    if samples > 1 and label == (cls.name or target):
+        label = f"{label}-x{samples}"
+    return CodecSpec(target, label, options, settings, best_of=best, select=select, samples=samples)
 
 
 def _number(value: str, what: str) -> float:

@@ -169,31 +169,41 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
     if missing and not allow_missing:
         raise NotComparable(f"NEW lacks part of BASE ({'; '.join(missing)}): a gate must not pass on what it did "
                             "not run; pass --allow-missing to compare the rest.")
-    curves = curve_verdicts(base_sets, new_sets, tolerances, resamples, seed, level)
+    def curve_noise(codec: str, metric: str) -> float:
+        """The mean over the codec's settings of seed noise's standard error (the BD-metric averages them)."""
+        values = [seed_noise(b, new_summary[(new_summary.codec == codec) & (new_summary.setting_label == label)],
+                             metric)
+                  for label, b in base_summary[base_summary.codec == codec].groupby("setting_label")] \
+            if len(base_summary) and len(new_summary) else []
+        values = [v for v in values if v == v]
+        return float(np.mean(values)) if values else float("nan")
+
+    curves = curve_verdicts(base_sets, new_sets, tolerances, resamples, seed, level, curve_noise)
     rows = []
     for key in [k for k in base_sets if k in new_sets]:
         codec, setting = key
         diffs = bootstrap.paired_difference(base_sets[key], new_sets[key], max(resamples, 1), seed, level)
+        b = base_summary[(base_summary.codec == codec) & (base_summary.setting_label == setting)]
+        n = new_summary[(new_summary.codec == codec) & (new_summary.setting_label == setting)]
         for metric, d in diffs.items():
             if resamples <= 0:
                 d["low"] = d["high"] = float("nan")
-            rows.append(_verdict(codec, setting, metric, d, tolerances))
-        # Set-level metrics the bootstrap does not resample (patch FID, FD-DINOv2, PRDC) and failure counts, from
-        # the summaries: point values, no interval.
-        b = base_summary[(base_summary.codec == codec) & (base_summary.setting_label == setting)]
-        n = new_summary[(new_summary.codec == codec) & (new_summary.setting_label == setting)]
-        for metric in SUMMARY_ONLY:
+            rows.append(_verdict(codec, setting, metric, {**d, "seed_noise": seed_noise(b, n, metric)}, tolerances))
+        # Set-level metrics the bootstrap does not resample (patch FID, PRDC; every set metric of a codec that
+        # decodes K samples) and failure counts, from the summaries: point values, no interval.
+        for metric in SUMMARY_ONLY + tuple(m for m in bootstrap.SET_METRICS if m not in diffs):
             if metric in b and metric in n and b[metric].notna().any() and n[metric].notna().any():
                 bv, nv = float(b[metric].iloc[0]), float(n[metric].iloc[0])
                 rows.append(_verdict(codec, setting, metric, {"base": bv, "new": nv, "change": nv - bv,
-                                                              "low": np.nan, "high": np.nan}, tolerances))
+                                                              "low": np.nan, "high": np.nan,
+                                                              "seed_noise": seed_noise(b, n, metric)}, tolerances))
         if len(b) and len(n) and int(n.n_failed.iloc[0]) > int(b.n_failed.iloc[0]):
             rows.append({"codec": codec, "setting": setting, "metric": "n_failed", "base": int(b.n_failed.iloc[0]),
                          "new": int(n.n_failed.iloc[0]), "change": int(n.n_failed.iloc[0] - b.n_failed.iloc[0]),
                          "low": np.nan, "high": np.nan, "tolerance": 0.0, "direction": "lower is better",
                          "verdict": "worse", "significant": None, "decisive": True})
     columns = ["codec", "setting", "metric", "base", "new", "change", "low", "high", "tolerance", "direction",
-               "verdict", "significant", "n_images", "decisive"]
+               "verdict", "significant", "n_images", "seed_noise", "decisive"]
     detail = pd.DataFrame(rows, columns=columns)
     if len(detail):
         detail["decisive"] = [_decisive(r, detail, curves, tolerances) for r in detail.itertuples()]
@@ -233,8 +243,9 @@ def _codec_curves(sets: dict, codec: str, ids: np.ndarray, positions: np.ndarray
 
 
 def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples: int, seed: int,
-                   level: float) -> pd.DataFrame:
-    """Per codec and metric: BD-metric and BD-rate of NEW against BASE, with paired bootstrap intervals."""
+                   level: float, noise=lambda codec, metric: float("nan")) -> pd.DataFrame:
+    """Per codec and metric: BD-metric and BD-rate of NEW against BASE, with paired bootstrap intervals.
+    `noise(codec, metric)`: the standard error seed noise alone gives a change (stochastic decoders)."""
     from benchmark.curves import Curve, compare_curves
 
     out = []
@@ -262,14 +273,14 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
                     result = {"bd_metric": np.nan, "bd_rate": np.nan, "note": str(exc)}
                 values.append((result["bd_metric"], result["bd_rate"], result["note"]))
             tol = tolerance_for(tolerances, metric, float(np.mean(bv[0])))
-            out.append(_curve_verdict(codec, metric, values, tol, level, len(ids), resamples))
+            out.append(_curve_verdict(codec, metric, values, tol, level, len(ids), resamples, noise(codec, metric)))
     columns = ["codec", "metric", "bd_metric", "low", "high", "bd_rate", "bd_rate_low", "bd_rate_high", "tolerance",
                "direction", "verdict", "significant", "n_images", "note"]
     return pd.DataFrame(out, columns=columns)
 
 
 def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: float, n: int,
-                   resamples: int) -> dict:
+                   resamples: int, noise: float = float("nan")) -> dict:
     up = higher_is_better(metric)
     point, point_rate, note = values[0]
     row = {"codec": codec, "metric": metric, "bd_metric": point, "bd_rate": point_rate, "n_images": n, "note": note,
@@ -294,24 +305,43 @@ def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: flo
         row["note"] = "; ".join(filter(None, [note, "no interval (no resamples, or BD undefined in too many): "
                                                     "judged on the tolerance alone"]))
     gain = point if up else -point  # positive: NEW is better at equal rate
-    if abs(gain) <= tol or row["significant"] is False:
+    if noise == noise and abs(gain) <= 2 * noise:
+        row["note"] = "; ".join(filter(None, [row["note"], f"within 2 x the seed noise ({noise:.3g}) of a stochastic "
+                                                          "decoder's samples"]))
+    if abs(gain) <= max(tol, 2 * noise if noise == noise else 0) or row["significant"] is False:
         row["verdict"] = "same"
     else:
         row["verdict"] = "better" if gain > 0 else ("worse" if worse_side else "same")
     return row
 
 
+def seed_noise(base: pd.DataFrame, new: pd.DataFrame, metric: str) -> float:
+    """The standard error of a change that seed noise alone gives, from the spreads over samples both runs
+    report for a stochastic decoder (`<metric>_sample_std` over K samples): sqrt(sb^2/Kb + sn^2/Kn); NaN
+    when either run decoded one sample."""
+    column = f"{metric}_sample_std"
+    if not (len(base) and len(new)) or column not in base or column not in new:
+        return float("nan")
+    kb = float(base["n_samples"].iloc[0]) if "n_samples" in base else float("nan")
+    kn = float(new["n_samples"].iloc[0]) if "n_samples" in new else float("nan")
+    sb, sn = float(base[column].iloc[0]), float(new[column].iloc[0])
+    return float(math.sqrt(sb ** 2 / kb + sn ** 2 / kn)) if kb > 1 and kn > 1 else float("nan")
+
+
 def _verdict(codec: str, setting: str, metric: str, d: dict, tolerances: dict) -> dict:
     up = higher_is_better(metric)
     tol = tolerance_for(tolerances, metric, d["base"])
     gain = d["change"] if up else -d["change"]  # positive: NEW is better
-    verdict = "same" if abs(gain) <= tol or math.isnan(gain) else ("better" if gain > 0 else "worse")
+    noise = d.get("seed_noise", float("nan"))
+    # a change within two standard errors of seed noise is the decoder's luck, not a regression
+    allowed = max(tol, 2 * noise) if noise == noise else tol
+    verdict = "same" if abs(gain) <= allowed or math.isnan(gain) else ("better" if gain > 0 else "worse")
     low, high = d.get("low", np.nan), d.get("high", np.nan)
     significant = None if math.isnan(low) or math.isnan(high) else bool(low > 0 or high < 0)
     return {"codec": codec, "setting": setting, "metric": metric, "base": d["base"], "new": d["new"],
             "change": d["change"], "low": low, "high": high, "tolerance": tol,
             "direction": "higher is better" if up else "lower is better", "verdict": verdict,
-            "significant": significant, "n_images": d.get("n_images")}
+            "significant": significant, "n_images": d.get("n_images"), "seed_noise": noise}
 
 
 def render_text(result: Comparison, show_all: bool = False) -> str:

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from benchmark.console import bar
-from benchmark.perceptual import (FID_MIN_SAMPLES, features_path, image_shas, npz_bytes, passes, read_setting,
-                                  record_passes, reference_path, write_reference, group_by_setting)
+from benchmark.perceptual import (FID_MIN_SAMPLES, feature_key, features_path, group_by_setting, image_shas,
+                                  npz_bytes, over_samples, passes, read_setting, record_passes, reference_path,
+                                  write_reference)
 from benchmark.results import atomic_write_bytes, safe_name
 from benchmark.timings import Timings
 from metrics.fid import FIDReference
@@ -112,9 +113,10 @@ class DINOv2Stage:
         atomic_write_bytes(self.run_dir / "dinov2_passes.json", json.dumps(passes(self.run_dir, LEDGER)).encode())
 
 
-def setting_features(run_dir: pathlib.Path, codec: str, s: int):
-    """(image indices, embeddings) of one setting's reconstructions, by image index; None if none."""
-    return read_setting(run_dir, FOLDER, codec, s, ("dinov2",))
+def setting_features(run_dir: pathlib.Path, codec: str, s: int, sample: int = 0):
+    """(image indices, embeddings) of one setting's reconstructions (of one sample of a stochastic decoder's),
+    by image index; None if none."""
+    return read_setting(run_dir, FOLDER, codec, feature_key(s, sample), ("dinov2",))
 
 
 def reference_features(stage: dict, shas: dict[int, str], order) -> np.ndarray:
@@ -125,38 +127,43 @@ def set_metrics(run_dir: pathlib.Path, info: dict, timings: Timings | None = Non
     """FD-DINOv2 and PRDC per (codec, setting) from the stored embeddings, in float64."""
     timings = timings or Timings()
     stage = info["dinov2"]
-    k = int(stage.get("k") or DEFAULT_K)
+    k_nn = int(stage.get("k") or DEFAULT_K)
     shas = image_shas(run_dir)
     order = np.asarray(sorted(shas))
     ref = reference_features(stage, shas, order) if len(order) else np.zeros((0, 1), np.float32)
     reference = FIDReference(ref) if len(ref) >= 2 else None
     out = []
-    keys = [(codec["label"], s) for codec in info["codecs"] for s in range(len(codec["settings"]))]
-    for label, s in bar(keys, desc="set metrics (FD-DINOv2, PRDC)", unit="settings"):
-        row = {"codec": label, "setting_index": s, "n_dinov2": 0}
-        found = setting_features(run_dir, label, s)
-        if found is None:
-            row["dinov2_note"] = "no successful reconstructions"
-            out.append(row)
-            continue
-        idx, emb = found
-        notes, real, ref_sqrt = [], ref, reference
-        if len(idx) < len(order):  # failed rows: against the originals of the images it reconstructed
-            real, ref_sqrt = ref[np.searchsorted(order, idx)], None
-            notes.append(f"against the originals of the {len(idx)} of {len(order)} images this setting reconstructed")
-        n = row["n_dinov2"] = len(idx)
-        if n >= 2:
-            with timings.stage("set metrics: FD-DINOv2"):
-                row["fd_dinov2"] = (ref_sqrt or FIDReference(real)).distance(emb)
-            if n < FID_MIN_SAMPLES:
-                notes.append(f"FD-DINOv2 from {n} < {FID_MIN_SAMPLES} samples: biased, compare only at equal counts")
-        else:
-            notes.append("FD-DINOv2 needs at least 2 images per set")
-        if n > k:
-            with timings.stage("set metrics: PRDC"):
-                row.update({f"dinov2_{name}": v for name, v in prdc(emb, real, k).items()})
-        else:
-            notes.append(f"precision, recall, density and coverage need more than k={k} images")
-        row["dinov2_note"] = "; ".join(notes)
-        out.append(row)
+    keys = [(codec["label"], s, codec.get("samples", 1)) for codec in info["codecs"]
+            for s in range(len(codec["settings"]))]
+    for label, s, samples in bar(keys, desc="set metrics (FD-DINOv2, PRDC)", unit="settings"):
+        rows = [_setting_row(run_dir, label, s, k, order, ref, reference, k_nn, timings) for k in range(samples)]
+        out.append(over_samples(rows, "dinov2_note"))
     return pd.DataFrame(out)
+
+
+def _setting_row(run_dir, label, s, sample, order, ref, reference, k, timings) -> dict:
+    row = {"codec": label, "setting_index": s, "n_dinov2": 0}
+    found = setting_features(run_dir, label, s, sample)
+    if found is None:
+        row["dinov2_note"] = "no successful reconstructions"
+        return row
+    idx, emb = found
+    notes, real, ref_sqrt = [], ref, reference
+    if len(idx) < len(order):  # failed rows: against the originals of the images it reconstructed
+        real, ref_sqrt = ref[np.searchsorted(order, idx)], None
+        notes.append(f"against the originals of the {len(idx)} of {len(order)} images this setting reconstructed")
+    n = row["n_dinov2"] = len(idx)
+    if n >= 2:
+        with timings.stage("set metrics: FD-DINOv2"):
+            row["fd_dinov2"] = (ref_sqrt or FIDReference(real)).distance(emb)
+        if n < FID_MIN_SAMPLES:
+            notes.append(f"FD-DINOv2 from {n} < {FID_MIN_SAMPLES} samples: biased, compare only at equal counts")
+    else:
+        notes.append("FD-DINOv2 needs at least 2 images per set")
+    if n > k:
+        with timings.stage("set metrics: PRDC"):
+            row.update({f"dinov2_{name}": v for name, v in prdc(emb, real, k).items()})
+    else:
+        notes.append(f"precision, recall, density and coverage need more than k={k} images")
+    row["dinov2_note"] = "; ".join(notes)
+    return row

@@ -90,9 +90,14 @@ def record_passes(run_dir: pathlib.Path, lines: list[str], ledger: str = PASS_LE
         os.fsync(f.fileno())
 
 
+def feature_key(setting_index: int, sample: int | None = 0) -> str:
+    """Where a setting's (and a stochastic decoder's sample k's) features are kept: S, or SkK for k > 0."""
+    return f"{setting_index}" if not sample else f"{setting_index}k{sample}"
+
+
 def group_by_setting(rows: list[dict], positions: list[int], **features: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-task feature arrays keyed by setting: image_index_S and NAME_S for each of `features`."""
-    settings = np.array([rows[p]["setting_index"] for p in positions])
+    """Per-task feature arrays keyed by setting (and sample): image_index_S and NAME_S for each of `features`."""
+    settings = np.array([feature_key(rows[p]["setting_index"], rows[p].get("sample")) for p in positions])
     indices = np.array([rows[p]["image_index"] for p in positions])
     arrays = {}
     for s in sorted(set(settings.tolist())):
@@ -177,7 +182,7 @@ class PerceptualStage:
             patch_feats = self._patch_features([im for _, im in result.reconstructions]) if self.patch_fid else []
             arrays = group_by_setting(rows, positions, pool=pool, logits=logits)
             if self.patch_fid:
-                settings = np.array([rows[p]["setting_index"] for p in positions])
+                settings = np.array([feature_key(rows[p]["setting_index"], rows[p].get("sample")) for p in positions])
                 for s in sorted(set(settings.tolist())):
                     arrays[f"patch_pool_{s}"] = np.concatenate([f for f, s2 in zip(patch_feats, settings) if s2 == s])
             n_patches = sum(len(f) for f in patch_feats)
@@ -221,7 +226,7 @@ def reference_features(info: dict, shas: dict[int, str], order: list[int], patch
     return np.stack([np.load(reference_path(reference_dir, shas[i]))[:FEATURE_DIM] for i in order])
 
 
-def read_setting(run_dir: pathlib.Path, folder: str, codec: str, s: int, names: tuple[str, ...]):
+def read_setting(run_dir: pathlib.Path, folder: str, codec: str, s: int | str, names: tuple[str, ...]):
     """(image indices, *arrays named `names`) of one setting's stored features, by image index; None if none."""
     idx, arrays = [], {name: [] for name in names}
     for path in sorted((run_dir / folder / safe_name(codec)).glob("chunk-*.npz")):
@@ -236,8 +241,10 @@ def read_setting(run_dir: pathlib.Path, folder: str, codec: str, s: int, names: 
     return (np.concatenate(idx)[order], *(np.concatenate(arrays[name])[order] for name in names))
 
 
-def setting_features(run_dir: pathlib.Path, codec: str, s: int, patches: bool = False):
-    """(image indices, pool, logits[, patch pool]) of one setting's reconstructions, by image index."""
+def setting_features(run_dir: pathlib.Path, codec: str, s: int, patches: bool = False, sample: int = 0):
+    """(image indices, pool, logits[, patch pool]) of one setting's reconstructions (of one sample of a
+    stochastic decoder's), by image index."""
+    s = feature_key(s, sample)
     found = read_setting(run_dir, "features", codec, s, ("pool", "logits"))
     if found is None or not patches:
         return found
@@ -251,7 +258,8 @@ def setting_features(run_dir: pathlib.Path, codec: str, s: int, patches: bool = 
 
 
 def set_metrics(run_dir: pathlib.Path, info: dict, timings: Timings | None = None) -> pd.DataFrame:
-    """IS, FID and KID per (codec, setting) from the stored features, in float64."""
+    """IS, FID and KID per (codec, setting) from the stored features, in float64; for a codec decoding K
+    samples per bitstream, per sample's set, reported as the mean over the K sets with `<metric>_sample_std`."""
     timings = timings or Timings()
     opts = info["config"]["inception"]
     shas = image_shas(run_dir)
@@ -262,31 +270,58 @@ def set_metrics(run_dir: pathlib.Path, info: dict, timings: Timings | None = Non
     patch_fid = bool(opts.get("patch_fid"))
     ref_patches = reference_features(info, shas, order, True) if patch_fid else None
     out = []
-    keys = [(codec["label"], s) for codec in info["codecs"] for s in range(len(codec["settings"]))]
-    for label, s in bar(keys, desc="set metrics (IS, FID, KID)", unit="settings"):
-        row = {"codec": label, "setting_index": s, "n_features": 0}
-        found = setting_features(run_dir, label, s, patch_fid)
-        if found is not None:
-            ref, ref_sqrt = ref_pool, reference
-            if len(found[0]) < len(order):
-                # Rows failed: the set is compared with the originals of the images it reconstructed, as the
-                # bootstrap and `compare` pair them, so an estimate and its interval describe the same sets.
-                ref, ref_sqrt = ref_pool[np.searchsorted(order_arr, found[0])], None
-            if opts.get("whole_image_fid", True):
-                row.update(_metrics(found[1], found[2], ref, opts, ref_sqrt, timings))
+    keys = [(codec["label"], s, codec.get("samples", 1)) for codec in info["codecs"]
+            for s in range(len(codec["settings"]))]
+    for label, s, samples in bar(keys, desc="set metrics (IS, FID, KID)", unit="settings"):
+        rows = []
+        for k in range(samples):
+            row = {"codec": label, "setting_index": s, "n_features": 0}
+            found = setting_features(run_dir, label, s, patch_fid, k)
+            if found is not None:
+                ref, ref_sqrt = ref_pool, reference
+                if len(found[0]) < len(order):
+                    # Rows failed: the set is compared with the originals of the images it reconstructed, as the
+                    # bootstrap and `compare` pair them, so an estimate and its interval describe the same sets.
+                    ref, ref_sqrt = ref_pool[np.searchsorted(order_arr, found[0])], None
+                if opts.get("whole_image_fid", True):
+                    row.update(_metrics(found[1], found[2], ref, opts, ref_sqrt, timings))
+                else:
+                    row["n_features"] = len(found[0])
+                if ref_sqrt is None:
+                    row["inception_note"] = "; ".join(filter(None, [
+                        f"FID and KID against the originals of the {len(found[0])} of {len(order)} images this "
+                        "setting reconstructed", row.get("inception_note")]))
+                if patch_fid:
+                    with timings.stage("set metrics: patch FID"):
+                        row.update(_patch_metrics(found[3], ref_patches, row, int(opts.get("patch_fid_min") or 0)))
             else:
-                row["n_features"] = len(found[0])
-            if ref_sqrt is None:
-                row["inception_note"] = "; ".join(filter(None, [
-                    f"FID and KID against the originals of the {len(found[0])} of {len(order)} images this "
-                    "setting reconstructed", row.get("inception_note")]))
-            if patch_fid:
-                with timings.stage("set metrics: patch FID"):
-                    row.update(_patch_metrics(found[3], ref_patches, row, int(opts.get("patch_fid_min") or 0)))
-        else:
-            row["inception_note"] = "no successful reconstructions"
-        out.append(row)
+                row["inception_note"] = "no successful reconstructions"
+            rows.append(row)
+        out.append(over_samples(rows, "inception_note"))
     return pd.DataFrame(out)
+
+
+SAMPLE_SPREAD = ("inception_score", "fid", "kid", "patch_fid", "fd_dinov2", "dinov2_precision", "dinov2_recall",
+                 "dinov2_density", "dinov2_coverage")
+
+
+def over_samples(rows: list[dict], note: str) -> dict:
+    """One setting's set metrics from its K samples' sets: each metric's mean and, for K > 1, its standard
+    deviation over the K sets (`<metric>_sample_std`), the notes of the first set. K = 1: the row itself."""
+    if len(rows) == 1:
+        return rows[0]
+    out = dict(rows[0])
+    for metric in ("inception_score_std", "kid_std"):  # within-set spreads: their mean over the sets
+        if metric in out:
+            out[metric] = float(np.nanmean([r.get(metric, np.nan) for r in rows]))
+    for metric in SAMPLE_SPREAD:
+        values = np.array([r.get(metric, np.nan) for r in rows], np.float64)
+        if metric in out:
+            out[metric] = float(values.mean())
+            out[f"{metric}_sample_std"] = float(values.std(ddof=1))
+    out[note] = "; ".join(filter(None, [f"mean over {len(rows)} samples' sets (seeds seed..seed+{len(rows) - 1}); "
+                                        "<metric>_sample_std is their spread", out.get(note, "")]))
+    return out
 
 
 def _metrics(pool: np.ndarray, logits: np.ndarray, ref_pool: np.ndarray, opts: dict,

@@ -76,6 +76,40 @@ def shard_files(run_dir: pathlib.Path) -> list[pathlib.Path]:
     return sorted((run_dir / "images").glob("*/chunk-*.parquet"))
 
 
+def sample_spreads(run_dir: pathlib.Path, metrics: list[str]) -> pd.DataFrame:
+    """For codecs that decode K samples per bitstream: per (codec, setting), each per-image metric's standard
+    deviation over the K samples' means (`<metric>_sample_std`), and K (`n_samples`). Streams shard by shard."""
+    sums: dict[tuple, list[float]] = {}
+    for path in shard_files(run_dir):
+        names = pq.read_schema(path).names
+        if "sample" not in names:
+            continue
+        cols = ["codec", "setting_index", "sample", "status"] + [m for m in metrics if m in names]
+        frame = pq.read_table(path, columns=cols).to_pandas()
+        frame = frame[(frame.status == "ok") & frame["sample"].notna()]
+        for m in cols[4:]:
+            v = frame[m].astype(float)
+            v = registry.capped(m, v) if m in capped_names() else v
+            ok = v.notna()
+            for key, group in v[ok].groupby([frame.codec[ok], frame.setting_index[ok], frame["sample"][ok]]):
+                acc = sums.setdefault((*key, m), [0.0, 0])
+                acc[0] += float(group.sum())
+                acc[1] += len(group)
+    per_sample: dict[tuple, dict[int, float]] = {}
+    for (codec, s, k, m), (total, n) in sums.items():
+        per_sample.setdefault((codec, int(s), m), {})[int(k)] = total / n
+    rows: dict[tuple, dict] = {}
+    for (codec, s, m), means in per_sample.items():
+        row = rows.setdefault((codec, s), {"codec": codec, "setting_index": s})
+        row["n_samples"] = max(row.get("n_samples", 0), len(means))
+        row[f"{m}_sample_std"] = float(np.std(list(means.values()), ddof=1)) if len(means) > 1 else float("nan")
+    return pd.DataFrame(list(rows.values()))
+
+
+def capped_names() -> set[str]:
+    return {m.column for m in registry.METRICS.values() if m.cap is not None}
+
+
 def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
     """One row per (codec, setting): image counts, the most common failure reasons, and the mean of each
     per-image number over the rows that succeeded (NaN, never 0, when none did). Metrics with a cap (PSNR:
@@ -88,7 +122,7 @@ def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
     for path in shard_files(run_dir):
         table = pq.read_table(path)
         means = [f.name for f in table.schema if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
-                 and f.name not in GROUP_COLUMNS]
+                 and f.name not in GROUP_COLUMNS and f.name != "sample"]
         codecs = np.asarray(table["codec"].to_pylist(), dtype=object)
         settings = table["setting_index"].to_numpy(zero_copy_only=False).astype(np.int64)
         ok_all = (table["status"].to_numpy(zero_copy_only=False) == "ok")

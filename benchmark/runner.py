@@ -49,6 +49,8 @@ def _codec_info(spec: CodecSpec, context: dict) -> dict:
             "side_information": codec.side_information(), "parallel": codec.parallel,
             "wants_gpu": bool(codec.wants_gpu), "batch_size": int(codec.batch_size),
             "model_per_setting": bool(codec.model_per_setting),
+            **({"samples": spec.samples, "sample_seeds": [int(codec.options["seed"]) + k for k in range(spec.samples)]}
+               if spec.samples > 1 else {}),
             "exact_size": codec.exact_size, "produced_outside": cls.produced_outside, "columns": dict(codec.columns),
             "notes": codec.notes()}
 
@@ -69,8 +71,10 @@ def added_metrics(config: RunConfig) -> list[str]:
 
 
 def run_schema(info: dict) -> list[list[str]]:
-    """The run's row schema (see benchmark.schema), from its codecs and requested metrics."""
-    return [list(c) for c in schema.run_columns([c.get("columns", {}) for c in info["codecs"]],
+    """The run's row schema (see benchmark.schema), from its codecs and requested metrics; `sample` (the
+    decode's index, 0..K-1) when a codec decodes each bitstream several times."""
+    sampled = [{"sample": "int64"}] if any(c.get("samples", 1) > 1 for c in info["codecs"]) else []
+    return [list(c) for c in schema.run_columns([c.get("columns", {}) for c in info["codecs"]] + sampled,
                                                  requested(info["metrics"]))]
 
 
@@ -384,6 +388,14 @@ def set_level_summary(run_dir: pathlib.Path, info: dict, clock: Timings | None =
         summary["dinov2_passes_reference"] = counts["reference"]
         summary["dinov2_passes_reconstruction"] = counts["reconstruction"]
     declared = {name for name, _ in info["schema"]}
+    if "sample" in declared:
+        from benchmark.results import sample_spreads
+
+        per_image = [m.column for m in registry.METRICS.values() if m.per_image and m.kind != "rate"
+                     and m.column in declared]
+        spreads = sample_spreads(run_dir, per_image)
+        if len(spreads):
+            summary = summary.merge(spreads, on=["codec", "setting_index"], how="left")
     if "rate_match" in declared:
         summary = summary.merge(rate_match_counts(run_dir), on=["codec", "setting_index"], how="left")
     for name, state in info["metrics"].items():

@@ -24,7 +24,7 @@ from benchmark.config import RunConfig, codec_context
 from benchmark.datasets import Dataset
 from benchmark.imageio import BadImage
 from benchmark.preprocess import get_preset
-from benchmark.produce import error_text, produce_batch
+from benchmark.produce import Production, check_output, error_text, produce_batch, time_limit
 from benchmark.results import atomic_write_bytes, output_path
 from benchmark.scoring import Scorer
 from benchmark.timings import Timings
@@ -69,7 +69,8 @@ class Worker:
         self.config = RunConfig.from_json(info["config"])
         self.preprocess = get_preset(self.config.preprocess)[1]
         self.specs = {c.label: c for c in self.config.codecs}
-        self.codecs: dict[str, tuple[Codec, Codec]] = {}
+        self.codecs: dict = {}  # label -> (encoder, decoder); (label, k) -> the decoder of sample k
+        self.samples = {c["label"]: c["samples"] for c in info["codecs"] if c.get("samples", 1) > 1}
         self.reference_dir = info.get("inception", {}).get("reference_dir")
         self.context = codec_context(self.config, info["dataset"]["split"])
         # Per-image networks (LPIPS, DISTS, CLIP, the caption embedder) run on the run's device, as Inception does.
@@ -164,7 +165,7 @@ class Worker:
         settings = task.settings or tuple(range(len(spec.settings)))
         batch_size = max(1, int(self.config.codec_batch or getattr(encoder, "batch_size", 1) or 1))
         reference_caches: dict[int, dict] = {index: {} for index, *_ in loaded}
-        made: dict[tuple[int, int], tuple[dict, np.ndarray | None]] = {}
+        made: dict[tuple[int, int], list[tuple[dict, np.ndarray | None]]] = {}  # a row per sample
         for s in settings:
             setting = spec.settings[s]
             todo = []
@@ -172,7 +173,7 @@ class Worker:
                 row = self.row(task.codec, image_row, s, setting)
                 if pixels is None or setup_error or (index, s) in skip:
                     row.update(status="failed", error=error or setup_error or skip.get((index, s), ""))
-                    made[(index, s)] = (row, None)
+                    made[(index, s)] = [(row, None)]
                 else:
                     todo.append((index, row, pixels))
             for group in equal_size_batches(todo, batch_size):
@@ -182,20 +183,58 @@ class Worker:
                                             self.config.timeout, lambda stage: self._beat(task, first, s, stage))
                 self._beat(None)
                 for (index, row, pixels), record, production in zip(group, records, productions):
-                    made[(index, s)] = (row, self._finish(task, row, pixels, record, setting, production,
-                                                          reference_caches[index], clock, keep_pixels))
+                    made[(index, s)] = [(row, self._finish(task, row, pixels, record, setting, production,
+                                                           reference_caches[index], clock, keep_pixels))]
+                    samples = self.samples.get(task.codec, 1) if production.reconstruction is not None else 1
+                    for k in range(1, samples):  # a stochastic decoder's further samples of the same bitstream
+                        made[(index, s)].append(self._sample(task, k, row, pixels, record, setting, production,
+                                                             reference_caches[index], clock, keep_pixels))
         for index, *_ in loaded:
             for s in settings:
-                row, recon = made[(index, s)]
-                if recon is not None:
-                    result.reconstructions.append((len(result.rows), recon))
-                result.rows.append(row)
+                for row, recon in made[(index, s)]:
+                    if recon is not None:
+                        result.reconstructions.append((len(result.rows), recon))
+                    result.rows.append(row)
         result.timings = clock.state()
         return result
 
+    def _sample(self, task: Task, k: int, first: dict, pixels: np.ndarray, record, setting, production,
+                cache: dict, clock: Timings, keep_pixels: bool) -> tuple[dict, np.ndarray | None]:
+        """Sample k of a stochastic codec's row: the same bitstream decoded by a decoder seeded seed + k."""
+        row = {k_: v for k_, v in first.items() if k_ in self.base or k_ in self.codec_columns[task.codec]
+               or k_ in ("image_id", "image_index", "image_sha256", "width", "height", "source_mode", "input_notes",
+                         "setting", "setting_label", "setting_index", "bytes", "bits", "bpp", "encode_s")}
+        row["sample"] = k
+        out = Production(data=production.data, columns={})
+        try:
+            decoder = self._sample_decoder(task.codec, k)
+            t0 = time.perf_counter()
+            with time_limit(self.config.timeout, "decode"):
+                recon = decoder.decode_batch([production.data], setting)[0] if decoder.batched() else \
+                    decoder.decode(production.data)
+            out.columns["decode_s"] = time.perf_counter() - t0
+            out.reconstruction, note = check_output(recon, pixels, decoder.exact_size)
+            out.columns.update(decoder.extra_columns(production.data))
+            out.columns.update(output_notes=note, status="ok", error="")
+        except Exception as exc:  # noqa: BLE001 - this sample's row fails with its reason
+            out.columns.update(status="failed", error=error_text("decode", exc))
+        return row, self._finish(task, row, pixels, record, setting, out, cache, clock, keep_pixels, k)
+
+    def _sample_decoder(self, label: str, k: int) -> Codec:
+        key = (label, k)
+        if key not in self.codecs:
+            spec = self.specs[label]
+            options = {**spec.build().options}
+            decoder = spec.codec_class()(**{**spec.options, "seed": int(options["seed"]) + k})
+            decoder.setup(self.context)
+            self.codecs[key] = decoder
+        return self.codecs[key]
+
     def _finish(self, task: Task, row: dict, pixels: np.ndarray, record, setting, production, cache: dict,
-                clock: Timings, keep_pixels: bool) -> np.ndarray | None:
+                clock: Timings, keep_pixels: bool, sample: int = 0) -> np.ndarray | None:
         """A produced row: its columns, saved outputs and scores; the reconstruction if the stages want it."""
+        if task.codec in self.samples:
+            row.setdefault("sample", sample)
         row.update(production.columns)
         for stage in ("encode", "decode"):
             if production.columns.get(f"{stage}_s") is not None:
@@ -208,7 +247,8 @@ class Worker:
             return None
         row.update(self.scorer.score(pixels, recon, record.captions, row.get(registry.TEXT_COLUMN), cache))
         if self.config.save_reconstructions:
-            path = output_path(self.run_dir, task.codec, str(setting), record.image_id, ".png")
+            path = output_path(self.run_dir, task.codec, str(setting), record.image_id,
+                               f".sample{sample}.png" if sample else ".png")
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(recon).save(path)
         return recon if keep_pixels else None

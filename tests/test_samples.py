@@ -1,0 +1,62 @@
+"""Stochastic decoders decoded K times: a row per sample, set metrics per sample's set, and their means equal
+to K separate runs with those seeds; compare does not call seed noise a regression."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.codec import parse_codec_spec
+from benchmark.compare import compare_runs
+from benchmark.results import load_run
+from benchmark.runner import RunConfig, create_run, execute
+
+SPEC = "codecs_for_tests:SeededNoise quality=30,80"
+
+
+def _run(tmp_path, name, spec, weights):
+    config = RunConfig(dataset="sample", limit=12, codecs=[parse_codec_spec(spec)], caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"},
+                       inception={"enabled": True, "weights": str(weights), "sha256": None, "device": "cpu",
+                                  "batch_size": 16, "isc_splits": 2, "kid_subsets": 5, "kid_subset_size": 4,
+                                  "seed": 2020})
+    run_dir = create_run(config, tmp_path / "runs", name, progress=False)
+    assert execute(run_dir, jobs=2, progress=False).n_failed == 0
+    return run_dir
+
+
+def test_four_samples_equal_four_seeded_runs_and_report_their_spread(tmp_path, random_inception_weights):
+    sampled = _run(tmp_path, "x4", f"{SPEC} samples=4", random_inception_weights)
+    images, summary = load_run(sampled)
+    assert len(images) == 12 * 2 * 4 and sorted(images["sample"].unique()) == [0, 1, 2, 3]
+    per_image = images.groupby(["image_id", "setting_index"]).psnr
+    assert (per_image.std() > 0).all()  # the same bitstream, four different pictures
+    assert (images.groupby(["image_id", "setting_index"]).bits.nunique() == 1).all()  # the bits are shared
+    singles = [load_run(_run(tmp_path, f"seed{k}", f"{SPEC} seed={k}", random_inception_weights))
+               for k in range(4)]
+    by_seed = pd.concat([rows.assign(seed=k) for k, (rows, _) in enumerate(singles)])
+    expected = by_seed.groupby(["image_id", "setting_index"]).psnr.mean()
+    pd.testing.assert_series_equal(per_image.mean(), expected, rtol=1e-12)
+    summary = summary.set_index("setting_index")
+    for metric in ("psnr", "fid", "kid", "ipd"):
+        values = np.array([s.set_index("setting_index")[metric] for _, s in singles])  # 4 x settings
+        assert np.allclose(summary[metric], values.mean(axis=0), rtol=1e-9), metric
+        assert np.allclose(summary[f"{metric}_sample_std"], values.std(axis=0, ddof=1), rtol=1e-6), metric
+    assert (summary.n_samples == 4).all() and (summary.fid_sample_std > 0).all()
+    assert summary.inception_note.str.contains("mean over 4 samples' sets").all()
+
+
+def test_compare_does_not_call_seed_noise_a_regression(tmp_path, random_inception_weights):
+    base = _run(tmp_path, "base", f"{SPEC} samples=4", random_inception_weights)
+    new = _run(tmp_path, "new", f"{SPEC} samples=4 seed=100", random_inception_weights)
+    result = compare_runs(base, new, resamples=100)
+    rows = result.rows
+    assert (rows.seed_noise.notna() | rows.metric.isin(["bpp", "n_failed"])).all()  # bits are not drawn
+    assert (rows[rows.metric == "bpp"].change == 0).all()
+    assert (rows.change != 0).any()  # the other seeds did change the numbers
+    assert not (rows.decisive & (rows.verdict == "worse")).any(), rows[rows.verdict == "worse"]
+    assert ((rows.change.abs() > rows.tolerance) & (rows.verdict == "same")).any()  # excused as seed noise
+    assert not len(result.regressions), result.regressions
+    assert any("options differ" in w for w in result.warnings)  # and the seeds are named as the difference
+    single = compare_runs(_run(tmp_path, "b1", SPEC, random_inception_weights),
+                          _run(tmp_path, "n1", f"{SPEC} seed=100", random_inception_weights), resamples=100)
+    assert single.rows.seed_noise.isna().all()  # one sample each: no spread to excuse a change
