@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,29 +167,51 @@ class Worker:
         batch_size = max(1, int(self.config.codec_batch or getattr(encoder, "batch_size", 1) or 1))
         reference_caches: dict[int, dict] = {index: {} for index, *_ in loaded}
         made: dict[tuple[int, int], list[tuple[dict, np.ndarray | None]]] = {}  # a row per sample
-        for s in settings:
-            setting = spec.settings[s]
-            todo = []
-            for index, image_row, pixels, error in loaded:
-                row = self.row(task.codec, image_row, s, setting)
-                if pixels is None or setup_error or (index, s) in skip:
-                    row.update(status="failed", error=error or setup_error or skip.get((index, s), ""))
-                    made[(index, s)] = [(row, None)]
-                else:
-                    todo.append((index, row, pixels))
-            for group in equal_size_batches(todo, batch_size):
-                records = [self.dataset.records[index] for index, _, _ in group]
-                first = group[0][0]
-                productions = produce_batch(encoder, decoder, [px for _, _, px in group], setting, records,
-                                            self.config.timeout, lambda stage: self._beat(task, first, s, stage))
-                self._beat(None)
-                for (index, row, pixels), record, production in zip(group, records, productions):
-                    made[(index, s)] = [(row, self._finish(task, row, pixels, record, setting, production,
-                                                           reference_caches[index], clock, keep_pixels))]
-                    samples = self.samples.get(task.codec, 1) if production.reconstruction is not None else 1
-                    for k in range(1, samples):  # a stochastic decoder's further samples of the same bitstream
-                        made[(index, s)].append(self._sample(task, k, row, pixels, record, setting, production,
-                                                             reference_caches[index], clock, keep_pixels))
+        # A codec on the GPU: scoring (and the stages' CPU work) runs in a thread beside it. One scoring thread,
+        # so the scorer's networks and caches are used by one thread at a time; the codec only by this one.
+        scoring = ThreadPoolExecutor(1) if getattr(encoder, "wants_gpu", False) else None
+        pending = []
+        try:
+            for s in settings:
+                setting = spec.settings[s]
+                todo = []
+                for index, image_row, pixels, error in loaded:
+                    row = self.row(task.codec, image_row, s, setting)
+                    if pixels is None or setup_error or (index, s) in skip:
+                        row.update(status="failed", error=error or setup_error or skip.get((index, s), ""))
+                        made[(index, s)] = [(row, None)]
+                    else:
+                        todo.append((index, row, pixels))
+                for group in equal_size_batches(todo, batch_size):
+                    records = [self.dataset.records[index] for index, _, _ in group]
+                    first = group[0][0]
+                    productions = produce_batch(encoder, decoder, [px for _, _, px in group], setting, records,
+                                                self.config.timeout, lambda stage: self._beat(task, first, s, stage))
+                    self._beat(None)
+                    jobs = []
+                    for (index, row, pixels), record, production in zip(group, records, productions):
+                        samples = self.samples.get(task.codec, 1) if production.reconstruction is not None else 1
+                        # a stochastic decoder's further samples of the same bitstream, decoded here, in order
+                        more = [self._decode_sample(task, k, row, pixels, setting, production)
+                                for k in range(1, samples)]
+                        jobs.append((index, row, pixels, record, production, more))
+
+                    def finish(jobs=jobs, setting=setting, s=s):
+                        for index, row, pixels, record, production, more in jobs:
+                            cache = reference_caches[index]
+                            rows = [(row, production, 0)] + [(r, p, k) for k, (r, p) in enumerate(more, 1)]
+                            made[(index, s)] = [(r, self._finish(task, r, pixels, record, setting, p, cache, clock,
+                                                                 keep_pixels, k)) for r, p, k in rows]
+
+                    if scoring is not None:  # scores this batch while the codec's networks produce the next
+                        pending.append(scoring.submit(finish))
+                    else:
+                        finish()
+            for job in pending:
+                job.result()
+        finally:
+            if scoring is not None:
+                scoring.shutdown()
         for index, *_ in loaded:
             for s in settings:
                 for row, recon in made[(index, s)]:
@@ -198,13 +221,11 @@ class Worker:
         result.timings = clock.state()
         return result
 
-    def _sample(self, task: Task, k: int, first: dict, pixels: np.ndarray, record, setting, production,
-                cache: dict, clock: Timings, keep_pixels: bool) -> tuple[dict, np.ndarray | None]:
-        """Sample k of a stochastic codec's row: the same bitstream decoded by a decoder seeded seed + k."""
-        row = {k_: v for k_, v in first.items() if k_ in self.base or k_ in self.codec_columns[task.codec]
-               or k_ in ("image_id", "image_index", "image_sha256", "width", "height", "source_mode", "input_notes",
-                         "setting", "setting_label", "setting_index", "bytes", "bits", "bpp", "encode_s")}
-        row["sample"] = k
+    def _decode_sample(self, task: Task, k: int, first: dict, pixels: np.ndarray, setting,
+                       production: Production) -> tuple[dict, Production]:
+        """Sample k of a stochastic codec's row: the same bitstream (and bits) decoded by a decoder seeded seed+k."""
+        row = {**first, "sample": k, **{c: production.columns[c] for c in ("bytes", "bits", "bpp", "encode_s")
+                                         if c in production.columns}}
         out = Production(data=production.data, columns={})
         try:
             decoder = self._sample_decoder(task.codec, k)
@@ -218,7 +239,7 @@ class Worker:
             out.columns.update(output_notes=note, status="ok", error="")
         except Exception as exc:  # noqa: BLE001 - this sample's row fails with its reason
             out.columns.update(status="failed", error=error_text("decode", exc))
-        return row, self._finish(task, row, pixels, record, setting, out, cache, clock, keep_pixels, k)
+        return row, out
 
     def _sample_decoder(self, label: str, k: int) -> Codec:
         key = (label, k)
@@ -239,7 +260,7 @@ class Worker:
         for stage in ("encode", "decode"):
             if production.columns.get(f"{stage}_s") is not None:
                 clock.add(stage, production.columns[f"{stage}_s"])
-        if production.data is not None and self.config.save_bitstreams:
+        if production.data is not None and self.config.save_bitstreams and not sample:
             atomic_write_bytes(output_path(self.run_dir, task.codec, str(setting), record.image_id, ".bin"),
                                production.data)
         recon = production.reconstruction
