@@ -18,7 +18,7 @@ import pandas as pd
 
 from benchmark.console import bar
 from benchmark.perceptual import (FID_MIN_SAMPLES, feature_key, features_path, group_by_setting, image_shas,
-                                  npz_bytes, over_samples, passes, read_setting, record_passes, reference_path,
+                                  new_originals, npz_bytes, over_samples, passes, read_setting, record_passes, reference_path,
                                   write_reference)
 from benchmark.results import atomic_write_bytes, safe_name
 from benchmark.timings import Timings
@@ -89,13 +89,7 @@ class DINOv2Stage:
 
     def on_result(self, result) -> None:
         rows = result.rows
-        sha_of = {r["image_index"]: r.get("image_sha256") for r in rows}
-        todo = []
-        for index, pixels in result.originals.items():
-            sha = sha_of[index]
-            if sha not in self.known and not reference_path(self.reference_dir, sha).exists():
-                todo.append((sha, pixels))
-            self.known.add(sha)
+        todo = new_originals(result, self.known, lambda sha: not reference_path(self.reference_dir, sha).exists())
         if todo:
             with self.timings.stage("DINOv2: forward (originals)", len(todo)):
                 embeddings = self.extractor([px for _, px in todo])

@@ -107,6 +107,19 @@ def group_by_setting(rows: list[dict], positions: list[int], **features: np.ndar
     return arrays
 
 
+def new_originals(result, known: set[str], missing) -> list[tuple[str, np.ndarray]]:
+    """(sha256, pixels) of a task's originals that a stage has not seen in this run and whose cached features
+    are `missing(sha)`; all of them become known."""
+    sha_of = {r["image_index"]: r.get("image_sha256") for r in result.rows}
+    todo = []
+    for index, pixels in result.originals.items():
+        sha = sha_of[index]
+        if sha not in known and missing(sha):
+            todo.append((sha, pixels))
+        known.add(sha)
+    return todo
+
+
 class PerceptualStage:
     """`extractor` defaults to a local InceptionExtractor, built on first use (or by `load`, which the runner
     calls once the worker pool has started, so that loading the network overlaps the workers' first tasks);
@@ -149,13 +162,7 @@ class PerceptualStage:
     def on_result(self, result) -> None:
         """Extract what a finished task needs, then add IPD to its rows (called before its shard is written)."""
         rows = result.rows
-        sha_of = {r["image_index"]: r.get("image_sha256") for r in rows}
-        todo = []
-        for index, pixels in result.originals.items():
-            sha = sha_of[index]
-            if sha not in self.known and needs_reference(self.reference_dir, sha, self.patch_fid):
-                todo.append((sha, pixels))
-            self.known.add(sha)
+        todo = new_originals(result, self.known, lambda sha: needs_reference(self.reference_dir, sha, self.patch_fid))
         if todo:
             patch_feats = self._patch_features([px for _, px in todo]) if self.patch_fid else [None] * len(todo)
             extractor = self.extractor

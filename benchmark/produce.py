@@ -72,19 +72,31 @@ def check_output(recon: Any, reference: np.ndarray, exact_size: bool) -> tuple[n
 
 
 def produce(encoder: Codec, decoder: Codec, pixels: np.ndarray, setting: Any, record: Any,
-            timeout: float, on_stage=lambda stage: None) -> Production:
+            timeout: float, on_stage=lambda stage: None, batched: bool = False) -> Production:
     """Encode, decode and check one image at one setting; a failure becomes the row's reason. `on_stage`
-    is told when the encode and the decode start (the executor's deadline watch)."""
+    is told when the encode and the decode start (the executor's deadline watch). `batched`: through the
+    batch protocol, as a batch of one (a failed batch redone image by image)."""
     on_stage("encode")
     if encoder.produced_outside:
         return _produce_outside(encoder, pixels, setting, record)
+    if batched:
+        def encode():
+            return encoder.encode_batch([pixels], setting, [record] if encoder.needs_record else None)[0]
+
+        def decode(data):
+            return decoder.decode_batch([data], setting)[0]
+    else:
+        def encode():
+            return encode_image(encoder, pixels, setting, record)
+
+        decode = decoder.decode
     out = Production()
     h, w = pixels.shape[:2]
     stage = "encode"
     try:
         t0 = time.perf_counter()
         with time_limit(timeout, "encode"):
-            data = encode_image(encoder, pixels, setting, record)
+            data = encode()
         t1 = time.perf_counter()
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"encoder returned {type(data).__name__}, not bytes")
@@ -96,7 +108,7 @@ def produce(encoder: Codec, decoder: Codec, pixels: np.ndarray, setting: Any, re
         on_stage("decode")
         t2 = time.perf_counter()
         with time_limit(timeout, "decode"):
-            recon = decoder.decode(data)
+            recon = decode(data)
         out.columns["decode_s"] = time.perf_counter() - t2
         stage = "output check"
         out.reconstruction, note = check_output(recon, pixels, decoder.exact_size)
@@ -137,7 +149,7 @@ def produce_batch(encoder: Codec, decoder: Codec, images: list[np.ndarray], sett
         return [produce(encoder, decoder, px, setting, rec, timeout, on_stage) for px, rec in zip(images, records)]
     n = len(images)
     if n == 1:
-        return [_produce_single_batch(encoder, decoder, images[0], setting, records[0], timeout, on_stage)]
+        return [produce(encoder, decoder, images[0], setting, records[0], timeout, on_stage, batched=True)]
     outs = [Production() for _ in images]
     try:
         on_stage("encode")
@@ -158,7 +170,7 @@ def produce_batch(encoder: Codec, decoder: Codec, images: list[np.ndarray], sett
         if len(recons) != n:
             raise ValueError(f"decode_batch returned {len(recons)} images for {n} bitstreams")
     except Exception:  # noqa: BLE001 - redo one by one: each image's own success or reason
-        return [_produce_single_batch(encoder, decoder, px, setting, rec, timeout, on_stage)
+        return [produce(encoder, decoder, px, setting, rec, timeout, on_stage, batched=True)
                 for px, rec in zip(images, records)]
     for out, d, recon, pixels in zip(outs, data, recons, images):
         h, w = pixels.shape[:2]
@@ -174,35 +186,3 @@ def produce_batch(encoder: Codec, decoder: Codec, images: list[np.ndarray], sett
             out.reconstruction = None
             out.columns.update(status="failed", error=error_text("output check", exc))
     return outs
-
-
-def _produce_single_batch(encoder, decoder, pixels, setting, record, timeout, on_stage) -> Production:
-    """One image through the batch protocol (a batch that failed, redone alone): its own reason."""
-    out = Production()
-    h, w = pixels.shape[:2]
-    stage = "encode"
-    try:
-        on_stage("encode")
-        t0 = time.perf_counter()
-        with time_limit(timeout, "encode"):
-            data, = encoder.encode_batch([pixels], setting, [record] if encoder.needs_record else None)
-        t1 = time.perf_counter()
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"encoder returned {type(data).__name__}, not bytes")
-        out.data = data = bytes(data)
-        out.columns.update(bytes=len(data), bits=encoder.charged_bits(data),
-                           bpp=encoder.charged_bits(data) / (w * h), encode_s=t1 - t0)
-        stage = "decode"
-        on_stage("decode")
-        t2 = time.perf_counter()
-        with time_limit(timeout, "decode"):
-            recon, = decoder.decode_batch([data], setting)
-        out.columns["decode_s"] = time.perf_counter() - t2
-        stage = "output check"
-        out.reconstruction, note = check_output(recon, pixels, decoder.exact_size)
-        out.columns.update(decoder.extra_columns(data))
-        out.columns.update(output_notes=note, status="ok", error="")
-    except Exception as exc:  # noqa: BLE001 - the row fails with its reason, the run goes on
-        out.reconstruction = None
-        out.columns.update(status="failed", error=error_text(stage, exc))
-    return out

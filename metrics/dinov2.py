@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import os
-from collections import defaultdict
 
 import numpy as np
 
@@ -82,13 +81,9 @@ class DINOv2Extractor:
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
         """Embeddings of H x W x 3 uint8 images, in input order (batches group images of equal size)."""
+        from metrics.inception import uint8_batches
+
         out = np.empty((len(images), self.dim), np.float32)
-        by_shape: dict[tuple, list[int]] = defaultdict(list)
-        for i, im in enumerate(images):
-            by_shape[im.shape].append(i)
-        for idx in by_shape.values():
-            for start in range(0, len(idx), self.batch_size):
-                part = idx[start:start + self.batch_size]
-                batch = self.torch.from_numpy(np.stack([images[i] for i in part])).permute(0, 3, 1, 2)
-                out[part] = self.forward(batch)
+        for part, batch in uint8_batches(self.torch, images, self.batch_size):
+            out[part] = self.forward(batch)
         return out

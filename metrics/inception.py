@@ -119,13 +119,17 @@ class InceptionExtractor:
         """Features of H x W x 3 uint8 images, in input order (batches group images of equal size)."""
         pool = np.empty((len(images), FEATURE_DIM), np.float32)
         logits = np.empty((len(images), LOGITS_DIM), np.float32)
-        by_shape: dict[tuple, list[int]] = defaultdict(list)
-        for i, im in enumerate(images):
-            by_shape[im.shape].append(i)
-        for idx in by_shape.values():
-            for start in range(0, len(idx), self.batch_size):
-                part = idx[start:start + self.batch_size]
-                stacked = np.stack([images[i] for i in part])
-                batch = self.torch.from_numpy(stacked).permute(0, 3, 1, 2)
-                pool[part], logits[part] = self.forward(batch)
+        for part, batch in uint8_batches(self.torch, images, self.batch_size):
+            pool[part], logits[part] = self.forward(batch)
         return pool, logits
+
+
+def uint8_batches(torch, images: list[np.ndarray], batch_size: int):
+    """(indices, N x 3 x H x W uint8 tensor) batches of at most `batch_size` images of one size each."""
+    by_shape: dict[tuple, list[int]] = defaultdict(list)
+    for i, im in enumerate(images):
+        by_shape[im.shape].append(i)
+    for idx in by_shape.values():
+        for start in range(0, len(idx), batch_size):
+            part = idx[start:start + batch_size]
+            yield part, torch.from_numpy(np.stack([images[i] for i in part])).permute(0, 3, 1, 2)
