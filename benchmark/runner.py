@@ -47,7 +47,7 @@ def _codec_info(spec: CodecSpec, context: dict) -> dict:
     return {"label": spec.label, "target": spec.target, "name": cls.name, "options": codec.options,
             "settings": list(spec.settings), "rate_parameter": cls.rate_parameter, "versions": codec.versions(),
             "side_information": codec.side_information(), "parallel": codec.parallel,
-            "wants_gpu": bool(codec.wants_gpu), "batch_size": int(codec.batch_size),
+            "wants_gpu": bool(codec.wants_gpu), "batch_size": int(codec.batch_size), "batched": codec.batched(),
             "model_per_setting": bool(codec.model_per_setting),
             **({"samples": spec.samples, "sample_seeds": [int(codec.options["seed"]) + k for k in range(spec.samples)]}
                if spec.samples > 1 else {}),
@@ -241,18 +241,24 @@ def check_resume(run_dir: pathlib.Path, info: dict, anyway: bool) -> dict:
 
 
 def plan(info: dict, n_images: int) -> list[Task]:
-    """Tasks of (chunk of images, codec). A codec with a model per setting gets one task per (setting, chunk),
-    setting by setting, so a process that runs them in order loads each setting's model once; its chunk
-    numbers continue past the others' (setting s, chunk k is chunk s x chunks + k), keeping shards unique."""
-    size = info["config"]["chunk_size"]
-    starts = list(range(0, n_images, size))
-    tasks = [Task(k, c["label"], start, min(start + size, n_images))
-             for k, start in enumerate(starts) for c in info["codecs"] if not c.get("model_per_setting")]
+    """Tasks of (chunk of images, codec). A batched codec's chunks hold at least one batch (its batch size, or
+    --codec-batch), so that its batches fill. A codec with a model per setting gets one task per (setting,
+    chunk), setting by setting, so a process that runs them in order loads each setting's model once; its chunk
+    numbers run on past the others' (setting s, chunk k is chunk s x chunks + k), keeping shards unique."""
+    tasks = []
     for c in info["codecs"]:
+        batch = int(info["config"].get("codec_batch") or c.get("batch_size", 1) or 1) if c.get("batched") else 1
+        size = max(info["config"]["chunk_size"], batch)
+        starts = list(range(0, n_images, size))
+        chunks = [(k, start, min(start + size, n_images)) for k, start in enumerate(starts)]
         if c.get("model_per_setting"):
-            tasks += [Task(s * len(starts) + k, c["label"], start, min(start + size, n_images), (s,))
-                      for s in range(len(c["settings"])) for k, start in enumerate(starts)]
-    return tasks
+            tasks += [Task(s * len(starts) + k, c["label"], a, b, (s,)) for s in range(len(c["settings"]))
+                      for k, a, b in chunks]
+        else:
+            tasks += [(k, Task(k, c["label"], a, b)) for k, a, b in chunks]
+    # chunk by chunk across codecs (as before), then the setting-major tasks in their order
+    plain = sorted((t for t in tasks if isinstance(t, tuple)), key=lambda kt: kt[0])
+    return [t for _, t in plain] + [t for t in tasks if not isinstance(t, tuple)]
 
 
 @dataclass

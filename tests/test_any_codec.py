@@ -348,3 +348,23 @@ def test_best_of_4_pays_exactly_2_bits_and_is_never_worse(tmp_path):
 def test_best_of_mistakes_are_one_sentence(spec, message):
     with pytest.raises(ValueError, match=message.replace("|", r"\|")):
         parse_codec_spec(spec)
+
+
+def test_plan_gives_a_batched_codec_chunks_that_hold_a_batch():
+    """Small datasets get one-image chunks; a batched codec's chunks still hold a whole batch (else its batches
+    could never fill), and a codec with a model per setting is planned setting by setting."""
+    from benchmark.runner import plan
+
+    info = {"config": {"chunk_size": 1, "codec_batch": None},
+            "codecs": [{"label": "jpeg", "settings": [1, 2]},
+                       {"label": "cmc", "settings": [4, 8], "batch_size": 8, "batched": True},
+                       {"label": "m", "settings": [1, 2], "model_per_setting": True, "batch_size": 4, "batched": True}]}
+    tasks = plan(info, 10)
+    sizes = {c: sorted({t.stop - t.start for t in tasks if t.codec == c}) for c in ("jpeg", "cmc", "m")}
+    assert sizes == {"jpeg": [1], "cmc": [2, 8], "m": [2, 4]}
+    assert [(t.settings, t.start) for t in tasks if t.codec == "m"] == [((s,), a) for s in (0, 1) for a in (0, 4, 8)]
+    assert len({(t.codec, t.chunk) for t in tasks}) == len(tasks)  # every shard its own
+    info["config"]["codec_batch"] = 3
+    again = plan(info, 10)  # --codec-batch: every batched codec's batch, the others unchanged
+    assert {c: sorted({t.stop - t.start for t in again if t.codec == c}) for c in ("jpeg", "cmc")} == \
+        {"jpeg": [1], "cmc": [1, 3]}

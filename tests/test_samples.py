@@ -3,7 +3,6 @@ to K separate runs with those seeds; compare does not call seed noise a regressi
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from benchmark.codec import parse_codec_spec
 from benchmark.compare import compare_runs
