@@ -145,9 +145,9 @@ def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingD
         return out
     ok = images[images.status == "ok"]
     inception_ok = info.get("inception", {}).get("status") == "ok"
-    shas = perceptual.image_shas(run_dir) if inception_ok else {}
-    opts = info["config"].get("inception", {})
     dino_ok = info.get("dinov2", {}).get("status") == "ok"
+    shas = perceptual.image_shas(run_dir) if inception_ok or dino_ok else {}
+    opts = info["config"].get("inception", {})
     for (codec, s), rows in ok.groupby(["codec", "setting_index"], sort=True):
         sampled = "sample" in rows and rows["sample"].notna().any()
         if sampled:  # K decodes per bitstream: an image's value is its mean over its samples
@@ -158,37 +158,32 @@ def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingD
         rows = rows.sort_values("image_id")
         data = SettingData(codec, int(s), str(rows.setting_label.iloc[0]), rows.image_id.to_numpy(str),
                            {m: rows[m].to_numpy(float) for m in MEAN_METRICS if m in rows}, options=opts)
-        if inception_ok and not sampled:  # K sets' FID: the summary reports their mean and spread instead
-            found = perceptual.setting_features(run_dir, codec, int(s))
-            if found is not None:
-                index_to_id = dict(zip(rows.image_index, rows.image_id))
-                idx, pool, logits = found
-                keep = [k for k, i in enumerate(idx) if i in index_to_id]
-                by_id = {index_to_id[idx[k]]: k for k in keep}
-                if set(by_id) == set(data.image_ids):
-                    order = [by_id[i] for i in data.image_ids]
-                    data.pool, data.logits = pool[order], logits[order]
-                    id_to_index = {v: k for k, v in index_to_id.items()}
-                    data.ref_pool = perceptual.reference_features(info, shas, [id_to_index[i] for i in data.image_ids])
+        # K sets' FID of a sampled codec: the summary reports their mean and spread instead
+        found = perceptual.setting_features(run_dir, codec, int(s)) if inception_ok and not sampled else None
+        aligned = _aligned(found[0], rows, data.image_ids) if found is not None else None
+        if aligned is not None:
+            data.pool, data.logits = found[1][aligned[0]], found[2][aligned[0]]
+            data.ref_pool = perceptual.reference_features(info, shas, aligned[1])
         if dino_ok and not sampled:
-            _attach_dinov2(data, run_dir, info, rows, shas or perceptual.image_shas(run_dir))
+            from benchmark import dinov2_stage
+
+            found = dinov2_stage.setting_features(run_dir, codec, int(s))
+            aligned = _aligned(found[0], rows, data.image_ids) if found is not None else None
+            if aligned is not None:
+                data.dino = found[1][aligned[0]]
+                data.ref_dino = dinov2_stage.reference_features(info["dinov2"], shas, aligned[1])
         out[(codec, data.setting_label)] = data
     return out
 
 
-def _attach_dinov2(data: SettingData, run_dir: pathlib.Path, info: dict, rows: pd.DataFrame, shas: dict) -> None:
-    """The setting's DINOv2 embeddings and its originals', aligned with its image ids (none if any is missing)."""
-    from benchmark import dinov2_stage
-
-    found = dinov2_stage.setting_features(run_dir, data.codec, data.setting_index)
-    if found is None:
-        return
+def _aligned(stored_indices: np.ndarray, rows: pd.DataFrame, image_ids: np.ndarray):
+    """(positions in the stored features, image indices) of each of `image_ids`, or None if any is missing."""
     index_to_id = dict(zip(rows.image_index, rows.image_id))
-    by_id = {index_to_id[i]: k for k, i in enumerate(found[0]) if i in index_to_id}
-    if set(by_id) == set(data.image_ids):
-        id_to_index = {v: k for k, v in index_to_id.items()}
-        data.dino = found[1][[by_id[i] for i in data.image_ids]]
-        data.ref_dino = dinov2_stage.reference_features(info["dinov2"], shas, [id_to_index[i] for i in data.image_ids])
+    by_id = {index_to_id[i]: k for k, i in enumerate(stored_indices) if i in index_to_id}
+    if set(by_id) != set(image_ids):
+        return None
+    id_to_index = {v: k for k, v in index_to_id.items()}
+    return [by_id[i] for i in image_ids], [id_to_index[i] for i in image_ids]
 
 
 def _rng(seed: int, *key: str) -> np.random.Generator:

@@ -434,6 +434,7 @@ def cmd_run(args) -> int:
         if protocol and args.preprocess != "auto" and args.preprocess != protocol.preprocess:
             raise ValueError(f"--protocol {protocol.name} preprocesses with {protocol.preprocess}; drop --preprocess "
                              f"{args.preprocess} (or the protocol).")
+        iqa_names, iqa_weights = _iqa_options(args)  # checked before any work in _check_before_work
         # a wrong path, name, split or image list is told before anything else
         dataset = open_dataset(args.dataset, args.split, args.data_root, args.image_list)
         kind = dataset.kind
@@ -453,7 +454,7 @@ def cmd_run(args) -> int:
                            image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips, "dists": args.dists,
                                           "lpips_vgg": args.lpips_vgg, "clip": args.clip},
                            dinov2={"model": args.dinov2, "k": args.prdc_k},
-                           iqa=_iqa_options(args)[0], iqa_weights=_iqa_options(args)[1],
+                           iqa=iqa_names, iqa_weights=iqa_weights,
                            add_metrics=[registry.get(m).column for m in args.add_metric],
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress, dataset=dataset)

@@ -28,7 +28,6 @@ from metrics.prdc import DEFAULT_K, prdc
 LEDGER = "dinov2_passes.log"
 FOLDER = "features-dinov2"
 DEFAULTS = {"model": "none", "k": DEFAULT_K}
-COLUMNS = ("fd_dinov2", "dinov2_precision", "dinov2_recall", "dinov2_density", "dinov2_coverage")
 
 
 def resolve(options: dict, cache_root: pathlib.Path) -> dict:
@@ -71,16 +70,15 @@ class DINOv2Stage:
 
     def load(self) -> None:
         if self._extractor is None:
-            from metrics.dinov2 import DINOv2Extractor
+            from metrics.dinov2 import DINOv2Extractor, weights_file
             from metrics.download import file_digest
 
+            weights = weights_file(self.stage["model_path"])
+            if weights is None or file_digest(weights) != self.stage["weights_sha256"]:
+                raise RuntimeError(f"The DINOv2 weights in {self.stage['model_path']} changed since this run started.")
             with self.timings.stage("DINOv2: load network"):
                 self._extractor = DINOv2Extractor(self.stage["model_path"], self.opts["device"],
                                                   self.opts["batch_size"])
-            weights = [p for p in pathlib.Path(self.stage["model_path"]).iterdir()
-                       if p.name in ("model.safetensors", "pytorch_model.bin")]
-            if file_digest(weights[0]) != self.stage["weights_sha256"]:
-                raise RuntimeError(f"The DINOv2 weights in {self.stage['model_path']} changed since this run started.")
 
     @property
     def extractor(self):

@@ -21,6 +21,7 @@ import pandas as pd
 from benchmark.console import bar
 from benchmark.results import atomic_write_bytes, safe_name, shard_files
 from benchmark.timings import Timings
+from metrics import registry
 from metrics.fid import FIDReference, fid
 from metrics.inception import FEATURE_DIM, InceptionExtractor, InceptionUnavailable, file_sha256, resolve_weights
 from metrics.inception_score import inception_score
@@ -308,10 +309,6 @@ def set_metrics(run_dir: pathlib.Path, info: dict, timings: Timings | None = Non
     return pd.DataFrame(out)
 
 
-SAMPLE_SPREAD = ("inception_score", "fid", "kid", "patch_fid", "fd_dinov2", "dinov2_precision", "dinov2_recall",
-                 "dinov2_density", "dinov2_coverage")
-
-
 def over_samples(rows: list[dict], note: str) -> dict:
     """One setting's set metrics from its K samples' sets: each metric's mean and, for K > 1, its standard
     deviation over the K sets (`<metric>_sample_std`), the notes of the first set. K = 1: the row itself."""
@@ -321,7 +318,7 @@ def over_samples(rows: list[dict], note: str) -> dict:
     for metric in ("inception_score_std", "kid_std"):  # within-set spreads: their mean over the sets
         if metric in out:
             out[metric] = float(np.nanmean([r.get(metric, np.nan) for r in rows]))
-    for metric in SAMPLE_SPREAD:
+    for metric in (m.column for m in registry.of_kind("set")):
         values = np.array([r.get(metric, np.nan) for r in rows], np.float64)
         if metric in out:
             out[metric] = float(values.mean())

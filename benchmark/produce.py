@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmark.codec import Codec, CodecTimeout, encode_image
+from benchmark.codec import Codec, CodecTimeout
 
 
 @dataclass
@@ -72,31 +72,19 @@ def check_output(recon: Any, reference: np.ndarray, exact_size: bool) -> tuple[n
 
 
 def produce(encoder: Codec, decoder: Codec, pixels: np.ndarray, setting: Any, record: Any,
-            timeout: float, on_stage=lambda stage: None, batched: bool = False) -> Production:
+            timeout: float, on_stage=lambda stage: None) -> Production:
     """Encode, decode and check one image at one setting; a failure becomes the row's reason. `on_stage`
-    is told when the encode and the decode start (the executor's deadline watch). `batched`: through the
-    batch protocol, as a batch of one (a failed batch redone image by image)."""
+    is told when the encode and the decode start (the executor's deadline watch). The image goes through
+    the batch protocol as a batch of one, whose defaults are the codec's own encode and decode."""
     on_stage("encode")
     if encoder.produced_outside:
         return _produce_outside(encoder, pixels, setting, record)
-    if batched:
-        def encode():
-            return encoder.encode_batch([pixels], setting, [record] if encoder.needs_record else None)[0]
-
-        def decode(data):
-            return decoder.decode_batch([data], setting)[0]
-    else:
-        def encode():
-            return encode_image(encoder, pixels, setting, record)
-
-        decode = decoder.decode
     out = Production()
     h, w = pixels.shape[:2]
-    stage = "encode"
     try:
         t0 = time.perf_counter()
         with time_limit(timeout, "encode"):
-            data = encode()
+            data = encoder.encode_batch([pixels], setting, [record] if encoder.needs_record else None)[0]
         t1 = time.perf_counter()
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"encoder returned {type(data).__name__}, not bytes")
@@ -104,12 +92,24 @@ def produce(encoder: Codec, decoder: Codec, pixels: np.ndarray, setting: Any, re
         bits = encoder.charged_bits(data)
         out.columns.update(bytes=len(data), bits=bits, bpp=bits / (w * h), encode_s=t1 - t0)
         out.columns.update(encoder.encode_columns())
-        stage = "decode"
-        on_stage("decode")
-        t2 = time.perf_counter()
+    except Exception as exc:  # noqa: BLE001 - the row fails with its reason, the run goes on
+        out.columns.update(status="failed", error=error_text("encode", exc))
+        return out
+    on_stage("decode")
+    return decode_checked(decoder, data, pixels, setting, timeout, out)
+
+
+def decode_checked(decoder: Codec, data: bytes, pixels: np.ndarray, setting: Any, timeout: float,
+                   out: Production | None = None) -> Production:
+    """Decode one bitstream (a batch of one) and check the image against the input, into `out` (a new
+    Production by default: a stochastic decoder's further sample of the same bits)."""
+    out = out if out is not None else Production(data=data)
+    stage = "decode"
+    try:
+        t0 = time.perf_counter()
         with time_limit(timeout, "decode"):
-            recon = decode(data)
-        out.columns["decode_s"] = time.perf_counter() - t2
+            recon = decoder.decode_batch([data], setting)[0]
+        out.columns["decode_s"] = time.perf_counter() - t0
         stage = "output check"
         out.reconstruction, note = check_output(recon, pixels, decoder.exact_size)
         out.columns.update(decoder.extra_columns(data))
@@ -149,7 +149,7 @@ def produce_batch(encoder: Codec, decoder: Codec, images: list[np.ndarray], sett
         return [produce(encoder, decoder, px, setting, rec, timeout, on_stage) for px, rec in zip(images, records)]
     n = len(images)
     if n == 1:
-        return [produce(encoder, decoder, images[0], setting, records[0], timeout, on_stage, batched=True)]
+        return [produce(encoder, decoder, images[0], setting, records[0], timeout, on_stage)]
     outs = [Production() for _ in images]
     try:
         on_stage("encode")
@@ -159,7 +159,7 @@ def produce_batch(encoder: Codec, decoder: Codec, images: list[np.ndarray], sett
         t1 = time.perf_counter()
         if len(data) != n:
             raise ValueError(f"encode_batch returned {len(data)} bitstreams for {n} images")
-        for out, d in zip(outs, data):
+        for d in data:
             if not isinstance(d, (bytes, bytearray, memoryview)):
                 raise TypeError(f"encoder returned {type(d).__name__}, not bytes")
         on_stage("decode")
@@ -170,14 +170,12 @@ def produce_batch(encoder: Codec, decoder: Codec, images: list[np.ndarray], sett
         if len(recons) != n:
             raise ValueError(f"decode_batch returned {len(recons)} images for {n} bitstreams")
     except Exception:  # noqa: BLE001 - redo one by one: each image's own success or reason
-        return [produce(encoder, decoder, px, setting, rec, timeout, on_stage, batched=True)
-                for px, rec in zip(images, records)]
+        return [produce(encoder, decoder, px, setting, rec, timeout, on_stage) for px, rec in zip(images, records)]
     for out, d, recon, pixels in zip(outs, data, recons, images):
         h, w = pixels.shape[:2]
         out.data = d = bytes(d)
-        out.columns.update(bytes=len(d), bits=encoder.charged_bits(d), bpp=encoder.charged_bits(d) / (w * h),
-                           encode_s=(t1 - t0) / n,
-                           decode_s=(t3 - t2) / n)
+        bits = encoder.charged_bits(d)
+        out.columns.update(bytes=len(d), bits=bits, bpp=bits / (w * h), encode_s=(t1 - t0) / n, decode_s=(t3 - t2) / n)
         try:
             out.reconstruction, note = check_output(recon, pixels, decoder.exact_size)
             out.columns.update(decoder.extra_columns(d))

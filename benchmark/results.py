@@ -88,8 +88,7 @@ def sample_spreads(run_dir: pathlib.Path, metrics: list[str]) -> pd.DataFrame:
         frame = pq.read_table(path, columns=cols).to_pandas()
         frame = frame[(frame.status == "ok") & frame["sample"].notna()]
         for m in cols[4:]:
-            v = frame[m].astype(float)
-            v = registry.capped(m, v) if m in capped_names() else v
+            v = registry.capped(m, frame[m].astype(float))
             ok = v.notna()
             for key, group in v[ok].groupby([frame.codec[ok], frame.setting_index[ok], frame["sample"][ok]]):
                 acc = sums.setdefault((*key, m), [0.0, 0])
@@ -104,10 +103,6 @@ def sample_spreads(run_dir: pathlib.Path, metrics: list[str]) -> pd.DataFrame:
         row["n_samples"] = max(row.get("n_samples", 0), len(means))
         row[f"{m}_sample_std"] = float(np.std(list(means.values()), ddof=1)) if len(means) > 1 else float("nan")
     return pd.DataFrame(list(rows.values()))
-
-
-def capped_names() -> set[str]:
-    return {m.column for m in registry.METRICS.values() if m.cap is not None}
 
 
 def summarise(run_dir: pathlib.Path) -> pd.DataFrame:

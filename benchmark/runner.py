@@ -245,20 +245,18 @@ def plan(info: dict, n_images: int) -> list[Task]:
     --codec-batch), so that its batches fill. A codec with a model per setting gets one task per (setting,
     chunk), setting by setting, so a process that runs them in order loads each setting's model once; its chunk
     numbers run on past the others' (setting s, chunk k is chunk s x chunks + k), keeping shards unique."""
-    tasks = []
+    plain, by_setting = [], []
     for c in info["codecs"]:
         batch = int(info["config"].get("codec_batch") or c.get("batch_size", 1) or 1) if c.get("batched") else 1
         size = max(info["config"]["chunk_size"], batch)
-        starts = list(range(0, n_images, size))
-        chunks = [(k, start, min(start + size, n_images)) for k, start in enumerate(starts)]
+        chunks = [(start, min(start + size, n_images)) for start in range(0, n_images, size)]
         if c.get("model_per_setting"):
-            tasks += [Task(s * len(starts) + k, c["label"], a, b, (s,)) for s in range(len(c["settings"]))
-                      for k, a, b in chunks]
+            by_setting += [Task(s * len(chunks) + k, c["label"], a, b, (s,)) for s in range(len(c["settings"]))
+                           for k, (a, b) in enumerate(chunks)]
         else:
-            tasks += [(k, Task(k, c["label"], a, b)) for k, a, b in chunks]
-    # chunk by chunk across codecs (as before), then the setting-major tasks in their order
-    plain = sorted((t for t in tasks if isinstance(t, tuple)), key=lambda kt: kt[0])
-    return [t for _, t in plain] + [t for t in tasks if not isinstance(t, tuple)]
+            plain += [Task(k, c["label"], a, b) for k, (a, b) in enumerate(chunks)]
+    # chunk by chunk across codecs (a stable sort keeps the codecs' order), then the setting-major tasks
+    return sorted(plain, key=lambda t: t.chunk) + by_setting
 
 
 @dataclass

@@ -25,7 +25,7 @@ from benchmark.config import RunConfig, codec_context
 from benchmark.datasets import Dataset
 from benchmark.imageio import BadImage
 from benchmark.preprocess import get_preset
-from benchmark.produce import Production, check_output, error_text, produce_batch, time_limit
+from benchmark.produce import Production, decode_checked, error_text, produce_batch
 from benchmark.results import atomic_write_bytes, output_path
 from benchmark.scoring import Scorer
 from benchmark.timings import Timings
@@ -226,30 +226,17 @@ class Worker:
         """Sample k of a stochastic codec's row: the same bitstream (and bits) decoded by a decoder seeded seed+k."""
         row = {**first, "sample": k, **{c: production.columns[c] for c in ("bytes", "bits", "bpp", "encode_s")
                                          if c in production.columns}}
-        out = Production(data=production.data, columns={})
+        key = (task.codec, k)
         try:
-            decoder = self._sample_decoder(task.codec, k)
-            t0 = time.perf_counter()
-            with time_limit(self.config.timeout, "decode"):
-                recon = decoder.decode_batch([production.data], setting)[0] if decoder.batched() else \
-                    decoder.decode(production.data)
-            out.columns["decode_s"] = time.perf_counter() - t0
-            out.reconstruction, note = check_output(recon, pixels, decoder.exact_size)
-            out.columns.update(decoder.extra_columns(production.data))
-            out.columns.update(output_notes=note, status="ok", error="")
+            if key not in self.codecs:
+                base = self.codec_pair(task.codec)[1]
+                decoder = type(base)(**{**base.options, "seed": int(base.options["seed"]) + k})
+                decoder.setup(self.context)
+                self.codecs[key] = decoder
         except Exception as exc:  # noqa: BLE001 - this sample's row fails with its reason
-            out.columns.update(status="failed", error=error_text("decode", exc))
-        return row, out
-
-    def _sample_decoder(self, label: str, k: int) -> Codec:
-        key = (label, k)
-        if key not in self.codecs:
-            spec = self.specs[label]
-            options = {**spec.build().options}
-            decoder = spec.codec_class()(**{**spec.options, "seed": int(options["seed"]) + k})
-            decoder.setup(self.context)
-            self.codecs[key] = decoder
-        return self.codecs[key]
+            return row, Production(data=production.data, columns={"status": "failed",
+                                                                   "error": error_text("decode", exc)})
+        return row, decode_checked(self.codecs[key], production.data, pixels, setting, self.config.timeout)
 
     def _finish(self, task: Task, row: dict, pixels: np.ndarray, record, setting, production, cache: dict,
                 clock: Timings, keep_pixels: bool, sample: int = 0) -> np.ndarray | None:

@@ -10,7 +10,6 @@ torch-fidelity use.
 
 from __future__ import annotations
 
-import glob
 import os
 
 import numpy as np
@@ -42,11 +41,17 @@ def resolve_model(model: str) -> tuple[str, str]:
             folder = snapshot_download(model, allow_patterns=["config.json", "model.safetensors"])
         except Exception as exc:  # noqa: BLE001 - any failure has the same remedy: a local folder
             raise DINOv2Unavailable(str(exc).rstrip(".") + ".") from None
-    weights = [p for name in WEIGHT_FILES for p in glob.glob(os.path.join(folder, name))]
-    if not weights or not os.path.isfile(os.path.join(folder, "config.json")):
+    weights = weights_file(folder)
+    if weights is None or not os.path.isfile(os.path.join(folder, "config.json")):
         raise DINOv2Unavailable(f"--dinov2 {model}: {folder} holds no config.json and {' or '.join(WEIGHT_FILES)} "
                                 "(save a Dinov2Model with save_pretrained, or pass a Hub id).")
-    return os.path.abspath(folder), file_digest(weights[0])
+    return os.path.abspath(folder), file_digest(weights)
+
+
+def weights_file(folder: str) -> str | None:
+    """The checkpoint's weights file in a model folder (the file whose sha256 identifies the network)."""
+    found = [os.path.join(folder, name) for name in WEIGHT_FILES if os.path.isfile(os.path.join(folder, name))]
+    return found[0] if found else None
 
 
 class DINOv2Extractor:

@@ -107,6 +107,9 @@ def resolve(names: list[str], paths: dict[str, str], progress: bool = False) -> 
 
             out[name] = {"status": "ok", "name": name, "weights_path": path, "weights_sha256": file_digest(path),
                          "pyiqa": metadata.version("pyiqa")}
+            if name.startswith("topiq"):  # checked once per run, not in every process that loads the metric
+                # pyiqa's own files load strictly, so they hold the backbone; a given file is looked into
+                out[name]["backbone_in_file"] = not paths.get(name) or _covers_backbone(path)
     parts = [out[p] for p in OVERALL_PARTS]
     if not all(p in names for p in OVERALL_PARTS):
         out[OVERALL] = {"status": "disabled", "reason": "needs --iqa topiq_fr,topiq_nr"}
@@ -126,7 +129,7 @@ class PyIQA:
 
         self.torch, self.metric = torch, get(name)
         kwargs = {self.metric.weights_option: state["weights_path"]}
-        if name.startswith("topiq") and _covers_backbone(state["weights_path"]):
+        if state.get("backbone_in_file"):
             kwargs["backbone_pretrain"] = False  # the file holds the backbone too: ImageNet's would be overwritten
         with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # pyiqa prints each load
             self.model = pyiqa.create_metric(name, device=device, **kwargs)
