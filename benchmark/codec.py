@@ -380,6 +380,10 @@ def parse_codec_spec(text: str) -> CodecSpec:
         if cls.rate_range is None:
             raise ValueError(f"Codec {target!r} cannot be rate-matched: it declares no rate_range for its "
                              f"{cls.rate_parameter!r}.")
+        if cls.model_per_setting:
+            raise ValueError(f"Codec {target!r} cannot be rate-matched: it loads a model per setting and its decoder "
+                             "is chosen by the setting, which rate matching would vary image by image; sweep "
+                             f"{cls.rate_parameter}= instead.")
         if not targets:
             raise ValueError(f"Codec spec {text!r}: tolerance= needs target rates, e.g. bpp=0.25.")
         if any(t <= 0 for t in targets) or (tolerance is not None and not 0 < tolerance < 1):

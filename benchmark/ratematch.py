@@ -95,7 +95,7 @@ class RateMatched(Codec):
         self.inner = self.inner_class(**options)
         self.options = dict(self.inner.options)
         self.tolerance = float(tolerance)
-        self.parallel = self.inner.parallel
+        self.parallel, self.wants_gpu = self.inner.parallel, self.inner.wants_gpu
         self.last: RateMatch | None = None
 
     def setup(self, context: dict | None = None) -> None:

@@ -169,6 +169,7 @@ class PerSettingModel(Codec):
     defaults = {"log": ""}
     batch_size = 4
     model_per_setting = True
+    rate_range, rate_integer, rate_increasing = (1, 255), True, False
 
     def __init__(self, **options):
         super().__init__(**options)

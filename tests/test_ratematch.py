@@ -58,6 +58,15 @@ def test_spec_syntax_and_refusals():
         parse_codec_spec("codecs_for_tests:Raw bpp=0.5")
     with pytest.raises(ValueError, match="positive"):
         parse_codec_spec("jpeg bpp=-1")
+    with pytest.raises(ValueError, match="loads a model per setting"):
+        parse_codec_spec("codecs_for_tests:PerSettingModel bpp=0.5")
+
+
+def test_rate_matching_keeps_where_the_codec_runs():
+    """A model-backed codec stays on the run's device (Ray's GPU share, the scoring overlap) when rate-matched."""
+    cmc = parse_codec_spec("cmc bpp=0.01 captioner=BLIP").build()
+    assert (cmc.parallel, cmc.wants_gpu) == (False, True)
+    assert parse_codec_spec("jpeg bpp=0.5").build().wants_gpu is False
 
 
 @pytest.fixture
