@@ -4,7 +4,9 @@ A resample draws the setting's images with replacement; per-image metrics are av
 set-level ones (FID, KID, IS) are recomputed from the stored features of exactly those images (the
 originals' features paired with their reconstructions'; KID without the bias duplicates bring). Intervals
 are BCa for per-image means and bias-corrected percentile intervals for set-level metrics (whose
-resamples are biased by duplicates), so each contains its estimate; seeded: the same run, resample count
+resamples are biased by duplicates), so each contains its estimate. For a stochastic decoder's K samples,
+each resample's set metrics are the mean of the K sample sets' on the same drawn images, as the summary's
+are the mean over the K sets. Seeded: the same run, resample count
 and seed always give the same intervals. Comparing two runs resamples the images they
 share, the same draw for both, so the interval is that of the paired difference.
 """
@@ -45,6 +47,8 @@ class SettingData:
     options: dict = field(default_factory=dict)
     dino: np.ndarray | None = None  # reconstructions' DINOv2 embeddings (FD-DINOv2), aligned with image_ids
     ref_dino: np.ndarray | None = None
+    # A stochastic decoder's K samples: each sample's set (its features only); set metrics are their mean
+    sample_sets: list["SettingData"] = field(default_factory=list)
     _kernels: tuple | None = field(default=None, repr=False)
 
     def subset(self, ids: np.ndarray) -> "SettingData":
@@ -52,10 +56,16 @@ class SettingData:
         take = (lambda a: None if a is None else a[pos])  # noqa: E731
         return SettingData(self.codec, self.setting_index, self.setting_label, self.image_ids[pos],
                            {k: v[pos] for k, v in self.per_image.items()}, take(self.pool), take(self.logits),
-                           take(self.ref_pool), self.options, take(self.dino), take(self.ref_dino))
+                           take(self.ref_pool), self.options, take(self.dino), take(self.ref_dino),
+                           [d.subset(ids) for d in self.sample_sets])
 
     def metric_names(self) -> list[str]:
         names = [m for m in MEAN_METRICS if m in self.per_image and not np.all(np.isnan(self.per_image[m]))]
+        sets = self.sample_sets or [self]
+        return names + [m for m in sets[0]._set_names() if all(m in d._set_names() for d in sets[1:])]
+
+    def _set_names(self) -> list[str]:
+        names = []
         if self.pool is not None and len(self.pool) >= 2:
             names += ["fid", "kid"]
             if len(self.pool) >= self.options.get("isc_splits", 10):
@@ -75,10 +85,6 @@ class SettingData:
     def evaluate_counts(self, counts: np.ndarray) -> dict[str, np.ndarray]:
         """Each metric on each resample given as counts (B x n: how often each of this setting's images is
         drawn), so resamples of a run's images can hold this setting's images a varying number of times."""
-        from metrics.fid import fid
-        from metrics.inception_score import inception_score
-        from metrics.kid import mmd2_weighted
-
         counts = np.asarray(counts)
         w = counts.astype(np.float64)
         out = {}
@@ -89,18 +95,34 @@ class SettingData:
                 total = w[:, ok].sum(axis=1)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out[name] = np.where(total > 0, w[:, ok] @ values[ok] / total, np.nan)
-        if self.pool is not None and "fid" in self.metric_names():
+        return {**out, **self._over_samples(lambda d: d._set_metrics_counts(counts))}
+
+    def _over_samples(self, evaluate) -> dict[str, np.ndarray]:
+        """Set metrics of this set, or of a stochastic decoder's K sample sets their mean (as the summary
+        reports it), each sample's set drawn on the same resampled images."""
+        if not self.sample_sets:
+            return evaluate(self)
+        each = [evaluate(d) for d in self.sample_sets]
+        return {m: np.mean([e[m] for e in each], axis=0) for m in self.metric_names() if m in each[0]}
+
+    def _set_metrics_counts(self, counts: np.ndarray) -> dict[str, np.ndarray]:
+        from metrics.fid import fid
+        from metrics.inception_score import inception_score
+        from metrics.kid import mmd2_weighted
+
+        out = {}
+        if self.pool is not None and "fid" in self._set_names():
             index = np.arange(counts.shape[1])
             draws = [np.repeat(index, c) for c in counts]
             out["fid"] = np.array([fid(self.pool[p], self.ref_pool[p]) if len(p) >= 2 else np.nan for p in draws])
             k = self.kernels()
             out["kid"] = np.array([mmd2_weighted(*k, c) if c.sum() >= 2 else np.nan for c in counts])
-            if "inception_score" in self.metric_names():
+            if "inception_score" in self._set_names():
                 splits = self.options.get("isc_splits", 10)
                 out["inception_score"] = np.array([
                     inception_score(self.logits[p], splits, self.options.get("seed", 2020))[0] if len(p) >= splits
                     else np.nan for p in draws])
-        if "fd_dinov2" in self.metric_names():
+        if "fd_dinov2" in self._set_names():
             out["fd_dinov2"] = np.array([fid(self.dino[p], self.ref_dino[p]) if len(p) >= 2 else np.nan
                                          for p in (np.repeat(np.arange(counts.shape[1]), c) for c in counts)])
         return out
@@ -110,25 +132,29 @@ class SettingData:
 
         FID is the summary's own function; KID is the duplicate-aware unbiased MMD^2 over the whole resample
         (from Gram matrices computed once); IS is recomputed from the resampled logits."""
+        out = {}
+        for name in self.metric_names():
+            if name in self.per_image:
+                out[name] = np.nanmean(registry.capped(name, self.per_image[name])[positions], axis=1)
+        return {**out, **self._over_samples(lambda d: d._set_metrics_positions(positions))}
+
+    def _set_metrics_positions(self, positions: np.ndarray) -> dict[str, np.ndarray]:
         from metrics.fid import fid
         from metrics.inception_score import inception_score
         from metrics.kid import mmd2_weighted
 
         out = {}
-        for name in self.metric_names():
-            if name in self.per_image:
-                out[name] = np.nanmean(registry.capped(name, self.per_image[name])[positions], axis=1)
-        if self.pool is not None and "fid" in self.metric_names():
+        if self.pool is not None and "fid" in self._set_names():
             opts = self.options
             n = len(self.image_ids)
             out["fid"] = np.array([fid(self.pool[p], self.ref_pool[p]) for p in positions])
             k = self.kernels()
             out["kid"] = np.array([mmd2_weighted(*k, np.bincount(p, minlength=n)) for p in positions])
-            if "inception_score" in self.metric_names():
+            if "inception_score" in self._set_names():
                 out["inception_score"] = np.array([
                     inception_score(self.logits[p], opts.get("isc_splits", 10), opts.get("seed", 2020))[0]
                     for p in positions])
-        if "fd_dinov2" in self.metric_names():
+        if "fd_dinov2" in self._set_names():
             out["fd_dinov2"] = np.array([fid(self.dino[p], self.ref_dino[p]) for p in positions])
         return out
 
@@ -148,9 +174,32 @@ def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingD
     dino_ok = info.get("dinov2", {}).get("status") == "ok"
     shas = perceptual.image_shas(run_dir) if inception_ok or dino_ok else {}
     opts = info["config"].get("inception", {})
+    references: dict = {}  # the originals' features by (space, image indices): read once for all sample sets
+
+    def attach(data: SettingData, rows: pd.DataFrame, codec: str, s: int, sample: int) -> None:
+        """The stored features of one setting's (one sample's) reconstructions and their originals."""
+        from benchmark import dinov2_stage
+
+        for space, ok_, read, reference in (
+                ("inception", inception_ok, perceptual.setting_features,
+                 lambda idx: perceptual.reference_features(info, shas, idx)),
+                ("dinov2", dino_ok, dinov2_stage.setting_features,
+                 lambda idx: dinov2_stage.reference_features(info["dinov2"], shas, idx))):
+            found = read(run_dir, codec, s, sample=sample) if ok_ else None
+            aligned = _aligned(found[0], rows, data.image_ids) if found is not None else None
+            if aligned is None:
+                continue
+            key = (space, tuple(aligned[1]))
+            if key not in references:
+                references[key] = reference(aligned[1])
+            if space == "inception":
+                data.pool, data.logits, data.ref_pool = found[1][aligned[0]], found[2][aligned[0]], references[key]
+            else:
+                data.dino, data.ref_dino = found[1][aligned[0]], references[key]
+
     for (codec, s), rows in ok.groupby(["codec", "setting_index"], sort=True):
-        sampled = "sample" in rows and rows["sample"].notna().any()
-        if sampled:  # K decodes per bitstream: an image's value is its mean over its samples
+        samples = sorted(rows["sample"].dropna().astype(int).unique()) if "sample" in rows else []
+        if samples:  # K decodes per bitstream: an image's value is its mean over its samples
             numeric = [m for m in MEAN_METRICS if m in rows]
             first = rows.groupby("image_id", as_index=False).first()
             rows = first.drop(columns=numeric).merge(
@@ -158,20 +207,13 @@ def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingD
         rows = rows.sort_values("image_id")
         data = SettingData(codec, int(s), str(rows.setting_label.iloc[0]), rows.image_id.to_numpy(str),
                            {m: rows[m].to_numpy(float) for m in MEAN_METRICS if m in rows}, options=opts)
-        # K sets' FID of a sampled codec: the summary reports their mean and spread instead
-        found = perceptual.setting_features(run_dir, codec, int(s)) if inception_ok and not sampled else None
-        aligned = _aligned(found[0], rows, data.image_ids) if found is not None else None
-        if aligned is not None:
-            data.pool, data.logits = found[1][aligned[0]], found[2][aligned[0]]
-            data.ref_pool = perceptual.reference_features(info, shas, aligned[1])
-        if dino_ok and not sampled:
-            from benchmark import dinov2_stage
-
-            found = dinov2_stage.setting_features(run_dir, codec, int(s))
-            aligned = _aligned(found[0], rows, data.image_ids) if found is not None else None
-            if aligned is not None:
-                data.dino = found[1][aligned[0]]
-                data.ref_dino = dinov2_stage.reference_features(info["dinov2"], shas, aligned[1])
+        if samples:  # set metrics per sample's set, as the summary computes them, then their mean
+            data.sample_sets = [SettingData(codec, int(s), data.setting_label, data.image_ids, options=opts)
+                                for _ in samples]
+            for k, sample_set in zip(samples, data.sample_sets):
+                attach(sample_set, rows, codec, int(s), k)
+        else:
+            attach(data, rows, codec, int(s), 0)
         out[(codec, data.setting_label)] = data
     return out
 

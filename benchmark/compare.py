@@ -189,8 +189,8 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
             if resamples <= 0:
                 d["low"] = d["high"] = float("nan")
             rows.append(_verdict(codec, setting, metric, {**d, "seed_noise": seed_noise(b, n, metric)}, tolerances))
-        # Set-level metrics the bootstrap does not resample (patch FID, PRDC; every set metric of a codec that
-        # decodes K samples) and failure counts, from the summaries: point values, no interval.
+        # Set-level metrics the bootstrap does not resample (patch FID, PRDC) and failure counts, from the
+        # summaries: point values, no interval.
         for metric in SUMMARY_ONLY + tuple(m for m in bootstrap.SET_METRICS if m not in diffs):
             if metric in b and metric in n and b[metric].notna().any() and n[metric].notna().any():
                 bv, nv = float(b[metric].iloc[0]), float(n[metric].iloc[0])

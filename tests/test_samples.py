@@ -3,7 +3,9 @@ to K separate runs with those seeds; compare does not call seed noise a regressi
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from benchmark.bootstrap import intervals, run_resamples
 from benchmark.codec import parse_codec_spec
 from benchmark.compare import compare_runs
 from benchmark.results import load_run
@@ -30,8 +32,8 @@ def test_four_samples_equal_four_seeded_runs_and_report_their_spread(tmp_path, r
     per_image = images.groupby(["image_id", "setting_index"]).psnr
     assert (per_image.std() > 0).all()  # the same bitstream, four different pictures
     assert (images.groupby(["image_id", "setting_index"]).bits.nunique() == 1).all()  # the bits are shared
-    singles = [load_run(_run(tmp_path, f"seed{k}", f"{SPEC} seed={k}", random_inception_weights))
-               for k in range(4)]
+    single_dirs = [_run(tmp_path, f"seed{k}", f"{SPEC} seed={k}", random_inception_weights) for k in range(4)]
+    singles = [load_run(d) for d in single_dirs]
     by_seed = pd.concat([rows.assign(seed=k) for k, (rows, _) in enumerate(singles)])
     expected = by_seed.groupby(["image_id", "setting_index"]).psnr.mean()
     pd.testing.assert_series_equal(per_image.mean(), expected, rtol=1e-12)
@@ -42,6 +44,21 @@ def test_four_samples_equal_four_seeded_runs_and_report_their_spread(tmp_path, r
         assert np.allclose(summary[f"{metric}_sample_std"], values.std(axis=0, ddof=1), rtol=1e-6), metric
     assert (summary.n_samples == 4).all() and (summary.fid_sample_std > 0).all()
     assert summary.inception_note.str.contains("mean over 4 samples' sets").all()
+    # Bootstrap: each resample draws the images once; a set metric's value on it is the mean of the four sample
+    # sets' values on those images, i.e. of the four seeded runs' values on the same draw.
+    drawn = run_resamples(sampled, 20, seed=5)
+    alone = [run_resamples(_dir, 20, seed=5) for _dir in single_dirs]
+    for key in drawn.settings:
+        same = ("seedednoise", key[1])  # the seeded runs' label
+        for metric in ("fid", "kid", "inception_score"):
+            expected = np.mean([a.values[same][metric] for a in alone], axis=0)
+            assert np.allclose(drawn.values[key][metric], expected, rtol=1e-9), (key, metric)
+            assert drawn.points[key][metric] == pytest.approx(np.mean([a.points[same][metric] for a in alone]))
+        assert np.ptp(drawn.values[key]["fid"]) > 0
+    table = intervals(sampled, 50, use_cache=False).set_index(["setting_index", "metric"])
+    for s, fid in summary.fid.items():
+        low, high = table.loc[(s, "fid"), ["low", "high"]]
+        assert low <= fid <= high and low < high
 
 
 def test_compare_does_not_call_seed_noise_a_regression(tmp_path, random_inception_weights):
