@@ -240,15 +240,21 @@ def check_resume(run_dir: pathlib.Path, info: dict, anyway: bool) -> dict:
     return info
 
 
+# A batched codec on the GPU gets chunks of at least this many batches per setting: its scoring thread is
+# drained at the end of each task, so a one-batch task would overlap little (see scripts/bench_overlap.py).
+GPU_TASK_BATCHES = 4
+
+
 def plan(info: dict, n_images: int) -> list[Task]:
     """Tasks of (chunk of images, codec). A batched codec's chunks hold at least one batch (its batch size, or
-    --codec-batch), so that its batches fill. A codec with a model per setting gets one task per (setting,
-    chunk), setting by setting, so a process that runs them in order loads each setting's model once; its chunk
-    numbers run on past the others' (setting s, chunk k is chunk s x chunks + k), keeping shards unique."""
+    --codec-batch), so that its batches fill, and one on the GPU GPU_TASK_BATCHES batches, so that scoring
+    overlaps producing. A codec with a model per setting gets one task per (setting, chunk), setting by setting,
+    so a process that runs them in order loads each setting's model once; its chunk numbers run on past the
+    others' (setting s, chunk k is chunk s x chunks + k), keeping shards unique."""
     plain, by_setting = [], []
     for c in info["codecs"]:
         batch = int(info["config"].get("codec_batch") or c.get("batch_size", 1) or 1) if c.get("batched") else 1
-        size = max(info["config"]["chunk_size"], batch)
+        size = max(info["config"]["chunk_size"], batch * (GPU_TASK_BATCHES if c.get("wants_gpu") else 1))
         chunks = [(start, min(start + size, n_images)) for start in range(0, n_images, size)]
         if c.get("model_per_setting"):
             by_setting += [Task(s * len(chunks) + k, c["label"], a, b, (s,)) for s in range(len(c["settings"]))

@@ -221,3 +221,34 @@ class SeededNoise(Codec):
         out = JPEG().decode(data) + rng.normal(0, self.options["sigma"], (1,) * 3)  # a per-image offset
         out = out + rng.normal(0, self.options["sigma"], out.shape)
         return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+class OnDevice(Codec):
+    """A network codec's shape: main process, batched, its decoder waiting `latency` s per image on a device (a
+    sleep, which releases the GIL as waiting on a CUDA stream does). `gpu=false` runs it without the scoring
+    thread, so the two runs differ only in whether scoring overlaps producing."""
+
+    name = "ondevice"
+    rate_parameter = "quality"
+    default_sweep = (30, 80)
+    defaults = {"gpu": True, "latency": 0.0}
+    parallel = False
+    batch_size = 4
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.wants_gpu = self.options["gpu"]
+
+    def encode(self, image, setting):
+        from baselines.jpeg import JPEG
+
+        return JPEG().encode(image, setting)
+
+    def decode_batch(self, data, setting):
+        from baselines.jpeg import JPEG
+
+        time.sleep(self.options["latency"] * len(data))
+        return [JPEG().decode(d) for d in data]
+
+    def decode(self, data):
+        return self.decode_batch([data], None)[0]

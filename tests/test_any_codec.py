@@ -311,6 +311,37 @@ def test_a_codec_with_a_model_per_setting_loads_each_model_once_per_run(tmp_path
         assert row.psnr == pytest.approx(float(psnr(pixels, one)))
 
 
+def test_scoring_beside_a_gpu_codec_gives_the_rows_of_scoring_after_it(tmp_path, monkeypatch):
+    """A codec that wants the GPU is scored in a thread while it produces its next batch; the rows (their order,
+    bits and every metric) are those of the same codec scored in its own thread, after each batch."""
+    import threading
+
+    from benchmark.scoring import Scorer
+
+    threads = []
+    score = Scorer.score
+
+    def recording(self, *args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return score(self, *args, **kwargs)
+
+    monkeypatch.setattr(Scorer, "score", recording)
+    runs = {}
+    for gpu in (True, False):
+        threads.clear()
+        config = RunConfig(dataset="sample", limit=10, chunk_size=4, inception={"enabled": False},
+                           caption_embedder="none", save_reconstructions=True,
+                           codecs=[parse_codec_spec(f"codecs_for_tests:OnDevice gpu={gpu} label=dev")])
+        runs[gpu] = create_run(config, tmp_path / "runs", f"gpu-{gpu}", progress=False)
+        assert execute(runs[gpu], jobs=1, progress=False).n_failed == 0
+        assert len(threads) == 20 and set(threads) == {not gpu}  # scored beside the codec, or on its thread
+    beside, after = (load_run(runs[g])[0] for g in (True, False))
+    varying = {"run_id", "created", "encode_s", "decode_s", "config_hash", "codec_options"}
+    for column in beside.columns.difference(varying):
+        assert beside[column].equals(after[column]), column
+    assert beside.ms_ssim.notna().all() and beside.psnr.nunique() > 1
+
+
 def test_best_of_4_pays_exactly_2_bits_and_is_never_worse(tmp_path):
     config = RunConfig(dataset="sample", limit=6, inception={"enabled": False}, caption_embedder="none",
                        image_metrics={"ms_ssim": False, "lpips": "none"}, save_bitstreams=True,
@@ -358,13 +389,14 @@ def test_plan_gives_a_batched_codec_chunks_that_hold_a_batch():
     info = {"config": {"chunk_size": 1, "codec_batch": None},
             "codecs": [{"label": "jpeg", "settings": [1, 2]},
                        {"label": "cmc", "settings": [4, 8], "batch_size": 8, "batched": True},
-                       {"label": "m", "settings": [1, 2], "model_per_setting": True, "batch_size": 4, "batched": True}]}
+                       {"label": "m", "settings": [1, 2], "model_per_setting": True, "batch_size": 4, "batched": True},
+                       {"label": "gpu", "settings": [1], "batch_size": 2, "batched": True, "wants_gpu": True}]}
     tasks = plan(info, 10)
-    sizes = {c: sorted({t.stop - t.start for t in tasks if t.codec == c}) for c in ("jpeg", "cmc", "m")}
-    assert sizes == {"jpeg": [1], "cmc": [2, 8], "m": [2, 4]}
+    sizes = {c: sorted({t.stop - t.start for t in tasks if t.codec == c}) for c in ("jpeg", "cmc", "m", "gpu")}
+    assert sizes == {"jpeg": [1], "cmc": [2, 8], "m": [2, 4], "gpu": [2, 8]}  # on the GPU: 4 batches, to overlap
     assert [(t.settings, t.start) for t in tasks if t.codec == "m"] == [((s,), a) for s in (0, 1) for a in (0, 4, 8)]
     assert len({(t.codec, t.chunk) for t in tasks}) == len(tasks)  # every shard its own
     info["config"]["codec_batch"] = 3
     again = plan(info, 10)  # --codec-batch: every batched codec's batch, the others unchanged
-    assert {c: sorted({t.stop - t.start for t in again if t.codec == c}) for c in ("jpeg", "cmc")} == \
-        {"jpeg": [1], "cmc": [1, 3]}
+    assert {c: sorted({t.stop - t.start for t in again if t.codec == c}) for c in ("jpeg", "cmc", "gpu")} == \
+        {"jpeg": [1], "cmc": [1, 3], "gpu": [10]}
