@@ -195,12 +195,18 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
              f"(negative: fewer bits for the same quality), BD-metric = codec - {anchor} at equal rate."]
     if resamples > 0:
         notes.append(f"Intervals: {level:.0%} bootstrap over images ({resamples} resamples, seed {seed}): BCa for "
-                     "per-image means, bias-corrected percentile for FID, KID and IS.")
+                     "per-image means, bias-corrected percentile for set metrics (FID, KID, IS, FD-DINOv2).")
     if len(refs):
         notes.append(f"Codecs marked{PUBLISHED} are published curves (" + "; ".join(
             f"{c}: {s}" for c, s in refs.groupby("codec", sort=False)["source"].first().items())
             + "): their values are as published, without intervals.")
     notes += [f"Warning: {w}." for w in ref_notes]
+    if "n_samples" in summary:  # stochastic decoders decoded K times: say what the numbers average
+        sampled = summary[summary.n_samples > 1].groupby("codec", sort=False).n_samples.max()
+        notes += [f"{codec}: each value is the mean over {int(k)} decodes of every bitstream (decoder seeds seed.."
+                  f"seed+{int(k) - 1}; set metrics the mean of the {int(k)} samples' sets); its intervals are over "
+                  "images, and the spread over samples is the summary's <metric>_sample_std."
+                  for codec, k in sampled.items()]
     bd_columns = ["codec", "metric", "bd_rate", "bd_rate_low", "bd_rate_high", "bd_metric", "bd_metric_low",
                   "bd_metric_high", "overlap", "reliable", "note", "fallback"]
     if len(bd) and not all(r["reliable"] for r in bd):

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmark import leaderboard
 from benchmark.bootstrap import intervals, run_resamples
 from benchmark.codec import parse_codec_spec
 from benchmark.compare import compare_runs
@@ -59,6 +60,8 @@ def test_four_samples_equal_four_seeded_runs_and_report_their_spread(tmp_path, r
     for s, fid in summary.fid.items():
         low, high = table.loc[(s, "fid"), ["low", "high"]]
         assert low <= fid <= high and low < high
+    board = leaderboard.build([sampled], resamples=0)  # a table of means says what they average
+    assert any(n.startswith("seedednoise-x4: each value is the mean over 4 decodes") for n in board.notes)
 
 
 def test_compare_does_not_call_seed_noise_a_regression(tmp_path, random_inception_weights):
