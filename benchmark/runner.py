@@ -129,6 +129,8 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         "caption_embedder": embedder,
         "caption_metrics": resolve_caption_metrics(embedder),
     }
+    for c in info["codecs"]:
+        c["task_images"] = task_images(info["config"], c)
     info["metrics"] = metric_states(info, added)
     if config.protocol:
         from benchmark import protocols
@@ -245,16 +247,23 @@ def check_resume(run_dir: pathlib.Path, info: dict, anyway: bool) -> dict:
 GPU_TASK_BATCHES = 4
 
 
+def task_images(config: dict, codec: dict) -> int:
+    """Images per task of one codec: the run's chunk size, but at least one batch (its batch size, or
+    --codec-batch) so that its batches fill, and for a codec on the GPU GPU_TASK_BATCHES batches so that scoring
+    overlaps producing. Fixed in config.json when the run is created, so that a resumed run keeps its shards'
+    boundaries whatever a later version would choose."""
+    batch = int(config.get("codec_batch") or codec.get("batch_size", 1) or 1) if codec.get("batched") else 1
+    return max(config["chunk_size"], batch * (GPU_TASK_BATCHES if codec.get("wants_gpu") else 1))
+
+
 def plan(info: dict, n_images: int) -> list[Task]:
-    """Tasks of (chunk of images, codec). A batched codec's chunks hold at least one batch (its batch size, or
-    --codec-batch), so that its batches fill, and one on the GPU GPU_TASK_BATCHES batches, so that scoring
-    overlaps producing. A codec with a model per setting gets one task per (setting, chunk), setting by setting,
-    so a process that runs them in order loads each setting's model once; its chunk numbers run on past the
-    others' (setting s, chunk k is chunk s x chunks + k), keeping shards unique."""
+    """Tasks of (chunk of images, codec), each codec's chunks of its `task_images`. A codec with a model per
+    setting gets one task per (setting, chunk), setting by setting, so a process that runs them in order loads
+    each setting's model once; its chunk numbers run on past the others' (setting s, chunk k is chunk
+    s x chunks + k), keeping shards unique."""
     plain, by_setting = [], []
     for c in info["codecs"]:
-        batch = int(info["config"].get("codec_batch") or c.get("batch_size", 1) or 1) if c.get("batched") else 1
-        size = max(info["config"]["chunk_size"], batch * (GPU_TASK_BATCHES if c.get("wants_gpu") else 1))
+        size = int(c.get("task_images") or task_images(info["config"], c))
         chunks = [(start, min(start + size, n_images)) for start in range(0, n_images, size)]
         if c.get("model_per_setting"):
             by_setting += [Task(s * len(chunks) + k, c["label"], a, b, (s,)) for s in range(len(c["settings"]))

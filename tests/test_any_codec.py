@@ -400,3 +400,6 @@ def test_plan_gives_a_batched_codec_chunks_that_hold_a_batch():
     again = plan(info, 10)  # --codec-batch: every batched codec's batch, the others unchanged
     assert {c: sorted({t.stop - t.start for t in again if t.codec == c}) for c in ("jpeg", "cmc", "gpu")} == \
         {"jpeg": [1], "cmc": [1, 3], "gpu": [10]}
+    for c in info["codecs"]:
+        c["task_images"] = 5  # what config.json fixed when the run was created wins over today's rule
+    assert {t.stop - t.start for t in plan(info, 10)} == {5}
