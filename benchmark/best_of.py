@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.codec import Codec, encode_image
+from benchmark.codec import Codec, encode_image, reseeded
 from metrics import registry
 
 SELECTABLE = ("psnr", "psnr_y", "ms_ssim")  # pixel metrics: a pure function of (original, candidate)
@@ -46,9 +46,7 @@ class BestOf(Codec):
 
     def _decoder(self, k: int) -> Codec:
         if k not in self._decoders:
-            codec = self.inner_class(**{**self.inner.options, "seed": int(self.inner.options["seed"]) + k})
-            codec.setup(self.context)
-            self._decoders[k] = codec
+            self._decoders[k] = reseeded(self.inner, k, self.context)
         return self._decoders[k]
 
     def encode(self, image: np.ndarray, setting, record=None) -> bytes:

@@ -95,7 +95,8 @@ class SettingData:
                 total = w[:, ok].sum(axis=1)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out[name] = np.where(total > 0, w[:, ok] @ values[ok] / total, np.nan)
-        return {**out, **self._over_samples(lambda d: d._set_metrics_counts(counts))}
+        draws = [np.repeat(np.arange(counts.shape[1]), c) for c in counts]
+        return {**out, **self._over_samples(lambda d: d._set_metrics(draws, counts))}
 
     def _over_samples(self, evaluate) -> dict[str, np.ndarray]:
         """Set metrics of this set, or of a stochastic decoder's K sample sets their mean (as the summary
@@ -105,26 +106,27 @@ class SettingData:
         each = [evaluate(d) for d in self.sample_sets]
         return {m: np.mean([e[m] for e in each], axis=0) for m in self.metric_names() if m in each[0]}
 
-    def _set_metrics_counts(self, counts: np.ndarray) -> dict[str, np.ndarray]:
+    def _set_metrics(self, draws: list[np.ndarray], counts: np.ndarray) -> dict[str, np.ndarray]:
+        """Set metrics on each resample, given both as its drawn positions (FID, IS: IS depends on their order)
+        and as counts per image (KID's weighted MMD^2); NaN where a resample holds too few images."""
         from metrics.fid import fid
         from metrics.inception_score import inception_score
         from metrics.kid import mmd2_weighted
 
         out = {}
-        if self.pool is not None and "fid" in self._set_names():
-            index = np.arange(counts.shape[1])
-            draws = [np.repeat(index, c) for c in counts]
+        names = self._set_names()
+        if "fid" in names:
             out["fid"] = np.array([fid(self.pool[p], self.ref_pool[p]) if len(p) >= 2 else np.nan for p in draws])
             k = self.kernels()
             out["kid"] = np.array([mmd2_weighted(*k, c) if c.sum() >= 2 else np.nan for c in counts])
-            if "inception_score" in self._set_names():
+            if "inception_score" in names:
                 splits = self.options.get("isc_splits", 10)
                 out["inception_score"] = np.array([
                     inception_score(self.logits[p], splits, self.options.get("seed", 2020))[0] if len(p) >= splits
                     else np.nan for p in draws])
-        if "fd_dinov2" in self._set_names():
+        if "fd_dinov2" in names:
             out["fd_dinov2"] = np.array([fid(self.dino[p], self.ref_dino[p]) if len(p) >= 2 else np.nan
-                                         for p in (np.repeat(np.arange(counts.shape[1]), c) for c in counts)])
+                                         for p in draws])
         return out
 
     def evaluate(self, positions: np.ndarray) -> dict[str, np.ndarray]:
@@ -136,27 +138,9 @@ class SettingData:
         for name in self.metric_names():
             if name in self.per_image:
                 out[name] = np.nanmean(registry.capped(name, self.per_image[name])[positions], axis=1)
-        return {**out, **self._over_samples(lambda d: d._set_metrics_positions(positions))}
-
-    def _set_metrics_positions(self, positions: np.ndarray) -> dict[str, np.ndarray]:
-        from metrics.fid import fid
-        from metrics.inception_score import inception_score
-        from metrics.kid import mmd2_weighted
-
-        out = {}
-        if self.pool is not None and "fid" in self._set_names():
-            opts = self.options
-            n = len(self.image_ids)
-            out["fid"] = np.array([fid(self.pool[p], self.ref_pool[p]) for p in positions])
-            k = self.kernels()
-            out["kid"] = np.array([mmd2_weighted(*k, np.bincount(p, minlength=n)) for p in positions])
-            if "inception_score" in self._set_names():
-                out["inception_score"] = np.array([
-                    inception_score(self.logits[p], opts.get("isc_splits", 10), opts.get("seed", 2020))[0]
-                    for p in positions])
-        if "fd_dinov2" in self._set_names():
-            out["fd_dinov2"] = np.array([fid(self.dino[p], self.ref_dino[p]) for p in positions])
-        return out
+        n = len(self.image_ids)
+        counts = np.array([np.bincount(p, minlength=n) for p in positions], int).reshape(len(positions), n)
+        return {**out, **self._over_samples(lambda d: d._set_metrics(list(positions), counts))}
 
 
 def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingData]:

@@ -208,6 +208,14 @@ class Codec:
         raise NotImplementedError
 
 
+def reseeded(codec: Codec, offset: int, context: dict | None) -> Codec:
+    """Another instance of a stochastic codec whose decoder draws from `seed + offset`, set up: best_of's
+    candidates and samples=K's further decodes of the same bitstream."""
+    other = type(codec)(**{**codec.options, "seed": int(codec.options["seed"]) + offset})
+    other.setup(context)
+    return other
+
+
 def encode_image(codec: Codec, image: np.ndarray, setting: Any, record: Any = None) -> bytes:
     """Call `codec.encode`, giving it the dataset record only if it declares `needs_record`."""
     if codec.needs_record:

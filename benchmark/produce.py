@@ -80,17 +80,13 @@ def produce(encoder: Codec, decoder: Codec, pixels: np.ndarray, setting: Any, re
     if encoder.produced_outside:
         return _produce_outside(encoder, pixels, setting, record)
     out = Production()
-    h, w = pixels.shape[:2]
     try:
         t0 = time.perf_counter()
         with time_limit(timeout, "encode"):
             data = encoder.encode_batch([pixels], setting, [record] if encoder.needs_record else None)[0]
         t1 = time.perf_counter()
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"encoder returned {type(data).__name__}, not bytes")
-        out.data = data = bytes(data)
-        bits = encoder.charged_bits(data)
-        out.columns.update(bytes=len(data), bits=bits, bpp=bits / (w * h), encode_s=t1 - t0)
+        out.data = data = _bitstream(data)
+        out.columns.update(_rate_columns(encoder, data, pixels), encode_s=t1 - t0)
         out.columns.update(encoder.encode_columns())
     except Exception as exc:  # noqa: BLE001 - the row fails with its reason, the run goes on
         out.columns.update(status="failed", error=error_text("encode", exc))
@@ -104,19 +100,40 @@ def decode_checked(decoder: Codec, data: bytes, pixels: np.ndarray, setting: Any
     """Decode one bitstream (a batch of one) and check the image against the input, into `out` (a new
     Production by default: a stochastic decoder's further sample of the same bits)."""
     out = out if out is not None else Production(data=data)
-    stage = "decode"
     try:
         t0 = time.perf_counter()
         with time_limit(timeout, "decode"):
             recon = decoder.decode_batch([data], setting)[0]
         out.columns["decode_s"] = time.perf_counter() - t0
-        stage = "output check"
+    except Exception as exc:  # noqa: BLE001 - the row fails with its reason, the run goes on
+        out.reconstruction = None
+        out.columns.update(status="failed", error=error_text("decode", exc))
+        return out
+    return _checked(out, decoder, recon, data, pixels)
+
+
+def _bitstream(data: Any) -> bytes:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"encoder returned {type(data).__name__}, not bytes")
+    return bytes(data)
+
+
+def _rate_columns(encoder: Codec, data: bytes, pixels: np.ndarray) -> dict:
+    """The row's size: bytes, the bits it is charged (the codec's `charged_bits`) and bpp over the input."""
+    h, w = pixels.shape[:2]
+    bits = encoder.charged_bits(data)
+    return {"bytes": len(data), "bits": bits, "bpp": bits / (w * h)}
+
+
+def _checked(out: Production, decoder: Codec, recon: Any, data: bytes, pixels: np.ndarray) -> Production:
+    """A decoded image checked against the input, with the decoder's columns; a bad output fails the row."""
+    try:
         out.reconstruction, note = check_output(recon, pixels, decoder.exact_size)
         out.columns.update(decoder.extra_columns(data))
         out.columns.update(output_notes=note, status="ok", error="")
     except Exception as exc:  # noqa: BLE001 - the row fails with its reason, the run goes on
         out.reconstruction = None
-        out.columns.update(status="failed", error=error_text(stage, exc))
+        out.columns.update(status="failed", error=error_text("output check", exc))
     return out
 
 
@@ -159,28 +176,18 @@ def produce_batch(encoder: Codec, decoder: Codec, images: list[np.ndarray], sett
         t1 = time.perf_counter()
         if len(data) != n:
             raise ValueError(f"encode_batch returned {len(data)} bitstreams for {n} images")
-        for d in data:
-            if not isinstance(d, (bytes, bytearray, memoryview)):
-                raise TypeError(f"encoder returned {type(d).__name__}, not bytes")
+        data = [_bitstream(d) for d in data]
         on_stage("decode")
         t2 = time.perf_counter()
         with time_limit(timeout * n, f"decode of a batch of {n}"):
-            recons = decoder.decode_batch([bytes(d) for d in data], setting)
+            recons = decoder.decode_batch(data, setting)
         t3 = time.perf_counter()
         if len(recons) != n:
             raise ValueError(f"decode_batch returned {len(recons)} images for {n} bitstreams")
     except Exception:  # noqa: BLE001 - redo one by one: each image's own success or reason
         return [produce(encoder, decoder, px, setting, rec, timeout, on_stage) for px, rec in zip(images, records)]
     for out, d, recon, pixels in zip(outs, data, recons, images):
-        h, w = pixels.shape[:2]
-        out.data = d = bytes(d)
-        bits = encoder.charged_bits(d)
-        out.columns.update(bytes=len(d), bits=bits, bpp=bits / (w * h), encode_s=(t1 - t0) / n, decode_s=(t3 - t2) / n)
-        try:
-            out.reconstruction, note = check_output(recon, pixels, decoder.exact_size)
-            out.columns.update(decoder.extra_columns(d))
-            out.columns.update(output_notes=note, status="ok", error="")
-        except Exception as exc:  # noqa: BLE001
-            out.reconstruction = None
-            out.columns.update(status="failed", error=error_text("output check", exc))
+        out.data = d
+        out.columns.update(_rate_columns(encoder, d, pixels), encode_s=(t1 - t0) / n, decode_s=(t3 - t2) / n)
+        _checked(out, decoder, recon, d, pixels)
     return outs

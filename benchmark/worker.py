@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from benchmark import __version__, dinov2_stage, perceptual
-from benchmark.codec import Codec
+from benchmark.codec import Codec, reseeded
 from benchmark.config import RunConfig, codec_context
 from benchmark.datasets import Dataset
 from benchmark.imageio import BadImage
@@ -229,10 +229,7 @@ class Worker:
         key = (task.codec, k)
         try:
             if key not in self.codecs:
-                base = self.codec_pair(task.codec)[1]
-                decoder = type(base)(**{**base.options, "seed": int(base.options["seed"]) + k})
-                decoder.setup(self.context)
-                self.codecs[key] = decoder
+                self.codecs[key] = reseeded(self.codec_pair(task.codec)[1], k, self.context)
         except Exception as exc:  # noqa: BLE001 - this sample's row fails with its reason
             return row, Production(data=production.data, columns={"status": "failed",
                                                                    "error": error_text("decode", exc)})
