@@ -1,6 +1,11 @@
 """torch-fidelity's InceptionV3 ('inception-v3-compat'): one forward pass per image gives the 2048-d pool3
 features (FID, KID, IPD) and the 1008 unbiased logits (Inception Score).
 
+The logits are torch-fidelity's 'logits_unbiased' (pool3 times the fc layer's weight, no bias), computed here
+from the pool features in float64, one product per image: the network's own float32 batch product rounds
+differently for different batch shapes (up to 5e-6 on a logit), which made a set's Inception Score depend on
+which other images shared its batches. An image's logits are now a function of its pool features alone.
+
 Images go in as uint8 RGB, as torch-fidelity expects; its TensorFlow-compatible bilinear resize to 299
 happens inside the model. Weights: a local file (`--inception-weights`, or CMCBENCH_INCEPTION_WEIGHTS),
 else torch-fidelity's standard weights fetched once into the torch hub cache.
@@ -104,16 +109,18 @@ class InceptionExtractor:
         self.batch_size = batch_size
         self.weights_sha256 = weights_sha256
         self.key = f"{EXTRACTOR_NAME}-{weights_sha256[:16]}"
-        self.model = FeatureExtractorInceptionV3(EXTRACTOR_NAME, ["2048", "logits_unbiased"],
+        self.model = FeatureExtractorInceptionV3(EXTRACTOR_NAME, ["2048"],
                                                  feature_extractor_weights_path=weights_path).to(self.device).eval()
+        self.fc_weight = self.model.fc.weight.detach().cpu().double().numpy()  # 1008 x 2048
         self.passes = 0
 
     def forward(self, batch) -> tuple[np.ndarray, np.ndarray]:
         """One uint8 N x 3 x H x W batch through the network."""
         with self.torch.inference_mode():
-            pool, logits = self.model(batch.to(self.device, non_blocking=True))
+            (pool,) = self.model(batch.to(self.device, non_blocking=True))
         self.passes += len(batch)
-        return pool.float().cpu().numpy(), logits.float().cpu().numpy()
+        pool = pool.float().cpu().numpy()
+        return pool, unbiased_logits(pool, self.fc_weight).astype(np.float32)
 
     def __call__(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Features of H x W x 3 uint8 images, in input order (batches group images of equal size)."""
@@ -122,6 +129,16 @@ class InceptionExtractor:
         for part, batch in uint8_batches(self.torch, images, self.batch_size):
             pool[part], logits[part] = self.forward(batch)
         return pool, logits
+
+
+def unbiased_logits(pool: np.ndarray, fc_weight: np.ndarray) -> np.ndarray:
+    """torch-fidelity's 'logits_unbiased' (pool @ fc.weight.T) in float64, one matrix-vector product per image
+    whatever the batch: a batched product's rounding depends on its shape, a fixed-shape product's does not."""
+    pool = np.asarray(pool, np.float64)
+    logits = np.empty((len(pool), len(fc_weight)), np.float64)
+    for i, features in enumerate(pool):
+        logits[i] = fc_weight @ features
+    return logits
 
 
 def uint8_batches(torch, images: list[np.ndarray], batch_size: int):

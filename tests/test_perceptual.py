@@ -148,3 +148,42 @@ def _jpeg(pixels, quality):
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+def test_inception_score_does_not_depend_on_the_batches_its_images_shared(random_inception_weights):
+    """A set's logits (and so its IS) are the same whether its images went through the network in batches of 1,
+    7 or 16, mixed with other images: the fc product is taken per image in float64, not in the network's float32
+    batch product, whose rounding depends on the batch's shape."""
+    import torch
+    from torch_fidelity.metric_isc import isc_features_to_metric
+
+    from benchmark.sample import render
+    from metrics.inception_score import inception_score
+
+    images = [np.array(render(i)) for i in range(30)]
+    ours, others = list(range(0, 30, 2)), list(range(1, 30, 2))  # 15 images scored among 15 others
+    order = [i for pair in zip(ours, others) for i in pair]
+    by_batch = {}
+    for batch_size in (1, 7, 16):
+        extractor = InceptionExtractor(str(random_inception_weights), file_sha256(random_inception_weights), "cpu",
+                                       batch_size)
+        pool, logits = extractor([images[i] for i in order])
+        mine = [k for k, i in enumerate(order) if i in ours]
+        by_batch[batch_size] = (pool[mine], logits[mine], inception_score(logits[mine], splits=3))
+    pool1, logits1, score1 = by_batch[1]
+    assert score1[0] > 1
+    for batch_size in (7, 16):
+        pool, logits, score = by_batch[batch_size]
+        # FID's input was already batch-independent; the logits now are too, so IS is identical, not close.
+        np.testing.assert_array_equal(pool, pool1)
+        np.testing.assert_array_equal(logits, logits1)
+        assert score == score1, batch_size
+    # The network's own batched logits round differently by batch shape, but agree with ours to float32 precision,
+    # and torch-fidelity's IS on them stays within its tolerance of ours.
+    model = extractor.model.__class__("inception-v3-compat", ["logits_unbiased"],
+                                      feature_extractor_weights_path=str(random_inception_weights)).eval()
+    with torch.inference_mode():
+        (theirs,) = model(torch.from_numpy(np.stack([images[i] for i in ours])).permute(0, 3, 1, 2))
+    assert np.allclose(theirs.numpy(), logits1, rtol=1e-4, atol=1e-4 * np.abs(logits1).max())
+    reference = isc_features_to_metric(theirs, splits=3)
+    assert score1[0] == pytest.approx(reference["inception_score_mean"], rel=1e-5)
