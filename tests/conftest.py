@@ -9,6 +9,24 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # test codecs are importable as codecs_for_tests:Class (also in subprocesses)
 
 
+# The packages whose resolution has changed results before (float32 rounding, API changes): every run of the
+# suite says which versions it ran with, so a failure after a fresh install can be traced to the one that moved.
+RESOLVED = ("numpy", "scipy", "pandas", "pyarrow", "torch", "torchvision", "torch-fidelity", "transformers",
+            "diffusers", "pillow", "bjontegaard", "imagecodecs", "pyiqa")
+
+
+def pytest_terminal_summary(terminalreporter):
+    from importlib import metadata
+
+    def version(name):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "absent"
+
+    terminalreporter.write_line("tested with " + ", ".join(f"{n} {version(n)}" for n in RESOLVED))
+
+
 # `CMCBENCH_TEST_DOWNLOADS=fake pytest` simulates a machine with internet: weight downloads succeed and
 # serve random-init files of the right architecture. The default, as on CI, is that every download fails.
 FAKE_DOWNLOADS = os.environ.get("CMCBENCH_TEST_DOWNLOADS") == "fake"
