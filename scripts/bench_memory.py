@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""Peak memory against dataset size: the runner must stay flat from 100 to 1,000 images.
+"""Peak memory against dataset size: the runner must stay flat as the dataset grows.
 
-Each size runs in a fresh process; prints the peak RSS of the main process and of the largest worker.
+Each size runs in a fresh process (JPEG at two settings, 2 jobs) and prints the peak RSS of the main process
+and of the largest worker, the throughput, and the main process's peak after its first task and before the
+set metrics: memory that grows with the dataset shows between those two, a peak set by one network batch
+shows at the first task already. With --inception and --lpips the networks are random-init copies of the
+real architectures, built here (speed and memory do not depend on the weights' values).
 
-    python scripts/bench_memory.py --sizes 100 1000
+    python scripts/bench_memory.py --sizes 100 1000 [--inception] [--lpips] [--image-size 256] [--batch-size 32]
 """
 
 from __future__ import annotations
@@ -11,43 +15,107 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CHILD = """
-import json, resource, sys, time
-sys.path.insert(0, {root!r})
-from benchmark.codec import parse_codec_spec
-from benchmark.runner import RunConfig, create_run, execute
-n = {n}
-config = RunConfig(dataset=f"sample:{{3 * n}}", codecs=[parse_codec_spec("jpeg"), parse_codec_spec("jpeg2000 ratio=24,96")], inception={{"enabled": False}})
-t = time.perf_counter()
-outcome = execute(create_run(config, {out!r}), jobs=2, progress=False)
-print(json.dumps({{"images": n, "rows": outcome.n_rows, "seconds": time.perf_counter() - t,
-                  "main_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "worker_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}}))
-"""
+sys.path.insert(0, str(ROOT))
+
+
+def peak_mib(who=resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def random_weights(folder: pathlib.Path, inception: bool, lpips: bool) -> dict:
+    import torch
+
+    paths = {}
+    if inception:
+        from bench_inception import random_weights as inception_weights
+
+        paths["inception"] = folder / "inception.pth"
+        inception_weights(paths["inception"])
+    if lpips:
+        import torchvision
+
+        torch.manual_seed(0)
+        paths["lpips"] = folder / "alexnet.pth"
+        torch.save(torchvision.models.alexnet(weights=None).state_dict(), paths["lpips"])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def child(args) -> None:
+    """One run of `args.images` images; prints one JSON line."""
+    from benchmark import runner
+    from benchmark.codec import parse_codec_spec
+    from benchmark.runner import RunConfig, create_run, execute
+
+    weights = json.loads(args.weights)
+    inception = {"enabled": False}
+    if "inception" in weights:
+        inception = {"enabled": True, "weights": weights["inception"], "sha256": None, "device": "cpu",
+                     "batch_size": args.batch_size, "isc_splits": 10, "kid_subsets": 100, "kid_subset_size": 1000,
+                     "seed": 2020}
+    config = RunConfig(dataset=f"sample:{3 * args.images}",  # the sample set's test split is a third of it
+                       preprocess="none" if args.image_size == 256 else f"resize-{args.image_size}",
+                       codecs=[parse_codec_spec("jpeg quality=30,80")], inception=inception,
+                       caption_embedder="none", image_metrics={"ms_ssim": True, "lpips": weights.get("lpips", "none")})
+    marks = {}
+
+    def on_result(result) -> None:
+        marks.setdefault("first_task_peak_mib", peak_mib())
+
+    summary = runner.set_level_summary
+
+    def timed_summary(*a, **k):
+        marks["before_set_metrics_peak_mib"] = peak_mib()
+        return summary(*a, **k)
+
+    runner.set_level_summary = timed_summary
+    t = time.perf_counter()
+    outcome = execute(create_run(config, args.out), jobs=2, progress=False, on_result=on_result)
+    seconds = time.perf_counter() - t
+    print(json.dumps({"images": args.images, "rows": outcome.n_rows, "seconds": seconds,
+                      "rows_per_s": outcome.n_rows / seconds, "main_peak_mib": peak_mib(),
+                      "worker_peak_mib": peak_mib(resource.RUSAGE_CHILDREN), **marks}))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--inception", action="store_true", help="IS, FID, KID, IPD with a random-init InceptionV3")
+    ap.add_argument("--lpips", action="store_true", help="LPIPS with a random-init AlexNet backbone")
+    ap.add_argument("--image-size", type=int, default=256, help="images are resized to N x N (default 256)")
+    ap.add_argument("--batch-size", type=int, default=32, help="Inception batch size (default 32, as a run's)")
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--weights", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        args.images = args.child
+        return child(args)
     results = []
     with tempfile.TemporaryDirectory() as out:
+        weights = json.dumps(random_weights(pathlib.Path(out), args.inception, args.lpips))
         for n in args.sizes:
-            code = CHILD.format(root=str(ROOT), n=n, out=out)
-            line = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            command = [sys.executable, __file__, "--child", str(n), "--weights", weights, "--out", out,
+                       "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
+            line = subprocess.run(command, capture_output=True, text=True, check=True,
+                                  cwd=pathlib.Path(__file__).parent).stdout
             results.append(json.loads(line.strip().splitlines()[-1]))
     for r in results:
-        print(f"{r['images']:6d} images  {r['rows']:7d} rows  {r['seconds']:7.1f} s  "
-              f"main peak {r['main_peak_mib']:7.1f} MiB  largest worker peak {r['worker_peak_mib']:7.1f} MiB")
+        print(f"{r['images']:6d} images  {r['rows']:7d} rows  {r['seconds']:7.1f} s  {r['rows_per_s']:6.2f} rows/s  "
+              f"main peak {r['main_peak_mib']:7.1f} MiB (after the first task {r.get('first_task_peak_mib', 0):7.1f}, "
+              f"before set metrics {r.get('before_set_metrics_peak_mib', 0):7.1f})  largest worker peak "
+              f"{r['worker_peak_mib']:7.1f} MiB")
     first, last = results[0], results[-1]
-    print(f"growth from {first['images']} to {last['images']} images: main "
-          f"{last['main_peak_mib'] - first['main_peak_mib']:+.1f} MiB, worker "
-          f"{last['worker_peak_mib'] - first['worker_peak_mib']:+.1f} MiB")
+    print(f"growth from {first['images']} to {last['images']} images: main x{last['main_peak_mib'] / first['main_peak_mib']:.2f} "
+          f"({last['main_peak_mib'] - first['main_peak_mib']:+.1f} MiB), worker "
+          f"{last['worker_peak_mib'] - first['worker_peak_mib']:+.1f} MiB; throughput "
+          f"x{last['rows_per_s'] / first['rows_per_s']:.2f}")
 
 
 if __name__ == "__main__":
