@@ -53,5 +53,8 @@ class JPEG(Codec):
             return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
 
     def versions(self) -> dict[str, str]:
-        variant = "libjpeg-turbo" if features.check_feature("libjpeg_turbo") else "libjpeg"
-        return {"pillow": Image.__version__, variant: str(features.version("jpg"))}
+        # features.version("jpg") is the libjpeg API level Pillow was built against (6.2 for libjpeg-turbo 3.x);
+        # the library's own version is its own feature's
+        if features.check_feature("libjpeg_turbo"):
+            return {"pillow": Image.__version__, "libjpeg-turbo": str(features.version("libjpeg_turbo"))}
+        return {"pillow": Image.__version__, "libjpeg": str(features.version("jpg"))}

@@ -92,3 +92,32 @@ def test_jpeg_fractional_quality_is_libjpeg_scaling(natural_images):
     sizes = [len(codec.encode(img, q)) for q in np.arange(5, 15.01, 0.25)]
     assert sizes == sorted(sizes)
     assert len(set(sizes)) > 20  # far finer than the 11 integer qualities in that range
+
+
+def test_each_codec_records_its_library_s_own_version():
+    """Provenance names the library that coded the bits at its own version (not the libjpeg API level 6.2 that
+    Pillow reports for libjpeg-turbo 3.x)."""
+    from PIL import features
+
+    from baselines.jpeg2000 import JPEG2000, import_glymur
+    from baselines.jpegxl import JPEGXL
+
+    jpeg = JPEG().versions()
+    if features.check_feature("libjpeg_turbo"):
+        assert jpeg["libjpeg-turbo"] == features.version("libjpeg_turbo") and "libjpeg" not in jpeg
+        assert int(jpeg["libjpeg-turbo"].split(".")[0]) >= 2
+    else:
+        assert jpeg["libjpeg"] == features.version("jpg")
+    assert WebP().versions()["libwebp"] == features.version("webp")
+    checked = ["jpeg", "webp"]
+    for name, check in (("avif", lambda: AVIF().versions()["libavif"] == features.version("avif")),
+                        ("jpeg2000", lambda: JPEG2000().versions()["openjpeg"].split(" ")[0]
+                         == import_glymur().version.openjpeg_version),
+                        ("jpegxl", lambda: JPEGXL().versions()["libjxl"]
+                         == __import__("imagecodecs").jpegxl_version())):
+        try:
+            assert check(), name
+        except CodecUnavailable:
+            continue  # the library is not installed here: nothing to record
+        checked.append(name)
+    assert {"jpeg", "webp", "jpeg2000"} <= set(checked)
