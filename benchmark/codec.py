@@ -8,6 +8,7 @@ is declared by `side_information()` and recorded with the run.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 import shlex
@@ -249,12 +250,17 @@ def load_codec_class(target: str) -> type[Codec]:
                 cls = eps[target].load()
                 return _check_codec_class(cls, target)
             known = sorted(set(BUILTIN_CODECS) | set(eps))
-            raise ValueError(f"Unknown codec {target!r}: use one of {', '.join(known)} or 'package.module:Class'.")
+            close = difflib.get_close_matches(target, known, n=1)
+            hint = f"did you mean {close[0]!r}? Or " if close else ""
+            raise ValueError(f"Unknown codec {target!r}: {hint}use one of {', '.join(known)} or "
+                             "'package.module:Class'.")
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"Cannot import module {module_name!r} for codec {target!r}: {exc}") from exc
+        raise ValueError(f"Cannot import module {module_name!r} for codec {target!r}: {exc} (a plug-in's module "
+                         "must be importable here and in the worker processes: install its package, or add its "
+                         "folder to PYTHONPATH).") from exc
     cls = getattr(module, class_name, None)
     if cls is None:
         raise ValueError(f"Module {module_name!r} has no class {class_name!r}.")
@@ -354,6 +360,9 @@ def parse_codec_spec(text: str) -> CodecSpec:
             raise ValueError(f"Codec spec {text!r}: expected key=value, got {pair!r}.")
         if key == "label":
             label = value
+        elif key in (cls.rate_parameter, "settings", "sweep", "bpp") and not any(value.split(",")):
+            raise ValueError(f"Codec spec {text!r}: {key}= has no values; give them (e.g. {key}=1,2,3) or leave "
+                             f"{key}= out for the codec's default sweep.")
         elif key in (cls.rate_parameter, "settings", "sweep"):
             settings = tuple(_parse_scalar(v) for v in value.split(",") if v)
         elif key == "bpp":

@@ -112,3 +112,19 @@ def test_codec_specs_and_plugins():
         load_codec_class("json:JSONDecoder")
     with pytest.raises(ValueError, match="must be true or false"):
         parse_codec_spec("jpeg optimize=maybe")
+
+
+def test_codec_spec_mistakes_get_one_sentence_that_names_the_fix():
+    with pytest.raises(ValueError, match="did you mean 'jpeg2000'"):
+        parse_codec_spec("jpeg200 ratio=24")
+    with pytest.raises(ValueError, match="did you mean 'webp'"):
+        parse_codec_spec("webq")
+    with pytest.raises(ValueError) as err:
+        parse_codec_spec("zzzzzz")
+    assert "did you mean" not in str(err.value) and "jpeg" in str(err.value)  # nothing close: the list alone
+    with pytest.raises(ValueError, match="install its package, or add its folder to PYTHONPATH"):
+        parse_codec_spec("no_such_module_here:Codec")
+    for empty in ("jpeg quality=", "jpeg quality=,", "jpeg bpp=", "webp settings="):
+        with pytest.raises(ValueError, match="has no values"):  # not the default 19-setting sweep, silently
+            parse_codec_spec(empty)
+    assert parse_codec_spec("jpeg quality=10,").settings == (10,)
