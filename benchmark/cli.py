@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write every decoded image as PNG under RUN/outputs/<codec>/<setting>/ (a valid precomputed DIR)")
     run.add_argument("--metrics", choices=["inception", "none"], default="inception",
                      help="inception (default): also IS, FID, KID and IPD from torch-fidelity's InceptionV3; "
-                          "none: bpp and PSNR only")
+                          "none: bpp and PSNR only (MS-SSIM, LPIPS and caption similarity off too, unless their own "
+                          "flags ask for them)")
     run.add_argument("--inception-weights", metavar="PATH", type=path,
                      help="local InceptionV3 weights (torch-fidelity format); default: $CMCBENCH_INCEPTION_WEIGHTS, "
                           "else torch-fidelity's standard weights, downloaded once into the torch hub cache")
@@ -142,16 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--kid-subsets", type=positive_int, default=100, help="KID subsets (default 100)")
     run.add_argument("--kid-subset-size", type=positive_int, default=1000,
                      help="KID subset size, clipped to the number of images (default 1000)")
-    run.add_argument("--caption-embedder", default="auto", metavar="MODEL", type=path,
+    run.add_argument("--caption-embedder", default=None, metavar="MODEL", type=path,
                      help="sentence-transformers model (id or path) for caption_cosine, the transmitted caption's "
                           "similarity to the reference captions; auto (default) uses the packaged offline "
-                          "all-MiniLM-L6-v2 when installed; none skips it")
-    run.add_argument("--ms-ssim", action=argparse.BooleanOptionalAction, default=True,
-                     help="MS-SSIM on RGB per image (pytorch-msssim's arithmetic; NaN for images under 161 px a side; default on)")
-    run.add_argument("--lpips", default="auto", metavar="auto|none|PATH", type=path,
+                          "all-MiniLM-L6-v2 when installed (none with --metrics none); none skips it")
+    run.add_argument("--ms-ssim", action=argparse.BooleanOptionalAction, default=None,
+                     help="MS-SSIM on RGB per image (pytorch-msssim's arithmetic; NaN for images under 161 px a side; "
+                          "default on, off with --metrics none)")
+    run.add_argument("--lpips", default=None, metavar="auto|none|PATH", type=path,
                      help="LPIPS (AlexNet, v0.1) per image: auto (default) uses torchvision's AlexNet weights from "
                           "$CMCBENCH_LPIPS_WEIGHTS or the torch hub cache, downloading them once; PATH a local "
-                          "alexnet-owt-7be5be79.pth; none skips it")
+                          "alexnet-owt-7be5be79.pth; none skips it (the default with --metrics none)")
     run.add_argument("--dists", default="none", metavar="auto|none|PATH", type=path,
                      help="DISTS (VGG16, DISTS_pytorch's weights) per image: none (default) skips it; auto uses "
                           "torchvision's VGG16 weights from $CMCBENCH_DISTS_WEIGHTS or the torch hub cache, "
@@ -389,7 +391,7 @@ def _check_before_work(args) -> None:
     _iqa_options(args)  # names and files checked before any work
     if args.prdc_k < 1:
         raise ValueError(f"--prdc-k {args.prdc_k}: the neighbourhood size must be at least 1.")
-    if args.caption_embedder not in ("auto", "none", ""):
+    if args.caption_embedder not in (None, "auto", "none", ""):
         from benchmark.hub import check_model_name
 
         check_model_name("--caption-embedder", args.caption_embedder, ("auto", "none"), "sentence_transformers",
@@ -415,11 +417,24 @@ def _check_device(device: str) -> None:
         raise ValueError("--device mps: MPS is not available here; use --device auto or cpu.")
 
 
+def per_image_metric_defaults(args) -> None:
+    """MS-SSIM, LPIPS and caption similarity are on by default and off with --metrics none ("bpp and PSNR only"),
+    unless their own flags say otherwise; filled in after --resume has compared the flags with the defaults."""
+    off = args.metrics == "none"
+    if args.ms_ssim is None:
+        args.ms_ssim = not off
+    if args.lpips is None:
+        args.lpips = "none" if off else "auto"
+    if args.caption_embedder is None:
+        args.caption_embedder = "none" if off else "auto"
+
+
 def cmd_run(args) -> int:
     from benchmark.results import read_config
     from benchmark.runner import RunConfig, create_run, execute
 
     _check_before_work(args)
+    per_image_metric_defaults(args)
     created_here = False
     if args.resume:
         run_dir = pathlib.Path(args.resume)

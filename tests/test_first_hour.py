@@ -278,3 +278,24 @@ def test_weight_download_from_a_local_server_checks_the_hash_and_needs_no_torch(
         assert list((tmp_path / "bad").iterdir()) == []  # neither the file nor a partial one
     finally:
         server.shutdown()
+
+
+def test_metrics_none_is_bpp_and_psnr_only_unless_a_metric_is_asked_for(tmp_path, capsys, folder):
+    """--metrics none means what its help says: MS-SSIM, LPIPS and caption similarity go off with the set metrics;
+    a metric's own flag still turns it back on."""
+    common = ["--dataset", str(folder), "--codec", "jpeg quality=50", "--no-plots", "--no-progress", "--out",
+              str(tmp_path)]
+    rc, _, err = run_cli(["run", "--metrics", "none", "--name", "bare", *common], capsys)
+    assert rc == 0, err
+    info = json.loads((tmp_path / "bare" / "config.json").read_text())["config"]
+    assert info["image_metrics"]["ms_ssim"] is False and info["image_metrics"]["lpips"] == "none"
+    assert info["caption_embedder"] == "none" and not info["inception"]["enabled"]
+    images = pd.read_parquet(tmp_path / "bare" / "images")
+    assert images.psnr.notna().all() and ("ms_ssim" not in images or images.ms_ssim.isna().all())
+    rc, _, err = run_cli(["run", "--metrics", "none", "--ms-ssim", "--name", "asked", *common], capsys)
+    assert rc == 0, err
+    info = json.loads((tmp_path / "asked" / "config.json").read_text())["config"]
+    assert info["image_metrics"]["ms_ssim"] is True and info["image_metrics"]["lpips"] == "none"
+    defaults = cli.build_parser().parse_args(["run"])
+    cli.per_image_metric_defaults(defaults)  # without --metrics none, the defaults are as they always were
+    assert (defaults.ms_ssim, defaults.lpips, defaults.caption_embedder) == (True, "auto", "auto")
