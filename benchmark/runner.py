@@ -185,6 +185,13 @@ def read_run_info(run_dir: pathlib.Path) -> dict:
         return _legacy_info(json.load(f))
 
 
+def _revision(sha: str) -> str:
+    """A recorded git_sha as a reader needs it: 12 digits, and whether tracked files had uncommitted changes (the
+    '-dirty' that 12 digits would cut off, leaving 'abc -> abc')."""
+    base, dirty = sha.removesuffix("-dirty"), sha.endswith("-dirty")
+    return base[:12] + (" with uncommitted changes" if dirty else "")
+
+
 def provenance_changes(info: dict) -> tuple[list[str], dict]:
     """What differs now from the provenance the run recorded (code revision, packages, each codec's
     versions, weight files), as sentences, and the current values."""
@@ -194,7 +201,7 @@ def provenance_changes(info: dict) -> tuple[list[str], dict]:
     now = {"git_sha": provenance.git_sha(), "versions": provenance.package_versions(), "codecs": {}}
     changes = []
     if now["git_sha"] != info["git_sha"]:
-        changes.append(f"the cmcbench revision changed ({info['git_sha'][:12]} -> {now['git_sha'][:12]})")
+        changes.append(f"the cmcbench revision changed ({_revision(info['git_sha'])} -> {_revision(now['git_sha'])})")
     moved = sorted(k for k in set(now["versions"]) | set(info["versions"])
                    if now["versions"].get(k) != info["versions"].get(k))
     if moved:

@@ -323,3 +323,20 @@ def test_set_metrics_with_failed_rows_pair_each_reconstruction_with_its_original
     assert "against the originals of the 6 of 7 images" in summary.inception_note.iloc[0]
     ci = bootstrap.intervals(run_dir, 50, 0, use_cache=False).set_index("metric")
     assert 0 <= ci.loc["fid", "low"] <= summary.fid.iloc[0] <= ci.loc["fid", "high"]
+
+
+def test_resume_refusal_names_uncommitted_changes_as_the_cause(tmp_path, monkeypatch):
+    """Edits to tracked files change the recorded revision by its '-dirty' mark alone: the refusal says so rather
+    than 'abc -> abc'."""
+    from benchmark import provenance, runner
+
+    config = RunConfig(dataset="sample:3", split="all", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"}, codecs=[parse_codec_spec("jpeg quality=50")])
+    run_dir = create_run(config, tmp_path / "runs", "d", progress=False)
+    info = runner.read_run_info(run_dir)
+    clean = "0123456789abcdef0123456789abcdef01234567"
+    for recorded, now, said in ((clean, clean + "-dirty", f"({clean[:12]} -> {clean[:12]} with uncommitted changes)"),
+                                (clean + "-dirty", clean, f"({clean[:12]} with uncommitted changes -> {clean[:12]})")):
+        monkeypatch.setattr(provenance, "git_sha", lambda now=now: now)
+        changes, _ = runner.provenance_changes({**info, "git_sha": recorded})
+        assert changes == [f"the cmcbench revision changed {said}"], changes
