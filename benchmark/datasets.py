@@ -9,6 +9,7 @@ An image list selects a subset of any of them.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -163,7 +164,9 @@ def _open(spec: str, split: str | None, data_root: str | None) -> Dataset:
         raise ValueError(f"Dataset folder {path!r} does not exist." if not sep or len(kind) <= 1 else
                          f"Unknown dataset kind {kind!r}: use sample, sample:N, folder:PATH, cub:PATH, coco:PATH, "
                          "or the path of a folder of images.")
-    raise ValueError(f"Unknown dataset {spec!r}: use a named dataset (python bench.py datasets list), sample, "
+    close = difflib.get_close_matches(spec, [*named_datasets.CATALOG, "sample"], 1)
+    raise ValueError(f"Unknown dataset {spec!r}: {f'did you mean {close[0]!r}? Or ' if close else ''}"
+                     "use a named dataset (python bench.py datasets list), sample, "
                      "sample:N, folder:PATH, cub:PATH, coco:PATH, or the path of a folder of images (no folder of "
                      "that name exists here).")
 

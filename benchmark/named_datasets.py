@@ -15,6 +15,7 @@ mirror of the files, and how the tests serve fakes.
 
 from __future__ import annotations
 
+import difflib
 import http.client
 import json
 import os
@@ -138,7 +139,8 @@ def data_root(path: str | None = None) -> pathlib.Path:
 
 def get(name: str) -> NamedDataset:
     if name not in CATALOG:
-        raise ValueError(f"Unknown named dataset {name!r}; named datasets: {', '.join(CATALOG)}.")
+        close = "".join(f"did you mean {d!r}? " for d in difflib.get_close_matches(name, list(CATALOG), 1))
+        raise ValueError(f"Unknown named dataset {name!r}; {close}named datasets: {', '.join(CATALOG)}.")
     entry = CATALOG[name]
     mirror = os.environ.get(ENV_MIRROR)
     if mirror:

@@ -8,6 +8,7 @@ Inception options it sets) and shows in the rows (image sizes) and the summary (
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 from benchmark.perceptual import FID_MIN_SAMPLES
@@ -53,7 +54,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
 
 def get(name: str) -> Protocol:
     if name not in PROTOCOLS:
-        raise ValueError(f"Unknown protocol {name!r}: use {', '.join(PROTOCOLS)}.")
+        close = "".join(f"did you mean {p!r}? Or " for p in difflib.get_close_matches(name, list(PROTOCOLS), 1))
+        raise ValueError(f"Unknown protocol {name!r}: {close}use {', '.join(PROTOCOLS)}.")
     protocol = PROTOCOLS[name]
     if protocol.unavailable:
         raise ValueError(f"--protocol {name} is not available: {protocol.unavailable}.")

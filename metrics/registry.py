@@ -24,6 +24,7 @@ unavailable, with a `reason`); a metric whose state is not ok is written as NaN 
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -154,7 +155,8 @@ def get(name: str) -> MetricInfo:
     """The registry entry of `name`; an unknown name is an error, never a guess."""
     info = METRICS.get(name)
     if info is None:
-        raise ValueError(f"Unknown metric {name!r}; known metrics: {', '.join(METRICS)}.")
+        close = "".join(f"did you mean {m!r}? " for m in difflib.get_close_matches(str(name), list(METRICS), 1))
+        raise ValueError(f"Unknown metric {name!r}; {close}known metrics: {', '.join(METRICS)}.")
     return info
 
 

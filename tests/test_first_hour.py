@@ -299,3 +299,17 @@ def test_metrics_none_is_bpp_and_psnr_only_unless_a_metric_is_asked_for(tmp_path
     defaults = cli.build_parser().parse_args(["run"])
     cli.per_image_metric_defaults(defaults)  # without --metrics none, the defaults are as they always were
     assert (defaults.ms_ssim, defaults.lpips, defaults.caption_embedder) == (True, "auto", "auto")
+
+
+@pytest.mark.parametrize("args, said", [
+    (["run", "--dataset", "kodk"], "Unknown dataset 'kodk': did you mean 'kodak'?"),
+    (["run", "--protocol", "cmc2012"], "Unknown protocol 'cmc2012': did you mean 'cmc2021'? Or use"),
+    (["run", "--add-metric", "lpip"], "Unknown metric 'lpip'; did you mean 'lpips'?"),
+    (["run", "--codec", "jpg"], "Unknown codec 'jpg': did you mean 'jpeg'?"),
+    (["datasets", "fetch", "kodakk"], "Unknown named dataset 'kodakk'; did you mean 'kodak'?"),
+])
+def test_a_misspelt_name_gets_did_you_mean(args, said, tmp_path, capsys):
+    rc, _, err = run_cli([*args, *(["--out", str(tmp_path / "r"), "--no-progress"] if args[0] == "run" else [])],
+                         capsys)
+    assert rc != 0 and said in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
