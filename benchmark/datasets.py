@@ -203,6 +203,9 @@ def folder_dataset(root: str, split: str = "all") -> Dataset:
     base = pathlib.Path(root).expanduser()
     if not base.is_dir():
         raise ValueError(f"Dataset folder {str(base)!r} does not exist or is not a folder.")
+    if split != "all":  # a label only, which compare would then hold against a run of the same images
+        raise ValueError(f"--split {split}: a folder of images is one set (split all); drop --split, or give the "
+                         "folder that holds that split's images.")
     files = sorted(p for p in base.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise ValueError(f"No image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {root!r}.")

@@ -313,3 +313,15 @@ def test_a_misspelt_name_gets_did_you_mean(args, said, tmp_path, capsys):
                          capsys)
     assert rc != 0 and said in err and err.count("\n") == 1, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_split_on_a_folder_dataset_is_refused(folder, tmp_path, capsys):
+    """A folder has no splits: --split there was a free label (typos included) that compare then held against a
+    run of the same images."""
+    rc, _, err = run_cli(["run", "--dataset", str(folder), "--split", "tset", "--out", str(tmp_path / "r"), *QUIET],
+                         capsys)
+    assert rc == 1 and "--split tset: a folder of images is one set" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+    rc, _, err = run_cli(["run", "--dataset", str(folder), "--split", "all", "--codec", "jpeg quality=50", "--out",
+                          str(tmp_path / "r"), *QUIET], capsys)
+    assert rc == 0, err
