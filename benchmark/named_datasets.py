@@ -246,7 +246,8 @@ def fetch(name: str, root: pathlib.Path, progress: bool = True, offline: bool = 
                     f"{name}: downloading {source.url} failed ({exc}); "
                     + (f"{kept.stat().st_size} bytes are kept and the next fetch resumes from there, or "
                        if kept.exists() else "")
-                    + f"put {source.file} in {store} by hand.") from None
+                    + f"put {_files_phrase([s.file for s in entry.sources if not (store / s.file).exists()])} "
+                      f"in {store} by hand.") from None
         digests[source.file] = verify(entry, source, path, pins)
         if source.sha256 is None and source.file not in pins:
             pins[source.file] = digests[source.file]
@@ -260,10 +261,18 @@ def fetch(name: str, root: pathlib.Path, progress: bool = True, offline: bool = 
     return target
 
 
+def _files_phrase(files: list[str]) -> str:
+    """Every file a user must place by hand, counted: 'a', 'a and b', 'the 24 files kodim01.png ... kodim24.png'
+    (a numbered run) or all of them named."""
+    if len(files) <= 2:
+        return " and ".join(files)
+    numbered = all(f[:-6] == files[0][:-6] and f[-6:-4].isdigit() for f in files) and \
+        [int(f[-6:-4]) for f in files] == list(range(int(files[0][-6:-4]), int(files[0][-6:-4]) + len(files)))
+    return f"the {len(files)} files " + (f"{files[0]} ... {files[-1]}" if numbered else ", ".join(files))
+
+
 def missing_message(entry: NamedDataset, root: pathlib.Path) -> DatasetMissing:
-    files = [s.file for s in entry.sources]
-    shown = files[0] if len(files) == 1 else (f"{files[0]} ... {files[-1]}" if entry.name == "kodak"
-                                              else " and ".join(files))
+    shown = _files_phrase([s.file for s in entry.sources])
     return DatasetMissing(
         f"Dataset {entry.name} is not in {root / entry.name}: run `python bench.py datasets fetch {entry.name}`"
         f"{' --data-root ' + str(root) if root != data_root() else ''}, or, offline, put {shown} (from "

@@ -250,3 +250,17 @@ def test_protocol_hific_on_kodak_sized_images_gives_patch_fid_and_no_whole_image
     assert summary.patch_fid.isna().all() and summary.inception_note.str.contains("24 < 2048 patches").all()
     rows = pd.read_parquet(tmp_path / "runs" / "r" / "images")
     assert (rows.width == 768).all() and rows.ipd.notna().all()  # full resolution; per-image IPD stays
+
+
+def test_with_the_server_down_kodak_s_message_counts_every_file_still_needed(monkeypatch, tmp_path, capsys):
+    """The first failed download used to name kodim01.png alone; the sentence counts and names every missing file."""
+    server = FakeServer()
+    server.close()
+    monkeypatch.setenv(named_datasets.ENV_MIRROR, server.url)
+    root = tmp_path / "data"
+    rc, _, err = run_cli(["datasets", "fetch", "kodak", "--root", str(root), "--no-progress"], capsys)
+    store = root / ".downloads" / "kodak"
+    assert rc == 1 and err.count("\n") == 1 and f"put the 24 files kodim01.png ... kodim24.png in {store}" in err, err
+    assert named_datasets._files_phrase(["kodim03.png", "kodim04.png", "kodim06.png"]) == \
+        "the 3 files kodim03.png, kodim04.png, kodim06.png"  # not a run: each named
+    assert named_datasets._files_phrase(["a.zip", "b.zip"]) == "a.zip and b.zip"
