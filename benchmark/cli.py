@@ -511,6 +511,9 @@ def _stopped(run_dir: pathlib.Path, created_here: bool, what: str) -> int:
     return EXIT_INTERRUPTED
 
 
+SHOWN_REASONS = 20  # failure groups printed after a run; a count says how many more there are
+
+
 def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     from benchmark.results import read_config
 
@@ -556,9 +559,14 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     lines.append(f"Rows:        {outcome.n_rows}, {outcome.n_failed} failed, {outcome.seconds:.1f} s")
     print("\n".join(lines))
     if outcome.n_failed:
-        print("Failed rows by reason:")
-        for reason, count in sorted(outcome.failed_reasons.items(), key=lambda kv: -kv[1])[:20]:
-            print(f"  {count:6d}  {reason}")
+        print("Failed rows by codec and reason (the first image it failed on in brackets):")
+        groups = sorted(outcome.failed_reasons.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        for (codec, reason), (count, image) in groups[:SHOWN_REASONS]:
+            print(f"  {count:6d}  {codec}: {reason} ({image})")
+        if len(groups) > SHOWN_REASONS:
+            rest = groups[SHOWN_REASONS:]
+            print(f"  ... and {len(rest)} more reasons ({sum(c for _, (c, _) in rest)} rows): the status and error "
+                  f"columns of {run_dir / 'images'} hold every row's")
         return 0 if args.allow_failures else EXIT_FAILED_ROWS
     return 0
 

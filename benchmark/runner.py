@@ -286,7 +286,7 @@ class RunOutcome:
     run_dir: pathlib.Path
     n_rows: int
     n_failed: int
-    failed_reasons: dict[str, int]
+    failed_reasons: dict[tuple[str, str], tuple[int, str]]  # (codec, reason) -> (rows, first image)
     seconds: float
     inception: dict = field(default_factory=dict)
     passes: dict = field(default_factory=dict)
@@ -455,16 +455,18 @@ def rate_match_counts(run_dir: pathlib.Path):
     return pd.DataFrame(out, columns=["codec", "setting_index", "rate_n_matched", "rate_match_counts"])
 
 
-def _failure_counts(run_dir: pathlib.Path) -> tuple[int, int, dict[str, int]]:
+def _failure_counts(run_dir: pathlib.Path) -> tuple[int, int, dict[tuple[str, str], tuple[int, str]]]:
+    """(rows, failed rows, {(codec, reason): (rows, the first image it failed on)})."""
     import pyarrow.parquet as pq
 
     n = failed = 0
-    reasons: dict[str, int] = {}
+    reasons: dict[tuple[str, str], tuple[int, str]] = {}
     for path in shard_files(run_dir):
-        t = pq.read_table(path, columns=["status", "error"]).to_pydict()
+        t = pq.read_table(path, columns=["codec", "image_id", "status", "error"]).to_pydict()
         n += len(t["status"])
-        for status, error in zip(t["status"], t["error"]):
+        for codec, image, status, error in zip(t["codec"], t["image_id"], t["status"], t["error"]):
             if status != "ok":
                 failed += 1
-                reasons[error] = reasons.get(error, 0) + 1
+                count, first = reasons.get((codec, error), (0, image))
+                reasons[(codec, error)] = (count + 1, first)
     return n, failed, reasons

@@ -98,6 +98,15 @@ class AlwaysRaises(Raw):
         raise RuntimeError("this encoder always fails")
 
 
+class FailsBySetting(Raw):
+    """A plug-in codec whose encode fails with a reason of its setting's own: as many reasons as settings."""
+
+    name = "failsbysetting"
+
+    def encode(self, image, setting):
+        raise RuntimeError(f"no encoder for level {setting}")
+
+
 class Gated(Raw):
     """Raw, except that images from index `after` on wait until the file `gate` exists: a run that cannot
     finish until the test lets it, so kill-and-resume tests wait on what they observe, never on a clock."""

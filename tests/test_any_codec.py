@@ -403,3 +403,17 @@ def test_plan_gives_a_batched_codec_chunks_that_hold_a_batch():
     for c in info["codecs"]:
         c["task_images"] = 5  # what config.json fixed when the run was created wins over today's rule
     assert {t.stop - t.start for t in plan(info, 10)} == {5}
+
+
+def test_failure_reasons_on_the_console_name_codec_and_image_and_count_the_rest(tmp_path, photos, capsys):
+    levels = ",".join(str(k) for k in range(1, 24))  # 23 reasons, more than the 20 printed
+    code = main(["run", "--dataset", str(photos), "--out", str(tmp_path / "r"), "--name", "many", "--metrics", "none",
+                 "--no-progress", "--no-plots", "--codec", f"codecs_for_tests:FailsBySetting level={levels}"])
+    printed = capsys.readouterr().out
+    assert code == EXIT_FAILED_ROWS
+    lines = [line for line in printed.splitlines() if "no encoder for level" in line]
+    assert len(lines) == 20 and all(line.split()[0] == "4" for line in lines)  # each reason failed all 4 images
+    assert all(" failsbysetting: encode failed: RuntimeError: no encoder for level " in line and line.endswith("(a.png)")
+               for line in lines), lines
+    assert f"... and 3 more reasons (12 rows): the status and error columns of {tmp_path / 'r' / 'many' / 'images'}" \
+        in printed
