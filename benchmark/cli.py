@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "folder:PATH or PATH, cub:PATH (AttnGAN layout), coco:PATH (default: sample)")
     run.add_argument("--data-root", type=path, metavar="DIR",
                      help="where named datasets live (default: $CMCBENCH_DATA, else ~/.cache/cmcbench/datasets)")
+    run.add_argument("--allow-modified-dataset", action="store_true",
+                     help="run on a named dataset whose unpacked files differ from those its fetch wrote (each "
+                          "difference is recorded with the run); without it such a dataset is refused")
     run.add_argument("--image-list", type=path, metavar="FILE",
                      help="evaluate only the images this file lists (one id or relative path per line), e.g. an "
                           "MS-COCO 30k list; its sha256 is recorded with the run")
@@ -451,7 +454,8 @@ def cmd_run(args) -> int:
                              f"{args.preprocess} (or the protocol).")
         iqa_names, iqa_weights = _iqa_options(args)  # checked before any work in _check_before_work
         # a wrong path, name, split or image list is told before anything else
-        dataset = open_dataset(args.dataset, args.split, args.data_root, args.image_list)
+        dataset = open_dataset(args.dataset, args.split, args.data_root, args.image_list,
+                               args.allow_modified_dataset)
         kind = dataset.kind
         chosen = protocol.preprocess if protocol else args.preprocess
         preprocess = chosen if chosen != "auto" else ("cmc2021" if kind in ("cub", "coco") else "none")
@@ -464,6 +468,7 @@ def cmd_run(args) -> int:
                      **(protocol.inception_options() if protocol else {})}
         config = RunConfig(dataset=args.dataset, split=args.split, preprocess=preprocess, limit=args.limit,
                            image_list=args.image_list, protocol=args.protocol, data_root=args.data_root,
+                           allow_modified_dataset=args.allow_modified_dataset,
                            max_pixels=args.max_pixels, codecs=specs, inception=inception,
                            caption_embedder=args.caption_embedder, timeout=args.timeout, codec_batch=args.codec_batch,
                            image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips, "dists": args.dists,

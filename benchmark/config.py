@@ -30,6 +30,7 @@ class RunConfig:
     image_list: str | None = None  # a file of image ids selecting a subset (its sha256 is in the provenance)
     protocol: str | None = None  # a paper's evaluation protocol (benchmark.protocols), recorded with the run
     data_root: str | None = None  # where named datasets live (not hashed: the data is checked by its checksums)
+    allow_modified_dataset: bool = False  # run on a named dataset whose files changed (the changes are recorded)
     # Execution only: these do not change the rows' values.
     timeout: float = 300.0
     chunk_size: int | None = None
@@ -73,7 +74,8 @@ class RunConfig:
         """The evaluated images: the dataset, its image list, its limit."""
         from benchmark.datasets import open_dataset
 
-        return open_dataset(self.dataset, self.split, self.data_root, self.image_list).limit(self.limit)
+        return open_dataset(self.dataset, self.split, self.data_root, self.image_list,
+                            self.allow_modified_dataset).limit(self.limit)
 
     def dataset_spec(self) -> str:
         """The dataset as a path spec codecs can open (a named dataset's unpacked folder)."""
@@ -86,6 +88,8 @@ class RunConfig:
     def to_json(self) -> dict:
         d = asdict(self)
         d["codecs"] = [c.to_json() for c in self.codecs]
+        if not d["allow_modified_dataset"]:  # absent when off, so config.json reads as it did before
+            del d["allow_modified_dataset"]
         return d
 
     @classmethod

@@ -75,11 +75,12 @@ DATASET_KINDS = ("sample", "folder", "cub", "coco")
 
 
 def open_dataset(spec: str, split: str | None = None, data_root: str | None = None,
-                 image_list: str | None = None) -> Dataset:
+                 image_list: str | None = None, allow_modified: bool = False) -> Dataset:
     """'sample', 'sample:N', 'folder:PATH' (or just PATH), 'cub:PATH', 'coco:PATH', or a named dataset
     (benchmark.named_datasets: kodak, clic2020-professional-valid, ...) under `data_root`; `~` is expanded.
-    `image_list`: a file of image ids (or paths relative to the dataset), one per line, that selects a subset."""
-    dataset = _open(spec, split, data_root)
+    `image_list`: a file of image ids (or paths relative to the dataset), one per line, that selects a subset.
+    `allow_modified`: open a named dataset whose unpacked files differ from its manifest (recorded in its origin)."""
+    dataset = _open(spec, split, data_root, allow_modified)
     return select(dataset, image_list) if image_list else dataset
 
 
@@ -133,11 +134,12 @@ def draw_image_list(dataset: Dataset, n: int, seed: int = 0) -> list[str]:
     return [captioned[i] for i in sorted(pick.tolist())]
 
 
-def _open(spec: str, split: str | None, data_root: str | None) -> Dataset:
+def _open(spec: str, split: str | None, data_root: str | None, allow_modified: bool = False) -> Dataset:
     from benchmark import named_datasets
 
     if spec in named_datasets.CATALOG and not os.path.isdir(os.path.expanduser(spec)):
-        resolved, default_split, origin = named_datasets.resolve(spec, named_datasets.data_root(data_root))
+        resolved, default_split, origin = named_datasets.resolve(spec, named_datasets.data_root(data_root),
+                                                                 allow_modified)
         dataset = _open(resolved, split or default_split, None)
         dataset.origin, dataset.named = origin, spec
         return dataset

@@ -257,8 +257,63 @@ def fetch(name: str, root: pathlib.Path, progress: bool = True, offline: bool = 
         shutil.rmtree(target)
     for source in entry.sources:
         _unpack(source, store / source.file, target)
+    write_manifest(target, store)
     _write_json(store / "fetched.json", {"name": name, "sha256": digests})
     return target
+
+
+MANIFEST = "unpacked.json"  # beside the downloads: every unpacked file's size and sha256, and the stat it had
+
+
+def _unpacked_files(target: pathlib.Path) -> dict[str, pathlib.Path]:
+    return {p.relative_to(target).as_posix(): p for p in sorted(target.rglob("*")) if p.is_file()}
+
+
+def write_manifest(target: pathlib.Path, store: pathlib.Path) -> None:
+    files = {rel: {"size": p.stat().st_size, "sha256": file_digest(p), "mtime_ns": p.stat().st_mtime_ns}
+             for rel, p in _unpacked_files(target).items()}
+    _write_json(store / MANIFEST, {"files": files})
+
+
+def check_unpacked(entry: NamedDataset, root: pathlib.Path, allow_modified: bool = False) -> list[str]:
+    """Every use: the unpacked files are the ones the fetch wrote. A file whose size and modification time are as
+    recorded is taken as unchanged (fast); any other is hashed. A changed, missing or extra file is refused in
+    one sentence naming it; with `allow_modified` the run goes on and the differences are returned, to record.
+    A dataset fetched before manifests existed gets one now, from its files as they are."""
+    target, store = root / entry.name, downloads_dir(root, entry.name)
+    if not (store / MANIFEST).exists():
+        try:
+            write_manifest(target, store)
+        except OSError:  # a read-only data root: checked by the downloads' checksums alone, as before
+            pass
+        return []
+    recorded = json.loads((store / MANIFEST).read_text())["files"]
+    present = _unpacked_files(target)
+    problems = [f"{rel} is missing" for rel in recorded if rel not in present]
+    problems += [f"{rel} was added" for rel in present if rel not in recorded]
+    refreshed = False
+    for rel, path in present.items():
+        want = recorded.get(rel)
+        if want is None:
+            continue
+        stat = path.stat()
+        if (stat.st_size, stat.st_mtime_ns) == (want["size"], want["mtime_ns"]):
+            continue
+        if stat.st_size == want["size"] and file_digest(path) == want["sha256"]:
+            want["mtime_ns"], refreshed = stat.st_mtime_ns, True  # touched, not changed: fast again next time
+        else:
+            problems.append(f"{rel} changed (sha256 differs from the one recorded when it was unpacked)")
+    if refreshed:
+        try:
+            _write_json(store / MANIFEST, {"files": recorded})
+        except OSError:  # read-only: hashed again next time
+            pass
+    if problems and not allow_modified:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise DatasetMissing(f"Dataset {entry.name} in {target} is not as it was unpacked: {'; '.join(problems[:3])}"
+                             f"{more}. Fetch it again (python bench.py datasets fetch {entry.name}), or pass "
+                             "--allow-modified-dataset to run on it as it is (recorded with the run).")
+    return problems
 
 
 def _files_phrase(files: list[str]) -> str:
@@ -296,9 +351,11 @@ def check_pinned(entry: NamedDataset, root: pathlib.Path) -> None:
                                  f"{entry.name} again.")
 
 
-def resolve(name: str, root: pathlib.Path | None = None) -> tuple[str, str | None, dict]:
+def resolve(name: str, root: pathlib.Path | None = None,
+            allow_modified: bool = False) -> tuple[str, str | None, dict]:
     """(open_dataset spec, split, provenance) of a named dataset on this machine: fetched and verified, or
-    placed by hand and verified now (no network); else DatasetMissing with what to do."""
+    placed by hand and verified now (no network); else DatasetMissing with what to do. Its unpacked files are
+    checked against their manifest (`allow_modified`: run anyway, the differences in the provenance)."""
     entry = get(name)
     root = data_root(None) if root is None else root
     if not is_fetched(root, name):
@@ -308,9 +365,12 @@ def resolve(name: str, root: pathlib.Path | None = None) -> tuple[str, str | Non
         else:
             raise missing_message(entry, root)
     check_pinned(entry, root)
+    modified = check_unpacked(entry, root, allow_modified)
     spec, split = entry.dataset_spec(root)
     recorded = json.loads((downloads_dir(root, name) / "fetched.json").read_text())["sha256"]
     origin = {"named": name, "data_root": str(root.resolve()),
               "sources": [{"url": CATALOG[name].sources[k].url, "file": s.file, "sha256": recorded.get(s.file),
                            "checksum_from": s.checksum_from} for k, s in enumerate(entry.sources)]}
+    if modified:
+        origin["modified"] = modified  # run on with --allow-modified-dataset: what differed from the unpacked files
     return spec, split, origin

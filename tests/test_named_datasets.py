@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import threading
 import zipfile
 
@@ -264,3 +265,41 @@ def test_with_the_server_down_kodak_s_message_counts_every_file_still_needed(mon
     assert named_datasets._files_phrase(["kodim03.png", "kodim04.png", "kodim06.png"]) == \
         "the 3 files kodim03.png, kodim04.png, kodim06.png"  # not a run: each named
     assert named_datasets._files_phrase(["a.zip", "b.zip"]) == "a.zip and b.zip"
+
+
+def test_unpacked_files_are_checked_at_every_use(monkeypatch, tmp_path, capsys):
+    """A changed byte, a missing or an extra file in an unpacked named dataset is refused naming the file; a file only
+    touched is hashed once and passes; --allow-modified-dataset runs on and records what differed."""
+    server = FakeServer()
+    try:
+        for k in range(1, 25):
+            server.files[f"/kodak/kodim{k:02d}.png"] = _png(k, (48, 32))
+        monkeypatch.setenv(named_datasets.ENV_MIRROR, server.url)
+        root = tmp_path / "data"
+        rc, _, err = run_cli(["datasets", "fetch", "kodak", "--root", str(root), "--no-progress"], capsys)
+        assert rc == 0, err
+    finally:
+        server.close()
+    common = ["--dataset", "kodak", "--data-root", str(root), "--codec", "jpeg quality=50", *QUIET]
+    image = root / "kodak" / "kodim07.png"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # touched, not changed
+    rc, _, err = run_cli(["run", *common, "--out", str(tmp_path / "ok")], capsys)
+    assert rc == 0, err
+    manifest = json.loads((root / ".downloads" / "kodak" / named_datasets.MANIFEST).read_text())["files"]
+    assert manifest["kodim07.png"]["mtime_ns"] == image.stat().st_mtime_ns  # the fast path holds again
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 1  # one changed byte, same size
+    image.write_bytes(bytes(data))
+    (root / "kodak" / "kodim25.png").write_bytes(_png(25, (48, 32)))
+    (root / "kodak" / "kodim03.png").unlink()
+    rc, _, err = run_cli(["run", *common, "--out", str(tmp_path / "refused")], capsys)
+    assert rc == 1 and err.count("\n") == 1 and not (tmp_path / "refused").exists()
+    for said in ("kodim03.png is missing", "kodim25.png was added", "kodim07.png changed", "--allow-modified-dataset"):
+        assert said in err, err
+    rc, _, err = run_cli(["run", *common, "--allow-modified-dataset", "--allow-failures", "--out",
+                          str(tmp_path / "anyway"), "--name", "m"], capsys)  # the flipped byte breaks kodim07's CRC
+    assert rc == 0, err
+    info = json.loads((tmp_path / "anyway" / "m" / "config.json").read_text())
+    assert info["config"]["allow_modified_dataset"] is True and len(info["dataset"]["origin"]["modified"]) == 3
+    ok = json.loads(next((tmp_path / "ok").glob("*/config.json")).read_text())
+    assert "allow_modified_dataset" not in ok["config"] and "modified" not in ok["dataset"]["origin"]
