@@ -160,16 +160,22 @@ def test_with_the_server_down_the_message_says_where_to_put_the_files(served, tm
     assert rc == 0, err
 
 
+def _fetch_kodak(server, monkeypatch, tmp_path, capsys):
+    """24 small Kodak stand-ins served on 127.0.0.1 and fetched into tmp_path/data, which is returned."""
+    for k in range(1, 25):
+        server.files[f"/kodak/kodim{k:02d}.png"] = _png(k, (48, 32))
+    monkeypatch.setenv(named_datasets.ENV_MIRROR, server.url)
+    root = tmp_path / "data"
+    rc, _, err = run_cli(["datasets", "fetch", "kodak", "--root", str(root), "--no-progress"], capsys)
+    assert rc == 0, err
+    return root
+
+
 def test_pinned_files_are_recorded_at_the_first_fetch_and_checked_after(monkeypatch, tmp_path, capsys):
     """Kodak has no published checksums: the first fetch records them, a changed file is refused later."""
     server = FakeServer()
     try:
-        for k in range(1, 25):
-            server.files[f"/kodak/kodim{k:02d}.png"] = _png(k, (48, 32))
-        monkeypatch.setenv(named_datasets.ENV_MIRROR, server.url)
-        root = tmp_path / "data"
-        rc, _, err = run_cli(["datasets", "fetch", "kodak", "--root", str(root), "--no-progress"], capsys)
-        assert rc == 0, err
+        root = _fetch_kodak(server, monkeypatch, tmp_path, capsys)
         pins = json.loads((root / ".downloads" / "kodak" / "pins.json").read_text())
         assert pins["kodim07.png"] == hashlib.sha256(server.files["/kodak/kodim07.png"]).hexdigest()
         (root / ".downloads" / "kodak" / "kodim07.png").write_bytes(_png(99, (48, 32)))
@@ -272,12 +278,7 @@ def test_unpacked_files_are_checked_at_every_use(monkeypatch, tmp_path, capsys):
     touched is hashed once and passes; --allow-modified-dataset runs on and records what differed."""
     server = FakeServer()
     try:
-        for k in range(1, 25):
-            server.files[f"/kodak/kodim{k:02d}.png"] = _png(k, (48, 32))
-        monkeypatch.setenv(named_datasets.ENV_MIRROR, server.url)
-        root = tmp_path / "data"
-        rc, _, err = run_cli(["datasets", "fetch", "kodak", "--root", str(root), "--no-progress"], capsys)
-        assert rc == 0, err
+        root = _fetch_kodak(server, monkeypatch, tmp_path, capsys)
     finally:
         server.close()
     common = ["--dataset", "kodak", "--data-root", str(root), "--codec", "jpeg quality=50", *QUIET]
