@@ -297,7 +297,7 @@ RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "prepr
                "max_pixels", "save_reconstructions", "metrics", "inception_weights", "inception_sha256", "batch_size",
                "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "ms_ssim", "lpips", "lpips_vgg",
                "dists", "clip", "iqa", "iqa_weights", "dinov2", "prdc_k", "patch_fid", "add_metric", "save_bitstreams",
-               "name", "timeout", "codec_batch")
+               "name", "timeout", "codec_batch", "allow_modified_dataset")
 
 
 def _iqa_options(args) -> tuple[list[str], dict[str, str]]:
