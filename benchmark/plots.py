@@ -1,7 +1,8 @@
 """Rate-distortion curves: every summary metric against bpp, one line per codec, markers at settings.
 
 Figures are made for papers: a codec keeps one colour and marker in every plot and every run (keyed by its
-name), the title names the dataset and how many images were evaluated, intervals are vertical bars only
+name; a relabelled or rate-matched variant keeps its codec's, with a line style of its own), the legend prints
+display names and says how many images a curve rests on where that is fewer than the dataset's, the title names the dataset and how many images were evaluated, intervals are vertical bars only
 (a bpp interval drawn sideways turns crossing curves into a hairball), the legend sits outside the data,
 and each figure is written as PNG (for screens) and SVG and PDF (for papers).
 """
@@ -17,12 +18,18 @@ from metrics import registry
 from metrics.registry import METRICS
 
 FORMATS = ("png", "svg", "pdf")
-# Built-in codecs: colours from seaborn's colour-blind palette, one marker each.
-CODEC_STYLES = {"jpeg": ("#0173b2", "o"), "jpeg2000": ("#de8f05", "s"), "webp": ("#029e73", "^"),
-                "avif": ("#d55e00", "D"), "jpegxl": ("#cc78bc", "v"), "cmc": ("#ca9161", "P"),
+# Built-in codecs: Okabe and Ito's colour-blind-safe hues, far apart (AVIF and JPEG 2000 were two neighbouring
+# oranges, CMC a third), one marker each, so that grey-scale print tells them apart by marker.
+CODEC_STYLES = {"jpeg": ("#0072b2", "o"), "jpeg2000": ("#e69f00", "s"), "webp": ("#009e73", "^"),
+                "avif": ("#cc79a7", "D"), "jpegxl": ("#56b4e9", "v"), "cmc": ("#000000", "P"),
                 "jpeg2000-psnr": ("#949494", "X")}
+DISPLAY_NAMES = {"jpeg": "JPEG", "jpeg2000": "JPEG 2000", "webp": "WebP", "avif": "AVIF", "jpegxl": "JPEG XL",
+                 "cmc": "CMC", "jpeg2000-psnr": "JPEG 2000 (PSNR)"}
+# A relabelled or rate-matched variant of a codec keeps its colour and marker and takes one of these (by its
+# label's hash); solid is the codec itself, dashed a published curve.
+VARIANT_LINES = (":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
 # Any other label: a colour and marker chosen by a hash of its name, never one of the built-ins' colours.
-OTHER_COLOURS = ("#56b4e9", "#ece133", "#fbafe4", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d",
+OTHER_COLOURS = ("#d55e00", "#ece133", "#fbafe4", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d",
                  "#17becf", "#bcbd22", "#8c564b", "#393b79", "#843c39", "#637939")
 OTHER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
 PUBLISHED = " [published]"
@@ -35,8 +42,40 @@ def codec_style(label: str) -> tuple[str, str]:
     name = label[:-len(PUBLISHED)] if label.endswith(PUBLISHED) else label
     if name in CODEC_STYLES:
         return CODEC_STYLES[name]
-    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+    digest = _digest(name)
     return OTHER_COLOURS[digest % len(OTHER_COLOURS)], OTHER_MARKERS[(digest // len(OTHER_COLOURS)) % len(OTHER_MARKERS)]
+
+
+def _digest(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+
+
+def variant_style(label: str, target: str | None = None) -> tuple[str, str, object]:
+    """(colour, marker, line style) of a curve: a relabelled (label=) or rate-matched (bpp=) run of a built-in
+    codec keeps that codec's colour and marker, with a line style of its own; anything else is solid."""
+    name = label[:-len(PUBLISHED)] if label.endswith(PUBLISHED) else label
+    if target in CODEC_STYLES and name != target:
+        return (*CODEC_STYLES[target], VARIANT_LINES[_digest(name) % len(VARIANT_LINES)])
+    return (*codec_style(label), "-")
+
+
+def display_name(label: str, target: str | None = None) -> str:
+    """The name a paper prints: JPEG 2000 for jpeg2000, 'JPEG @ bpp' for rate-matched JPEG; a label the user
+    chose (label=) as given."""
+    name, suffix = (label[:-len(PUBLISHED)], PUBLISHED) if label.endswith(PUBLISHED) else (label, "")
+    if name in DISPLAY_NAMES:
+        return DISPLAY_NAMES[name] + suffix
+    if target in DISPLAY_NAMES and name == f"{target}@bpp":
+        return f"{DISPLAY_NAMES[target]} @ bpp" + suffix
+    return label
+
+
+def images_behind(curve: pd.DataFrame, n_dataset: int | None) -> int | None:
+    """The fewest images any setting of a curve rests on, where that is fewer than the dataset's; else None."""
+    if not n_dataset or "n_ok" not in curve or not curve["n_ok"].notna().any():
+        return None
+    n = int(curve["n_ok"].min())
+    return n if n < n_dataset else None
 
 
 def plottable_metrics(summary: pd.DataFrame) -> list[str]:
@@ -90,13 +129,18 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
             continue
         fig, ax = plt.subplots(figsize=(8.4, 4.6))
         published = sub["published"].fillna(False).astype(bool) if "published" in sub else pd.Series(False, sub.index)
+        n_dataset = int(sub["n_images"].max()) if "n_images" in sub and sub["n_images"].notna().any() else None
+        partial = False
         for codec, curve in sub.groupby("codec", sort=False):
-            colour, marker = codec_style(codec)
+            colour, marker, line = variant_style(codec, _target(curve))
             curve = curve.sort_values("bpp")
             is_published = bool(published[curve.index].all())
+            n = None if is_published else images_behind(curve, n_dataset)
+            label = display_name(codec, _target(curve)) + (f" ({n}/{n_dataset})" if n is not None else "")
+            partial |= n is not None
             ax.plot(curve.bpp, curve[metric], color=colour, marker=marker, markersize=6, linewidth=1.6,
-                    linestyle="--" if is_published else "-", markerfacecolor="none" if is_published else colour,
-                    label=codec, zorder=3)
+                    linestyle="--" if is_published else line, markerfacecolor="none" if is_published else colour,
+                    label=label, zorder=3)
         if intervals is not None and len(intervals):
             _error_bars(ax, sub, intervals, metric)
         if "rate_n_matched" in sub:  # rate-matched settings that missed their target for some images
@@ -109,7 +153,7 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         better = "" if info is None else (" (higher is better)" if info.higher_is_better else " (lower is better)")
         ax.set_title(f"{info.label if info else metric} vs rate{better}" + (f"\n{title_data}" if title_data else ""),
                      fontsize=11)
-        ax.legend(title="codec", fontsize=10, title_fontsize=10, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+        ax.legend(title="codec" + ("\n(n/N: images a curve\nrests on, of N)" if partial else ""), fontsize=10, title_fontsize=10, loc="upper left", bbox_to_anchor=(1.02, 1.0),
                   borderaxespad=0.0, frameon=False)
         fig.tight_layout()
         # The tight box, laid out once for every format (bbox_inches="tight" draws each figure twice per file).
@@ -120,6 +164,11 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
             written.append(path)
         plt.close(fig)
     return written
+
+
+def _target(curve: pd.DataFrame) -> str | None:
+    target = curve["codec_target"].iloc[0] if "codec_target" in curve else None
+    return target if isinstance(target, str) else None
 
 
 def _rate_axis(ax, log_x: bool) -> None:
@@ -152,4 +201,4 @@ def _error_bars(ax, sub: pd.DataFrame, intervals: pd.DataFrame, metric: str) -> 
             continue
         y = getattr(row, metric)
         ax.errorbar([row.bpp], [y], yerr=[[max(y - low, 0)], [max(high - y, 0)]], fmt="none",
-                    ecolor=codec_style(row.codec)[0], elinewidth=1.2, capsize=3, alpha=0.55, zorder=2)
+                    ecolor=variant_style(row.codec, getattr(row, "codec_target", None))[0], elinewidth=1.2, capsize=3, alpha=0.55, zorder=2)

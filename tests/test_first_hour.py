@@ -325,3 +325,35 @@ def test_a_split_on_a_folder_dataset_is_refused(folder, tmp_path, capsys):
     rc, _, err = run_cli(["run", "--dataset", str(folder), "--split", "all", "--codec", "jpeg quality=50", "--out",
                           str(tmp_path / "r"), *QUIET], capsys)
     assert rc == 0, err
+
+
+def test_plot_legend_names_codecs_keeps_variants_in_their_codec_s_colour_and_counts_images(tmp_path):
+    """Display names (JPEG 2000, not jpeg2000), a relabelled or rate-matched JPEG in JPEG's colour and marker with
+    a line style of its own, distinct hues for the built-ins, and 'n/N' where a curve rests on fewer images."""
+    import colorsys
+
+    from matplotlib.colors import to_rgb
+
+    from benchmark.plots import CODEC_STYLES, display_name, rd_plots, variant_style
+
+    assert [display_name(c) for c in ("jpeg2000", "jpegxl", "avif", "webp", "cmc")] == \
+        ["JPEG 2000", "JPEG XL", "AVIF", "WebP", "CMC"]
+    assert display_name("jpeg@bpp", "jpeg") == "JPEG @ bpp" and display_name("j444", "jpeg") == "j444"
+    base = variant_style("jpeg", "jpeg")
+    for variant in ("j444", "jpeg@bpp"):
+        colour, marker, line = variant_style(variant, "jpeg")
+        assert (colour, marker) == base[:2] and line != "-" and line != "--"
+    hls = [colorsys.rgb_to_hls(*to_rgb(CODEC_STYLES[c][0])) for c in ("jpeg", "jpeg2000", "webp", "avif", "jpegxl",
+                                                                       "cmc")]
+    for i, (h1, l1, _) in enumerate(hls):  # each pair apart in hue (30 degrees) or in lightness (grey-scale print)
+        for h2, l2, _ in hls[i + 1:]:
+            assert min(abs(h1 - h2), 1 - abs(h1 - h2)) > 30 / 360 or abs(l1 - l2) > 0.25, (h1, l1, h2, l2)
+    assert len({CODEC_STYLES[c][1] for c in ("jpeg", "jpeg2000", "webp", "avif", "jpegxl", "cmc")}) == 6
+    rows = [{"codec": c, "codec_target": t, "setting_index": k, "setting_label": str(k), "bpp": b + off,
+             "psnr": 30 + b + off, "n_ok": n, "n_failed": 24 - n, "n_images": 24, "dataset": "kodak", "split": "all"}
+            for c, t, n, off in (("jpeg2000", "jpeg2000", 24, 0), ("j444", "jpeg", 4, 0.05), ("avif", "avif", 20, 0.1))
+            for k, b in enumerate([0.1, 0.5, 2.0])]
+    rd_plots(pd.DataFrame(rows), tmp_path, formats=("svg",))
+    svg = (tmp_path / "rd_psnr.svg").read_text()
+    assert "JPEG 2000" in svg and "jpeg2000" not in svg and "j444 (4/24)" in svg and "AVIF (20/24)" in svg
+    assert "JPEG 2000 (" not in svg and "n/N: images a curve" in svg  # a full curve gets no count; the legend says why
