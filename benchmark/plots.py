@@ -27,7 +27,7 @@ DISPLAY_NAMES = {"jpeg": "JPEG", "jpeg2000": "JPEG 2000", "webp": "WebP", "avif"
                  "cmc": "CMC", "jpeg2000-psnr": "JPEG 2000 (PSNR)"}
 # A relabelled or rate-matched variant of a codec keeps its colour and marker and takes one of these (by its
 # label's hash); solid is the codec itself, dashed a published curve.
-VARIANT_LINES = (":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
+VARIANT_LINES = (":", "-.", (0, (8, 2, 1, 2)), (0, (3, 1, 1, 1, 1, 1)))
 # Any other label: a colour and marker chosen by a hash of its name, never one of the built-ins' colours.
 OTHER_COLOURS = ("#d55e00", "#ece133", "#fbafe4", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d",
                  "#17becf", "#bcbd22", "#8c564b", "#393b79", "#843c39", "#637939")
