@@ -2,9 +2,10 @@
 
 Figures are made for papers: a codec keeps one colour and marker in every plot and every run (keyed by its
 name; a relabelled or rate-matched variant keeps its codec's, with a line style of its own), the legend prints
-display names and says how many images a curve rests on where that is fewer than the dataset's, the title names the dataset and how many images were evaluated, intervals are vertical bars only
-(a bpp interval drawn sideways turns crossing curves into a hairball), the legend sits outside the data,
-and each figure is written as PNG (for screens) and SVG and PDF (for papers).
+display names and says how many images a curve rests on where that is fewer than the dataset's, the title
+names the dataset and how many images were evaluated, intervals are vertical bars only (a bpp interval
+drawn sideways turns crossing curves into a hairball), the legend sits outside the data, and each figure
+is written as PNG (for screens) and SVG and PDF (for papers).
 """
 
 from __future__ import annotations
@@ -132,11 +133,12 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         n_dataset = int(sub["n_images"].max()) if "n_images" in sub and sub["n_images"].notna().any() else None
         partial = False
         for codec, curve in sub.groupby("codec", sort=False):
-            colour, marker, line = variant_style(codec, _target(curve))
+            target = _target(curve)
+            colour, marker, line = variant_style(codec, target)
             curve = curve.sort_values("bpp")
             is_published = bool(published[curve.index].all())
             n = None if is_published else images_behind(curve, n_dataset)
-            label = display_name(codec, _target(curve)) + (f" ({n}/{n_dataset})" if n is not None else "")
+            label = display_name(codec, target) + (f" ({n}/{n_dataset})" if n is not None else "")
             partial |= n is not None
             ax.plot(curve.bpp, curve[metric], color=colour, marker=marker, markersize=6, linewidth=1.6,
                     linestyle="--" if is_published else line, markerfacecolor="none" if is_published else colour,
@@ -153,8 +155,8 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         better = "" if info is None else (" (higher is better)" if info.higher_is_better else " (lower is better)")
         ax.set_title(f"{info.label if info else metric} vs rate{better}" + (f"\n{title_data}" if title_data else ""),
                      fontsize=11)
-        ax.legend(title="codec" + ("\n(n/N: images a curve\nrests on, of N)" if partial else ""), fontsize=10, title_fontsize=10, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                  borderaxespad=0.0, frameon=False)
+        ax.legend(title="codec" + ("\n(n/N: images a curve\nrests on, of N)" if partial else ""), fontsize=10,
+                  title_fontsize=10, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
         fig.tight_layout()
         # The tight box, laid out once for every format (bbox_inches="tight" draws each figure twice per file).
         box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
@@ -201,4 +203,5 @@ def _error_bars(ax, sub: pd.DataFrame, intervals: pd.DataFrame, metric: str) -> 
             continue
         y = getattr(row, metric)
         ax.errorbar([row.bpp], [y], yerr=[[max(y - low, 0)], [max(high - y, 0)]], fmt="none",
-                    ecolor=variant_style(row.codec, getattr(row, "codec_target", None))[0], elinewidth=1.2, capsize=3, alpha=0.55, zorder=2)
+                    ecolor=variant_style(row.codec, getattr(row, "codec_target", None))[0], elinewidth=1.2,
+                    capsize=3, alpha=0.55, zorder=2)

@@ -112,7 +112,8 @@ def main() -> None:
               f"before set metrics {r.get('before_set_metrics_peak_mib', 0):7.1f})  largest worker peak "
               f"{r['worker_peak_mib']:7.1f} MiB")
     first, last = results[0], results[-1]
-    print(f"growth from {first['images']} to {last['images']} images: main x{last['main_peak_mib'] / first['main_peak_mib']:.2f} "
+    print(f"growth from {first['images']} to {last['images']} images: main "
+          f"x{last['main_peak_mib'] / first['main_peak_mib']:.2f} "
           f"({last['main_peak_mib'] - first['main_peak_mib']:+.1f} MiB), worker "
           f"{last['worker_peak_mib'] - first['worker_peak_mib']:+.1f} MiB; throughput "
           f"x{last['rows_per_s'] / first['rows_per_s']:.2f}")

@@ -413,7 +413,7 @@ def test_failure_reasons_on_the_console_name_codec_and_image_and_count_the_rest(
     assert code == EXIT_FAILED_ROWS
     lines = [line for line in printed.splitlines() if "no encoder for level" in line]
     assert len(lines) == 20 and all(line.split()[0] == "4" for line in lines)  # each reason failed all 4 images
-    assert all(" failsbysetting: encode failed: RuntimeError: no encoder for level " in line and line.endswith("(a.png)")
-               for line in lines), lines
+    said = " failsbysetting: encode failed: RuntimeError: no encoder for level "
+    assert all(said in line and line.endswith("(a.png)") for line in lines), lines
     assert f"... and 3 more reasons (12 rows): the status and error columns of {tmp_path / 'r' / 'many' / 'images'}" \
         in printed
