@@ -270,8 +270,10 @@ def _unpacked_files(target: pathlib.Path) -> dict[str, pathlib.Path]:
 
 
 def write_manifest(target: pathlib.Path, store: pathlib.Path) -> None:
-    files = {rel: {"size": p.stat().st_size, "sha256": file_digest(p), "mtime_ns": p.stat().st_mtime_ns}
-             for rel, p in _unpacked_files(target).items()}
+    files = {}
+    for rel, path in _unpacked_files(target).items():
+        stat = path.stat()
+        files[rel] = {"size": stat.st_size, "sha256": file_digest(path), "mtime_ns": stat.st_mtime_ns}
     _write_json(store / MANIFEST, {"files": files})
 
 
