@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from benchmark.schema import GROUP_COLUMNS
+from benchmark.schema import GROUP_COLUMNS, NOT_AVERAGED
 from metrics import registry
 
 
@@ -107,7 +107,8 @@ def sample_spreads(run_dir: pathlib.Path, metrics: list[str]) -> pd.DataFrame:
 
 def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
     """One row per (codec, setting): image counts, the most common failure reasons, and the mean of each
-    per-image number over the rows that succeeded (NaN, never 0, when none did). Metrics with a cap (PSNR:
+    per-image number over the rows that succeeded (NaN, never 0, when none did); identities and sizes are not
+    averaged: `pixels_total` and `pixels_mean` count the pixels of the succeeded images. Metrics with a cap (PSNR:
     a lossless image is inf) are averaged with values clipped at it, and `n_lossless` counts those images.
 
     Streams shard by shard, so memory depends on the number of settings, not of images.
@@ -117,7 +118,7 @@ def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
     for path in shard_files(run_dir):
         table = pq.read_table(path)
         means = [f.name for f in table.schema if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
-                 and f.name not in GROUP_COLUMNS and f.name != "sample"]
+                 and f.name not in GROUP_COLUMNS and f.name not in NOT_AVERAGED]
         codecs = np.asarray(table["codec"].to_pylist(), dtype=object)
         settings = table["setting_index"].to_numpy(zero_copy_only=False).astype(np.int64)
         ok_all = (table["status"].to_numpy(zero_copy_only=False) == "ok")
@@ -152,6 +153,13 @@ def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
                     acc["counts"][c] = acc["counts"].get(c, 0) + int(counts[s])
                     if lossless is not None:
                         acc["lossless"][c] = acc["lossless"].get(c, 0) + int(lossless[s])
+            if "width" in table.column_names and "height" in table.column_names:  # pixels the means rest on
+                pixels = (pc.cast(table["width"], pa.float64()).to_numpy(zero_copy_only=False)
+                          * pc.cast(table["height"], pa.float64()).to_numpy(zero_copy_only=False))[mine]
+                valid = ok & ~np.isnan(pixels)
+                totals = np.bincount(setting[valid], weights=pixels[valid], minlength=bins)
+                for s in present.tolist():
+                    groups[(codec, s)]["pixels"] = groups[(codec, s)].get("pixels", 0.0) + float(totals[s])
             for k in np.flatnonzero(mine & ~ok_all).tolist():
                 reasons = groups[(codec, int(settings[k]))]["reasons"]
                 reasons[errors[k]] = reasons.get(errors[k], 0) + 1
@@ -160,6 +168,9 @@ def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
         acc = groups[key]
         row = dict(acc["first"])
         row.update(n_images=acc["n"], n_ok=acc["ok"], n_failed=acc["n"] - acc["ok"])
+        if "pixels" in acc:
+            row["pixels_total"] = int(acc["pixels"])
+            row["pixels_mean"] = acc["pixels"] / acc["ok"] if acc["ok"] else float("nan")
         for c, s in acc["sums"].items():
             row[c] = s / acc["counts"][c] if acc["counts"][c] else float("nan")
         if "psnr" in acc["lossless"]:
@@ -167,7 +178,16 @@ def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
         top = sorted(acc["reasons"].items(), key=lambda kv: (-kv[1], str(kv[0])))
         row["failure_reasons"] = "; ".join(f"{n} x {reason}" for reason, n in top[:5])
         out.append(row)
-    return pd.DataFrame(out)
+    return with_setting_type(pd.DataFrame(out))
+
+
+def with_setting_type(summary: pd.DataFrame) -> pd.DataFrame:
+    """`setting` as whole numbers (int64) when every setting of the run is one (JPEG's quality 10, not 10.0);
+    a run with a fractional setting anywhere (JPEG XL's distance 0.5) keeps float64, one type per column."""
+    if "setting" in summary and len(summary) and summary.setting.notna().all() \
+            and (summary.setting == summary.setting.round()).all():
+        summary = summary.assign(setting=summary.setting.astype("int64"))
+    return summary
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:

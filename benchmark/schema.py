@@ -38,6 +38,8 @@ TRAILING_COLUMNS: list[tuple[str, str]] = [("metric_notes", "string"), ("codec_e
 GROUP_COLUMNS = ["run_id", "created", "git_sha", "cmcbench_version", "config_hash", "versions", "dataset",
                  "dataset_fingerprint", "split", "preprocess", "codec", "codec_target", "codec_options",
                  "codec_versions", "rate_parameter", "produced_outside", "setting", "setting_label", "setting_index"]
+# Numbers that identify or size an image: a mean of them means nothing (the summary counts pixels instead).
+NOT_AVERAGED = ("image_index", "width", "height", "sample")
 
 
 def run_columns(codec_columns: list[dict[str, str]], metrics: list[str]) -> list[tuple[str, str]]:
@@ -109,4 +111,5 @@ def _jsonable(value):
 
 def numeric(columns) -> list[str]:
     """Columns whose per-setting mean is meaningful (numbers that are not identities)."""
-    return [name for name, kind in columns if kind in ("float64", "int64") and name not in GROUP_COLUMNS]
+    return [name for name, kind in columns if kind in ("float64", "int64") and name not in GROUP_COLUMNS
+            and name not in NOT_AVERAGED]

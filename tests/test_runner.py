@@ -42,6 +42,19 @@ def test_rows_summary_and_provenance(tmp_path):
     assert (summary.n_images == 4).all() and (summary.n_ok == 4).all()
 
 
+def test_summary_is_tidy_no_means_of_identities_pixels_counted_whole_settings_as_integers(tmp_path, natural_images):
+    _, images, summary = run(tmp_path, str(natural_images), ["jpeg quality=10,50", "codecs_for_tests:Raises"])
+    assert not {"width", "height", "image_index", "sample"} & set(summary.columns)
+    assert summary.setting.dtype == "int64" and sorted(summary[summary.codec == "jpeg"].setting) == [10, 50]
+    ok = images[images.status == "ok"].assign(pixels=lambda d: d.width * d.height)
+    counted = ok.groupby(["codec", "setting_index"]).pixels.agg(["sum", "mean"]).reset_index()
+    merged = summary.merge(counted, on=["codec", "setting_index"], how="left")
+    assert (merged.pixels_total == merged["sum"].fillna(0)).all() and merged.n_failed.any()
+    assert np.allclose(merged.pixels_mean, merged["mean"], equal_nan=True)
+    _, _, fractional = run(tmp_path / "f", "sample", ["jpeg quality=10.5,50"], limit=2)
+    assert fractional.setting.dtype == "float64" and list(fractional.setting) == [10.5, 50.0]
+
+
 def test_decoder_gets_only_the_bytes(tmp_path):
     outcome, images, _ = run(tmp_path, "sample", ["codecs_for_tests:Smuggler"], limit=2)
     assert outcome.n_failed == 2
