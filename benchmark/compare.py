@@ -76,6 +76,20 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # per codec and metric: the verdict
+    n_dataset: int | None = None  # BASE's dataset size: comparisons on fewer images say so
+
+    @property
+    def paired(self) -> list[str]:
+        """One line per codec compared on fewer images than the dataset's: the images both runs scored."""
+        if not self.n_dataset:
+            return []
+        counts = {}
+        for frame in (self.curves, self.rows):
+            if len(frame) and "n_images" in frame:
+                for codec, n in frame.dropna(subset=["n_images"]).groupby("codec", sort=False).n_images.min().items():
+                    counts[codec] = min(int(n), counts.get(codec, int(n)))
+        return [f"{codec} compared on the {n} of {self.n_dataset} images both runs scored ({n}/{self.n_dataset}, "
+                "paired: the others failed in BASE or NEW)" for codec, n in counts.items() if n < self.n_dataset]
 
     @property
     def regressions(self) -> pd.DataFrame:
@@ -92,7 +106,8 @@ class Comparison:
         rows = self.rows.replace({np.nan: None}).to_dict(orient="records")
         curves = self.curves.replace({np.nan: None}).to_dict(orient="records")
         return {"regressed": bool(len(self.regressions)), "n_regressions": int(len(self.regressions)),
-                "warnings": self.warnings, "missing": self.missing, "curves": curves, "rows": rows}
+                "warnings": self.warnings, "missing": self.missing, "paired": self.paired,
+                "n_dataset": self.n_dataset, "curves": curves, "rows": rows}
 
 
 def provenance_warnings(base: dict, new: dict) -> list[str]:
@@ -207,7 +222,7 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
     detail = pd.DataFrame(rows, columns=columns)
     if len(detail):
         detail["decisive"] = [_decisive(r, detail, curves, tolerances) for r in detail.itertuples()]
-    result = Comparison(detail, warnings, missing, curves)
+    result = Comparison(detail, warnings, missing, curves, int(bd["n_images"]))
     if not len(detail) and not (len(curves) and curves.bd_metric.notna().any()):
         raise NotComparable("Nothing could be compared: BASE and NEW share no codec whose curves overlap, no "
                             "setting and no images; check that they ran the same codecs on the same data.")
@@ -350,6 +365,8 @@ def render_text(result: Comparison, show_all: bool = False) -> str:
         lines.append(f"warning: {w}")
     for m in result.missing:
         lines.append(f"note: {m}")
+    for p in result.paired:
+        lines.append(f"note: {p}")
     curves = result.curves
     if len(curves):
         table = curves.copy()

@@ -36,6 +36,12 @@ class Leaderboard:
     metrics: list[str]
     rates: list[float]
     notes: list[str] = field(default_factory=list)
+    # codec -> (images its values rest on, the dataset's images), for codecs resting on fewer than all
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def shown(self, codec: str) -> str:
+        """The codec as a table prints it: 'jpeg (4/24)' when its values rest on fewer than the dataset's images."""
+        return f"{codec} ({self.counts[codec][0]}/{self.counts[codec][1]})" if codec in self.counts else codec
 
 
 PUBLISHED = " [published]"
@@ -160,8 +166,14 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
             and reached[k][0] < reached[k][1] else label
             for label, k in zip(settings.setting_label, zip(settings.run_dir, settings.codec_in_run,
                                                              settings.setting_index))]
+    n_dataset = dataset_sizes(summary)
+    settings["n_dataset"] = [n_dataset.get(r) for r in settings.run_dir]
+    settings["setting_label"] = [f"{label} ({int(n)}/{int(d)})" if pd.notna(n) and d and n < d else label
+                                 for label, n, d in zip(settings.setting_label, settings.n_ok, settings.n_dataset)]
     settings = settings.rename(columns={"setting_label": "setting", "rate": "bpp"})[
-        ["codec", "setting", "setting_index", "bpp", "metric", "value", "low", "high", "n_ok"]].reset_index(drop=True)
+        ["codec", "setting", "setting_index", "bpp", "metric", "value", "low", "high", "n_ok", "n_dataset"]
+    ].reset_index(drop=True)
+    counts = partial_counts(summary, n_dataset)
     at_rates, bd = [], []
     codecs = list(dict.fromkeys(summary.codec))
     where = summary.groupby("codec", sort=False)[["run_dir", "codec_in_run"]].first()
@@ -207,13 +219,37 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                   f"seed+{int(k) - 1}; set metrics the mean of the {int(k)} samples' sets); its intervals are over "
                   "images, and the spread over samples is the summary's <metric>_sample_std."
                   for codec, k in sampled.items()]
+    if counts:
+        notes.append("(n/N): the codec's values rest on n of the dataset's N images (the fewest over its settings; "
+                     "a setting shows its own), the others failed (the run's failure_reasons say why); its means and "
+                     "set metrics are over those n, so its BD numbers compare it on them with the anchor on its own.")
     bd_columns = ["codec", "metric", "bd_rate", "bd_rate_low", "bd_rate_high", "bd_metric", "bd_metric_low",
                   "bd_metric_high", "overlap", "reliable", "note", "fallback"]
     if len(bd) and not all(r["reliable"] for r in bd):
         notes.append(f"† BD over less than {MIN_RELIABLE_OVERLAP:.0%} of the two curves' wider range: it rests on "
                      "their ends and is not a headline number.")
-    return Leaderboard(pd.DataFrame(at_rates), pd.DataFrame(bd, columns=bd_columns), settings, anchor, metrics,
-                       list(rates), notes)
+    at_rates, bd = pd.DataFrame(at_rates), pd.DataFrame(bd, columns=bd_columns)
+    for frame in (at_rates, bd):  # machine-readable counts beside the numbers (CSV)
+        frame["n_images"] = [counts[c][0] if c in counts else n_dataset.get(where.loc[c, "run_dir"])
+                             for c in frame.codec] if len(frame) else []
+        frame["n_dataset"] = [n_dataset.get(where.loc[c, "run_dir"]) for c in frame.codec] if len(frame) else []
+    return Leaderboard(at_rates, bd, settings, anchor, metrics, list(rates), notes, counts)
+
+
+def dataset_sizes(summary: pd.DataFrame) -> dict[str, int]:
+    """run folder -> the number of images its dataset holds (published curves have none)."""
+    runs = summary[summary.run_dir.astype(bool)] if "run_dir" in summary else summary.iloc[:0]
+    return {r: int(n) for r, n in runs.groupby("run_dir").n_images.max().items()} if "n_images" in runs else {}
+
+
+def partial_counts(summary: pd.DataFrame, n_dataset: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """codec -> (the fewest images any of its settings rests on, the dataset's), where fewer than all."""
+    out = {}
+    for (codec, run_dir), rows in summary[summary.run_dir.astype(bool)].groupby(["codec", "run_dir"], sort=False):
+        n, total = int(rows.n_ok.min()), n_dataset.get(run_dir)
+        if total and n < total:
+            out[codec] = (n, total)
+    return out
 
 
 def _resampled_curves(drawn, codec_in_run: str, codec: str, metric: str) -> list[Curve] | None:
@@ -293,6 +329,7 @@ def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.Da
         wide["order"] = [board.metrics.index(m) for m in wide.metric]
         wide = wide.sort_values(["order", "codec"], kind="stable").drop(columns="order")
         wide["metric"] = [label(m) for m in wide.metric]
+        wide["codec"] = [board.shown(c) for c in wide.codec]
         tables["at_rates"] = wide.rename_axis(columns=None)
     else:
         tables["at_rates"] = pd.DataFrame()
@@ -305,6 +342,7 @@ def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.Da
                             + d) for v, lo, hi, d in zip(bd.bd_metric, bd.bd_metric_low, bd.bd_metric_high, dagger)]
         bd["metric"] = [label(m) for m in bd.metric]
         bd["note"] = [" — ".join(filter(None, [n, f])) for n, f in zip(bd.note.fillna(""), bd.fallback.fillna(""))]
+        bd["codec"] = [board.shown(c) for c in bd.codec]
         tables["bd"] = bd[["codec", "metric", "BD-rate (%)", "BD-metric", "note"]]
     else:
         tables["bd"] = pd.DataFrame()

@@ -199,7 +199,7 @@ figcaption {{ font-size: .8em; }} .caption {{ font-style: italic; color: #444; m
 code {{ background: #f4f4f4; padding: 0 .2em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>{html.escape(prov['headline'])}</p>
+<p>{html.escape(prov['headline'])}</p>{''.join(f"<p class='failed'>{html.escape(n)}</p>" for n in _partial(board))}
 <h2>Rate–quality curves</h2><p>Error bars: {html.escape(next((n for n in board.notes if n.startswith('Intervals')), 'none (no bootstrap)'))}</p>
 <div class="plots">{plot_html}</div>
 {failures_html}
@@ -220,7 +220,7 @@ nearest rate, printed under the tile.</p>
     stages.set_description("report: writing")
     html_path = out_dir / "report.html"
     html_path.write_text(page)
-    md = [f"# {title}\n", prov["headline"] + "\n", "## Rate–quality curves\n"]
+    md = [f"# {title}\n", prov["headline"] + "\n", *(f"**{n}**\n" for n in _partial(board)), "## Rate–quality curves\n"]
     md += [f"![{p.stem}](plots/{p.name})\n" for p in plots]
     md += [failures_md, "## Leaderboard\n", leaderboard.render(board, "md", only=("at_rates", "bd")),
            "## Visual comparison\n", *md_grid, leaderboard.render(board, "md", only=("settings",), notes=False),
@@ -230,6 +230,14 @@ nearest rate, printed under the tile.</p>
     stages.update()
     stages.close()
     return html_path, md_path
+
+
+def _partial(board: leaderboard.Leaderboard) -> list[str]:
+    """One line naming the codecs whose numbers rest on fewer images than the dataset's, with their counts."""
+    if not board.counts:
+        return []
+    return ["Resting on fewer images than the dataset holds: " + ", ".join(board.shown(c) for c in board.counts)
+            + " (n/N; the rest failed, see Failures): their values are means over those images only."]
 
 
 def _failures(summary: pd.DataFrame) -> tuple[str, str]:

@@ -182,3 +182,63 @@ def test_report_shows_the_transmitted_caption(tmp_path):
     import html as h
 
     assert f"“{h.escape(caption)}”" in page
+
+
+def test_a_codec_resting_on_4_of_24_images_says_4_of_24_everywhere_and_compare_pairs_them(tmp_path):
+    """A precomputed codec with 4 of 24 reconstructions: the plot legend, the leaderboard in Markdown, LaTeX and
+    HTML, and the report show 4/24 for it; compare against a full run of the same codec pairs the 4 images."""
+    import io
+
+    from PIL import Image
+
+    from benchmark.compare import compare_runs, render_text
+    from benchmark.plots import rd_plots
+    from benchmark.report import build_report
+
+    folder, recon = tmp_path / "photos", tmp_path / "elsewhere"
+    rng = np.random.default_rng(5)
+    folder.mkdir()
+    y, x = np.mgrid[0:48, 0:56]
+    for i in range(24):
+        base = np.stack([128 + 80 * np.sin(x / (5 + i % 7) + c) * np.cos(y / (9 + c)) for c in range(3)], -1)
+        Image.fromarray(np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)).save(
+            folder / f"im{i:02d}.png")
+    for quality in (20, 50, 90):  # JPEG's bits and pixels, made outside, for 4 of the 24 images
+        (recon / str(quality)).mkdir(parents=True)
+        for i in range(4):
+            buf = io.BytesIO()
+            Image.open(folder / f"im{i:02d}.png").save(buf, format="JPEG", quality=quality)
+            (recon / str(quality) / f"im{i:02d}.png.bin").write_bytes(buf.getvalue())
+            Image.open(io.BytesIO(buf.getvalue())).save(recon / str(quality) / f"im{i:02d}.png")
+    no_networks = dict(inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"})
+
+    def run(name, codecs):
+        config = RunConfig(dataset=f"folder:{folder}", codecs=[parse_codec_spec(c) for c in codecs], **no_networks)
+        run_dir = create_run(config, tmp_path / "runs", name, progress=False)
+        execute(run_dir, jobs=1, progress=False)
+        return run_dir
+
+    full = run("full", ["jpeg quality=20,50,90", "webp quality=20,50,90"])
+    partial = run("partial", [f"precomputed path={recon} label=jpeg", "webp quality=20,50,90"])
+    board = leaderboard.build([partial], anchor="webp", resamples=20, rates=(1.0,))
+    for fmt in ("md", "tex", "html"):
+        text = leaderboard.render(board, fmt)
+        assert "jpeg (4/24)" in text and "webp (24/24)" not in text and "webp (4" not in text, fmt
+        assert "rest on n of the dataset" in text, fmt
+    assert "20 (4/24)" in leaderboard.render(board, "md", only=("settings",))
+    csv = pd.read_csv(io.StringIO(leaderboard.render(board, "csv")))
+    assert set(csv[csv.codec == "jpeg"].n_images.dropna()) == {4} and set(csv.n_dataset.dropna()) == {24}
+    _, summary = load_run(partial)
+    rd_plots(summary, tmp_path / "plots", formats=("svg",))
+    assert "JPEG (4/24)" in (tmp_path / "plots" / "rd_psnr.svg").read_text()
+    html_path, md_path = build_report(partial, tmp_path / "report", n_images=1, resamples=20, anchor="webp")
+    for path in (html_path, md_path):
+        assert "jpeg (4/24)" in path.read_text() and "Resting on fewer images than the dataset holds" in path.read_text()
+    result = compare_runs(full, partial, resamples=50, allow_missing=True)
+    curve = result.curves[(result.curves.codec == "jpeg") & (result.curves.metric == "psnr")].iloc[0]
+    assert curve.n_images == 4 and curve.verdict == "same" and abs(curve.bd_metric) < 1e-9  # the same 4 images
+    assert result.paired == ["jpeg compared on the 4 of 24 images both runs scored (4/24, paired: the others "
+                             "failed in BASE or NEW)"]
+    assert "note: jpeg compared on the 4 of 24 images" in render_text(result)
+    assert json.loads(json.dumps(result.to_json(), default=float))["paired"] == result.paired
