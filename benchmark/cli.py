@@ -72,6 +72,17 @@ def path(text: str) -> str:
     return os.path.expanduser(text)
 
 
+def figure_size(text: str) -> tuple[float, float]:
+    """'3.5,2.6' -> (3.5, 2.6) inches."""
+    try:
+        width, height = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size W,H in inches, e.g. 3.5,2.6") from None
+    if not (0 < width <= 50 and 0 < height <= 50):
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be in (0, 50] inches")
+    return width, height
+
+
 def reference_option(p) -> None:
     p.add_argument("--reference", action="append", default=[], metavar="FILE", type=path,
                    help="a published R-D curve to show beside the run (repeatable): CompressAI results JSON, or a "
@@ -199,12 +210,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="show libraries' own progress bars, warnings and log messages (hidden by default)")
     run.add_argument("--allow-failures", action="store_true", help="exit 0 even if some rows failed")
 
-    plot = sub.add_parser("plot", help="draw R-D curves (PNG and SVG) for a finished run")
-    plot.add_argument("run_dir", metavar="RUN_DIR", type=path)
+    plot = sub.add_parser("plot", help="draw R-D curves (PNG, SVG and PDF) of one or more runs")
+    plot.add_argument("run_dirs", metavar="RUN_DIR", type=path, nargs="+",
+                      help="runs whose curves share the figures (a codec in several is labelled with its run)")
     plot.add_argument("--log-x", action="store_true", default=None,
                       help="log-scale bpp axis (default: when the largest rate is at least 10x the smallest)")
     plot.add_argument("--metric", action="append", help="only these summary columns (default: every metric present)")
-    plot.add_argument("--out", type=path, help="folder for the plots (default: RUN_DIR/plots)")
+    plot.add_argument("--out", type=path, help="folder for the plots (default: RUN_DIR/plots; needed for several "
+                                               "runs)")
+    plot.add_argument("--style", choices=["screen", "paper"], default="screen",
+                      help="screen (default): wide, legend beside the axes; paper: one column of a two-column paper "
+                           "(3.5 in, 8 pt, legend below, fonts embedded in the PDF)")
+    plot.add_argument("--title", help="the figure title instead of the generated one ('' for none)")
+    plot.add_argument("--size", type=figure_size, metavar="W,H", help="figure size in inches, e.g. 3.5,2.6")
+    plot.add_argument("--font-size", type=float, metavar="PT", help="text size in points")
+    plot.add_argument("--allow-mixed", action="store_true",
+                      help="plot runs of different datasets or preprocessing together, each codec labelled with its "
+                           "dataset")
     reference_option(plot)
 
     export = sub.add_parser("export", help="write a run's per-setting means as published-curve files")
@@ -603,27 +625,31 @@ def _why_missing(run_dir: pathlib.Path, metric: str) -> str:
 
 
 def cmd_plot(args) -> int:
-    from benchmark.plots import plottable_metrics, rd_plots
-    from benchmark.results import load_run
-
-    from benchmark.leaderboard import with_references
+    from benchmark.leaderboard import load_summaries, with_references
+    from benchmark.plots import PlotStyle, plottable_metrics, rd_plots
     from benchmark.references import load_references
 
-    run_dir = _check_run(args.run_dir)
-    _, summary = load_run(run_dir)
+    run_dirs = [_check_run(p) for p in args.run_dirs]
+    if len(run_dirs) > 1 and not args.out:
+        raise ValueError(f"Plotting {len(run_dirs)} runs together needs --out FOLDER (the figures belong to no one "
+                         "run).")
+    summary = load_summaries(run_dirs, args.allow_mixed)
     if summary.empty:
-        raise ValueError(f"{run_dir} has no summary rows yet.")
+        raise ValueError(f"{', '.join(map(str, run_dirs))}: no summary rows yet.")
     for m in args.metric or []:
         registry.get(m)
         if m not in summary or not summary[m].notna().any():
-            reason = _why_missing(run_dir, m)
-            raise ValueError(f"{m} was not computed in {run_dir}{': ' + reason if reason else ''}; its plottable "
-                             f"metrics are: {', '.join(plottable_metrics(summary)) or 'none'}.")
+            reasons = "; ".join(filter(None, (_why_missing(r, m) for r in run_dirs)))
+            raise ValueError(f"{m} was not computed in {', '.join(map(str, run_dirs))}"
+                             f"{': ' + reasons if reasons else ''}; plottable metrics there: "
+                             f"{', '.join(plottable_metrics(summary)) or 'none'}.")
     refs, warnings = load_references(args.reference, sorted(set(summary.dataset.dropna().astype(str))))
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
+    style = PlotStyle(paper=args.style == "paper", title=args.title, size=args.size, font_size=args.font_size)
+    run_dir = run_dirs[0]
     plots = rd_plots(with_references(summary, refs), args.out or run_dir / "plots", log_x=args.log_x,
-                     metrics=args.metric)
+                     metrics=args.metric, style=style)
     for p in plots:
         print(p)
     if not plots:

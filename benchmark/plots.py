@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -35,6 +36,35 @@ OTHER_COLOURS = ("#d55e00", "#ece133", "#fbafe4", "#1b9e77", "#7570b3", "#e7298a
 OTHER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
 PUBLISHED = " [published]"
 LOG_X_SPAN = 10.0  # log bpp axis when the largest rate is at least 10x the smallest (Kodak's JPEG sweep: 15x)
+
+
+@dataclass(frozen=True)
+class PlotStyle:
+    """How a figure looks. `paper`: a single column of a two-column paper (3.5 in wide, 8 pt type, legend under
+    the axes, fonts embedded in the PDF as TrueType); `title` replaces the generated one ('' for none); `size`
+    is (width, height) in inches and `font_size` in points, each overriding the style's."""
+
+    paper: bool = False
+    title: str | None = None
+    size: tuple[float, float] | None = None
+    font_size: float | None = None
+
+    @property
+    def figsize(self) -> tuple[float, float]:
+        return self.size or ((3.5, 2.6) if self.paper else (8.4, 4.6))
+
+    @property
+    def points(self) -> float:
+        return self.font_size or (8.0 if self.paper else 10.0)
+
+    def rc(self) -> dict:
+        """matplotlib settings: every text at the style's size; TrueType (42) fonts, embedded, in PDF and PS."""
+        size = self.points
+        return {"font.size": size, "axes.titlesize": size + (0 if self.paper else 1), "axes.labelsize": size,
+                "xtick.labelsize": size - 1, "ytick.labelsize": size - 1, "legend.fontsize": size - (1 if self.paper
+                                                                                                    else 0),
+                "legend.title_fontsize": size - (1 if self.paper else 0), "pdf.fonttype": 42, "ps.fonttype": 42,
+                "lines.linewidth": 1.2 if self.paper else 1.6, "lines.markersize": 4 if self.paper else 6}
 
 
 def codec_style(label: str) -> tuple[str, str]:
@@ -68,6 +98,9 @@ def display_name(label: str, target: str | None = None) -> str:
         return DISPLAY_NAMES[name] + suffix
     if target in DISPLAY_NAMES and name == f"{target}@bpp":
         return f"{DISPLAY_NAMES[target]} @ bpp" + suffix
+    for base in (target, *DISPLAY_NAMES):  # a codec of several runs, labelled with its run: 'JPEG (run-b)'
+        if base in DISPLAY_NAMES and name.startswith(base + " ("):
+            return DISPLAY_NAMES[base] + name[len(base):] + suffix
     return label
 
 
@@ -106,9 +139,9 @@ def use_log_x(bpp: pd.Series) -> bool:
 
 def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | None = None,
              metrics: list[str] | None = None, formats=FORMATS,
-             intervals: pd.DataFrame | None = None) -> list[pathlib.Path]:
+             intervals: pd.DataFrame | None = None, style: PlotStyle = PlotStyle()) -> list[pathlib.Path]:
     """One figure per metric; `intervals` (benchmark.bootstrap.intervals) adds the metric's bootstrap interval
-    as a vertical bar at each setting."""
+    as a vertical bar at each setting; `style` sizes it for a screen or a paper."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,13 +155,13 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
     if log_x is None:
         log_x = use_log_x(data["bpp"])
     title_data = dataset_title(data)
-    sns.set_theme(style="whitegrid", context="notebook", font_scale=1.0)
+    sns.set_theme(style="whitegrid", context="paper" if style.paper else "notebook", rc=style.rc())
     for metric in metrics or plottable_metrics(data):
         info = METRICS.get(metric)
         sub = data[data[metric].notna() & (data[metric] != float("inf"))]
         if sub.empty:
             continue
-        fig, ax = plt.subplots(figsize=(8.4, 4.6))
+        fig, ax = plt.subplots(figsize=style.figsize)
         published = sub["published"].fillna(False).astype(bool) if "published" in sub else pd.Series(False, sub.index)
         n_dataset = int(sub["n_images"].max()) if "n_images" in sub and sub["n_images"].notna().any() else None
         partial = False
@@ -140,7 +173,7 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
             n = None if is_published else images_behind(curve, n_dataset)
             label = display_name(codec, target) + (f" ({n}/{n_dataset})" if n is not None else "")
             partial |= n is not None
-            ax.plot(curve.bpp, curve[metric], color=colour, marker=marker, markersize=6, linewidth=1.6,
+            ax.plot(curve.bpp, curve[metric], color=colour, marker=marker,
                     linestyle="--" if is_published else line, markerfacecolor="none" if is_published else colour,
                     label=label, zorder=3)
         if intervals is not None and len(intervals):
@@ -153,16 +186,24 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         _rate_axis(ax, log_x)
         ax.set_ylabel(info.label if info else metric)
         better = "" if info is None else (" (higher is better)" if info.higher_is_better else " (lower is better)")
-        ax.set_title(f"{info.label if info else metric} vs rate{better}" + (f"\n{title_data}" if title_data else ""),
-                     fontsize=11)
-        ax.legend(title="codec" + ("\n(n/N: images a curve\nrests on, of N)" if partial else ""), fontsize=10,
-                  title_fontsize=10, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+        title = style.title if style.title is not None else (
+            f"{info.label if info else metric} vs rate{better}" + (f"\n{title_data}" if title_data else ""))
+        if title:
+            ax.set_title(title)
+        legend_title = "codec" + ("\n(n/N: images a curve\nrests on, of N)" if partial else "")
+        if style.paper:  # under the axes, as wide as they are: the column has no room beside them
+            ax.legend(title="n/N: images a curve rests on, of N" if partial else None, loc="upper center",
+                      bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False, borderaxespad=0.0, handlelength=2.4,
+                      columnspacing=1.0)
+        else:
+            ax.legend(title=legend_title, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                      frameon=False)
         fig.tight_layout()
         # The tight box, laid out once for every format (bbox_inches="tight" draws each figure twice per file).
         box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
         for fmt in formats:
             path = out_dir / f"rd_{metric}.{fmt}"
-            fig.savefig(path, dpi=150, bbox_inches=box)
+            fig.savefig(path, dpi=300 if style.paper else 150, bbox_inches=box)
             written.append(path)
         plt.close(fig)
     return written
@@ -203,5 +244,5 @@ def _error_bars(ax, sub: pd.DataFrame, intervals: pd.DataFrame, metric: str) -> 
             continue
         y = getattr(row, metric)
         ax.errorbar([row.bpp], [y], yerr=[[max(y - low, 0)], [max(high - y, 0)]], fmt="none",
-                    ecolor=variant_style(row.codec, getattr(row, "codec_target", None))[0], elinewidth=1.2,
+                    ecolor=variant_style(row.codec, getattr(row, "codec_target", None))[0], elinewidth=1.0,
                     capsize=3, alpha=0.55, zorder=2)

@@ -357,3 +357,35 @@ def test_plot_legend_names_codecs_keeps_variants_in_their_codec_s_colour_and_cou
     svg = (tmp_path / "rd_psnr.svg").read_text()
     assert "JPEG 2000" in svg and "jpeg2000" not in svg and "j444 (4/24)" in svg and "AVIF (20/24)" in svg
     assert "JPEG 2000 (" not in svg and "n/N: images a curve" in svg  # a full curve gets no count; the legend says why
+
+
+def test_plot_several_runs_in_paper_style_with_title_size_and_font(tmp_path, capsys):
+    """`plot A B --style paper`: both runs' curves in one figure (a codec in both labelled with its run, in its
+    codec's colour), a single-column figure with the given title, and a PDF whose fonts are embedded TrueType."""
+    import re
+
+    out = tmp_path / "r"
+    for name, qualities in (("before", "20,60"), ("after", "30,70")):
+        rc, _, err = run_cli(["run", "--dataset", "sample:6", "--codec", f"jpeg quality={qualities}", "--name", name,
+                              "--out", str(out), *QUIET], capsys)
+        assert rc == 0, err
+    rc, _, err = run_cli(["plot", str(out / "before"), str(out / "after")], capsys)
+    assert rc == 1 and "needs --out FOLDER" in err and err.count("\n") == 1
+    figures = tmp_path / "figures"
+    rc, printed, err = run_cli(["plot", str(out / "before"), str(out / "after"), "--out", str(figures), "--style",
+                                "paper", "--title", "JPEG before and after", "--metric", "psnr"], capsys)
+    assert rc == 0, err
+    svg = (figures / "rd_psnr.svg").read_text()
+    assert "JPEG (before)" in svg and "JPEG (after)" in svg and "JPEG before and after" in svg
+    width = float(re.search(r'<svg[^>]* width="([\d.]+)pt"', svg).group(1))
+    assert 200 < width < 3.8 * 72  # one column of a two-column paper: 3.5 in, with the tight box's margins
+    pdf = (figures / "rd_psnr.pdf").read_bytes()
+    assert b"/FontFile2" in pdf and b"/Type3" not in pdf  # TrueType fonts, embedded
+    rc, _, err = run_cli(["plot", str(out / "before"), "--out", str(tmp_path / "big"), "--size", "7,3", "--font-size",
+                          "14", "--title", "", "--metric", "psnr"], capsys)
+    assert rc == 0, err
+    big = (tmp_path / "big" / "rd_psnr.svg").read_text()
+    assert float(re.search(r'<svg[^>]* width="([\d.]+)pt"', big).group(1)) > 6.5 * 72 and "vs rate" not in big  # the tight box trims white
+    with pytest.raises(SystemExit) as exit_status:
+        cli.main(["plot", str(out / "before"), "--size", "wide"])
+    assert exit_status.value.code == 2 and "is not a size W,H in inches" in capsys.readouterr().err
