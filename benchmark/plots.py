@@ -41,7 +41,8 @@ LOG_X_SPAN = 10.0  # log bpp axis when the largest rate is at least 10x the smal
 @dataclass(frozen=True)
 class PlotStyle:
     """How a figure looks. `paper`: a single column of a two-column paper (3.5 in wide, 8 pt type, legend under
-    the axes, fonts embedded in the PDF as TrueType); `title` replaces the generated one ('' for none); `size`
+    the axes, the title only the dataset and its image count, the metric's direction as an arrow on its axis,
+    fonts embedded in the PDF as TrueType); `title` replaces the generated one ('' for none); `size`
     is (width, height) in inches and `font_size` in points, each overriding the style's."""
 
     paper: bool = False
@@ -51,7 +52,7 @@ class PlotStyle:
 
     @property
     def figsize(self) -> tuple[float, float]:
-        return self.size or ((3.5, 2.6) if self.paper else (8.4, 4.6))
+        return self.size or ((3.5, 3.2) if self.paper else (8.4, 4.6))
 
     @property
     def points(self) -> float:
@@ -161,7 +162,7 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         sub = data[data[metric].notna() & (data[metric] != float("inf"))]
         if sub.empty:
             continue
-        fig, ax = plt.subplots(figsize=style.figsize)
+        fig, ax = plt.subplots(figsize=style.figsize, layout="constrained" if style.paper else None)
         published = sub["published"].fillna(False).astype(bool) if "published" in sub else pd.Series(False, sub.index)
         n_dataset = int(sub["n_images"].max()) if "n_images" in sub and sub["n_images"].notna().any() else None
         partial = False
@@ -184,21 +185,23 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
                 ax.scatter(missed.bpp, missed[metric], s=150, facecolors="none", edgecolors="crimson", linewidths=1.2,
                            label="rate target missed\n(at achieved bpp)", zorder=5)
         _rate_axis(ax, log_x)
-        ax.set_ylabel(info.label if info else metric)
+        label = info.label if info else metric
         better = "" if info is None else (" (higher is better)" if info.higher_is_better else " (lower is better)")
-        title = style.title if style.title is not None else (
-            f"{info.label if info else metric} vs rate{better}" + (f"\n{title_data}" if title_data else ""))
+        arrow = "" if info is None else (" ↑" if info.higher_is_better else " ↓")
+        ax.set_ylabel(label + (arrow if style.paper else ""))
+        # A paper's caption names the figure; its title keeps only the dataset and how many images it rests on.
+        generated = title_data if style.paper else f"{label} vs rate{better}" + (f"\n{title_data}" if title_data else "")
+        title = style.title if style.title is not None else generated
         if title:
             ax.set_title(title)
-        legend_title = "codec" + ("\n(n/N: images a curve\nrests on, of N)" if partial else "")
         if style.paper:  # under the axes, as wide as they are: the column has no room beside them
-            ax.legend(title="n/N: images a curve rests on, of N" if partial else None, loc="upper center",
-                      bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False, borderaxespad=0.0, handlelength=2.4,
-                      columnspacing=1.0)
+            fig.legend(title="n/N: images a curve rests on, of N" if partial else None, loc="outside lower center",
+                       ncol=2, frameon=False, handlelength=2.4, columnspacing=1.0)
+            fig.draw_without_rendering()  # the constrained layout, done once
         else:
-            ax.legend(title=legend_title, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
-                      frameon=False)
-        fig.tight_layout()
+            ax.legend(title="codec" + ("\n(n/N: images a curve\nrests on, of N)" if partial else ""),
+                      loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+            fig.tight_layout()
         # The tight box, laid out once for every format (bbox_inches="tight" draws each figure twice per file).
         box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
         for fmt in formats:
@@ -215,14 +218,21 @@ def _target(curve: pd.DataFrame) -> str | None:
 
 
 def _rate_axis(ax, log_x: bool) -> None:
-    """bpp on the x axis; on a log axis, minor ticks at 2..9 and plain numbers (0.05, 0.1, 0.2, 0.5, 1, 2)."""
+    """bpp on the x axis; on a log axis, minor ticks at 2..9 and plain numbers (0.05, 0.1, 0.2, 0.5, 1, 2), or
+    only the powers of ten where three labels a decade would not fit the axes (about 2.5 labels an inch)."""
+    import math
+
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     ax.set_xlabel("bits per pixel (bpp)" + (", log scale" if log_x else ""))
     if not log_x:
         return
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    low, high = ax.get_xlim()
+    decades = math.log10(high / low) if low > 0 and high > low else 1.0
+    inches = ax.get_position().width * ax.figure.get_figwidth()
+    fits = 3 * decades <= 2.5 * inches
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if fits else (1.0,)))
     ax.xaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
     plain = FuncFormatter(lambda v, _: f"{v:.6g}")
     ax.xaxis.set_major_formatter(plain)
