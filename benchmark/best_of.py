@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.codec import Codec, encode_image, reseeded
+from benchmark.wrapper import Wrapper
 from metrics import registry
 
 SELECTABLE = ("psnr", "psnr_y", "ms_ssim")  # pixel metrics: a pure function of (original, candidate)
@@ -24,15 +25,12 @@ def index_bits(n: int) -> int:
     return math.ceil(math.log2(n)) if n > 1 else 0
 
 
-class BestOf(Codec):
-    inner_class: type[Codec]
+class BestOf(Wrapper):
     columns = {"best_of_index": "int64"}
 
     def __init__(self, best_of: int = 2, select: str = "psnr", **options: Any):
-        self.inner = self.inner_class(**options)
-        self.options = dict(self.inner.options)
+        super().__init__(**options)
         self.n, self.select = int(best_of), select
-        self.parallel, self.wants_gpu = self.inner.parallel, self.inner.wants_gpu
         self.context: dict | None = None
         self._decoders: dict[int, Codec] = {0: self.inner}
         self.last: int | None = None
@@ -40,9 +38,6 @@ class BestOf(Codec):
     def setup(self, context: dict | None = None) -> None:
         self.context = context
         self.inner.setup(context)
-
-    def preflight(self, context: dict) -> None:
-        self.inner.preflight(context)
 
     def _decoder(self, k: int) -> Codec:
         if k not in self._decoders:
@@ -73,9 +68,6 @@ class BestOf(Codec):
     def charged_bits(self, data: bytes) -> int:
         return 8 * (len(data) - 1) + index_bits(self.n)
 
-    def versions(self) -> dict[str, str]:
-        return self.inner.versions()
-
     def side_information(self) -> dict[str, Any]:
         return {**self.inner.side_information(),
                 "best_of": {"candidates": self.n, "select": self.select, "index_bits": index_bits(self.n),
@@ -83,7 +75,7 @@ class BestOf(Codec):
                             "charging": "the index is charged ceil(log2 N) bits; the stored stream holds it in "
                                         "one trailing byte"}}
 
-    def extra_columns(self, data: bytes) -> dict[str, Any]:
+    def extra_columns(self, data: bytes) -> dict[str, Any]:  # the trailing index byte is the wrapper's
         return self.inner.extra_columns(data[:-1])
 
 
@@ -96,7 +88,4 @@ def best_of(cls: type[Codec], n: int, select: str) -> type[BestOf]:
         raise ValueError(f"best_of takes 2..256 candidates (the index travels in one byte), not {n}.")
     if select not in SELECTABLE:
         raise ValueError(f"best_of selects by a pixel metric: select={'|'.join(SELECTABLE)}, not {select!r}.")
-    return type(f"{cls.__name__}BestOf", (BestOf,), {
-        "inner_class": cls, "name": cls.name, "exact_size": cls.exact_size, "parallel": cls.parallel,
-        "needs_record": cls.needs_record, "check_available": cls.check_available, "rate_parameter": cls.rate_parameter,
-        "columns": {**BestOf.columns, **cls.columns}, "defaults": cls.defaults})
+    return BestOf.around(cls)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from benchmark.codec import Codec, encode_image
+from benchmark.wrapper import Wrapper
 from metrics.rate import bits_per_pixel
 
 MAX_TRIALS = 40
@@ -83,23 +84,18 @@ def match_rate(encode: Callable[[Any], bytes], n_pixels: int, target: float, lo:
     return done("closest")
 
 
-class RateMatched(Codec):
+class RateMatched(Wrapper):
     """A codec encoded at the setting reaching each target bpp; its decoder is the inner codec's."""
 
-    inner_class: type[Codec]
+    OWN = ("rate_parameter",)
     rate_parameter = "target_bpp"
     columns = {"rate_target_bpp": "float64", "rate_setting": "float64", "rate_trials": "int64",
                "rate_error": "float64", "rate_match": "string", "rate_match_note": "string"}
 
     def __init__(self, tolerance: float = 0.01, **options: Any):
-        self.inner = self.inner_class(**options)
-        self.options = dict(self.inner.options)
+        super().__init__(**options)
         self.tolerance = float(tolerance)
-        self.parallel, self.wants_gpu = self.inner.parallel, self.inner.wants_gpu
         self.last: RateMatch | None = None
-
-    def setup(self, context: dict | None = None) -> None:
-        self.inner.setup(context)
 
     def encode(self, image: np.ndarray, setting, record=None) -> bytes:
         cls = self.inner_class
@@ -122,25 +118,9 @@ class RateMatched(Codec):
         return {"rate_target_bpp": m.target, "rate_setting": float(m.setting), "rate_trials": m.trials,
                 "rate_error": m.error, "rate_match": m.status, "rate_match_note": notes[m.status]}
 
-    def decode(self, data: bytes) -> np.ndarray:
-        return self.inner.decode(data)
-
-    def versions(self) -> dict[str, str]:
-        return self.inner.versions()
-
-    def side_information(self) -> dict[str, Any]:
-        return self.inner.side_information()
-
-    def extra_columns(self, data: bytes) -> dict[str, Any]:
-        return self.inner.extra_columns(data)
-
 
 def rate_matched(cls: type[Codec]) -> type[RateMatched]:
     """The rate-matched variant of a codec class (keeps its name, availability check and process needs)."""
     if cls.rate_range is None:
         raise ValueError(f"Codec {cls.name!r} cannot be rate-matched: it declares no rate_range.")
-    return type(f"{cls.__name__}RateMatched", (RateMatched,), {
-        "inner_class": cls, "name": cls.name, "exact_size": cls.exact_size, "parallel": cls.parallel,
-        "needs_record": cls.needs_record, "check_available": cls.check_available,
-        "columns": {**RateMatched.columns, **cls.columns},
-        "defaults": {"tolerance": 0.01, **cls.defaults}})
+    return RateMatched.around(cls, defaults={"tolerance": 0.01, **cls.defaults})

@@ -57,6 +57,8 @@ MISTAKES = [
     (["--codec", "jpeg subsampling=4:1:1"], "must be one of 4:4:4, 4:2:2, 4:2:0"),
     (["--codec", "cmc captioner=foo/bar"], "not in the local Hugging Face cache and this machine is offline"),
     (["--codec", "cmc generator=retreival"], "did you mean generator=retrieval?"),
+    (["--codec", "cmc bpp=0.01 captioner=foo/bar"], "not in the local Hugging Face cache and this machine is offline"),
+    (["--dataset", "~/data/kodak", "--codec", "cmc bpp=0.01"], "cmc needs a captioned training split"),
     (["--codec", "cmc captioner=refrence"], "did you mean captioner=reference?"),
     (["--codec", "cmc captioner=~/models/none"], "neither a built-in captioner"),
     (["--codec", "cmc text_codec=hufman"], "must be one of huffman"),
