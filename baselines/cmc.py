@@ -102,7 +102,7 @@ class CMC(Codec):
         return None
 
     def preflight(self, context: dict) -> None:
-        from benchmark.hub import check_model_name
+        from metrics.hub import check_model_name
 
         reason = self.applicable(context, self.options)
         if reason:

@@ -22,8 +22,10 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from benchmark.codec import Codec, Produced, _parse_scalar
-from benchmark.results import output_file_name, safe_name
+from benchmark.codec import Codec, Produced
+
+from benchmark.codec_spec import _parse_scalar
+from benchmark.output_names import output_file_name, safe_name
 
 RECON_SUFFIXES = (".png", ".ppm")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.codec import Codec, encode_image, reseeded
+from benchmark.codec import Codec, check_output, encode_image, reseeded
 from benchmark.wrapper import Wrapper
 from metrics import registry
 
@@ -45,8 +45,6 @@ class BestOf(Wrapper):
         return self._decoders[k]
 
     def encode(self, image: np.ndarray, setting, record=None) -> bytes:
-        from benchmark.produce import check_output
-
         payload = encode_image(self.inner, image, setting, record)
         metric = registry.get(self.select)
         fn = metric.function()

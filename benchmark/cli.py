@@ -8,7 +8,9 @@ import pathlib
 import shutil
 import sys
 
-from benchmark.codec import CodecUnavailable, available_codecs, load_codec_class, parse_codec_spec
+from benchmark.codec import CodecUnavailable
+
+from benchmark.codec_spec import available_codecs, load_codec_class, parse_codec_spec
 from benchmark.imageio import DEFAULT_MAX_PIXELS
 from metrics import registry
 
@@ -417,7 +419,7 @@ def _check_before_work(args) -> None:
     if args.prdc_k < 1:
         raise ValueError(f"--prdc-k {args.prdc_k}: the neighbourhood size must be at least 1.")
     if args.caption_embedder not in (None, "auto", "none", ""):
-        from benchmark.hub import check_model_name
+        from metrics.hub import check_model_name
 
         check_model_name("--caption-embedder", args.caption_embedder, ("auto", "none"), "sentence_transformers",
                          "config.json", what=f"--caption-embedder {args.caption_embedder}", extra="embeddings")

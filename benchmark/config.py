@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from benchmark import dinov2_stage, perceptual
-from benchmark.codec import CodecSpec
+from benchmark.codec_spec import CodecSpec
 from benchmark.fullref import DEFAULTS as DEFAULT_IMAGE_METRICS
 from benchmark.imageio import DEFAULT_MAX_PIXELS
 

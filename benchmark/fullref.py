@@ -85,7 +85,7 @@ def _resolve_clip(choice: str) -> dict:
     model = DEFAULT_MODEL if choice == "auto" else choice
     if importlib.util.find_spec("transformers") is None:
         return {"status": "unavailable", "reason": "CLIP needs transformers: pip install -e '.[models]'"}
-    from benchmark.hub import check_model_name
+    from metrics.hub import check_model_name
 
     try:
         check_model_name("--clip", model, (), "transformers", "config.json", what=f"--clip {model}")

@@ -11,6 +11,7 @@ import math
 
 import pandas as pd
 
+from benchmark.table_format import format_value, short_label
 from metrics.registry import METRICS
 
 PREAMBLE = ("% cmcbench leaderboard. Needs \\usepackage{booktabs} (rules), \\usepackage{graphicx} (\\resizebox) and "
@@ -40,22 +41,18 @@ def stacked_cell(cell) -> str:
     """(value, low, high, metric) as the value over its interval in small type; '--' when there is none."""
     if not isinstance(cell, tuple):
         return escape(cell) if isinstance(cell, str) else "--"
-    from benchmark.leaderboard import _fmt
-
     value, low, high, metric = cell
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "--"
-    main = _fmt(value, metric)
+    main = format_value(value, metric)
     if low is None or high is None or math.isnan(low) or math.isnan(high):
         return main
-    return (f"\\begin{{tabular}}[t]{{@{{}}r@{{}}}}{main}\\\\[-2pt]{{\\tiny[{_fmt(low, metric)}, "
-            f"{_fmt(high, metric)}]}}\\end{{tabular}}")
+    return (f"\\begin{{tabular}}[t]{{@{{}}r@{{}}}}{main}\\\\[-2pt]{{\\tiny[{format_value(low, metric)}, "
+            f"{format_value(high, metric)}]}}\\end{{tabular}}")
 
 
 def legend(columns) -> str:
     """Full names of the short headers, for the caption."""
-    from benchmark.leaderboard import short_label
-
     parts = []
     for metric, info in METRICS.items():
         if metric != "bpp" and short_label(metric) in columns and (info.short or metric) != info.label:

@@ -19,7 +19,9 @@ import pandas as pd
 
 from benchmark import bootstrap
 from benchmark.curves import BD_METHODS, MIN_RELIABLE_OVERLAP, Curve, compare_curves
+from benchmark.latex import render_tex
 from benchmark.results import load_run
+from benchmark.table_format import format_value, short_label
 from metrics import registry
 from metrics.registry import METRICS
 
@@ -277,27 +279,20 @@ def _interval(point: float, resampled: list[float], level: float) -> tuple[float
 def _fallback_text(result: dict, anchor: str, metric: str) -> str:
     parts = []
     for bpp, anchor_value, value in result.get("anchor_at_test_rate", [])[:3]:
-        parts.append(f"at {bpp:.3g} bpp: {_fmt(value, metric)} vs {anchor} {_fmt(anchor_value, metric)}")
+        parts.append(f"at {bpp:.3g} bpp: {format_value(value, metric)} vs {anchor} {format_value(anchor_value, metric)}")
     for bpp, value, saving in result.get("rate_saving_at_equal_metric", [])[:3]:
-        parts.append(f"{_fmt(value, metric)} at {bpp:.3g} bpp: {saving:.1%} fewer bits than {anchor}")
+        parts.append(f"{format_value(value, metric)} at {bpp:.3g} bpp: {saving:.1%} fewer bits than {anchor}")
     if not parts and (math.isnan(result.get("bd_rate", math.nan)) or math.isnan(result.get("bd_metric", math.nan))):
         parts.append(f"{anchor} reaches neither this codec's rates nor its {metric} values")
     return "; ".join(parts)
-
-
-def _fmt(value, metric: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    digits = {"psnr": 2, "fid": 2, "inception_score": 2, "bpp": 4, "ms_ssim": 4, "lpips": 4, "kid": 4, "ipd": 3}
-    return f"{value:.{digits.get(metric, 4)}f}"
 
 
 def _cell(value, low, high, metric) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if low is None or high is None or math.isnan(low) or math.isnan(high):
-        return _fmt(value, metric)
-    return f"{_fmt(value, metric)} [{_fmt(low, metric)}, {_fmt(high, metric)}]"
+        return format_value(value, metric)
+    return f"{format_value(value, metric)} [{format_value(low, metric)}, {format_value(high, metric)}]"
 
 
 def _label(metric: str) -> str:
@@ -305,14 +300,6 @@ def _label(metric: str) -> str:
     if metric == "bpp":
         return "bpp"
     return (info.label if info else metric) + (" ↑" if info and info.higher_is_better else " ↓" if info else "")
-
-
-def short_label(metric: str) -> str:
-    """A column header for narrow tables: the registry's short name and direction arrow."""
-    info = METRICS.get(metric)
-    if metric == "bpp" or info is None:
-        return metric
-    return (info.short or info.label) + (" ↑" if info.higher_is_better else " ↓")
 
 
 def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.DataFrame]:
@@ -376,8 +363,6 @@ def render(board: Leaderboard, fmt: str, only: tuple = ("at_rates", "bd", "setti
                  board.settings.assign(table="settings")]
         return pd.concat(parts, ignore_index=True).to_csv(index=False)
     if fmt == "tex":
-        from benchmark.latex import render_tex
-
         return render_tex(board, wide_tables(board, label=short_label, cell=lambda *a: a), TITLES, only, notes)
     tables = {k: v for k, v in wide_tables(board).items() if k in only}
     out = []

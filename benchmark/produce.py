@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from benchmark.codec import Codec, CodecTimeout
+from benchmark.codec import Codec, CodecTimeout, check_output
 
 
 @dataclass
@@ -53,22 +52,6 @@ def error_text(stage: str, exc: BaseException) -> str:
         return str(exc)
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{stage} failed: {type(exc).__name__}" + (f": {msg}" if msg else "")
-
-
-def check_output(recon: Any, reference: np.ndarray, exact_size: bool) -> tuple[np.ndarray, str]:
-    if not isinstance(recon, np.ndarray):
-        raise ValueError(f"decoder returned {type(recon).__name__}, not a numpy array")
-    if recon.dtype != np.uint8:
-        raise ValueError(f"decoder returned dtype {recon.dtype}, expected uint8")
-    if recon.ndim != 3 or recon.shape[2] != 3:
-        raise ValueError(f"decoder returned shape {recon.shape}, expected H x W x 3")
-    if recon.shape == reference.shape:
-        return recon, ""
-    h, w = reference.shape[:2]
-    if exact_size:
-        raise ValueError(f"decoded image is {recon.shape[1]}x{recon.shape[0]}, expected {w}x{h}")
-    note = f"output {recon.shape[1]}x{recon.shape[0]} resized to {w}x{h} (bicubic) for pixel metrics"
-    return np.asarray(Image.fromarray(recon).resize((w, h), Image.BICUBIC)), note
 
 
 def produce(encoder: Codec, decoder: Codec, pixels: np.ndarray, setting: Any, record: Any,

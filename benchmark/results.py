@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 import tempfile
 
 import numpy as np
@@ -19,15 +18,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from benchmark.output_names import output_file_name, safe_name
 from benchmark.schema import GROUP_COLUMNS, NOT_AVERAGED
 from metrics import registry
 
 
 OUTPUTS = "outputs"  # saved reconstructions and bitstreams, per codec and setting
-
-
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text) or "_"
 
 
 def atomic_write_bytes(path: pathlib.Path, data: bytes, durable: bool = True) -> None:
@@ -50,15 +46,6 @@ def write_table(path: pathlib.Path, table: pa.Table) -> None:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
-
-
-def output_file_name(image_id: str, suffix: str) -> str:
-    """A saved output's file name: the image id (folders kept, characters made safe) plus the suffix, except
-    that a .png reconstruction of an id already ending in .png keeps the id as it is. Ids are unique, so two
-    images with the same stem (x.png and x.jpg) never share a file."""
-    parts = [safe_name(p) for p in image_id.split("/") if p not in ("", ".", "..")]
-    name = "/".join(parts) or "_"
-    return name if suffix == ".png" and name.lower().endswith(".png") else name + suffix
 
 
 def output_path(run_dir: pathlib.Path, codec_label: str, setting_label: str, image_id: str, suffix: str) -> pathlib.Path:

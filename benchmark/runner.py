@@ -23,7 +23,7 @@ from typing import Callable
 import pyarrow as pa
 
 from benchmark import console, dinov2_stage, fullref, perceptual, provenance, schema, timings
-from benchmark.codec import CodecSpec
+from benchmark.codec_spec import CodecSpec
 from benchmark.config import RunConfig, codec_context
 from benchmark.datasets import Dataset
 from benchmark.preprocess import get_preset

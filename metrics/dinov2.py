@@ -32,7 +32,7 @@ def resolve_model(model: str) -> tuple[str, str]:
 
     folder = os.path.expanduser(model)
     if not os.path.isdir(folder):
-        from benchmark.hub import check_model_name
+        from metrics.hub import check_model_name
 
         try:
             check_model_name("--dinov2", model, (), "transformers", "config.json", what=f"--dinov2 {model}")

@@ -14,6 +14,8 @@ import pathlib
 import urllib.error
 import urllib.request
 
+ENV_OFFLINE = "CMCBENCH_OFFLINE"  # set: never try the network for weights (they must be local or cached)
+
 CHUNK = 1 << 20
 TIMEOUT_S = 30  # per network operation, not for the whole download
 
@@ -88,6 +90,28 @@ def download_url_to_file(url: str, dst: str | os.PathLike, hash_prefix: str | No
     return got
 
 
+def hub_dir() -> pathlib.Path:
+    """torch.hub.get_dir() without importing torch (seconds) just to find a file: $TORCH_HOME/hub, else
+    $XDG_CACHE_HOME/torch/hub, else ~/.cache/torch/hub."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return pathlib.Path(os.path.expanduser(home)) / "hub"
+
+
+def hub_download(url: str, hash_prefix: str | None, progress: bool = True, folder: str = "checkpoints") -> str:
+    """The file of `url` in the torch hub cache's `folder`, downloaded once; OSError naming the URL and place
+    if not."""
+    target = hub_dir() / folder / url.rsplit("/", 1)[1]
+    if not target.exists() and os.environ.get(ENV_OFFLINE, "") not in ("", "0"):
+        raise OSError(f"downloading {url} to {target} failed (offline: {ENV_OFFLINE} is set)")
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            download_url_to_file(url, target, hash_prefix=hash_prefix, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - any network failure has the same remedy
+            raise OSError(f"downloading {url} to {target} failed ({exc})") from None
+    return str(target)
+
+
 def weights_file(path: str | None, env: str, url: str, hash_prefix: str, what: str, purpose: str, option: str,
                  error: type[Exception], progress: bool = False) -> str:
     """A network's weights: `path`, else $`env`, else torchvision's file `url` in the torch hub cache,
@@ -97,8 +121,6 @@ def weights_file(path: str | None, env: str, url: str, hash_prefix: str, what: s
         if not os.path.isfile(path):
             raise error(f"{purpose} {what} weights file {path!r} does not exist.")
         return path
-    from metrics.inception import hub_download
-
     try:
         return hub_download(url, hash_prefix, progress)
     except OSError as exc:

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import pathlib
 from collections import defaultdict
 
 import numpy as np
+
+from metrics import download
+from metrics.download import ENV_OFFLINE, file_digest, hub_dir  # noqa: F401 - ENV_OFFLINE and hub_dir re-exported
 
 FEATURE_DIM = 2048
 LOGITS_DIM = 1008
 EXTRACTOR_NAME = "inception-v3-compat"
 ENV_WEIGHTS = "CMCBENCH_INCEPTION_WEIGHTS"
 ENV_SHA256 = "CMCBENCH_INCEPTION_SHA256"
-ENV_OFFLINE = "CMCBENCH_OFFLINE"  # set: never try the network for weights (they must be local or cached)
 STANDARD_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 
 
@@ -34,33 +35,7 @@ class InceptionUnavailable(RuntimeError):
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    from metrics.download import file_digest
-
     return file_digest(path)
-
-
-def hub_dir() -> pathlib.Path:
-    """torch.hub.get_dir() without importing torch (seconds) just to find a file: $TORCH_HOME/hub, else
-    $XDG_CACHE_HOME/torch/hub, else ~/.cache/torch/hub."""
-    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
-    return pathlib.Path(os.path.expanduser(home)) / "hub"
-
-
-def hub_download(url: str, hash_prefix: str | None, progress: bool = True, folder: str = "checkpoints") -> str:
-    """The file of `url` in the torch hub cache's `folder`, downloaded once; OSError naming the URL and place
-    if not."""
-    target = hub_dir() / folder / url.rsplit("/", 1)[1]
-    if not target.exists() and os.environ.get(ENV_OFFLINE, "") not in ("", "0"):
-        raise OSError(f"downloading {url} to {target} failed (offline: {ENV_OFFLINE} is set)")
-    if not target.exists():
-        from metrics import download
-
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            download.download_url_to_file(url, target, hash_prefix=hash_prefix, progress=progress)
-        except Exception as exc:  # noqa: BLE001 - any network failure has the same remedy
-            raise OSError(f"downloading {url} to {target} failed ({exc})") from None
-    return str(target)
 
 
 def resolve_weights(path: str | None = None, expected_sha256: str | None = None, progress: bool = True) -> tuple[str, str]:
@@ -71,7 +46,7 @@ def resolve_weights(path: str | None = None, expected_sha256: str | None = None,
         raise InceptionUnavailable("the Inception metrics need torch and torch-fidelity: pip install -e '.[inception]'")
     if path is None:
         try:
-            path = hub_download(STANDARD_URL, "6726825d", progress)
+            path = download.hub_download(STANDARD_URL, "6726825d", progress)
         except OSError as exc:
             raise InceptionUnavailable(
                 f"no Inception weights: {exc}. Download that file on a machine with internet and either put it "

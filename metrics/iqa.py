@@ -76,11 +76,11 @@ def weights(name: str, path: str | None = None, progress: bool = False) -> str:
         if not os.path.isfile(os.path.expanduser(path)):
             raise IQAUnavailable(f"--iqa-weights {name}={path}: no such file.")
         return os.path.abspath(os.path.expanduser(path))
-    from metrics.inception import hub_download
+    from metrics import download
 
     (folder, url), = metric.urls
     try:
-        return hub_download(url, _hash_prefix(url), progress, folder)
+        return download.hub_download(url, _hash_prefix(url), progress, folder)
     except OSError as exc:
         raise IQAUnavailable(f"no weights for {name}: {exc}. Download the file on a machine with internet into "
                              f"that folder, or pass --iqa-weights {name}=PATH.") from None

@@ -34,7 +34,7 @@ def main() -> None:
                              "scoring thread is drained at the end of each task)")
     args = parser.parse_args()
 
-    from benchmark.codec import parse_codec_spec
+    from benchmark.codec_spec import parse_codec_spec
     from benchmark.results import load_run, read_config
     from benchmark.runner import RunConfig, create_run, execute, plan
 

@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "scripts")]
 
 from bench_common import DEFAULT_DATASET, image_folder  # noqa: E402
-from benchmark.codec import parse_codec_spec  # noqa: E402
+from benchmark.codec_spec import parse_codec_spec  # noqa: E402
 from benchmark.results import load_run  # noqa: E402
 from benchmark.runner import RunConfig, create_run, execute  # noqa: E402
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from baselines.jpeg import JPEG  # noqa: E402
 from bench_common import DEFAULT_DATASET, image_folder  # noqa: E402
-from benchmark.codec import parse_codec_spec  # noqa: E402
+from benchmark.codec_spec import parse_codec_spec  # noqa: E402
 from benchmark.results import load_run, read_config  # noqa: E402
 from benchmark.runner import RunConfig, create_run, execute  # noqa: E402
 

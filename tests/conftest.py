@@ -30,7 +30,7 @@ def pytest_terminal_summary(terminalreporter):
 # `CMCBENCH_TEST_DOWNLOADS=fake pytest` simulates a machine with internet: weight downloads succeed and
 # serve random-init files of the right architecture. The default, as on CI, is that every download fails.
 FAKE_DOWNLOADS = os.environ.get("CMCBENCH_TEST_DOWNLOADS") == "fake"
-REAL_HUB_DOWNLOAD = __import__("metrics.inception", fromlist=["hub_download"]).hub_download
+REAL_HUB_DOWNLOAD = __import__("metrics.download", fromlist=["hub_download"]).hub_download
 
 
 @pytest.fixture(autouse=True)
@@ -45,17 +45,17 @@ def hermetic(tmp_path_factory, monkeypatch):
     for var in ("CMCBENCH_INCEPTION_WEIGHTS", "CMCBENCH_INCEPTION_SHA256", "CMCBENCH_LPIPS_WEIGHTS"):
         monkeypatch.delenv(var, raising=False)
     if FAKE_DOWNLOADS:
-        import metrics.inception
+        import metrics.download
 
-        monkeypatch.setattr(metrics.inception, "hub_download", _fake_hub_download)
+        monkeypatch.setattr(metrics.download, "hub_download", _fake_hub_download)
 
 
 @pytest.fixture
 def no_downloads(monkeypatch):
     """In either download mode, the real download function (offline unless the test unsets CMCBENCH_OFFLINE)."""
-    import metrics.inception
+    import metrics.download
 
-    monkeypatch.setattr(metrics.inception, "hub_download", REAL_HUB_DOWNLOAD)
+    monkeypatch.setattr(metrics.download, "hub_download", REAL_HUB_DOWNLOAD)
 
 
 def _fake_hub_download(url: str, hash_prefix: str, progress: bool = True, folder: str = "checkpoints") -> str:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from benchmark import leaderboard
 from benchmark.cli import EXIT_FAILED_ROWS, main
-from benchmark.codec import parse_codec_spec
+from benchmark.codec_spec import parse_codec_spec
 from benchmark.references import export_compressai, load_reference
 from benchmark.results import load_run, shard_files
 from benchmark.runner import RunConfig, create_run, execute
@@ -417,3 +417,4 @@ def test_failure_reasons_on_the_console_name_codec_and_image_and_count_the_rest(
     assert all(said in line and line.endswith("(a.png)") for line in lines), lines
     assert f"... and 3 more reasons (12 rows): the status and error columns of {tmp_path / 'r' / 'many' / 'images'}" \
         in printed
+

@@ -6,7 +6,7 @@ from PIL import Image
 
 from baselines.jpeg import JPEG
 from baselines.jpeg2000 import JPEG2000, JPEG2000PSNR
-from benchmark.codec import CodecSpec, load_codec_class, parse_codec_spec
+from benchmark.codec_spec import CodecSpec, load_codec_class, parse_codec_spec
 from metrics.psnr import psnr
 from metrics.rate import bits_per_pixel
 

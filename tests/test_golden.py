@@ -16,7 +16,7 @@ import re
 import pytest
 
 from benchmark import cli, provenance
-from benchmark.codec import parse_codec_spec
+from benchmark.codec_spec import parse_codec_spec
 from benchmark.results import load_run
 from benchmark.runner import RunConfig, create_run, execute
 

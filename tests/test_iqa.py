@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from benchmark.cli import main
-from benchmark.codec import parse_codec_spec
+from benchmark.codec_spec import parse_codec_spec
 from benchmark.datasets import open_dataset
 from benchmark.results import load_run, output_path
 from benchmark.runner import RunConfig, create_run, execute

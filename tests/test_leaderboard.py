@@ -9,7 +9,7 @@ import pytest
 
 from benchmark import bootstrap, leaderboard
 from benchmark.cli import EXIT_REGRESSION, main
-from benchmark.codec import parse_codec_spec
+from benchmark.codec_spec import parse_codec_spec
 from benchmark.curves import Curve, bd_metric, bd_rate, compare_curves
 from benchmark.results import load_run
 from benchmark.runner import RunConfig, create_run, execute

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmark.codec import parse_codec_spec
+from benchmark.codec_spec import parse_codec_spec
 from benchmark.datasets import open_dataset
 from benchmark.results import load_run
 from benchmark.runner import RunConfig, create_run, execute

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.codec import parse_codec_spec
+from benchmark.codec_spec import parse_codec_spec
 from benchmark.ratematch import match_rate
 from benchmark.results import load_run
 from benchmark.runner import RunConfig, create_run, execute

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from benchmark.cli import DEFAULT_CODECS
-from benchmark.codec import parse_codec_spec
+from benchmark.codec_spec import parse_codec_spec
 from benchmark.results import load_run, shard_files
 from benchmark.runner import RunConfig, create_run, execute
 
@@ -191,7 +191,7 @@ def test_resume_with_ray_after_the_driver_died(local_ray, tmp_path):
 
 def test_ray_is_imported_only_when_chosen(tmp_path):
     code = ("import sys; from benchmark import cli, runner; from benchmark.runner import RunConfig, create_run, execute;"
-            "from benchmark.codec import parse_codec_spec;"
+            "from benchmark.codec_spec import parse_codec_spec;"
             f"c = RunConfig(dataset='sample:2', split='all', codecs=[parse_codec_spec('jpeg quality=50')],"
             " inception={'enabled': False}, caption_embedder='none', image_metrics={'ms_ssim': False, 'lpips': 'none'});"
             f"execute(create_run(c, {str(tmp_path)!r}, 'x', progress=False), jobs=2, progress=False);"

@@ -7,7 +7,7 @@ import pytest
 
 from benchmark import leaderboard
 from benchmark.bootstrap import intervals, run_resamples
-from benchmark.codec import parse_codec_spec
+from benchmark.codec_spec import parse_codec_spec
 from benchmark.compare import compare_runs
 from benchmark.results import load_run
 from benchmark.runner import RunConfig, create_run, execute

@@ -8,7 +8,7 @@ from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics
 from torch_fidelity.metric_kid import kid_features_to_metric
 
 from benchmark import bootstrap
-from benchmark.codec import parse_codec_spec
+from benchmark.codec_spec import parse_codec_spec
 from benchmark.results import load_run
 from benchmark.runner import RunConfig, create_run, execute
 from metrics.fid import fid, fid_from_statistics, statistics

@@ -9,6 +9,10 @@ import importlib.util
 import os
 import re
 
+class MissingPackage(RuntimeError):
+    """A model part needs a library that is not installed; the message says which extra installs it."""
+
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_TIMEOUT_S = 5.0
 OFFLINE_FLAGS = ("CMCBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -27,9 +31,7 @@ def check_model_name(part: str, name: str, builtins: tuple[str, ...], library: s
         return
     what = what or f"cmc {part}={name!r}"
     if importlib.util.find_spec(library) is None:
-        from benchmark.codec import CodecUnavailable
-
-        raise CodecUnavailable(f"{what} needs {library}: pip install -e '.[{extra}]'")
+        raise MissingPackage(f"{what} needs {library}: pip install -e '.[{extra}]'")
     if os.path.exists(os.path.expanduser(name)):
         return
     close = difflib.get_close_matches(name, builtins, n=1, cutoff=0.6)
