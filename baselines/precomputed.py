@@ -38,6 +38,7 @@ class Precomputed(Codec):
     name = "precomputed"
     rate_parameter = "setting"
     defaults = {"path": "", "resize": False}
+    path_options = ("path",)
     produced_outside = True
     columns = {"source_file": "string"}
 

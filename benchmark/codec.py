@@ -77,6 +77,9 @@ class Codec:
     # True for codecs whose bits and pixels were made outside cmcbench (precomputed reconstructions): the
     # runner calls `produce` instead of encode/decode, and the rows say so (`produced_outside`).
     produced_outside: ClassVar[bool] = False
+    # Options that name a file or folder: the spec stores them absolute (with ~ expanded), so worker processes
+    # and a later --resume started in another folder read the same files.
+    path_options: ClassVar[tuple[str, ...]] = ()
     # Declared ranges of options, checked with the codec's own message before any work: numeric options as
     # (lo, hi) inclusive, options with a fixed set of values as a tuple of strings in `option_choices`.
     option_ranges: ClassVar[dict[str, tuple[float, float]]] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import json
+import os
 import shlex
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -169,6 +170,8 @@ def parse_codec_spec(text: str) -> CodecSpec:
             if k != int(k) or not 1 <= k <= 64:
                 raise ValueError(f"Codec spec {text!r}: samples takes a whole number of decodes in 1..64, not {value}.")
             samples = int(k)
+        elif key in cls.path_options:  # absolute: workers and a later --resume may start in another folder
+            options[key] = os.path.abspath(os.path.expanduser(value)) if value else value
         else:
             options[key] = _parse_scalar(value)
     cls(**options)  # validate options now, with the codec's own message

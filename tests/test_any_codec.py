@@ -418,3 +418,11 @@ def test_failure_reasons_on_the_console_name_codec_and_image_and_count_the_rest(
     assert f"... and 3 more reasons (12 rows): the status and error columns of {tmp_path / 'r' / 'many' / 'images'}" \
         in printed
 
+
+def test_a_relative_precomputed_path_is_stored_absolute_so_workers_and_resume_elsewhere_find_it(tmp_path, monkeypatch):
+    (tmp_path / "outs" / "1").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    spec = parse_codec_spec("precomputed path=outs label=ext")
+    assert spec.options["path"] == str(tmp_path / "outs")
+    monkeypatch.chdir(tmp_path / "outs")  # a worker, or a --resume, started in another folder
+    assert spec.build().root == tmp_path / "outs"
