@@ -12,7 +12,7 @@ import io
 import numpy as np
 from PIL import Image, features
 
-from benchmark.codec import Codec, CodecUnavailable
+from benchmark.codecs.codec import Codec, CodecUnavailable
 
 
 class AVIF(Codec):

@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 
 from baselines.text_codecs import TEXT_CODECS, make_text_codec
-from benchmark.codec import Codec, CodecUnavailable
+from benchmark.codecs.codec import Codec, CodecUnavailable
 
 TRAIN_SPLIT = {"sample": "train", "cub": "train", "coco": "train2014"}
 
@@ -111,8 +111,8 @@ class CMC(Codec):
         check_model_name("generator", self.options["generator"], ("retrieval",), "diffusers", "model_index.json")
 
     def setup(self, context: dict | None = None) -> None:
-        from benchmark.datasets import open_dataset
-        from benchmark.preprocess import get_preset
+        from benchmark.data.datasets import open_dataset
+        from benchmark.data.preprocess import get_preset
 
         if self.ready:
             return

@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 from PIL import Image
 
-from benchmark.codec import Codec, CodecTimeout, CodecUnavailable
+from benchmark.codecs.codec import Codec, CodecTimeout, CodecUnavailable
 
 STDERR_TAIL = 400
 

@@ -12,7 +12,7 @@ import io
 import numpy as np
 from PIL import Image, features
 
-from benchmark.codec import Codec
+from benchmark.codecs.codec import Codec
 
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 # ITU-T T.81 Annex K tables in natural (row-major) order, as libjpeg's jpeg_set_quality scales them.

@@ -20,7 +20,7 @@ import tempfile
 
 import numpy as np
 
-from benchmark.codec import Codec, CodecUnavailable
+from benchmark.codecs.codec import Codec, CodecUnavailable
 
 MIN_OPENJPEG = (2, 4)
 HOW_TO_FIX = ("Install OpenJPEG >= 2.4 (Debian/Ubuntu: apt install libopenjp2-7; macOS: brew install openjpeg; "

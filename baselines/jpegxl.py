@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.codec import Codec, CodecUnavailable
+from benchmark.codecs.codec import Codec, CodecUnavailable
 
 
 def _imagecodecs():

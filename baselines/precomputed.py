@@ -22,10 +22,10 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from benchmark.codec import Codec, Produced
+from benchmark.codecs.codec import Codec, Produced
 
-from benchmark.codec_spec import _parse_scalar
-from benchmark.output_names import output_file_name, safe_name
+from benchmark.codecs.codec_spec import _parse_scalar
+from benchmark.data.output_names import output_file_name, safe_name
 
 RECON_SUFFIXES = (".png", ".ppm")
 
@@ -73,7 +73,7 @@ class Precomputed(Codec):
         return tuple(_parse_scalar(v) for v in sorted(folders, key=key))
 
     def setup(self, context: dict | None = None) -> None:
-        from benchmark.datasets import open_dataset
+        from benchmark.data.datasets import open_dataset
 
         context = context or {}
         ids = [r.image_id for r in open_dataset(context["dataset"], context.get("split")).records] \

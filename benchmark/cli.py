@@ -8,10 +8,10 @@ import pathlib
 import shutil
 import sys
 
-from benchmark.codec import CodecUnavailable
+from benchmark.codecs.codec import CodecUnavailable
 
-from benchmark.codec_spec import available_codecs, load_codec_class, parse_codec_spec
-from benchmark.imageio import DEFAULT_MAX_PIXELS
+from benchmark.codecs.codec_spec import available_codecs, load_codec_class, parse_codec_spec
+from benchmark.data.imageio import DEFAULT_MAX_PIXELS
 from metrics import registry
 
 DEFAULT_CODECS = ["jpeg", "jpeg2000", "webp", "avif", "jpegxl", "cmc"]
@@ -328,7 +328,7 @@ def _iqa_options(args) -> tuple[list[str], dict[str, str]]:
     """--iqa and --iqa-weights, checked: known names, NAME=PATH pairs naming a requested metric and a file."""
     from metrics import iqa
 
-    from benchmark import protocols
+    from benchmark.run import protocols
 
     names = [n.strip() for n in args.iqa.split(",") if n.strip()]
     protocol = protocols.PROTOCOLS.get(args.protocol or "")
@@ -349,7 +349,7 @@ def _iqa_options(args) -> tuple[list[str], dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmark import console
+    from benchmark.run import console
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
@@ -457,8 +457,8 @@ def per_image_metric_defaults(args) -> None:
 
 
 def cmd_run(args) -> int:
-    from benchmark.results import read_config
-    from benchmark.runner import RunConfig, create_run, execute
+    from benchmark.run.results import read_config
+    from benchmark.run.runner import RunConfig, create_run, execute
 
     _check_before_work(args)
     per_image_metric_defaults(args)
@@ -469,8 +469,8 @@ def cmd_run(args) -> int:
             raise FileNotFoundError(f"{run_dir} is not a cmcbench run (no config.json).")
         print(f"Resuming {run_dir}")
     else:
-        from benchmark import protocols
-        from benchmark.datasets import open_dataset
+        from benchmark.run import protocols
+        from benchmark.data.datasets import open_dataset
 
         protocol = protocols.get(args.protocol) if args.protocol else None
         if protocol and args.preprocess != "auto" and args.preprocess != protocol.preprocess:
@@ -524,7 +524,7 @@ def cmd_run(args) -> int:
 
 
 def _finished_work(run_dir: pathlib.Path) -> int:
-    from benchmark.results import shard_files
+    from benchmark.run.results import shard_files
 
     return len(shard_files(run_dir)) if run_dir.exists() else 0
 
@@ -544,7 +544,7 @@ SHOWN_REASONS = 20  # failure groups printed after a run; a count says how many 
 
 
 def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
-    from benchmark.results import read_config
+    from benchmark.run.results import read_config
 
     stage = outcome.inception
     lines = []
@@ -557,8 +557,8 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     info = read_config(run_dir)
     dino = info.get("dinov2", {})
     if dino.get("status") == "ok":
-        from benchmark import dinov2_stage
-        from benchmark.perceptual import passes
+        from benchmark.run import dinov2_stage
+        from benchmark.run.perceptual import passes
 
         n = passes(run_dir, dinov2_stage.LEDGER)
         lines.append(f"DINOv2:      {n['reference']} originals + {n['reconstruction']} reconstructions through "
@@ -572,9 +572,9 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     if not args.no_plots:
         import time
 
-        from benchmark import timings
-        from benchmark.plots import rd_plots
-        from benchmark.results import load_run
+        from benchmark.run import timings
+        from benchmark.analysis.plots import rd_plots
+        from benchmark.run.results import load_run
 
         start = time.perf_counter()
         _, summary = load_run(run_dir)
@@ -618,7 +618,7 @@ def _print_summary(run_dir: pathlib.Path) -> None:
 
 
 def _why_missing(run_dir: pathlib.Path, metric: str) -> str:
-    from benchmark.results import read_config
+    from benchmark.run.results import read_config
 
     state = read_config(run_dir).get("metrics", {}).get(metric, {})
     if state.get("status") == "disabled":
@@ -627,9 +627,9 @@ def _why_missing(run_dir: pathlib.Path, metric: str) -> str:
 
 
 def cmd_plot(args) -> int:
-    from benchmark.leaderboard import load_summaries, with_references
-    from benchmark.plots import PlotStyle, plottable_metrics, rd_plots
-    from benchmark.references import load_references
+    from benchmark.analysis.leaderboard import load_summaries, with_references
+    from benchmark.analysis.plots import PlotStyle, plottable_metrics, rd_plots
+    from benchmark.analysis.references import load_references
 
     run_dirs = [_check_run(p) for p in args.run_dirs]
     if len(run_dirs) > 1 and not args.out:
@@ -667,7 +667,7 @@ def cmd_decode(args) -> int:
     import numpy as np
     from PIL import Image
 
-    from benchmark.config import RunConfig, codec_context
+    from benchmark.run.config import RunConfig, codec_context
 
     info = json.loads((_check_run(args.run_dir) / "config.json").read_text())
     config = RunConfig.from_json(info["config"])
@@ -699,7 +699,7 @@ def cmd_decode(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from benchmark import named_datasets as nd
+    from benchmark.data import named_datasets as nd
 
     root = nd.data_root(args.data_root)
     if args.datasets_command == "fetch":
@@ -708,7 +708,7 @@ def cmd_datasets(args) -> int:
               + (f" --data-root {root}" if args.data_root else ""))
         return 0
     if args.datasets_command == "image-list":
-        from benchmark.datasets import draw_image_list, open_dataset
+        from benchmark.data.datasets import draw_image_list, open_dataset
 
         ids = draw_image_list(open_dataset(args.name, None, args.data_root), args.draw, args.seed)
         pathlib.Path(args.out).write_text("".join(i + "\n" for i in ids))
@@ -771,7 +771,7 @@ def _check_run(path: str) -> pathlib.Path:
 
 
 def cmd_leaderboard(args) -> int:
-    from benchmark import leaderboard
+    from benchmark.analysis import leaderboard
 
     run_dirs = [_check_run(p) for p in args.run_dirs]
     board = leaderboard.build(run_dirs, anchor=args.anchor, rates=_rates(args.rates), metrics=args.metric,
@@ -784,7 +784,7 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from benchmark import compare
+    from benchmark.analysis import compare
 
     base, new = _check_run(args.base), _check_run(args.new)
     tolerances = compare.parse_tolerances(args.tolerance)
@@ -804,7 +804,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from benchmark.report import build_report
+    from benchmark.analysis.report import build_report
 
     run_dir = _check_run(args.run_dir)
     html_path, md_path = build_report(run_dir, args.out, n_images=args.images, target_bpp=args.grid_bpp,
@@ -815,7 +815,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from benchmark.references import export_compressai
+    from benchmark.analysis.references import export_compressai
 
     run_dir = _check_run(args.run_dir)
     for path in export_compressai(run_dir, args.out_dir):

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from benchmark.bootstrap import SettingData, resample_positions  # noqa: E402
+from benchmark.analysis.bootstrap import SettingData, resample_positions  # noqa: E402
 from metrics.kid import kernels, mmd2_whole  # noqa: E402
 
 

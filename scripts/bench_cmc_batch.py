@@ -38,7 +38,7 @@ def main() -> None:
     import torch
 
     from baselines.cmc import CMC
-    from benchmark.config import RunConfig, codec_context
+    from benchmark.run.config import RunConfig, codec_context
     from tiny_models import tiny_blip, tiny_stable_diffusion
 
     import transformers

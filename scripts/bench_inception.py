@@ -47,9 +47,9 @@ def main() -> None:
 
     import torch
 
-    from benchmark.perceptual import PerceptualStage
-    from benchmark.runner import Task, TaskResult
-    from benchmark.sample import render
+    from benchmark.run.perceptual import PerceptualStage
+    from benchmark.run.runner import Task, TaskResult
+    from benchmark.data.sample import render
     from metrics.inception import InceptionExtractor, file_sha256
 
     with tempfile.TemporaryDirectory() as tmp:

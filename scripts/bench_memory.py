@@ -49,9 +49,9 @@ def random_weights(folder: pathlib.Path, inception: bool, lpips: bool) -> dict:
 
 def child(args) -> None:
     """One run of `args.images` images; prints one JSON line."""
-    from benchmark import runner
-    from benchmark.codec_spec import parse_codec_spec
-    from benchmark.runner import RunConfig, create_run, execute
+    from benchmark.run import runner
+    from benchmark.codecs.codec_spec import parse_codec_spec
+    from benchmark.run.runner import RunConfig, create_run, execute
 
     weights = json.loads(args.weights)
     inception = {"enabled": False}

@@ -34,9 +34,9 @@ def main() -> None:
                              "scoring thread is drained at the end of each task)")
     args = parser.parse_args()
 
-    from benchmark.codec_spec import parse_codec_spec
-    from benchmark.results import load_run, read_config
-    from benchmark.runner import RunConfig, create_run, execute, plan
+    from benchmark.codecs.codec_spec import parse_codec_spec
+    from benchmark.run.results import load_run, read_config
+    from benchmark.run.runner import RunConfig, create_run, execute, plan
 
     folder, files = image_folder(args.dataset)
     root = pathlib.Path(tempfile.mkdtemp(prefix="overlap-"))

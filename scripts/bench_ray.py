@@ -26,9 +26,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "scripts")]
 
 from bench_common import DEFAULT_DATASET, image_folder  # noqa: E402
-from benchmark.codec_spec import parse_codec_spec  # noqa: E402
-from benchmark.results import load_run  # noqa: E402
-from benchmark.runner import RunConfig, create_run, execute  # noqa: E402
+from benchmark.codecs.codec_spec import parse_codec_spec  # noqa: E402
+from benchmark.run.results import load_run  # noqa: E402
+from benchmark.run.runner import RunConfig, create_run, execute  # noqa: E402
 
 SWEEP = ["jpeg2000 ratio=12,24,48,96,192", "webp quality=10,30,50,70,90 method=6"]
 

@@ -31,9 +31,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from baselines.jpeg import JPEG  # noqa: E402
 from bench_common import DEFAULT_DATASET, image_folder  # noqa: E402
-from benchmark.codec_spec import parse_codec_spec  # noqa: E402
-from benchmark.results import load_run, read_config  # noqa: E402
-from benchmark.runner import RunConfig, create_run, execute  # noqa: E402
+from benchmark.codecs.codec_spec import parse_codec_spec  # noqa: E402
+from benchmark.run.results import load_run, read_config  # noqa: E402
+from benchmark.run.runner import RunConfig, create_run, execute  # noqa: E402
 
 QUALITIES = list(JPEG.default_sweep)
 _LPIPS = None

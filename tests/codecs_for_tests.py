@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from benchmark.codec import Codec
+from benchmark.codecs.codec import Codec
 
 
 class Raw(Codec):

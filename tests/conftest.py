@@ -109,7 +109,7 @@ def random_inception_weights(tmp_path_factory):
         model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"])
     # Data-dependent BatchNorm statistics: without them a random network maps every image to nearly the
     # same features, and metric comparisons on it could not fail.
-    from benchmark.sample import render
+    from benchmark.data.sample import render
 
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from benchmark import leaderboard
+from benchmark.analysis import leaderboard
 from benchmark.cli import EXIT_FAILED_ROWS, main
-from benchmark.codec_spec import parse_codec_spec
-from benchmark.references import export_compressai, load_reference
-from benchmark.results import load_run, shard_files
-from benchmark.runner import RunConfig, create_run, execute
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.analysis.references import export_compressai, load_reference
+from benchmark.run.results import load_run, shard_files
+from benchmark.run.runner import RunConfig, create_run, execute
 from metrics import registry
 from metrics.psnr import psnr
 
@@ -302,7 +302,7 @@ def test_a_codec_with_a_model_per_setting_loads_each_model_once_per_run(tmp_path
     mine = images[images.codec == "persetting"].sort_values(["image_id", "setting"])
     assert len(mine) == 30 and (mine.bytes == 1 + 4 + 256 * 256 * 3).all()
     codec = parse_codec_spec("codecs_for_tests:PerSettingModel").build()
-    from benchmark.datasets import open_dataset
+    from benchmark.data.datasets import open_dataset
 
     ds = open_dataset("sample")
     for row in mine.head(6).itertuples():
@@ -316,7 +316,7 @@ def test_scoring_beside_a_gpu_codec_gives_the_rows_of_scoring_after_it(tmp_path,
     bits and every metric) are those of the same codec scored in its own thread, after each batch."""
     import threading
 
-    from benchmark.scoring import Scorer
+    from benchmark.run.scoring import Scorer
 
     threads = []
     score = Scorer.score
@@ -363,7 +363,7 @@ def test_best_of_4_pays_exactly_2_bits_and_is_never_worse(tmp_path):
     codec = parse_codec_spec("codecs_for_tests:SeededNoise quality=30,80 best_of=4").build()
     row = four.reset_index().iloc[0]
     data = (run_dir / "outputs" / "seedednoise-best4" / "30" / f"{row.image_id}.bin").read_bytes()
-    from benchmark.datasets import open_dataset
+    from benchmark.data.datasets import open_dataset
 
     ds = open_dataset("sample")
     pixels = ds.read(ds.records[int(row.image_index)]).pixels
@@ -384,7 +384,7 @@ def test_best_of_mistakes_are_one_sentence(spec, message):
 def test_plan_gives_a_batched_codec_chunks_that_hold_a_batch():
     """Small datasets get one-image chunks; a batched codec's chunks still hold a whole batch (else its batches
     could never fill), and a codec with a model per setting is planned setting by setting."""
-    from benchmark.runner import plan
+    from benchmark.run.runner import plan
 
     info = {"config": {"chunk_size": 1, "codec_batch": None},
             "codecs": [{"label": "jpeg", "settings": [1, 2]},
@@ -426,3 +426,4 @@ def test_a_relative_precomputed_path_is_stored_absolute_so_workers_and_resume_el
     assert spec.options["path"] == str(tmp_path / "outs")
     monkeypatch.chdir(tmp_path / "outs")  # a worker, or a --resume, started in another folder
     assert spec.build().root == tmp_path / "outs"
+

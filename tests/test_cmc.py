@@ -9,10 +9,10 @@ from PIL import Image
 
 from baselines.cmc import CMC
 from baselines.text_codecs import TEXT_CODECS, make_text_codec
-from benchmark.datasets import open_dataset
-from benchmark.results import load_run, output_path
-from benchmark.runner import RunConfig, codec_context, create_run, execute
-from benchmark.codec_spec import parse_codec_spec
+from benchmark.data.datasets import open_dataset
+from benchmark.run.results import load_run, output_path
+from benchmark.run.runner import RunConfig, codec_context, create_run, execute
+from benchmark.codecs.codec_spec import parse_codec_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

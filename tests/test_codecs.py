@@ -6,7 +6,7 @@ from PIL import Image
 
 from baselines.jpeg import JPEG
 from baselines.jpeg2000 import JPEG2000, JPEG2000PSNR
-from benchmark.codec_spec import CodecSpec, load_codec_class, parse_codec_spec
+from benchmark.codecs.codec_spec import CodecSpec, load_codec_class, parse_codec_spec
 from metrics.psnr import psnr
 from metrics.rate import bits_per_pixel
 
@@ -84,7 +84,7 @@ def test_jpeg2000_rate_and_psnr_modes(natural_images):
 
 
 def test_jpeg2000_beats_jpeg_at_low_rate():
-    from benchmark.sample import render
+    from benchmark.data.sample import render
 
     img = np.asarray(render(5))
     j2k = JPEG2000()

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.datasets import open_dataset
-from benchmark.preprocess import attngan_bbox_crop, get_preset
+from benchmark.data.datasets import open_dataset
+from benchmark.data.preprocess import attngan_bbox_crop, get_preset
 
 
 def test_sample_set_is_deterministic_with_split():

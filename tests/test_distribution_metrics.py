@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.codec_spec import parse_codec_spec
-from benchmark.datasets import open_dataset
-from benchmark.results import load_run, output_path
-from benchmark.runner import RunConfig, create_run, execute
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.data.datasets import open_dataset
+from benchmark.run.results import load_run, output_path
+from benchmark.run.runner import RunConfig, create_run, execute
 from metrics.prdc import prdc
 
 
@@ -146,8 +146,8 @@ def test_offline_without_the_model_is_nan_with_its_reason(tmp_path):
 
 
 def test_fd_dinov2_is_resampled_with_its_images_and_compared_per_setting(tiny_dinov2, tmp_path):
-    from benchmark import bootstrap
-    from benchmark.compare import compare_runs
+    from benchmark.analysis import bootstrap
+    from benchmark.analysis.compare import compare_runs
 
     config = _config(tiny_dinov2)
     base, new = (create_run(config, tmp_path / "runs", n, progress=False) for n in ("base", "new"))

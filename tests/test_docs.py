@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark import cli, named_datasets
+from benchmark import cli
+from benchmark.data import named_datasets
 from test_named_datasets import FakeServer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -181,7 +181,7 @@ def test_plot_of_a_metric_the_run_lacks_fails_with_the_reason(tmp_path, capsys):
 
 
 def test_codec_style_is_fixed_by_name():
-    from benchmark.plots import codec_style
+    from benchmark.analysis.plots import codec_style
 
     assert codec_style("jpeg") == codec_style("jpeg [published]") != codec_style("webp")
     assert codec_style("my-codec") == codec_style("my-codec")  # a hash of the name, not of the plot's order
@@ -189,7 +189,7 @@ def test_codec_style_is_fixed_by_name():
 
 
 def test_plots_share_colours_across_runs_and_use_log_x_for_kodak_like_ranges(tmp_path):
-    from benchmark.plots import codec_style, rd_plots, use_log_x
+    from benchmark.analysis.plots import codec_style, rd_plots, use_log_x
 
     assert use_log_x(pd.Series([0.05, 0.4, 3.5])) and not use_log_x(pd.Series([0.5, 1.0, 2.0]))
     rows = [{"codec": c, "setting_index": k, "setting_label": str(k), "bpp": b, "psnr": 30 + b, "n_ok": 4, "n_failed": 0,
@@ -336,7 +336,7 @@ def test_plot_legend_names_codecs_keeps_variants_in_their_codec_s_colour_and_cou
 
     from matplotlib.colors import to_rgb
 
-    from benchmark.plots import CODEC_STYLES, display_name, rd_plots, variant_style
+    from benchmark.analysis.plots import CODEC_STYLES, display_name, rd_plots, variant_style
 
     assert [display_name(c) for c in ("jpeg2000", "jpegxl", "avif", "webp", "cmc")] == \
         ["JPEG 2000", "JPEG XL", "AVIF", "WebP", "CMC"]

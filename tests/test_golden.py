@@ -15,10 +15,11 @@ import re
 
 import pytest
 
-from benchmark import cli, provenance
-from benchmark.codec_spec import parse_codec_spec
-from benchmark.results import load_run
-from benchmark.runner import RunConfig, create_run, execute
+from benchmark import cli
+from benchmark.run import provenance
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.run.results import load_run
+from benchmark.run.runner import RunConfig, create_run, execute
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 UPDATE = os.environ.get("CMCBENCH_UPDATE_GOLDEN") == "1"

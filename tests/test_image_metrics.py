@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.codec_spec import parse_codec_spec
-from benchmark.results import load_run
-from benchmark.runner import RunConfig, create_run, execute
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.run.results import load_run
+from benchmark.run.runner import RunConfig, create_run, execute
 from metrics.msssim import MIN_SIDE, ms_ssim
 
 torch = pytest.importorskip("torch")
@@ -177,7 +177,7 @@ def test_runs_report_ms_ssim_and_lpips(random_alexnet, tmp_path):
     jpeg = summary[summary.codec == "jpeg"].sort_values("setting")
     assert jpeg.ms_ssim.is_monotonic_increasing and jpeg.lpips.is_monotonic_decreasing
     assert (summary.ms_ssim_status == "ok").all() and (summary.lpips_status == "ok").all()
-    from benchmark.plots import rd_plots
+    from benchmark.analysis.plots import rd_plots
 
     names = {p.stem for p in rd_plots(summary, tmp_path / "plots")}
     assert {"rd_ms_ssim", "rd_lpips"} <= names
@@ -307,9 +307,9 @@ def test_clip_metrics_equal_a_direct_computation(tiny_clip, tmp_path):
     sample set's captions and the saved reconstructions; a text codec's transmitted text gets its own score."""
     from transformers import CLIPModel, CLIPProcessor
 
-    from benchmark.datasets import open_dataset
-    from benchmark.results import output_path
-    from benchmark.sample import render
+    from benchmark.data.datasets import open_dataset
+    from benchmark.run.results import output_path
+    from benchmark.data.sample import render
 
     config = RunConfig(dataset="sample", limit=3, inception={"enabled": False}, caption_embedder="none",
                        codecs=[parse_codec_spec("jpeg quality=10,90"), parse_codec_spec("cmc text_codec=huffman")],

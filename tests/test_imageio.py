@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.imageio import BadImage, load_rgb8
+from benchmark.data.imageio import BadImage, load_rgb8
 
 
 def _save(path, im, **kw):

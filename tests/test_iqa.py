@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from benchmark.cli import main
-from benchmark.codec_spec import parse_codec_spec
-from benchmark.datasets import open_dataset
-from benchmark.results import load_run, output_path
-from benchmark.runner import RunConfig, create_run, execute
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.data.datasets import open_dataset
+from benchmark.run.results import load_run, output_path
+from benchmark.run.runner import RunConfig, create_run, execute
 from metrics.inception import hub_dir
 
 pyiqa = pytest.importorskip("pyiqa", reason="the pyiqa metrics need the iqa extra")  # in .[dev], so CI runs these

@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark import bootstrap, leaderboard
+from benchmark.analysis import bootstrap
+from benchmark.analysis import leaderboard
 from benchmark.cli import EXIT_REGRESSION, main
-from benchmark.codec_spec import parse_codec_spec
-from benchmark.curves import Curve, bd_metric, bd_rate, compare_curves
-from benchmark.results import load_run
-from benchmark.runner import RunConfig, create_run, execute
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.analysis.curves import Curve, bd_metric, bd_rate, compare_curves
+from benchmark.run.results import load_run
+from benchmark.run.runner import RunConfig, create_run, execute
 
 
 def _curve(codec, metric, bpp, value):
@@ -174,7 +175,7 @@ def test_report_shows_the_transmitted_caption(tmp_path):
     run_dir = create_run(config, tmp_path / "runs", "c", progress=False)
     execute(run_dir, jobs=1, progress=False)
     images, _ = load_run(run_dir)
-    from benchmark.report import build_report
+    from benchmark.analysis.report import build_report
 
     html_path, _ = build_report(run_dir, resamples=0, n_images=1)
     page = html_path.read_text()
@@ -191,9 +192,9 @@ def test_a_codec_resting_on_4_of_24_images_says_4_of_24_everywhere_and_compare_p
 
     from PIL import Image
 
-    from benchmark.compare import compare_runs, render_text
-    from benchmark.plots import rd_plots
-    from benchmark.report import build_report
+    from benchmark.analysis.compare import compare_runs, render_text
+    from benchmark.analysis.plots import rd_plots
+    from benchmark.analysis.report import build_report
 
     folder, recon = tmp_path / "photos", tmp_path / "elsewhere"
     rng = np.random.default_rng(5)

@@ -10,8 +10,8 @@ from PIL import Image
 from baselines.avif import AVIF
 from baselines.jpeg import JPEG
 from baselines.webp import WebP
-from benchmark.codec import CodecUnavailable
-from benchmark.codec_spec import load_codec_class
+from benchmark.codecs.codec import CodecUnavailable
+from benchmark.codecs.codec_spec import load_codec_class
 from metrics.psnr import psnr
 
 

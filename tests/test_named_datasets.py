@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmark import cli, named_datasets
+from benchmark import cli
+from benchmark.data import named_datasets
 
 QUIET = ["--metrics", "none", "--lpips", "none", "--no-ms-ssim", "--caption-embedder", "none", "--no-plots",
          "--no-progress"]
@@ -208,7 +209,7 @@ def test_an_image_list_with_missing_ids_fails_before_any_work(tmp_path, capsys):
 
 
 def test_a_seeded_draw_of_an_image_list_is_reproducible(tmp_path, capsys):
-    from benchmark.datasets import draw_image_list, open_dataset
+    from benchmark.data.datasets import draw_image_list, open_dataset
 
     data = open_dataset("sample:40", "all")
     first, again, other = draw_image_list(data, 12, 0), draw_image_list(data, 12, 0), draw_image_list(data, 12, 1)

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmark.codec_spec import parse_codec_spec
-from benchmark.datasets import open_dataset
-from benchmark.results import load_run
-from benchmark.runner import RunConfig, create_run, execute
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.data.datasets import open_dataset
+from benchmark.run.results import load_run
+from benchmark.run.runner import RunConfig, create_run, execute
 from metrics import inception as inception_module
 from metrics.inception import InceptionExtractor, file_sha256
 
@@ -157,7 +157,7 @@ def test_inception_score_does_not_depend_on_the_batches_its_images_shared(random
     import torch
     from torch_fidelity.metric_isc import isc_features_to_metric
 
-    from benchmark.sample import render
+    from benchmark.data.sample import render
     from metrics.inception_score import inception_score
 
     images = [np.array(render(i)) for i in range(30)]

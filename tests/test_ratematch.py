@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.codec_spec import parse_codec_spec
-from benchmark.ratematch import match_rate
-from benchmark.results import load_run
-from benchmark.runner import RunConfig, create_run, execute
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.codecs.ratematch import match_rate
+from benchmark.run.results import load_run
+from benchmark.run.runner import RunConfig, create_run, execute
 
 PIXELS = 100_000  # bpp = 8 * bytes / 100000: byte granularity far below the tolerances
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from benchmark.cli import DEFAULT_CODECS
-from benchmark.codec_spec import parse_codec_spec
-from benchmark.results import load_run, shard_files
-from benchmark.runner import RunConfig, create_run, execute
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.run.results import load_run, shard_files
+from benchmark.run.runner import RunConfig, create_run, execute
 
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
@@ -96,7 +96,7 @@ def test_ray_gives_the_local_rows_and_summary_on_the_default_benchmark(local_ray
 
 
 def test_ray_gives_the_local_set_level_metrics(local_ray, tmp_path, monkeypatch, random_inception_weights):
-    from benchmark import ray_executor
+    from benchmark.run import ray_executor
 
     # The Inception network in a Ray actor, as on a GPU cluster (here on the CPU): the same features.
     monkeypatch.setattr(ray_executor, "REMOTE_EXTRACTOR", "always")
@@ -190,8 +190,8 @@ def test_resume_with_ray_after_the_driver_died(local_ray, tmp_path):
 
 
 def test_ray_is_imported_only_when_chosen(tmp_path):
-    code = ("import sys; from benchmark import cli, runner; from benchmark.runner import RunConfig, create_run, execute;"
-            "from benchmark.codec_spec import parse_codec_spec;"
+    code = ("import sys; from benchmark import cli; from benchmark.run import runner; from benchmark.run.runner import RunConfig, create_run, execute;"
+            "from benchmark.codecs.codec_spec import parse_codec_spec;"
             f"c = RunConfig(dataset='sample:2', split='all', codecs=[parse_codec_spec('jpeg quality=50')],"
             " inception={'enabled': False}, caption_embedder='none', image_metrics={'ms_ssim': False, 'lpips': 'none'});"
             f"execute(create_run(c, {str(tmp_path)!r}, 'x', progress=False), jobs=2, progress=False);"

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from benchmark.codec_spec import parse_codec_spec
-from benchmark.results import load_run
-from benchmark.runner import RunConfig, create_run, execute
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.run.results import load_run
+from benchmark.run.runner import RunConfig, create_run, execute
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = ["encode_s", "decode_s"]
@@ -191,7 +191,7 @@ def test_cli_failed_rows_exit_status(tmp_path):
 def test_timings_count_every_stage_and_stay_out_of_the_rows(tmp_path):
     """timings.json: worker stages summed over the pool (one encode, decode and PSNR per row), the
     orchestrator's own stages, one record per execute call; no timing column enters the rows."""
-    from benchmark import timings
+    from benchmark.run import timings
 
     config = RunConfig(dataset="sample", codecs=[parse_codec_spec("jpeg quality=10,50")], limit=4, chunk_size=1,
                        inception={"enabled": False}, caption_embedder="none",

@@ -5,12 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark import leaderboard
-from benchmark.bootstrap import intervals, run_resamples
-from benchmark.codec_spec import parse_codec_spec
-from benchmark.compare import compare_runs
-from benchmark.results import load_run
-from benchmark.runner import RunConfig, create_run, execute
+from benchmark.analysis import leaderboard
+from benchmark.analysis.bootstrap import intervals, run_resamples
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.analysis.compare import compare_runs
+from benchmark.run.results import load_run
+from benchmark.run.runner import RunConfig, create_run, execute
 
 SPEC = "codecs_for_tests:SeededNoise quality=30,80"
 

@@ -7,10 +7,10 @@ import torch
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 
-from benchmark import bootstrap
-from benchmark.codec_spec import parse_codec_spec
-from benchmark.results import load_run
-from benchmark.runner import RunConfig, create_run, execute
+from benchmark.analysis import bootstrap
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.run.results import load_run
+from benchmark.run.runner import RunConfig, create_run, execute
 from metrics.fid import fid, fid_from_statistics, statistics
 from metrics.kid import kernels, kid, mmd2_weighted, mmd2_whole
 
@@ -227,7 +227,7 @@ def test_compare_judges_curves_and_refuses_what_it_cannot_compare(tmp_path, natu
 
 
 def test_leaderboard_refuses_mixed_datasets_unless_asked(tmp_path, natural_images):
-    from benchmark import leaderboard
+    from benchmark.analysis import leaderboard
 
     a = _cmp_run(tmp_path, "a", f"folder:{natural_images}", ["jpeg quality=10,50,90"])
     b = _cmp_run(tmp_path, "b", "sample:4", ["webp quality=10,50,90"])
@@ -265,7 +265,7 @@ def test_a_codec_hanging_in_native_code_is_killed_and_only_its_rows_fail(tmp_pat
 
 
 def test_leaderboard_intervals_come_from_each_resample(tmp_path, natural_images):
-    from benchmark import leaderboard
+    from benchmark.analysis import leaderboard
 
     run = _cmp_run(tmp_path, "lb", f"folder:{natural_images}", ["jpeg quality=10,30,50,70,90",
                                                                 "webp quality=10,30,50,70,90"])
@@ -282,7 +282,7 @@ def test_a_successful_download_goes_to_the_temporary_hub_and_is_used(monkeypatch
     import torch
     import torchvision
 
-    from benchmark import fullref
+    from benchmark.run import fullref
 
     monkeypatch.delenv("CMCBENCH_OFFLINE")  # as on a machine with internet
     fetched = []
@@ -328,7 +328,8 @@ def test_set_metrics_with_failed_rows_pair_each_reconstruction_with_its_original
 def test_resume_refusal_names_uncommitted_changes_as_the_cause(tmp_path, monkeypatch):
     """Edits to tracked files change the recorded revision by its '-dirty' mark alone: the refusal says so rather
     than 'abc -> abc'."""
-    from benchmark import provenance, runner
+    from benchmark.run import provenance
+    from benchmark.run import runner
 
     config = RunConfig(dataset="sample:3", split="all", inception={"enabled": False}, caption_embedder="none",
                        image_metrics={"ms_ssim": False, "lpips": "none"}, codecs=[parse_codec_spec("jpeg quality=50")])

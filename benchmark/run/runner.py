@@ -2,7 +2,7 @@
 provenance, into config.json), plans its tasks, hands them to an executor and writes the summary.
 
 Work is split into tasks of (chunk of images, codec). A task reads and preprocesses each of its images
-once, produces every setting's reconstruction and scores it (`benchmark.worker`), and returns one row per
+once, produces every setting's reconstruction and scores it (`benchmark.run.worker`), and returns one row per
 (image, setting). This process commits each task's rows as one atomic parquet shard with the run's
 declared schema, so a killed run loses at most the tasks in flight, and `resume` redoes exactly those.
 Set-level metrics come afterwards from stored per-image features. Nothing about any particular codec or
@@ -22,16 +22,22 @@ from typing import Callable
 
 import pyarrow as pa
 
-from benchmark import console, dinov2_stage, fullref, perceptual, provenance, schema, timings
-from benchmark.codec_spec import CodecSpec
-from benchmark.config import RunConfig, codec_context
-from benchmark.datasets import Dataset
-from benchmark.preprocess import get_preset
-from benchmark.produce import check_output, time_limit  # noqa: F401 - re-exported for callers of the old module
-from benchmark.results import atomic_write_bytes, shard_files, shard_path, summarise, write_table
-from benchmark.scoring import COMPUTED_HERE, metric_states, requested, status_column
-from benchmark.timings import WORKER_PREFIX, Timings
-from benchmark.worker import Task, TaskResult, Worker
+from benchmark.run import console
+from benchmark.run import dinov2_stage
+from benchmark.run import fullref
+from benchmark.run import perceptual
+from benchmark.run import provenance
+from benchmark.run import schema
+from benchmark.run import timings
+from benchmark.codecs.codec_spec import CodecSpec
+from benchmark.run.config import RunConfig, codec_context
+from benchmark.data.datasets import Dataset
+from benchmark.data.preprocess import get_preset
+from benchmark.run.produce import check_output, time_limit  # noqa: F401 - re-exported for callers of the old module
+from benchmark.run.results import atomic_write_bytes, shard_files, shard_path, summarise, write_table
+from benchmark.run.scoring import COMPUTED_HERE, metric_states, requested, status_column
+from benchmark.run.timings import WORKER_PREFIX, Timings
+from benchmark.run.worker import Task, TaskResult, Worker
 from metrics import registry
 from metrics.caption import resolve as resolve_caption_metrics
 from metrics.caption import resolve_embedder
@@ -71,7 +77,7 @@ def added_metrics(config: RunConfig) -> list[str]:
 
 
 def run_schema(info: dict) -> list[list[str]]:
-    """The run's row schema (see benchmark.schema), from its codecs and requested metrics; `sample` (the
+    """The run's row schema (see benchmark.run.schema), from its codecs and requested metrics; `sample` (the
     decode's index, 0..K-1) when a codec decodes each bitstream several times."""
     sampled = [{"sample": "int64"}] if any(c.get("samples", 1) > 1 for c in info["codecs"]) else []
     return [list(c) for c in schema.run_columns([c.get("columns", {}) for c in info["codecs"]] + sampled,
@@ -133,7 +139,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         c["task_images"] = task_images(info["config"], c)
     info["metrics"] = metric_states(info, added)
     if config.protocol:
-        from benchmark import protocols
+        from benchmark.run import protocols
 
         protocol = protocols.get(config.protocol)
         info["protocol"] = protocol.as_record()
@@ -154,7 +160,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
 
 def _write_output_manifests(run_dir: pathlib.Path, info: dict) -> None:
     """Beside each codec's saved outputs, what they are: a `precomputed` codec reads the settings' order from it."""
-    from benchmark.results import OUTPUTS, safe_name
+    from benchmark.run.results import OUTPUTS, safe_name
 
     for c in info["codecs"]:
         manifest = {"codec": c["label"], "target": c["target"], "rate_parameter": c["rate_parameter"],
@@ -334,7 +340,7 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     with contextlib.ExitStack() as stack:
         ray = None
         if executor == "ray":
-            from benchmark import ray_executor
+            from benchmark.run import ray_executor
 
             ray = stack.enter_context(ray_executor.session(ray_address, jobs if ray_address is None else None))
         extractor = ray_executor.feature_extractor(ray, info) if ray is not None and \
@@ -372,7 +378,7 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
                                      jobs if ray_address is None else None, stats)
                 pooled = local = []
             if pooled:
-                from benchmark.local_executor import run_pool
+                from benchmark.run.local_executor import run_pool
 
                 run_pool(pooled, min(jobs, len(pooled)), info, dataset, run_dir, keep_pixels, commit, crashed,
                          on_started=(lambda: [s.load() for s in stages]) if stages else None)
@@ -415,7 +421,7 @@ def set_level_summary(run_dir: pathlib.Path, info: dict, clock: Timings | None =
         summary["dinov2_passes_reconstruction"] = counts["reconstruction"]
     declared = {name for name, _ in info["schema"]}
     if "sample" in declared:
-        from benchmark.results import sample_spreads
+        from benchmark.run.results import sample_spreads
 
         per_image = [m.column for m in registry.METRICS.values() if m.per_image and m.kind != "rate"
                      and m.column in declared]

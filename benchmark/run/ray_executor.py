@@ -45,8 +45,8 @@ def import_ray():
 
 
 def _run_task(info: dict, dataset, run_dir: str, task, keep_pixels: bool, skip: dict | None = None):
-    from benchmark.local_executor import HEARTBEATS
-    from benchmark.worker import Worker
+    from benchmark.run.local_executor import HEARTBEATS
+    from benchmark.run.worker import Worker
 
     key = (str(pathlib.Path(run_dir).resolve()), info["config_hash"], info["created"])
     worker = _WORKERS.get(key)
@@ -133,7 +133,7 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
     wants_gpu = {c["label"]: c.get("wants_gpu", not c["parallel"]) for c in info["codecs"]}
     remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
     info_ref, dataset_ref = ray.put(info), ray.put(dataset)
-    from benchmark.local_executor import GRACE_S, HEARTBEATS, stuck_workers
+    from benchmark.run.local_executor import GRACE_S, HEARTBEATS, stuck_workers
 
     limit = 2 * max(1, workers or cpus)
     queue = list(reversed(tasks))

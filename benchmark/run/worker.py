@@ -19,16 +19,18 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from benchmark import __version__, dinov2_stage, perceptual
-from benchmark.codec import Codec, reseeded
-from benchmark.config import RunConfig, codec_context
-from benchmark.datasets import Dataset
-from benchmark.imageio import BadImage
-from benchmark.preprocess import get_preset
-from benchmark.produce import Production, decode_checked, error_text, produce_batch
-from benchmark.results import atomic_write_bytes, output_path
-from benchmark.scoring import Scorer
-from benchmark.timings import Timings
+from benchmark import __version__
+from benchmark.run import dinov2_stage
+from benchmark.run import perceptual
+from benchmark.codecs.codec import Codec, reseeded
+from benchmark.run.config import RunConfig, codec_context
+from benchmark.data.datasets import Dataset
+from benchmark.data.imageio import BadImage
+from benchmark.data.preprocess import get_preset
+from benchmark.run.produce import Production, decode_checked, error_text, produce_batch
+from benchmark.run.results import atomic_write_bytes, output_path
+from benchmark.run.scoring import Scorer
+from benchmark.run.timings import Timings
 from metrics import registry
 
 
@@ -59,7 +61,7 @@ class TaskResult:
     rows: list[dict]
     originals: dict[int, np.ndarray]
     reconstructions: list[tuple[int, np.ndarray]]  # (row position, pixels)
-    timings: tuple[dict, dict] | None = None  # this task's worker-side stage seconds (benchmark.timings)
+    timings: tuple[dict, dict] | None = None  # this task's worker-side stage seconds (benchmark.run.timings)
 
 
 class Worker:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from benchmark import bootstrap
-from benchmark.results import load_run, read_config
+from benchmark.analysis import bootstrap
+from benchmark.run.results import load_run, read_config
 from metrics import registry
 from metrics.registry import higher_is_better
 
@@ -261,7 +261,7 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
                    level: float, noise=lambda codec, metric: float("nan")) -> pd.DataFrame:
     """Per codec and metric: BD-metric and BD-rate of NEW against BASE, with paired bootstrap intervals.
     `noise(codec, metric)`: the standard error seed noise alone gives a change (stochastic decoders)."""
-    from benchmark.curves import Curve, compare_curves
+    from benchmark.analysis.curves import Curve, compare_curves
 
     out = []
     codecs = sorted({c for c, _ in base_sets} & {c for c, _ in new_sets})

@@ -2,7 +2,7 @@
 
 `resolve` decides once per run (in the main process) what is available and records it in config.json
 with the weights' sha256; the metric registry reads that state, and a metric that is unavailable is NaN
-with its reason, never zero. The metrics themselves are computed by `benchmark.scoring`.
+with its reason, never zero. The metrics themselves are computed by `benchmark.run.scoring`.
 """
 
 from __future__ import annotations

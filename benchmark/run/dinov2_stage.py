@@ -1,5 +1,5 @@
 """The DINOv2 stage of a run: FD-DINOv2 and precision, recall, density and coverage per setting, from the
-same stored-feature design as the Inception stage (`benchmark.perceptual`).
+same stored-feature design as the Inception stage (`benchmark.run.perceptual`).
 
 Each original goes through DINOv2 once per (preprocessed pixels, weights), into a cache shared by the runs
 under one output root; each reconstruction once, as its task completes, its embeddings written beside the
@@ -16,12 +16,12 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from benchmark.console import bar
-from benchmark.perceptual import (FID_MIN_SAMPLES, feature_key, features_path, group_by_setting, image_shas,
+from benchmark.run.console import bar
+from benchmark.run.perceptual import (FID_MIN_SAMPLES, feature_key, features_path, group_by_setting, image_shas,
                                   new_originals, npz_bytes, over_samples, passes, read_setting, record_passes, reference_path,
                                   write_reference)
-from benchmark.results import atomic_write_bytes, safe_name
-from benchmark.timings import Timings
+from benchmark.run.results import atomic_write_bytes, safe_name
+from benchmark.run.timings import Timings
 from metrics.fid import FIDReference
 from metrics.prdc import DEFAULT_K, prdc
 

@@ -18,9 +18,9 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from benchmark.console import bar
-from benchmark.results import atomic_write_bytes, safe_name, shard_files
-from benchmark.timings import Timings
+from benchmark.run.console import bar
+from benchmark.run.results import atomic_write_bytes, safe_name, shard_files
+from benchmark.run.timings import Timings
 from metrics import registry
 from metrics.fid import FIDReference, fid
 from metrics.inception import FEATURE_DIM, InceptionExtractor, InceptionUnavailable, file_sha256, resolve_weights

@@ -126,7 +126,7 @@ def load_references(paths, run_datasets: list[str]) -> tuple[pd.DataFrame, list[
 def export_compressai(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) -> list[pathlib.Path]:
     """One CompressAI results JSON per codec of a run: mean bpp and metrics per setting, in the run's order
     of rates, with meta (dataset, preprocessing, versions, run id)."""
-    from benchmark.results import load_run, read_config, safe_name
+    from benchmark.run.results import load_run, read_config, safe_name
 
     run_dir, out_dir = pathlib.Path(run_dir), pathlib.Path(out_dir)
     info = read_config(run_dir)

@@ -120,7 +120,7 @@ def plottable_metrics(summary: pd.DataFrame) -> list[str]:
 
 def dataset_title(summary: pd.DataFrame) -> str:
     """'kodak, 24 images' / 'sample (test), 16 images': the dataset's short name and the images evaluated."""
-    from benchmark.datasets import short_name
+    from benchmark.data.datasets import short_name
 
     if "dataset" not in summary:
         return ""
@@ -141,7 +141,7 @@ def use_log_x(bpp: pd.Series) -> bool:
 def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | None = None,
              metrics: list[str] | None = None, formats=FORMATS,
              intervals: pd.DataFrame | None = None, style: PlotStyle = PlotStyle()) -> list[pathlib.Path]:
-    """One figure per metric; `intervals` (benchmark.bootstrap.intervals) adds the metric's bootstrap interval
+    """One figure per metric; `intervals` (benchmark.analysis.bootstrap.intervals) adds the metric's bootstrap interval
     as a vertical bar at each setting; `style` sizes it for a screen or a paper."""
     import matplotlib
 

@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from benchmark.table_format import format_value, short_label
+from benchmark.analysis.table_format import format_value, short_label
 from metrics.registry import METRICS
 
 PREAMBLE = ("% cmcbench leaderboard. Needs \\usepackage{booktabs} (rules), \\usepackage{graphicx} (\\resizebox) and "

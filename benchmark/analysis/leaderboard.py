@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from benchmark import bootstrap
-from benchmark.curves import BD_METHODS, MIN_RELIABLE_OVERLAP, Curve, compare_curves
-from benchmark.latex import render_tex
-from benchmark.results import load_run
-from benchmark.table_format import format_value, short_label
+from benchmark.analysis import bootstrap
+from benchmark.analysis.curves import BD_METHODS, MIN_RELIABLE_OVERLAP, Curve, compare_curves
+from benchmark.analysis.latex import render_tex
+from benchmark.run.results import load_run
+from benchmark.analysis.table_format import format_value, short_label
 from metrics import registry
 from metrics.registry import METRICS
 
@@ -69,7 +69,7 @@ def load_summaries(run_dirs: list[str | pathlib.Path], allow_mixed: bool = False
     """Summaries of several runs; codec labels that repeat across runs get the run id appended. Runs of
     different datasets or preprocessing are refused unless `allow_mixed`; then every codec is labelled
     with its dataset."""
-    from benchmark.results import read_config
+    from benchmark.run.results import read_config
 
     frames, datasets = [], {}
     for run_dir in run_dirs:
@@ -129,8 +129,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
           resamples: int = bootstrap.DEFAULT_RESAMPLES, seed: int = bootstrap.DEFAULT_SEED,
           level: float = bootstrap.DEFAULT_LEVEL, bd_method: str = "akima", references=(),
           allow_mixed: bool = False) -> Leaderboard:
-    """`references`: published-curve files (benchmark.references), tabled beside the runs' codecs."""
-    from benchmark.references import load_references
+    """`references`: published-curve files (benchmark.analysis.references), tabled beside the runs' codecs."""
+    from benchmark.analysis.references import load_references
 
     if bd_method not in BD_METHODS:
         raise ValueError(f"BD method must be one of {', '.join(BD_METHODS)}, not {bd_method!r}.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from benchmark.perceptual import FID_MIN_SAMPLES
+from benchmark.run.perceptual import FID_MIN_SAMPLES
 
 
 @dataclass(frozen=True)

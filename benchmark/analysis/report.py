@@ -20,9 +20,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from benchmark import bootstrap, console, leaderboard
-from benchmark.codec import encode_image
-from benchmark.results import load_run, output_path, read_config, safe_name
+from benchmark.analysis import bootstrap
+from benchmark.run import console
+from benchmark.analysis import leaderboard
+from benchmark.codecs.codec import encode_image
+from benchmark.run.results import load_run, output_path, read_config, safe_name
 
 CROP = 320
 
@@ -73,8 +75,8 @@ class Reconstructor:
     own Worker (same reading, preprocessing, codec setup and output check as the run)."""
 
     def __init__(self, run_dir: pathlib.Path, info: dict):
-        from benchmark.config import RunConfig
-        from benchmark.worker import Worker
+        from benchmark.run.config import RunConfig
+        from benchmark.run.worker import Worker
 
         config = RunConfig.from_json(info["config"])
         dataset = config.open_dataset()
@@ -88,7 +90,7 @@ class Reconstructor:
         return pixels
 
     def reconstruction(self, row, original: np.ndarray) -> np.ndarray:
-        from benchmark.produce import check_output
+        from benchmark.run.produce import check_output
 
         saved = output_path(self.run_dir, row.codec, str(row.setting_label), row.image_id, ".png")
         if saved.exists():
@@ -114,14 +116,14 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
                  seed: int = bootstrap.DEFAULT_SEED, anchor: str | None = None,
                  rates=leaderboard.DEFAULT_RATES, references=()) -> tuple[pathlib.Path, pathlib.Path]:
     """Write report.html (self-contained) and report.md (with files beside it); return their paths."""
-    from benchmark.plots import rd_plots
+    from benchmark.analysis.plots import rd_plots
 
     run_dir = pathlib.Path(run_dir)
     out_dir = pathlib.Path(out_dir) if out_dir else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     info = read_config(run_dir)
     images, summary = load_run(run_dir)
-    from benchmark.references import load_references
+    from benchmark.analysis.references import load_references
 
     stages = console.bar(total=4, desc="report: leaderboard and intervals", unit="stages")
     board = leaderboard.build([run_dir], anchor=anchor, rates=rates, resamples=resamples, seed=seed,

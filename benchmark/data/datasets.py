@@ -3,7 +3,7 @@
 A dataset lists light `Record`s (id, path, captions, bounding box); pixels are read only when a
 worker asks for one image. Supported: the generated sample set, any folder of images (captions from
 sidecar .txt files), CUB-200-2011 in AttnGAN's layout with the Reed et al. captions, MS-COCO 2014 and 2017,
-and the named test sets of benchmark.named_datasets (fetched and checked there, opened as one of these).
+and the named test sets of benchmark.data.named_datasets (fetched and checked there, opened as one of these).
 An image list selects a subset of any of them.
 """
 
@@ -17,8 +17,8 @@ import pathlib
 import pickle
 from dataclasses import dataclass, field
 
-from benchmark import sample
-from benchmark.imageio import DEFAULT_MAX_PIXELS, LoadedImage, load_rgb8
+from benchmark.data import sample
+from benchmark.data.imageio import DEFAULT_MAX_PIXELS, LoadedImage, load_rgb8
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm",
                     ".jp2", ".j2k", ".tga"}
@@ -41,7 +41,7 @@ class Dataset:
     records: list[Record]
     notes: list[str] = field(default_factory=list)
     origin: dict = field(default_factory=dict)  # a named dataset's sources and checksums, an image list's sha256
-    named: str = ""  # the catalog name it was opened by (benchmark.named_datasets)
+    named: str = ""  # the catalog name it was opened by (benchmark.data.named_datasets)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -77,7 +77,7 @@ DATASET_KINDS = ("sample", "folder", "cub", "coco")
 def open_dataset(spec: str, split: str | None = None, data_root: str | None = None,
                  image_list: str | None = None, allow_modified: bool = False) -> Dataset:
     """'sample', 'sample:N', 'folder:PATH' (or just PATH), 'cub:PATH', 'coco:PATH', or a named dataset
-    (benchmark.named_datasets: kodak, clic2020-professional-valid, ...) under `data_root`; `~` is expanded.
+    (benchmark.data.named_datasets: kodak, clic2020-professional-valid, ...) under `data_root`; `~` is expanded.
     `image_list`: a file of image ids (or paths relative to the dataset), one per line, that selects a subset.
     `allow_modified`: open a named dataset whose unpacked files differ from its manifest (recorded in its origin)."""
     dataset = _open(spec, split, data_root, allow_modified)
@@ -135,7 +135,7 @@ def draw_image_list(dataset: Dataset, n: int, seed: int = 0) -> list[str]:
 
 
 def _open(spec: str, split: str | None, data_root: str | None, allow_modified: bool = False) -> Dataset:
-    from benchmark import named_datasets
+    from benchmark.data import named_datasets
 
     if spec in named_datasets.CATALOG and not os.path.isdir(os.path.expanduser(spec)):
         resolved, default_split, origin = named_datasets.resolve(spec, named_datasets.data_root(data_root),

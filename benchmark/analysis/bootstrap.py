@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from benchmark.console import bar
-from benchmark.results import load_run, read_config
+from benchmark.run.console import bar
+from benchmark.run.results import load_run, read_config
 from metrics import registry
 
 # Per-image columns whose mean over images is a reported metric (the registry's per-image metrics).
@@ -145,7 +145,7 @@ class SettingData:
 
 def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingData]:
     """Every (codec, setting label) of a run, with its per-image metrics and features."""
-    from benchmark import perceptual
+    from benchmark.run import perceptual
 
     run_dir = pathlib.Path(run_dir)
     info = read_config(run_dir)
@@ -162,7 +162,7 @@ def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingD
 
     def attach(data: SettingData, rows: pd.DataFrame, codec: str, s: int, sample: int) -> None:
         """The stored features of one setting's (one sample's) reconstructions and their originals."""
-        from benchmark import dinov2_stage
+        from benchmark.run import dinov2_stage
 
         for space, ok_, read, reference in (
                 ("inception", inception_ok, perceptual.setting_features,
@@ -342,7 +342,7 @@ def intervals(run_dir: str | pathlib.Path, resamples: int = DEFAULT_RESAMPLES, s
     table = pd.DataFrame(rows, columns=["codec", "setting_index", "setting_label", "metric", "low", "high", "std",
                                         "n_images", "resamples", "level", "seed"])
     if use_cache and summary.exists():
-        from benchmark.results import write_table
+        from benchmark.run.results import write_table
         import pyarrow as pa
 
         write_table(cache, pa.Table.from_pandas(table, preserve_index=False))

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from benchmark.best_of import best_of
-from benchmark.codec import Codec
-from benchmark.ratematch import rate_matched
+from benchmark.codecs.best_of import best_of
+from benchmark.codecs.codec import Codec
+from benchmark.codecs.ratematch import rate_matched
 
 ENTRY_POINT_GROUP = "cmcbench.codecs"
 
@@ -81,9 +81,9 @@ class CodecSpec:
     options: dict[str, Any] = field(default_factory=dict)
     settings: tuple = ()
     # When set, the settings are target bpps and each image is encoded at the rate parameter that reaches
-    # its target within this relative tolerance (see benchmark.ratematch).
+    # its target within this relative tolerance (see benchmark.codecs.ratematch).
     rate_tolerance: float | None = None
-    # best_of > 1: the encoder picks the best of that many decoder seeds by `select` (benchmark.best_of)
+    # best_of > 1: the encoder picks the best of that many decoder seeds by `select` (benchmark.codecs.best_of)
     best_of: int = 1
     select: str = "psnr"
     # samples > 1: every bitstream is decoded that many times, with seeds seed, seed+1, ... (a row per sample)

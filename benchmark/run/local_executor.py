@@ -23,8 +23,8 @@ import sys
 import time
 from typing import Callable
 
-from benchmark.datasets import Dataset
-from benchmark.worker import Task, TaskResult, Worker
+from benchmark.data.datasets import Dataset
+from benchmark.run.worker import Task, TaskResult, Worker
 
 _WORKER: Worker | None = None
 

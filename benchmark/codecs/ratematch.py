@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from benchmark.codec import Codec, encode_image
-from benchmark.wrapper import Wrapper
+from benchmark.codecs.codec import Codec, encode_image
+from benchmark.codecs.wrapper import Wrapper
 from metrics.rate import bits_per_pixel
 
 MAX_TRIALS = 40

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.timings import Timings
+from benchmark.run.timings import Timings
 from metrics import registry
 
 COMPUTED_HERE = ("pixels", "network", "text")

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from benchmark import dinov2_stage, perceptual
-from benchmark.codec_spec import CodecSpec
-from benchmark.fullref import DEFAULTS as DEFAULT_IMAGE_METRICS
-from benchmark.imageio import DEFAULT_MAX_PIXELS
+from benchmark.run import dinov2_stage
+from benchmark.run import perceptual
+from benchmark.codecs.codec_spec import CodecSpec
+from benchmark.run.fullref import DEFAULTS as DEFAULT_IMAGE_METRICS
+from benchmark.data.imageio import DEFAULT_MAX_PIXELS
 
 
 
@@ -28,7 +29,7 @@ class RunConfig:
     iqa: list[str] = field(default_factory=list)  # pyiqa metrics by name (metrics.iqa)
     iqa_weights: dict = field(default_factory=dict)  # pyiqa metric -> local weights file
     image_list: str | None = None  # a file of image ids selecting a subset (its sha256 is in the provenance)
-    protocol: str | None = None  # a paper's evaluation protocol (benchmark.protocols), recorded with the run
+    protocol: str | None = None  # a paper's evaluation protocol (benchmark.run.protocols), recorded with the run
     data_root: str | None = None  # where named datasets live (not hashed: the data is checked by its checksums)
     allow_modified_dataset: bool = False  # run on a named dataset whose files changed (the changes are recorded)
     # Execution only: these do not change the rows' values.
@@ -72,14 +73,14 @@ class RunConfig:
 
     def open_dataset(self):
         """The evaluated images: the dataset, its image list, its limit."""
-        from benchmark.datasets import open_dataset
+        from benchmark.data.datasets import open_dataset
 
         return open_dataset(self.dataset, self.split, self.data_root, self.image_list,
                             self.allow_modified_dataset).limit(self.limit)
 
     def dataset_spec(self) -> str:
         """The dataset as a path spec codecs can open (a named dataset's unpacked folder)."""
-        from benchmark import named_datasets
+        from benchmark.data import named_datasets
 
         if self.dataset in named_datasets.CATALOG:
             return named_datasets.get(self.dataset).dataset_spec(named_datasets.data_root(self.data_root))[0]

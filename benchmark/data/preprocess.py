@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from benchmark.imageio import BadImage
+from benchmark.data.imageio import BadImage
 
 
 def attngan_bbox_crop(pixels: np.ndarray, bbox) -> np.ndarray:

@@ -4,7 +4,7 @@ For an ordinary codec that is encode -> bytes -> decode, with a separate decoder
 bytes and nothing else; bpp is 8 x bytes / pixels of the input. A codec whose outputs were made outside
 cmcbench (`produced_outside`) hands them over through `Codec.produce`. Either way the reconstruction is
 checked (8-bit RGB, the input's size unless the codec declares otherwise) before anything scores it.
-Nothing here computes a quality metric: that is `benchmark.scoring`'s job.
+Nothing here computes a quality metric: that is `benchmark.run.scoring`'s job.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.codec import Codec, CodecTimeout, check_output
+from benchmark.codecs.codec import Codec, CodecTimeout, check_output
 
 
 @dataclass

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.codec import Codec, check_output, encode_image, reseeded
-from benchmark.wrapper import Wrapper
+from benchmark.codecs.codec import Codec, check_output, encode_image, reseeded
+from benchmark.codecs.wrapper import Wrapper
 from metrics import registry
 
 SELECTABLE = ("psnr", "psnr_y", "ms_ssim")  # pixel metrics: a pure function of (original, candidate)

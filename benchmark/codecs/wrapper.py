@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from benchmark.codec import Codec
+from benchmark.codecs.codec import Codec
 
 
 class Wrapper(Codec):

@@ -1,0 +1,1 @@
+"""Datasets: the sample set, folders, CUB, COCO and named datasets, preprocessing, and reading images."""

@@ -1,0 +1,196 @@
+"""Atomic shard writing, per-setting summaries, and loading a run into pandas.
+
+A run directory holds `config.json` (what was asked, with provenance), `images/<codec>/chunk-*.parquet`
+(one row per image, codec and setting; a shard exists only once all of its rows are final) and
+`summary.parquet` (one row per codec and setting). `load_run(path)` returns both as DataFrames.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from benchmark.data.output_names import output_file_name, safe_name
+from benchmark.run.schema import GROUP_COLUMNS, NOT_AVERAGED
+from metrics import registry
+
+
+OUTPUTS = "outputs"  # saved reconstructions and bitstreams, per codec and setting
+
+
+def atomic_write_bytes(path: pathlib.Path, data: bytes, durable: bool = True) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_table(path: pathlib.Path, table: pa.Table) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def output_path(run_dir: pathlib.Path, codec_label: str, setting_label: str, image_id: str, suffix: str) -> pathlib.Path:
+    """Where --save-reconstructions (.png) and --save-bitstreams (.bin) put one output: OUTPUTS/<codec>/<setting>/,
+    a layout that `--codec "precomputed path=RUN/outputs/<codec>"` reads back."""
+    return pathlib.Path(run_dir) / OUTPUTS / safe_name(codec_label) / safe_name(setting_label) / \
+        output_file_name(image_id, suffix)
+
+
+def shard_path(run_dir: pathlib.Path, codec_label: str, chunk: int) -> pathlib.Path:
+    return run_dir / "images" / safe_name(codec_label) / f"chunk-{chunk:06d}.parquet"
+
+
+def shard_files(run_dir: pathlib.Path) -> list[pathlib.Path]:
+    return sorted((run_dir / "images").glob("*/chunk-*.parquet"))
+
+
+def sample_spreads(run_dir: pathlib.Path, metrics: list[str]) -> pd.DataFrame:
+    """For codecs that decode K samples per bitstream: per (codec, setting), each per-image metric's standard
+    deviation over the K samples' means (`<metric>_sample_std`), and K (`n_samples`). Streams shard by shard."""
+    sums: dict[tuple, list[float]] = {}
+    for path in shard_files(run_dir):
+        names = pq.read_schema(path).names
+        if "sample" not in names:
+            continue
+        cols = ["codec", "setting_index", "sample", "status"] + [m for m in metrics if m in names]
+        frame = pq.read_table(path, columns=cols).to_pandas()
+        frame = frame[(frame.status == "ok") & frame["sample"].notna()]
+        for m in cols[4:]:
+            v = registry.capped(m, frame[m].astype(float))
+            ok = v.notna()
+            for key, group in v[ok].groupby([frame.codec[ok], frame.setting_index[ok], frame["sample"][ok]]):
+                acc = sums.setdefault((*key, m), [0.0, 0])
+                acc[0] += float(group.sum())
+                acc[1] += len(group)
+    per_sample: dict[tuple, dict[int, float]] = {}
+    for (codec, s, k, m), (total, n) in sums.items():
+        per_sample.setdefault((codec, int(s), m), {})[int(k)] = total / n
+    rows: dict[tuple, dict] = {}
+    for (codec, s, m), means in per_sample.items():
+        row = rows.setdefault((codec, s), {"codec": codec, "setting_index": s})
+        row["n_samples"] = max(row.get("n_samples", 0), len(means))
+        row[f"{m}_sample_std"] = float(np.std(list(means.values()), ddof=1)) if len(means) > 1 else float("nan")
+    return pd.DataFrame(list(rows.values()))
+
+
+def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
+    """One row per (codec, setting): image counts, the most common failure reasons, and the mean of each
+    per-image number over the rows that succeeded (NaN, never 0, when none did); identities and sizes are not
+    averaged: `pixels_total` and `pixels_mean` count the pixels of the succeeded images. Metrics with a cap (PSNR:
+    a lossless image is inf) are averaged with values clipped at it, and `n_lossless` counts those images.
+
+    Streams shard by shard, so memory depends on the number of settings, not of images.
+    """
+    capped_metrics = {m.column: m.cap for m in registry.METRICS.values() if m.cap is not None}
+    groups: dict[tuple, dict] = {}
+    for path in shard_files(run_dir):
+        table = pq.read_table(path)
+        means = [f.name for f in table.schema if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
+                 and f.name not in GROUP_COLUMNS and f.name not in NOT_AVERAGED]
+        codecs = np.asarray(table["codec"].to_pylist(), dtype=object)
+        settings = table["setting_index"].to_numpy(zero_copy_only=False).astype(np.int64)
+        ok_all = (table["status"].to_numpy(zero_copy_only=False) == "ok")
+        values = {c: pc.cast(table[c], pa.float64()).to_numpy(zero_copy_only=False) for c in means}
+        errors = table["error"].to_pylist()
+        for codec in dict.fromkeys(codecs.tolist()):  # a shard holds one codec's task; one pass per codec
+            mine = codecs == codec
+            setting, ok = settings[mine], ok_all[mine]
+            bins = int(setting.max()) + 1
+            n, n_ok = np.bincount(setting, minlength=bins), np.bincount(setting[ok], minlength=bins)
+            present, first = np.unique(setting, return_index=True)
+            rows = np.flatnonzero(mine)
+            for s, k in zip(present.tolist(), first.tolist()):
+                key = (codec, s)
+                if key not in groups:
+                    groups[key] = {"first": {c: table[c][int(rows[k])].as_py() for c in GROUP_COLUMNS
+                                             if c in table.column_names},
+                                   "n": 0, "ok": 0, "sums": {}, "counts": {}, "reasons": {}, "lossless": {}}
+                groups[key]["n"] += int(n[s])
+                groups[key]["ok"] += int(n_ok[s])
+            for c in means:  # sums and counts per setting over the succeeded rows' non-NaN values
+                v = values[c][mine]
+                valid = ok & ~np.isnan(v)
+                cap = capped_metrics.get(c)
+                lossless = np.bincount(setting[valid & (v >= cap)], minlength=bins) if cap is not None else None
+                v = np.minimum(v, cap) if cap is not None else v
+                sums = np.bincount(setting[valid], weights=v[valid], minlength=bins)
+                counts = np.bincount(setting[valid], minlength=bins)
+                for s in present.tolist():
+                    acc = groups[(codec, s)]
+                    acc["sums"][c] = acc["sums"].get(c, 0.0) + float(sums[s])
+                    acc["counts"][c] = acc["counts"].get(c, 0) + int(counts[s])
+                    if lossless is not None:
+                        acc["lossless"][c] = acc["lossless"].get(c, 0) + int(lossless[s])
+            if "width" in table.column_names and "height" in table.column_names:  # pixels the means rest on
+                pixels = (pc.cast(table["width"], pa.float64()).to_numpy(zero_copy_only=False)
+                          * pc.cast(table["height"], pa.float64()).to_numpy(zero_copy_only=False))[mine]
+                valid = ok & ~np.isnan(pixels)
+                totals = np.bincount(setting[valid], weights=pixels[valid], minlength=bins)
+                for s in present.tolist():
+                    groups[(codec, s)]["pixels"] = groups[(codec, s)].get("pixels", 0.0) + float(totals[s])
+            for k in np.flatnonzero(mine & ~ok_all).tolist():
+                reasons = groups[(codec, int(settings[k]))]["reasons"]
+                reasons[errors[k]] = reasons.get(errors[k], 0) + 1
+    out = []
+    for key in sorted(groups):
+        acc = groups[key]
+        row = dict(acc["first"])
+        row.update(n_images=acc["n"], n_ok=acc["ok"], n_failed=acc["n"] - acc["ok"])
+        if "pixels" in acc:
+            row["pixels_total"] = int(acc["pixels"])
+            row["pixels_mean"] = acc["pixels"] / acc["ok"] if acc["ok"] else float("nan")
+        for c, s in acc["sums"].items():
+            row[c] = s / acc["counts"][c] if acc["counts"][c] else float("nan")
+        if "psnr" in acc["lossless"]:
+            row["n_lossless"] = acc["lossless"]["psnr"]  # images averaged at the PSNR cap
+        top = sorted(acc["reasons"].items(), key=lambda kv: (-kv[1], str(kv[0])))
+        row["failure_reasons"] = "; ".join(f"{n} x {reason}" for reason, n in top[:5])
+        out.append(row)
+    return with_setting_type(pd.DataFrame(out))
+
+
+def with_setting_type(summary: pd.DataFrame) -> pd.DataFrame:
+    """`setting` as whole numbers (int64) when every setting of the run is one (JPEG's quality 10, not 10.0);
+    a run with a fractional setting anywhere (JPEG XL's distance 0.5) keeps float64, one type per column."""
+    if "setting" in summary and len(summary) and summary.setting.notna().all() \
+            and (summary.setting == summary.setting.round()).all():
+        summary = summary.assign(setting=summary.setting.astype("int64"))
+    return summary
+
+
+def load_run(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-image rows, summary rows) of a run, sorted by codec, setting and image."""
+    run_dir = pathlib.Path(run_dir)
+    files = shard_files(run_dir)
+    if not files and not (run_dir / "config.json").exists():
+        raise FileNotFoundError(f"{run_dir} is not a cmcbench run (no config.json, no images/).")
+    images = pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True) if files else pd.DataFrame()
+    if len(images):
+        images = images.sort_values(["codec", "setting_index", "image_index"], kind="stable").reset_index(drop=True)
+    summary_path = run_dir / "summary.parquet"
+    summary = pd.read_parquet(summary_path) if summary_path.exists() else summarise(run_dir)
+    return images, summary
+
+
+def read_config(run_dir: pathlib.Path) -> dict:
+    with open(run_dir / "config.json") as f:
+        return json.load(f)
