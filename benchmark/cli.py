@@ -677,7 +677,7 @@ def cmd_decode(args) -> int:
     if spec is None:
         raise ValueError(f"Run has no codec labelled {args.codec!r}: {', '.join(c.label for c in config.codecs)}.")
     decoder = spec.build()
-    decoder.setup(codec_context(config, info["dataset"]["split"]))
+    decoder.setup(codec_context(config, info["dataset"]["split"], info["dataset"]))
     declared = next(c for c in info["codecs"] if c["label"] == args.codec)["side_information"]
     if decoder.side_information() != declared:
         raise RuntimeError("The side information rebuilt here differs from the one the run declared.")

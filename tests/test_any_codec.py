@@ -427,3 +427,25 @@ def test_a_relative_precomputed_path_is_stored_absolute_so_workers_and_resume_el
     monkeypatch.chdir(tmp_path / "outs")  # a worker, or a --resume, started in another folder
     assert spec.build().root == tmp_path / "outs"
 
+
+def test_a_run_on_a_relative_folder_opens_the_same_folder_for_its_codecs_from_anywhere(tmp_path, photos,
+                                                                                         monkeypatch):
+    """Codecs that open the dataset (precomputed matches ids, CMC reads its training split) get the folder as the
+    run resolved it: a worker or a --resume in another folder or home opens the same images."""
+    from benchmark.run.config import codec_context
+
+    src = tmp_path / "recon" / "1"
+    src.mkdir(parents=True)
+    for name in ("a.png", "b.png", "x.png", "x.jpg"):
+        Image.open(photos / name).convert("RGB").save(src / (name if name.endswith(".png") else name + ".png"))
+        (src / f"{name}.bin").write_bytes(b"\0" * 10)
+    monkeypatch.chdir(tmp_path)
+    run_dir, outcome = _run(tmp_path, "photos", ["precomputed path=recon label=ext"], "relative")
+    assert outcome.n_failed == 0
+    monkeypatch.chdir(photos)  # elsewhere: 'photos' means nothing here
+    info = json.loads((run_dir / "config.json").read_text())
+    context = codec_context(RunConfig.from_json(info["config"]), info["dataset"]["split"], info["dataset"])
+    assert context["dataset"] == f"folder:{photos}"
+    codec = parse_codec_spec(f"precomputed path={tmp_path / 'recon'}").build()
+    codec.setup(context)  # opened the dataset by the context's spec, from another folder
+    assert codec.ambiguous == {"x"}

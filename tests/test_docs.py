@@ -115,7 +115,7 @@ def test_the_commands_of_a_page_run_as_written(page, sandbox, capsys):
         except SystemExit as exc:  # argparse's own refusals exit 2
             rc = exc.code
         out, err = capsys.readouterr()
-        assert rc == status, f"{page.name}: {line!r} exited {rc}, not {status}:\n{err[-2000:]}"
+        assert rc == status, f"{page.name}: {line!r} exited {rc}, not {status}:\n{out[-1500:]}\n{err[-1500:]}"
         suggestion = re.search(r"did you mean \S+?\?", line)
         if suggestion:  # a page that promises a suggestion shows the one the command line gives
             assert suggestion.group(0)[:-1] in err.replace("'", ""), (line, err)

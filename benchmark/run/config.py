@@ -100,8 +100,14 @@ class RunConfig:
         return cls(**d)
 
 
-def codec_context(config: RunConfig, split: str) -> dict:
+def codec_context(config: RunConfig, split: str, dataset: dict | None = None) -> dict:
     """What a codec's setup may know of the run: the dataset, its split and preprocessing, and the device its
-    networks run on (--device, as every network of the run)."""
-    return {"dataset": config.dataset_spec(), "split": split, "preprocess": config.preprocess,
+    networks run on (--device, as every network of the run). `dataset`, config.json's description of the run's
+    dataset, gives its folder as resolved when the run was created: a worker or a --resume started in another
+    folder, or under another home, then opens the same one (`~/data/kodak` and `../kodak` would not)."""
+    spec = config.dataset_spec()
+    name = str((dataset or {}).get("name", ""))
+    if name.partition(":")[0] in ("folder", "cub", "coco") and name.partition(":")[2]:  # 'folder:/abs/path'
+        spec = name
+    return {"dataset": spec, "split": split, "preprocess": config.preprocess,
             "device": config.inception.get("device") or "auto"}

@@ -213,7 +213,7 @@ def provenance_changes(info: dict) -> tuple[list[str], dict]:
     if moved:
         changes.append("package versions changed (" + ", ".join(
             f"{k} {info['versions'].get(k, '-')} -> {now['versions'].get(k, '-')}" for k in moved[:6]) + ")")
-    context = codec_context(config, info["dataset"]["split"])
+    context = codec_context(config, info["dataset"]["split"], info["dataset"])
     for spec, recorded in zip(config.codecs, info["codecs"]):
         try:
             versions = _codec_info(spec, context)["versions"]

@@ -75,7 +75,7 @@ class Worker:
         self.codecs: dict = {}  # label -> (encoder, decoder); (label, k) -> the decoder of sample k
         self.samples = {c["label"]: c["samples"] for c in info["codecs"] if c.get("samples", 1) > 1}
         self.reference_dir = info.get("inception", {}).get("reference_dir")
-        self.context = codec_context(self.config, info["dataset"]["split"])
+        self.context = codec_context(self.config, info["dataset"]["split"], info["dataset"])
         # Per-image networks (LPIPS, DISTS, CLIP, the caption embedder) run on the run's device, as Inception does.
         self.scorer = Scorer(info.get("metrics", {}), info, self.config.inception.get("device") or "auto")
         self.base = {
