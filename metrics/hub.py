@@ -61,3 +61,24 @@ def check_model_name(part: str, name: str, builtins: tuple[str, ...], library: s
     except Exception as exc:  # noqa: BLE001 - any network failure is the same sentence
         raise ValueError(f"{what} is not in the local cache and the Hugging Face Hub cannot be reached "
                          f"({type(exc).__name__}): pass a local folder, {part}=PATH, or run once with internet.") from None
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def local_weights(name: str) -> str | None:
+    """The weights file of a transformers model, a local folder or a Hub id already in the local cache (the file
+    whose sha256 identifies the network); None when it is not here yet."""
+    folder = os.path.expanduser(name)
+    if os.path.isdir(folder):
+        found = [os.path.join(folder, f) for f in WEIGHT_FILES if os.path.isfile(os.path.join(folder, f))]
+        return found[0] if found else None
+    if not HUB_ID.match(name) or importlib.util.find_spec("huggingface_hub") is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    for file in WEIGHT_FILES:
+        path = try_to_load_from_cache(name, file)
+        if isinstance(path, str):
+            return path
+    return None

@@ -1,5 +1,7 @@
 """MS-SSIM and LPIPS: agreement with independent or reference computations, and their place in runs."""
 
+import pathlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -357,3 +359,57 @@ def test_clip_offline_without_the_model_is_nan_with_its_reason(tmp_path):
     images, summary = load_run(run_dir)
     assert images.clip_similarity.isna().all() and images.clip_score.isna().all()
     assert summary.clip_status.str.contains("openai/clip-vit-large-patch14 is not in the local Hugging Face cache").all()
+
+
+@pytest.mark.parametrize("metric", ["lpips", "lpips_vgg", "dists", "clip", "dinov2", "inception"])
+def test_every_weight_file_is_hashed_and_a_swapped_one_stops_resume(metric, random_alexnet, random_vgg16, tiny_clip,
+                                                                    random_inception_weights, tmp_path):
+    """A run records every weight file its metrics use, puts it in the config hash, and refuses to resume once
+    one of them changed (here: replaced by another random network of the same architecture)."""
+    import json
+    import shutil
+
+    from tiny_models import tiny_dinov2
+
+    from benchmark.run import weights
+
+    own = tmp_path / "weights"
+    own.mkdir()
+    image_metrics = {"ms_ssim": False, "lpips": "none"}
+    inception, dinov2 = {"enabled": False, "device": "cpu", "batch_size": 4}, {"model": "none"}
+    if metric in ("lpips", "lpips_vgg", "dists"):
+        source = random_alexnet[0] if metric == "lpips" else random_vgg16[0]
+        path = own / source.name
+        shutil.copy(source, path)
+        image_metrics[metric] = str(path)
+    elif metric == "clip":
+        path = own / "clip"
+        shutil.copytree(tiny_clip, path)
+        image_metrics["clip"] = str(path)
+    elif metric == "dinov2":
+        path = tiny_dinov2(own / "dinov2")
+        dinov2 = {"model": str(path), "k": 3}
+    else:
+        path = own / "inception.pth"
+        shutil.copy(random_inception_weights, path)
+        inception = {"enabled": True, "weights": str(path), "device": "cpu", "batch_size": 4, "isc_splits": 2,
+                     "kid_subsets": 4, "kid_subset_size": 2, "seed": 2020, "patch_fid": False}
+    config = RunConfig(dataset="sample:6", split="all", inception=inception, caption_embedder="none", chunk_size=2,
+                       image_metrics=image_metrics, dinov2=dinov2, codecs=[parse_codec_spec("jpeg quality=50")])
+    run_dir = create_run(config, tmp_path / "runs", "w", progress=False)
+    info = json.loads((run_dir / "config.json").read_text())
+    files = weights.recorded(info)
+    ours = [p for p, _ in files.values() if p.startswith(str(own))]  # the rest ship with packages (lpips, DISTS)
+    assert len(ours) == 1, files
+    other = create_run(RunConfig(**{**config.__dict__, "image_metrics": {"ms_ssim": False, "lpips": "none"},
+                                    "inception": {"enabled": False}, "dinov2": {"model": "none"}}),
+                       tmp_path / "runs", "without", progress=False)
+    assert json.loads((other / "config.json").read_text())["config_hash"] != info["config_hash"]
+    execute(run_dir, jobs=1, progress=False)
+    sorted((run_dir / "images" / "jpeg").glob("*.parquet"))[-1].unlink()  # as if killed before the last task
+    target = ours[0]
+    data = bytearray(pathlib.Path(target).read_bytes())
+    data[-1] ^= 0xFF  # another file of the same size
+    pathlib.Path(target).write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match=r"Cannot resume .*weights at .* changed"):
+        execute(run_dir, jobs=1, progress=False, resume=True)

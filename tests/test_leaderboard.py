@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.analysis import bootstrap
-from benchmark.analysis import leaderboard
+from benchmark.analysis import bootstrap, leaderboard
 from benchmark.cli import EXIT_REGRESSION, main
 from benchmark.codecs.codec_spec import parse_codec_spec
 from benchmark.analysis.curves import Curve, bd_metric, bd_rate, compare_curves

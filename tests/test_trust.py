@@ -328,8 +328,7 @@ def test_set_metrics_with_failed_rows_pair_each_reconstruction_with_its_original
 def test_resume_refusal_names_uncommitted_changes_as_the_cause(tmp_path, monkeypatch):
     """Edits to tracked files change the recorded revision by its '-dirty' mark alone: the refusal says so rather
     than 'abc -> abc'."""
-    from benchmark.run import provenance
-    from benchmark.run import runner
+    from benchmark.run import provenance, runner
 
     config = RunConfig(dataset="sample:3", split="all", inception={"enabled": False}, caption_embedder="none",
                        image_metrics={"ms_ssim": False, "lpips": "none"}, codecs=[parse_codec_spec("jpeg quality=50")])

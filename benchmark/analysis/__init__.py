@@ -1,1 +1,2 @@
-"""Reading finished runs: curves and BD, bootstrap intervals, leaderboards, compare, plots, reports and published references."""
+"""Reading finished runs: curves and BD, bootstrap intervals, leaderboards, compare, plots, reports and published
+references."""

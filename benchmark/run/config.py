@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from benchmark.run import dinov2_stage
-from benchmark.run import perceptual
+from benchmark.run import dinov2_stage, perceptual
 from benchmark.codecs.codec_spec import CodecSpec
 from benchmark.run.fullref import DEFAULTS as DEFAULT_IMAGE_METRICS
 from benchmark.data.imageio import DEFAULT_MAX_PIXELS

@@ -85,11 +85,15 @@ def _resolve_clip(choice: str) -> dict:
     model = DEFAULT_MODEL if choice == "auto" else choice
     if importlib.util.find_spec("transformers") is None:
         return {"status": "unavailable", "reason": "CLIP needs transformers: pip install -e '.[models]'"}
-    from metrics.hub import check_model_name
+    from metrics.hub import check_model_name, local_weights
 
     try:
         check_model_name("--clip", model, (), "transformers", "config.json", what=f"--clip {model}")
     except ValueError as exc:
         return {"status": "unavailable", "reason": str(exc)}
-    return {"status": "ok", "model": os.path.abspath(os.path.expanduser(model)) if os.path.exists(
+    state = {"status": "ok", "model": os.path.abspath(os.path.expanduser(model)) if os.path.exists(
         os.path.expanduser(model)) else model, "transformers": _version("transformers")}
+    weights = local_weights(model)  # a Hub id not yet downloaded is known by its id alone
+    if weights:
+        state.update(weights_path=os.path.abspath(weights), weights_sha256=file_sha256(weights))
+    return state

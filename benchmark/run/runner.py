@@ -22,13 +22,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from benchmark.run import console
-from benchmark.run import dinov2_stage
-from benchmark.run import fullref
-from benchmark.run import perceptual
-from benchmark.run import provenance
-from benchmark.run import schema
-from benchmark.run import timings
+from benchmark.run import console, dinov2_stage, fullref, perceptual, provenance, schema, timings, weights
 from benchmark.codecs.codec_spec import CodecSpec
 from benchmark.run.config import RunConfig, codec_context
 from benchmark.data.datasets import Dataset
@@ -109,13 +103,20 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     from metrics import iqa
 
     iqa_states = iqa.resolve(config.iqa, config.iqa_weights, progress)
+    # Every weight file the run uses: the first four as earlier versions hashed them (their runs keep their
+    # hash), the rest (LPIPS's linear layers, LPIPS-VGG, DISTS, CLIP) under "weights", absent when none.
+    hashed_before = {"Inception weights", "lpips backbone", "DINOv2 weights", *(f"{k} weights" for k in iqa_states)}
+    more = {what: sha for what, (_, sha) in weights.recorded({"inception": inception, "image_metrics": image_metrics,
+                                                               "dinov2": dinov2, "iqa": iqa_states}).items()
+            if what not in hashed_before}
     chash = provenance.config_hash({**config.hashed_part(), "extractor": inception.get("weights_sha256"),
                                     **({"lpips": image_metrics["lpips"]["backbone_sha256"]}
                                        if image_metrics["lpips"]["status"] == "ok" else {}),
                                     **({"dinov2_weights": dinov2["weights_sha256"]} if dinov2["status"] == "ok"
                                        else {}),
                                     **{f"iqa_{k}": v["weights_sha256"] for k, v in iqa_states.items()
-                                       if v.get("weights_sha256")}})
+                                       if v.get("weights_sha256")},
+                                    **({"weights": more} if more else {})})
     run_id = name or f"{created:%Y%m%d-%H%M%S}-{chash[:8]}"
     run_dir = pathlib.Path(out_root) / run_id
     if (run_dir / "config.json").exists():
@@ -201,8 +202,6 @@ def _revision(sha: str) -> str:
 def provenance_changes(info: dict) -> tuple[list[str], dict]:
     """What differs now from the provenance the run recorded (code revision, packages, each codec's
     versions, weight files), as sentences, and the current values."""
-    from metrics.inception import file_sha256
-
     config = RunConfig.from_json(info["config"])
     now = {"git_sha": provenance.git_sha(), "versions": provenance.package_versions(), "codecs": {}}
     changes = []
@@ -222,16 +221,7 @@ def provenance_changes(info: dict) -> tuple[list[str], dict]:
         now["codecs"][spec.label] = versions
         if versions != recorded["versions"]:
             changes.append(f"codec {spec.label}'s versions changed ({recorded['versions']} -> {versions})")
-    for what, stage, path_key, sha_key in (("Inception", info.get("inception", {}), "weights_path", "weights_sha256"),
-                                           ("LPIPS", info.get("image_metrics", {}).get("lpips", {}), "backbone_path",
-                                            "backbone_sha256")):
-        if stage.get("status") == "ok":
-            try:
-                current = file_sha256(stage[path_key])
-            except OSError:
-                current = "missing"
-            if current != stage[sha_key]:
-                changes.append(f"the {what} weights at {stage[path_key]} changed")
+    changes += weights.changed(info)  # every weight file of every metric stage
     return changes, now
 
 

@@ -20,8 +20,7 @@ import numpy as np
 from PIL import Image
 
 from benchmark import __version__
-from benchmark.run import dinov2_stage
-from benchmark.run import perceptual
+from benchmark.run import dinov2_stage, perceptual
 from benchmark.codecs.codec import Codec, reseeded
 from benchmark.run.config import RunConfig, codec_context
 from benchmark.data.datasets import Dataset

@@ -1,0 +1,53 @@
+"""Every weight file a run uses, listed once from what config.json records about its metrics: the config
+hash takes their sha256, and --resume checks that each file is still the one the run started with.
+
+A stage records a file as `<part>_path` beside `<part>_sha256` (Inception's weights, LPIPS's backbone and
+linear layers, DISTS's backbone and alpha/beta, CLIP's and pyiqa's weights); DINOv2 records its model folder,
+whose weights file is found as the stage found it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from metrics.download import file_digest
+
+
+def stages(info: dict) -> dict[str, dict]:
+    """The run's metric stages that can hold weights, by a name a sentence can use."""
+    out = {"Inception": info.get("inception", {}), "DINOv2": info.get("dinov2", {})}
+    out.update({name: state for name, state in info.get("image_metrics", {}).items() if isinstance(state, dict)})
+    out.update({name: state for name, state in info.get("iqa", {}).items() if isinstance(state, dict)})
+    return out
+
+
+def recorded(info: dict) -> dict[str, tuple[str, str]]:
+    """'LPIPS-VGG backbone' -> (path, sha256) for every weight file an available stage of the run uses."""
+    out = {}
+    for stage, state in stages(info).items():
+        if state.get("status") != "ok":
+            continue
+        for key, sha in state.items():
+            if key.endswith("_sha256") and isinstance(sha, str):
+                part = key[:-len("_sha256")]
+                path = state.get(f"{part}_path")
+                if path is None and stage == "DINOv2" and state.get("model_path"):
+                    from metrics.dinov2 import weights_file
+
+                    path = weights_file(state["model_path"])
+                if path:
+                    out[f"{stage} {part}"] = (str(path), sha)
+    return out
+
+
+def changed(info: dict) -> list[str]:
+    """A sentence for each recorded weight file that is missing or no longer has its recorded sha256."""
+    out = []
+    for what, (path, sha) in recorded(info).items():
+        try:
+            now = file_digest(path) if os.path.isfile(path) else "missing"
+        except OSError:
+            now = "missing"
+        if now != sha:
+            out.append(f"the {what} weights at {path} {'are missing' if now == 'missing' else 'changed'}")
+    return out
