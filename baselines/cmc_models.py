@@ -15,13 +15,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from metrics import defaults
+
 
 def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return defaults.pick_device(device)
 
 
 def model_identity(name: str) -> dict:

@@ -12,7 +12,7 @@ from benchmark.codecs.codec import CodecUnavailable
 
 from benchmark.codecs.codec_spec import available_codecs, load_codec_class, parse_codec_spec
 from benchmark.data.imageio import DEFAULT_MAX_PIXELS
-from metrics import registry
+from metrics import defaults, registry
 
 DEFAULT_CODECS = ["jpeg", "jpeg2000", "webp", "avif", "jpegxl", "cmc"]
 EXIT_FAILED_ROWS = 3
@@ -150,15 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "else torch-fidelity's standard weights, downloaded once into the torch hub cache")
     run.add_argument("--inception-sha256", metavar="HEX", help="refuse weights whose sha256 differs "
                                                                "(default: $CMCBENCH_INCEPTION_SHA256)")
-    run.add_argument("--device", default="auto", help="device for the networks: auto (CUDA when present), cpu, cuda")
-    run.add_argument("--batch-size", type=positive_int, default=32, help="Inception batch size (default 32)")
+    run.add_argument("--device", default=defaults.DEVICE, help="device for the networks: auto (CUDA when present), cpu, cuda")
+    run.add_argument("--batch-size", type=positive_int, default=defaults.BATCH_SIZE,
+                     help=f"Inception batch size (default {defaults.BATCH_SIZE})")
     run.add_argument("--codec-batch", type=positive_int, default=None, metavar="N",
                      help="images per batched encode/decode call, for codecs with the batch protocol (default: each "
                           "codec's own, e.g. 8 for model-backed CMC); execution only: the rows do not depend on it")
-    run.add_argument("--isc-splits", type=positive_int, default=10, help="Inception Score splits (default 10)")
-    run.add_argument("--kid-subsets", type=positive_int, default=100, help="KID subsets (default 100)")
-    run.add_argument("--kid-subset-size", type=positive_int, default=1000,
-                     help="KID subset size, clipped to the number of images (default 1000)")
+    run.add_argument("--isc-splits", type=positive_int, default=defaults.ISC_SPLITS,
+                     help=f"Inception Score splits (default {defaults.ISC_SPLITS})")
+    run.add_argument("--kid-subsets", type=positive_int, default=defaults.KID_SUBSETS,
+                     help=f"KID subsets (default {defaults.KID_SUBSETS})")
+    run.add_argument("--kid-subset-size", type=positive_int, default=defaults.KID_SUBSET_SIZE,
+                     help=f"KID subset size, clipped to the number of images (default {defaults.KID_SUBSET_SIZE})")
     run.add_argument("--caption-embedder", default=None, metavar="MODEL", type=path,
                      help="sentence-transformers model (id or path) for caption_cosine, the transmitted caption's "
                           "similarity to the reference captions; auto (default) uses the packaged offline "
@@ -488,7 +491,7 @@ def cmd_run(args) -> int:
         inception = {"enabled": args.metrics == "inception", "weights": args.inception_weights,
                      "sha256": args.inception_sha256, "device": args.device, "batch_size": args.batch_size,
                      "isc_splits": args.isc_splits, "kid_subsets": args.kid_subsets,
-                     "kid_subset_size": args.kid_subset_size, "seed": 2020, "patch_fid": args.patch_fid,
+                     "kid_subset_size": args.kid_subset_size, "seed": defaults.SEED, "patch_fid": args.patch_fid,
                      **(protocol.inception_options() if protocol else {})}
         config = RunConfig(dataset=args.dataset, split=args.split, preprocess=preprocess, limit=args.limit,
                            image_list=args.image_list, protocol=args.protocol, data_root=args.data_root,

@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from metrics import defaults
+
 DEFAULT_MODEL = "facebook/dinov2-large"
 INPUT_SIZE = 224
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -57,7 +59,7 @@ def weights_file(folder: str) -> str | None:
 class DINOv2Extractor:
     """Batched CLS embeddings that count every image sent through the network."""
 
-    def __init__(self, folder: str, device: str = "auto", batch_size: int = 32):
+    def __init__(self, folder: str, device: str = defaults.DEVICE, batch_size: int = defaults.BATCH_SIZE):
         import torch
         from transformers import Dinov2Model
 

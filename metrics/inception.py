@@ -19,7 +19,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from metrics import download
+from metrics import defaults, download
 from metrics.download import ENV_OFFLINE, file_digest, hub_dir  # noqa: F401 - ENV_OFFLINE and hub_dir re-exported
 
 FEATURE_DIM = 2048
@@ -62,20 +62,15 @@ def resolve_weights(path: str | None = None, expected_sha256: str | None = None,
     return path, digest
 
 
-def pick_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InceptionUnavailable(f"--device {device} was asked for, but torch sees no CUDA device.")
-    return device
+def pick_device(device: str = defaults.DEVICE) -> str:
+    return defaults.pick_device(device, InceptionUnavailable)
 
 
 class InceptionExtractor:
     """Batched feature extraction that counts every image it sends through the network."""
 
-    def __init__(self, weights_path: str, weights_sha256: str, device: str = "auto", batch_size: int = 32):
+    def __init__(self, weights_path: str, weights_sha256: str, device: str = defaults.DEVICE,
+                 batch_size: int = defaults.BATCH_SIZE):
         import torch
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 

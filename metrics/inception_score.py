@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax, softmax
 
+from metrics import defaults
 
-def inception_score(logits: np.ndarray, splits: int = 10, seed: int = 2020, shuffle: bool = True) -> tuple[float, float]:
+
+def inception_score(logits: np.ndarray, splits: int = defaults.ISC_SPLITS, seed: int = defaults.SEED,
+                    shuffle: bool = True) -> tuple[float, float]:
     """(mean, std) over `splits` of exp(E[KL(p(y|x) || p(y))])."""
     logits = np.asarray(logits)
     n = len(logits)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from metrics import defaults
+
 GRAM_MAX_ENTRIES = 80_000_000  # 640 MB of float64: the three kernel matrices of two sets of about 5,000
 
 
@@ -65,8 +67,8 @@ def uses_subsets(n1: int, n2: int, subset_size: int) -> bool:
     return subset_size < min(n1, n2)
 
 
-def kid(features_1: np.ndarray, features_2: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-        seed: int = 2020, degree: int = 3, gamma: float | None = None, coef0: float = 1.0) -> tuple[float, float]:
+def kid(features_1: np.ndarray, features_2: np.ndarray, subsets: int = defaults.KID_SUBSETS,
+        subset_size: int = defaults.KID_SUBSET_SIZE, seed: int = defaults.SEED, degree: int = 3, gamma: float | None = None, coef0: float = 1.0) -> tuple[float, float]:
     """(mean, std) of MMD^2 over `subsets` random subsets of `subset_size` samples; when the subset size is not
     smaller than both sets, (MMD^2 over the whole sets, NaN)."""
     f1 = np.asarray(features_1, dtype=np.float64)

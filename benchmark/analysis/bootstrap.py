@@ -22,7 +22,7 @@ import pandas as pd
 
 from benchmark.run.console import bar
 from benchmark.run.results import load_run, read_config
-from metrics import registry
+from metrics import defaults, registry
 
 # Per-image columns whose mean over images is a reported metric (the registry's per-image metrics).
 MEAN_METRICS = tuple(m.column for m in registry.METRICS.values() if m.per_image)
@@ -68,7 +68,7 @@ class SettingData:
         names = []
         if self.pool is not None and len(self.pool) >= 2:
             names += ["fid", "kid"]
-            if len(self.pool) >= self.options.get("isc_splits", 10):
+            if len(self.pool) >= self.options.get("isc_splits", defaults.ISC_SPLITS):
                 names.append("inception_score")
         if self.dino is not None and len(self.dino) >= 2:
             names.append("fd_dinov2")
@@ -120,9 +120,9 @@ class SettingData:
             k = self.kernels()
             out["kid"] = np.array([mmd2_weighted(*k, c) if c.sum() >= 2 else np.nan for c in counts])
             if "inception_score" in names:
-                splits = self.options.get("isc_splits", 10)
+                splits = self.options.get("isc_splits", defaults.ISC_SPLITS)
                 out["inception_score"] = np.array([
-                    inception_score(self.logits[p], splits, self.options.get("seed", 2020))[0] if len(p) >= splits
+                    inception_score(self.logits[p], splits, self.options.get("seed", defaults.SEED))[0] if len(p) >= splits
                     else np.nan for p in draws])
         if "fd_dinov2" in names:
             out["fd_dinov2"] = np.array([fid(self.dino[p], self.ref_dino[p]) if len(p) >= 2 else np.nan

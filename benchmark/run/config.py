@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from benchmark.run import dinov2_stage, perceptual
 from benchmark.codecs.codec_spec import CodecSpec
-from benchmark.run.fullref import DEFAULTS as DEFAULT_IMAGE_METRICS
 from benchmark.data.imageio import DEFAULT_MAX_PIXELS
+from benchmark.run import dinov2_stage, perceptual
+from benchmark.run.fullref import DEFAULTS as DEFAULT_IMAGE_METRICS
+from metrics import defaults
 
 
 
@@ -109,4 +110,4 @@ def codec_context(config: RunConfig, split: str, dataset: dict | None = None) ->
     if name.partition(":")[0] in ("folder", "cub", "coco") and name.partition(":")[2]:  # 'folder:/abs/path'
         spec = name
     return {"dataset": spec, "split": split, "preprocess": config.preprocess,
-            "device": config.inception.get("device") or "auto"}
+            "device": config.inception.get("device") or defaults.DEVICE}

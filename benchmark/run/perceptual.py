@@ -21,7 +21,7 @@ import pandas as pd
 from benchmark.run.console import bar
 from benchmark.run.results import atomic_write_bytes, safe_name, shard_files
 from benchmark.run.timings import Timings
-from metrics import registry
+from metrics import defaults, registry
 from metrics.fid import FIDReference, fid
 from metrics.inception import FEATURE_DIM, InceptionExtractor, InceptionUnavailable, file_sha256, resolve_weights
 from metrics.inception_score import inception_score
@@ -34,8 +34,10 @@ PASS_LEDGER = "inception_passes.log"  # append-only: one line per original and p
 # Below this many images per split the Inception Score is noted: IS of a split is at most its number of
 # images (exp of a mutual information bounded by log n), so small splits cap and bias it low.
 ISC_MIN_PER_SPLIT = 500
-DEFAULTS = {"enabled": True, "weights": None, "sha256": None, "device": "auto", "batch_size": 32,
-            "isc_splits": 10, "kid_subsets": 100, "kid_subset_size": 1000, "seed": 2020, "patch_fid": False,
+DEFAULTS = {"enabled": True, "weights": None, "sha256": None, "device": defaults.DEVICE,
+            "batch_size": defaults.BATCH_SIZE,
+            "isc_splits": defaults.ISC_SPLITS, "kid_subsets": defaults.KID_SUBSETS,
+            "kid_subset_size": defaults.KID_SUBSET_SIZE, "seed": defaults.SEED, "patch_fid": False,
             "whole_image_fid": True, "patch_fid_min": 0}
 HASHED = ("enabled", "isc_splits", "kid_subsets", "kid_subset_size", "seed", "patch_fid")
 

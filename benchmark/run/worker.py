@@ -30,7 +30,7 @@ from benchmark.run.produce import Production, decode_checked, error_text, produc
 from benchmark.run.results import atomic_write_bytes, output_path
 from benchmark.run.scoring import Scorer
 from benchmark.run.timings import Timings
-from metrics import registry
+from metrics import defaults, registry
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Worker:
         self.reference_dir = info.get("inception", {}).get("reference_dir")
         self.context = codec_context(self.config, info["dataset"]["split"], info["dataset"])
         # Per-image networks (LPIPS, DISTS, CLIP, the caption embedder) run on the run's device, as Inception does.
-        self.scorer = Scorer(info.get("metrics", {}), info, self.config.inception.get("device") or "auto")
+        self.scorer = Scorer(info.get("metrics", {}), info, self.config.inception.get("device") or defaults.DEVICE)
         self.base = {
             "run_id": info["run_id"], "created": info["created"], "git_sha": info["git_sha"],
             "cmcbench_version": __version__, "config_hash": info["config_hash"],
