@@ -74,6 +74,9 @@ def path(text: str) -> str:
     return os.path.expanduser(text)
 
 
+RATES = ",".join(f"{r:g}" for r in defaults.RATES)  # the at-rate table's bpps as the command line writes them
+
+
 def figure_size(text: str) -> tuple[float, float]:
     """'3.5,2.6' -> (3.5, 2.6) inches."""
     try:
@@ -267,16 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--out", type=path, required=True, help="the list file to write")
 
     def bootstrap_options(p):
-        p.add_argument("--bootstrap", type=non_negative_int, default=200, metavar="N",
-                       help="bootstrap resamples over images for the intervals (default 200; 0: no intervals)")
-        p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-        p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+        p.add_argument("--bootstrap", type=non_negative_int, default=defaults.BOOTSTRAP_RESAMPLES, metavar="N",
+                       help="bootstrap resamples over images for the intervals (default "
+                            f"{defaults.BOOTSTRAP_RESAMPLES}; 0: no intervals)")
+        p.add_argument("--seed", type=int, default=defaults.BOOTSTRAP_SEED,
+                       help=f"bootstrap seed (default {defaults.BOOTSTRAP_SEED})")
+        p.add_argument("--level", type=float, default=defaults.BOOTSTRAP_LEVEL,
+                       help=f"interval level (default {defaults.BOOTSTRAP_LEVEL})")
 
     board = sub.add_parser("leaderboard", help="tables (Markdown, LaTeX, CSV, HTML): metrics at chosen rates, "
                                                "BD-rate and BD-metric against an anchor, every setting with intervals")
     board.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", type=path)
     board.add_argument("--anchor", help="codec label to compare against (default: jpeg)")
-    board.add_argument("--rates", default="0.1,0.25,0.5,1", help="bpps for the at-rate table (default 0.1,0.25,0.5,1)")
+    board.add_argument("--rates", default=RATES, help=f"bpps for the at-rate table (default {RATES})")
     board.add_argument("--metric", action="append", help="only these metrics (repeatable; default: all present)")
     board.add_argument("--bd-method", default="akima", choices=["akima", "pchip", "cubic"],
                        help="interpolation for BD (default akima)")
@@ -313,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--grid-bpp", type=positive_float, help="target rate of the grid (default: the anchor's lowest rate "
                                                     "on each image)")
     rep.add_argument("--anchor", help="anchor codec (default: jpeg)")
-    rep.add_argument("--rates", default="0.1,0.25,0.5,1", help="bpps for the at-rate table")
+    rep.add_argument("--rates", default=RATES, help=f"bpps for the at-rate table (default {RATES})")
     reference_option(rep)
     bootstrap_options(rep)
     return parser

@@ -1,7 +1,8 @@
 """Defaults written once: what the networks and set metrics use when neither the command line nor a caller
 says otherwise (torch-fidelity's values, so that numbers compare with its own), and where networks run.
 
-The command line's defaults, a run's configuration, the metric functions and the bootstrap all read these;
+The command line's defaults, a run's configuration, the metric functions, the bootstrap and the leaderboard
+read these;
 a change here is a change of every default run's numbers (and config hash), made in one place.
 """
 
@@ -13,6 +14,10 @@ KID_SUBSETS = 100  # KID: random subsets ...
 KID_SUBSET_SIZE = 1000  # ... of this many images each
 BATCH_SIZE = 32  # images per forward pass of a metric's network
 DEVICE = "auto"  # CUDA when torch sees a device, else the CPU
+BOOTSTRAP_RESAMPLES = 200  # resamples of a run's images behind every interval (0: no intervals)
+BOOTSTRAP_SEED = 0
+BOOTSTRAP_LEVEL = 0.95
+RATES = (0.1, 0.25, 0.5, 1.0)  # bpps of the leaderboard's at-rate table
 
 
 def pick_device(device: str = DEVICE, unavailable: type[Exception] = RuntimeError) -> str:

@@ -27,9 +27,9 @@ from metrics import defaults, registry
 # Per-image columns whose mean over images is a reported metric (the registry's per-image metrics).
 MEAN_METRICS = tuple(m.column for m in registry.METRICS.values() if m.per_image)
 SET_METRICS = ("fid", "kid", "inception_score", "fd_dinov2")  # recomputed from stored features in each resample
-DEFAULT_RESAMPLES = 200
-DEFAULT_SEED = 0
-DEFAULT_LEVEL = 0.95
+DEFAULT_RESAMPLES = defaults.BOOTSTRAP_RESAMPLES
+DEFAULT_SEED = defaults.BOOTSTRAP_SEED
+DEFAULT_LEVEL = defaults.BOOTSTRAP_LEVEL
 
 
 @dataclass

@@ -22,10 +22,10 @@ from benchmark.analysis.curves import BD_METHODS, MIN_RELIABLE_OVERLAP, Curve, c
 from benchmark.analysis.latex import render_tex
 from benchmark.run.results import load_run
 from benchmark.analysis.table_format import format_value, short_label
-from metrics import registry
+from metrics import defaults, registry
 from metrics.registry import METRICS
 
-DEFAULT_RATES = (0.1, 0.25, 0.5, 1.0)
+DEFAULT_RATES = defaults.RATES
 FORMATS = ("md", "tex", "csv", "html")
 
 
