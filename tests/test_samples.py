@@ -82,3 +82,22 @@ def test_compare_does_not_call_seed_noise_a_regression(tmp_path, random_inceptio
     single = compare_runs(_run(tmp_path, "b1", SPEC, random_inception_weights),
                           _run(tmp_path, "n1", f"{SPEC} seed=100", random_inception_weights), resamples=100)
     assert single.rows.seed_noise.isna().all()  # one sample each: no spread to excuse a change
+
+
+def test_k_samples_are_counted_as_images_not_rows_where_counts_are_shown(tmp_path):
+    """A samples=K codec has K rows per image: beside a deterministic codec, neither is shown as resting on
+    fewer images than the dataset's, and the plot title counts images."""
+    from benchmark.analysis.plots import dataset_title, rd_plots
+
+    config = RunConfig(dataset="sample:6", codecs=[parse_codec_spec(f"{SPEC} samples=2"),
+                                                   parse_codec_spec("jpeg quality=30,80")],
+                       caption_embedder="none", inception={"enabled": False},
+                       image_metrics={"ms_ssim": False, "lpips": "none"})
+    run_dir = create_run(config, tmp_path / "runs", "k", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    _, summary = load_run(run_dir)
+    assert set(summary.n_images) == {2, 4}  # rows: 2 images, decoded twice by one codec
+    assert leaderboard.build([run_dir], resamples=0).counts == {}
+    assert dataset_title(summary) == "sample (test), 2 images"
+    rd_plots(summary, tmp_path / "plots", metrics=["psnr"], formats=("svg",))
+    assert "/4)" not in (tmp_path / "plots" / "rd_psnr.svg").read_text()

@@ -20,7 +20,7 @@ import pandas as pd
 from benchmark.analysis import bootstrap
 from benchmark.analysis.curves import BD_METHODS, MIN_RELIABLE_OVERLAP, Curve, compare_curves
 from benchmark.analysis.latex import render_tex
-from benchmark.run.results import load_run
+from benchmark.run.results import images_of, load_run
 from benchmark.analysis.table_format import format_value, short_label
 from metrics import defaults, registry
 from metrics.registry import METRICS
@@ -152,9 +152,9 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     ci = pd.concat(ci_frames, ignore_index=True) if ci_frames else pd.DataFrame(
         columns=["codec", "setting_index", "metric", "low", "high", "run_dir"])
     values = ["bpp", *metrics]
-    frame = summary.assign(row=range(len(summary)), rate=summary.bpp)
+    frame = summary.assign(row=range(len(summary)), rate=summary.bpp, images_ok=images_of(summary, "n_ok"))
     settings = frame.melt(id_vars=["row", "run_dir", "codec", "codec_in_run", "setting_label", "setting_index", "rate",
-                                   "n_ok"], value_vars=values, var_name="metric", value_name="value")
+                                   "n_ok", "images_ok"], value_vars=values, var_name="metric", value_name="value")
     settings = settings[settings.value.notna()].merge(
         ci[["run_dir", "codec", "setting_index", "metric", "low", "high"]].rename(columns={"codec": "codec_in_run"}),
         on=["run_dir", "codec_in_run", "setting_index", "metric"], how="left")
@@ -171,7 +171,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     n_dataset = dataset_sizes(summary)
     settings["n_dataset"] = [n_dataset.get(r) for r in settings.run_dir]
     settings["setting_label"] = [f"{label} ({int(n)}/{int(d)})" if pd.notna(n) and d and n < d else label
-                                 for label, n, d in zip(settings.setting_label, settings.n_ok, settings.n_dataset)]
+                                 for label, n, d in zip(settings.setting_label, settings.images_ok,
+                                                        settings.n_dataset)]
     settings = settings.rename(columns={"setting_label": "setting", "rate": "bpp"})[
         ["codec", "setting", "setting_index", "bpp", "metric", "value", "low", "high", "n_ok", "n_dataset"]
     ].reset_index(drop=True)
@@ -239,16 +240,19 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
 
 
 def dataset_sizes(summary: pd.DataFrame) -> dict[str, int]:
-    """run folder -> the number of images its dataset holds (published curves have none)."""
+    """run folder -> the number of images its dataset holds (published curves have none): the most any codec was
+    asked for, counted in images (a samples=K codec has K rows per image)."""
     runs = summary[summary.run_dir.astype(bool)] if "run_dir" in summary else summary.iloc[:0]
-    return {r: int(n) for r, n in runs.groupby("run_dir").n_images.max().items()} if "n_images" in runs else {}
+    if "n_images" not in runs:
+        return {}
+    return {r: int(n) for r, n in images_of(runs, "n_images").groupby(runs.run_dir).max().items()}
 
 
 def partial_counts(summary: pd.DataFrame, n_dataset: dict[str, int]) -> dict[str, tuple[int, int]]:
     """codec -> (the fewest images any of its settings rests on, the dataset's), where fewer than all."""
     out = {}
     for (codec, run_dir), rows in summary[summary.run_dir.astype(bool)].groupby(["codec", "run_dir"], sort=False):
-        n, total = int(rows.n_ok.min()), n_dataset.get(run_dir)
+        n, total = int(images_of(rows, "n_ok").min()), n_dataset.get(run_dir)
         if total and n < total:
             out[codec] = (n, total)
     return out

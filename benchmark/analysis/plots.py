@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from benchmark.run.results import images_of
 from metrics import registry
 from metrics.registry import METRICS
 
@@ -109,7 +110,7 @@ def images_behind(curve: pd.DataFrame, n_dataset: int | None) -> int | None:
     """The fewest images any setting of a curve rests on, where that is fewer than the dataset's; else None."""
     if not n_dataset or "n_ok" not in curve or not curve["n_ok"].notna().any():
         return None
-    n = int(curve["n_ok"].min())
+    n = int(images_of(curve, "n_ok").min())
     return n if n < n_dataset else None
 
 
@@ -127,7 +128,8 @@ def dataset_title(summary: pd.DataFrame) -> str:
     parts = []
     for name, group in summary.groupby(summary["dataset"].astype(str), sort=True):
         split = group["split"].dropna().astype(str).iloc[0] if "split" in group and group["split"].notna().any() else ""
-        n = int(group["n_images"].max()) if "n_images" in group and group["n_images"].notna().any() else None
+        n = int(images_of(group, "n_images").max()) if "n_images" in group and group["n_images"].notna().any() \
+            else None
         shown = short_name(name) + (f" ({split})" if split and split != "all" else "")
         parts.append(shown + (f", {n} image{'' if n == 1 else 's'}" if n else ""))
     return "; ".join(parts)
@@ -164,7 +166,8 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
             continue
         fig, ax = plt.subplots(figsize=style.figsize, layout="constrained" if style.paper else None)
         published = sub["published"].fillna(False).astype(bool) if "published" in sub else pd.Series(False, sub.index)
-        n_dataset = int(sub["n_images"].max()) if "n_images" in sub and sub["n_images"].notna().any() else None
+        n_dataset = int(images_of(sub, "n_images").max()) if "n_images" in sub and sub["n_images"].notna().any() \
+            else None
         partial = False
         for codec, curve in sub.groupby("codec", sort=False):
             target = _target(curve)

@@ -177,6 +177,13 @@ def with_setting_type(summary: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
+def images_of(summary: pd.DataFrame, column: str = "n_ok") -> pd.Series:
+    """A summary's row counts (`n_images`, `n_ok`) as counts of images: a codec that decodes every bitstream K
+    times (samples=K) has K rows per image, so its 16 images are 64 rows."""
+    samples = summary["n_samples"].fillna(1).clip(lower=1) if "n_samples" in summary else 1
+    return summary[column] / samples
+
+
 def load_run(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-image rows, summary rows) of a run, sorted by codec, setting and image."""
     run_dir = pathlib.Path(run_dir)
