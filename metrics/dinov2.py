@@ -15,10 +15,10 @@ import os
 import numpy as np
 
 from metrics import defaults
+from metrics.hub import WEIGHT_FILES, folder_weights
 
 DEFAULT_MODEL = "facebook/dinov2-large"
 INPUT_SIZE = 224
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -43,17 +43,11 @@ def resolve_model(model: str) -> tuple[str, str]:
             folder = snapshot_download(model, allow_patterns=["config.json", "model.safetensors"])
         except Exception as exc:  # noqa: BLE001 - any failure has the same remedy: a local folder
             raise DINOv2Unavailable(str(exc).rstrip(".") + ".") from None
-    weights = weights_file(folder)
+    weights = folder_weights(folder)
     if weights is None or not os.path.isfile(os.path.join(folder, "config.json")):
         raise DINOv2Unavailable(f"--dinov2 {model}: {folder} holds no config.json and {' or '.join(WEIGHT_FILES)} "
                                 "(save a Dinov2Model with save_pretrained, or pass a Hub id).")
     return os.path.abspath(folder), file_digest(weights)
-
-
-def weights_file(folder: str) -> str | None:
-    """The checkpoint's weights file in a model folder (the file whose sha256 identifies the network)."""
-    found = [os.path.join(folder, name) for name in WEIGHT_FILES if os.path.isfile(os.path.join(folder, name))]
-    return found[0] if found else None
 
 
 class DINOv2Extractor:

@@ -66,13 +66,18 @@ def check_model_name(part: str, name: str, builtins: tuple[str, ...], library: s
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
+def folder_weights(folder: str) -> str | None:
+    """The checkpoint's weights file in a model folder (the file whose sha256 identifies the network)."""
+    found = [os.path.join(folder, name) for name in WEIGHT_FILES if os.path.isfile(os.path.join(folder, name))]
+    return found[0] if found else None
+
+
 def local_weights(name: str) -> str | None:
-    """The weights file of a transformers model, a local folder or a Hub id already in the local cache (the file
-    whose sha256 identifies the network); None when it is not here yet."""
+    """The weights file of a transformers model, a local folder or a Hub id already in the local cache; None
+    when it is not here yet."""
     folder = os.path.expanduser(name)
     if os.path.isdir(folder):
-        found = [os.path.join(folder, f) for f in WEIGHT_FILES if os.path.isfile(os.path.join(folder, f))]
-        return found[0] if found else None
+        return folder_weights(folder)
     if not HUB_ID.match(name) or importlib.util.find_spec("huggingface_hub") is None:
         return None
     from huggingface_hub import try_to_load_from_cache

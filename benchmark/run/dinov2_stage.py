@@ -70,10 +70,11 @@ class DINOv2Stage:
 
     def load(self) -> None:
         if self._extractor is None:
-            from metrics.dinov2 import DINOv2Extractor, weights_file
+            from metrics.dinov2 import DINOv2Extractor
+            from metrics.hub import folder_weights
             from metrics.download import file_digest
 
-            weights = weights_file(self.stage["model_path"])
+            weights = folder_weights(self.stage["model_path"])
             if weights is None or file_digest(weights) != self.stage["weights_sha256"]:
                 raise RuntimeError(f"The DINOv2 weights in {self.stage['model_path']} changed since this run started.")
             with self.timings.stage("DINOv2: load network"):

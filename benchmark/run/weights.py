@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from metrics.download import file_digest
+from metrics.hub import folder_weights
 
 
 def stages(info: dict) -> dict[str, dict]:
@@ -32,9 +33,7 @@ def recorded(info: dict) -> dict[str, tuple[str, str]]:
                 part = key[:-len("_sha256")]
                 path = state.get(f"{part}_path")
                 if path is None and stage == "DINOv2" and state.get("model_path"):
-                    from metrics.dinov2 import weights_file
-
-                    path = weights_file(state["model_path"])
+                    path = folder_weights(state["model_path"])
                 if path:
                     out[f"{stage} {part}"] = (str(path), sha)
     return out
