@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.analysis import bootstrap
+from benchmark.run import weights
 from benchmark.run.results import load_run, read_config
 from metrics import registry
 from metrics.registry import higher_is_better
@@ -121,18 +122,16 @@ def provenance_warnings(base: dict, new: dict) -> list[str]:
     bw, nw = base.get("inception", {}).get("weights_sha256"), new.get("inception", {}).get("weights_sha256")
     if bw != nw:
         out.append(f"Inception weights differ: {str(bw)[:12]} vs {str(nw)[:12]} (IS, FID, KID, IPD not comparable)")
-    bd, nd = base.get("dinov2", {}).get("weights_sha256"), new.get("dinov2", {}).get("weights_sha256")
-    if bd and nd and bd != nd:
-        out.append(f"DINOv2 weights differ: {bd[:12]} vs {nd[:12]} (FD-DINOv2, precision, recall, density, "
-                   "coverage not comparable)")
-    for name, state in new.get("iqa", {}).items():
-        old = base.get("iqa", {}).get(name, {}).get("weights_sha256")
-        if old and state.get("weights_sha256") and old != state["weights_sha256"]:
-            out.append(f"{name} weights differ: {old[:12]} vs {state['weights_sha256'][:12]} (not comparable)")
     bl = base.get("image_metrics", {}).get("lpips", {}).get("backbone_sha256")
     nl = new.get("image_metrics", {}).get("lpips", {}).get("backbone_sha256")
     if bl != nl:
         out.append(f"LPIPS weights differ: {str(bl)[:12]} vs {str(nl)[:12]}")
+    # Every other weight file both runs used (DINOv2, LPIPS-VGG, DISTS, CLIP, pyiqa's): one list, run.weights.
+    files_b, files_n = weights.recorded(base), weights.recorded(new)
+    for what in sorted(set(files_b) & set(files_n) - {"Inception", "lpips backbone"}):
+        if files_b[what][1] != files_n[what][1]:
+            out.append(f"{what} weights differ: {files_b[what][1][:12]} vs {files_n[what][1][:12]} (the metrics computed "
+                       "with them are not comparable)")
     bv, nv = base.get("versions", {}), new.get("versions", {})
     changed = sorted(k for k in set(bv) | set(nv) if bv.get(k) != nv.get(k))
     if changed:

@@ -105,7 +105,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     iqa_states = iqa.resolve(config.iqa, config.iqa_weights, progress)
     # Every weight file the run uses: the first four as earlier versions hashed them (their runs keep their
     # hash), the rest (LPIPS's linear layers, LPIPS-VGG, DISTS, CLIP) under "weights", absent when none.
-    hashed_before = {"Inception weights", "lpips backbone", "DINOv2 weights", *(f"{k} weights" for k in iqa_states)}
+    hashed_before = {"Inception", "lpips backbone", "DINOv2", *iqa_states}
     more = {what: sha for what, (_, sha) in weights.recorded({"inception": inception, "image_metrics": image_metrics,
                                                                "dinov2": dinov2, "iqa": iqa_states}).items()
             if what not in hashed_before}

@@ -23,7 +23,7 @@ def stages(info: dict) -> dict[str, dict]:
 
 
 def recorded(info: dict) -> dict[str, tuple[str, str]]:
-    """'LPIPS-VGG backbone' -> (path, sha256) for every weight file an available stage of the run uses."""
+    """'lpips_vgg backbone' -> (path, sha256) for every weight file an available stage of the run uses."""
     out = {}
     for stage, state in stages(info).items():
         if state.get("status") != "ok":
@@ -33,9 +33,9 @@ def recorded(info: dict) -> dict[str, tuple[str, str]]:
                 part = key[:-len("_sha256")]
                 path = state.get(f"{part}_path")
                 if path is None and stage == "DINOv2" and state.get("model_path"):
-                    path = folder_weights(state["model_path"])
-                if path:
-                    out[f"{stage} {part}"] = (str(path), sha)
+                    path = folder_weights(state["model_path"]) or state["model_path"]  # gone: still listed
+                if path:  # 'DINOv2' for a stage's one weights file, 'lpips backbone' for one of several
+                    out[stage if part == "weights" else f"{stage} {part}"] = (str(path), sha)
     return out
 
 
