@@ -564,17 +564,19 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     elif stage["status"] == "unavailable":
         lines.append(f"Unavailable: IS, FID, KID, IPD (left empty, not zero): {stage['reason']}")
     info = read_config(run_dir)
-    dino = info.get("dinov2", {})
-    if dino.get("status") == "ok":
-        from benchmark.run import dinov2_stage
-        from benchmark.run.perceptual import passes
+    from benchmark.run import feature_stage
+    from benchmark.run.perceptual import passes
+    from metrics import registry
 
-        n = passes(run_dir, dinov2_stage.LEDGER)
-        lines.append(f"DINOv2:      {n['reference']} originals + {n['reconstruction']} reconstructions through "
-                     f"{dino['model']} (weights sha256 {dino['weights_sha256'][:12]})")
-    elif dino.get("status") == "unavailable":
-        lines.append(f"Unavailable: FD-DINOv2, precision, recall, density, coverage (left empty, not zero): "
-                     f"{dino['reason']}")
+    for space in feature_stage.active(info):
+        n, state = passes(run_dir, feature_stage.ledger(space)), feature_stage.state_of(info, space.state)
+        sha = f" (weights sha256 {state['weights_sha256'][:12]})" if state.get("weights_sha256") else ""
+        lines.append(f"{space.label + ':':<12} {n['reference']} originals + {n['reconstruction']} reconstructions "
+                     f"through {state.get('model', space.label)}{sha}")
+    dino = info.get("dinov2", {})
+    if dino.get("status") == "unavailable":
+        names = ", ".join(m.short for m in registry.in_space("dinov2"))
+        lines.append(f"Unavailable: {names} (left empty, not zero): {dino['reason']}")
     for name, state in [*info.get("image_metrics", {}).items(), *info.get("iqa", {}).items()]:
         if state["status"] == "unavailable":
             lines.append(f"Unavailable: {name.upper().replace('_', '-')} (left empty, not zero): {state['reason']}")

@@ -88,3 +88,30 @@ class DINOv2Extractor:
         for part, batch in uint8_batches(self.torch, images, self.batch_size):
             out[part] = self.forward(batch)
         return out
+
+
+def extractor(state: dict, device: str, batch_size: int) -> DINOv2Extractor:
+    """The DINOv2 feature space's network, from the model folder the run recorded (its weights unchanged)."""
+    from metrics.download import file_digest
+
+    weights = folder_weights(state["model_path"])
+    if weights is None or file_digest(weights) != state["weights_sha256"]:
+        raise RuntimeError(f"The DINOv2 weights in {state['model_path']} changed since this run started.")
+    return DINOv2Extractor(state["model_path"], device, batch_size)
+
+
+def frechet_distance(features: np.ndarray, reference, state: dict) -> tuple[float, str]:
+    """FD-DINOv2: the FID formula on DINOv2 embeddings."""
+    from metrics.fid import frechet_distance as fd
+
+    return fd(features, reference, "FD-DINOv2")
+
+
+def precision_recall(features: np.ndarray, reference, state: dict) -> tuple[dict, str]:
+    """Precision, recall, density and coverage (Naeem et al.) against the originals' embeddings, k from the run."""
+    from metrics.prdc import DEFAULT_K, prdc
+
+    k = int(state.get("k") or DEFAULT_K)
+    if len(features) <= k:
+        return {}, f"precision, recall, density and coverage need more than k={k} images"
+    return {f"dinov2_{name}": v for name, v in prdc(features, reference.features, k).items()}, ""

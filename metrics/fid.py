@@ -18,6 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Below this many images per set a Frechet distance is biased upwards (its estimate falls as n grows): the
+# summary notes it, and values compare only at equal counts (torch-fidelity's and the FID paper's 2048).
+MIN_SAMPLES = 2048
+
 
 @dataclass
 class FeatureMoments:
@@ -163,3 +167,13 @@ def fid_low_rank(features_1: np.ndarray, features_2: np.ndarray) -> float:
     nuclear = np.linalg.svd(a @ b.T, compute_uv=False).sum() / np.sqrt((n1 - 1) * (n2 - 1))
     diff = mu1 - mu2
     return float(diff @ diff + tr1 + tr2 - 2 * nuclear)
+
+
+def frechet_distance(features: np.ndarray, reference: "FIDReference", label: str) -> tuple[float, str]:
+    """A set's Frechet distance to the originals' features in any feature space, with the note its count needs
+    (`label` names it in the note: 'FD-DINOv2')."""
+    n = len(features)
+    if n < 2:
+        return float("nan"), f"{label} needs at least 2 images per set"
+    note = f"{label} from {n} < {MIN_SAMPLES} samples: biased, compare only at equal counts" if n < MIN_SAMPLES else ""
+    return reference.distance(features), note

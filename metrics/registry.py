@@ -1,89 +1,26 @@
 """The metric registry: every number cmcbench reports, declared once.
 
-Each entry says which columns it writes and their types, how it is labelled, which direction is better,
-when it is computed (`kind`), what it needs, which resolved state of the run says whether it is
-available, its default `compare` tolerance, and (for per-image metrics) its pure function. The runner,
-the schema, the summary, plots, leaderboard, bootstrap, compare and report read it; adding a metric is
-one entry here plus its function, with no edit to the runner.
-
-Kinds:
-- `rate`: bpp, written by the producer from the bitstream.
-- `pixels`: per image, a pure function of (original, reconstruction): `fn(original, reconstruction)`
-  returns a float, or (float, note) where the note says why the value is NaN.
-- `network`: per image, from a network's features: `fn(model, original, reconstruction, cache)`, with the
-  model built once per process by `load(state, device)` (shared by metrics with the same loader and state);
-  `cache` keeps an original's features across its settings and holds the row's `captions`, `text` and a
-  fresh `row` dict for what several metrics share about one reconstruction.
-- `text`: per image, for codecs that transmit text: `fn(text, reference_captions, state)`.
-- `features`: per image, from the Inception stage's stored features (IPD).
-- `set`: per setting, from stored per-image features (IS, FID, KID, patch FID).
-
-`state` names the key of the run's config.json that records availability (`status` ok, disabled or
-unavailable, with a `reason`); a metric whose state is not ok is written as NaN with that reason, never 0.
+Each entry (a `metrics.spec.MetricInfo`) says which columns it writes and their types, how it is labelled,
+which direction is better, when it is computed (`kind`), what it needs, which resolved state of the run says
+whether it is available, its default `compare` tolerance, and (for per-image metrics) its pure function. The
+entries below are cmcbench's first metrics; any other module of this package that declares a `SPECS` list is
+collected after them (by file name), with its feature spaces, so a new metric is one new file. The runner, the
+schema, the summary, plots, leaderboard, bootstrap, compare and report read the registry.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-from dataclasses import dataclass
-from typing import Any, Callable
+import pathlib
+import pkgutil
 
 from metrics import iqa as _iqa
+from metrics.spec import KINDS, PER_IMAGE_KINDS, FeatureSpace, MetricInfo  # noqa: F401 - re-exported
 
-KINDS = ("rate", "pixels", "network", "text", "features", "set")
 # PSNR above 100 dB (MSE below 6.5e-6: fewer than one 1-level error per 150,000 8-bit samples) is lossless
 # for every practical purpose; averages count such an image at 100 dB, as compression benchmarks cap it.
 PSNR_CAP_DB = 100.0
 TEXT_COLUMN = "caption"  # the row column in which a text-transmitting codec reports the text it sent
-PER_IMAGE_KINDS = ("rate", "pixels", "network", "text", "features")
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    column: str
-    label: str
-    higher_is_better: bool
-    kind: str = "pixels"
-    short: str = ""  # a short header for tables
-    columns: tuple[tuple[str, str], ...] = ()  # further columns it writes, (name, arrow type name)
-    needs: tuple[str, ...] = ()  # "pixels", "captions", "transmitted text", "network:<name>", "features"
-    state: str = ""  # where config.json records its availability ("" = always available)
-    tolerance: float | str = 0.0  # default allowed worsening in `compare` (absolute, or "x%" relative)
-    fn: str = ""  # "module:function", the pure function (per-image kinds)
-    load: str = ""  # "module:function" building the network once per process (kind network)
-    default: bool = True  # computed unless asked not to; False: only with --add-metric NAME
-    dtype: str = "float64"
-    # Averages (summary, bootstrap, tables) clip per-image values at this cap, which marks a lossless image
-    # (PSNR of identical images is inf): one lossless image must not turn a mean into inf. The per-image
-    # value itself is kept exact; the summary counts the images at the cap (`n_lossless`).
-    cap: float | None = None
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"Metric {self.column!r}: kind must be one of {', '.join(KINDS)}, not {self.kind!r}.")
-
-    @property
-    def per_image(self) -> bool:
-        return self.kind in PER_IMAGE_KINDS
-
-    @property
-    def direction(self) -> str:
-        return "higher is better" if self.higher_is_better else "lower is better"
-
-    def all_columns(self) -> list[tuple[str, str]]:
-        return [(self.column, self.dtype), *self.columns]
-
-    def function(self) -> Callable[..., Any]:
-        return _resolve(self.fn)
-
-    def loader(self) -> Callable[..., Any]:
-        return _resolve(self.load)
-
-
-def _resolve(target: str) -> Callable[..., Any]:
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 METRICS: dict[str, MetricInfo] = {m.column: m for m in [
@@ -125,15 +62,12 @@ METRICS: dict[str, MetricInfo] = {m.column: m for m in [
     MetricInfo("patch_fid", "Patch FID (FID/256)", False, "set", "pFID", columns=(("n_patches", "float64"),),
                needs=("features",), state="inception", tolerance=0.5, default=False),
     MetricInfo("fd_dinov2", "FD-DINOv2 (Frechet distance in DINOv2 space)", False, "set", "FD-DINOv2",
-               columns=(("n_dinov2", "float64"),), needs=("features",), state="dinov2", tolerance=5.0),
-    MetricInfo("dinov2_precision", "Precision (DINOv2 k-NN)", True, "set", "Prec.", needs=("features",),
-               state="dinov2", tolerance=0.02),
-    MetricInfo("dinov2_recall", "Recall (DINOv2 k-NN)", True, "set", "Rec.", needs=("features",), state="dinov2",
-               tolerance=0.02),
-    MetricInfo("dinov2_density", "Density (DINOv2 k-NN)", True, "set", "Dens.", needs=("features",),
-               state="dinov2", tolerance=0.02),
-    MetricInfo("dinov2_coverage", "Coverage (DINOv2 k-NN)", True, "set", "Cov.", needs=("features",),
-               state="dinov2", tolerance=0.02),
+               columns=(("n_dinov2", "float64"),), needs=("features",), state="dinov2", tolerance=5.0,
+               space="dinov2", fn="metrics.dinov2:frechet_distance", resample="metrics.fid:fid"),
+    *[MetricInfo(f"dinov2_{name}", f"{label} (DINOv2 k-NN)", True, "set", short, needs=("features",), state="dinov2",
+                 tolerance=0.02, space="dinov2", fn="metrics.dinov2:precision_recall")
+      for name, label, short in (("precision", "Precision", "Prec."), ("recall", "Recall", "Rec."),
+                                 ("density", "Density", "Dens."), ("coverage", "Coverage", "Cov."))],
     MetricInfo("caption_bleu4", "Caption BLEU-4 (transmitted vs reference captions)", True, "text", "BLEU-4",
                needs=("transmitted text", "captions"), state="caption_metrics.caption_bleu4", tolerance=0.005,
                fn="metrics.caption:bleu4"),
@@ -141,6 +75,36 @@ METRICS: dict[str, MetricInfo] = {m.column: m for m in [
                needs=("transmitted text", "captions", "network:sentence-embedder"),
                state="caption_metrics.caption_cosine", tolerance=0.005, fn="metrics.caption:cosine"),
 ]}
+
+
+# The metrics above, which every run's config.json lists (disabled ones too); a metric file's is listed only
+# when a run asks for it, so runs that do not read as they did before the file was added.
+FIRST = frozenset(METRICS)
+SPACES: dict[str, FeatureSpace] = {s.name: s for s in [
+    FeatureSpace("dinov2", "DINOv2", "dinov2", "metrics.dinov2:extractor"),
+]}
+# Modules that are not metric files (they hold the registry's own machinery); every other module is read for SPECS.
+_MACHINERY = {"registry", "spec", "defaults", "download", "hub"}
+
+
+def _collect() -> None:
+    """Add the entries of every metric file (a module of this package with a module-level `SPECS` list), by file
+    name: a new metric is one new file. A file is imported only if its source assigns SPECS."""
+    import importlib
+
+    folder = pathlib.Path(__file__).parent
+    for module in sorted(m.name for m in pkgutil.iter_modules([str(folder)])):
+        if module in _MACHINERY or "\nSPECS" not in (folder / f"{module}.py").read_text():
+            continue
+        for entry in importlib.import_module(f"metrics.{module}").SPECS:
+            if isinstance(entry, FeatureSpace):
+                if entry.name in SPACES:
+                    raise ValueError(f"metrics/{module}.py declares the feature space {entry.name!r} again.")
+                SPACES[entry.name] = entry
+            elif entry.column in METRICS:
+                raise ValueError(f"metrics/{module}.py declares the metric {entry.column!r} again.")
+            else:
+                METRICS[entry.column] = entry
 
 
 def capped(name: str, values):
@@ -175,3 +139,11 @@ def of_kind(*kinds: str) -> list[MetricInfo]:
 
 def register_metric(info: MetricInfo) -> None:
     METRICS[info.column] = info
+
+
+def in_space(space: str) -> list[MetricInfo]:
+    """The set metrics computed in one feature space, in registry order."""
+    return [m for m in METRICS.values() if m.space == space]
+
+
+_collect()

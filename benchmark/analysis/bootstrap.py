@@ -20,13 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from benchmark.run import feature_stage
 from benchmark.run.console import bar
 from benchmark.run.results import load_run, read_config
-from metrics import defaults, registry
+from metrics import defaults, registry, spec
 
 # Per-image columns whose mean over images is a reported metric (the registry's per-image metrics).
 MEAN_METRICS = tuple(m.column for m in registry.METRICS.values() if m.per_image)
-SET_METRICS = ("fid", "kid", "inception_score", "fd_dinov2")  # recomputed from stored features in each resample
+# Recomputed from stored features in each resample: Inception's, and each feature space's that declare `resample`
+SET_METRICS = ("fid", "kid", "inception_score", *(m.column for m in registry.of_kind("set") if m.resample))
 DEFAULT_RESAMPLES = defaults.BOOTSTRAP_RESAMPLES
 DEFAULT_SEED = defaults.BOOTSTRAP_SEED
 DEFAULT_LEVEL = defaults.BOOTSTRAP_LEVEL
@@ -45,8 +47,8 @@ class SettingData:
     logits: np.ndarray | None = None
     ref_pool: np.ndarray | None = None  # the originals' features, aligned with image_ids
     options: dict = field(default_factory=dict)
-    dino: np.ndarray | None = None  # reconstructions' DINOv2 embeddings (FD-DINOv2), aligned with image_ids
-    ref_dino: np.ndarray | None = None
+    # per feature space (DINOv2, CLIP, ...): (reconstructions' features, their originals'), aligned with image_ids
+    spaces: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     # A stochastic decoder's K samples: each sample's set (its features only); set metrics are their mean
     sample_sets: list["SettingData"] = field(default_factory=list)
     _kernels: tuple | None = field(default=None, repr=False)
@@ -56,7 +58,8 @@ class SettingData:
         take = (lambda a: None if a is None else a[pos])  # noqa: E731
         return SettingData(self.codec, self.setting_index, self.setting_label, self.image_ids[pos],
                            {k: v[pos] for k, v in self.per_image.items()}, take(self.pool), take(self.logits),
-                           take(self.ref_pool), self.options, take(self.dino), take(self.ref_dino),
+                           take(self.ref_pool), self.options,
+                           {k: (f[pos], r[pos]) for k, (f, r) in self.spaces.items()},
                            [d.subset(ids) for d in self.sample_sets])
 
     def metric_names(self) -> list[str]:
@@ -70,8 +73,9 @@ class SettingData:
             names += ["fid", "kid"]
             if len(self.pool) >= self.options.get("isc_splits", defaults.ISC_SPLITS):
                 names.append("inception_score")
-        if self.dino is not None and len(self.dino) >= 2:
-            names.append("fd_dinov2")
+        for space, (features, _) in self.spaces.items():
+            if len(features) >= 2:
+                names += [m.column for m in registry.in_space(space) if m.resample]
         return names
 
     def kernels(self):
@@ -124,9 +128,12 @@ class SettingData:
                 out["inception_score"] = np.array([
                     inception_score(self.logits[p], splits, self.options.get("seed", defaults.SEED))[0] if len(p) >= splits
                     else np.nan for p in draws])
-        if "fd_dinov2" in names:
-            out["fd_dinov2"] = np.array([fid(self.dino[p], self.ref_dino[p]) if len(p) >= 2 else np.nan
-                                         for p in draws])
+        for space, (features, reference) in self.spaces.items():
+            for m in registry.in_space(space):
+                if m.column in names:
+                    distance = spec.resolve(m.resample)
+                    out[m.column] = np.array([distance(features[p], reference[p]) if len(p) >= 2 else np.nan
+                                              for p in draws])
         return out
 
     def evaluate(self, positions: np.ndarray) -> dict[str, np.ndarray]:
@@ -155,31 +162,27 @@ def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingD
         return out
     ok = images[images.status == "ok"]
     inception_ok = info.get("inception", {}).get("status") == "ok"
-    dino_ok = info.get("dinov2", {}).get("status") == "ok"
-    shas = perceptual.image_shas(run_dir) if inception_ok or dino_ok else {}
+    spaces = feature_stage.active(info)
+    shas = perceptual.image_shas(run_dir) if inception_ok or spaces else {}
     opts = info["config"].get("inception", {})
     references: dict = {}  # the originals' features by (space, image indices): read once for all sample sets
 
     def attach(data: SettingData, rows: pd.DataFrame, codec: str, s: int, sample: int) -> None:
         """The stored features of one setting's (one sample's) reconstructions and their originals."""
-        from benchmark.run import dinov2_stage
-
-        for space, ok_, read, reference in (
-                ("inception", inception_ok, perceptual.setting_features,
-                 lambda idx: perceptual.reference_features(info, shas, idx)),
-                ("dinov2", dino_ok, dinov2_stage.setting_features,
-                 lambda idx: dinov2_stage.reference_features(info["dinov2"], shas, idx))):
-            found = read(run_dir, codec, s, sample=sample) if ok_ else None
+        stored = [("inception", perceptual.setting_features(run_dir, codec, s, sample=sample))] if inception_ok else []
+        stored += [(space.name, feature_stage.setting_features(run_dir, space, codec, s, sample)) for space in spaces]
+        for space, found in stored:
             aligned = _aligned(found[0], rows, data.image_ids) if found is not None else None
             if aligned is None:
                 continue
             key = (space, tuple(aligned[1]))
             if key not in references:
-                references[key] = reference(aligned[1])
+                references[key] = perceptual.reference_features(info, shas, aligned[1]) if space == "inception" \
+                    else feature_stage.reference_features(info, registry.SPACES[space], shas, aligned[1])
             if space == "inception":
                 data.pool, data.logits, data.ref_pool = found[1][aligned[0]], found[2][aligned[0]], references[key]
             else:
-                data.dino, data.ref_dino = found[1][aligned[0]], references[key]
+                data.spaces[space] = (found[1][aligned[0]], references[key])
 
     for (codec, s), rows in ok.groupby(["codec", "setting_index"], sort=True):
         samples = sorted(rows["sample"].dropna().astype(int).unique()) if "sample" in rows else []

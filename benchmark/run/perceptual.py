@@ -22,14 +22,14 @@ from benchmark.run.console import bar
 from benchmark.run.results import atomic_write_bytes, safe_name, shard_files
 from benchmark.run.timings import Timings
 from metrics import defaults, registry
-from metrics.fid import FIDReference, fid
+from metrics.fid import MIN_SAMPLES, FIDReference, fid
 from metrics.inception import FEATURE_DIM, InceptionExtractor, InceptionUnavailable, file_sha256, resolve_weights
 from metrics.inception_score import inception_score
 from metrics.ipd import instance_perceptual_distance
 from metrics.kid import kid, uses_subsets
 from metrics.patches import fid256_patches
 
-FID_MIN_SAMPLES = 2048
+FID_MIN_SAMPLES = MIN_SAMPLES
 PASS_LEDGER = "inception_passes.log"  # append-only: one line per original and per task's reconstructions
 # Below this many images per split the Inception Score is noted: IS of a split is at most its number of
 # images (exp of a mutual information bounded by log n), so small splits cap and bias it low.

@@ -22,7 +22,8 @@ from typing import Callable
 
 import pyarrow as pa
 
-from benchmark.run import console, dinov2_stage, fullref, perceptual, provenance, schema, timings, weights
+from benchmark.run import (console, dinov2_stage, feature_stage, fullref, perceptual, provenance, schema, timings,
+                           weights)
 from benchmark.codecs.codec_spec import CodecSpec
 from benchmark.run.config import RunConfig, codec_context
 from benchmark.data.datasets import Dataset
@@ -139,6 +140,13 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     for c in info["codecs"]:
         c["task_images"] = task_images(info["config"], c)
     info["metrics"] = metric_states(info, added)
+    for name in added:
+        if info["metrics"][name]["status"] == "disabled":
+            raise ValueError(f"--add-metric {name} needs a stage this run does not request: "
+                             f"{info['metrics'][name]['reason']}.")
+    caches = feature_stage.cache_dirs(info, pathlib.Path(out_root) / ".cache", run_dir)
+    if caches:  # absent when no space needs one, so config.json reads as it did before
+        info["feature_caches"] = caches
     if config.protocol:
         from benchmark.run import protocols
 
@@ -337,9 +345,8 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
             info["inception"]["status"] == "ok" else None
         stage = perceptual.PerceptualStage(info, run_dir, extractor, clock) \
             if info["inception"]["status"] == "ok" else None
-        dino = dinov2_stage.DINOv2Stage(info, run_dir, clock) if info.get("dinov2", {}).get("status") == "ok" \
-            else None
-        stages = [s for s in (stage, dino) if s is not None]
+        stages = [s for s in (stage,) if s is not None]
+        stages += [feature_stage.FeatureStage(space, info, run_dir, clock) for space in feature_stage.active(info)]
         hooks = [s.on_result for s in stages]
         hooks += [on_result] if on_result is not None else []
         keep_pixels = bool(hooks)
@@ -403,12 +410,7 @@ def set_level_summary(run_dir: pathlib.Path, info: dict, clock: Timings | None =
         summary["inception_passes_reference"] = counts["reference"]
         summary["inception_passes_reconstruction"] = counts["reconstruction"]
         summary["inception_passes_patches"] = counts.get("patches", 0)
-    if info.get("dinov2", {}).get("status") == "ok":
-        summary = summary.merge(dinov2_stage.set_metrics(run_dir, info, clock), on=["codec", "setting_index"],
-                                how="left")
-        counts = perceptual.passes(run_dir, dinov2_stage.LEDGER)
-        summary["dinov2_passes_reference"] = counts["reference"]
-        summary["dinov2_passes_reconstruction"] = counts["reconstruction"]
+    summary = feature_stage.summary_columns(run_dir, info, summary, clock)
     declared = {name for name, _ in info["schema"]}
     if "sample" in declared:
         from benchmark.run.results import sample_spreads
@@ -424,7 +426,7 @@ def set_level_summary(run_dir: pathlib.Path, info: dict, clock: Timings | None =
         metric = registry.get(name)
         if state["status"] == "disabled" or (metric.kind in COMPUTED_HERE and name not in declared):
             continue  # not asked for, or not applicable to this run's codecs
-        if metric.state:
+        if metric.state or state["status"] != "ok":  # a metric without a stage: its column when it cannot run
             summary[status_column(name)] = "ok" if state["status"] == "ok" else f"{state['status']}: {state['reason']}"
         for column, _ in metric.all_columns():
             if state["status"] != "ok" or column not in summary:

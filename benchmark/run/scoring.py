@@ -34,7 +34,10 @@ def metric_states(info: dict, added: list[str] = ()) -> dict[str, dict]:
     out = {}
     for name, m in registry.METRICS.items():
         if not m.default and name not in added:
-            out[name] = {"status": "disabled", "reason": f"not requested (--add-metric {name})"}
+            if name in registry.FIRST:  # a later metric file's: absent, so config.json reads as it did before it
+                out[name] = {"status": "disabled", "reason": f"not requested (--add-metric {name})"}
+        elif m.missing():
+            out[name] = {"status": "unavailable", "reason": m.missing()}
         elif not m.state:
             out[name] = {"status": "ok", "reason": ""}
         else:

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from benchmark import __version__
-from benchmark.run import dinov2_stage, perceptual
+from benchmark.run import feature_stage, perceptual
 from benchmark.codecs.codec import Codec, reseeded
 from benchmark.run.config import RunConfig, codec_context
 from benchmark.data.datasets import Dataset
@@ -94,8 +94,7 @@ class Worker:
     def needs_original(self, sha: str) -> bool:
         """Whether a feature stage has no cached features of this original yet (it then travels to the stage)."""
         return bool(self.reference_dir and perceptual.needs_reference(
-            self.reference_dir, sha, self.config.inception.get("patch_fid"))) or dinov2_stage.needs_reference(
-            self.info.get("dinov2", {}), sha)
+            self.reference_dir, sha, self.config.inception.get("patch_fid"))) or feature_stage.needs_reference(self.info, sha)
 
     def codec_pair(self, label: str) -> tuple[Codec, Codec]:
         if label not in self.codecs:

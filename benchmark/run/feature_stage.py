@@ -1,0 +1,186 @@
+"""The feature stage, one for any feature space (DINOv2, CLIP, and whatever a metric file declares): features of
+originals (cached across runs) and of reconstructions (stored with each shard), and the set metrics of each
+setting computed from them. Inception has its own stage (`benchmark.run.perceptual`: IPD, IS logits, patches).
+
+Each original goes through a space's network once per (preprocessed pixels, weights), into a cache shared by the
+runs under one output root; each reconstruction once, as its task completes, its features written beside the
+task's shard before the shard. Each space keeps its own ledger of passes. Set metrics are the registry's pure
+functions of the stored features (`MetricInfo.fn` of the metrics that name the space).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pandas as pd
+
+from benchmark.run.console import bar
+from benchmark.run.perceptual import (feature_key, features_path, group_by_setting, image_shas, new_originals,
+                                      npz_bytes, over_samples, passes, read_setting, record_passes, reference_path,
+                                      write_reference)
+from benchmark.run.results import atomic_write_bytes, safe_name
+from benchmark.run.timings import Timings
+from metrics import registry
+from metrics.fid import FIDReference
+from metrics.spec import FeatureSpace
+
+
+def state_of(info: dict, path: str) -> dict:
+    """The resolved stage at a dotted config.json key ('image_metrics.clip'), or {}."""
+    node = info
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {}
+
+
+def active(info: dict) -> list[FeatureSpace]:
+    """The feature spaces this run computes: their stage is ok and at least one of their metrics is."""
+    states = info.get("metrics", {})
+    return [s for s in registry.SPACES.values() if state_of(info, s.state).get("status") == "ok"
+            and any(states.get(m.column, {}).get("status") == "ok" for m in registry.in_space(s.name))]
+
+
+def ledger(space: FeatureSpace) -> str:
+    return f"{space.name}_passes.log"
+
+
+def folder(space: FeatureSpace) -> str:
+    return f"features-{space.name}"
+
+
+def reference_dir(info: dict, space: FeatureSpace) -> pathlib.Path:
+    """Where the originals' features of a space are cached: the stage's own record, else the one the run chose."""
+    return pathlib.Path(state_of(info, space.state).get("reference_dir") or info["feature_caches"][space.name])
+
+
+def cache_dirs(info: dict, cache_root: pathlib.Path, run_dir: pathlib.Path) -> dict[str, str]:
+    """For active spaces whose stage records no cache: a folder keyed by the weights' sha256 under the shared
+    cache, or inside the run when the weights are known by name alone (a Hub id not yet downloaded)."""
+    out = {}
+    for space in active(info):
+        state = state_of(info, space.state)
+        if state.get("reference_dir"):
+            continue
+        sha = state.get("weights_sha256")
+        where = cache_root / f"{space.name}-{sha[:16]}" if sha else run_dir / f"reference-{space.name}"
+        out[space.name] = str(where.resolve())
+    return out
+
+
+def needs_reference(info: dict, sha: str) -> bool:
+    """Whether any active space has no cached features of this original yet."""
+    return any(not reference_path(reference_dir(info, s), sha).exists() for s in active(info))
+
+
+class FeatureStage:
+    """Embeds what a finished task needs (originals without cached features, every reconstruction) in one space."""
+
+    def __init__(self, space: FeatureSpace, info: dict, run_dir: pathlib.Path, timings: Timings | None = None):
+        self.space = space
+        self.state = state_of(info, space.state)
+        self.opts = info["config"]["inception"]  # the run's device and batch size
+        self.run_dir = run_dir
+        self.reference_dir = reference_dir(info, space)
+        self.timings = timings or Timings()
+        self.known: set[str] = set()
+        self._extractor = None
+
+    def load(self) -> None:
+        if self._extractor is None:
+            with self.timings.stage(f"{self.space.label}: load network"):
+                self._extractor = self.space.build(self.state, self.opts["device"], self.opts["batch_size"])
+
+    @property
+    def extractor(self):
+        self.load()
+        return self._extractor
+
+    def on_result(self, result) -> None:
+        label, rows = self.space.label, result.rows
+        todo = new_originals(result, self.known, lambda sha: not reference_path(self.reference_dir, sha).exists())
+        if todo:
+            with self.timings.stage(f"{label}: forward (originals)", len(todo)):
+                features = self.extractor([px for _, px in todo])
+            record_passes(self.run_dir, [f"reference {sha} 0" for sha, _ in todo], ledger(self.space))
+            for (sha, _), f in zip(todo, features):
+                write_reference(self.reference_dir, sha, f)
+        if result.reconstructions:
+            positions = [p for p, _ in result.reconstructions]
+            with self.timings.stage(f"{label}: forward (reconstructions)", len(positions)):
+                features = self.extractor([im for _, im in result.reconstructions])
+            record_passes(self.run_dir, [f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} "
+                                         f"{len(positions)} 0"], ledger(self.space))
+            atomic_write_bytes(features_path(self.run_dir, result.task.codec, result.task.chunk, folder(self.space)),
+                               npz_bytes(group_by_setting(rows, positions, **{self.space.name: features})))
+        atomic_write_bytes(self.run_dir / f"{self.space.name}_passes.json",
+                           json.dumps(passes(self.run_dir, ledger(self.space))).encode())
+
+
+def setting_features(run_dir: pathlib.Path, space: FeatureSpace, codec: str, s: int, sample: int = 0):
+    """(image indices, features) of one setting's reconstructions (of one sample of a stochastic decoder's), by
+    image index; None if none."""
+    return read_setting(run_dir, folder(space), codec, feature_key(s, sample), (space.name,))
+
+
+def reference_features(info: dict, space: FeatureSpace, shas: dict[int, str], order) -> np.ndarray:
+    return np.stack([np.load(reference_path(reference_dir(info, space), shas[i])) for i in order])
+
+
+def set_metrics(run_dir: pathlib.Path, info: dict, space: FeatureSpace, timings: Timings | None = None) -> pd.DataFrame:
+    """The space's set metrics per (codec, setting) from the stored features, in float64."""
+    timings = timings or Timings()
+    state = state_of(info, space.state)
+    states = info.get("metrics", {})
+    functions = list(dict.fromkeys(m.fn for m in registry.in_space(space.name)
+                                   if states.get(m.column, {}).get("status") == "ok"))
+    shas = image_shas(run_dir)
+    order = np.asarray(sorted(shas))
+    ref = reference_features(info, space, shas, order) if len(order) else np.zeros((0, 1), np.float32)
+    reference = FIDReference(ref)
+    out = []
+    keys = [(codec["label"], s, codec.get("samples", 1)) for codec in info["codecs"]
+            for s in range(len(codec["settings"]))]
+    names = ", ".join(m.short for m in registry.in_space(space.name) if m.fn in functions)
+    for label, s, samples in bar(keys, desc=f"set metrics ({names})", unit="settings"):
+        rows = [_setting_row(run_dir, space, state, functions, label, s, k, order, reference, timings)
+                for k in range(samples)]
+        out.append(over_samples(rows, f"{space.name}_note"))
+    return pd.DataFrame(out)
+
+
+def _setting_row(run_dir, space, state, functions, label, s, sample, order, reference, timings) -> dict:
+    row = {"codec": label, "setting_index": s, f"n_{space.name}": 0}
+    found = setting_features(run_dir, space, label, s, sample)
+    if found is None:
+        row[f"{space.name}_note"] = "no successful reconstructions"
+        return row
+    idx, features = found
+    notes = []
+    if len(idx) < len(order):  # failed rows: against the originals of the images it reconstructed
+        reference = FIDReference(reference.features[np.searchsorted(order, idx)])
+        notes.append(f"against the originals of the {len(idx)} of {len(order)} images this setting reconstructed")
+    row[f"n_{space.name}"] = len(idx)
+    for target in functions:  # metrics that share a function (PRDC's four) are computed once
+        metrics = [m for m in registry.in_space(space.name) if m.fn == target]
+        with timings.stage(f"set metrics: {'/'.join(m.short for m in metrics)}"):
+            value = metrics[0].function()(features, reference, state)
+        value, note = value if isinstance(value, tuple) else (value, "")
+        if isinstance(value, dict):
+            row.update(value)
+        elif not np.isnan(value):  # NaN: left out, its note says why
+            row[metrics[0].column] = value
+        notes += [note] if note else []
+    row[f"{space.name}_note"] = "; ".join(notes)
+    return row
+
+
+def summary_columns(run_dir: pathlib.Path, info: dict, summary: pd.DataFrame, timings: Timings) -> pd.DataFrame:
+    """The summary with each active space's set metrics and its pass counts."""
+    for space in active(info):
+        summary = summary.merge(set_metrics(run_dir, info, space, timings), on=["codec", "setting_index"], how="left")
+        counts = passes(run_dir, ledger(space))
+        summary[f"{space.name}_passes_reference"] = counts["reference"]
+        summary[f"{space.name}_passes_reconstruction"] = counts["reconstruction"]
+    return summary

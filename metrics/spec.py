@@ -1,0 +1,112 @@
+"""What a metric and a feature space declare about themselves: the dataclasses a metric's own file fills in.
+
+A module of this package that holds a module-level `SPECS` list of MetricInfo and FeatureSpace entries is a
+metric file: the registry (`metrics.registry`) finds it and collects its entries, so adding a metric is one
+new file. The run, the schema, the summary, plots, leaderboard, bootstrap, compare and report read the entries.
+
+Kinds:
+- `rate`: bpp, written by the producer from the bitstream.
+- `pixels`: per image, a pure function of (original, reconstruction): `fn(original, reconstruction)`
+  returns a float, or (float, note) where the note says why the value is NaN.
+- `network`: per image, from a network's features: `fn(model, original, reconstruction, cache)`, with the
+  model built once per process by `load(state, device)` (shared by metrics with the same loader and state);
+  `cache` keeps an original's features across its settings and holds the row's `captions`, `text` and a
+  fresh `row` dict for what several metrics share about one reconstruction.
+- `text`: per image, for codecs that transmit text: `fn(text, reference_captions, state)`.
+- `features`: per image, from the Inception stage's stored features (IPD).
+- `set`: per setting, from stored per-image features. Inception's (IS, FID, KID, patch FID) are computed by
+  the Inception stage; a set metric that names a feature `space` is computed by the one feature stage for any
+  space: `fn(features, reference, state)`, with `reference` a `metrics.fid.FIDReference` of the originals'
+  features, returns a float, a dict of columns, or either with a note.
+
+`state` names the key of the run's config.json that records availability (`status` ok, disabled or
+unavailable, with a `reason`); a metric whose state is not ok is written as NaN with that reason, never 0.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+KINDS = ("rate", "pixels", "network", "text", "features", "set")
+PER_IMAGE_KINDS = ("rate", "pixels", "network", "text", "features")
+
+
+def resolve(target: str) -> Callable[..., Any]:
+    """The function a spec names as 'module:function'."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    column: str
+    label: str
+    higher_is_better: bool
+    kind: str = "pixels"
+    short: str = ""  # a short header for tables
+    columns: tuple[tuple[str, str], ...] = ()  # further columns it writes, (name, arrow type name)
+    needs: tuple[str, ...] = ()  # "pixels", "captions", "transmitted text", "network:<name>", "features"
+    state: str = ""  # where config.json records its availability ("" = always available)
+    tolerance: float | str = 0.0  # default allowed worsening in `compare` (absolute, or "x%" relative)
+    fn: str = ""  # "module:function", the pure function (per-image kinds; set metrics of a feature space)
+    load: str = ""  # "module:function" building the network once per process (kind network)
+    default: bool = True  # computed unless asked not to; False: only with --add-metric NAME
+    dtype: str = "float64"
+    # Averages (summary, bootstrap, tables) clip per-image values at this cap, which marks a lossless image
+    # (PSNR of identical images is inf): one lossless image must not turn a mean into inf. The per-image
+    # value itself is kept exact; the summary counts the images at the cap (`n_lossless`).
+    cap: float | None = None
+    requires: tuple[str, ...] = ()  # Python modules it imports; missing: unavailable, saying to install ...
+    install: str = ""  # ... this ('the psnr-hvsm package: pip install psnr-hvsm')
+    space: str = ""  # a set metric's feature space (a FeatureSpace's name)
+    resample: str = ""  # "module:function"(features, reference features) -> float: recomputed per bootstrap resample
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"Metric {self.column!r}: kind must be one of {', '.join(KINDS)}, not {self.kind!r}.")
+
+    @property
+    def per_image(self) -> bool:
+        return self.kind in PER_IMAGE_KINDS
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+    def all_columns(self) -> list[tuple[str, str]]:
+        return [(self.column, self.dtype), *self.columns]
+
+    def function(self) -> Callable[..., Any]:
+        return resolve(self.fn)
+
+    def loader(self) -> Callable[..., Any]:
+        return resolve(self.load)
+
+    def missing(self) -> str:
+        """Why this metric cannot be computed in this environment ('' when it can)."""
+        import importlib.util
+
+        absent = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        return f"{self.short or self.column} needs {self.install or ', '.join(absent)}" if absent else ""
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """A network's per-image features that set metrics compare (a Frechet distance, k-NN precision and recall):
+    each original goes through it once per (pixels, weights), into a cache shared by the runs under one output
+    root; each reconstruction once, as its task completes, stored beside the task's shard.
+
+    `name` names its files and summary columns (features-NAME/, NAME_passes.log, n_NAME, NAME_note); `state` is
+    the config.json key of the stage whose network it uses (its status says whether the space is available);
+    `extractor(state, device, batch_size)` builds a callable that maps a list of H x W x 3 uint8 images to an
+    N x D float32 array and counts them in `.passes`."""
+
+    name: str
+    label: str
+    state: str
+    extractor: str
+
+    def build(self, state: dict, device: str, batch_size: int):
+        return resolve(self.extractor)(state, device, batch_size)
