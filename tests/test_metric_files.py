@@ -1,0 +1,100 @@
+"""Metrics that landed as one file each (metrics/psnr_hvs.py): the registry finds them, a run computes them when
+asked, and their numbers equal an independent reference."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmark import cli
+from benchmark.run.results import load_run, output_path
+from metrics import registry
+
+QUIET = ["--metrics", "none", "--lpips", "none", "--no-ms-ssim", "--caption-embedder", "none", "--no-plots",
+         "--no-progress"]
+
+
+@pytest.fixture
+def odd_images(tmp_path):
+    """Photo-like PNGs whose sides are not multiples of 8 (PSNR-HVS leaves the partial blocks out)."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for i, (h, w) in enumerate([(61, 77), (48, 64), (83, 50)]):
+        y, x = np.mgrid[0:h, 0:w]
+        base = np.stack([128 + 70 * np.sin(x / (5 + i) + c) * np.cos(y / (7 + c)) for c in range(3)], -1)
+        pixels = np.clip(base + rng.normal(0, 9, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"im{i}.png")
+    return folder
+
+
+def run(args, tmp_path, name):
+    assert cli.main(["run", *QUIET, *args, "--out", str(tmp_path / "results"), "--name", name]) == 0
+    return tmp_path / "results" / name
+
+
+def test_the_registry_collects_a_metric_file_after_the_first_metrics():
+    names = list(registry.METRICS)
+    assert {"psnr_hvs", "psnr_hvsm"} <= set(names) - registry.FIRST
+    assert names.index("psnr_hvs") > max(names.index(m) for m in registry.FIRST)  # the schema of earlier runs keeps
+    assert not registry.get("psnr_hvs").default
+
+
+def test_psnr_hvs_equals_the_psnr_hvsm_packages_own_call(odd_images):
+    from psnr_hvsm.compute_all_metrics import compute_all_metrics
+
+    from metrics.psnr_hvs import psnr_hvs, psnr_hvsm
+
+    rng = np.random.default_rng(0)
+    for path in sorted(odd_images.glob("*.png")):
+        a = np.asarray(Image.open(path))
+        b = np.clip(a.astype(int) + rng.integers(-12, 13, a.shape), 0, 255).astype(np.uint8)
+        h, w = (n - n % 8 for n in a.shape[:2])  # whole 8x8 blocks, as the reference code steps over them
+        hvs, hvsm, *_ = compute_all_metrics(a[:h, :w], b[:h, :w])
+        assert psnr_hvs(a, b) == (float(hvs), "") and psnr_hvsm(a, b) == (float(hvsm), "")
+        assert 20 < float(hvs) < float(hvsm) < 60  # masking hides error: HVS-M above HVS
+    assert psnr_hvs(a, a)[0] == 100.0  # identical: the package's 100 dB
+    value, note = psnr_hvsm(a[:7], b[:7])
+    assert np.isnan(value) and "at least 8 x 8" in note
+
+
+def test_a_run_asked_for_psnr_hvs_scores_every_reconstruction_as_the_package_does(odd_images, tmp_path):
+    from psnr_hvsm.compute_all_metrics import compute_all_metrics
+
+    run_dir = run(["--dataset", str(odd_images), "--codec", "jpeg quality=20,60", "--save-reconstructions",
+                   "--add-metric", "psnr_hvs", "--add-metric", "psnr_hvsm"], tmp_path, "hvs")
+    rows, summary = load_run(run_dir)
+    assert len(rows) == 6 and (rows.status == "ok").all()
+    for row in rows.itertuples():
+        original = np.asarray(Image.open(odd_images / row.image_id))
+        recon = np.asarray(Image.open(output_path(run_dir, "jpeg", row.setting_label, row.image_id, ".png")))
+        h, w = (n - n % 8 for n in original.shape[:2])
+        hvs, hvsm, *_ = compute_all_metrics(original[:h, :w], recon[:h, :w])
+        assert (row.psnr_hvs, row.psnr_hvsm) == (float(hvs), float(hvsm))
+    means = rows.groupby("setting_index")[["psnr_hvs", "psnr_hvsm"]].mean().reset_index()
+    merged = summary.merge(means, on="setting_index", suffixes=("", "_rows"))
+    assert np.allclose(merged.psnr_hvs, merged.psnr_hvs_rows) and np.allclose(merged.psnr_hvsm, merged.psnr_hvsm_rows)
+    assert (summary.sort_values("setting_index").psnr_hvsm.diff().dropna() > 0).all()  # quality 60 above 20
+    states = json.loads((run_dir / "config.json").read_text())["metrics"]
+    assert states["psnr_hvs"] == {"status": "ok", "reason": ""}
+
+    plain = run(["--dataset", str(odd_images), "--codec", "jpeg quality=20"], tmp_path, "plain")
+    assert "psnr_hvs" not in json.loads((plain / "config.json").read_text())["metrics"]  # absent when not asked
+    assert "psnr_hvs" not in load_run(plain)[1]
+
+
+def test_without_the_package_psnr_hvs_is_unavailable_with_its_reason_and_the_run_goes_on(odd_images, tmp_path,
+                                                                                          monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "psnr_hvsm" else find_spec(name, *a))
+    run_dir = run(["--dataset", str(odd_images), "--codec", "jpeg quality=20", "--add-metric", "psnr_hvs"],
+                  tmp_path, "missing")
+    state = json.loads((run_dir / "config.json").read_text())["metrics"]["psnr_hvs"]
+    assert state == {"status": "unavailable", "reason": "PSNR-HVS needs the psnr-hvsm package: pip install psnr-hvsm"}
+    rows, summary = load_run(run_dir)
+    assert rows.psnr_hvs.isna().all() and summary.psnr_hvs.isna().all() and rows.psnr.notna().all()
+    assert summary.psnr_hvs_status.str.startswith("unavailable: PSNR-HVS needs").all()
+
