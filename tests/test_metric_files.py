@@ -1,10 +1,11 @@
-"""Metrics that landed as one file each (metrics/psnr_hvs.py): the registry finds them, a run computes them when
-asked, and their numbers equal an independent reference."""
+"""Metrics that landed as one file each (metrics/psnr_hvs.py, metrics/fd_clip.py): the registry finds them, a run
+computes them when asked, and their numbers equal an independent reference."""
 
 import importlib.util
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -98,3 +99,64 @@ def test_without_the_package_psnr_hvs_is_unavailable_with_its_reason_and_the_run
     assert rows.psnr_hvs.isna().all() and summary.psnr_hvs.isna().all() and rows.psnr.notna().all()
     assert summary.psnr_hvs_status.str.startswith("unavailable: PSNR-HVS needs").all()
 
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from tiny_models import tiny_clip
+
+    return tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+
+
+def _clip_embeddings(model, images) -> np.ndarray:
+    """The test's own CLIP embedding: one image at a time through transformers, unit-normalised."""
+    import torch
+    from transformers import CLIPModel, CLIPProcessor
+
+    clip, processor = CLIPModel.from_pretrained(model).eval(), CLIPProcessor.from_pretrained(model)
+    out = []
+    for image in images:
+        with torch.no_grad():
+            e = clip.get_image_features(**processor(images=[image], return_tensors="pt"))
+        e = getattr(e, "pooler_output", e)
+        out.append((e / e.norm(dim=-1, keepdim=True))[0].numpy().astype(np.float64))
+    return np.stack(out)
+
+
+def test_fd_clip_is_torch_fidelitys_fid_formula_on_the_runs_clip_embeddings(tiny_clip, natural_images, tmp_path):
+    import torch
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    from benchmark.analysis.bootstrap import run_resamples
+
+    args = ["--dataset", str(natural_images), "--codec", "jpeg quality=5,90", "--save-reconstructions",
+            "--clip", str(tiny_clip), "--add-metric", "fd_clip"]
+    run_dir = run(args, tmp_path, "fd")
+    images, summary = load_run(run_dir)
+    ids = sorted(images.image_id.unique())
+    real = _clip_embeddings(tiny_clip, [np.asarray(Image.open(natural_images / i)) for i in ids])
+    for row in summary.itertuples():
+        fake = _clip_embeddings(tiny_clip, [np.asarray(Image.open(output_path(run_dir, "jpeg", row.setting_label, i,
+                                                                                ".png"))) for i in ids])
+        expected = fid_statistics_to_metric(fid_features_to_statistics(torch.from_numpy(fake)),
+                                            fid_features_to_statistics(torch.from_numpy(real)), False)
+        assert row.n_clip == 4 and row.clip_status == "ok"
+        assert row.fd_clip == pytest.approx(expected["frechet_inception_distance"], rel=1e-4)
+        assert "FD-CLIP from 4 < 2048 samples" in row.clip_note
+    assert summary.set_index("setting").fd_clip[90] < summary.set_index("setting").fd_clip[5]
+    passes = json.loads((run_dir / "clip_passes.json").read_text())
+    assert (passes["reference"], passes["reconstruction"]) == (4, 8)  # each image once per setting
+    intervals = run_resamples(run_dir, 50, 0).values
+    assert all(np.isfinite(v["fd_clip"]).all() for v in intervals.values())  # recomputed in every resample
+
+    again = run(args, tmp_path, "again")
+    assert json.loads((again / "clip_passes.json").read_text())["reference"] == 0  # originals cached across runs
+    pd.testing.assert_series_equal(summary.fd_clip, load_run(again)[1].fd_clip)
+
+
+def test_fd_clip_without_clip_is_refused_before_any_work(natural_images, tmp_path, capsys):
+    rc = cli.main(["run", *QUIET, "--dataset", str(natural_images), "--codec", "jpeg quality=5",
+                   "--add-metric", "fd_clip", "--out", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "--add-metric fd_clip needs a stage this run does not request" in err and "--clip auto" in err
+    assert not (tmp_path / "results").exists() or not any(p for p in (tmp_path / "results").iterdir()
+                                                          if not p.name.startswith("."))
