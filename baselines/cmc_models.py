@@ -23,17 +23,17 @@ def pick_device(device: str) -> str:
 
 
 def model_identity(name: str) -> dict:
-    """What the results declare about a model: its id or path and, for a local folder, a fingerprint
-    of its files (names and sizes, and the contents of its small files such as configs)."""
+    """What the results declare about a model: its id or path and, for a local folder, a fingerprint of all of
+    its files (names and contents): the config hash takes it, and --resume refuses a folder whose weights were
+    replaced, even by a file of the same size."""
+    from metrics.download import file_digest
+
     path = pathlib.Path(name).expanduser()
     if not path.is_dir():
         return {"model": name}
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        size = f.stat().st_size
-        h.update(f"{f.relative_to(path).as_posix()}|{size}\n".encode())
-        if size < 1 << 20:
-            h.update(f.read_bytes())
+        h.update(f"{f.relative_to(path).as_posix()}|{file_digest(f)}\n".encode())
     return {"model": str(path.resolve()), "fingerprint": h.hexdigest()[:16]}
 
 

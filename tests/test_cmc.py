@@ -225,3 +225,32 @@ def test_batched_cmc_gives_the_rows_of_one_image_at_a_time(tmp_path, tiny_models
     for column in one.columns.difference(varying):
         assert one[column].equals(eight[column]), column
     assert np.allclose(one.psnr, eight.psnr, atol=0.05)  # within the 1/255 above
+
+
+@pytest.mark.parametrize("part", ["captioner", "generator"])
+def test_cmc_model_weights_are_in_the_config_hash_and_a_swapped_file_stops_resume(part, tmp_path, tiny_models):
+    """The captioner's and generator's folders are fingerprinted by every file's contents: a weight file replaced
+    by another of the same size changes the config hash and makes resume refuse."""
+    import shutil
+
+    from benchmark.run import weights
+
+    blip, sd = (shutil.copytree(m, tmp_path / "own" / m.name) for m in tiny_models)
+    spec = f"cmc captioner={blip} generator={sd} size=32 steps=2 text_codec=huffman max_words=8"
+    config = RunConfig(dataset="sample", codecs=[parse_codec_spec(spec)], inception={"enabled": False}, limit=2,
+                       chunk_size=1, caption_embedder="none", image_metrics={"ms_ssim": False, "lpips": "none"})
+    run_dir = create_run(config, tmp_path / "results", "m", progress=False)
+    info = json.loads((run_dir / "config.json").read_text())
+    models = weights.codec_models(info)
+    assert set(models) == {"cmc captioner", "cmc generator"}
+    execute(run_dir, jobs=1, progress=False)
+    sorted((run_dir / "images" / "cmc").glob("*.parquet"))[-1].unlink()  # as if killed before the last task
+    folder = blip if part == "captioner" else sd
+    target = max((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0x01  # another weights file of the same size
+    target.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match=rf"Cannot resume .*codec cmc's side information changed \({part}"):
+        execute(run_dir, jobs=1, progress=False, resume=True)
+    swapped = create_run(config, tmp_path / "results", "swapped", progress=False)
+    assert json.loads((swapped / "config.json").read_text())["config_hash"] != info["config_hash"]

@@ -131,3 +131,23 @@ def test_protocol_cmc_bench_scores_with_both_topiq_and_the_overall(topiq_weights
     assert info["iqa"]["topiq_nr"]["weights_sha256"] and info["metrics"]["cmc_bench_overall"]["status"] == "ok"
     images, _ = load_run(tmp_path / "b")
     assert images.cmc_bench_overall.notna().all()
+
+
+def test_a_swapped_pyiqa_weights_file_changes_the_hash_and_stops_resume(topiq_weights, tmp_path):
+    """pyiqa's weights are in the config hash and checked on resume, like every other metric's."""
+    import shutil
+
+    own = tmp_path / "own.pth"
+    shutil.copy(topiq_weights["topiq_nr"], own)
+    config = _config(["topiq_nr"], {"topiq_nr": own}, limit=2, chunk_size=1)
+    run_dir = create_run(config, tmp_path / "runs", "w", progress=False)
+    chash = json.loads((run_dir / "config.json").read_text())["config_hash"]
+    execute(run_dir, jobs=1, progress=False)
+    sorted((run_dir / "images" / "jpeg").glob("*.parquet"))[-1].unlink()  # as if killed before the last task
+    data = bytearray(own.read_bytes())
+    data[-1] ^= 0x01  # another file of the same size
+    own.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match=r"Cannot resume .*topiq_nr weights at .* changed"):
+        execute(run_dir, jobs=1, progress=False, resume=True)
+    swapped = create_run(config, tmp_path / "runs", "swapped", progress=False)
+    assert json.loads((swapped / "config.json").read_text())["config_hash"] != chash

@@ -105,11 +105,14 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
 
     iqa_states = iqa.resolve(config.iqa, config.iqa_weights, progress)
     # Every weight file the run uses: the first four as earlier versions hashed them (their runs keep their
-    # hash), the rest (LPIPS's linear layers, LPIPS-VGG, DISTS, CLIP) under "weights", absent when none.
+    # hash), the rest (LPIPS's linear layers, LPIPS-VGG, DISTS, CLIP, codecs' local model folders such as CMC's
+    # captioner and generator) under "weights", absent when none.
     hashed_before = {"Inception", "lpips backbone", "DINOv2", *iqa_states}
+    codecs = [_codec_info(c, codec_context(config, dataset.split)) for c in config.codecs]
     more = {what: sha for what, (_, sha) in weights.recorded({"inception": inception, "image_metrics": image_metrics,
                                                                "dinov2": dinov2, "iqa": iqa_states}).items()
             if what not in hashed_before}
+    more.update({what: fingerprint for what, (_, fingerprint) in weights.codec_models({"codecs": codecs}).items()})
     chash = provenance.config_hash({**config.hashed_part(), "extractor": inception.get("weights_sha256"),
                                     **({"lpips": image_metrics["lpips"]["backbone_sha256"]}
                                        if image_metrics["lpips"]["status"] == "ok" else {}),
@@ -129,7 +132,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         "dataset": {"name": dataset.name, "kind": dataset.kind, "split": dataset.split, "n_images": len(dataset),
                     "fingerprint": dataset.fingerprint(), "notes": dataset.notes, "origin": dataset.origin,
                     "preprocess": config.preprocess, "preprocess_description": description},
-        "codecs": [_codec_info(c, codec_context(config, dataset.split)) for c in config.codecs],
+        "codecs": codecs,
         "inception": inception,
         "dinov2": dinov2,
         "iqa": iqa_states,
@@ -223,12 +226,19 @@ def provenance_changes(info: dict) -> tuple[list[str], dict]:
     context = codec_context(config, info["dataset"]["split"], info["dataset"])
     for spec, recorded in zip(config.codecs, info["codecs"]):
         try:
-            versions = _codec_info(spec, context)["versions"]
+            codec = _codec_info(spec, context)
+            versions = codec["versions"]
         except Exception as exc:  # noqa: BLE001 - a codec that cannot even start now is a change too
-            versions = {"error": str(exc)}
+            codec, versions = {}, {"error": str(exc)}
         now["codecs"][spec.label] = versions
         if versions != recorded["versions"]:
             changes.append(f"codec {spec.label}'s versions changed ({recorded['versions']} -> {versions})")
+        side = json.loads(json.dumps(codec.get("side_information", {}))) if "error" not in versions else None
+        if side is not None and "side_information" in recorded and side != recorded["side_information"]:
+            changed = sorted(k for k in set(side) | set(recorded["side_information"])
+                             if side.get(k) != recorded["side_information"].get(k))
+            changes.append(f"codec {spec.label}'s side information changed ({', '.join(changed)}: its models, "
+                           "tables or training data are not the ones the run started with)")
     changes += weights.changed(info)  # every weight file of every metric stage
     return changes, now
 

@@ -39,6 +39,24 @@ def recorded(info: dict) -> dict[str, tuple[str, str]]:
     return out
 
 
+def codec_models(info: dict) -> dict[str, tuple[str, str]]:
+    """'cmc captioner' -> (folder, fingerprint of all its files) for every local model folder a codec declares in
+    its side information (a `{"model": ..., "fingerprint": ...}` entry at any depth); resume checks them through
+    the codec's own side information."""
+    out = {}
+
+    def walk(label: str, node, where: list[str]) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("fingerprint"), str) and isinstance(node.get("model"), str):
+                out[" ".join([label, *where[:1]])] = (node["model"], node["fingerprint"])
+            for key, value in node.items():
+                walk(label, value, [*where, key])
+
+    for c in info.get("codecs", []):
+        walk(c["label"], c.get("side_information", {}), [])
+    return out
+
+
 def changed(info: dict) -> list[str]:
     """A sentence for each recorded weight file that is missing or no longer has its recorded sha256."""
     out = []
