@@ -1,6 +1,7 @@
 """The Ray executor: the same rows and set-level metrics as the local executor, and no work lost or
 duplicated when a Ray worker is killed mid-run or the driver dies and the run is resumed."""
 
+import json
 import os
 import pathlib
 import signal
@@ -96,20 +97,32 @@ def test_ray_gives_the_local_rows_and_summary_on_the_default_benchmark(local_ray
 
 
 def test_ray_gives_the_local_set_level_metrics(local_ray, tmp_path, monkeypatch, random_inception_weights):
+    from tiny_models import tiny_dinov2
+
     from benchmark.run import ray_executor
 
-    # The Inception network in a Ray actor, as on a GPU cluster (here on the CPU): the same features.
+    # Inception and DINOv2 (the feature stage's space) each in a Ray actor, as on a GPU cluster (here on the
+    # CPU): the same features.
     monkeypatch.setattr(ray_executor, "REMOTE_EXTRACTOR", "always")
+    actors = []
+    monkeypatch.setattr(ray_executor, "RemoteExtractor",
+                        lambda *a, cls=ray_executor.RemoteExtractor: actors.append(cls(*a)) or actors[-1])
+    dinov2 = tiny_dinov2(tmp_path / "dinov2")
     make = lambda: RunConfig(  # noqa: E731
         dataset="sample", limit=8, caption_embedder="none", image_metrics={"ms_ssim": False, "lpips": "none"},
         codecs=[parse_codec_spec("jpeg quality=10,60"), parse_codec_spec("cmc max_words=4,16")],
         inception={"enabled": True, "weights": str(random_inception_weights), "device": "cpu", "batch_size": 16,
-                   "isc_splits": 4, "kid_subsets": 20, "kid_subset_size": 4, "seed": 2020, "patch_fid": False})
+                   "isc_splits": 4, "kid_subsets": 20, "kid_subset_size": 4, "seed": 2020, "patch_fid": False},
+        dinov2={"model": str(dinov2), "k": 3})
     outcomes, summary = _local_and_ray(tmp_path, make)
-    for column in ("fid", "kid", "inception_score", "ipd"):
+    for column in ("fid", "kid", "inception_score", "ipd", "fd_dinov2", "dinov2_precision"):
         assert summary[column].notna().all(), column
-    # Each image went through Inception once per setting, on both executors.
+    # Each image went through each network once per setting, on both executors; on Ray in its actors.
     assert outcomes["ray"].passes == outcomes["local"].passes == {"reference": 8, "reconstruction": 32, "patches": 0}
+    assert [a.passes for a in actors] == [8 + 32, 8 + 32]
+    for executor in ("local", "ray"):
+        counts = json.loads((tmp_path / executor / "run" / "dinov2_passes.json").read_text())
+        assert (counts["reference"], counts["reconstruction"]) == (8, 32)
 
 
 def _slow_config(gate=None, n=12, sleep=0.25):

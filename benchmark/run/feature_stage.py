@@ -10,6 +10,7 @@ functions of the stored features (`MetricInfo.fn` of the metrics that name the s
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 
@@ -69,6 +70,13 @@ def cache_dirs(info: dict, cache_root: pathlib.Path, run_dir: pathlib.Path) -> d
     return out
 
 
+def builder(info: dict, space: FeatureSpace):
+    """A picklable call that builds the space's extractor on the run's device and batch size (here, or in a Ray
+    actor)."""
+    opts = info["config"]["inception"]
+    return functools.partial(space.build, state_of(info, space.state), opts["device"], opts["batch_size"])
+
+
 def needs_reference(info: dict, sha: str) -> bool:
     """Whether any active space has no cached features of this original yet."""
     return any(not reference_path(reference_dir(info, s), sha).exists() for s in active(info))
@@ -77,20 +85,20 @@ def needs_reference(info: dict, sha: str) -> bool:
 class FeatureStage:
     """Embeds what a finished task needs (originals without cached features, every reconstruction) in one space."""
 
-    def __init__(self, space: FeatureSpace, info: dict, run_dir: pathlib.Path, timings: Timings | None = None):
+    def __init__(self, space: FeatureSpace, info: dict, run_dir: pathlib.Path, timings: Timings | None = None,
+                 extractor=None):
         self.space = space
-        self.state = state_of(info, space.state)
-        self.opts = info["config"]["inception"]  # the run's device and batch size
+        self.build = builder(info, space)
         self.run_dir = run_dir
         self.reference_dir = reference_dir(info, space)
         self.timings = timings or Timings()
         self.known: set[str] = set()
-        self._extractor = None
+        self._extractor = extractor  # None: built here on first use; the Ray executor passes a remote one
 
     def load(self) -> None:
         if self._extractor is None:
             with self.timings.stage(f"{self.space.label}: load network"):
-                self._extractor = self.space.build(self.state, self.opts["device"], self.opts["batch_size"])
+                self._extractor = self.build()
 
     @property
     def extractor(self):

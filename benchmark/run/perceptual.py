@@ -10,6 +10,7 @@ Set-level metrics are pure functions of those stored features.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -123,6 +124,13 @@ def new_originals(result, known: set[str], missing) -> list[tuple[str, np.ndarra
     return todo
 
 
+def builder(info: dict):
+    """A picklable call that builds the run's InceptionExtractor (here, or in a Ray actor)."""
+    stage, opts = info["inception"], info["config"]["inception"]
+    return functools.partial(InceptionExtractor, stage["weights_path"], stage["weights_sha256"], opts["device"],
+                             opts["batch_size"])
+
+
 class PerceptualStage:
     """`extractor` defaults to a local InceptionExtractor, built on first use (or by `load`, which the runner
     calls once the worker pool has started, so that loading the network overlaps the workers' first tasks);
@@ -133,7 +141,7 @@ class PerceptualStage:
         if file_sha256(stage["weights_path"]) != stage["weights_sha256"]:
             raise RuntimeError(f"The Inception weights at {stage['weights_path']} changed since this run started.")
         self.opts = info["config"]["inception"]
-        self.weights = (stage["weights_path"], stage["weights_sha256"])
+        self.build = builder(info)
         self._extractor = extractor
         self.timings = timings or Timings()
         self.reference_dir = pathlib.Path(stage["reference_dir"])
@@ -145,7 +153,7 @@ class PerceptualStage:
     def load(self) -> None:
         if self._extractor is None:
             with self.timings.stage("Inception: load network"):
-                self._extractor = InceptionExtractor(*self.weights, self.opts["device"], self.opts["batch_size"])
+                self._extractor = self.build()
 
     @property
     def extractor(self):

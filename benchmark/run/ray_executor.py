@@ -69,44 +69,44 @@ def session(address: str | None, workers: int | None):
 
 
 class _ExtractorActor:
-    def __init__(self, weights_path: str, weights_sha256: str, device: str, batch_size: int, threads: int):
+    def __init__(self, build: Callable, threads: int):
         import torch
 
-        from metrics.inception import InceptionExtractor
-
         torch.set_num_threads(threads)  # the driver's count: CPU float sums then match the local executor's
-
-        self.extractor = InceptionExtractor(weights_path, weights_sha256, device, batch_size)
+        self.extractor = build()
 
     def extract(self, images):
         return self.extractor(images)
 
 
 class RemoteExtractor:
-    """The driver's stand-in for InceptionExtractor: the network runs in a Ray actor."""
+    """The driver's stand-in for a feature stage's extractor (Inception's, or any feature space's): the network
+    runs in a Ray actor, built there by `build`; it counts the images it sends."""
 
-    def __init__(self, ray, info: dict, num_gpus: float):
-        stage, opts = info["inception"], info["config"]["inception"]
-        actor = ray.remote(_ExtractorActor).options(num_gpus=num_gpus, max_restarts=2, max_task_retries=2)
-        self.ray = ray
+    def __init__(self, ray, build: Callable, num_gpus: float):
         import torch
 
-        self.actor = actor.remote(stage["weights_path"], stage["weights_sha256"], opts["device"], opts["batch_size"],
-                                  torch.get_num_threads())
+        # num_cpus=0: it works when the driver calls it, and must not hold a CPU that tasks need (with a
+        # resource given, Ray would otherwise keep one CPU per actor for its lifetime: two networks' actors
+        # on a 2-CPU machine left no CPU for any task)
+        actor = ray.remote(_ExtractorActor).options(num_cpus=0, num_gpus=num_gpus, max_restarts=2,
+                                                    max_task_retries=2)
+        self.ray = ray
+        self.actor = actor.remote(build, torch.get_num_threads())
         self.passes = 0
 
     def __call__(self, images):
-        pool, logits = self.ray.get(self.actor.extract.remote(images))
+        out = self.ray.get(self.actor.extract.remote(images))
         self.passes += len(images)
-        return pool, logits
+        return out
 
 
-def feature_extractor(ray, info: dict):
+def feature_extractor(ray, build: Callable):
     """A RemoteExtractor on a GPU when the cluster has one (or when forced), else None (the driver's own)."""
     gpus = ray.cluster_resources().get("GPU", 0)
     if REMOTE_EXTRACTOR == "never" or (REMOTE_EXTRACTOR == "auto" and not gpus):
         return None
-    return RemoteExtractor(ray, info, EXTRACTOR_GPUS if gpus else 0)
+    return RemoteExtractor(ray, build, EXTRACTOR_GPUS if gpus else 0)
 
 
 def start(address: str | None, workers: int | None) -> tuple[object, bool]:

@@ -351,12 +351,13 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
             from benchmark.run import ray_executor
 
             ray = stack.enter_context(ray_executor.session(ray_address, jobs if ray_address is None else None))
-        extractor = ray_executor.feature_extractor(ray, info) if ray is not None and \
-            info["inception"]["status"] == "ok" else None
-        stage = perceptual.PerceptualStage(info, run_dir, extractor, clock) \
+        # Every network stage's extractor in a Ray actor where the cluster has a GPU, else in this process
+        remote = (lambda build: ray_executor.feature_extractor(ray, build)) if ray is not None else (lambda build: None)
+        stage = perceptual.PerceptualStage(info, run_dir, remote(perceptual.builder(info)), clock) \
             if info["inception"]["status"] == "ok" else None
         stages = [s for s in (stage,) if s is not None]
-        stages += [feature_stage.FeatureStage(space, info, run_dir, clock) for space in feature_stage.active(info)]
+        stages += [feature_stage.FeatureStage(space, info, run_dir, clock, remote(feature_stage.builder(info, space)))
+                   for space in feature_stage.active(info)]
         hooks = [s.on_result for s in stages]
         hooks += [on_result] if on_result is not None else []
         keep_pixels = bool(hooks)
