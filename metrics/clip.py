@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from metrics.spec import MetricInfo
+
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"
 
 
@@ -82,3 +84,16 @@ def score_text(model: CLIP, original, reconstruction: np.ndarray, cache: dict) -
     """Against the text the codec transmitted (`cache["text"]`); NaN for codecs that send none."""
     text = cache.get("text")
     return float("nan") if not text else _score(model, reconstruction, cache, model.text_embeddings([text]))
+
+
+SPECS = [
+    MetricInfo("clip_similarity", "CLIP image similarity (original vs reconstruction)", True, "network", "CLIP-I",
+               needs=("pixels", "network:clip"), state="image_metrics.clip", tolerance=5e-3,
+               fn="metrics.clip:similarity", load="metrics.clip:load"),
+    MetricInfo("clip_score", "CLIP score vs reference captions (x100)", True, "network", "CLIP-S",
+               needs=("pixels", "captions", "network:clip"), state="image_metrics.clip", tolerance=0.5,
+               fn="metrics.clip:score_captions", load="metrics.clip:load"),
+    MetricInfo("clip_score_text", "CLIP score vs the transmitted text (x100)", True, "network", "CLIP-T",
+               needs=("pixels", "transmitted text", "network:clip"), state="image_metrics.clip", tolerance=0.5,
+               fn="metrics.clip:score_text", load="metrics.clip:load"),
+]

@@ -16,6 +16,7 @@ import numpy as np
 
 from metrics import defaults
 from metrics.hub import WEIGHT_FILES, folder_weights
+from metrics.spec import FeatureSpace, MetricInfo
 
 DEFAULT_MODEL = "facebook/dinov2-large"
 INPUT_SIZE = 224
@@ -115,3 +116,15 @@ def precision_recall(features: np.ndarray, reference, state: dict) -> tuple[dict
     if len(features) <= k:
         return {}, f"precision, recall, density and coverage need more than k={k} images"
     return {f"dinov2_{name}": v for name, v in prdc(features, reference.features, k).items()}, ""
+
+
+SPECS = [
+    FeatureSpace("dinov2", "DINOv2", "dinov2", "metrics.dinov2:extractor"),
+    MetricInfo("fd_dinov2", "FD-DINOv2 (Frechet distance in DINOv2 space)", False, "set", "FD-DINOv2",
+               columns=(("n_dinov2", "float64"),), needs=("features",), state="dinov2", tolerance=5.0,
+               space="dinov2", fn="metrics.dinov2:frechet_distance", resample="metrics.fid:fid"),
+    *[MetricInfo(f"dinov2_{name}", f"{label} (DINOv2 k-NN)", True, "set", short, needs=("features",), state="dinov2",
+                 tolerance=0.02, space="dinov2", fn="metrics.dinov2:precision_recall")
+      for name, label, short in (("precision", "Precision", "Prec."), ("recall", "Recall", "Rec."),
+                                 ("density", "Density", "Dens."), ("coverage", "Coverage", "Cov."))],
+]

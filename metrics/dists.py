@@ -16,6 +16,7 @@ import pathlib
 import numpy as np
 
 from metrics.lpips import VGG16_URL  # the same torchvision file LPIPS-VGG uses
+from metrics.spec import MetricInfo
 
 ENV_WEIGHTS = "CMCBENCH_DISTS_WEIGHTS"
 CHANNELS = (3, 64, 128, 256, 512, 512)
@@ -116,3 +117,9 @@ def score(model: DISTS, original: np.ndarray, reconstruction: np.ndarray, cache:
     if "dists" not in cache:
         cache["dists"] = model.features(original)
     return model.distance(cache["dists"], reconstruction)
+
+
+SPECS = [
+    MetricInfo("dists", "DISTS (VGG16)", False, "network", "DISTS", needs=("pixels", "network:vgg16"),
+               state="image_metrics.dists", tolerance=5e-4, fn="metrics.dists:score", load="metrics.dists:load"),
+]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metrics.spec import MetricInfo
+
 # Below this many images per set a Frechet distance is biased upwards (its estimate falls as n grows): the
 # summary notes it, and values compare only at equal counts (torch-fidelity's and the FID paper's 2048).
 MIN_SAMPLES = 2048
@@ -177,3 +179,8 @@ def frechet_distance(features: np.ndarray, reference: "FIDReference", label: str
         return float("nan"), f"{label} needs at least 2 images per set"
     note = f"{label} from {n} < {MIN_SAMPLES} samples: biased, compare only at equal counts" if n < MIN_SAMPLES else ""
     return reference.distance(features), note
+
+
+SPECS = [
+    MetricInfo("fid", "FID", False, "set", "FID", needs=("features",), state="inception", tolerance=0.5),
+]

@@ -6,6 +6,7 @@ import numpy as np
 from scipy.special import log_softmax, softmax
 
 from metrics import defaults
+from metrics.spec import MetricInfo
 
 
 def inception_score(logits: np.ndarray, splits: int = defaults.ISC_SPLITS, seed: int = defaults.SEED,
@@ -26,3 +27,9 @@ def inception_score(logits: np.ndarray, splits: int = defaults.ISC_SPLITS, seed:
         kl = (p[lo:hi] * (log_p[lo:hi] - np.log(q))).sum(axis=1).mean()
         scores.append(np.exp(kl))
     return float(np.mean(scores)), float(np.std(scores))
+
+
+SPECS = [
+    MetricInfo("inception_score", "Inception Score", True, "set", "IS", columns=(("inception_score_std", "float64"),),
+               needs=("features",), state="inception", tolerance=0.05),
+]

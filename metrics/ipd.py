@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from metrics.spec import MetricInfo
+
 
 def instance_perceptual_distance(original: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
     """Row-wise squared distances; rows must already be paired by image id."""
@@ -13,3 +15,9 @@ def instance_perceptual_distance(original: np.ndarray, reconstruction: np.ndarra
     if a.shape != b.shape:
         raise ValueError(f"IPD pairs features one to one, got shapes {a.shape} and {b.shape}.")
     return np.square(a - b).sum(axis=-1)
+
+
+SPECS = [
+    MetricInfo("ipd", "IPD (instance perceptual distance)", False, "features", "IPD",
+               needs=("network:inception-v3",), state="inception", tolerance=1e-3),
+]

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metrics.spec import MetricInfo
+
 HF = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
 
 
@@ -176,3 +178,13 @@ def overall(model, original, reconstruction, cache: dict):
     if any(not np.isfinite(row.get(p, np.nan)) for p in OVERALL_PARTS):
         return float("nan"), f"{OVERALL} unavailable: topiq_fr or topiq_nr failed on this image"
     return 2 / 3 * row["topiq_fr"] + 1 / 3 * row["topiq_nr"]
+
+
+SPECS = [
+    *[MetricInfo(m.name, m.label, m.higher_is_better, "network", m.name.upper().replace("_", "-"),
+                 needs=("pixels", f"network:{m.name}"), state=f"iqa.{m.name}", tolerance=m.tolerance,
+                 fn="metrics.iqa:score", load="metrics.iqa:load") for m in METRICS.values()],
+    MetricInfo(OVERALL, "CMC-Bench overall (2/3 TOPIQ-FR + 1/3 TOPIQ-NR)", True, "network", "CMC-Bench",
+               needs=("pixels", "network:topiq_fr", "network:topiq_nr"), state=f"iqa.{OVERALL}", tolerance=0.01,
+               fn="metrics.iqa:overall", load="metrics.iqa:no_model"),
+]

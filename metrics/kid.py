@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from metrics import defaults
+from metrics.spec import MetricInfo
 
 GRAM_MAX_ENTRIES = 80_000_000  # 640 MB of float64: the three kernel matrices of two sets of about 5,000
 
@@ -102,3 +103,9 @@ def subset_mmd2_from_kernels(k: tuple[np.ndarray, np.ndarray, np.ndarray], draws
     within_y = (v * (k_yy @ v)).sum(axis=0) - np.diag(k_yy) @ v
     across = (u * (k_xy @ v)).sum(axis=0)
     return (within_x + within_y) / (m * (m - 1)) - 2 * across / (m * m)
+
+
+SPECS = [
+    MetricInfo("kid", "KID", False, "set", "KID", columns=(("kid_std", "float64"),), needs=("features",),
+               state="inception", tolerance=1e-3),
+]

@@ -15,6 +15,8 @@ import warnings
 
 import numpy as np
 
+from metrics.spec import MetricInfo
+
 ENV_WEIGHTS = "CMCBENCH_LPIPS_WEIGHTS"
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
@@ -117,3 +119,11 @@ def score(model: LPIPS, original: np.ndarray, reconstruction: np.ndarray, cache:
     if key not in cache:
         cache[key] = model.features(original)
     return model.distance(cache[key], reconstruction)
+
+
+SPECS = [
+    MetricInfo("lpips", "LPIPS (AlexNet)", False, "network", "LPIPS", needs=("pixels", "network:alexnet"),
+               state="image_metrics.lpips", tolerance=5e-4, fn="metrics.lpips:score", load="metrics.lpips:load"),
+    MetricInfo("lpips_vgg", "LPIPS (VGG16)", False, "network", "LPIPS-VGG", needs=("pixels", "network:vgg16"),
+               state="image_metrics.lpips_vgg", tolerance=5e-4, fn="metrics.lpips:score", load="metrics.lpips:load"),
+]

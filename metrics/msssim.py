@@ -28,6 +28,8 @@ import threading
 
 import numpy as np
 
+from metrics.spec import MetricInfo
+
 WIN_SIZE = 11
 SCALES = 5
 MIN_SIDE = (WIN_SIZE - 1) * 2 ** (SCALES - 1) + 1  # 161
@@ -158,3 +160,9 @@ def ms_ssim_plane(reference: np.ndarray, reconstruction: np.ndarray, window: np.
         average_pool(ws.y, smaller.y)
         ws = smaller
     raise AssertionError("unreachable")
+
+
+SPECS = [
+    MetricInfo("ms_ssim", "MS-SSIM (RGB)", True, "pixels", "MS-SSIM", needs=("pixels",), state="image_metrics.ms_ssim",
+               tolerance=5e-4, fn="metrics.msssim:ms_ssim"),
+]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from metrics.spec import MetricInfo
+
 PATCH = 256
 
 
@@ -16,3 +18,9 @@ def fid256_patches(image: np.ndarray, size: int = PATCH) -> list[np.ndarray]:
             for x in range(offset, w - size + 1, size):
                 out.append(image[y:y + size, x:x + size])
     return out
+
+
+SPECS = [
+    MetricInfo("patch_fid", "Patch FID (FID/256)", False, "set", "pFID", columns=(("n_patches", "float64"),),
+               needs=("features",), state="inception", tolerance=0.5, default=False),
+]

@@ -2,6 +2,12 @@
 
 import numpy as np
 
+from metrics.spec import MetricInfo
+
+# PSNR above 100 dB (MSE below 6.5e-6: fewer than one 1-level error per 150,000 8-bit samples) is lossless
+# for every practical purpose; averages count such an image at 100 dB, as compression benchmarks cap it.
+PSNR_CAP_DB = 100.0
+
 
 def psnr(reference: np.ndarray, reconstruction: np.ndarray) -> float:
     if reference.shape != reconstruction.shape:
@@ -28,3 +34,11 @@ def psnr_y(reference: np.ndarray, reconstruction: np.ndarray) -> float:
         raise ValueError(f"PSNR-Y needs equal shapes, got {reference.shape} and {reconstruction.shape}.")
     mse = float(np.mean(np.square(luma_bt601(reference) - luma_bt601(reconstruction))))
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
+
+
+SPECS = [
+    MetricInfo("psnr", "PSNR (dB)", True, "pixels", "PSNR", needs=("pixels",), tolerance=0.01, fn="metrics.psnr:psnr",
+               cap=PSNR_CAP_DB),
+    MetricInfo("psnr_y", "PSNR-Y (dB, BT.601 luma)", True, "pixels", "PSNR-Y", needs=("pixels",), tolerance=0.01,
+               fn="metrics.psnr:psnr_y", default=False, cap=PSNR_CAP_DB),
+]
