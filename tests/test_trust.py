@@ -340,3 +340,34 @@ def test_resume_refusal_names_uncommitted_changes_as_the_cause(tmp_path, monkeyp
         monkeypatch.setattr(provenance, "git_sha", lambda now=now: now)
         changes, _ = runner.provenance_changes({**info, "git_sha": recorded})
         assert changes == [f"the cmcbench revision changed {said}"], changes
+
+
+def _rd(bpp) -> np.ndarray:
+    """A smooth, concave rate-PSNR curve, as codecs have."""
+    r = np.log(np.asarray(bpp, float))
+    return 32 + 6 * r - 0.9 * r ** 2
+
+
+@pytest.mark.parametrize("shift", [0.82, 0.9, 1.1, 1.22])
+def test_a_curve_moved_along_itself_is_within_the_fit_error_and_a_real_loss_is_not(shift):
+    """Sampling the same curve at other rates changes BD through the interpolation alone; the fit error (methods'
+    spread, one point left out) covers that, and stays far below a real 0.2 dB loss, which the verdict names."""
+    from benchmark.analysis.compare import _curve_verdict
+    from benchmark.analysis.curves import Curve, compare_curves, fit_error
+
+    base_bpp = np.array([0.15, 0.4, 1.0, 2.4])
+    base = Curve("c", "psnr", base_bpp, _rd(base_bpp))
+    moved = Curve("c", "psnr", base_bpp * shift, _rd(base_bpp * shift))
+    bd = compare_curves(base, moved)["bd_metric"]
+    fit, why = fit_error(base, moved)
+    assert 0 < abs(bd) <= fit < 0.1 and "one point out" in why  # well below the 0.2 dB loss below
+    # a tight interval that excludes zero: significant, but within the fit error, so the same codec
+    same = _curve_verdict("c", "psnr", [(bd, 0.0, "")] + [(bd * 0.9, 0, "")] * 50 + [(bd * 1.1, 0, "")] * 50,
+                          0.01 if abs(bd) > 0.01 else abs(bd) / 2, 0.95, 24, 100, float("nan"), (fit, why))
+    assert same["verdict"] == "same" and same["significant"] and same["why"].startswith("same: |BD|")
+    assert "curve-fit error" in same["why"]
+    lossy = Curve("c", "psnr", moved.bpp, moved.value - 0.2)
+    bd_loss = compare_curves(base, lossy)["bd_metric"]
+    worse = _curve_verdict("c", "psnr", [(bd_loss, 0.0, "")] + [(bd_loss - 0.01, 0, "")] * 50
+                           + [(bd_loss + 0.01, 0, "")] * 50, 0.01, 0.95, 24, 100, float("nan"), fit_error(base, lossy))
+    assert worse["verdict"] == "worse" and worse["why"].startswith("worse: BD -0.2") and "excludes 0" in worse["why"]

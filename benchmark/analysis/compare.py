@@ -260,7 +260,7 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
                    level: float, noise=lambda codec, metric: float("nan")) -> pd.DataFrame:
     """Per codec and metric: BD-metric and BD-rate of NEW against BASE, with paired bootstrap intervals.
     `noise(codec, metric)`: the standard error seed noise alone gives a change (stochastic decoders)."""
-    from benchmark.analysis.curves import Curve, compare_curves
+    from benchmark.analysis.curves import Curve, compare_curves, fit_error
 
     out = []
     codecs = sorted({c for c, _ in base_sets} & {c for c, _ in new_sets})
@@ -287,23 +287,31 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
                     result = {"bd_metric": np.nan, "bd_rate": np.nan, "note": str(exc)}
                 values.append((result["bd_metric"], result["bd_rate"], result["note"]))
             tol = tolerance_for(tolerances, metric, float(np.mean(bv[0])))
-            out.append(_curve_verdict(codec, metric, values, tol, level, len(ids), resamples, noise(codec, metric)))
+            fit = fit_error(Curve.from_points(codec, metric, bb[0], bv[0]), Curve.from_points(codec, metric, nb[0], nv[0]))
+            out.append(_curve_verdict(codec, metric, values, tol, level, len(ids), resamples, noise(codec, metric),
+                                      fit))
     columns = ["codec", "metric", "bd_metric", "low", "high", "bd_rate", "bd_rate_low", "bd_rate_high", "tolerance",
-               "direction", "verdict", "significant", "n_images", "note"]
+               "direction", "verdict", "significant", "n_images", "note", "fit_error", "bd_method", "why"]
     return pd.DataFrame(out, columns=columns)
 
 
 def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: float, n: int,
-                   resamples: int, noise: float = float("nan")) -> dict:
+                   resamples: int, noise: float = float("nan"), fit: tuple[float, str] = (float("nan"), "")) -> dict:
+    """The verdict on one curve: a change counts when it is beyond the largest of the metric's tolerance, the
+    error of fitting curves through the points (`curves.fit_error`: moving along one's own curve changes BD by
+    about that much) and twice a stochastic decoder's seed noise, and its bootstrap interval excludes zero;
+    `why` says in one line which of these decided."""
     up = higher_is_better(metric)
     point, point_rate, note = values[0]
     row = {"codec": codec, "metric": metric, "bd_metric": point, "bd_rate": point_rate, "n_images": n, "note": note,
            "direction": "higher is better" if up else "lower is better", "low": np.nan, "high": np.nan,
-           "bd_rate_low": np.nan, "bd_rate_high": np.nan, "significant": None}
+           "bd_rate_low": np.nan, "bd_rate_high": np.nan, "significant": None, "fit_error": fit[0],
+           "bd_method": "akima"}
     row["tolerance"] = tol
     if np.isnan(point):
         row["verdict"] = "not compared"
         row["note"] = note or "BD undefined"
+        row["why"] = f"not compared: {row['note']}"
         return row
     resampled = np.array([v[0] for v in values[1:]], float)
     rates = np.array([v[1] for v in values[1:]], float)
@@ -322,10 +330,21 @@ def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: flo
     if noise == noise and abs(gain) <= 2 * noise:
         row["note"] = "; ".join(filter(None, [row["note"], f"within 2 x the seed noise ({noise:.3g}) of a stochastic "
                                                           "decoder's samples"]))
-    if abs(gain) <= max(tol, 2 * noise if noise == noise else 0) or row["significant"] is False:
+    allowances = {"tolerance": tol, "curve-fit error": fit[0] if fit[0] == fit[0] else 0.0,
+                  "2 x seed noise": 2 * noise if noise == noise else 0.0}
+    which, allowed = max(allowances.items(), key=lambda item: item[1])
+    detail = f" ({fit[1]})" if which == "curve-fit error" and fit[1] else ""
+    interval = "" if np.isnan(row["low"]) else f"[{row['low']:+.3g}, {row['high']:+.3g}]"
+    if abs(gain) <= allowed:
         row["verdict"] = "same"
+        row["why"] = f"same: |BD| {abs(point):.3g} is within the {which} {allowed:.3g}{detail}"
+    elif row["significant"] is False:
+        row["verdict"] = "same"
+        row["why"] = f"same: beyond the {which} {allowed:.3g}, but its interval {interval} includes 0"
     else:
         row["verdict"] = "better" if gain > 0 else ("worse" if worse_side else "same")
+        evidence = f"its interval {interval} excludes 0" if interval else "no interval: the allowance alone decides"
+        row["why"] = f"{row['verdict']}: BD {point:+.3g} is beyond the {which} {allowed:.3g}{detail}; {evidence}"
     return row
 
 
@@ -379,6 +398,8 @@ def render_text(result: Comparison, show_all: bool = False) -> str:
         lines.append("Curves (NEW against BASE, at equal rate; the verdict):")
         lines.append(table[["codec", "metric", "BD-metric [interval]", "BD-rate % [interval]", "tolerance", "verdict",
                             "sig.", "note"]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        lines += [f"  {r.codec} {r.metric}: {r.why}" for r in curves.itertuples() if r.verdict != "same" or show_all
+                  or "curve-fit" in str(r.why)]
         lines.append("")
         lines.append("Per setting (detail):")
     rows = result.rows if show_all else result.rows[result.rows.verdict != "same"]
