@@ -297,10 +297,10 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
 
 def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: float, n: int,
                    resamples: int, noise: float = float("nan"), fit: tuple[float, str] = (float("nan"), "")) -> dict:
-    """The verdict on one curve: a change counts when it is beyond the largest of the metric's tolerance, the
-    error of fitting curves through the points (`curves.fit_error`: moving along one's own curve changes BD by
-    about that much) and twice a stochastic decoder's seed noise, and its bootstrap interval excludes zero;
-    `why` says in one line which of these decided."""
+    """The verdict on one curve: a change counts when it is beyond the metric's tolerance (or twice a stochastic
+    decoder's seed noise, if larger) plus the error of fitting curves through the points (`curves.fit_error`:
+    moving along one's own curve changes BD by about that much), and its bootstrap interval excludes zero;
+    `why` says in one line what decided."""
     up = higher_is_better(metric)
     point, point_rate, note = values[0]
     row = {"codec": codec, "metric": metric, "bd_metric": point, "bd_rate": point_rate, "n_images": n, "note": note,
@@ -330,21 +330,24 @@ def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: flo
     if noise == noise and abs(gain) <= 2 * noise:
         row["note"] = "; ".join(filter(None, [row["note"], f"within 2 x the seed noise ({noise:.3g}) of a stochastic "
                                                           "decoder's samples"]))
-    allowances = {"tolerance": tol, "curve-fit error": fit[0] if fit[0] == fit[0] else 0.0,
-                  "2 x seed noise": 2 * noise if noise == noise else 0.0}
-    which, allowed = max(allowances.items(), key=lambda item: item[1])
-    detail = f" ({fit[1]})" if which == "curve-fit error" and fit[1] else ""
+    # What a change must exceed: the tolerance (or twice the seed noise, if larger) plus the curve-fit error, the
+    # part of BD that fitting curves through a few points alone can produce (a codec moving along its own curve)
+    which, base = max((("tolerance", tol), ("2 x seed noise", 2 * noise if noise == noise else 0.0)),
+                      key=lambda item: item[1])
+    fit_part = fit[0] if fit[0] == fit[0] else 0.0
+    allowed = base + fit_part
+    allowance = f"the {which} {base:.3g}" + (f" plus the curve-fit error {fit_part:.3g} ({fit[1]})" if fit_part else "")
     interval = "" if np.isnan(row["low"]) else f"[{row['low']:+.3g}, {row['high']:+.3g}]"
     if abs(gain) <= allowed:
         row["verdict"] = "same"
-        row["why"] = f"same: |BD| {abs(point):.3g} is within the {which} {allowed:.3g}{detail}"
+        row["why"] = f"same: |BD| {abs(point):.3g} is within {allowance}"
     elif row["significant"] is False:
         row["verdict"] = "same"
-        row["why"] = f"same: beyond the {which} {allowed:.3g}, but its interval {interval} includes 0"
+        row["why"] = f"same: beyond {allowance}, but its interval {interval} includes 0"
     else:
         row["verdict"] = "better" if gain > 0 else ("worse" if worse_side else "same")
         evidence = f"its interval {interval} excludes 0" if interval else "no interval: the allowance alone decides"
-        row["why"] = f"{row['verdict']}: BD {point:+.3g} is beyond the {which} {allowed:.3g}{detail}; {evidence}"
+        row["why"] = f"{row['verdict']}: BD {point:+.3g} is beyond {allowance}; {evidence}"
     return row
 
 
