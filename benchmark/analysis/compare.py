@@ -401,8 +401,7 @@ def render_text(result: Comparison, show_all: bool = False) -> str:
         lines.append("Curves (NEW against BASE, at equal rate; the verdict):")
         lines.append(table[["codec", "metric", "BD-metric [interval]", "BD-rate % [interval]", "tolerance", "verdict",
                             "sig.", "note"]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        lines += [f"  {r.codec} {r.metric}: {r.why}" for r in curves.itertuples() if r.verdict != "same" or show_all
-                  or "curve-fit" in str(r.why)]
+        lines += [f"  {r.codec} {r.metric}: {r.why}" for r in curves.itertuples()]  # what decided, in one line
         lines.append("")
         lines.append("Per setting (detail):")
     rows = result.rows if show_all else result.rows[result.rows.verdict != "same"]

@@ -22,18 +22,11 @@ from benchmark.run.perceptual import (feature_key, features_path, group_by_setti
                                       npz_bytes, over_samples, passes, read_setting, record_passes, reference_path,
                                       write_reference)
 from benchmark.run.results import atomic_write_bytes, safe_name
+from benchmark.run.scoring import state_of
 from benchmark.run.timings import Timings
 from metrics import registry
 from metrics.fid import FIDReference
 from metrics.spec import FeatureSpace
-
-
-def state_of(info: dict, path: str) -> dict:
-    """The resolved stage at a dotted config.json key ('image_metrics.clip'), or {}."""
-    node = info
-    for part in path.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node if isinstance(node, dict) else {}
 
 
 def active(info: dict) -> list[FeatureSpace]:

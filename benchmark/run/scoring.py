@@ -22,7 +22,8 @@ from metrics import registry
 COMPUTED_HERE = ("pixels", "network", "text")
 
 
-def _state_of(info: dict, path: str) -> dict:
+def state_of(info: dict, path: str) -> dict:
+    """The resolved stage at a dotted config.json key ('image_metrics.clip'), or {}."""
     node: Any = info
     for part in path.split("."):
         node = node.get(part) if isinstance(node, dict) else None
@@ -41,7 +42,7 @@ def metric_states(info: dict, added: list[str] = ()) -> dict[str, dict]:
         elif not m.state:
             out[name] = {"status": "ok", "reason": ""}
         else:
-            state = _state_of(info, m.state)
+            state = state_of(info, m.state)
             status = state.get("status", "unavailable" if state else "disabled")
             out[name] = {"status": status, "reason": "" if status == "ok" else state.get("reason", "not recorded")}
     return out
@@ -89,7 +90,7 @@ class Scorer:
         key = (m.load, m.state)  # metrics of one network and state (CLIP's three) share one model
         if key not in self._models:
             with self.timings.stage(f"{m.column}: load network"):
-                self._models[key] = m.loader()(_state_of(self.info, m.state), self._device())
+                self._models[key] = m.loader()(state_of(self.info, m.state), self._device())
         return self._models[key]
 
     def score(self, original: np.ndarray, reconstruction: np.ndarray, captions=(), text: str | None = None,
@@ -112,7 +113,7 @@ class Scorer:
                 elif text is None or not captions:
                     continue  # a text metric needs transmitted text and reference captions
                 else:
-                    state = _state_of(self.info, m.state)
+                    state = state_of(self.info, m.state)
                     if any(need.startswith("network:") for need in m.needs):  # a text network: the run's device
                         state = {**state, "device": self._device()}
                     value = self._function(m)(text, captions, state)
