@@ -34,10 +34,14 @@ class CLIP:
         x = getattr(x, "pooler_output", x)  # the projected embedding, whatever wraps it
         return x / x.norm(dim=-1, keepdim=True)
 
-    def image_embedding(self, image: np.ndarray):
-        inputs = self.processor(images=[np.array(image)], return_tensors="pt").to(self.device)
+    def image_embeddings(self, images: list[np.ndarray]):
+        """Unit-normalised image embeddings of several images, in one forward pass."""
+        inputs = self.processor(images=[np.array(im) for im in images], return_tensors="pt").to(self.device)
         with self.torch.inference_mode():
-            return self._unit(self.model.get_image_features(**inputs))[0]
+            return self._unit(self.model.get_image_features(**inputs))
+
+    def image_embedding(self, image: np.ndarray):
+        return self.image_embeddings([image])[0]
 
     def text_embeddings(self, texts: list[str]):
         inputs = self.processor(text=list(texts), return_tensors="pt", padding=True, truncation=True).to(self.device)

@@ -35,14 +35,10 @@ class CLIPImageFeatures:
         self.passes = 0
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
-        model, out = self.clip, []
-        for start in range(0, len(images), self.batch_size):
-            batch = [np.asarray(im) for im in images[start:start + self.batch_size]]
-            inputs = model.processor(images=batch, return_tensors="pt").to(model.device)
-            with model.torch.inference_mode():
-                out.append(model._unit(model.model.get_image_features(**inputs)).float().cpu().numpy())
+        out = [self.clip.image_embeddings(images[start:start + self.batch_size]).float().cpu().numpy()
+               for start in range(0, len(images), self.batch_size)]
         self.passes += len(images)
-        return np.concatenate(out) if out else np.zeros((0, model.model.config.projection_dim), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.clip.model.config.projection_dim), np.float32)
 
 
 def extractor(state: dict, device: str, batch_size: int) -> CLIPImageFeatures:

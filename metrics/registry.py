@@ -25,8 +25,6 @@ SPACES: dict[str, FeatureSpace] = {}
 # earlier runs keep it. Every later file follows them by name; nothing needs to be added here.
 FIRST_FILES = ("rate", "psnr", "msssim", "lpips", "dists", "clip", "iqa", "ipd", "inception_score", "fid", "kid",
                "patches", "dinov2", "caption")
-# Modules that are not metric files (they hold the registry's own machinery); every other module is read for SPECS.
-_MACHINERY = {"registry", "spec", "defaults", "download", "hub"}
 
 
 def _collect() -> frozenset[str]:
@@ -36,7 +34,7 @@ def _collect() -> frozenset[str]:
     import importlib
 
     folder = pathlib.Path(__file__).parent
-    later = sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if m.name not in (*FIRST_FILES, *_MACHINERY))
+    later = sorted(m.name for m in pkgutil.iter_modules([str(folder)]) if m.name not in FIRST_FILES)
     first = frozenset()
     for module in (*FIRST_FILES, *later):
         if "\nSPECS = [" in (folder / f"{module}.py").read_text():
@@ -79,10 +77,6 @@ def quality_metrics() -> list[str]:
 
 def of_kind(*kinds: str) -> list[MetricInfo]:
     return [m for m in METRICS.values() if m.kind in kinds]
-
-
-def register_metric(info: MetricInfo) -> None:
-    METRICS[info.column] = info
 
 
 def in_space(space: str) -> list[MetricInfo]:

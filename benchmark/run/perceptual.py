@@ -30,7 +30,6 @@ from metrics.ipd import instance_perceptual_distance
 from metrics.kid import kid, uses_subsets
 from metrics.patches import fid256_patches
 
-FID_MIN_SAMPLES = MIN_SAMPLES
 PASS_LEDGER = "inception_passes.log"  # append-only: one line per original and per task's reconstructions
 # Below this many images per split the Inception Score is noted: IS of a split is at most its number of
 # images (exp of a mutual information bounded by log n), so small splits cap and bias it low.
@@ -361,8 +360,8 @@ def _metrics(pool: np.ndarray, logits: np.ndarray, ref_pool: np.ndarray, opts: d
         if not uses_subsets(n, len(ref_pool), opts["kid_subset_size"]):
             notes.append(f"KID over all {min(n, len(ref_pool))} images once (subset size {opts['kid_subset_size']} "
                          "is not smaller than the set): no subset spread, kid_std left empty")
-        if min(n, len(ref_pool)) < FID_MIN_SAMPLES:
-            notes.append(f"FID from {min(n, len(ref_pool))} < {FID_MIN_SAMPLES} samples: biased, compare only at "
+        if min(n, len(ref_pool)) < MIN_SAMPLES:
+            notes.append(f"FID from {min(n, len(ref_pool))} < {MIN_SAMPLES} samples: biased, compare only at "
                          "equal sample counts")
     else:
         notes.append("FID and KID need at least 2 images per set")
@@ -380,8 +379,8 @@ def _patch_metrics(patches: np.ndarray, ref_patches: np.ndarray, row: dict, leas
                 "inception_note": "; ".join(filter(None, [row.get("inception_note"), why]))}
     value = fid(patches, ref_patches)
     note = row.get("inception_note", "")
-    if n < FID_MIN_SAMPLES:
-        note = "; ".join(filter(None, [note, f"patch FID from {n} < {FID_MIN_SAMPLES} patches"]))
+    if n < MIN_SAMPLES:
+        note = "; ".join(filter(None, [note, f"patch FID from {n} < {MIN_SAMPLES} patches"]))
     return {"patch_fid": value, "n_patches": len(patches), "inception_note": note}
 
 

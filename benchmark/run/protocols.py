@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from benchmark.run.perceptual import FID_MIN_SAMPLES
+from metrics.fid import MIN_SAMPLES
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,9 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
              "and MS-COCO resized to 256x256 bicubic (others as read); IS, FID, KID on whole images",
              "CMC (Li et al., ACM MM 2021), AttnGAN-style text-to-image evaluation", "auto"),
     Protocol("hific", "HiFiC / MS-ILLM: full resolution; FID and KID only as FID/256 (256-px patches plus the grid "
-             f"shifted by 128), never on whole images, and no FID from fewer than {FID_MIN_SAMPLES} patches",
+             f"shifted by 128), never on whole images, and no FID from fewer than {MIN_SAMPLES} patches",
              "HiFiC (Mentzer et al. 2020), MS-ILLM (Muckley et al. 2023)", "none", whole_image_fid=False,
-             patch_fid=True, patch_fid_min=FID_MIN_SAMPLES),
+             patch_fid=True, patch_fid_min=MIN_SAMPLES),
     Protocol("perco", "PerCo: every image resized to 512x512 bicubic (non-square images are squashed, as PerCo "
              "does), IS, FID, KID on whole images", "PerCo (Careil et al. 2024)", "resize-512"),
     Protocol("cmc-bench", "CMC-Bench: images as stored; TOPIQ-FR and TOPIQ-NR through pyiqa (CMC-Bench's fine-tuned "

@@ -37,8 +37,8 @@ def metric_states(info: dict, added: list[str] = ()) -> dict[str, dict]:
         if not m.default and name not in added:
             if name in registry.FIRST:  # a later metric file's: absent, so config.json reads as it did before it
                 out[name] = {"status": "disabled", "reason": f"not requested (--add-metric {name})"}
-        elif m.missing():
-            out[name] = {"status": "unavailable", "reason": m.missing()}
+        elif reason := m.missing():
+            out[name] = {"status": "unavailable", "reason": reason}
         elif not m.state:
             out[name] = {"status": "ok", "reason": ""}
         else:
