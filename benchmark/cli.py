@@ -33,6 +33,32 @@ compared (different data, NEW lacking part of BASE, or nothing in common).
 
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `kill PID`), handled as Ctrl-C is: finished work kept, workers stopped."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def os_error_sentence(exc: OSError) -> str:
+    """A full disk, a read-only folder or a permission error as one sentence naming the path."""
+    import errno
+
+    where = exc.filename or "a file"
+    name = os.path.basename(str(where))
+    if name.startswith(".") and name.endswith(".tmp"):  # a file being written whole: name where it was going
+        where = os.path.join(os.path.dirname(str(where)), name[1:].rsplit(".", 2)[0])
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device while writing {where}"
+    if exc.errno == errno.EROFS:
+        return f"{where} is on a read-only file system"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied writing {where}"
+    return f"{exc.strerror or exc} ({where})"
 
 
 class Parser(argparse.ArgumentParser):
@@ -136,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", type=path,
                      help="finish an interrupted run with the options it was started with (giving others is an error); "
                           "refused if the code, packages, codecs or weights changed")
+    run.add_argument("--redo-damaged", action="store_true",
+                     help="with --resume: redo the tasks whose shards or feature files fail their checksum (changed, "
+                          "truncated or zeroed on disk) instead of stopping at the first")
     run.add_argument("--resume-anyway", action="store_true",
                      help="with --resume: finish the run even though its provenance changed; the rows it adds "
                           "carry the new provenance, and config.json records the change")
@@ -373,14 +402,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.command not in commands:
         build_parser().print_help()
         return 1
+    import signal
+    import threading
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = (signal.signal(signal.SIGTERM, _on_sigterm), signal.getsignal(signal.SIGINT)) if in_main else None
+    if in_main and previous[1] is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is KeyboardInterrupt from here on
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, CodecUnavailable, RuntimeError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\nInterrupted.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except OSError as exc:  # a full disk, a read-only or unwritable folder
+        print(f"error: {os_error_sentence(exc)}.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print("\nTerminated." if terminated else "\nInterrupted.", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
 
 
 def _default_codec_specs(dataset: str) -> list:
@@ -411,6 +455,8 @@ def _check_before_work(args) -> None:
                          "new run without --resume).")
     if args.resume_anyway and not args.resume:
         raise ValueError("--resume-anyway goes with --resume RUN_DIR.")
+    if args.redo_damaged and not args.resume:
+        raise ValueError("--redo-damaged goes with --resume RUN_DIR.")
     if args.executor == "ray":
         import importlib.util
 
@@ -521,12 +567,18 @@ def cmd_run(args) -> int:
     try:
         outcome = execute(run_dir, jobs=args.jobs, progress=not args.no_progress, executor=args.executor,
                           ray_address=args.ray_address, resume=bool(args.resume), resume_anyway=args.resume_anyway,
-                          isolate=True)
-    except KeyboardInterrupt:
-        return _stopped(run_dir, created_here, "Interrupted")
-    except Exception:
-        if created_here and not _finished_work(run_dir):
+                          isolate=True, redo_damaged=args.redo_damaged)
+    except KeyboardInterrupt as exc:
+        return _stopped(run_dir, created_here, "Terminated" if isinstance(exc, Terminated) else "Interrupted",
+                        EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
+    except Exception as exc:
+        done = _finished_work(run_dir)
+        if created_here and not done:
             shutil.rmtree(run_dir, ignore_errors=True)  # a failed start leaves no folder behind
+        elif isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            raise RuntimeError(f"{os_error_sentence(exc)}; {done} finished shards are kept in {run_dir}: free space "
+                               f"(or fix the permissions), then finish the run with: python bench.py run --resume "
+                               f"{run_dir}") from exc
         raise
     _print_summary(run_dir)
     return _end_of_run(args, run_dir, outcome)
@@ -535,10 +587,10 @@ def cmd_run(args) -> int:
 def _finished_work(run_dir: pathlib.Path) -> int:
     from benchmark.run.results import shard_files
 
-    return len(shard_files(run_dir)) if run_dir.exists() else 0
+    return len(shard_files(run_dir, verify=False)) if run_dir.exists() else 0
 
 
-def _stopped(run_dir: pathlib.Path, created_here: bool, what: str) -> int:
+def _stopped(run_dir: pathlib.Path, created_here: bool, what: str, code: int = EXIT_INTERRUPTED) -> int:
     done = _finished_work(run_dir)
     if not done and created_here:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -546,13 +598,14 @@ def _stopped(run_dir: pathlib.Path, created_here: bool, what: str) -> int:
     else:
         print(f"\n{what}: {done} finished shards are kept in {run_dir}. Finish the run with:\n"
               f"  python bench.py run --resume {run_dir}", file=sys.stderr)
-    return EXIT_INTERRUPTED
+    return code
 
 
 SHOWN_REASONS = 20  # failure groups printed after a run; a count says how many more there are
 
 
 def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
+    from benchmark.run.locations import located
     from benchmark.run.results import read_config
 
     stage = outcome.inception
@@ -560,7 +613,7 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     if stage["status"] == "ok":
         lines.append(f"Inception:   {outcome.passes['reference']} originals + {outcome.passes['reconstruction']} "
                      f"reconstructions through the network (weights sha256 {stage['weights_sha256'][:12]}; originals' "
-                     f"features cached in {stage['reference_dir']})")
+                     f"features cached in {located(stage['reference_dir'], run_dir)})")
     elif stage["status"] == "unavailable":
         lines.append(f"Unavailable: IS, FID, KID, IPD (left empty, not zero): {stage['reason']}")
     info = read_config(run_dir)

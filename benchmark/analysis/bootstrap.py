@@ -13,6 +13,7 @@ share, the same draw for both, so the interval is that of the paired difference.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import zlib
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import pandas as pd
 
 from benchmark.run import feature_stage
 from benchmark.run.console import bar
+from benchmark.run.integrity import checksum_path, problem
 from benchmark.run.results import load_run, read_config
 from metrics import defaults, registry, spec
 
@@ -177,8 +179,9 @@ def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingD
                 continue
             key = (space, tuple(aligned[1]))
             if key not in references:
-                references[key] = perceptual.reference_features(info, shas, aligned[1]) if space == "inception" \
-                    else feature_stage.reference_features(info, registry.SPACES[space], shas, aligned[1])
+                references[key] = perceptual.reference_features(run_dir, info, shas, aligned[1]) \
+                    if space == "inception" else \
+                    feature_stage.reference_features(run_dir, info, registry.SPACES[space], shas, aligned[1])
             if space == "inception":
                 data.pool, data.logits, data.ref_pool = found[1][aligned[0]], found[2][aligned[0]], references[key]
             else:
@@ -312,16 +315,15 @@ def intervals(run_dir: str | pathlib.Path, resamples: int = DEFAULT_RESAMPLES, s
     Intervals are BCa for per-image means and bias-corrected percentile intervals for set-level metrics, so
     each contains its point estimate (the summary's value for the same images).
 
-    Cached in RUN/bootstrap/ (keyed by resamples, seed and level, invalidated when the summary changes).
+    Cached outside the run, which a reader leaves as it found it (it may be read-only, archived or shared): in
+    the user's cache folder, keyed by the run's checked summary and by resamples, seed and level.
     """
     run_dir = pathlib.Path(run_dir)
-    key = f"ci-n{resamples}-seed{seed}-level{level:g}.parquet"
-    cache = run_dir / "bootstrap" / key
-    summary = run_dir / "summary.parquet"
-    if use_cache and cache.exists() and summary.exists() and cache.stat().st_mtime >= summary.stat().st_mtime:
+    _, summary_rows = load_run(run_dir)  # checks the summary and the shards before anything is read
+    cache = cache_path(run_dir, f"n{resamples}-seed{seed}-level{level:g}") if use_cache else None
+    if cache is not None and problem(cache, strict=True) is None:
         return pd.read_parquet(cache)
     rows = []
-    _, summary_rows = load_run(run_dir)
     reported = summary_rows.set_index(["codec", "setting_index"]) if len(summary_rows) else None
     drawn = run_resamples(run_dir, resamples, seed)
     for (codec, s), data in drawn.settings.items():
@@ -344,12 +346,27 @@ def intervals(run_dir: str | pathlib.Path, resamples: int = DEFAULT_RESAMPLES, s
                          "n_images": n, "resamples": resamples, "level": level, "seed": seed})
     table = pd.DataFrame(rows, columns=["codec", "setting_index", "setting_label", "metric", "low", "high", "std",
                                         "n_images", "resamples", "level", "seed"])
-    if use_cache and summary.exists():
-        from benchmark.run.results import write_table
+    if cache is not None:
         import pyarrow as pa
 
-        write_table(cache, pa.Table.from_pandas(table, preserve_index=False))
+        from benchmark.run.results import write_table
+
+        try:
+            write_table(cache, pa.Table.from_pandas(table, preserve_index=False))
+        except OSError:
+            pass  # a cache that cannot be written is only a slower next time
     return table
+
+
+def cache_path(run_dir: pathlib.Path, options: str) -> pathlib.Path | None:
+    """Where a run's intervals are cached: the user's cache folder (XDG_CACHE_HOME, else ~/.cache), named by
+    the checksum of the run's summary, so a rewritten summary is never served stale intervals."""
+    try:
+        summary_checksum = checksum_path(run_dir / "summary.parquet").read_text().split()[0]
+    except (FileNotFoundError, IndexError):
+        return None  # a run without a checked summary (older, or unfinished): computed every time
+    home = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
+    return home / "cmcbench" / "bootstrap" / f"ci-{summary_checksum[:24]}-{options}.parquet"
 
 
 def paired_difference(base: SettingData, new: SettingData, resamples: int = DEFAULT_RESAMPLES,

@@ -20,6 +20,7 @@ import pandas as pd
 from benchmark.analysis import bootstrap
 from benchmark.analysis.curves import BD_METHODS, MIN_RELIABLE_OVERLAP, Curve, compare_curves
 from benchmark.analysis.latex import render_tex
+from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.results import images_of, load_run
 from benchmark.analysis.table_format import format_value, short_label
 from metrics import defaults, registry
@@ -420,6 +421,7 @@ def write(board: Leaderboard, out_dir: str | pathlib.Path, formats=FORMATS) -> l
     for fmt in formats:
         path = out_dir / f"leaderboard.{fmt}"
         text = render(board, fmt)
-        path.write_text(standalone_html(text, "cmcbench leaderboard") if fmt == "html" else text)
+        atomic_write_bytes(path, (standalone_html(text, "cmcbench leaderboard") if fmt == "html" else text).encode(),
+                           durable=False)
         written.append(path)
     return written

@@ -11,11 +11,13 @@ is written as PNG (for screens) and SVG and PDF (for papers).
 from __future__ import annotations
 
 import hashlib
+import io
 import pathlib
 from dataclasses import dataclass
 
 import pandas as pd
 
+from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.results import images_of
 from metrics import registry
 from metrics.registry import METRICS
@@ -209,7 +211,9 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         box = fig.get_tightbbox(fig.canvas.get_renderer()).padded(plt.rcParams["savefig.pad_inches"])
         for fmt in formats:
             path = out_dir / f"rd_{metric}.{fmt}"
-            fig.savefig(path, dpi=300 if style.paper else 150, bbox_inches=box)
+            buffer = io.BytesIO()  # written whole, then renamed: a full disk leaves no truncated figure
+            fig.savefig(buffer, format=fmt, dpi=300 if style.paper else 150, bbox_inches=box)
+            atomic_write_bytes(path, buffer.getvalue(), durable=False)
             written.append(path)
         plt.close(fig)
     return written

@@ -24,6 +24,7 @@ from benchmark.analysis import bootstrap
 from benchmark.run import console
 from benchmark.analysis import leaderboard
 from benchmark.codecs.codec import encode_image
+from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.results import load_run, output_path, read_config, safe_name
 
 CROP = 320
@@ -221,14 +222,14 @@ nearest rate, printed under the tile.</p>
     stages.update()
     stages.set_description("report: writing")
     html_path = out_dir / "report.html"
-    html_path.write_text(page)
+    atomic_write_bytes(html_path, page.encode(), durable=False)
     md = [f"# {title}\n", prov["headline"] + "\n", *(f"**{n}**\n" for n in _partial(board)), "## Rate–quality curves\n"]
     md += [f"![{p.stem}](plots/{p.name})\n" for p in plots]
     md += [failures_md, "## Leaderboard\n", leaderboard.render(board, "md", only=("at_rates", "bd")),
            "## Visual comparison\n", *md_grid, leaderboard.render(board, "md", only=("settings",), notes=False),
            "## Provenance\n", prov["md"]]
     md_path = out_dir / "report.md"
-    md_path.write_text("\n".join(md))
+    atomic_write_bytes(md_path, "\n".join(md).encode(), durable=False)
     stages.update()
     stages.close()
     return html_path, md_path

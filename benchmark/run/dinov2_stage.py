@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 
+from benchmark.run.locations import recorded_path
 from metrics.prdc import DEFAULT_K
 
 DEFAULTS = {"model": "none", "k": DEFAULT_K}
@@ -30,6 +31,6 @@ def resolve(options: dict, cache_root: pathlib.Path) -> dict:
         return {"status": "unavailable", "reason": str(exc)}
     key = f"dinov2-{sha[:16]}"
     return {"status": "ok", "model": model, "model_path": folder, "weights_sha256": sha, "extractor": key,
-            "k": int(options.get("k") or DEFAULT_K), "reference_dir": str((cache_root / key).resolve()),
+            "k": int(options.get("k") or DEFAULT_K), "reference_dir": recorded_path(cache_root / key),
             "preprocessing": "torch-fidelity dinov2: TF1-compatible bilinear resize to 224x224, ImageNet "
                              "normalisation, final-layernorm CLS token"}

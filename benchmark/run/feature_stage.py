@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from benchmark.run.console import bar
-from benchmark.run.perceptual import (feature_key, features_path, group_by_setting, image_shas, new_originals,
+from benchmark.run.integrity import write_checked
+from benchmark.run.locations import located, recorded_path
+from benchmark.run.perceptual import (cached, feature_key, keep, stored_reference, features_path, group_by_setting, image_shas, new_originals,
                                       npz_bytes, over_samples, passes, read_setting, record_passes, reference_path,
                                       write_reference)
 from benchmark.run.results import atomic_write_bytes, safe_name
@@ -44,9 +46,9 @@ def folder(space: FeatureSpace) -> str:
     return f"features-{space.name}"
 
 
-def reference_dir(info: dict, space: FeatureSpace) -> pathlib.Path:
+def reference_dir(info: dict, space: FeatureSpace, run_dir: pathlib.Path) -> pathlib.Path:
     """Where the originals' features of a space are cached: the stage's own record, else the one the run chose."""
-    return pathlib.Path(state_of(info, space.state).get("reference_dir") or info["feature_caches"][space.name])
+    return located(state_of(info, space.state).get("reference_dir") or info["feature_caches"][space.name], run_dir)
 
 
 def cache_dirs(info: dict, cache_root: pathlib.Path, run_dir: pathlib.Path) -> dict[str, str]:
@@ -58,8 +60,7 @@ def cache_dirs(info: dict, cache_root: pathlib.Path, run_dir: pathlib.Path) -> d
         if state.get("reference_dir"):
             continue
         sha = state.get("weights_sha256")
-        where = cache_root / f"{space.name}-{sha[:16]}" if sha else run_dir / f"reference-{space.name}"
-        out[space.name] = str(where.resolve())
+        out[space.name] = recorded_path(cache_root / f"{space.name}-{sha[:16]}") if sha else f"reference-{space.name}"
     return out
 
 
@@ -70,9 +71,9 @@ def builder(info: dict, space: FeatureSpace):
     return functools.partial(space.build, state_of(info, space.state), opts["device"], opts["batch_size"])
 
 
-def needs_reference(info: dict, sha: str) -> bool:
+def needs_reference(info: dict, sha: str, run_dir: pathlib.Path) -> bool:
     """Whether any active space has no cached features of this original yet."""
-    return any(not reference_path(reference_dir(info, s), sha).exists() for s in active(info))
+    return any(not cached(reference_path(reference_dir(info, s, run_dir), sha)) for s in active(info))
 
 
 class FeatureStage:
@@ -83,7 +84,7 @@ class FeatureStage:
         self.space = space
         self.build = builder(info, space)
         self.run_dir = run_dir
-        self.reference_dir = reference_dir(info, space)
+        self.reference_dir = reference_dir(info, space, run_dir)
         self.timings = timings or Timings()
         self.known: set[str] = set()
         self._extractor = extractor  # None: built here on first use; the Ray executor passes a remote one
@@ -100,20 +101,23 @@ class FeatureStage:
 
     def on_result(self, result) -> None:
         label, rows = self.space.label, result.rows
-        todo = new_originals(result, self.known, lambda sha: not reference_path(self.reference_dir, sha).exists())
+        todo = new_originals(result, self.known,
+                             lambda sha: not cached(reference_path(self.reference_dir, sha), discard=True))
         if todo:
             with self.timings.stage(f"{label}: forward (originals)", len(todo)):
                 features = self.extractor([px for _, px in todo])
             record_passes(self.run_dir, [f"reference {sha} 0" for sha, _ in todo], ledger(self.space))
             for (sha, _), f in zip(todo, features):
                 write_reference(self.reference_dir, sha, f)
+        for sha in {row.get("image_sha256") for row in rows} - {None}:
+            keep(self.run_dir, self.space.name, self.reference_dir, sha)
         if result.reconstructions:
             positions = [p for p, _ in result.reconstructions]
             with self.timings.stage(f"{label}: forward (reconstructions)", len(positions)):
                 features = self.extractor([im for _, im in result.reconstructions])
             record_passes(self.run_dir, [f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} "
                                          f"{len(positions)} 0"], ledger(self.space))
-            atomic_write_bytes(features_path(self.run_dir, result.task.codec, result.task.chunk, folder(self.space)),
+            write_checked(features_path(self.run_dir, result.task.codec, result.task.chunk, folder(self.space)),
                                npz_bytes(group_by_setting(rows, positions, **{self.space.name: features})))
         atomic_write_bytes(self.run_dir / f"{self.space.name}_passes.json",
                            json.dumps(passes(self.run_dir, ledger(self.space))).encode())
@@ -125,8 +129,10 @@ def setting_features(run_dir: pathlib.Path, space: FeatureSpace, codec: str, s: 
     return read_setting(run_dir, folder(space), codec, feature_key(s, sample), (space.name,))
 
 
-def reference_features(info: dict, space: FeatureSpace, shas: dict[int, str], order) -> np.ndarray:
-    return np.stack([np.load(reference_path(reference_dir(info, space), shas[i])) for i in order])
+def reference_features(run_dir: pathlib.Path, info: dict, space: FeatureSpace, shas: dict[int, str],
+                       order) -> np.ndarray:
+    cache = reference_dir(info, space, run_dir)
+    return np.stack([np.load(stored_reference(run_dir, space.name, cache, shas[i])) for i in order])
 
 
 def set_metrics(run_dir: pathlib.Path, info: dict, space: FeatureSpace, timings: Timings | None = None) -> pd.DataFrame:
@@ -138,7 +144,7 @@ def set_metrics(run_dir: pathlib.Path, info: dict, space: FeatureSpace, timings:
                                    if states.get(m.column, {}).get("status") == "ok"))
     shas = image_shas(run_dir)
     order = np.asarray(sorted(shas))
-    ref = reference_features(info, space, shas, order) if len(order) else np.zeros((0, 1), np.float32)
+    ref = reference_features(run_dir, info, space, shas, order) if len(order) else np.zeros((0, 1), np.float32)
     reference = FIDReference(ref)
     out = []
     keys = [(codec["label"], s, codec.get("samples", 1)) for codec in info["codecs"]

@@ -15,12 +15,16 @@ import io
 import json
 import os
 import pathlib
+import shutil
+import sys
 
 import numpy as np
 import pandas as pd
 
 from benchmark.run.console import bar
-from benchmark.run.results import atomic_write_bytes, safe_name, shard_files
+from benchmark.run.locations import CACHE, located, recorded_path  # noqa: F401 - re-exported
+from benchmark.run.integrity import checksum_path, problem, remove_checked, write_checked
+from benchmark.run.results import atomic_write_bytes, checked, safe_name, shard_files
 from benchmark.run.timings import Timings
 from metrics import defaults, registry
 from metrics.fid import MIN_SAMPLES, FIDReference, fid
@@ -30,6 +34,7 @@ from metrics.ipd import instance_perceptual_distance
 from metrics.kid import kid, uses_subsets
 from metrics.patches import fid256_patches
 
+OWN = "originals"  # a run's own copy of the originals' features it used
 PASS_LEDGER = "inception_passes.log"  # append-only: one line per original and per task's reconstructions
 # Below this many images per split the Inception Score is noted: IS of a split is at most its number of
 # images (exp of a mutual information bounded by log n), so small splits cap and bias it low.
@@ -52,16 +57,64 @@ def resolve(options: dict, cache_root: pathlib.Path, progress: bool = True) -> d
         return {"status": "unavailable", "reason": str(exc)}
     key = f"inception-v3-compat-{sha[:16]}"
     return {"status": "ok", "weights_path": path, "weights_sha256": sha, "extractor": key,
-            "reference_dir": str((cache_root / key).resolve())}
+            "reference_dir": recorded_path(cache_root / key)}
+
+
+def own_dir(run_dir: pathlib.Path, name: str) -> pathlib.Path:
+    """The run's own copy of its originals' features in one space (hard links into the cache where the file
+    system allows): a finished run keeps what its summary, leaderboard and compare need when the cache goes."""
+    return pathlib.Path(run_dir) / OWN / name
+
+
+def keep(run_dir: pathlib.Path, name: str, cache: pathlib.Path, sha: str, patches: bool = False) -> None:
+    """Link (or copy) one original's cached features, checksum first, into the run's own copy."""
+    src, dst = reference_path(cache, sha, patches), reference_path(own_dir(run_dir, name), sha, patches)
+    if dst.exists() or not src.exists():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for a, b in ((checksum_path(src), checksum_path(dst)), (src, dst)):
+        if not a.exists():
+            continue
+        tmp = b.with_name(f".{b.name}.link.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(a, tmp)
+        except OSError:  # another file system, or links not allowed
+            shutil.copyfile(a, tmp)
+        os.replace(tmp, b)
+
+
+def stored_reference(run_dir: pathlib.Path, name: str, cache: pathlib.Path, sha: str,
+                     patches: bool = False) -> pathlib.Path:
+    """Where one original's features are, checked: the run's own copy, else the shared cache."""
+    own = reference_path(own_dir(run_dir, name), sha, patches)
+    for path in (own, reference_path(cache, sha, patches)):
+        if cached(path):
+            return path
+    raise FileNotFoundError(f"The {name} features of original {sha[:12]} are neither in {own.parent.parent} nor in "
+                            f"the cache {cache}, or fail their check: compute them again with: python bench.py run "
+                            f"--resume {run_dir}")
 
 
 def reference_path(reference_dir: str | pathlib.Path, sha: str, patches: bool = False) -> pathlib.Path:
     return pathlib.Path(reference_dir) / sha[:2] / f"{sha}{'.fid256' if patches else ''}.npy"
 
 
-def needs_reference(reference_dir, sha: str, patch_fid: bool) -> bool:
-    return not reference_path(reference_dir, sha).exists() or (
-        patch_fid and not reference_path(reference_dir, sha, True).exists())
+def cached(path: pathlib.Path, discard: bool = False) -> bool:
+    """Whether a cached feature file is there and passes its check; a damaged one is `discard`ed (and said so),
+    so that it is computed again. Entries cached before checksums have none and are used as they are."""
+    why = problem(path, strict=False)
+    if why is None:
+        return True
+    if discard and path.exists():
+        remove_checked(path)
+        print(f"note: discarded the cached features {path} ({why}); computing them again.", file=sys.stderr)
+    return False
+
+
+def needs_reference(reference_dir, sha: str, patch_fid: bool, discard: bool = False) -> bool:
+    return not cached(reference_path(reference_dir, sha), discard) or (
+        patch_fid and not cached(reference_path(reference_dir, sha, True), discard))
 
 
 def features_path(run_dir: pathlib.Path, codec: str, chunk: int, folder: str = "features") -> pathlib.Path:
@@ -81,7 +134,7 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def write_reference(reference_dir, sha: str, features: np.ndarray, patches: bool = False) -> None:
-    atomic_write_bytes(reference_path(reference_dir, sha, patches), _npy_bytes(features))
+    write_checked(reference_path(reference_dir, sha, patches), _npy_bytes(features))
 
 
 def record_passes(run_dir: pathlib.Path, lines: list[str], ledger: str = PASS_LEDGER) -> None:
@@ -143,7 +196,7 @@ class PerceptualStage:
         self.build = builder(info)
         self._extractor = extractor
         self.timings = timings or Timings()
-        self.reference_dir = pathlib.Path(stage["reference_dir"])
+        self.reference_dir = located(stage["reference_dir"], run_dir)
         self.run_dir = run_dir
         self.counter_path = run_dir / "inception_passes.json"
         self.patch_fid = bool(self.opts.get("patch_fid"))
@@ -167,12 +220,13 @@ class PerceptualStage:
         record_passes(self.run_dir, lines)
 
     def reference_features(self, sha: str) -> np.ndarray:
-        return np.load(reference_path(self.reference_dir, sha))
+        return np.load(stored_reference(self.run_dir, "inception", self.reference_dir, sha))
 
     def on_result(self, result) -> None:
         """Extract what a finished task needs, then add IPD to its rows (called before its shard is written)."""
         rows = result.rows
-        todo = new_originals(result, self.known, lambda sha: needs_reference(self.reference_dir, sha, self.patch_fid))
+        todo = new_originals(result, self.known,
+                             lambda sha: needs_reference(self.reference_dir, sha, self.patch_fid, discard=True))
         if todo:
             patch_feats = self._patch_features([px for _, px in todo]) if self.patch_fid else [None] * len(todo)
             extractor = self.extractor
@@ -183,6 +237,10 @@ class PerceptualStage:
                 if patch_feats[k] is not None:
                     write_reference(self.reference_dir, sha, patch_feats[k], True)
                 write_reference(self.reference_dir, sha, np.concatenate([pool[k], logits[k]]))
+        for sha in {row.get("image_sha256") for row in rows} - {None}:
+            keep(self.run_dir, "inception", self.reference_dir, sha)
+            if self.patch_fid:
+                keep(self.run_dir, "inception", self.reference_dir, sha, True)
         for row in rows:
             row["ipd"] = None
         if result.reconstructions:
@@ -205,7 +263,7 @@ class PerceptualStage:
             n_patches = sum(len(f) for f in patch_feats)
             self._record([f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} {len(positions)} "
                           f"{n_patches}"])
-            atomic_write_bytes(features_path(self.run_dir, result.task.codec, result.task.chunk), npz_bytes(arrays))
+            write_checked(features_path(self.run_dir, result.task.codec, result.task.chunk), npz_bytes(arrays))
         atomic_write_bytes(self.counter_path, json.dumps(passes(self.run_dir)).encode())
 
     def _patch_features(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -233,20 +291,22 @@ def image_shas(run_dir: pathlib.Path) -> dict[int, str]:
     return shas
 
 
-def reference_features(info: dict, shas: dict[int, str], order: list[int], patches: bool = False) -> np.ndarray:
+def reference_features(run_dir: pathlib.Path, info: dict, shas: dict[int, str], order: list[int],
+                       patches: bool = False) -> np.ndarray:
     """Pool features of the originals in `order` (or their FID/256 patch features, concatenated)."""
-    reference_dir = info["inception"]["reference_dir"]
+    cache = located(info["inception"]["reference_dir"], run_dir)
     if not order:
         return np.zeros((0, FEATURE_DIM), np.float32)
+    stored = [stored_reference(run_dir, "inception", cache, shas[i], patches) for i in order]
     if patches:
-        return np.concatenate([np.load(reference_path(reference_dir, shas[i], True)) for i in order])
-    return np.stack([np.load(reference_path(reference_dir, shas[i]))[:FEATURE_DIM] for i in order])
+        return np.concatenate([np.load(path) for path in stored])
+    return np.stack([np.load(path)[:FEATURE_DIM] for path in stored])
 
 
 def read_setting(run_dir: pathlib.Path, folder: str, codec: str, s: int | str, names: tuple[str, ...]):
     """(image indices, *arrays named `names`) of one setting's stored features, by image index; None if none."""
     idx, arrays = [], {name: [] for name in names}
-    for path in sorted((run_dir / folder / safe_name(codec)).glob("chunk-*.npz")):
+    for path in checked(run_dir, sorted((run_dir / folder / safe_name(codec)).glob("chunk-*.npz"))):
         with np.load(path) as z:
             if f"image_index_{s}" in z.files:
                 idx.append(z[f"image_index_{s}"])
@@ -267,7 +327,7 @@ def setting_features(run_dir: pathlib.Path, codec: str, s: int, patches: bool = 
         return found
     # k patches per image, concatenated: a set for FID/256, read in stored order
     chunks = []
-    for path in sorted((run_dir / "features" / safe_name(codec)).glob("chunk-*.npz")):
+    for path in checked(run_dir, sorted((run_dir / "features" / safe_name(codec)).glob("chunk-*.npz"))):
         with np.load(path) as z:
             if f"patch_pool_{s}" in z.files:
                 chunks.append(z[f"patch_pool_{s}"])
@@ -281,11 +341,11 @@ def set_metrics(run_dir: pathlib.Path, info: dict, timings: Timings | None = Non
     opts = info["config"]["inception"]
     shas = image_shas(run_dir)
     order = sorted(shas)
-    ref_pool = reference_features(info, shas, order)
+    ref_pool = reference_features(run_dir, info, shas, order)
     order_arr = np.asarray(order)
     reference = FIDReference(ref_pool)
     patch_fid = bool(opts.get("patch_fid"))
-    ref_patches = reference_features(info, shas, order, True) if patch_fid else None
+    ref_patches = reference_features(run_dir, info, shas, order, True) if patch_fid else None
     out = []
     keys = [(codec["label"], s, codec.get("samples", 1)) for codec in info["codecs"]
             for s in range(len(codec["settings"]))]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from benchmark.data.output_names import output_file_name, safe_name
+from benchmark.run.integrity import (DamagedFile, atomic_write_bytes, problem,  # noqa: F401 - re-exported
+                                       remove_checked, write_checked)
 from benchmark.run.schema import GROUP_COLUMNS, NOT_AVERAGED
 from metrics import registry
 
@@ -26,26 +27,12 @@ from metrics import registry
 OUTPUTS = "outputs"  # saved reconstructions and bitstreams, per codec and setting
 
 
-def atomic_write_bytes(path: pathlib.Path, data: bytes, durable: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_table(path: pathlib.Path, table: pa.Table) -> None:
+def write_table(path: pathlib.Path, table: pa.Table, key_parts: int = 2) -> None:
+    """A parquet file written whole, with its checksum (keyed by codec folder and name; by name alone, 1, for a
+    file directly in the run, whose folder may be renamed)."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    write_checked(path, sink.getvalue().to_pybytes(), key_parts=key_parts)
 
 
 def output_path(run_dir: pathlib.Path, codec_label: str, setting_label: str, image_id: str, suffix: str) -> pathlib.Path:
@@ -59,8 +46,47 @@ def shard_path(run_dir: pathlib.Path, codec_label: str, chunk: int) -> pathlib.P
     return run_dir / "images" / safe_name(codec_label) / f"chunk-{chunk:06d}.parquet"
 
 
-def shard_files(run_dir: pathlib.Path) -> list[pathlib.Path]:
-    return sorted((run_dir / "images").glob("*/chunk-*.parquet"))
+def is_checked(run_dir: pathlib.Path) -> bool:
+    """Whether the run was written with checksums (every run since they came): then a missing one is damage."""
+    try:
+        return "integrity" in json.loads((pathlib.Path(run_dir) / "config.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def redo_hint(run_dir: pathlib.Path) -> str:
+    return f"redo its work with: python bench.py run --resume {run_dir} --redo-damaged"
+
+
+def checked(run_dir: pathlib.Path, paths: list[pathlib.Path]) -> list[pathlib.Path]:
+    """`paths` of a run's results, each verified against its checksum: the first that fails is named."""
+    strict = is_checked(run_dir)
+    for path in paths:
+        why = problem(path, strict)
+        if why:
+            raise DamagedFile(path, f"{why}; {redo_hint(run_dir)}")
+    return paths
+
+
+def shard_files(run_dir: pathlib.Path, verify: bool = True) -> list[pathlib.Path]:
+    """The run's shards, verified unless `verify` is False (for a count or a listing, never for their values)."""
+    files = sorted((pathlib.Path(run_dir) / "images").glob("*/chunk-*.parquet"))
+    return checked(run_dir, files) if verify else files
+
+
+def damaged_files(run_dir: pathlib.Path) -> list[tuple[pathlib.Path, str]]:
+    """Every shard and stored feature file of a run that fails its check, with why."""
+    run_dir, strict = pathlib.Path(run_dir), is_checked(run_dir)
+    paths = sorted(run_dir.glob("images/*/chunk-*.parquet")) + sorted(run_dir.glob("features*/*/chunk-*.npz"))
+    return [(p, why) for p in paths for why in [problem(p, strict)] if why]
+
+
+def discard_task_files(run_dir: pathlib.Path, path: pathlib.Path) -> None:
+    """Remove a damaged file's shard and every feature file of the same task, so that resuming redoes the task."""
+    codec, chunk = path.parent.name, path.name.split(".")[0]
+    for p in [run_dir / "images" / codec / f"{chunk}.parquet", *run_dir.glob(f"features*/{codec}/{chunk}.npz")]:
+        remove_checked(p)
+    remove_checked(run_dir / "summary.parquet")
 
 
 def sample_spreads(run_dir: pathlib.Path, metrics: list[str]) -> pd.DataFrame:
@@ -194,6 +220,10 @@ def load_run(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     if len(images):
         images = images.sort_values(["codec", "setting_index", "image_index"], kind="stable").reset_index(drop=True)
     summary_path = run_dir / "summary.parquet"
+    if summary_path.exists():
+        why = problem(summary_path, is_checked(run_dir))
+        if why:
+            raise DamagedFile(summary_path, f"{why}; rewrite it with: python bench.py run --resume {run_dir}")
     summary = pd.read_parquet(summary_path) if summary_path.exists() else summarise(run_dir)
     return images, summary
 

@@ -16,20 +16,22 @@ import datetime as dt
 import json
 import os
 import pathlib
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import pyarrow as pa
 
-from benchmark.run import (console, dinov2_stage, feature_stage, fullref, perceptual, provenance, schema, timings,
-                           weights)
+from benchmark.run import (console, dinov2_stage, feature_stage, fullref, perceptual, provenance, run_folder, schema,
+                           timings, weights)
 from benchmark.codecs.codec_spec import CodecSpec
 from benchmark.run.config import RunConfig, codec_context
 from benchmark.data.datasets import Dataset
 from benchmark.data.preprocess import get_preset
 from benchmark.run.produce import check_output, time_limit  # noqa: F401 - re-exported for callers of the old module
-from benchmark.run.results import atomic_write_bytes, shard_files, shard_path, summarise, write_table
+from benchmark.run.results import (DamagedFile, atomic_write_bytes, damaged_files, discard_task_files, redo_hint,
+                                   shard_files, shard_path, summarise, write_table)
 from benchmark.run.scoring import COMPUTED_HERE, metric_states, requested, status_column
 from benchmark.run.timings import WORKER_PREFIX, Timings
 from benchmark.run.worker import Task, TaskResult, Worker
@@ -123,7 +125,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
                                     **({"weights": more} if more else {})})
     run_id = name or f"{created:%Y%m%d-%H%M%S}-{chash[:8]}"
     run_dir = pathlib.Path(out_root) / run_id
-    if (run_dir / "config.json").exists():
+    if name and (run_dir / "config.json").exists():  # told before any work; a generated id gets a suffix instead
         raise FileExistsError(f"{run_dir} already holds a run: resume it with --resume {run_dir}, or pick another --name.")
     embedder = resolve_embedder(config.caption_embedder)
     info = {
@@ -164,9 +166,16 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
                            "psnr_cap": "per-image PSNR stays exact (inf when lossless); averages clip it at the cap "
                                        "and the summary counts those images in n_lossless"}
     info["schema"] = run_schema(info)
-    atomic_write_bytes(run_dir / "config.json", json.dumps(info, indent=2, sort_keys=True).encode())
-    if config.save_reconstructions or config.save_bitstreams:
-        _write_output_manifests(run_dir, info)
+    info["integrity"] = "sha256"  # every result and cached feature file has a checksum beside it (run.integrity)
+    run_dir = run_folder.new_folder(pathlib.Path(out_root), run_id, named=bool(name))
+    info["run_id"] = run_dir.name  # with its suffix, when another run of this configuration took the id this second
+    try:
+        run_folder.write_config(run_dir, info)
+        if config.save_reconstructions or config.save_bitstreams:
+            _write_output_manifests(run_dir, info)
+    except BaseException:  # a creation that did not finish (a full disk, Ctrl-C) leaves no folder behind
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return run_dir
 
 
@@ -256,7 +265,7 @@ def check_resume(run_dir: pathlib.Path, info: dict, anyway: bool) -> dict:
     info.setdefault("resumed_with", []).append({
         "at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(), "changes": changes,
         "git_sha": now["git_sha"], "versions": now["versions"], "codec_versions": now["codecs"]})
-    atomic_write_bytes(run_dir / "config.json", json.dumps(info, indent=2, sort_keys=True).encode())
+    run_folder.write_config(run_dir, info)
     info["git_sha"], info["versions"] = now["git_sha"], now["versions"]
     for c in info["codecs"]:
         c["versions"] = now["codecs"][c["label"]]
@@ -306,10 +315,11 @@ class RunOutcome:
     passes: dict = field(default_factory=dict)
 
 
+@run_folder.exclusive
 def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool = True,
             on_result: Callable[[TaskResult], None] | None = None, executor: str = "local",
             ray_address: str | None = None, stats: dict | None = None, resume: bool = False,
-            resume_anyway: bool = False, isolate: bool = False) -> RunOutcome:
+            resume_anyway: bool = False, isolate: bool = False, redo_damaged: bool = False) -> RunOutcome:
     """Run every task of `run_dir` that has no shard yet, then write the summary.
 
     Finishing a run that already has work on disk (or `resume`) first recomputes its provenance and refuses
@@ -320,6 +330,10 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
 
     `executor` is "local" (a process pool of `jobs` workers; the default) or "ray" (Ray tasks on the
     cluster at `ray_address`, or on a local Ray with `jobs` CPUs). Only how tasks run differs.
+
+    A shard or feature file that fails its checksum stops the run before any work, named; `redo_damaged`
+    discards the damaged tasks' files so that they are redone. One process at a time works in a run (a second
+    is refused), and only on the config.json that cmcbench wrote (an edited one is refused, naming the keys).
     """
     if executor not in ("local", "ray"):
         raise ValueError(f"Unknown executor {executor!r}: use local or ray.")
@@ -333,6 +347,13 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     if dataset.fingerprint() != info["dataset"]["fingerprint"]:
         raise RuntimeError(f"The dataset {dataset.name} ({dataset.split}) changed since this run started "
                            "(its image list, sizes or captions differ); start a new run.")
+    damaged = damaged_files(run_dir)
+    if damaged and not redo_damaged:
+        path, why = damaged[0]
+        more = f" ({len(damaged)} damaged files in all)" if len(damaged) > 1 else ""
+        raise DamagedFile(path, f"{why}{more}; {redo_hint(run_dir)}")
+    for path, _ in damaged:
+        discard_task_files(run_dir, path)
     tasks = plan(info, len(dataset))
     todo = [t for t in tasks if not shard_path(run_dir, t.codec, t.chunk).exists()]
     if todo and (resume or len(todo) < len(tasks)):
@@ -399,7 +420,7 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
             network.close()
     summary = set_level_summary(run_dir, info, clock)
     with clock.stage("write summary"):
-        write_table(run_dir / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False))
+        write_table(run_dir / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False), key_parts=1)
     n_rows, n_failed, reasons = _failure_counts(run_dir)
     seconds = time.perf_counter() - t_start
     timings.append(run_dir, clock.as_record(seconds))

@@ -14,6 +14,8 @@ import pathlib
 import time
 from collections import defaultdict
 
+from benchmark.run.integrity import atomic_write_bytes
+
 TIMINGS_FILE = "timings.json"
 WORKER_PREFIX = "worker: "  # stages measured in worker processes (summed over them)
 
@@ -55,7 +57,7 @@ def append(run_dir: pathlib.Path, record: dict) -> None:
     path = pathlib.Path(run_dir) / TIMINGS_FILE
     records = read(run_dir)
     records.append(record)
-    path.write_text(json.dumps(records, indent=1))
+    atomic_write_bytes(path, json.dumps(records, indent=1).encode())
 
 
 def add_to_last(run_dir: pathlib.Path, stage: str, seconds: float) -> None:
@@ -65,7 +67,7 @@ def add_to_last(run_dir: pathlib.Path, stage: str, seconds: float) -> None:
         return
     records[-1]["stages"][stage] = {"seconds": round(seconds, 4), "count": 1}
     records[-1]["total_s"] = round(records[-1]["total_s"] + seconds, 4)
-    (pathlib.Path(run_dir) / TIMINGS_FILE).write_text(json.dumps(records, indent=1))
+    atomic_write_bytes(pathlib.Path(run_dir) / TIMINGS_FILE, json.dumps(records, indent=1).encode())
 
 
 def read(run_dir: pathlib.Path) -> list[dict]:

@@ -73,7 +73,8 @@ class Worker:
         self.specs = {c.label: c for c in self.config.codecs}
         self.codecs: dict = {}  # label -> (encoder, decoder); (label, k) -> the decoder of sample k
         self.samples = {c["label"]: c["samples"] for c in info["codecs"] if c.get("samples", 1) > 1}
-        self.reference_dir = info.get("inception", {}).get("reference_dir")
+        recorded = info.get("inception", {}).get("reference_dir")
+        self.reference_dir = perceptual.located(recorded, self.run_dir) if recorded else None
         self.context = codec_context(self.config, info["dataset"]["split"], info["dataset"])
         # Per-image networks (LPIPS, DISTS, CLIP, the caption embedder) run on the run's device, as Inception does.
         self.scorer = Scorer(info.get("metrics", {}), info, self.config.inception.get("device") or defaults.DEVICE)
@@ -94,7 +95,7 @@ class Worker:
     def needs_original(self, sha: str) -> bool:
         """Whether a feature stage has no cached features of this original yet (it then travels to the stage)."""
         return bool(self.reference_dir and perceptual.needs_reference(
-            self.reference_dir, sha, self.config.inception.get("patch_fid"))) or feature_stage.needs_reference(self.info, sha)
+            self.reference_dir, sha, self.config.inception.get("patch_fid"))) or feature_stage.needs_reference(self.info, sha, self.run_dir)
 
     def codec_pair(self, label: str) -> tuple[Codec, Codec]:
         if label not in self.codecs:

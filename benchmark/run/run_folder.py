@@ -1,0 +1,91 @@
+"""A run folder's own rules: its configuration is what was run (config.json sealed when written, edits
+refused by name), one process works in it at a time (a lock), and its name never collides with another's."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import os
+import pathlib
+
+from benchmark.run.integrity import atomic_write_bytes, changed_keys
+
+SEAL = ".config.sealed.json"  # the bytes of config.json as cmcbench last wrote them
+LOCK = ".lock"
+
+
+def write_config(run_dir: pathlib.Path, info: dict) -> None:
+    """config.json and its seal, the seal first (a kill between leaves a seal that names the difference)."""
+    data = json.dumps(info, indent=2, sort_keys=True).encode()
+    atomic_write_bytes(run_dir / SEAL, data)
+    atomic_write_bytes(run_dir / "config.json", data)
+
+
+def check_unedited(run_dir: pathlib.Path) -> None:
+    """Refuse a config.json that differs from what cmcbench wrote: its settings, codecs or metrics would then
+    describe rows that were made otherwise. Runs from before the seal have none and are not checked."""
+    sealed = run_dir / SEAL
+    if not sealed.exists():
+        return
+    now, then = (run_dir / "config.json").read_bytes(), sealed.read_bytes()
+    if now == then:
+        return
+    try:
+        keys = changed_keys(json.loads(then), json.loads(now))
+    except ValueError:
+        keys = ["(it is no longer valid JSON)"]
+    shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+    raise RuntimeError(f"{run_dir / 'config.json'} was edited after the run was created ({shown}); a run resumes "
+                       "only with the configuration it was run with: undo the edit, or start a new run with the "
+                       "options you want.")
+
+
+@contextlib.contextmanager
+def locked(run_dir: pathlib.Path):
+    """Hold the run folder's lock while working in it; a second process is refused in one sentence. The lock
+    goes with the process that holds it, however it ends (kill -9 included)."""
+    path = pathlib.Path(run_dir) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise RuntimeError(f"{run_dir} is being worked on by process {holder}; wait for it to finish (or stop "
+                               "it) before resuming this run.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def new_folder(out_root: pathlib.Path, run_id: str, named: bool) -> pathlib.Path:
+    """Create the run's folder. A generated id that is taken (two runs of one configuration in the same second)
+    gets a suffix, -2, -3, ...; a given --name that already holds a run is refused."""
+    out_root = pathlib.Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 1000):
+        run_dir = out_root / (run_id if k == 1 else f"{run_id}-{k}")
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            if named:
+                if (run_dir / "config.json").exists():
+                    raise FileExistsError(f"{run_dir} already holds a run: resume it with --resume {run_dir}, or "
+                                          "pick another --name.") from None
+                return run_dir
+    raise FileExistsError(f"{out_root} holds 999 runs named {run_id}-*: pick a --name.")
+
+
+def exclusive(work):
+    """`work(run_dir, ...)` under the run's lock, on a configuration checked to be the one that was written."""
+    @functools.wraps(work)
+    def wrapped(run_dir, *args, **kwargs):
+        with locked(pathlib.Path(run_dir)):
+            check_unedited(pathlib.Path(run_dir))
+            return work(run_dir, *args, **kwargs)
+    return wrapped

@@ -1,0 +1,382 @@
+"""Faults injected into small runs, each compared with a clean run of the same configuration: damaged results
+are named before any number is read from them, caches are caches, runs can be moved, edits are refused,
+every stop is clean and a full or read-only disk is one sentence."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark import cli
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.run.integrity import DamagedFile
+from benchmark.run.results import load_run
+from benchmark.run.runner import RunConfig, create_run, execute
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUIET = ["--no-progress", "--no-plots"]
+TIMING = ["encode_s", "decode_s", "metric_s", "score_s", "read_s"]
+VOLATILE = TIMING + ["run_id", "created"]
+
+
+def config(inception=None, n=8, codecs=("jpeg quality=30,70", "webp")):
+    return RunConfig(dataset=f"sample:{n}", split="all", codecs=[parse_codec_spec(c) for c in codecs],
+                     inception=inception or {"enabled": False}, caption_embedder="none",
+                     image_metrics={"ms_ssim": False, "lpips": "none"}, chunk_size=2, codec_batch=2)
+
+
+def with_inception(weights):
+    """Inception on (random-init weights) for one codec: the tests that need it stay short."""
+    return {"enabled": True, "weights": str(weights), "device": "cpu", "batch_size": 8, "isc_splits": 1,
+            "kid_subsets": 4, "kid_subset_size": 4, "seed": 2020}
+
+
+def made(out, name, cfg):
+    run_dir = create_run(cfg, out, name, progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    return run_dir
+
+
+def same_rows(a, b):
+    (ra, sa), (rb, sb) = load_run(a), load_run(b)
+    keep = [c for c in ra.columns if c not in VOLATILE]
+    pd.testing.assert_frame_equal(ra[keep], rb[keep])
+    cols = [c for c in sa.columns if c not in VOLATILE and not c.endswith("_seconds") and "passes" not in c]
+    pd.testing.assert_frame_equal(sa[cols], sb[cols])
+
+
+def cli_run(args, capsys):
+    rc = cli.main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+DAMAGE = {
+    "byte at 10%": lambda b: b[:len(b) // 10] + bytes([b[len(b) // 10] ^ 0x40]) + b[len(b) // 10 + 1:],
+    "byte at 50%": lambda b: b[:len(b) // 2] + bytes([b[len(b) // 2] ^ 0x01]) + b[len(b) // 2 + 1:],
+    "byte in the footer": lambda b: b[:-40] + bytes([b[-40] ^ 0x08]) + b[-39:],
+    "zeroed": lambda b: bytes(len(b)),
+    "truncated": lambda b: b[: len(b) // 3],
+}
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    return made(tmp_path_factory.mktemp("clean"), "clean", config())
+
+
+@pytest.mark.parametrize("how", list(DAMAGE))
+def test_a_damaged_shard_is_named_before_any_number_and_redone(how, clean_run, tmp_path, capsys):
+    run_dir = made(tmp_path, "r", config())
+    shard = run_dir / "images" / "jpeg" / "chunk-000001.parquet"
+    shard.write_bytes(DAMAGE[how](shard.read_bytes()))
+    with pytest.raises(DamagedFile, match="chunk-000001.parquet is damaged"):
+        load_run(run_dir)
+    for args in (["leaderboard", str(run_dir)], ["compare", str(clean_run), str(run_dir)],
+                 ["run", "--resume", str(run_dir), *QUIET]):
+        rc, out, err = cli_run(args, capsys)
+        assert rc == 1 and "Traceback" not in err, (args, err)
+        assert f"{shard} is damaged" in err and "--redo-damaged" in err, (args, err)
+        assert "psnr" not in out.lower(), (args, out)  # nothing was printed from the run's numbers
+    rc, _, err = cli_run(["run", "--resume", str(run_dir), "--redo-damaged", *QUIET], capsys)
+    assert rc == 0, err
+    same_rows(run_dir, clean_run)
+
+
+def test_a_changed_summary_is_named_and_rewritten_by_resume(clean_run, tmp_path, capsys):
+    run_dir = shutil.copytree(clean_run, tmp_path / "copy")
+    summary = run_dir / "summary.parquet"
+    summary.write_bytes(DAMAGE["byte at 50%"](summary.read_bytes()))
+    rc, _, err = cli_run(["leaderboard", str(run_dir)], capsys)
+    assert rc == 1 and f"{summary} is damaged" in err and f"--resume {run_dir}" in err, err
+    assert cli_run(["run", "--resume", str(run_dir), *QUIET], capsys)[0] == 0
+    same_rows(run_dir, clean_run)
+
+
+def test_results_are_written_with_the_users_umask(clean_run):
+    for path in [clean_run / "config.json", clean_run / "summary.parquet", *clean_run.glob("images/*/*.parquet")]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask(), path
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fid(run_dir):
+    values = load_run(run_dir)[1].set_index(["codec", "setting_index"])[["fid", "kid", "ipd"]]
+    assert values.notna().all().all(), values  # numbers to compare, not NaN equal to NaN
+    return values
+
+
+def test_a_damaged_or_missing_cached_feature_is_recomputed(random_inception_weights, tmp_path, capsys):
+    """Swapped, truncated or deleted originals' features in the shared cache: the next run recomputes them
+    (with a note) and its FID, KID and IPD equal a clean run's."""
+    cfg = config(with_inception(random_inception_weights), codecs=("jpeg quality=30,70",))
+    clean = made(tmp_path / "a", "clean", cfg)
+    out = tmp_path / "b"
+    made(out, "first", cfg)
+    entries = sorted((out / ".cache").glob("inception-*/*/*.npy"))
+    assert len(entries) == 8
+    entries[0].write_bytes(entries[1].read_bytes())  # another image's features under this image's name
+    entries[2].write_bytes(entries[2].read_bytes()[:100])
+    entries[3].unlink()
+    run_dir = made(out, "second", cfg)
+    err = capsys.readouterr().err
+    assert f"discarded the cached features {entries[0]}" in err and f"{entries[2]}" in err, err
+    pd.testing.assert_frame_equal(_fid(run_dir), _fid(clean))
+
+
+def test_finished_runs_keep_what_they_need_when_the_cache_is_gone(random_inception_weights, tmp_path, capsys):
+    cfg = config(with_inception(random_inception_weights), codecs=("jpeg quality=30,70",))
+    base, new = made(tmp_path, "base", cfg), made(tmp_path, "new", cfg)
+    before = _fid(new)
+    shutil.rmtree(tmp_path / ".cache")
+    for args in (["leaderboard", str(new), "--bootstrap", "20"], ["report", str(new)],
+                 ["compare", str(base), str(new), "--bootstrap", "20"], ["run", "--resume", str(new), *QUIET]):
+        rc, _, err = cli_run(args, capsys)
+        assert rc == 0 and "Traceback" not in err, (args, err)
+    pd.testing.assert_frame_equal(_fid(new), before)
+
+
+def test_a_moved_results_folder_and_a_copied_run_work_and_a_moved_partial_run_resumes(random_inception_weights,
+                                                                                      tmp_path, capsys):
+    cfg = config(with_inception(random_inception_weights), codecs=("jpeg quality=30,70",))
+    clean = made(tmp_path / "clean", "clean", cfg)
+    old = tmp_path / "old"
+    partial = create_run(cfg, old, "partial", progress=False)
+    execute(partial, jobs=1, progress=False)
+    for shard in sorted(partial.glob("images/*/chunk-*.parquet"))[::2]:  # as a kill leaves it: some tasks undone
+        shard.unlink()
+    (partial / "summary.parquet").unlink()
+    moved = tmp_path / "elsewhere" / "results"
+    moved.parent.mkdir()
+    shutil.move(old, moved)
+    rc, _, err = cli_run(["run", "--resume", str(moved / "partial"), *QUIET], capsys)
+    assert rc == 0, err
+    assert not old.exists()  # nothing was written at the old place
+    same_rows(moved / "partial", clean)
+    pd.testing.assert_frame_equal(_fid(moved / "partial"), _fid(clean))
+    copied = shutil.copytree(moved / "partial", tmp_path / "copy" / "run")  # without the results root's cache
+    for args in (["leaderboard", str(copied), "--bootstrap", "20"], ["report", str(copied)],
+                 ["compare", str(clean), str(copied), "--bootstrap", "20"]):
+        rc, _, err = cli_run(args, capsys)
+        assert rc == 0 and "Traceback" not in err, (args, err)
+
+
+EDITS = {
+    "a setting changed": (lambda c: c["config"]["codecs"][0]["settings"].__setitem__(0, 80.0), "config.codecs[0]"),
+    "a codec removed": (lambda c: (c["config"]["codecs"].pop(), c["codecs"].pop()), "config.codecs"),
+    "a codec added": (lambda c: c["config"]["codecs"].append(dict(c["config"]["codecs"][0], label="jpeg2")),
+                      "config.codecs"),
+}
+
+
+@pytest.mark.parametrize("what", list(EDITS))
+@pytest.mark.parametrize("finished", [True, False])
+def test_resume_refuses_an_edited_configuration_naming_the_keys(what, finished, tmp_path, capsys):
+    run_dir = made(tmp_path, "r", config())
+    if not finished:
+        for shard in sorted(run_dir.glob("images/*/chunk-*.parquet"))[1::2]:
+            shard.unlink()
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    info = json.loads((run_dir / "config.json").read_text())
+    edit, key = EDITS[what]
+    edit(info)
+    (run_dir / "config.json").write_text(json.dumps(info, indent=2))
+    rc, _, err = cli_run(["run", "--resume", str(run_dir), *QUIET], capsys)
+    assert rc == 1 and "was edited after the run was created" in err and key in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in run_dir.rglob("*")) == before  # nothing written
+
+
+def test_two_resumes_of_one_run_do_no_work_twice(tmp_path, capsys):
+    gate = tmp_path / "gate"
+    args = ["run", "--dataset", "sample:12", "--split", "all", "--codec", f"codecs_for_tests:Gated gate={gate} after=4",
+            "--out", str(tmp_path), "--name", "r", "--jobs", "1", *QUIET]
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    first = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench.py"), *args], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "r" / ".lock"
+    while not (lock.exists() and lock.read_text().strip() == str(first.pid)):  # observable state, no clock
+        assert first.poll() is None, first.communicate()
+        time.sleep(0.02)
+    rc, _, err = cli_run(["run", "--resume", str(tmp_path / "r"), *QUIET], capsys)
+    assert rc == 1 and f"is being worked on by process {first.pid}" in err, err
+    gate.touch()
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    rows, summary = load_run(tmp_path / "r")
+    assert len(rows) == 12 * summary.setting_index.nunique()
+    assert not rows.duplicated(["image_index", "setting_index"]).any()
+
+
+def test_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
+    import datetime as dt
+
+    from benchmark.run import runner
+
+    frozen = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    monkeypatch.setattr(runner.dt, "datetime", type("Frozen", (dt.datetime,), {"now": staticmethod(lambda tz=None: frozen)}))
+    a, b = create_run(config(), tmp_path, progress=False), create_run(config(), tmp_path, progress=False)
+    assert a != b and b.name == a.name + "-2"
+    assert json.loads((b / "config.json").read_text())["run_id"] == b.name
+    execute(b, jobs=1, progress=False)
+    assert set(load_run(b)[0].run_id) == {b.name}
+
+
+def test_an_interrupted_creation_leaves_no_folder(tmp_path, monkeypatch):
+    from benchmark.run import run_folder
+
+    def full(path, data, durable=True):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(run_folder, "atomic_write_bytes", full)
+    with pytest.raises(OSError):
+        create_run(config(), tmp_path / "out", "r", progress=False)
+    assert not (tmp_path / "out" / "r").exists()
+
+
+TRIES = int(os.environ.get("CMCBENCH_FAULT_TRIES", "4"))  # per signal; 50 for the full check
+
+
+def _group_gone(pgid: int) -> bool:
+    for _ in range(500):  # up to 10 s for the workers to go
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_at_a_random_moment_stops_cleanly_and_resume_gives_the_clean_rows(sig, code, tmp_path, capsys):
+    args = ["run", "--dataset", "sample:24", "--split", "all", "--codec", "jpeg quality=20,50,80", "--codec", "webp",
+            "--metrics", "none", "--jobs", "2", "--out", str(tmp_path), *QUIET]
+    assert cli_run(args + ["--name", "clean"], capsys)[0] == 0
+    rng = np.random.default_rng(int(sig))
+    for k, delay in enumerate(rng.uniform(0.3, 4.0, TRIES)):
+        proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench.py"), *args, "--name", f"r{k}"],
+                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        time.sleep(delay)  # a random moment: imports, creation, work or the summary
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)  # no hang
+        assert proc.returncode in (code, 0), (k, delay, proc.returncode, err)
+        assert "Traceback" not in err, (k, delay, err)
+        assert _group_gone(proc.pid), f"try {k}: processes left behind"
+        run_dir = tmp_path / f"r{k}"
+        if proc.returncode == 0 or not run_dir.exists():
+            continue  # finished before the signal, or stopped before any work (nothing kept)
+        assert f"python bench.py run --resume {run_dir}" in err, err
+        assert cli_run(["run", "--resume", str(run_dir), *QUIET], capsys)[0] == 0
+        same_rows(run_dir, tmp_path / "clean")
+
+
+def _files(folder):
+    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_reading_a_finished_run_writes_nothing_into_it(clean_run, tmp_path, capsys):
+    other = made(tmp_path, "other", config())
+    before = _files(clean_run)
+    for args in (["leaderboard", str(clean_run), "--bootstrap", "20", "--out", str(tmp_path / "board")],
+                 ["report", str(clean_run), "--bootstrap", "20", "--out", str(tmp_path / "report")],
+                 ["compare", str(other), str(clean_run), "--bootstrap", "20"],
+                 ["plot", str(clean_run), "--out", str(tmp_path / "plots")]):
+        rc, _, err = cli_run(args, capsys)
+        assert rc == 0, (args, err)
+    assert _files(clean_run) == before
+
+
+def _deny(monkeypatch, under, code):
+    """Writes under `under` fail as a full disk (ENOSPC) or a read-only / unwritable folder (EROFS, EACCES) does;
+    root may write anywhere, so the fault is injected where files are created."""
+    import pathlib
+    import tempfile
+
+    under = str(under)
+    real_mkstemp, real_mkdir = tempfile.mkstemp, pathlib.Path.mkdir
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if str(dir).startswith(under):
+            raise OSError(code, os.strerror(code), os.path.join(dir, kwargs.get("prefix", "") + "x.tmp"))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(under) and not self.exists():
+            raise OSError(code, os.strerror(code), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+
+
+def _no_half_written_files(folder):
+    return not [p for p in folder.rglob("*.tmp")] if folder.exists() else True
+
+
+@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "no space left on the device"),
+                                        (errno.EROFS, "is on a read-only file system"),
+                                        (errno.EACCES, "permission denied")])
+def test_an_unwritable_results_root_is_one_sentence_and_leaves_no_folder(code, words, tmp_path, monkeypatch, capsys):
+    _deny(monkeypatch, tmp_path / "out", code)
+    rc, _, err = cli_run(["run", "--dataset", "sample:4", "--codec", "jpeg", "--metrics", "none", "--out",
+                          str(tmp_path / "out"), "--name", "r", *QUIET], capsys)
+    assert rc == 1 and words in err and str(tmp_path / "out") in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out" / "r").exists()
+
+
+@pytest.mark.parametrize("where", ["a shard", "the cache"])
+def test_a_full_disk_mid_run_keeps_finished_work_and_resume_gives_the_clean_rows(where, random_inception_weights,
+                                                                               tmp_path, monkeypatch, capsys):
+    from benchmark.run import results
+
+    args = ["run", "--dataset", "sample:8", "--split", "all", "--codec", "jpeg quality=30,70", "--codec", "webp",
+            "--metrics", "none", "--no-ms-ssim", "--lpips", "none", "--caption-embedder", "none", "--codec-batch", "2",
+            "--out", str(tmp_path), "--name", "r", "--jobs", "1", *QUIET]
+    if where == "a shard":
+        real, calls = results.write_checked, []
+
+        def full_after_three(path, data, **kwargs):
+            calls.append(path)
+            if len(calls) > 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path.parent / f".{path.name}.x.tmp"))
+            return real(path, data, **kwargs)
+
+        monkeypatch.setattr(results, "write_checked", full_after_three)
+    else:  # the shared cache cannot take the originals' features: nothing is done, nothing is left
+        _deny(monkeypatch, tmp_path / ".cache", errno.EACCES)
+        at = args.index("--metrics")
+        args[at:at + 2] = ["--metrics", "inception", "--inception-weights", str(random_inception_weights)]
+    rc, _, err = cli_run(args, capsys)
+    assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert _no_half_written_files(tmp_path)
+    if where == "a shard":
+        assert "no space left on the device while writing" in err and "chunk-000001.parquet" in err, err
+        assert f"python bench.py run --resume {tmp_path / 'r'}" in err, err
+        monkeypatch.undo()
+        assert cli_run(["run", "--resume", str(tmp_path / "r"), *QUIET], capsys)[0] == 0
+        assert cli_run([a if a != "r" else "clean" for a in args], capsys)[0] == 0
+        same_rows(tmp_path / "r", tmp_path / "clean")
+    else:
+        assert f"permission denied writing {tmp_path / '.cache'}" in err, err
+        assert not (tmp_path / "r").exists()
+
+
+def test_a_full_disk_while_plotting_leaves_no_truncated_figure(clean_run, tmp_path, monkeypatch, capsys):
+    (tmp_path / "plots").mkdir()
+    _deny(monkeypatch, tmp_path / "plots", errno.ENOSPC)
+    rc, _, err = cli_run(["plot", str(clean_run), "--out", str(tmp_path / "plots")], capsys)
+    assert rc == 1 and "no space left on the device while writing" in err and "rd_psnr" in err, err
+    assert list((tmp_path / "plots").iterdir()) == []
