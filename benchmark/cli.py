@@ -667,7 +667,9 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
 def _print_summary(run_dir: pathlib.Path) -> None:
     import pandas as pd
 
-    summary = pd.read_parquet(run_dir / "summary.parquet")
+    from benchmark.run.results import read_summary
+
+    summary = read_summary(run_dir)
     if "rate_n_matched" in summary:
         for row in summary[summary.rate_n_matched.notna()].itertuples():
             print(f"rate matching {row.codec} target {row.setting_label} bpp: {int(row.rate_n_matched)} of "

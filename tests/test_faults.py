@@ -200,9 +200,12 @@ def test_resume_refuses_an_edited_configuration_naming_the_keys(what, finished, 
     assert sorted(p.name for p in run_dir.rglob("*")) == before  # nothing written
 
 
-def test_two_resumes_of_one_run_do_no_work_twice(tmp_path, capsys):
+def test_two_resumes_of_one_run_do_no_work_twice(random_inception_weights, tmp_path, capsys):
+    from benchmark.run.perceptual import passes
+
     gate = tmp_path / "gate"
     args = ["run", "--dataset", "sample:12", "--split", "all", "--codec", f"codecs_for_tests:Gated gate={gate} after=4",
+            "--metrics", "inception", "--inception-weights", str(random_inception_weights), "--device", "cpu",
             "--out", str(tmp_path), "--name", "r", "--jobs", "1", *QUIET]
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
     first = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench.py"), *args], env=env,
@@ -218,6 +221,7 @@ def test_two_resumes_of_one_run_do_no_work_twice(tmp_path, capsys):
     rows, summary = load_run(tmp_path / "r")
     assert len(rows) == 12 * summary.setting_index.nunique()
     assert not rows.duplicated(["image_index", "setting_index"]).any()
+    assert passes(tmp_path / "r") == {"reference": 12, "reconstruction": len(rows), "patches": 0}  # a single run's
 
 
 def test_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypatch):

@@ -219,13 +219,17 @@ def load_run(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     images = pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True) if files else pd.DataFrame()
     if len(images):
         images = images.sort_values(["codec", "setting_index", "image_index"], kind="stable").reset_index(drop=True)
-    summary_path = run_dir / "summary.parquet"
-    if summary_path.exists():
-        why = problem(summary_path, is_checked(run_dir))
-        if why:
-            raise DamagedFile(summary_path, f"{why}; rewrite it with: python bench.py run --resume {run_dir}")
-    summary = pd.read_parquet(summary_path) if summary_path.exists() else summarise(run_dir)
+    summary = read_summary(run_dir) if (run_dir / "summary.parquet").exists() else summarise(run_dir)
     return images, summary
+
+
+def read_summary(run_dir: pathlib.Path) -> pd.DataFrame:
+    """A run's summary.parquet, checked against its checksum first."""
+    path = pathlib.Path(run_dir) / "summary.parquet"
+    why = problem(path, is_checked(run_dir))
+    if why:
+        raise DamagedFile(path, f"{why}; rewrite it with: python bench.py run --resume {run_dir}")
+    return pd.read_parquet(path)
 
 
 def read_config(run_dir: pathlib.Path) -> dict:
