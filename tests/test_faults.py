@@ -147,6 +147,10 @@ def test_finished_runs_keep_what_they_need_when_the_cache_is_gone(random_incepti
         rc, _, err = cli_run(args, capsys)
         assert rc == 0 and "Traceback" not in err, (args, err)
     pd.testing.assert_frame_equal(_fid(new), before)
+    shutil.rmtree(new / "originals")  # and the cache is gone too: resume computes them again from the dataset
+    rc, _, err = cli_run(["run", "--resume", str(new), *QUIET], capsys)
+    assert rc == 0 and "the features of 8 originals were in neither" in err, err
+    pd.testing.assert_frame_equal(_fid(new), before)
 
 
 def test_a_moved_results_folder_and_a_copied_run_work_and_a_moved_partial_run_resumes(random_inception_weights,

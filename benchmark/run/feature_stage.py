@@ -20,7 +20,7 @@ import pandas as pd
 from benchmark.run.console import bar
 from benchmark.run.integrity import write_checked
 from benchmark.run.locations import located, recorded_path
-from benchmark.run.perceptual import (cached, feature_key, keep, stored_reference, features_path, group_by_setting, image_shas, new_originals,
+from benchmark.run.perceptual import (cached, feature_key, keep, stored, stored_reference, features_path, group_by_setting, image_shas, new_originals,
                                       npz_bytes, over_samples, passes, read_setting, record_passes, reference_path,
                                       write_reference)
 from benchmark.run.results import atomic_write_bytes, safe_name
@@ -98,6 +98,9 @@ class FeatureStage:
     def extractor(self):
         self.load()
         return self._extractor
+
+    def lacks(self, sha: str) -> bool:
+        return not stored(self.run_dir, self.space.name, self.reference_dir, sha)
 
     def on_result(self, result) -> None:
         label, rows = self.space.label, result.rows

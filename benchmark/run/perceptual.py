@@ -84,6 +84,10 @@ def keep(run_dir: pathlib.Path, name: str, cache: pathlib.Path, sha: str, patche
         os.replace(tmp, b)
 
 
+def stored(run_dir: pathlib.Path, name: str, cache: pathlib.Path, sha: str, patches: bool = False) -> bool:
+    return any(cached(reference_path(folder, sha, patches)) for folder in (own_dir(run_dir, name), cache))
+
+
 def stored_reference(run_dir: pathlib.Path, name: str, cache: pathlib.Path, sha: str,
                      patches: bool = False) -> pathlib.Path:
     """Where one original's features are, checked: the run's own copy, else the shared cache."""
@@ -221,6 +225,11 @@ class PerceptualStage:
 
     def reference_features(self, sha: str) -> np.ndarray:
         return np.load(stored_reference(self.run_dir, "inception", self.reference_dir, sha))
+
+    def lacks(self, sha: str) -> bool:
+        """Whether an original's features are neither in the run's own copy nor in the cache (both deleted)."""
+        return not all(stored(self.run_dir, "inception", self.reference_dir, sha, patches)
+                       for patches in ((False, True) if self.patch_fid else (False,)))
 
     def on_result(self, result) -> None:
         """Extract what a finished task needs, then add IPD to its rows (called before its shard is written)."""

@@ -17,6 +17,7 @@ import json
 import os
 import pathlib
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -418,6 +419,12 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
         finally:
             bar.close()
             network.close()
+        if stages:  # originals' features deleted from both the run and the cache: computed again
+            with clock.stage("restore originals' features"):
+                restored = restore_originals(run_dir, Worker(info, dataset, str(run_dir)), stages)
+            if restored:
+                print(f"note: the features of {restored} originals were in neither {run_dir / perceptual.OWN} nor the "
+                      "cache; computed them again from the dataset.", file=sys.stderr)
     summary = set_level_summary(run_dir, info, clock)
     with clock.stage("write summary"):
         write_table(run_dir / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False), key_parts=1)
@@ -425,6 +432,23 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     seconds = time.perf_counter() - t_start
     timings.append(run_dir, clock.as_record(seconds))
     return RunOutcome(run_dir, n_rows, n_failed, reasons, seconds, info["inception"], perceptual.passes(run_dir))
+
+
+def restore_originals(run_dir: pathlib.Path, worker, stages: list) -> int:
+    """Compute again, from the dataset, the originals' features that a finished task's rows need and that are
+    neither in the run nor in the cache (both deleted); returns how many images that took."""
+    lacking = sorted((i, sha) for i, sha in perceptual.image_shas(run_dir).items() if any(s.lacks(sha) for s in stages))
+    for index, sha in lacking:
+        row, pixels, error = worker.load(index)
+        if pixels is None or row.get("image_sha256") != sha:
+            raise RuntimeError(f"The features of original {row['image_id']} (image {index}) are gone and it cannot "
+                               f"be read again as it was ({error or 'its pixels changed'}); restore the dataset or "
+                               f"the cache.")
+        result = TaskResult(Task(-1, "", index, index + 1), [dict(row)], {index: pixels}, [])
+        for stage in stages:
+            stage.known.discard(sha)
+            stage.on_result(result)
+    return len(lacking)
 
 
 def set_level_summary(run_dir: pathlib.Path, info: dict, clock: Timings | None = None):
