@@ -173,7 +173,8 @@ def test_a_moved_results_folder_and_a_copied_run_work_and_a_moved_partial_run_re
     pd.testing.assert_frame_equal(_fid(moved / "partial"), _fid(clean))
     copied = shutil.copytree(moved / "partial", tmp_path / "copy" / "run")  # without the results root's cache
     for args in (["leaderboard", str(copied), "--bootstrap", "20"], ["report", str(copied)],
-                 ["compare", str(clean), str(copied), "--bootstrap", "20"]):
+                 ["compare", str(clean), str(copied), "--bootstrap", "20"], ["plot", str(copied)],
+                 ["run", "--resume", str(copied), *QUIET]):
         rc, _, err = cli_run(args, capsys)
         assert rc == 0 and "Traceback" not in err, (args, err)
 
@@ -388,3 +389,18 @@ def test_a_full_disk_while_plotting_leaves_no_truncated_figure(clean_run, tmp_pa
     rc, _, err = cli_run(["plot", str(clean_run), "--out", str(tmp_path / "plots")], capsys)
     assert rc == 1 and "no space left on the device while writing" in err and "rd_psnr" in err, err
     assert list((tmp_path / "plots").iterdir()) == []
+
+
+def test_a_read_only_run_folder_is_one_sentence_and_resume_afterwards_gives_the_clean_rows(clean_run, tmp_path,
+                                                                                         monkeypatch, capsys):
+    run_dir = made(tmp_path, "r", config())
+    for shard in sorted(run_dir.glob("images/*/chunk-*.parquet"))[::2]:  # a partial run, as a kill leaves it
+        shard.unlink()
+    (run_dir / "summary.parquet").unlink()
+    _deny(monkeypatch, run_dir, errno.EROFS)
+    rc, _, err = cli_run(["run", "--resume", str(run_dir), *QUIET], capsys)
+    assert rc == 1 and "is on a read-only file system" in err and str(run_dir) in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and _no_half_written_files(run_dir), err
+    monkeypatch.undo()
+    assert cli_run(["run", "--resume", str(run_dir), *QUIET], capsys)[0] == 0
+    same_rows(run_dir, clean_run)
