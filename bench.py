@@ -26,4 +26,7 @@ if __name__ == "__main__":
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    # Done: a signal from here on would only kill the interpreter's teardown (which restores the default
+    # handlers) and turn a finished command's exit status into -15 or -2; it is held until the process is gone.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     sys.exit(code)

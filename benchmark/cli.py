@@ -568,7 +568,9 @@ def cmd_run(args) -> int:
         outcome = execute(run_dir, jobs=args.jobs, progress=not args.no_progress, executor=args.executor,
                           ray_address=args.ray_address, resume=bool(args.resume), resume_anyway=args.resume_anyway,
                           isolate=True, redo_damaged=args.redo_damaged)
-    except KeyboardInterrupt as exc:
+        _print_summary(run_dir)
+        return _end_of_run(args, run_dir, outcome)
+    except KeyboardInterrupt as exc:  # during the work, the summary or the plots: the resume command finishes it
         return _stopped(run_dir, created_here, "Terminated" if isinstance(exc, Terminated) else "Interrupted",
                         EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
     except Exception as exc:
@@ -580,8 +582,6 @@ def cmd_run(args) -> int:
                                f"(or fix the permissions), then finish the run with: python bench.py run --resume "
                                f"{run_dir}") from exc
         raise
-    _print_summary(run_dir)
-    return _end_of_run(args, run_dir, outcome)
 
 
 def _finished_work(run_dir: pathlib.Path) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.run.console import bar
-from benchmark.run.locations import CACHE, located, recorded_path  # noqa: F401 - re-exported
+from benchmark.run.locations import located, recorded_path
 from benchmark.run.integrity import checksum_path, problem, remove_checked, write_checked
 from benchmark.run.results import atomic_write_bytes, checked, safe_name, shard_files
 from benchmark.run.timings import Timings
