@@ -26,7 +26,9 @@ if __name__ == "__main__":
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    # Done: a signal from here on would only kill the interpreter's teardown (which restores the default
-    # handlers) and turn a finished command's exit status into -15 or -2; it is held until the process is gone.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    # Done: a signal from here on would only kill the interpreter's teardown (which puts the default handlers
+    # back, except "ignore") and turn a finished command's exit status into -15 or -2. Blocking it in this
+    # thread is not enough: a process-directed signal goes to any thread (torch's, the pool's) not blocking it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(code)
