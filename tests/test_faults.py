@@ -409,3 +409,29 @@ def test_a_read_only_run_folder_is_one_sentence_and_resume_afterwards_gives_the_
     monkeypatch.undo()
     assert cli_run(["run", "--resume", str(run_dir), *QUIET], capsys)[0] == 0
     same_rows(run_dir, clean_run)
+
+
+def test_a_run_made_before_checksums_still_reads_resumes_and_compares(random_inception_weights, tmp_path, capsys):
+    """An old run after the upgrade: no checksums, no seal, no copy of its originals, the cache recorded as an
+    absolute path. It is read as it is (unchecked), resumes, and its new shards are checked from then on."""
+    cfg = config(with_inception(random_inception_weights), codecs=("jpeg quality=30,70",))
+    clean, old = made(tmp_path, "clean", cfg), made(tmp_path, "old", cfg)
+    for sidecar in old.rglob(".*.sha256"):
+        sidecar.unlink()
+    (old / ".config.sealed.json").unlink()
+    shutil.rmtree(old / "originals")
+    info = json.loads((old / "config.json").read_text())
+    del info["integrity"]
+    info["inception"]["reference_dir"] = str((tmp_path / info["inception"]["reference_dir"]).resolve())
+    (old / "config.json").write_text(json.dumps(info, indent=2, sort_keys=True))
+    for shard in sorted(old.glob("images/*/chunk-*.parquet"))[::2]:
+        shard.unlink()
+    (old / "summary.parquet").unlink()
+    for args in (["run", "--resume", str(old), *QUIET], ["leaderboard", str(old), "--bootstrap", "20"],
+                 ["compare", str(clean), str(old), "--bootstrap", "20"]):
+        rc, _, err = cli_run(args, capsys)
+        assert rc == 0 and "Traceback" not in err, (args, err)
+    same_rows(old, clean)
+    pd.testing.assert_frame_equal(_fid(old), _fid(clean))
+    redone = sorted(old.glob("images/*/.chunk-*.sha256"))
+    assert redone and len(redone) < len(list(old.glob("images/*/chunk-*.parquet")))  # only the new shards
