@@ -235,7 +235,8 @@ def test_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
     from benchmark.run import runner
 
     frozen = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
-    monkeypatch.setattr(runner.dt, "datetime", type("Frozen", (dt.datetime,), {"now": staticmethod(lambda tz=None: frozen)}))
+    clock = type("Frozen", (dt.datetime,), {"now": staticmethod(lambda tz=None: frozen)})
+    monkeypatch.setattr(runner.dt, "datetime", clock)
     a, b = create_run(config(), tmp_path, progress=False), create_run(config(), tmp_path, progress=False)
     assert a != b and b.name == a.name + "-2"
     assert json.loads((b / "config.json").read_text())["run_id"] == b.name

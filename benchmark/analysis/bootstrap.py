@@ -24,7 +24,7 @@ import pandas as pd
 from benchmark.run import feature_stage
 from benchmark.run.console import bar
 from benchmark.run.integrity import checksum_path, problem
-from benchmark.run.results import load_run, read_config
+from benchmark.run.results import load_run, read_config, read_summary, shard_files
 from metrics import defaults, registry, spec
 
 # Per-image columns whose mean over images is a reported metric (the registry's per-image metrics).
@@ -319,10 +319,12 @@ def intervals(run_dir: str | pathlib.Path, resamples: int = DEFAULT_RESAMPLES, s
     the user's cache folder, keyed by the run's checked summary and by resamples, seed and level.
     """
     run_dir = pathlib.Path(run_dir)
-    _, summary_rows = load_run(run_dir)  # checks the summary and the shards before anything is read
     cache = cache_path(run_dir, f"n{resamples}-seed{seed}-level{level:g}") if use_cache else None
     if cache is not None and problem(cache, strict=True) is None:
+        shard_files(run_dir)  # the run's shards and summary still pass their checks (a damaged one is named)
+        read_summary(run_dir)
         return pd.read_parquet(cache)
+    _, summary_rows = load_run(run_dir)
     rows = []
     reported = summary_rows.set_index(["codec", "setting_index"]) if len(summary_rows) else None
     drawn = run_resamples(run_dir, resamples, seed)

@@ -287,7 +287,8 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
                     result = {"bd_metric": np.nan, "bd_rate": np.nan, "note": str(exc)}
                 values.append((result["bd_metric"], result["bd_rate"], result["note"]))
             tol = tolerance_for(tolerances, metric, float(np.mean(bv[0])))
-            fit = fit_error(Curve.from_points(codec, metric, bb[0], bv[0]), Curve.from_points(codec, metric, nb[0], nv[0]))
+            fit = fit_error(Curve.from_points(codec, metric, bb[0], bv[0]),
+                            Curve.from_points(codec, metric, nb[0], nv[0]))
             out.append(_curve_verdict(codec, metric, values, tol, level, len(ids), resamples, noise(codec, metric),
                                       fit))
     columns = ["codec", "metric", "bd_metric", "low", "high", "bd_rate", "bd_rate_low", "bd_rate_high", "tolerance",

@@ -20,9 +20,9 @@ import pandas as pd
 from benchmark.run.console import bar
 from benchmark.run.integrity import write_checked
 from benchmark.run.locations import located, recorded_path
-from benchmark.run.perceptual import (cached, feature_key, keep, stored, stored_reference, features_path, group_by_setting, image_shas, new_originals,
-                                      npz_bytes, over_samples, passes, read_setting, record_passes, reference_path,
-                                      write_reference)
+from benchmark.run.perceptual import (cached, feature_key, features_path, group_by_setting, image_shas, keep,
+                                      new_originals, npz_bytes, over_samples, passes, read_setting, record_passes,
+                                      reference_path, stored, stored_reference, write_reference)
 from benchmark.run.results import atomic_write_bytes, safe_name
 from benchmark.run.scoring import state_of
 from benchmark.run.timings import Timings
@@ -121,7 +121,7 @@ class FeatureStage:
             record_passes(self.run_dir, [f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} "
                                          f"{len(positions)} 0"], ledger(self.space))
             write_checked(features_path(self.run_dir, result.task.codec, result.task.chunk, folder(self.space)),
-                               npz_bytes(group_by_setting(rows, positions, **{self.space.name: features})))
+                          npz_bytes(group_by_setting(rows, positions, **{self.space.name: features})))
         atomic_write_bytes(self.run_dir / f"{self.space.name}_passes.json",
                            json.dumps(passes(self.run_dir, ledger(self.space))).encode())
 

@@ -113,26 +113,3 @@ def mismatch(path: pathlib.Path, data: bytes, recorded: str) -> str | None:
     if digest(key, data) != expected:
         return "its bytes do not match the checksum written with it"
     return None
-
-
-def verify(path: pathlib.Path, strict: bool = True) -> pathlib.Path:
-    why = problem(path, strict)
-    if why:
-        raise DamagedFile(path, why)
-    return pathlib.Path(path)
-
-
-def changed_keys(old, new, prefix: str = "") -> list[str]:
-    """The key paths (`codecs[0].settings`) where two JSON values differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            path = f"{prefix}.{key}" if prefix else str(key)
-            if key not in old or key not in new:
-                out.append(path)
-            else:
-                out += changed_keys(old[key], new[key], path)
-        return out
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [p for k, (a, b) in enumerate(zip(old, new)) for p in changed_keys(a, b, f"{prefix}[{k}]")]
-    return [] if old == new else [prefix or "(the whole file)"]

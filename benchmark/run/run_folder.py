@@ -10,7 +10,7 @@ import json
 import os
 import pathlib
 
-from benchmark.run.integrity import atomic_write_bytes, changed_keys
+from benchmark.run.integrity import atomic_write_bytes
 
 SEAL = ".config.sealed.json"  # the bytes of config.json as cmcbench last wrote them
 LOCK = ".lock"
@@ -40,6 +40,22 @@ def check_unedited(run_dir: pathlib.Path) -> None:
     raise RuntimeError(f"{run_dir / 'config.json'} was edited after the run was created ({shown}); a run resumes "
                        "only with the configuration it was run with: undo the edit, or start a new run with the "
                        "options you want.")
+
+
+def changed_keys(old, new, prefix: str = "") -> list[str]:
+    """The key paths (`codecs[0].settings`) where two JSON values differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old or key not in new:
+                out.append(path)
+            else:
+                out += changed_keys(old[key], new[key], path)
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [p for k, (a, b) in enumerate(zip(old, new)) for p in changed_keys(a, b, f"{prefix}[{k}]")]
+    return [] if old == new else [prefix or "(the whole file)"]
 
 
 @contextlib.contextmanager

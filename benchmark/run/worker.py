@@ -95,7 +95,8 @@ class Worker:
     def needs_original(self, sha: str) -> bool:
         """Whether a feature stage has no cached features of this original yet (it then travels to the stage)."""
         return bool(self.reference_dir and perceptual.needs_reference(
-            self.reference_dir, sha, self.config.inception.get("patch_fid"))) or feature_stage.needs_reference(self.info, sha, self.run_dir)
+            self.reference_dir, sha, self.config.inception.get("patch_fid"))) \
+            or feature_stage.needs_reference(self.info, sha, self.run_dir)
 
     def codec_pair(self, label: str) -> tuple[Codec, Codec]:
         if label not in self.codecs:
