@@ -152,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"codec to run, repeatable (default: every available one of {', '.join(DEFAULT_CODECS)})")
     run.add_argument("--limit", type=positive_int, help="use only the first N images of the split")
     run.add_argument("--jobs", "-j", type=positive_int, help="worker processes for codec work (default: all cores)")
+    run.add_argument("--max-pending", type=positive_int, metavar="IMAGES",
+                     help="most images whose pixels wait for the network stages (Inception, DINOv2, CLIP) or are on "
+                          "their way from codec work; the workers pause at the bound (default: what fits in "
+                          f"{100 * defaults.PENDING_MEMORY_SHARE:g}%% of this machine's memory)")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="local (default): a process pool on this machine; ray: Ray tasks on a cluster "
                           "(--ray-address) or a local Ray with --jobs CPUs (pip install -e '.[ray]')")
@@ -567,7 +571,7 @@ def cmd_run(args) -> int:
     try:
         outcome = execute(run_dir, jobs=args.jobs, progress=not args.no_progress, executor=args.executor,
                           ray_address=args.ray_address, resume=bool(args.resume), resume_anyway=args.resume_anyway,
-                          isolate=True, redo_damaged=args.redo_damaged)
+                          isolate=True, redo_damaged=args.redo_damaged, max_pending=args.max_pending)
         _print_summary(run_dir)
         return _end_of_run(args, run_dir, outcome)
     except KeyboardInterrupt as exc:  # during the work, the summary or the plots: the resume command finishes it

@@ -31,10 +31,13 @@ def resize(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((size, size), Image.BICUBIC))
 
 
+CMC2021_SIDE = 256
+
+
 def _cmc2021(pixels, record):
     if record.bbox is not None:
         pixels = attngan_bbox_crop(pixels, record.bbox)
-    return resize(pixels, 256)
+    return resize(pixels, CMC2021_SIDE)
 
 
 PRESETS: dict[str, tuple[str, Callable]] = {
@@ -53,3 +56,11 @@ def get_preset(name: str) -> tuple[str, Callable]:
         n = int(m.group(1))
         return f"resized to {n}x{n} (bicubic)", lambda p, r: resize(p, n)
     raise ValueError(f"Unknown preprocessing {name!r}: use one of {', '.join(PRESETS)} or resize-N.")
+
+
+def output_side(name: str) -> int | None:
+    """The side of the square images a preprocessing gives, or None where it keeps each image's size."""
+    if name == "cmc2021":
+        return CMC2021_SIDE
+    m = re.fullmatch(r"resize-(\d+)", name)
+    return int(m.group(1)) if m else None

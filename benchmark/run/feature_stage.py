@@ -103,25 +103,35 @@ class FeatureStage:
         return not stored(self.run_dir, self.space.name, self.reference_dir, sha)
 
     def on_result(self, result) -> None:
-        label, rows = self.space.label, result.rows
-        todo = new_originals(result, self.known,
-                             lambda sha: not cached(reference_path(self.reference_dir, sha), discard=True))
+        self.on_results([result])
+
+    def on_results(self, results: list) -> None:
+        """Embed what finished tasks need, in one batched pass per kind (originals, reconstructions)."""
+        label = self.space.label
+        todo = [item for result in results for item in new_originals(
+            result, self.known, lambda sha: not cached(reference_path(self.reference_dir, sha), discard=True))]
         if todo:
             with self.timings.stage(f"{label}: forward (originals)", len(todo)):
                 features = self.extractor([px for _, px in todo])
             record_passes(self.run_dir, [f"reference {sha} 0" for sha, _ in todo], ledger(self.space))
             for (sha, _), f in zip(todo, features):
                 write_reference(self.reference_dir, sha, f)
-        for sha in {row.get("image_sha256") for row in rows} - {None}:
+        for sha in {row.get("image_sha256") for result in results for row in result.rows} - {None}:
             keep(self.run_dir, self.space.name, self.reference_dir, sha)
-        if result.reconstructions:
-            positions = [p for p, _ in result.reconstructions]
-            with self.timings.stage(f"{label}: forward (reconstructions)", len(positions)):
-                features = self.extractor([im for _, im in result.reconstructions])
-            record_passes(self.run_dir, [f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} "
-                                         f"{len(positions)} 0"], ledger(self.space))
-            write_checked(features_path(self.run_dir, result.task.codec, result.task.chunk, folder(self.space)),
-                          npz_bytes(group_by_setting(rows, positions, **{self.space.name: features})))
+        images = [im for result in results for _, im in result.reconstructions]
+        if images:
+            with self.timings.stage(f"{label}: forward (reconstructions)", len(images)):
+                features = self.extractor(images)
+            start = 0
+            for result in results:
+                positions = [p for p, _ in result.reconstructions]
+                part, start = features[start:start + len(positions)], start + len(positions)
+                if not positions:
+                    continue
+                record_passes(self.run_dir, [f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} "
+                                             f"{len(positions)} 0"], ledger(self.space))
+                write_checked(features_path(self.run_dir, result.task.codec, result.task.chunk, folder(self.space)),
+                              npz_bytes(group_by_setting(result.rows, positions, **{self.space.name: part})))
         atomic_write_bytes(self.run_dir / f"{self.space.name}_passes.json",
                            json.dumps(passes(self.run_dir, ledger(self.space))).encode())
 

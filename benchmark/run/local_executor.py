@@ -73,9 +73,10 @@ def start_method() -> str:
 
 def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir: pathlib.Path, keep_pixels: bool,
              commit: Callable[[TaskResult], None], crashed: Callable[[Task], TaskResult], max_attempts: int = 2,
-             on_started: Callable[[], None] | None = None) -> None:
+             on_started: Callable[[], None] | None = None, backlog=None) -> None:
     """`on_started` is called once the first workers are running (forked or spawned), e.g. to load a network
-    in this process while they work."""
+    in this process while they work. A task is sent out only when `backlog` admits it (a bound on the pixels
+    waiting for the network stages); results go to `commit`."""
     ctx = multiprocessing.get_context(start_method())
     queue = list(reversed(tasks))
     attempts: dict[Task, int] = {}
@@ -88,7 +89,7 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
             lost: list[Task] = []
             try:
                 _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run_dir, timeout, commit,
-                       on_started)
+                       on_started, backlog or Unbounded())
                 on_started = None
             except BaseException:  # Ctrl-C or a failing commit: stop the workers now, not after their tasks
                 _stop(pool)
@@ -96,6 +97,8 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
             if lost:
                 lost += in_flight.values()
                 for task in lost:
+                    if backlog is not None:
+                        backlog.abandon(task)
                     attempts[task] = attempts.get(task, 0) + 1
                     if attempts[task] >= max_attempts:
                         commit(crashed(task))
@@ -111,12 +114,15 @@ def _stop(pool: cf.ProcessPoolExecutor) -> None:
 
 
 def _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run_dir, timeout, commit,
-           on_started=None) -> None:
-    """Keep up to 2 x jobs tasks in flight and commit results as they come, until done or a worker dies."""
+           on_started, backlog) -> None:
+    """Keep up to 2 x jobs tasks in flight (as many as the backlog admits) and commit results as they come,
+    until done or a worker dies."""
     while (queue or in_flight) and not lost:
         while queue and len(in_flight) < 2 * jobs:
             if attempts.get(queue[-1]) and in_flight:
                 break  # a task that was in flight when a worker died is retried alone
+            if not backlog.admit(queue[-1]):
+                break  # enough pixels wait for the networks: the workers wait too
             task = queue.pop()
             in_flight[pool.submit(_run_in_worker, task, keep_pixels, skips.get(task, {}))] = task
             if attempts.get(task):
@@ -143,6 +149,13 @@ def _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run
                 lost.append(task)
                 continue
             commit(result)
+
+
+class Unbounded:
+    """Admits every task (no network stage waits for pixels)."""
+
+    def admit(self, task) -> bool:
+        return True
 
 
 def _kill(pid: int) -> None:

@@ -232,10 +232,13 @@ class PerceptualStage:
                        for patches in ((False, True) if self.patch_fid else (False,)))
 
     def on_result(self, result) -> None:
-        """Extract what a finished task needs, then add IPD to its rows (called before its shard is written)."""
-        rows = result.rows
-        todo = new_originals(result, self.known,
-                             lambda sha: needs_reference(self.reference_dir, sha, self.patch_fid, discard=True))
+        self.on_results([result])
+
+    def on_results(self, results: list) -> None:
+        """Extract what finished tasks need, all in one batched pass per kind (originals, reconstructions), then
+        add IPD to their rows and store each task's features (called before their shards are written)."""
+        todo = [item for result in results for item in new_originals(
+            result, self.known, lambda sha: needs_reference(self.reference_dir, sha, self.patch_fid, discard=True))]
         if todo:
             patch_feats = self._patch_features([px for _, px in todo]) if self.patch_fid else [None] * len(todo)
             extractor = self.extractor
@@ -246,34 +249,46 @@ class PerceptualStage:
                 if patch_feats[k] is not None:
                     write_reference(self.reference_dir, sha, patch_feats[k], True)
                 write_reference(self.reference_dir, sha, np.concatenate([pool[k], logits[k]]))
-        for sha in {row.get("image_sha256") for row in rows} - {None}:
+        for sha in {row.get("image_sha256") for result in results for row in result.rows} - {None}:
             keep(self.run_dir, "inception", self.reference_dir, sha)
             if self.patch_fid:
                 keep(self.run_dir, "inception", self.reference_dir, sha, True)
-        for row in rows:
-            row["ipd"] = None
-        if result.reconstructions:
-            positions = [p for p, _ in result.reconstructions]
+        for result in results:
+            for row in result.rows:
+                row["ipd"] = None
+        images = [im for result in results for _, im in result.reconstructions]
+        if images:
             extractor = self.extractor
-            with self.timings.stage("Inception: forward (reconstructions)", len(positions)):
-                pool, logits = extractor([im for _, im in result.reconstructions])
-            refs: dict[str, np.ndarray] = {}
-            for k, pos in enumerate(positions):
-                sha = rows[pos]["image_sha256"]
-                if sha not in refs:
-                    refs[sha] = self.reference_features(sha)[:FEATURE_DIM]
-                rows[pos]["ipd"] = float(instance_perceptual_distance(refs[sha], pool[k]))
-            patch_feats = self._patch_features([im for _, im in result.reconstructions]) if self.patch_fid else []
-            arrays = group_by_setting(rows, positions, pool=pool, logits=logits)
-            if self.patch_fid:
-                settings = np.array([feature_key(rows[p]["setting_index"], rows[p].get("sample")) for p in positions])
-                for s in sorted(set(settings.tolist())):
-                    arrays[f"patch_pool_{s}"] = np.concatenate([f for f, s2 in zip(patch_feats, settings) if s2 == s])
-            n_patches = sum(len(f) for f in patch_feats)
-            self._record([f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} {len(positions)} "
-                          f"{n_patches}"])
-            write_checked(features_path(self.run_dir, result.task.codec, result.task.chunk), npz_bytes(arrays))
+            with self.timings.stage("Inception: forward (reconstructions)", len(images)):
+                pool, logits = extractor(images)
+            patch_feats = self._patch_features(images) if self.patch_fid else []
+            start = 0
+            for result in results:
+                part = slice(start, start + len(result.reconstructions))
+                start = part.stop
+                if result.reconstructions:
+                    self._store(result, pool[part], logits[part], patch_feats[part] if self.patch_fid else [])
         atomic_write_bytes(self.counter_path, json.dumps(passes(self.run_dir)).encode())
+
+    def _store(self, result, pool: np.ndarray, logits: np.ndarray, patch_feats: list[np.ndarray]) -> None:
+        """One task's reconstructions' features: IPD into its rows, its feature file, its ledger line."""
+        rows = result.rows
+        positions = [p for p, _ in result.reconstructions]
+        refs: dict[str, np.ndarray] = {}
+        for k, pos in enumerate(positions):
+            sha = rows[pos]["image_sha256"]
+            if sha not in refs:
+                refs[sha] = self.reference_features(sha)[:FEATURE_DIM]
+            rows[pos]["ipd"] = float(instance_perceptual_distance(refs[sha], pool[k]))
+        arrays = group_by_setting(rows, positions, pool=pool, logits=logits)
+        if self.patch_fid:
+            settings = np.array([feature_key(rows[p]["setting_index"], rows[p].get("sample")) for p in positions])
+            for s in sorted(set(settings.tolist())):
+                arrays[f"patch_pool_{s}"] = np.concatenate([f for f, s2 in zip(patch_feats, settings) if s2 == s])
+        n_patches = sum(len(f) for f in patch_feats)
+        self._record([f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} {len(positions)} "
+                      f"{n_patches}"])
+        write_checked(features_path(self.run_dir, result.task.codec, result.task.chunk), npz_bytes(arrays))
 
     def _patch_features(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """FID/256 patch features of each image (k x 2048, k may be 0), in one batched pass."""

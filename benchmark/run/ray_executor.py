@@ -125,8 +125,11 @@ def start(address: str | None, workers: int | None) -> tuple[object, bool]:
 
 
 def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_pixels: bool,
-            commit: Callable, crashed: Callable, workers: int | None = None, stats: dict | None = None) -> None:
-    """Run `tasks` on Ray with at most 2 x (cluster CPUs) in flight, committing results as they arrive."""
+            commit: Callable, crashed: Callable, workers: int | None = None, stats: dict | None = None,
+            backlog=None) -> None:
+    """Run `tasks` on Ray with at most 2 x (cluster CPUs) in flight, and no more than `backlog` admits (a bound
+    on the pixels waiting for the network stages, which also bounds what the object store holds for the
+    driver), committing results as they arrive."""
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = ray.cluster_resources().get("GPU", 0)
     # a GPU share for codecs whose networks want one (older runs: those that had to run in the main process)
@@ -143,6 +146,8 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
     t0 = time.perf_counter()
     while queue or in_flight:
         while queue and len(in_flight) < limit:
+            if backlog is not None and not backlog.admit(queue[-1]):
+                break
             task = queue.pop()
             options = {"num_cpus": 1}
             if wants_gpu.get(task.codec, False) and gpus:
@@ -160,6 +165,8 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
                     f"{state['stage']} timed out after {timeout:g} s (stuck in native code; the worker was killed "
                     f"{GRACE_S:g} s later)")
                 ray.cancel(ref, force=True)
+                if backlog is not None:
+                    backlog.abandon(task)
                 queue.append(task)
             (run_dir / HEARTBEATS / str(state["pid"])).unlink(missing_ok=True)
         for ref in done:

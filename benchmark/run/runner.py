@@ -27,6 +27,7 @@ import pyarrow as pa
 from benchmark.run import (console, dinov2_stage, feature_stage, fullref, perceptual, provenance, run_folder, schema,
                            timings, weights)
 from benchmark.codecs.codec_spec import CodecSpec
+from benchmark.run.backlog import Backlog, carried_at_most, default_bound
 from benchmark.run.config import RunConfig, codec_context
 from benchmark.data.datasets import Dataset
 from benchmark.data.preprocess import get_preset
@@ -36,7 +37,7 @@ from benchmark.run.results import (DamagedFile, atomic_write_bytes, damaged_file
 from benchmark.run.scoring import COMPUTED_HERE, metric_states, requested, status_column
 from benchmark.run.timings import WORKER_PREFIX, Timings
 from benchmark.run.worker import Task, TaskResult, Worker
-from metrics import registry
+from metrics import defaults, registry
 from metrics.caption import resolve as resolve_caption_metrics
 from metrics.caption import resolve_embedder
 
@@ -320,7 +321,8 @@ class RunOutcome:
 def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool = True,
             on_result: Callable[[TaskResult], None] | None = None, executor: str = "local",
             ray_address: str | None = None, stats: dict | None = None, resume: bool = False,
-            resume_anyway: bool = False, isolate: bool = False, redo_damaged: bool = False) -> RunOutcome:
+            resume_anyway: bool = False, isolate: bool = False, redo_damaged: bool = False,
+            max_pending: int | None = None) -> RunOutcome:
     """Run every task of `run_dir` that has no shard yet, then write the summary.
 
     Finishing a run that already has work on disk (or `resume`) first recomputes its provenance and refuses
@@ -335,6 +337,10 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     A shard or feature file that fails its checksum stops the run before any work, named; `redo_damaged`
     discards the damaged tasks' files so that they are redone. One process at a time works in a run (a second
     is refused), and only on the config.json that cmcbench wrote (an edited one is refused, naming the keys).
+
+    `max_pending` bounds the images whose pixels wait for the network stages, or are on their way from tasks
+    sent out (`benchmark.run.backlog`; None: a share of this machine's memory). `stats` receives the bound and
+    the most images that were ever pending.
     """
     if executor not in ("local", "ray"):
         raise ValueError(f"Unknown executor {executor!r}: use local or ray.")
@@ -380,9 +386,7 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
         stages = [s for s in (stage,) if s is not None]
         stages += [feature_stage.FeatureStage(space, info, run_dir, clock, remote(feature_stage.builder(info, space)))
                    for space in feature_stage.active(info)]
-        hooks = [s.on_result for s in stages]
-        hooks += [on_result] if on_result is not None else []
-        keep_pixels = bool(hooks)
+        keep_pixels = bool(stages) or on_result is not None
 
         n_settings = {c["label"]: len(c["settings"]) for c in info["codecs"]}
         rows_of = {t: (t.stop - t.start) * n_settings[t.codec] for t in todo}
@@ -390,32 +394,44 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
         network = console.bar(total=sum(rows_of.values()), desc="Inception (reconstructions)", unit="images",
                               enabled=progress and info["inception"]["status"] == "ok")
 
-        def commit(result: TaskResult) -> None:
-            bar.update(rows_of.get(result.task, 0))
-            clock.merge(result.timings, WORKER_PREFIX)
-            for hook in hooks:
-                hook(result)
+        def write(result: TaskResult) -> None:
+            if on_result is not None:
+                on_result(result)
             with clock.stage("write shards"):
                 write_table(shard_path(run_dir, result.task.codec, result.task.chunk),
                             schema.table_from_rows(result.rows, columns))
             network.update(rows_of.get(result.task, 0))
+
+        samples = {c["label"]: c.get("samples", 1) for c in info["codecs"]}
+        batch_size = info["config"]["inception"].get("batch_size") or defaults.BATCH_SIZE
+        backlog = Backlog(stages, write, lambda t: carried_at_most(t, n_settings[t.codec], samples[t.codec])
+                          if keep_pixels else 0, batch_size, max_pending or default_bound(config.preprocess, batch_size))
+
+        def commit(result: TaskResult) -> None:
+            bar.update(rows_of.get(result.task, 0))
+            clock.merge(result.timings, WORKER_PREFIX)
+            backlog.commit(result)
 
         clock.add("start: dataset, plan, provenance", time.perf_counter() - t_start)
 
         try:
             if ray is not None:
                 ray_executor.run_ray(ray, todo, info, dataset, run_dir, keep_pixels, commit, crashed,
-                                     jobs if ray_address is None else None, stats)
+                                     jobs if ray_address is None else None, stats, backlog)
                 pooled = local = []
             if pooled:
                 from benchmark.run.local_executor import run_pool
 
                 run_pool(pooled, min(jobs, len(pooled)), info, dataset, run_dir, keep_pixels, commit, crashed,
-                         on_started=(lambda: [s.load() for s in stages]) if stages else None)
+                         on_started=(lambda: [s.load() for s in stages]) if stages else None, backlog=backlog)
             if local:
                 worker = Worker(info, dataset, str(run_dir))
                 for task in local:
+                    backlog.admit(task)
                     commit(worker.run(task, keep_pixels))
+            backlog.flush()
+            if stats is not None:
+                stats.update(max_pending=backlog.bound, peak_pending=backlog.peak)
         finally:
             bar.close()
             network.close()
