@@ -176,9 +176,11 @@ def test_pass_counters_survive_a_crash_between_features_and_shard(tmp_path, rand
 
     with pytest.raises(KeyboardInterrupt):
         execute(run_dir, jobs=1, progress=False, on_result=crash_on_third)
+    # the stage took 4 tasks in one batch (8 reconstructions, batch 8); 2 shards were written before the crash
+    assert len(list((run_dir / "images" / "jpeg").glob("*.parquet"))) == 2
     outcome = execute(run_dir, jobs=1, progress=False)
     assert outcome.passes["reference"] == 6  # each original once, although its task ran twice
-    assert outcome.passes["reconstruction"] == 6 * 2 + 2  # every pass made, the redone task's too
+    assert outcome.passes["reconstruction"] == 6 * 2 + 2 * 2  # every pass made, the 2 redone tasks' too
 
 
 def _cmp_run(tmp_path, name, dataset, codecs):
