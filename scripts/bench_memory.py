@@ -8,6 +8,7 @@ shows at the first task already. With --inception and --lpips the networks are r
 real architectures, built here (speed and memory do not depend on the weights' values).
 
     python scripts/bench_memory.py --sizes 100 1000 [--inception] [--lpips] [--image-size 256] [--batch-size 32]
+                                   [--max-pending N]
 """
 
 from __future__ import annotations
@@ -75,12 +76,15 @@ def child(args) -> None:
         return summary(*a, **k)
 
     runner.set_level_summary = timed_summary
+    stats: dict = {}
+    bound = {"max_pending": args.max_pending} if args.max_pending else {}  # older checkouts: no such option
     t = time.perf_counter()
-    outcome = execute(create_run(config, args.out), jobs=2, progress=False, on_result=on_result)
+    outcome = execute(create_run(config, args.out), jobs=2, progress=False, on_result=on_result, stats=stats, **bound)
     seconds = time.perf_counter() - t
     print(json.dumps({"images": args.images, "rows": outcome.n_rows, "seconds": seconds,
                       "rows_per_s": outcome.n_rows / seconds, "main_peak_mib": peak_mib(),
-                      "worker_peak_mib": peak_mib(resource.RUSAGE_CHILDREN), **marks}))
+                      "worker_peak_mib": peak_mib(resource.RUSAGE_CHILDREN), **marks,
+                      **{k: stats[k] for k in ("max_pending", "peak_pending") if k in stats}}))
 
 
 def main() -> None:
@@ -90,6 +94,7 @@ def main() -> None:
     ap.add_argument("--lpips", action="store_true", help="LPIPS with a random-init AlexNet backbone")
     ap.add_argument("--image-size", type=int, default=256, help="images are resized to N x N (default 256)")
     ap.add_argument("--batch-size", type=int, default=32, help="Inception batch size (default 32, as a run's)")
+    ap.add_argument("--max-pending", type=int, help="the run's --max-pending (default: its own default)")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--weights", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -103,6 +108,7 @@ def main() -> None:
         for n in args.sizes:
             command = [sys.executable, __file__, "--child", str(n), "--weights", weights, "--out", out,
                        "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
+            command += ["--max-pending", str(args.max_pending)] if args.max_pending else []
             line = subprocess.run(command, capture_output=True, text=True, check=True,
                                   cwd=pathlib.Path(__file__).parent).stdout
             results.append(json.loads(line.strip().splitlines()[-1]))
@@ -110,7 +116,8 @@ def main() -> None:
         print(f"{r['images']:6d} images  {r['rows']:7d} rows  {r['seconds']:7.1f} s  {r['rows_per_s']:6.2f} rows/s  "
               f"main peak {r['main_peak_mib']:7.1f} MiB (after the first task {r.get('first_task_peak_mib', 0):7.1f}, "
               f"before set metrics {r.get('before_set_metrics_peak_mib', 0):7.1f})  largest worker peak "
-              f"{r['worker_peak_mib']:7.1f} MiB")
+              f"{r['worker_peak_mib']:7.1f} MiB" + (f"  pending images: at most {r['peak_pending']} of "
+                                                      f"{r['max_pending']}" if "peak_pending" in r else ""))
     first, last = results[0], results[-1]
     print(f"growth from {first['images']} to {last['images']} images: main "
           f"x{last['main_peak_mib'] / first['main_peak_mib']:.2f} "
