@@ -91,6 +91,31 @@ def test_duplicate_aware_kid_is_the_plain_statistic_without_duplicates_and_unbia
     assert abs(aware - point) < 0.25 * abs(naive - point)
 
 
+def test_kid_of_resamples_from_kernel_blocks_equals_the_whole_matrices(monkeypatch):
+    """Sets too large for whole kernel matrices (30,000 images: 21.6 GB) take blocks of rows; the values are the
+    whole matrices' to round-off, with duplicates, with images left out, in any block size."""
+    from metrics import kid as kid_module
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 6))
+    y = x + rng.normal(size=(40, 6)) * 0.6
+    counts = np.stack([np.ones(40)] + [np.bincount(rng.integers(0, 40, 40), minlength=40) for _ in range(7)])
+    whole = [mmd2_weighted(*kernels(x, y), c) for c in counts]
+    for entries in (40, 7 * 40, 10**6):  # one row, 7 rows (the last block shorter), all at once
+        blocked = kid_module.mmd2_weighted_blocked(x, y, counts, block_entries=entries)
+        np.testing.assert_allclose(blocked, whole, rtol=1e-10)
+    assert blocked[0] == pytest.approx(mmd2_whole(*kernels(x, y)), rel=1e-10)
+    # the bootstrap takes the blocked route where the whole matrices would not fit, with the same intervals
+    data = bootstrap.SettingData("c", 0, "1", np.array([f"i{k:03d}" for k in range(40)]), {}, x, x[:, :4], y,
+                                 {"isc_splits": 2})
+    positions = bootstrap.resample_positions(40, 50, np.random.default_rng(1))
+    fitting = data.evaluate(positions)["kid"]
+    monkeypatch.setattr(kid_module, "GRAM_MAX_ENTRIES", 3 * 40 * 40 - 1)
+    data._kernels = None
+    np.testing.assert_allclose(data.evaluate(positions)["kid"], fitting, rtol=1e-10)
+    assert data._kernels is None  # no whole matrix was made
+
+
 def test_bca_matches_scipy_on_plain_means():
     from scipy.stats import bootstrap as scipy_bootstrap
 

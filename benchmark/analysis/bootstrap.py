@@ -117,14 +117,11 @@ class SettingData:
         and as counts per image (KID's weighted MMD^2); NaN where a resample holds too few images."""
         from metrics.fid import fid
         from metrics.inception_score import inception_score
-        from metrics.kid import mmd2_weighted
-
         out = {}
         names = self._set_names()
         if "fid" in names:
             out["fid"] = np.array([fid(self.pool[p], self.ref_pool[p]) if len(p) >= 2 else np.nan for p in draws])
-            k = self.kernels()
-            out["kid"] = np.array([mmd2_weighted(*k, c) if c.sum() >= 2 else np.nan for c in counts])
+            out["kid"] = self._kid(counts)
             if "inception_score" in names:
                 splits = self.options.get("isc_splits", defaults.ISC_SPLITS)
                 out["inception_score"] = np.array([
@@ -137,6 +134,17 @@ class SettingData:
                     out[m.column] = np.array([distance(features[p], reference[p]) if len(p) >= 2 else np.nan
                                               for p in draws])
         return out
+
+    def _kid(self, counts: np.ndarray) -> np.ndarray:
+        """KID of each resample: from the Gram matrices computed once where they fit in `GRAM_MAX_ENTRIES`, else
+        from blocks of them (memory bounded at any number of images); NaN where a resample holds too few."""
+        from metrics.kid import GRAM_MAX_ENTRIES, mmd2_weighted, mmd2_weighted_blocked
+
+        enough = counts.sum(axis=1) >= 2
+        if 3 * len(self.pool) ** 2 <= GRAM_MAX_ENTRIES:
+            k = self.kernels()
+            return np.array([mmd2_weighted(*k, c) if ok else np.nan for c, ok in zip(counts, enough)])
+        return np.where(enough, mmd2_weighted_blocked(self.pool, self.ref_pool, counts), np.nan)
 
     def evaluate(self, positions: np.ndarray) -> dict[str, np.ndarray]:
         """Each metric on each resample; `positions` is B x n indices into this setting's images.
