@@ -160,3 +160,19 @@ def test_fd_clip_without_clip_is_refused_before_any_work(natural_images, tmp_pat
     assert rc != 0 and "--add-metric fd_clip needs a stage this run does not request" in err and "--clip auto" in err
     assert not (tmp_path / "results").exists() or not any(p for p in (tmp_path / "results").iterdir()
                                                           if not p.name.startswith("."))
+
+
+def test_a_feature_space_runs_when_the_config_gives_inception_no_device(tiny_clip, natural_images, tmp_path):
+    """A RunConfig made in Python with Inception off ({"enabled": False}) gives FD-CLIP's network the default
+    device and batch size (it raised KeyError: 'device')."""
+    from benchmark.codecs.codec_spec import parse_codec_spec
+    from benchmark.run.runner import RunConfig, create_run, execute
+
+    config = RunConfig(dataset=str(natural_images), codecs=[parse_codec_spec("jpeg quality=50")],
+                       inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none", "clip": str(tiny_clip)},
+                       add_metrics=["fd_clip"])
+    run_dir = create_run(config, tmp_path / "results", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    _, summary = load_run(run_dir)
+    assert summary.fd_clip.notna().all() and (summary.n_clip == 4).all()

@@ -26,7 +26,7 @@ from benchmark.run.perceptual import (cached, feature_key, features_path, group_
 from benchmark.run.results import atomic_write_bytes, safe_name
 from benchmark.run.scoring import state_of
 from benchmark.run.timings import Timings
-from metrics import registry
+from metrics import defaults, registry
 from metrics.fid import FIDReference
 from metrics.spec import FeatureSpace
 
@@ -67,8 +67,9 @@ def cache_dirs(info: dict, cache_root: pathlib.Path, run_dir: pathlib.Path) -> d
 def builder(info: dict, space: FeatureSpace):
     """A picklable call that builds the space's extractor on the run's device and batch size (here, or in a Ray
     actor)."""
-    opts = info["config"]["inception"]
-    return functools.partial(space.build, state_of(info, space.state), opts["device"], opts["batch_size"])
+    opts = info["config"].get("inception", {})  # the networks' device and batch (a run may turn Inception off)
+    return functools.partial(space.build, state_of(info, space.state), opts.get("device", defaults.DEVICE),
+                             opts.get("batch_size", defaults.BATCH_SIZE))
 
 
 def needs_reference(info: dict, sha: str, run_dir: pathlib.Path) -> bool:
