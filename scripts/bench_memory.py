@@ -4,10 +4,11 @@
 Each size runs in a fresh process (JPEG at two settings, 2 jobs) and prints the peak RSS of the main process
 and of the largest worker, the throughput, and the main process's peak after its first task and before the
 set metrics: memory that grows with the dataset shows between those two, a peak set by one network batch
-shows at the first task already. With --inception and --lpips the networks are random-init copies of the
-real architectures, built here (speed and memory do not depend on the weights' values).
+shows at the first task already. With --inception, --lpips and --clip the networks are random-init copies of
+the real architectures, built here (speed and memory do not depend on the weights' values).
 
-    python scripts/bench_memory.py --sizes 100 1000 [--inception] [--lpips] [--image-size 256] [--batch-size 32]
+    python scripts/bench_memory.py --sizes 100 1000 [--inception] [--lpips] [--clip] [--image-size 256]
+                                   [--batch-size 32]
                                    [--max-pending N]
 """
 
@@ -30,10 +31,35 @@ def peak_mib(who=resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-def random_weights(folder: pathlib.Path, inception: bool, lpips: bool) -> dict:
+def random_clip(folder: pathlib.Path) -> pathlib.Path:
+    """A random-init CLIP of openai/clip-vit-base-patch32's size (its image tower, 224 px, patch 32; its text
+    tower over a 55-token letter vocabulary), with its processor, saved as a checkpoint folder."""
+    import torch
+    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTextConfig,
+                              CLIPTokenizer, CLIPVisionConfig)
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
+    for i, ch in enumerate("abcdefghijklmnopqrstuvwxyz"):
+        vocab[ch], vocab[ch + "</w>"] = 3 + i, 29 + i
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config=CLIPTextConfig(vocab_size=len(vocab), bos_token_id=0, eos_token_id=1,
+                                                   pad_token_id=1).to_dict(),
+                        vision_config=CLIPVisionConfig(patch_size=32).to_dict(), projection_dim=512)
+    model_dir = folder / "clip"
+    CLIPModel(config).eval().save_pretrained(model_dir)
+    CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer).save_pretrained(model_dir)
+    return model_dir
+
+
+def random_weights(folder: pathlib.Path, inception: bool, lpips: bool, clip: bool = False) -> dict:
     import torch
 
     paths = {}
+    if clip:
+        paths["clip"] = random_clip(folder)
     if inception:
         from bench_inception import random_weights as inception_weights
 
@@ -63,7 +89,9 @@ def child(args) -> None:
     config = RunConfig(dataset=f"sample:{3 * args.images}",  # the sample set's test split is a third of it
                        preprocess="none" if args.image_size == 256 else f"resize-{args.image_size}",
                        codecs=[parse_codec_spec("jpeg quality=30,80")], inception=inception,
-                       caption_embedder="none", image_metrics={"ms_ssim": True, "lpips": weights.get("lpips", "none")})
+                       caption_embedder="none", image_metrics={"ms_ssim": True, "lpips": weights.get("lpips", "none"),
+                                                               "clip": weights.get("clip", "none")},
+                       add_metrics=["fd_clip"] if "clip" in weights else [])
     marks = {}
 
     def on_result(result) -> None:
@@ -92,6 +120,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--inception", action="store_true", help="IS, FID, KID, IPD with a random-init InceptionV3")
     ap.add_argument("--lpips", action="store_true", help="LPIPS with a random-init AlexNet backbone")
+    ap.add_argument("--clip", action="store_true", help="CLIP similarity and score per image (in the workers) and "
+                                                        "FD-CLIP (its feature stage here) with a random-init CLIP")
     ap.add_argument("--image-size", type=int, default=256, help="images are resized to N x N (default 256)")
     ap.add_argument("--batch-size", type=int, default=32, help="Inception batch size (default 32, as a run's)")
     ap.add_argument("--max-pending", type=int, help="the run's --max-pending (default: its own default)")
@@ -104,7 +134,7 @@ def main() -> None:
         return child(args)
     results = []
     with tempfile.TemporaryDirectory() as out:
-        weights = json.dumps(random_weights(pathlib.Path(out), args.inception, args.lpips))
+        weights = json.dumps(random_weights(pathlib.Path(out), args.inception, args.lpips, args.clip))
         for n in args.sizes:
             command = [sys.executable, __file__, "--child", str(n), "--weights", weights, "--out", out,
                        "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
