@@ -93,6 +93,16 @@ class Backlog:
             self.write(result)
 
 
+class Unbounded:
+    """The executors' stand-in where no backlog is given: every task goes out at once."""
+
+    def admit(self, task: Task) -> bool:
+        return True
+
+    def abandon(self, task: Task) -> None:
+        pass
+
+
 def carried(result: TaskResult) -> int:
     return len(result.originals) + len(result.reconstructions)
 

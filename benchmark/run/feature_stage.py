@@ -21,8 +21,8 @@ from benchmark.run.console import bar
 from benchmark.run.integrity import write_checked
 from benchmark.run.locations import located, recorded_path
 from benchmark.run.perceptual import (cached, feature_key, features_path, group_by_setting, image_shas, keep,
-                                      new_originals, npz_bytes, over_samples, passes, read_setting, record_passes,
-                                      reference_path, stored, stored_reference, write_reference)
+                                      new_originals, npz_bytes, over_samples, own_parts, passes, read_setting,
+                                      record_passes, reference_path, stored, stored_reference, write_reference)
 from benchmark.run.results import atomic_write_bytes, safe_name
 from benchmark.run.scoring import state_of
 from benchmark.run.timings import Timings
@@ -123,16 +123,12 @@ class FeatureStage:
         if images:
             with self.timings.stage(f"{label}: forward (reconstructions)", len(images)):
                 features = self.extractor(images)
-            start = 0
-            for result in results:
+            for result, part in own_parts(results):
                 positions = [p for p, _ in result.reconstructions]
-                part, start = features[start:start + len(positions)], start + len(positions)
-                if not positions:
-                    continue
                 record_passes(self.run_dir, [f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} "
                                              f"{len(positions)} 0"], ledger(self.space))
                 write_checked(features_path(self.run_dir, result.task.codec, result.task.chunk, folder(self.space)),
-                              npz_bytes(group_by_setting(result.rows, positions, **{self.space.name: part})))
+                              npz_bytes(group_by_setting(result.rows, positions, **{self.space.name: features[part]})))
         atomic_write_bytes(self.run_dir / f"{self.space.name}_passes.json",
                            json.dumps(passes(self.run_dir, ledger(self.space))).encode())
 

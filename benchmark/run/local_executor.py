@@ -24,6 +24,7 @@ import time
 from typing import Callable
 
 from benchmark.data.datasets import Dataset
+from benchmark.run.backlog import Unbounded
 from benchmark.run.worker import Task, TaskResult, Worker
 
 _WORKER: Worker | None = None
@@ -78,6 +79,7 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
     in this process while they work. A task is sent out only when `backlog` admits it (a bound on the pixels
     waiting for the network stages); results go to `commit`."""
     ctx = multiprocessing.get_context(start_method())
+    backlog = backlog or Unbounded()
     queue = list(reversed(tasks))
     attempts: dict[Task, int] = {}
     skips: dict[Task, dict] = {}  # rows that hung an attempt: failed as timed out on the retry
@@ -89,7 +91,7 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
             lost: list[Task] = []
             try:
                 _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run_dir, timeout, commit,
-                       on_started, backlog or Unbounded())
+                       on_started, backlog)
                 on_started = None
             except BaseException:  # Ctrl-C or a failing commit: stop the workers now, not after their tasks
                 _stop(pool)
@@ -97,8 +99,7 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
             if lost:
                 lost += in_flight.values()
                 for task in lost:
-                    if backlog is not None:
-                        backlog.abandon(task)
+                    backlog.abandon(task)
                     attempts[task] = attempts.get(task, 0) + 1
                     if attempts[task] >= max_attempts:
                         commit(crashed(task))
@@ -149,13 +150,6 @@ def _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run
                 lost.append(task)
                 continue
             commit(result)
-
-
-class Unbounded:
-    """Admits every task (no network stage waits for pixels)."""
-
-    def admit(self, task) -> bool:
-        return True
 
 
 def _kill(pid: int) -> None:

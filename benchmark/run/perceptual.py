@@ -167,6 +167,16 @@ def group_by_setting(rows: list[dict], positions: list[int], **features: np.ndar
     return arrays
 
 
+def own_parts(results: list):
+    """(result, slice) of each result with reconstructions: where its own are among all the results'
+    reconstructions, in order (a stage forwards them together, then stores each task's features)."""
+    start = 0
+    for result in results:
+        if result.reconstructions:
+            yield result, slice(start, start + len(result.reconstructions))
+        start += len(result.reconstructions)
+
+
 def new_originals(result, known: set[str], missing) -> list[tuple[str, np.ndarray]]:
     """(sha256, pixels) of a task's originals that a stage has not seen in this run and whose cached features
     are `missing(sha)`; all of them become known."""
@@ -262,12 +272,8 @@ class PerceptualStage:
             with self.timings.stage("Inception: forward (reconstructions)", len(images)):
                 pool, logits = extractor(images)
             patch_feats = self._patch_features(images) if self.patch_fid else []
-            start = 0
-            for result in results:
-                part = slice(start, start + len(result.reconstructions))
-                start = part.stop
-                if result.reconstructions:
-                    self._store(result, pool[part], logits[part], patch_feats[part] if self.patch_fid else [])
+            for result, part in own_parts(results):
+                self._store(result, pool[part], logits[part], patch_feats[part] if self.patch_fid else [])
         atomic_write_bytes(self.counter_path, json.dumps(passes(self.run_dir)).encode())
 
     def _store(self, result, pool: np.ndarray, logits: np.ndarray, patch_feats: list[np.ndarray]) -> None:

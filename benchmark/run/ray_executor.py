@@ -136,7 +136,10 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
     wants_gpu = {c["label"]: c.get("wants_gpu", not c["parallel"]) for c in info["codecs"]}
     remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
     info_ref, dataset_ref = ray.put(info), ray.put(dataset)
+    from benchmark.run.backlog import Unbounded
     from benchmark.run.local_executor import GRACE_S, HEARTBEATS, stuck_workers
+
+    backlog = backlog or Unbounded()
 
     limit = 2 * max(1, workers or cpus)
     queue = list(reversed(tasks))
@@ -146,7 +149,7 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
     t0 = time.perf_counter()
     while queue or in_flight:
         while queue and len(in_flight) < limit:
-            if backlog is not None and not backlog.admit(queue[-1]):
+            if not backlog.admit(queue[-1]):
                 break
             task = queue.pop()
             options = {"num_cpus": 1}
@@ -165,8 +168,7 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
                     f"{state['stage']} timed out after {timeout:g} s (stuck in native code; the worker was killed "
                     f"{GRACE_S:g} s later)")
                 ray.cancel(ref, force=True)
-                if backlog is not None:
-                    backlog.abandon(task)
+                backlog.abandon(task)
                 queue.append(task)
             (run_dir / HEARTBEATS / str(state["pid"])).unlink(missing_ok=True)
         for ref in done:

@@ -403,7 +403,7 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
             network.update(rows_of.get(result.task, 0))
 
         samples = {c["label"]: c.get("samples", 1) for c in info["codecs"]}
-        batch_size = info["config"]["inception"].get("batch_size") or defaults.BATCH_SIZE
+        batch_size = info["config"].get("inception", {}).get("batch_size") or defaults.BATCH_SIZE
         backlog = Backlog(stages, write, lambda t: carried_at_most(t, n_settings[t.codec], samples[t.codec])
                           if keep_pixels else 0, batch_size, max_pending or default_bound(config.preprocess, batch_size))
 
