@@ -342,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="compare runs of different datasets or preprocessing on the images they share")
     comp.add_argument("--json", metavar="PATH", type=path, help="also write the comparison as JSON ('-' for stdout only)")
     comp.add_argument("--all", action="store_true", help="list unchanged metrics too")
+    comp.add_argument("--bd-method", default="akima", choices=["akima", "pchip", "cubic"],
+                      help="interpolation for the BD numbers the verdict rests on (default akima; recorded with each); "
+                           "the others' disagreement is part of the curve-fit error either way")
     bootstrap_options(comp)
 
     rep = sub.add_parser("report", help="self-contained HTML report (and Markdown): R-D plots with intervals, "
@@ -860,7 +863,8 @@ def cmd_compare(args) -> int:
     tolerances = compare.parse_tolerances(args.tolerance)
     try:
         result = compare.compare_runs(base, new, tolerances, args.bootstrap, args.seed, args.level,
-                                      allow_missing=args.allow_missing, allow_different_data=args.allow_different_data)
+                                      allow_missing=args.allow_missing, allow_different_data=args.allow_different_data,
+                                      bd_method=args.bd_method)
     except compare.NotComparable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NOT_COMPARABLE

@@ -142,6 +142,15 @@ def test_compare_run_with_itself_passes_and_worse_fails(noisy_runs, tmp_path, ca
     fid_row = next(r for r in worse_rows if r["metric"] == "fid" and r["setting"] == "2")
     assert fid_row["direction"] == "lower is better" and fid_row["change"] > 0
     assert fid_row["low"] <= fid_row["change"] <= fid_row["high"] and fid_row["significant"] is True
+    assert {c["bd_method"] for c in report["curves"]} == {"akima"}  # the default, recorded with each BD number
+    # Another interpolation: recorded with every curve verdict and named in the printed table.
+    assert main(["compare", str(base), str(worse), "--bootstrap", "0", "--bd-method", "pchip", "--json", "-"]) \
+        == EXIT_REGRESSION
+    pchip = json.loads(capsys.readouterr().out)
+    assert {c["bd_method"] for c in pchip["curves"]} == {"pchip"}
+    assert [(c["codec"], c["metric"]) for c in pchip["curves"]] == [(c["codec"], c["metric"]) for c in report["curves"]]
+    main(["compare", str(base), str(worse), "--bootstrap", "0", "--bd-method", "cubic"])
+    assert "BD by cubic interpolation" in capsys.readouterr().out
     # Generous tolerances turn the same comparison into a pass.
     assert main(["compare", str(base), str(worse), "--bootstrap", "0", "--tolerance", "fid=1e9,kid=1e9,ipd=1e9",
                  "--tolerance", "psnr=1e9,inception_score=1e9,bpp=100%"]) == 0

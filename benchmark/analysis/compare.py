@@ -165,7 +165,8 @@ def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame) -> list[str]
 
 def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: int = bootstrap.DEFAULT_RESAMPLES,
                  seed: int = bootstrap.DEFAULT_SEED, level: float = bootstrap.DEFAULT_LEVEL,
-                 allow_missing: bool = False, allow_different_data: bool = False) -> Comparison:
+                 allow_missing: bool = False, allow_different_data: bool = False,
+                 bd_method: str = "akima") -> Comparison:
     tolerances = tolerances or dict(DEFAULT_TOLERANCES)
     base_info, new_info = read_config(pathlib.Path(base_dir)), read_config(pathlib.Path(new_dir))
     bd, nd = base_info["dataset"], new_info["dataset"]
@@ -192,7 +193,7 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
         values = [v for v in values if v == v]
         return float(np.mean(values)) if values else float("nan")
 
-    curves = curve_verdicts(base_sets, new_sets, tolerances, resamples, seed, level, curve_noise)
+    curves = curve_verdicts(base_sets, new_sets, tolerances, resamples, seed, level, curve_noise, bd_method)
     rows = []
     for key in [k for k in base_sets if k in new_sets]:
         codec, setting = key
@@ -257,10 +258,14 @@ def _codec_curves(sets: dict, codec: str, ids: np.ndarray, positions: np.ndarray
 
 
 def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples: int, seed: int,
-                   level: float, noise=lambda codec, metric: float("nan")) -> pd.DataFrame:
-    """Per codec and metric: BD-metric and BD-rate of NEW against BASE, with paired bootstrap intervals.
-    `noise(codec, metric)`: the standard error seed noise alone gives a change (stochastic decoders)."""
-    from benchmark.analysis.curves import Curve, compare_curves, fit_error
+                   level: float, noise=lambda codec, metric: float("nan"), bd_method: str = "akima") -> pd.DataFrame:
+    """Per codec and metric: BD-metric and BD-rate of NEW against BASE, with paired bootstrap intervals, by the
+    interpolation `bd_method` (recorded in each row). `noise(codec, metric)`: the standard error seed noise alone
+    gives a change (stochastic decoders)."""
+    from benchmark.analysis.curves import BD_METHODS, Curve, compare_curves, fit_error
+
+    if bd_method not in BD_METHODS:
+        raise ValueError(f"BD method must be one of {', '.join(BD_METHODS)}, not {bd_method!r}.")
 
     out = []
     codecs = sorted({c for c, _ in base_sets} & {c for c, _ in new_sets})
@@ -282,22 +287,23 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
             for k in range(len(bb)):
                 try:
                     result = compare_curves(Curve.from_points(codec, metric, bb[k], bv[k]),
-                                            Curve.from_points(codec, metric, nb[k], nv[k]))
+                                            Curve.from_points(codec, metric, nb[k], nv[k]), bd_method)
                 except ValueError as exc:  # a degenerate resample (e.g. settings at the same rate)
                     result = {"bd_metric": np.nan, "bd_rate": np.nan, "note": str(exc)}
                 values.append((result["bd_metric"], result["bd_rate"], result["note"]))
             tol = tolerance_for(tolerances, metric, float(np.mean(bv[0])))
             fit = fit_error(Curve.from_points(codec, metric, bb[0], bv[0]),
-                            Curve.from_points(codec, metric, nb[0], nv[0]))
+                            Curve.from_points(codec, metric, nb[0], nv[0]), bd_method)
             out.append(_curve_verdict(codec, metric, values, tol, level, len(ids), resamples, noise(codec, metric),
-                                      fit))
+                                      fit, bd_method))
     columns = ["codec", "metric", "bd_metric", "low", "high", "bd_rate", "bd_rate_low", "bd_rate_high", "tolerance",
                "direction", "verdict", "significant", "n_images", "note", "fit_error", "bd_method", "why"]
     return pd.DataFrame(out, columns=columns)
 
 
 def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: float, n: int,
-                   resamples: int, noise: float = float("nan"), fit: tuple[float, str] = (float("nan"), "")) -> dict:
+                   resamples: int, noise: float = float("nan"), fit: tuple[float, str] = (float("nan"), ""),
+                   bd_method: str = "akima") -> dict:
     """The verdict on one curve: a change counts when it is beyond the metric's tolerance (or twice a stochastic
     decoder's seed noise, if larger) plus the error of fitting curves through the points (`curves.fit_error`:
     moving along one's own curve changes BD by about that much), and its bootstrap interval excludes zero;
@@ -307,7 +313,7 @@ def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: flo
     row = {"codec": codec, "metric": metric, "bd_metric": point, "bd_rate": point_rate, "n_images": n, "note": note,
            "direction": "higher is better" if up else "lower is better", "low": np.nan, "high": np.nan,
            "bd_rate_low": np.nan, "bd_rate_high": np.nan, "significant": None, "fit_error": fit[0],
-           "bd_method": "akima"}
+           "bd_method": bd_method}
     row["tolerance"] = tol
     if np.isnan(point):
         row["verdict"] = "not compared"
@@ -399,7 +405,8 @@ def render_text(result: Comparison, show_all: bool = False) -> str:
             "–" if pd.isna(v) else f"{v:+.2f}" + ("" if pd.isna(lo) else f" [{lo:+.2f}, {hi:+.2f}]")
             for v, lo, hi in zip(table.bd_rate, table.bd_rate_low, table.bd_rate_high)]
         table["sig."] = ["" if s is None or pd.isna(s) else ("yes" if s else "no") for s in table.significant]
-        lines.append("Curves (NEW against BASE, at equal rate; the verdict):")
+        lines.append(f"Curves (NEW against BASE, at equal rate, BD by {curves.bd_method.iloc[0]} interpolation; the "
+                     "verdict):")
         lines.append(table[["codec", "metric", "BD-metric [interval]", "BD-rate % [interval]", "tolerance", "verdict",
                             "sig.", "note"]].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         lines += [f"  {r.codec} {r.metric}: {r.why}" for r in curves.itertuples()]  # what decided, in one line
