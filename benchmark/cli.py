@@ -273,8 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a run's per-setting means as published-curve files")
     export.add_argument("run_dir", metavar="RUN_DIR", type=path)
     export.add_argument("out_dir", metavar="OUT_DIR", type=path)
-    export.add_argument("--format", choices=["compressai"], default="compressai",
-                        help="compressai (default): one CompressAI results JSON per codec")
+    export.add_argument("--format", choices=["compressai", "metrics"], default="compressai",
+                        help="compressai (default): one CompressAI results JSON per codec; metrics: the flat "
+                             "metrics.json and long-form rd.csv that DVC, MLflow and CI read (a run writes them too)")
+    export.add_argument("--anchor", help="with --format metrics: the codec BD-rates are against (default: jpeg)")
 
     dec = sub.add_parser("decode", help="decode one bitstream file with a run's codec (its bytes and the run's "
                                         "declared side information only) and write the image as PNG")
@@ -653,6 +655,10 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
         timings.add_to_last(run_dir, "plots", time.perf_counter() - start)
         lines.append(f"Plots:       {run_dir / 'plots'} ({', '.join(sorted({p.stem for p in plots}))})" if plots else
                      "Plots:       none (no setting has a successful row)")
+    from benchmark.analysis import tracker_files
+
+    written = tracker_files.write(run_dir)
+    lines.append(f"Trackers:    {', '.join(map(str, written))} (dvc metrics diff; dvc plots diff -x bpp -y psnr)")
     lines.append(f"Results:     {run_dir / 'images'} (per image), {run_dir / 'summary.parquet'} (per setting); "
                  f"load_run({str(run_dir)!r}) in benchmark.results")
     lines.append(f"Next:        python bench.py report {run_dir}   |   python bench.py leaderboard {run_dir}")
@@ -892,6 +898,12 @@ def cmd_export(args) -> int:
     from benchmark.analysis.references import export_compressai
 
     run_dir = _check_run(args.run_dir)
-    for path in export_compressai(run_dir, args.out_dir):
+    if args.format == "metrics":
+        from benchmark.analysis import tracker_files
+
+        written = tracker_files.write(run_dir, args.out_dir, anchor=args.anchor)
+    else:
+        written = export_compressai(run_dir, args.out_dir)
+    for path in written:
         print(path)
     return 0

@@ -109,6 +109,9 @@ def test_the_default_codec_set_skips_cmc_on_a_plain_folder_with_a_note(folder, t
     assert "note: skipping cmc: cmc needs a captioned training split" in err
     assert "cmc" not in pd.read_parquet(tmp_path / "runs" / runs_in(tmp_path / "runs")[0] / "summary.parquet").codec.values
     assert "Rows:" in out and "Results:" in out and "Next:" in out
+    run_dir = tmp_path / "runs" / runs_in(tmp_path / "runs")[0]
+    assert f"Trackers:    {run_dir / 'metrics.json'}, {run_dir / 'rd.csv'}" in out  # written at the run's end
+    assert json.loads((run_dir / "metrics.json").read_text())["n_images"] == 2
 
 
 def test_summary_table_shows_only_computed_metrics(tmp_path, capsys):

@@ -1,0 +1,117 @@
+"""Files that experiment trackers read without glue: a flat `metrics.json` and a long-form `rd.csv` per run.
+
+`dvc metrics diff` reads the first (one number per key, so a diff names the setting that moved), `dvc plots
+diff -x bpp -y psnr` the second; MLflow and TensorBoard take the same numbers (see `trackers`). Keys say what
+a number is without a lookup: `psnr@jpeg/quality=50` (a setting's mean), `n_ok@jpeg/quality=50` (how many
+images it rests on), `bd_rate/psnr/webp@jpeg` (BD-rate in % against the anchor, by `bd_method`). The run's
+dataset, split, preprocessing and image count sit beside them. A value that could not be computed is left
+out, never written as 0 or NaN; what was left out is listed under `unavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import pandas as pd
+
+from benchmark.analysis.curves import Curve, compare_curves
+from benchmark.run.integrity import atomic_write_bytes
+from benchmark.run.results import load_run, read_config
+from metrics import registry
+
+METRICS_JSON = "metrics.json"
+RD_CSV = "rd.csv"
+
+
+def metric_columns(summary: pd.DataFrame) -> list[str]:
+    """bpp and every quality metric the run has a value of, in registry order."""
+    return ["bpp"] + [m for m in registry.quality_metrics() if m in summary and summary[m].notna().any()]
+
+
+def setting_key(codec: str, rate_parameter: str | None, setting_label) -> str:
+    """'jpeg/quality=50': a codec's setting as its spec writes it."""
+    return f"{codec}/{rate_parameter}={setting_label}" if rate_parameter else f"{codec}/{setting_label}"
+
+
+def rd_table(info: dict, summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per (codec, setting): codec, setting, rate parameter, n_ok, n_failed, bpp and each metric,
+    with the dataset on every row (so files of several runs can be concatenated)."""
+    rate_of = {c["label"]: c.get("rate_parameter") for c in info["codecs"]}
+    d = info["dataset"]
+    columns = metric_columns(summary)
+    table = pd.DataFrame({
+        "codec": summary.codec.astype(str), "setting": summary.setting_label.astype(str),
+        "rate_parameter": [rate_of.get(c) or "" for c in summary.codec],
+        "n_ok": summary.n_ok.astype(int), "n_failed": summary.n_failed.astype(int),
+        **{m: summary[m].astype(float) for m in columns},
+        "dataset": f"{d['name']}/{d['split']}", "preprocess": d.get("preprocess") or "none"})
+    return table.reset_index(drop=True)
+
+
+def bd_rates(summary: pd.DataFrame, anchor: str, bd_method: str = "akima") -> dict[str, float | str]:
+    """BD-rate (%) of every other codec against `anchor`, per metric; the reason where it is undefined."""
+    out: dict[str, float | str] = {}
+    if anchor not in set(summary.codec):
+        return out
+    for metric in metric_columns(summary)[1:]:
+        curves = {}
+        for codec, rows in summary.groupby("codec", sort=False):
+            rows = rows.dropna(subset=["bpp", metric])
+            if len(rows):
+                curves[codec] = Curve.from_points(codec, metric, rows.bpp.to_numpy(float), rows[metric].to_numpy(float))
+        if anchor not in curves:
+            continue
+        for codec, curve in curves.items():
+            if codec != anchor:
+                result = compare_curves(curves[anchor], curve, bd_method)
+                out[f"bd_rate/{metric}/{codec}@{anchor}"] = result["bd_rate"] if math.isfinite(result["bd_rate"]) \
+                    else (result["note"] or "BD-rate undefined")
+    return out
+
+
+def flat_metrics(info: dict, summary: pd.DataFrame, anchor: str | None = None, bd_method: str = "akima") -> dict:
+    """The run as one flat JSON object (see the module's docstring)."""
+    d = info["dataset"]
+    doc: dict = {"run_id": info["run_id"], "dataset": d["name"], "split": d["split"],
+                 "preprocess": d.get("preprocess") or "none", "n_images": int(d["n_images"]),
+                 "git_sha": info.get("git_sha"), "config_hash": info.get("config_hash")}
+    unavailable: dict[str, str] = {}
+    table = rd_table(info, summary)
+    for row in table.itertuples(index=False):
+        key = setting_key(row.codec, row.rate_parameter, row.setting)
+        doc[f"n_ok@{key}"] = int(row.n_ok)
+        doc[f"n_failed@{key}"] = int(row.n_failed)
+        for m in metric_columns(summary):
+            value = float(getattr(row, m))
+            if math.isfinite(value):
+                doc[f"{m}@{key}"] = value
+            else:
+                unavailable[f"{m}@{key}"] = "no image of this setting has a value"
+    codecs = list(dict.fromkeys(table.codec))
+    anchor = anchor or ("jpeg" if "jpeg" in codecs else codecs[0] if codecs else None)
+    if anchor:
+        doc["bd_anchor"], doc["bd_method"] = anchor, bd_method
+        for key, value in bd_rates(summary, anchor, bd_method).items():
+            if isinstance(value, str):
+                unavailable[key] = value
+            else:
+                doc[key] = value
+    if unavailable:
+        doc["unavailable"] = unavailable
+    return doc
+
+
+def write(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None = None, anchor: str | None = None,
+          bd_method: str = "akima") -> list[pathlib.Path]:
+    """metrics.json and rd.csv of a run, into `out_dir` (default: the run's folder), each written whole."""
+    run_dir = pathlib.Path(run_dir)
+    out_dir = pathlib.Path(out_dir) if out_dir else run_dir
+    info = read_config(run_dir)
+    _, summary = load_run(run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = flat_metrics(info, summary, anchor, bd_method)
+    atomic_write_bytes(out_dir / METRICS_JSON, (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
+    atomic_write_bytes(out_dir / RD_CSV, rd_table(info, summary).to_csv(index=False).encode())
+    return [out_dir / METRICS_JSON, out_dir / RD_CSV]
