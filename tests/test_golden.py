@@ -79,7 +79,7 @@ def test_hashed_configuration_and_config_hash():
 def _normalised(info: dict) -> dict:
     """config.json with what depends on the machine, the clock or the checkout replaced by its kind."""
     info = json.loads(json.dumps(info))
-    for key in ("created", "git_sha", "run_id"):
+    for key in ("created", "git_sha", "git_date", "run_id"):
         info[key] = f"<{key}>"
     info["versions"] = sorted(info["versions"])
     for codec in info["codecs"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import pathlib
 import platform
@@ -11,19 +12,51 @@ from importlib import metadata
 
 from benchmark import __version__
 
-PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]  # the checkout: benchmark/, metrics/, baselines/
+
+
+def _git(folder: pathlib.Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=10,
+                          check=True).stdout.strip()
+
+
+def git_revision(folder: pathlib.Path) -> str:
+    """HEAD of the git checkout holding `folder`, with '-dirty' when tracked files differ; 'unknown' outside git."""
+    try:
+        sha = _git(folder, "rev-parse", "HEAD")
+        return sha + ("-dirty" if _git(folder, "status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def git_date(folder: pathlib.Path = PROJECT_ROOT) -> str | None:
+    """The committer date of HEAD (ISO 8601): the order of runs along a history of commits; None outside git."""
+    try:
+        return _git(folder, "log", "-1", "--format=%cI") or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def git_sha() -> str:
     """HEAD of the cmcbench checkout, with '-dirty' when tracked files differ; 'unknown' outside git."""
+    return git_revision(PROJECT_ROOT)
+
+
+def source_revision(cls: type) -> dict[str, str]:
+    """The git revision and commit date of the repository holding a codec class defined outside cmcbench (a
+    model tracked from commit to commit): part of the codec's versions, so its rows say which commit of the
+    model produced them and a resume under another commit is refused. {} for cmcbench's own codecs, code
+    outside git, and installed packages."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        folder = pathlib.Path(inspect.getsourcefile(cls) or "").resolve().parent
+    except (TypeError, OSError):
+        return {}
+    if folder == PROJECT_ROOT or PROJECT_ROOT in folder.parents or not folder.is_dir():
+        return {}
+    revision = git_revision(folder)
+    if revision == "unknown":
+        return {}
+    return {"source_git_sha": revision, "source_git_date": git_date(folder) or ""}
 
 
 def package_versions(names=("numpy", "pillow", "pandas", "pyarrow", "scipy", "glymur", "opencv-python-headless",

@@ -50,7 +50,8 @@ def _codec_info(spec: CodecSpec, context: dict) -> dict:
     cls.check_available()
     codec.setup(context)
     return {"label": spec.label, "target": spec.target, "name": cls.name, "options": codec.options,
-            "settings": list(spec.settings), "rate_parameter": cls.rate_parameter, "versions": codec.versions(),
+            "settings": list(spec.settings), "rate_parameter": cls.rate_parameter,
+            "versions": {**codec.versions(), **provenance.source_revision(type(getattr(codec, "inner", codec)))},
             "side_information": codec.side_information(), "parallel": codec.parallel,
             "wants_gpu": bool(codec.wants_gpu), "batch_size": int(codec.batch_size), "batched": codec.batched(),
             "model_per_setting": bool(codec.model_per_setting),
@@ -132,6 +133,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     embedder = resolve_embedder(config.caption_embedder)
     info = {
         "run_id": run_id, "created": created.isoformat(), "config_hash": chash, "git_sha": provenance.git_sha(),
+        "git_date": provenance.git_date(),
         "versions": provenance.package_versions(), "config": config.to_json(),
         "dataset": {"name": dataset.name, "kind": dataset.kind, "split": dataset.split, "n_images": len(dataset),
                     "fingerprint": dataset.fingerprint(), "notes": dataset.notes, "origin": dataset.origin,
