@@ -349,6 +349,23 @@ def build_parser() -> argparse.ArgumentParser:
                            "the others' disagreement is part of the curve-fit error either way")
     bootstrap_options(comp)
 
+    hist = sub.add_parser("history", help="a model's quality across commits: runs of one dataset in commit order, "
+                                          "BD-rate against an anchor with intervals, the commits where it changed")
+    hist.add_argument("runs", metavar="RUN_OR_DIR", nargs="+", type=path,
+                      help="runs, or folders of runs (e.g. results/), of one dataset and protocol")
+    hist.add_argument("--anchor-run", metavar="RUN", help="BD-rate of each codec against the same codec in this run "
+                                                          "(folder or run id; default: the oldest run)")
+    hist.add_argument("--anchor", metavar="CODEC", help="BD-rate against this codec in each run instead (e.g. jpeg)")
+    hist.add_argument("--codec", action="append", default=[], help="only these codec labels (repeatable)")
+    hist.add_argument("--metric", action="append", help="metrics to follow (repeatable; default psnr)")
+    hist.add_argument("--since", metavar="DATE|SHA", help="runs from this commit date (YYYY-MM-DD) or commit on")
+    hist.add_argument("--bd-method", default="akima", choices=["akima", "pchip", "cubic"],
+                      help="interpolation for BD (default akima)")
+    hist.add_argument("--tolerance", action="append", metavar="METRIC=VALUE", help="as for compare")
+    hist.add_argument("--out", type=path, default="history",
+                      help="folder for history.csv and a plot per metric (default: ./history)")
+    bootstrap_options(hist)
+
     rep = sub.add_parser("report", help="self-contained HTML report (and Markdown): R-D plots with intervals, "
                                         "leaderboard, visual comparison grid, provenance")
     rep.add_argument("run_dir", metavar="RUN_DIR", type=path)
@@ -407,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         console.disable_progress()
     commands = {"run": cmd_run, "plot": cmd_plot, "codecs": lambda _: cmd_codecs(), "decode": cmd_decode,
                 "leaderboard": cmd_leaderboard, "compare": cmd_compare, "report": cmd_report, "export": cmd_export,
-                "datasets": cmd_datasets}
+                "datasets": cmd_datasets, "history": cmd_history}
     if args.command not in commands:
         build_parser().print_help()
         return 1
@@ -906,4 +923,26 @@ def cmd_export(args) -> int:
         written = export_compressai(run_dir, args.out_dir)
     for path in written:
         print(path)
+    return 0
+
+
+def cmd_history(args) -> int:
+    import time
+
+    from benchmark.analysis import compare, history
+    from benchmark.analysis.plots import history_plots
+    from benchmark.run.integrity import atomic_write_bytes
+
+    start = time.perf_counter()
+    options = history.HistoryOptions(anchor_run=args.anchor_run, anchor_codec=args.anchor, codecs=args.codec,
+                                     metrics=args.metric or ["psnr"], since=args.since, resamples=args.bootstrap,
+                                     seed=args.seed, level=args.level, bd_method=args.bd_method,
+                                     tolerances=compare.parse_tolerances(args.tolerance))
+    result = history.build(args.runs, options)
+    print(history.render(result))
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "history.csv", result.table.to_csv(index=False).encode())
+    written = [out / "history.csv", *(p for p in history_plots(result.table, result.anchor, out) if p.suffix == ".png")]
+    print(f"Written: {', '.join(map(str, written))} (and SVG, PDF) in {time.perf_counter() - start:.1f} s")
     return 0

@@ -160,8 +160,9 @@ class SettingData:
         return {**out, **self._over_samples(lambda d: d._set_metrics(list(positions), counts))}
 
 
-def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingData]:
-    """Every (codec, setting label) of a run, with its per-image metrics and features."""
+def load_settings(run_dir: str | pathlib.Path, features: bool = True) -> dict[tuple[str, str], SettingData]:
+    """Every (codec, setting label) of a run, with its per-image metrics and (unless `features` is false, for
+    readers of per-image values alone) its stored features."""
     from benchmark.run import perceptual
 
     run_dir = pathlib.Path(run_dir)
@@ -171,8 +172,8 @@ def load_settings(run_dir: str | pathlib.Path) -> dict[tuple[str, str], SettingD
     if not len(images):
         return out
     ok = images[images.status == "ok"]
-    inception_ok = info.get("inception", {}).get("status") == "ok"
-    spaces = feature_stage.active(info)
+    inception_ok = features and info.get("inception", {}).get("status") == "ok"
+    spaces = feature_stage.active(info) if features else []
     shas = perceptual.image_shas(run_dir) if inception_ok or spaces else {}
     opts = info["config"].get("inception", {})
     references: dict = {}  # the originals' features by (space, image indices): read once for all sample sets
@@ -368,15 +369,25 @@ def intervals(run_dir: str | pathlib.Path, resamples: int = DEFAULT_RESAMPLES, s
     return table
 
 
-def cache_path(run_dir: pathlib.Path, options: str) -> pathlib.Path | None:
-    """Where a run's intervals are cached: the user's cache folder (XDG_CACHE_HOME, else ~/.cache), named by
-    the checksum of the run's summary, so a rewritten summary is never served stale intervals."""
+def summary_checksum(run_dir: pathlib.Path) -> str | None:
+    """The recorded sha256 of a run's summary: what a cache of numbers read from the run is keyed by, so a
+    rewritten summary is never served stale numbers; None for a run without one (older, or unfinished)."""
     try:
-        summary_checksum = checksum_path(run_dir / "summary.parquet").read_text().split()[0]
+        return checksum_path(pathlib.Path(run_dir) / "summary.parquet").read_text().split()[0]
     except (FileNotFoundError, IndexError):
-        return None  # a run without a checked summary (older, or unfinished): computed every time
+        return None
+
+
+def cache_folder(kind: str) -> pathlib.Path:
+    """The user's cache folder for `kind` (XDG_CACHE_HOME, else ~/.cache): never inside a run."""
     home = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache")
-    return home / "cmcbench" / "bootstrap" / f"ci-{summary_checksum[:24]}-{options}.parquet"
+    return home / "cmcbench" / kind
+
+
+def cache_path(run_dir: pathlib.Path, options: str) -> pathlib.Path | None:
+    """Where a run's intervals are cached, named by the checksum of the run's summary."""
+    checksum = summary_checksum(run_dir)
+    return None if checksum is None else cache_folder("bootstrap") / f"ci-{checksum[:24]}-{options}.parquet"
 
 
 def paired_difference(base: SettingData, new: SettingData, resamples: int = DEFAULT_RESAMPLES,

@@ -258,10 +258,13 @@ def _codec_curves(sets: dict, codec: str, ids: np.ndarray, positions: np.ndarray
 
 
 def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples: int, seed: int,
-                   level: float, noise=lambda codec, metric: float("nan"), bd_method: str = "akima") -> pd.DataFrame:
+                   level: float, noise=lambda codec, metric: float("nan"), bd_method: str = "akima",
+                   intervals: bool = True) -> pd.DataFrame:
     """Per codec and metric: BD-metric and BD-rate of NEW against BASE, with paired bootstrap intervals, by the
     interpolation `bd_method` (recorded in each row). `noise(codec, metric)`: the standard error seed noise alone
-    gives a change (stochastic decoders)."""
+    gives a change (stochastic decoders). With `intervals` false, a curve whose BD is within the allowance (so
+    "same" whatever its interval) gets none: the verdicts are the same, the resamples are spent only where
+    they decide."""
     from benchmark.analysis.curves import BD_METHODS, Curve, compare_curves, fit_error
 
     if bd_method not in BD_METHODS:
@@ -283,22 +286,41 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
             (bb, bv), (nb, nv) = base[metric], new[metric]
             if bb.shape[1] < 2 or nb.shape[1] < 2:
                 continue  # a curve needs two settings; single settings are compared as detail
+            tol = tolerance_for(tolerances, metric, float(np.mean(bv[0])))
+            fit = fit_error(Curve.from_points(codec, metric, bb[0], bv[0]),
+                            Curve.from_points(codec, metric, nb[0], nv[0]), bd_method)
             values = []
             for k in range(len(bb)):
+                if k == 1 and not intervals and _within_allowance(metric, values[0][0], tol, noise(codec, metric), fit):
+                    break
                 try:
                     result = compare_curves(Curve.from_points(codec, metric, bb[k], bv[k]),
                                             Curve.from_points(codec, metric, nb[k], nv[k]), bd_method)
                 except ValueError as exc:  # a degenerate resample (e.g. settings at the same rate)
                     result = {"bd_metric": np.nan, "bd_rate": np.nan, "note": str(exc)}
                 values.append((result["bd_metric"], result["bd_rate"], result["note"]))
-            tol = tolerance_for(tolerances, metric, float(np.mean(bv[0])))
-            fit = fit_error(Curve.from_points(codec, metric, bb[0], bv[0]),
-                            Curve.from_points(codec, metric, nb[0], nv[0]), bd_method)
-            out.append(_curve_verdict(codec, metric, values, tol, level, len(ids), resamples, noise(codec, metric),
-                                      fit, bd_method))
+            out.append(_curve_verdict(codec, metric, values, tol, level, len(ids), resamples if len(values) > 1 else 0,
+                                      noise(codec, metric), fit, bd_method))
+            if len(values) == 1 and resamples > 0:  # within the allowance: no interval was needed, none is claimed
+                out[-1]["note"] = values[0][2]
     columns = ["codec", "metric", "bd_metric", "low", "high", "bd_rate", "bd_rate_low", "bd_rate_high", "tolerance",
                "direction", "verdict", "significant", "n_images", "note", "fit_error", "bd_method", "why"]
     return pd.DataFrame(out, columns=columns)
+
+
+def _allowance(tol: float, noise: float, fit: tuple[float, str]) -> tuple[float, str]:
+    """What a change must exceed, and in words: the tolerance (or twice the seed noise, if larger) plus the
+    curve-fit error, the part of BD that fitting curves through a few points alone can produce (a codec moving
+    along its own curve)."""
+    which, base = max((("tolerance", tol), ("2 x seed noise", 2 * noise if noise == noise else 0.0)),
+                      key=lambda item: item[1])
+    fit_part = fit[0] if fit[0] == fit[0] else 0.0
+    words = f"the {which} {base:.3g}" + (f" plus the curve-fit error {fit_part:.3g} ({fit[1]})" if fit_part else "")
+    return base + fit_part, words
+
+
+def _within_allowance(metric: str, point: float, tol: float, noise: float, fit: tuple[float, str]) -> bool:
+    return bool(np.isfinite(point)) and abs(point) <= _allowance(tol, noise, fit)[0]
 
 
 def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: float, n: int,
@@ -337,13 +359,7 @@ def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: flo
     if noise == noise and abs(gain) <= 2 * noise:
         row["note"] = "; ".join(filter(None, [row["note"], f"within 2 x the seed noise ({noise:.3g}) of a stochastic "
                                                           "decoder's samples"]))
-    # What a change must exceed: the tolerance (or twice the seed noise, if larger) plus the curve-fit error, the
-    # part of BD that fitting curves through a few points alone can produce (a codec moving along its own curve)
-    which, base = max((("tolerance", tol), ("2 x seed noise", 2 * noise if noise == noise else 0.0)),
-                      key=lambda item: item[1])
-    fit_part = fit[0] if fit[0] == fit[0] else 0.0
-    allowed = base + fit_part
-    allowance = f"the {which} {base:.3g}" + (f" plus the curve-fit error {fit_part:.3g} ({fit[1]})" if fit_part else "")
+    allowed, allowance = _allowance(tol, noise, fit)
     interval = "" if np.isnan(row["low"]) else f"[{row['low']:+.3g}, {row['high']:+.3g}]"
     if abs(gain) <= allowed:
         row["verdict"] = "same"

@@ -15,6 +15,7 @@ import io
 import pathlib
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from benchmark.run.integrity import atomic_write_bytes
@@ -263,3 +264,59 @@ def _error_bars(ax, sub: pd.DataFrame, intervals: pd.DataFrame, metric: str) -> 
         ax.errorbar([row.bpp], [y], yerr=[[max(y - low, 0)], [max(high - y, 0)]], fmt="none",
                     ecolor=variant_style(row.codec, getattr(row, "codec_target", None))[0], elinewidth=1.0,
                     capsize=3, alpha=0.55, zorder=2)
+
+
+def history_plots(table: pd.DataFrame, anchor: str, out_dir: str | pathlib.Path, formats=FORMATS) -> list[pathlib.Path]:
+    """One figure per metric of a history (benchmark.analysis.history): each codec's BD-rate against the anchor
+    at each run, in commit order, with its interval; a commit whose change counts is ringed (red: worse, green:
+    better). The title says how many images the numbers rest on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sns.set_theme(style="whitegrid", context="notebook")
+    runs = list(dict.fromkeys(table.run_dir))  # a run's folder: copies of one run keep their run id
+    firsts = table.drop_duplicates("run_dir")
+    ticks = [f"{c[:7]}\n{d[:10]}" for c, d in zip(firsts.commit, firsts.date)]
+    written = []
+    for metric, rows in table.groupby("metric", sort=False):
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(runs) + 3), 4.2))
+        for codec, curve in rows.groupby("codec", sort=False):
+            colour = variant_style(codec)[0]
+            x = np.array([runs.index(r) for r in curve.run_dir])
+            y = curve.bd_rate.to_numpy(float)
+            low, high = curve.bd_rate_low.to_numpy(float), curve.bd_rate_high.to_numpy(float)
+            ax.plot(x, y, color=colour, marker="o", label=codec, zorder=3)
+            has = np.isfinite(low) & np.isfinite(high)
+            ax.errorbar(x[has], y[has], yerr=[np.maximum(y - low, 0)[has], np.maximum(high - y, 0)[has]], fmt="none",
+                        ecolor=colour, elinewidth=1.0, capsize=3, alpha=0.55, zorder=2)
+            for change, edge in (("worse", "crimson"), ("better", "forestgreen")):
+                hit = (curve.change == change).to_numpy()
+                if hit.any():
+                    ax.scatter(x[hit], y[hit], s=180, facecolors="none", edgecolors=edge, linewidths=1.6, zorder=4,
+                               label=f"{change} than the run before")
+        ax.axhline(0, color="0.4", linewidth=0.8)
+        ax.set_xticks(range(len(runs)), ticks, fontsize=7, rotation=90 if len(runs) > 12 else 0)
+        info = METRICS.get(metric)
+        n = rows.n_images.dropna()
+        images = f"{int(n.min())} images" if len(n) and n.min() == n.max() else \
+            (f"{int(n.min())}-{int(n.max())} images" if len(n) else "no images")
+        ax.set_ylabel(f"BD-rate % ({info.label if info else metric}); lower is better")
+        ax.set_title(f"{info.label if info else metric}: BD-rate against {anchor}\n{images} per point, "
+                     f"{len(runs)} runs in commit order", fontsize=10)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+        fig.tight_layout()
+        for fmt in formats:
+            path = out_dir / f"history_{metric}.{fmt}"
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt, dpi=150)
+            atomic_write_bytes(path, buffer.getvalue(), durable=False)
+            written.append(path)
+        plt.close(fig)
+    return written

@@ -1,0 +1,283 @@
+"""A model's quality across commits: runs of one dataset and protocol, ordered by the commit that produced
+them, each codec's BD-rate against a fixed anchor with its interval, and the commits where a change counts.
+
+The commit of a run is the one of the code under test: the git revision and commit date a codec defined
+outside cmcbench records in its versions (`source_git_sha`, `source_git_date`), else cmcbench's own
+(`git_sha`, `git_date`), else the run's creation time. The anchor is a run (the same codec in the anchor
+run: how far the model moved since then; default the oldest run) or a codec (jpeg in the same run: where
+the model stands against a fixed codec). A commit is marked where its curve differs from the previous
+run's under `compare`'s rule (beyond the tolerance plus the curve-fit error, with a paired bootstrap
+interval that excludes zero), so moving along one's own curve is not a change. Only summaries and stored
+per-image values are read (features too when a set metric such as FID is asked for).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import pathlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from benchmark.analysis import bootstrap, compare
+from benchmark.analysis.curves import BD_METHODS
+from benchmark.run.results import read_config
+from metrics import defaults, registry
+
+
+@dataclass
+class HistoryOptions:
+    anchor_run: str | None = None  # a run folder or run id; default the oldest run
+    anchor_codec: str | None = None  # a codec label in every run instead of an anchor run
+    codecs: list[str] = field(default_factory=list)  # only these codec labels (default: all)
+    metrics: list[str] = field(default_factory=lambda: ["psnr"])
+    since: str | None = None  # YYYY-MM-DD or a commit sha prefix: runs from then on
+    resamples: int = defaults.BOOTSTRAP_RESAMPLES
+    seed: int = defaults.BOOTSTRAP_SEED
+    level: float = defaults.BOOTSTRAP_LEVEL
+    bd_method: str = "akima"
+    tolerances: dict = field(default_factory=lambda: dict(compare.DEFAULT_TOLERANCES))
+
+
+@dataclass
+class RunPoint:
+    run_dir: pathlib.Path
+    run_id: str
+    commit: str  # the revision of the code under test ('unknown' outside git)
+    date: str  # its commit date (ISO 8601), else the run's creation time
+    info: dict = field(repr=False, default_factory=dict)
+
+
+@dataclass
+class History:
+    table: pd.DataFrame  # one row per (run, codec, metric)
+    anchor: str  # what BD is against, in words
+    notes: list[str] = field(default_factory=list)
+
+
+def find_runs(paths: list[str | pathlib.Path]) -> list[pathlib.Path]:
+    """Run folders: each path a run (it holds config.json) or a folder of runs."""
+    out = []
+    for p in map(pathlib.Path, paths):
+        if (p / "config.json").exists():
+            out.append(p)
+        elif p.is_dir():
+            found = sorted(c for c in p.iterdir() if (c / "config.json").exists())
+            if not found:
+                raise FileNotFoundError(f"{p} holds no cmcbench run (no */config.json).")
+            out += found
+        else:
+            raise FileNotFoundError(f"{p} is not a cmcbench run or a folder of runs.")
+    return list(dict.fromkeys(out))
+
+
+def commit_of(info: dict, codecs: list[str] | None = None) -> tuple[str, str]:
+    """(revision, date) of the code under test in a run (see the module's docstring)."""
+    sources = [(c["versions"].get("source_git_date") or "", c["versions"]["source_git_sha"])
+               for c in info.get("codecs", []) if "source_git_sha" in c.get("versions", {})
+               and (not codecs or c["label"] in codecs)]
+    if sources:
+        date, sha = max(sources)
+        return sha, date or info["created"]
+    return info.get("git_sha", "unknown"), info.get("git_date") or info["created"]
+
+
+def _when(text: str) -> dt.datetime:
+    when = dt.datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def ordered(run_dirs: list[pathlib.Path], codecs: list[str] | None = None) -> list[RunPoint]:
+    points = []
+    for run_dir in run_dirs:
+        info = read_config(run_dir)
+        commit, date = commit_of(info, codecs)
+        points.append(RunPoint(run_dir, info["run_id"], commit, date, info))
+    return sorted(points, key=lambda p: (_when(p.date), _when(p.info["created"]), p.run_id))
+
+
+def check_same_protocol(points: list[RunPoint]) -> None:
+    """One dataset, preprocessing and protocol, or one sentence naming the run that differs."""
+    def key(p):
+        d = p.info["dataset"]
+        return d["fingerprint"], d.get("preprocess"), p.info["config"].get("protocol")
+
+    first = points[0]
+    for p in points[1:]:
+        if key(p) != key(first):
+            d, f = p.info["dataset"], first.info["dataset"]
+            raise ValueError(f"{p.run_dir} is of other data or protocol ({d['name']}/{d['split']}, {d['n_images']} "
+                             f"images, preprocessing {d.get('preprocess')}) than {first.run_dir} ({f['name']}/"
+                             f"{f['split']}, {f['n_images']} images, preprocessing {f.get('preprocess')}): a history "
+                             "follows one dataset and protocol.")
+
+
+def _only(sets: dict, metrics: list[str], codecs: list[str]) -> dict:
+    """The settings of the chosen codecs, holding only bpp and the chosen metrics (so that resampling
+    computes nothing else)."""
+    keep = {"bpp", *metrics}
+    out = {}
+    for (codec, label), data in sets.items():
+        if codecs and codec not in codecs:
+            continue
+        slim = dataclasses.replace(data, per_image={k: v for k, v in data.per_image.items() if k in keep},
+                                   sample_sets=[_only({(codec, label): s}, metrics, [])[(codec, label)]
+                                                for s in data.sample_sets], _kernels=None)
+        if not keep & {"fid", "kid", "inception_score"}:
+            slim.pool = slim.logits = slim.ref_pool = None
+        slim.spaces = {k: v for k, v in slim.spaces.items()
+                       if any(m.column in keep for m in registry.in_space(k))}
+        out[(codec, label)] = slim
+    return out
+
+
+def _as_anchor(sets: dict, anchor_codec: str, codecs: set[str]) -> dict:
+    """The anchor codec's settings, filed under each codec's name (curve_verdicts pairs by codec)."""
+    return {(codec, label): data for (c, label), data in sets.items() if c == anchor_codec for codec in codecs}
+
+
+def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None) -> History:
+    options = options or HistoryOptions()
+    if options.bd_method not in BD_METHODS:
+        raise ValueError(f"BD method must be one of {', '.join(BD_METHODS)}, not {options.bd_method!r}.")
+    for m in options.metrics:
+        registry.get(m)
+    if options.anchor_run and options.anchor_codec:
+        raise ValueError("Give an anchor run or an anchor codec, not both.")
+    points = ordered(find_runs(paths), options.codecs)
+    if not points:
+        raise ValueError("No runs to follow.")
+    check_same_protocol(points)
+    anchor_point = points[0]
+    if options.anchor_run:
+        wanted = pathlib.Path(options.anchor_run)
+        matches = [p for p in points if p.run_dir.resolve() == wanted.resolve() or p.run_id == str(options.anchor_run)]
+        if not matches:
+            raise ValueError(f"Anchor run {options.anchor_run} is not among the runs given.")
+        anchor_point = matches[0]
+    if options.since:
+        since = options.since
+        if len(since) == 10 and since[4] == "-":
+            points = [p for p in points if _when(p.date) >= _when(since + "T00:00:00+00:00")]
+        else:
+            start = next((k for k, p in enumerate(points) if p.commit.startswith(since)), None)
+            if start is None:
+                raise ValueError(f"--since {since}: no run of a commit starting with {since} (or give a date "
+                                 "YYYY-MM-DD).")
+            points = points[start:]
+    need_features = any(registry.METRICS[m].kind == "set" for m in options.metrics)
+    cache: dict[pathlib.Path, dict] = {}
+
+    def sets_of(point: RunPoint, codecs: list[str] | None = None) -> dict:
+        """A run's settings (of the chosen codecs), each run read once."""
+        if point.run_dir not in cache:
+            cache[point.run_dir] = _only(bootstrap.load_settings(point.run_dir, features=need_features),
+                                         options.metrics, [])
+        chosen = options.codecs if codecs is None else codecs
+        return {k: v for k, v in cache[point.run_dir].items() if not chosen or k[0] in chosen}
+
+    def verdicts(base: dict, new: dict, intervals: bool = True) -> pd.DataFrame:
+        return compare.curve_verdicts(base, new, options.tolerances, options.resamples, options.seed, options.level,
+                                      bd_method=options.bd_method, intervals=intervals)
+
+    rows = []
+    previous = None
+    for point in points:
+        def against_anchor(point=point) -> pd.DataFrame:
+            sets = sets_of(point)
+            if not options.anchor_codec:
+                return verdicts(sets_of(anchor_point), sets)
+            if not sets_of(point, [options.anchor_codec]):
+                raise ValueError(f"Anchor codec {options.anchor_codec} is not in run {point.run_dir}.")
+            anchor_sets = _as_anchor(sets_of(point, [options.anchor_codec]), options.anchor_codec,
+                                     {c for c, _ in sets} - {options.anchor_codec})
+            return verdicts(anchor_sets, {k: v for k, v in sets.items() if k[0] != options.anchor_codec})
+
+        against = _cached("anchor", point if options.anchor_codec else anchor_point, point, options, against_anchor)
+        change = _cached("change", previous, point, options,
+                         lambda previous=previous, point=point: verdicts(sets_of(previous), sets_of(point), False)) \
+            if previous is not None else pd.DataFrame(columns=["codec", "metric", "verdict", "why", "bd_metric"])
+        for r in against.itertuples():
+            if r.metric not in options.metrics:
+                continue
+            c = change[(change.codec == r.codec) & (change.metric == r.metric)]
+            rows.append({"run_id": point.run_id, "run_dir": str(point.run_dir), "commit": point.commit,
+                         "date": point.date, "codec": r.codec, "metric": r.metric, "bd_rate": r.bd_rate,
+                         "bd_rate_low": r.bd_rate_low, "bd_rate_high": r.bd_rate_high, "bd_metric": r.bd_metric, "n_images": r.n_images,
+                         "change": c.verdict.iloc[0] if len(c) else ("first" if previous is None else "not compared"),
+                         "change_bd_metric": c.bd_metric.iloc[0] if len(c) else np.nan,
+                         "why": c.why.iloc[0] if len(c) else "", "bd_method": options.bd_method})
+        previous = point
+    table = pd.DataFrame(rows, columns=["run_id", "run_dir", "commit", "date", "codec", "metric", "bd_rate",
+                                        "bd_rate_low", "bd_rate_high", "bd_metric", "n_images", "change",
+                                        "change_bd_metric", "why", "bd_method"])
+    anchor = (f"codec {options.anchor_codec} in each run" if options.anchor_codec else
+              f"the same codec in run {anchor_point.run_id} (commit {anchor_point.commit[:12]})")
+    notes = [f"{len(points)} runs of {points[0].info['dataset']['name']}/{points[0].info['dataset']['split']} "
+             f"({points[0].info['dataset']['n_images']} images), ordered by commit date; BD-rate in % against "
+             f"{anchor} ({options.bd_method} interpolation), {options.resamples} paired resamples at "
+             f"{options.level:.0%}; a change is marked where compare's rule says the curve moved"]
+    return History(table, anchor, notes)
+
+
+def _cached(kind: str, base: RunPoint, new: RunPoint, options: HistoryOptions, compute) -> pd.DataFrame:
+    """compute(), or its result from an earlier history with the same options over the same two runs (keyed by
+    their summaries' checksums, so a rewritten run is computed again): each new commit's run costs its own
+    verdicts, not the whole history's. The runs' shards and summaries are checked either way."""
+    import hashlib
+    import json
+
+    import pyarrow as pa
+
+    from benchmark.run.integrity import problem
+    from benchmark.run.results import read_summary, shard_files, write_table
+
+    keys = [bootstrap.summary_checksum(p.run_dir) for p in (base, new)]
+    if None in keys:
+        return compute()
+    described = json.dumps([kind, keys, options.metrics, options.codecs, options.anchor_codec, options.resamples,
+                            options.seed, options.level, options.bd_method, sorted(options.tolerances.items())],
+                           default=str)
+    path = bootstrap.cache_folder("history") / f"{kind}-{hashlib.sha256(described.encode()).hexdigest()[:32]}.parquet"
+    if problem(path, strict=True) is None:
+        for p in (base, new):  # a damaged shard or summary is named before any number is shown
+            shard_files(p.run_dir)
+            read_summary(p.run_dir)
+        return pd.read_parquet(path)
+    table = compute()
+    try:
+        write_table(path, pa.Table.from_pandas(table.astype({"significant": object}) if "significant" in table
+                                               else table, preserve_index=False), key_parts=1)
+    except (OSError, pa.ArrowException):
+        pass  # a cache that cannot be written is only a slower next time
+    return table
+
+
+def significant(history: History) -> pd.DataFrame:
+    """The rows whose commit changed the codec's curve (better or worse) under compare's rule."""
+    return history.table[history.table.change.isin(["worse", "better"])]
+
+
+def render(history: History) -> str:
+    """The history as text: per codec and metric, one line per run."""
+    lines = [f"note: {n}" for n in history.notes]
+    table = history.table
+    for (codec, metric), rows in table.groupby(["codec", "metric"], sort=False):
+        lines.append(f"\n{codec} {metric}: BD-rate % against {history.anchor}")
+        shown = pd.DataFrame({
+            "date": [d[:19] for d in rows.date], "commit": [c[:12] for c in rows.commit], "run": rows.run_id,
+            "BD-rate % [interval]": ["–" if pd.isna(v) else f"{v:+.2f}" + ("" if pd.isna(lo) else
+                                                                             f" [{lo:+.2f}, {hi:+.2f}]")
+                                     for v, lo, hi in zip(rows.bd_rate, rows.bd_rate_low, rows.bd_rate_high)],
+            "n": rows.n_images.astype("Int64"),
+            "change": [("** " + v.upper() + " **") if v in ("worse", "better") else v for v in rows.change]})
+        lines.append(shown.to_string(index=False))
+        for r in rows[rows.change.isin(["worse", "better"])].itertuples():
+            lines.append(f"  {r.commit[:12]} ({r.run_id}): {r.why}")
+    marked = significant(history)
+    lines.append(f"\n{len(marked)} significant changes in {table.run_dir.nunique()} runs"
+                 + (": " + ", ".join(f"{r.commit[:12]} {r.codec} {r.metric} {r.change}" for r in marked.itertuples())
+                    if len(marked) else "."))
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""history: 30 runs of a model from 30 commits of its own git repository, one of which really regressed."""
+
+import importlib
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from benchmark.analysis import history
+from benchmark.cli import main
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.run.results import load_run
+from benchmark.run.runner import RunConfig, create_run, execute
+
+MODEL = '''"""A model under development: JPEG bits, and a decoder whose noise is this commit's."""
+import hashlib
+import io
+
+import numpy as np
+from PIL import Image
+
+from benchmark.codecs.codec import Codec
+
+SIGMA = {sigma}
+REVISION = "{revision}"
+
+
+class Model(Codec):
+    name = "model"
+    rate_parameter = "quality"
+    default_sweep = (20, 40, 60, 80)
+    defaults = {{}}
+
+    def encode(self, image, setting):
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="JPEG", quality=int(setting))
+        return buf.getvalue()
+
+    def decode(self, data):
+        with Image.open(io.BytesIO(data)) as im:
+            out = np.asarray(im.convert("RGB")).astype(np.float64)
+        rng = np.random.default_rng(int.from_bytes(hashlib.sha256(data).digest()[:8], "little"))
+        return np.clip(np.round(out + rng.normal(0, SIGMA, out.shape)), 0, 255).astype(np.uint8)
+'''
+COMMITS, REGRESSED = 30, 17
+
+
+@pytest.fixture(scope="module")
+def model_runs(tmp_path_factory):
+    """30 commits (the decoder gets noisier at commit 17 and stays so; the others change a comment), each run
+    once, in shuffled order, with its sweep shifted by 2 quality steps at every other commit."""
+    repo = tmp_path_factory.mktemp("model")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def git(*args, date=None):
+        extra = {"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date} if date else {}
+        return subprocess.run(["git", *args], cwd=repo, env={**env, **extra}, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    git("init", "-q")
+    shas = []
+    for k in range(COMMITS):
+        # the revision string grows with k, so the file's size differs at every commit (no stale bytecode)
+        (repo / "histmodel.py").write_text(MODEL.format(sigma=3.0 if k >= REGRESSED else 0.0, revision="r" * (k + 1)))
+        git("add", "-A")
+        git("commit", "-qm", f"commit {k}", date=f"2026-03-{1 + k:02d}T12:00:00+00:00")
+        shas.append(git("rev-parse", "HEAD"))
+    root = tmp_path_factory.mktemp("runs")
+    sys.path.insert(0, str(repo))
+    try:
+        for k in random.Random(0).sample(range(COMMITS), COMMITS):  # created out of commit order
+            git("checkout", "-q", shas[k])
+            sys.modules.pop("histmodel", None)
+            importlib.invalidate_caches()
+            sweep = "20,40,60,80" if k % 2 == 0 else "22,42,62,82"
+            config = RunConfig(dataset="sample:8", split="all", inception={"enabled": False}, caption_embedder="none",
+                               image_metrics={"ms_ssim": False, "lpips": "none"},
+                               codecs=[parse_codec_spec(f"histmodel:Model quality={sweep} label=model"),
+                                       parse_codec_spec("jpeg quality=20,50,80")])
+            execute(create_run(config, root, f"run-{k:02d}", progress=False), jobs=1, progress=False)
+    finally:
+        sys.path.remove(str(repo))
+        sys.modules.pop("histmodel", None)
+    return root, shas
+
+
+def test_history_marks_the_one_commit_that_regressed_and_no_other(model_runs, tmp_path, capsys):
+    root, shas = model_runs
+    images, _ = load_run(root / "run-05")
+    recorded = images[images.codec == "model"].codec_versions.map(lambda v: json.loads(v)["source_git_sha"])
+    assert set(recorded) == {shas[5]}  # each row says which commit of the model produced it
+    result = history.build([root], history.HistoryOptions(codecs=["model"], resamples=20))
+    table = result.table
+    assert list(table.commit) == shas  # ordered by commit date, not by when the runs were made
+    marked = history.significant(result)
+    assert list(marked.commit) == [shas[REGRESSED]] and list(marked.change) == ["worse"], marked[["commit", "why"]]
+    assert table.change.iloc[0] == "first" and (table.change.iloc[1:] != "not compared").all()
+    # Against the oldest run: about 0 before the regression, clearly more bits after it (lower PSNR at equal rate).
+    assert (table.bd_rate.iloc[:REGRESSED].abs() < 5).all() and (table.bd_rate.iloc[REGRESSED:] > 10).all()
+    assert (table.n_images == 8).all()
+    # Asked again, each pair of runs is read from the cache (keyed by their summaries): no verdict is recomputed.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(history.compare, "curve_verdicts", lambda *a, **k: pytest.fail("recomputed"))
+        again = history.build([root], history.HistoryOptions(codecs=["model"], resamples=20))
+    pd.testing.assert_frame_equal(again.table, table, check_dtype=False)
+    # The command line: the same verdicts, a table file and a plot; against JPEG in each run as the anchor.
+    assert main(["history", str(root), "--codec", "model", "--anchor", "jpeg", "--bootstrap", "20",
+                 "--out", str(tmp_path / "h")]) == 0
+    out = capsys.readouterr().out
+    assert f"1 significant changes in {COMMITS} runs: {shas[REGRESSED][:12]} model psnr worse" in out
+    assert "BD-rate % against codec jpeg in each run" in out
+    saved = pd.read_csv(tmp_path / "h" / "history.csv")
+    assert len(saved) == COMMITS and (saved.change == "worse").sum() == 1
+    assert (tmp_path / "h" / "history_psnr.png").stat().st_size > 10_000
+    # --since keeps the runs from that commit on.
+    since = history.build([root], history.HistoryOptions(codecs=["model"], resamples=0, since=shas[20][:10]))
+    assert list(since.table.commit) == shas[20:]
+
+
+def test_history_refuses_runs_of_other_data_in_one_sentence(model_runs, tmp_path):
+    root, _ = model_runs
+    config = RunConfig(dataset="sample:4", split="all", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec("jpeg quality=20,50")])
+    other = create_run(config, tmp_path, "other", progress=False)
+    with pytest.raises(ValueError, match="a history follows one dataset and protocol"):
+        history.build([root / "run-00", other])
