@@ -250,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", "-v", action="store_true",
                      help="show libraries' own progress bars, warnings and log messages (hidden by default)")
     run.add_argument("--allow-failures", action="store_true", help="exit 0 even if some rows failed")
+    run.add_argument("--track", action="append", default=[], metavar="TRACKER",
+                     help="also send the finished run to an experiment tracker (repeatable): mlflow[:URI] (default: a "
+                          "SQLite store in OUT/mlflow), tensorboard[:DIR] (default OUT/tensorboard/RUN), wandb[:PROJECT] "
+                          "(offline, files in OUT/wandb); each needs its extra, e.g. pip install -e '.[mlflow]'")
 
     plot = sub.add_parser("plot", help="draw R-D curves (PNG, SVG and PDF) of one or more runs")
     plot.add_argument("run_dirs", metavar="RUN_DIR", type=path, nargs="+",
@@ -349,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "the others' disagreement is part of the curve-fit error either way")
     bootstrap_options(comp)
 
+    track = sub.add_parser("track", help="send a finished run to MLflow, TensorBoard or W&B")
+    track.add_argument("run_dir", metavar="RUN_DIR", type=path)
+    track.add_argument("--to", action="append", required=True, metavar="TRACKER",
+                       help="mlflow[:URI], tensorboard[:DIR] or wandb[:PROJECT] (repeatable; defaults beside the run)")
+
     hist = sub.add_parser("history", help="a model's quality across commits: runs of one dataset in commit order, "
                                           "BD-rate against an anchor with intervals, the commits where it changed")
     hist.add_argument("runs", metavar="RUN_OR_DIR", nargs="+", type=path,
@@ -424,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         console.disable_progress()
     commands = {"run": cmd_run, "plot": cmd_plot, "codecs": lambda _: cmd_codecs(), "decode": cmd_decode,
                 "leaderboard": cmd_leaderboard, "compare": cmd_compare, "report": cmd_report, "export": cmd_export,
-                "datasets": cmd_datasets, "history": cmd_history}
+                "datasets": cmd_datasets, "history": cmd_history, "track": cmd_track}
     if args.command not in commands:
         build_parser().print_help()
         return 1
@@ -497,6 +506,10 @@ def _check_before_work(args) -> None:
     for name in args.add_metric:
         registry.get(name)
     _iqa_options(args)  # names and files checked before any work
+    from benchmark.analysis.trackers import parse_target
+
+    for target in args.track:
+        parse_target(target)  # a tracker that is not installed is told before any work
     if args.prdc_k < 1:
         raise ValueError(f"--prdc-k {args.prdc_k}: the neighbourhood size must be at least 1.")
     if args.caption_embedder not in (None, "auto", "none", ""):
@@ -681,6 +694,7 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     lines.append(f"Next:        python bench.py report {run_dir}   |   python bench.py leaderboard {run_dir}")
     lines.append(f"Rows:        {outcome.n_rows}, {outcome.n_failed} failed, {outcome.seconds:.1f} s")
     print("\n".join(lines))
+    tracked = _send_to_trackers(run_dir, args.track)
     if outcome.n_failed:
         print("Failed rows by codec and reason (the first image it failed on in brackets):")
         groups = sorted(outcome.failed_reasons.items(), key=lambda kv: (-kv[1][0], kv[0]))
@@ -691,7 +705,32 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
             print(f"  ... and {len(rest)} more reasons ({sum(c for _, (c, _) in rest)} rows): the status and error "
                   f"columns of {run_dir / 'images'} hold every row's")
         return 0 if args.allow_failures else EXIT_FAILED_ROWS
-    return 0
+    return 0 if tracked else 1
+
+
+def _send_to_trackers(run_dir: pathlib.Path, targets: list[str], results_root: pathlib.Path | None = None) -> bool:
+    """Each tracker in turn; a failure is one sentence (the run is safe on disk, and how to send it again)."""
+    from benchmark.analysis import trackers
+
+    ok = True
+    for text in targets:
+        try:
+            print(f"Tracked:     {trackers.send(run_dir, trackers.parse_target(text), results_root)}")
+        except Exception as exc:  # noqa: BLE001 - the run is finished; say what failed and how to retry
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"error: the run is finished in {run_dir}, but sending it to {text} failed: {detail}; send it again "
+                  f"with: python bench.py track {run_dir} --to {text}", file=sys.stderr)
+            ok = False
+    return ok
+
+
+def cmd_track(args) -> int:
+    from benchmark.analysis.trackers import parse_target
+
+    run_dir = _check_run(args.run_dir)
+    for text in args.to:
+        parse_target(text)
+    return 0 if _send_to_trackers(run_dir, args.to) else 1
 
 
 def _print_summary(run_dir: pathlib.Path) -> None:

@@ -103,6 +103,35 @@ class Reconstructor:
         return check_output(decoder.decode(data), original, type(decoder).exact_size)[0]
 
 
+def grid_image(run_dir: str | pathlib.Path, n_images: int = 2, anchor: str = "jpeg") -> np.ndarray | None:
+    """A small mosaic for trackers: one row per image (its original, then each codec at the setting closest
+    to the anchor's lowest rate on it), centre crops side by side; None when no image succeeded in every codec.
+    A tile that cannot be reproduced is left grey."""
+    run_dir = pathlib.Path(run_dir)
+    info = read_config(run_dir)
+    images, _ = load_run(run_dir)
+    if not len(images):
+        return None
+    generative = {c["label"] for c in info["codecs"] if not c.get("exact_size", True)}
+    grid = grid_choices(images, n_images, None, anchor, generative)
+    if not grid:
+        return None
+    recon = Reconstructor(run_dir, info)
+    rows = []
+    for item in grid:
+        original = recon.original(item["image_index"])
+        tiles = [centre_crop(original)]
+        for row in item["tiles"]:
+            try:
+                tiles.append(centre_crop(recon.reconstruction(row, original)))
+            except Exception:  # noqa: BLE001 - one tile fails, the grid goes on
+                tiles.append(np.full_like(tiles[0], 128))
+        side = min(min(t.shape[0] for t in tiles), min(t.shape[1] for t in tiles))
+        rows.append(np.concatenate([t[:side, :side] for t in tiles], axis=1))
+    width = min(r.shape[1] for r in rows)
+    return np.concatenate([r[:, :width] for r in rows], axis=0)
+
+
 def _tile_caption(row, metrics: list[str]) -> str:
     parts = [f"{row.codec} {row.rate_parameter} {row.setting_label}", f"{row.bpp:.4g} bpp"]
     for m in metrics:
