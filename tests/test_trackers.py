@@ -95,3 +95,15 @@ def test_a_missing_tracker_is_refused_before_any_work_in_one_sentence(tmp_path, 
     assert main(["track", str(tmp_path / "a"), "--to", f"tensorboard:{tmp_path / 'tb'}"]) == 0
     assert f"TensorBoard event files in {tmp_path / 'tb'}" in capsys.readouterr().out
     assert np.any([p.name.startswith("events.out") for p in (tmp_path / "tb").iterdir()])
+
+
+def test_a_run_without_trackers_imports_none_of_them(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from benchmark.cli import main; "
+            f"rc = main({[*RUN, '--out', str(tmp_path)]!r}); "
+            "loaded = sorted({'mlflow', 'wandb', 'tensorboard', 'dvc'} & {m.split('.')[0] for m in sys.modules}); "
+            "print(rc, loaded)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stdout + done.stderr
