@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("runs", metavar="RUN_OR_DIR", nargs="+", type=path,
                       help="runs, or folders of runs (e.g. results/), of one dataset and protocol")
     hist.add_argument("--anchor-run", metavar="RUN", help="BD-rate of each codec against the same codec in this run "
-                                                          "(folder or run id; default: the oldest run)")
+                                                          "(folder or run id; default: the oldest run shown)")
     hist.add_argument("--anchor", metavar="CODEC", help="BD-rate against this codec in each run instead (e.g. jpeg)")
     hist.add_argument("--codec", action="append", default=[], help="only these codec labels (repeatable)")
     hist.add_argument("--metric", action="append", help="metrics to follow (repeatable; default psnr)")

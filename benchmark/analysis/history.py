@@ -29,7 +29,7 @@ from metrics import defaults, registry
 
 @dataclass
 class HistoryOptions:
-    anchor_run: str | None = None  # a run folder or run id; default the oldest run
+    anchor_run: str | None = None  # a run folder or run id; default the oldest run shown (after `since`)
     anchor_codec: str | None = None  # a codec label in every run instead of an anchor run
     codecs: list[str] = field(default_factory=list)  # only these codec labels (default: all)
     metrics: list[str] = field(default_factory=lambda: ["psnr"])
@@ -150,7 +150,7 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
     if not points:
         raise ValueError("No runs to follow.")
     check_same_protocol(points)
-    anchor_point = points[0]
+    anchor_point = None
     if options.anchor_run:
         wanted = pathlib.Path(options.anchor_run)
         matches = [p for p in points if p.run_dir.resolve() == wanted.resolve() or p.run_id == str(options.anchor_run)]
@@ -167,6 +167,9 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
                 raise ValueError(f"--since {since}: no run of a commit starting with {since} (or give a date "
                                  "YYYY-MM-DD).")
             points = points[start:]
+    if not points:
+        raise ValueError(f"--since {options.since}: no run of a commit from then on.")
+    anchor_point = anchor_point or points[0]  # default: the oldest run shown
     need_features = any(registry.METRICS[m].kind == "set" for m in options.metrics)
     cache: dict[pathlib.Path, dict] = {}
 
