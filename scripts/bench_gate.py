@@ -1,10 +1,10 @@
 """How often `compare`'s gate is wrong: false alarms when a codec only moves along its own rate-quality curve,
 and misses of a real 0.2 dB loss (a decoder that adds noise at the same bits).
 
-For JPEG, WebP and AVIF on three datasets (256 x 256 centre crops of the Kodak images, the 24 Kodak images, the
-sample set), each codec runs once over every quality within 5 steps of a base sweep (20, 40, 60, 80), and once
-more with a decoder that adds Gaussian noise, its sigma set so that PSNR drops by 0.2 dB on average over the base
-sweep. Each trial shifts each base quality by a random 1 to 5 steps (either way) and asks compare's curve verdicts
+For JPEG, WebP and AVIF on five datasets (128, 256 and 512 px centre crops of the Kodak images, the 24 Kodak
+images, the sample set), each codec runs once over every quality within 5 steps of a base sweep (20, 40, 60,
+80), and once more with a decoder that adds Gaussian noise, its sigma set so that PSNR drops by 0.2 dB on
+average over the base sweep. Each trial shifts each base quality by a random 1 to 5 steps (either way) and asks compare's curve verdicts
 (`benchmark.analysis.compare.curve_verdicts`, default tolerances, 200 paired resamples) two questions: plain
 shifted against plain base (any 'worse' is a false alarm) and noisy shifted against plain base (PSNR 'worse' is a
 detection). Prints both rates per dataset and codec and over all; issue 28 asks for at most 5% and at least 95%.
@@ -93,14 +93,14 @@ def _renamed(sets: dict, qualities) -> dict:
     return {("c", str(q)): sets[key] for q in qualities for key in sets if key[1] == str(q)}
 
 
-def _crops(kodak: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+def _crops(kodak: pathlib.Path, out: pathlib.Path, side: int = 256) -> pathlib.Path:
     from PIL import Image
 
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(kodak.glob("*.png")):
         im = Image.open(path).convert("RGB")
         w, h = im.size
-        im.crop(((w - 256) // 2, (h - 256) // 2, (w + 256) // 2, (h + 256) // 2)).save(out / path.name)
+        im.crop(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2)).save(out / path.name)
     return out
 
 
@@ -110,7 +110,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--datasets", default="kodak-crops,kodak,sample")
+    parser.add_argument("--datasets", default="kodak-crops-128,kodak-crops-256,kodak-crops-512,kodak,sample",
+                        help="kodak-crops-N (centre crops N px a side of the Kodak images), kodak, sample")
     parser.add_argument("--codecs", default=",".join(CODECS))
     args = parser.parse_args()
     kodak, _ = image_folder(args.kodak)
@@ -121,9 +122,13 @@ def main() -> None:
     grid = sorted({q + d for q in BASE for d in (0, *SHIFTS)})
     with tempfile.TemporaryDirectory(prefix="cmcbench-gate-") as tmp:
         tmp = pathlib.Path(tmp)
-        datasets = {"kodak-crops": str(_crops(kodak, tmp / "crops")), "kodak": str(kodak), "sample": "sample"}
+        datasets = {"kodak": str(kodak), "sample": "sample"}
+        for name in args.datasets.split(","):
+            if name.startswith("kodak-crops-"):
+                side = int(name.rsplit("-", 1)[1])
+                datasets[name] = str(_crops(kodak, tmp / f"crops-{side}", side))
         totals = np.zeros(4, int)  # false alarms, trials, detections, trials
-        print(f"{'dataset':<12} {'codec':<5} {'sigma':>6} {'false alarms':>13} {'detected':>9}  seconds")
+        print(f"{'dataset':<16} {'codec':<5} {'sigma':>6} {'false alarms':>13} {'detected':>9}  seconds")
         for name in args.datasets.split(","):
             for codec in args.codecs.split(","):
                 t0 = time.perf_counter()
@@ -145,7 +150,7 @@ def main() -> None:
                                            200, 0, 0.95)
                     detections += bool(((lossy.metric == "psnr") & (lossy.verdict == "worse")).any())
                 totals += (alarms, args.trials, detections, args.trials)
-                print(f"{name:<12} {codec:<5} {sigma:6.3f} {alarms:>6}/{args.trials:<6} {detections:>4}/{args.trials:<4}"
+                print(f"{name:<16} {codec:<5} {sigma:6.3f} {alarms:>6}/{args.trials:<6} {detections:>4}/{args.trials:<4}"
                       f"  {time.perf_counter() - t0:6.1f}", flush=True)
     print(f"false-alarm rate {totals[0] / totals[1]:.1%} ({totals[0]}/{totals[1]}; target at most 5%), "
           f"detection rate {totals[2] / totals[3]:.1%} ({totals[2]}/{totals[3]}; target at least 95%) "
