@@ -284,7 +284,7 @@ def history_plots(table: pd.DataFrame, anchor: str, out_dir: str | pathlib.Path,
     ticks = [f"{c[:7]}\n{d[:10]}" for c, d in zip(firsts.commit, firsts.date)]
     written = []
     for metric, rows in table.groupby("metric", sort=False):
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(runs) + 3), 4.2))
+        fig, ax = plt.subplots(figsize=(min(max(6.0, 0.45 * len(runs) + 3), 16.0), 4.2))
         for codec, curve in rows.groupby("codec", sort=False):
             colour = variant_style(codec)[0]
             x = np.array([runs.index(r) for r in curve.run_dir])
@@ -300,7 +300,10 @@ def history_plots(table: pd.DataFrame, anchor: str, out_dir: str | pathlib.Path,
                     ax.scatter(x[hit], y[hit], s=180, facecolors="none", edgecolors=edge, linewidths=1.6, zorder=4,
                                label=f"{change} than the run before")
         ax.axhline(0, color="0.4", linewidth=0.8)
-        ax.set_xticks(range(len(runs)), ticks, fontsize=7, rotation=90 if len(runs) > 12 else 0)
+        every = max(1, -(-len(runs) // 30))  # at most about 30 commit labels; marked commits always labelled
+        marked = {runs.index(r) for r in rows[rows.change.isin(["worse", "better"])].run_dir}
+        shown = sorted(set(range(0, len(runs), every)) | marked)
+        ax.set_xticks(shown, [ticks[k] for k in shown], fontsize=7, rotation=90 if len(shown) > 12 else 0)
         info = METRICS.get(metric)
         n = rows.n_images.dropna()
         images = f"{int(n.min())} images" if len(n) and n.min() == n.max() else \
