@@ -225,3 +225,62 @@ def test_ray_kills_a_task_hung_in_native_code(local_ray, tmp_path, natural_image
     assert set(failed.image_id) == {"img1.png"} and len(failed) == 2
     assert failed.error.str.startswith("decode timed out after 1 s (stuck in native code").all()
     assert outcome.n_failed == 2
+
+
+def test_on_ray_no_more_than_the_bound_of_images_is_pending_and_rows_are_unchanged(local_ray, tmp_path, monkeypatch,
+                                                                                  random_inception_weights):
+    """The driver admits a Ray task only while the images waiting for the (slowed-down) Inception stage plus those
+    of the tasks out stay within --max-pending: counted here from Ray's submissions and the written results."""
+    from benchmark.run import ray_executor
+    from benchmark.run.backlog import carried_at_most
+    from metrics.inception import InceptionExtractor
+
+    seen = {"pending": 0, "most": 0}
+    real_remote, call = ray.remote, InceptionExtractor.__call__
+
+    def counting_remote(*args, **kwargs):
+        def wrap(fn):
+            remote_fn = real_remote(*args, **kwargs)(fn)
+
+            class Counted:
+                def options(self, **options):
+                    submit = remote_fn.options(**options).remote
+
+                    class Submit:
+                        @staticmethod
+                        def remote(info, dataset, run_dir, task, *rest):
+                            seen["pending"] += carried_at_most(task, 2)
+                            seen["most"] = max(seen["most"], seen["pending"])
+                            return submit(info, dataset, run_dir, task, *rest)
+                    return Submit()
+            return Counted()
+        return wrap
+
+    def slow_call(extractor, images):
+        time.sleep(0.2)  # Ray's workers finish tasks much faster than this stage takes them
+        return call(extractor, images)
+
+    def written(result):
+        seen["pending"] -= carried_at_most(result.task, 2)
+
+    monkeypatch.setattr(ray_executor, "REMOTE_EXTRACTOR", "never")  # Inception in the driver, slowed down
+    make = lambda: RunConfig(  # noqa: E731
+        dataset="sample:24", codecs=[parse_codec_spec("jpeg quality=10,90")], chunk_size=1, caption_embedder="none",
+        image_metrics={"ms_ssim": False, "lpips": "none"},
+        inception={"enabled": True, "weights": str(random_inception_weights), "device": "cpu", "batch_size": 8,
+                   "isc_splits": 4, "kid_subsets": 10, "kid_subset_size": 4, "seed": 2020, "patch_fid": False})
+    bound = 9  # three tasks of one image: its original and two reconstructions each
+    with monkeypatch.context() as m:
+        m.setattr(ray, "remote", counting_remote)
+        m.setattr(InceptionExtractor, "__call__", slow_call)
+        run_dir = create_run(make(), tmp_path / "bounded", "run", progress=False)
+        stats = {}
+        execute(run_dir, jobs=2, progress=False, executor="ray", stats=stats, max_pending=bound, on_result=written)
+    assert stats["max_pending"] == bound and stats["peak_pending"] <= bound
+    assert 6 < seen["most"] <= bound and seen["pending"] == 0
+    free = create_run(make(), tmp_path / "free", "run", progress=False)
+    execute(free, jobs=2, progress=False, executor="local")
+    (rows, summary), (free_rows, free_summary) = load_run(run_dir), load_run(free)
+    key = ["codec", "setting_index", "image_index"]
+    _same_rows(rows.sort_values(key), free_rows.sort_values(key))
+    _same_summary(summary, free_summary)
