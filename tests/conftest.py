@@ -35,13 +35,18 @@ REAL_HUB_DOWNLOAD = __import__("metrics.download", fromlist=["hub_download"]).hu
 
 @pytest.fixture(autouse=True)
 def hermetic(tmp_path_factory, monkeypatch):
-    """No test touches the network or the user's caches: temporary torch and Hugging Face homes, offline
-    flags (inherited by every subprocess a test starts), no weight paths from the user's environment."""
+    """No test touches the network or the user's caches and configuration: temporary torch, Hugging Face and
+    trackers' homes, offline and no-telemetry flags (inherited by every subprocess a test starts), no weight
+    paths from the user's environment."""
     home = tmp_path_factory.mktemp("home")
-    for var in ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME", "SENTENCE_TRANSFORMERS_HOME"):
+    for var in ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+                "SENTENCE_TRANSFORMERS_HOME", "WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(var, str(home / var.lower()))
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "CMCBENCH_OFFLINE"):
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "CMCBENCH_OFFLINE", "DO_NOT_TRACK",
+                "DVC_NO_ANALYTICS"):
         monkeypatch.setenv(var, "1")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow 3 reports usage unless told not to
+    monkeypatch.setenv("WANDB_MODE", "offline")
     for var in ("CMCBENCH_INCEPTION_WEIGHTS", "CMCBENCH_INCEPTION_SHA256", "CMCBENCH_LPIPS_WEIGHTS"):
         monkeypatch.delenv(var, raising=False)
     if FAKE_DOWNLOADS:

@@ -17,10 +17,12 @@ RUN = ["run", "--dataset", "sample:4", "--split", "all", "--metrics", "none", "-
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WANDB_DIR", str(root))
-        mp.setenv("WANDB_CONFIG_DIR", str(root / "wandb-config"))
-        mp.setenv("WANDB_CACHE_DIR", str(root / "wandb-cache"))
+    with pytest.MonkeyPatch.context() as mp:  # module-scoped: the hermetic fixture's settings, for the trackers
+        for var in ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR",
+                    "WANDB_DATA_DIR"):
+            mp.setenv(var, str(root / "home" / var.lower()))
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        mp.setenv("DO_NOT_TRACK", "1")
         assert main([*RUN, "--out", str(root), "--track", "mlflow", "--track", "tensorboard", "--track", "wandb"]) == 0
     return root
 
