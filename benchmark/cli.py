@@ -708,14 +708,14 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     return 0 if tracked else 1
 
 
-def _send_to_trackers(run_dir: pathlib.Path, targets: list[str], results_root: pathlib.Path | None = None) -> bool:
+def _send_to_trackers(run_dir: pathlib.Path, targets: list[str]) -> bool:
     """Each tracker in turn; a failure is one sentence (the run is safe on disk, and how to send it again)."""
     from benchmark.analysis import trackers
 
     ok = True
     for text in targets:
         try:
-            print(f"Tracked:     {trackers.send(run_dir, trackers.parse_target(text), results_root)}")
+            print(f"Tracked:     {trackers.send(run_dir, trackers.parse_target(text))}")
         except Exception as exc:  # noqa: BLE001 - the run is finished; say what failed and how to retry
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(f"error: the run is finished in {run_dir}, but sending it to {text} failed: {detail}; send it again "

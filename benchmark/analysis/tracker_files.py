@@ -17,9 +17,9 @@ import pathlib
 import pandas as pd
 
 from benchmark.analysis.curves import Curve, compare_curves
+from benchmark.analysis.leaderboard import pick_anchor, table_metrics
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.results import load_run, read_config
-from metrics import registry
 
 METRICS_JSON = "metrics.json"
 RD_CSV = "rd.csv"
@@ -27,7 +27,7 @@ RD_CSV = "rd.csv"
 
 def metric_columns(summary: pd.DataFrame) -> list[str]:
     """bpp and every quality metric the run has a value of, in registry order."""
-    return ["bpp"] + [m for m in registry.quality_metrics() if m in summary and summary[m].notna().any()]
+    return ["bpp"] + table_metrics(summary)
 
 
 def setting_key(codec: str, rate_parameter: str | None, setting_label) -> str:
@@ -56,16 +56,11 @@ def bd_rates(summary: pd.DataFrame, anchor: str, bd_method: str = "akima") -> di
     if anchor not in set(summary.codec):
         return out
     for metric in metric_columns(summary)[1:]:
-        curves = {}
-        for codec, rows in summary.groupby("codec", sort=False):
-            rows = rows.dropna(subset=["bpp", metric])
-            if len(rows):
-                curves[codec] = Curve.from_points(codec, metric, rows.bpp.to_numpy(float), rows[metric].to_numpy(float))
-        if anchor not in curves:
-            continue
-        for codec, curve in curves.items():
-            if codec != anchor:
-                result = compare_curves(curves[anchor], curve, bd_method)
+        anchor_curve = Curve.from_summary(summary, anchor, metric)
+        for codec in dict.fromkeys(summary.codec):
+            curve = Curve.from_summary(summary, codec, metric)
+            if codec != anchor and len(anchor_curve) and len(curve):  # both measured this metric (as the leaderboard)
+                result = compare_curves(anchor_curve, curve, bd_method)
                 out[f"bd_rate/{metric}/{codec}@{anchor}"] = result["bd_rate"] if math.isfinite(result["bd_rate"]) \
                     else (result["note"] or "BD-rate undefined")
     return out
@@ -89,8 +84,7 @@ def flat_metrics(info: dict, summary: pd.DataFrame, anchor: str | None = None, b
                 doc[f"{m}@{key}"] = value
             else:
                 unavailable[f"{m}@{key}"] = "no image of this setting has a value"
-    codecs = list(dict.fromkeys(table.codec))
-    anchor = anchor or ("jpeg" if "jpeg" in codecs else codecs[0] if codecs else None)
+    anchor = pick_anchor(summary, anchor) if len(summary) else None  # the leaderboard's choice: jpeg by default
     if anchor:
         doc["bd_anchor"], doc["bd_method"] = anchor, bd_method
         for key, value in bd_rates(summary, anchor, bd_method).items():

@@ -21,10 +21,9 @@ import numpy as np
 from benchmark.analysis import tracker_files
 from benchmark.run.results import load_run, read_config
 
-# kind -> (module that must import, the extra that installs it, what the default place is)
-TRACKERS = {"mlflow": ("mlflow", "mlflow", "a SQLite store in RESULTS/mlflow"),
-            "tensorboard": ("torch.utils.tensorboard", "tensorboard", "event files in RESULTS/tensorboard"),
-            "wandb": ("wandb", "wandb", "W&B's offline mode, files in RESULTS/wandb")}
+# kind -> (module that must import, the extra that installs it)
+TRACKERS = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("torch.utils.tensorboard", "tensorboard"),
+            "wandb": ("wandb", "wandb")}
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ def parse_target(text: str) -> Target:
     kind, _, where = text.partition(":")
     if kind not in TRACKERS:
         raise ValueError(f"--track {text}: use mlflow[:URI], tensorboard[:DIR] or wandb[:PROJECT].")
-    module, extra, _ = TRACKERS[kind]
+    module, extra = TRACKERS[kind]
     if not _importable(module):
         raise ValueError(f"--track {kind} needs {module}, which is not installed: pip install -e '.[{extra}]'.")
     return Target(kind, where or None)
@@ -67,8 +66,7 @@ def flat_params(config: dict, prefix: str = "") -> dict[str, str]:
 
 def numbers(doc: dict) -> dict[str, float]:
     """The numeric entries of metrics.json (identities and notes are params or tags, not metrics)."""
-    return {k: float(v) for k, v in doc.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and k != "n_images"} | {"n_images": float(doc["n_images"])}
+    return {k: float(v) for k, v in doc.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def mlflow_name(key: str) -> str:
@@ -111,10 +109,11 @@ def gather(run_dir: pathlib.Path, scratch: pathlib.Path, grid_images: int = 2) -
                    [pathlib.Path(f) for f in figures], grid, tags)
 
 
-def send(run_dir: str | pathlib.Path, target: Target, results_root: str | pathlib.Path | None = None) -> str:
-    """Send a finished run; returns where it went, in words."""
+def send(run_dir: str | pathlib.Path, target: Target) -> str:
+    """Send a finished run; returns where it went, in words. Default places are beside the run (its results
+    folder)."""
     run_dir = pathlib.Path(run_dir)
-    root = pathlib.Path(results_root) if results_root else run_dir.parent
+    root = run_dir.parent
     with tempfile.TemporaryDirectory(prefix="cmcbench-track-") as scratch:
         payload = gather(run_dir, pathlib.Path(scratch))
         return {"mlflow": to_mlflow, "tensorboard": to_tensorboard, "wandb": to_wandb}[target.kind](
