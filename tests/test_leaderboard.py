@@ -1,5 +1,6 @@
 """Curves, BD, bootstrap intervals, leaderboards, compare and report, on result tables with known answers."""
 
+import contextlib
 import json
 import math
 
@@ -99,6 +100,47 @@ def noisy_runs(tmp_path_factory, random_inception_weights):
     return runs
 
 
+def test_the_bootstrap_reads_one_settings_features_at_a_time(noisy_runs, monkeypatch):
+    """A run's settings read their stored features when a computation needs them and drop them after, so the
+    bootstrap (and compare) hold one setting's at a time however many a run has; the resamples are the same
+    numbers as with every setting's features in memory from the start."""
+    from benchmark.analysis import compare
+
+    read = bootstrap.load_settings
+    loaded: list[dict] = []
+    monkeypatch.setattr(bootstrap, "load_settings", lambda *a, **k: loaded.append(read(*a, **k)) or loaded[-1])
+    peak = []
+    set_metrics = bootstrap.SettingData._set_metrics
+
+    def counting(self, *a):
+        peak.append(sum(d.pool is not None for sets in loaded for d in sets.values()))
+        return set_metrics(self, *a)
+
+    monkeypatch.setattr(bootstrap.SettingData, "_set_metrics", counting)
+    lazy = bootstrap.run_resamples(noisy_runs["base"], 20, seed=3)
+    assert len(lazy.settings) == 5 and peak and max(peak) == 1
+    assert all(d.pool is None for d in loaded[0].values())  # nothing left behind
+    peak.clear()
+    compare.compare_runs(noisy_runs["base"], noisy_runs["worse"], resamples=10)
+    assert len(loaded) == 3 and peak and max(peak) <= 1  # it computes on copies of the shared images
+
+    eager = read(noisy_runs["base"])
+    loaded[:] = [eager]
+    monkeypatch.setattr(bootstrap, "load_settings", lambda *a, **k: eager)
+    bootstrap._RESAMPLES_CACHE.clear()
+    peak.clear()
+    with contextlib.ExitStack() as stack:
+        for data in eager.values():
+            stack.enter_context(data.held())
+        held = bootstrap.run_resamples(noisy_runs["base"], 20, seed=3)
+    assert max(peak) == 5  # the count sees settings held together
+    assert lazy.values.keys() == held.values.keys()
+    for key, values in lazy.values.items():
+        assert values.keys() == held.values[key].keys() and "fid" in values
+        for metric in values:
+            np.testing.assert_array_equal(values[metric], held.values[key][metric])
+
+
 def test_bootstrap_intervals_are_seeded_and_bracket_the_estimates(noisy_runs):
     run = noisy_runs["base"]
     ci = bootstrap.intervals(run, resamples=50, seed=1, use_cache=False)
@@ -119,7 +161,10 @@ def test_bootstrap_intervals_are_seeded_and_bracket_the_estimates(noisy_runs):
 
     data = bootstrap.load_settings(run)[("noisy", "1")]
     fid_identity = data.evaluate(np.arange(len(data.image_ids))[None])["fid"][0]
-    assert fid_identity == fid(data.pool, data.ref_pool)
+    assert data.pool is None  # read when a computation needs them, dropped after
+    with data.held():
+        assert fid_identity == fid(data.pool, data.ref_pool)
+    assert data.pool is None and data.ref_pool is None
     summary_fid = float(summary[(summary.codec == "noisy") & (summary.setting_index == 0)].fid.iloc[0])
     assert fid_identity == pytest.approx(summary_fid, rel=1e-9)
 

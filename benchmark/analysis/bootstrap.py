@@ -9,13 +9,20 @@ each resample's set metrics are the mean of the K sample sets' on the same drawn
 are the mean over the K sets. Seeded: the same run, resample count
 and seed always give the same intervals. Comparing two runs resamples the images they
 share, the same draw for both, so the interval is that of the paired difference.
+
+A run's settings are read without their features (a setting's Inception features at 30,000 images are about
+370 MB); each setting reads its own when a computation needs them and drops them after, so memory holds one
+or two settings' features however many settings a run has.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import zlib
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,20 +61,44 @@ class SettingData:
     # A stochastic decoder's K samples: each sample's set (its features only); set metrics are their mean
     sample_sets: list["SettingData"] = field(default_factory=list)
     _kernels: tuple | None = field(default=None, repr=False)
+    # Reads the stored features into this setting (its feature spaces limited to `wanted`, None for all) when a
+    # computation needs them; None where they were given (an in-memory set, a subset).
+    reader: Callable[["SettingData"], None] | None = field(default=None, repr=False)
+    wanted: frozenset[str] | None = None  # "inception" and feature space names
+    _holds: int = field(default=0, init=False, repr=False)
+
+    @contextmanager
+    def held(self):
+        """This setting's features (and its samples') in memory for the block: read from the run on entry
+        where they were not, dropped on leaving the outermost block that read them."""
+        if self.reader is not None and not self._holds:
+            self.reader(self)
+        self._holds += 1
+        try:
+            with _all_held(self.sample_sets):
+                yield self
+        finally:
+            self._holds -= 1
+            if self.reader is not None and not self._holds:
+                self.pool = self.logits = self.ref_pool = self._kernels = None
+                self.spaces = {}
 
     def subset(self, ids: np.ndarray) -> "SettingData":
+        """The setting on `ids` alone, its features copied into memory (it reads nothing later)."""
         pos = np.searchsorted(self.image_ids, ids)
         take = (lambda a: None if a is None else a[pos])  # noqa: E731
-        return SettingData(self.codec, self.setting_index, self.setting_label, self.image_ids[pos],
-                           {k: v[pos] for k, v in self.per_image.items()}, take(self.pool), take(self.logits),
-                           take(self.ref_pool), self.options,
-                           {k: (f[pos], r[pos]) for k, (f, r) in self.spaces.items()},
-                           [d.subset(ids) for d in self.sample_sets])
+        with self.held():
+            return SettingData(self.codec, self.setting_index, self.setting_label, self.image_ids[pos],
+                               {k: v[pos] for k, v in self.per_image.items()}, take(self.pool), take(self.logits),
+                               take(self.ref_pool), self.options,
+                               {k: (f[pos], r[pos]) for k, (f, r) in self.spaces.items()},
+                               [d.subset(ids) for d in self.sample_sets])
 
     def metric_names(self) -> list[str]:
         names = [m for m in MEAN_METRICS if m in self.per_image and not np.all(np.isnan(self.per_image[m]))]
         sets = self.sample_sets or [self]
-        return names + [m for m in sets[0]._set_names() if all(m in d._set_names() for d in sets[1:])]
+        with self.held():
+            return names + [m for m in sets[0]._set_names() if all(m in d._set_names() for d in sets[1:])]
 
     def _set_names(self) -> list[str]:
         names = []
@@ -91,7 +122,10 @@ class SettingData:
     def evaluate_counts(self, counts: np.ndarray) -> dict[str, np.ndarray]:
         """Each metric on each resample given as counts (B x n: how often each of this setting's images is
         drawn), so resamples of a run's images can hold this setting's images a varying number of times."""
-        counts = np.asarray(counts)
+        with self.held():
+            return self._evaluate_counts(np.asarray(counts))
+
+    def _evaluate_counts(self, counts: np.ndarray) -> dict[str, np.ndarray]:
         w = counts.astype(np.float64)
         out = {}
         for name in self.metric_names():
@@ -151,6 +185,10 @@ class SettingData:
 
         FID is the summary's own function; KID is the duplicate-aware unbiased MMD^2 over the whole resample
         (from Gram matrices computed once); IS is recomputed from the resampled logits."""
+        with self.held():
+            return self._evaluate(positions)
+
+    def _evaluate(self, positions: np.ndarray) -> dict[str, np.ndarray]:
         out = {}
         for name in self.metric_names():
             if name in self.per_image:
@@ -160,9 +198,20 @@ class SettingData:
         return {**out, **self._over_samples(lambda d: d._set_metrics(list(positions), counts))}
 
 
+@contextmanager
+def _all_held(sets: list[SettingData]):
+    """Each of `sets` held for the block (a stochastic decoder's sample sets are read together)."""
+    if not sets:
+        yield
+        return
+    with sets[0].held(), _all_held(sets[1:]):
+        yield
+
+
 def load_settings(run_dir: str | pathlib.Path, features: bool = True) -> dict[tuple[str, str], SettingData]:
     """Every (codec, setting label) of a run, with its per-image metrics and (unless `features` is false, for
-    readers of per-image values alone) its stored features."""
+    readers of per-image values alone) a reader of its stored features: they are read when a computation
+    needs them (`SettingData.held`), one setting at a time, never all of a run's at once."""
     from benchmark.run import perceptual
 
     run_dir = pathlib.Path(run_dir)
@@ -176,25 +225,32 @@ def load_settings(run_dir: str | pathlib.Path, features: bool = True) -> dict[tu
     spaces = feature_stage.active(info) if features else []
     shas = perceptual.image_shas(run_dir) if inception_ok or spaces else {}
     opts = info["config"].get("inception", {})
-    references: dict = {}  # the originals' features by (space, image indices): read once for all sample sets
+    # The originals' features of the last image list read, per space: settings of the same images (and a
+    # stochastic decoder's sample sets) share one copy, and at most one copy per space stays in memory.
+    references: dict = {}
 
     def attach(data: SettingData, rows: pd.DataFrame, codec: str, s: int, sample: int) -> None:
         """The stored features of one setting's (one sample's) reconstructions and their originals."""
-        stored = [("inception", perceptual.setting_features(run_dir, codec, s, sample=sample))] if inception_ok else []
-        stored += [(space.name, feature_stage.setting_features(run_dir, space, codec, s, sample)) for space in spaces]
+        wanted = (lambda space: data.wanted is None or space in data.wanted)  # noqa: E731
+        stored = [("inception", perceptual.setting_features(run_dir, codec, s, sample=sample))] \
+            if inception_ok and wanted("inception") else []
+        stored += [(space.name, feature_stage.setting_features(run_dir, space, codec, s, sample))
+                   for space in spaces if wanted(space.name)]
         for space, found in stored:
             aligned = _aligned(found[0], rows, data.image_ids) if found is not None else None
             if aligned is None:
                 continue
-            key = (space, tuple(aligned[1]))
-            if key not in references:
-                references[key] = perceptual.reference_features(run_dir, info, shas, aligned[1]) \
-                    if space == "inception" else \
-                    feature_stage.reference_features(run_dir, info, registry.SPACES[space], shas, aligned[1])
+            key = tuple(aligned[1])
+            if references.get(space, (None,))[0] != key:
+                references[space] = (key, perceptual.reference_features(run_dir, info, shas, aligned[1])
+                                     if space == "inception" else
+                                     feature_stage.reference_features(run_dir, info, registry.SPACES[space], shas,
+                                                                      aligned[1]))
+            reference = references[space][1]
             if space == "inception":
-                data.pool, data.logits, data.ref_pool = found[1][aligned[0]], found[2][aligned[0]], references[key]
+                data.pool, data.logits, data.ref_pool = found[1][aligned[0]], found[2][aligned[0]], reference
             else:
-                data.spaces[space] = (found[1][aligned[0]], references[key])
+                data.spaces[space] = (found[1][aligned[0]], reference)
 
     for (codec, s), rows in ok.groupby(["codec", "setting_index"], sort=True):
         samples = sorted(rows["sample"].dropna().astype(int).unique()) if "sample" in rows else []
@@ -206,13 +262,13 @@ def load_settings(run_dir: str | pathlib.Path, features: bool = True) -> dict[tu
         rows = rows.sort_values("image_id")
         data = SettingData(codec, int(s), str(rows.setting_label.iloc[0]), rows.image_id.to_numpy(str),
                            {m: rows[m].to_numpy(float) for m in MEAN_METRICS if m in rows}, options=opts)
+        reader = (lambda k: functools.partial(attach, rows=rows, codec=codec, s=int(s), sample=k)
+                  if inception_ok or spaces else None)
         if samples:  # set metrics per sample's set, as the summary computes them, then their mean
-            data.sample_sets = [SettingData(codec, int(s), data.setting_label, data.image_ids, options=opts)
-                                for _ in samples]
-            for k, sample_set in zip(samples, data.sample_sets):
-                attach(sample_set, rows, codec, int(s), k)
+            data.sample_sets = [SettingData(codec, int(s), data.setting_label, data.image_ids, options=opts,
+                                            reader=reader(k)) for k in samples]
         else:
-            attach(data, rows, codec, int(s), 0)
+            data.reader = reader(0)
         out[(codec, data.setting_label)] = data
     return out
 
@@ -266,8 +322,9 @@ def run_resamples(run_dir: str | pathlib.Path, resamples: int = DEFAULT_RESAMPLE
     for key_, data in bar(settings.items(), total=len(settings), desc=f"bootstrap ({resamples} resamples)",
                           unit="settings"):
         local = np.searchsorted(ids, data.image_ids)
-        points[key_] = {m: float(v[0]) for m, v in data.evaluate_counts(np.ones((1, len(local)), int)).items()}
-        values[key_] = data.evaluate_counts(counts[:, local]) if resamples else {}
+        with data.held():  # its features read once for both, dropped before the next setting's
+            points[key_] = {m: float(v[0]) for m, v in data.evaluate_counts(np.ones((1, len(local)), int)).items()}
+            values[key_] = data.evaluate_counts(counts[:, local]) if resamples else {}
     result = RunResamples(settings, points, values, resamples)
     _RESAMPLES_CACHE.clear()
     _RESAMPLES_CACHE[key] = result

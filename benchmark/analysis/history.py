@@ -122,14 +122,11 @@ def _only(sets: dict, metrics: list[str], codecs: list[str]) -> dict:
     for (codec, label), data in sets.items():
         if codecs and codec not in codecs:
             continue
-        slim = dataclasses.replace(data, per_image={k: v for k, v in data.per_image.items() if k in keep},
-                                   sample_sets=[_only({(codec, label): s}, metrics, [])[(codec, label)]
-                                                for s in data.sample_sets], _kernels=None)
-        if not keep & {"fid", "kid", "inception_score"}:
-            slim.pool = slim.logits = slim.ref_pool = None
-        slim.spaces = {k: v for k, v in slim.spaces.items()
-                       if any(m.column in keep for m in registry.in_space(k))}
-        out[(codec, label)] = slim
+        wanted = {"inception"} if keep & {"fid", "kid", "inception_score"} else set()
+        wanted |= {space for space in registry.SPACES if any(m.column in keep for m in registry.in_space(space))}
+        out[(codec, label)] = dataclasses.replace(
+            data, per_image={k: v for k, v in data.per_image.items() if k in keep}, wanted=frozenset(wanted),
+            sample_sets=[_only({(codec, label): s}, metrics, [])[(codec, label)] for s in data.sample_sets])
     return out
 
 
