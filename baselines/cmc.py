@@ -79,6 +79,8 @@ class CMC(Codec):
         self.wants_gpu = not self.parallel
         self.batch_size = 1 if self.parallel else 8  # images per captioner / generator call (--codec-batch)
         self.ready = False
+        if self.options["text_codec"] == "huffman2021":  # the authors' count beside the honest one
+            self.columns = {**type(self).columns, "bpp_published": "float64"}
         self._captions: dict[bytes, str] = {}  # the encoder's captions by image digest: once for all settings
 
     @classmethod
@@ -89,7 +91,8 @@ class CMC(Codec):
             raise CodecUnavailable("cmc's retrieval generator needs scikit-learn: pip install -e '.[cmc]'") from exc
 
     def _needs_training_split(self) -> bool:
-        return self.options["generator"] == "retrieval" or self.options["text_codec"] in ("huffman", "context")
+        return self.options["generator"] == "retrieval" or \
+            self.options["text_codec"] in ("huffman", "huffman2021", "context")
 
     @classmethod
     def applicable(cls, context: dict, options: dict | None = None) -> str | None:
@@ -187,6 +190,11 @@ class CMC(Codec):
 
     def extra_columns(self, data: bytes) -> dict:
         return {"caption": self.text_codec.decode(data)}
+
+    def published_bits(self, data: bytes) -> int | None:
+        """huffman2021: the caption's bits as the authors count them (`--mode statistic`: no end symbol)."""
+        counted = getattr(self.text_codec, "published_bits", None)
+        return None if counted is None else counted(self.text_codec.decode(data))
 
     def side_information(self) -> dict:
         if not self.ready:

@@ -3,6 +3,11 @@
 - `huffman`: the CMC paper's coder: static canonical Huffman over characters, frequencies counted on the
   training captions, an end-of-caption symbol coded and charged, and an escape symbol followed by the
   raw UTF-8 bytes for characters never seen in training. The code table is side information.
+- `huffman2021`: the CMC authors' own coder (their EntropyCoding, Nayuki's reference Huffman): a static code
+  over the 256 byte values plus an end symbol (frequency 1), with its tie-breaking, so its code lengths equal
+  theirs. Each caption ends with the end symbol, charged (the authors' `--mode statistic` counts only the
+  caption's characters: `published_bits`). Characters outside U+0000-U+00FF or absent from the training
+  captions have no codeword in it, as in theirs: encoding them fails in one sentence.
 - `context`: an order-3 character context model (interpolated with orders 2, 1, 0) fitted on the training
   captions, driven through constriction's range coder; same end and escape symbols.
 - `utf8`, `zlib`, `brotli`, `zstd`: general-purpose baselines, no training.
@@ -210,6 +215,88 @@ def _canonical(lengths: dict[str, int]) -> dict[str, str]:
     return codes
 
 
+class Huffman2021(TextCodec):
+    """The CMC authors' text coder (smallflyingpig/cross_modal_compression, EntropyCoding/), rewritten: symbol =
+    a character's code point (their `ord(c)` over the caption's characters), 257 symbols with the end symbol
+    256, frequencies from the training captions plus 1 for the end symbol, Nayuki's tree (ties broken by the
+    lowest symbol a subtree holds) made canonical (shorter codes first, ties by lower symbol)."""
+
+    name = "huffman2021"
+    END = 256
+
+    def fit(self, captions):
+        frequencies = [0] * (self.END + 1)
+        for caption in captions:
+            for ch in caption:
+                if ord(ch) < self.END:  # the authors' table has no place for others (their coder stops there)
+                    frequencies[ord(ch)] += 1
+        frequencies[self.END] += 1
+        self.lengths = nayuki_code_lengths(frequencies)
+        self.codes = _canonical({s: n for s, n in enumerate(self.lengths) if n})
+        self.decode_table = {code: sym for sym, code in self.codes.items()}
+        return self
+
+    def table(self):
+        """The 257 code lengths, one byte each: the header the authors' compressed files start with."""
+        return bytes(self.lengths)
+
+    def _codes_of(self, text: str) -> list[str]:
+        try:
+            return [self.codes[ord(ch)] for ch in text]
+        except KeyError:
+            bad = next(ch for ch in text if ord(ch) not in self.codes)
+            raise ValueError(f"huffman2021 has no codeword for {bad!r} (U+{ord(bad):04X}): the authors' code covers "
+                             "only characters U+0000-U+00FF that occur in the training captions; use "
+                             "text_codec=huffman, which escapes them.") from None
+
+    def published_bits(self, text: str) -> int:
+        """The bits the authors' `--mode statistic` counts for this caption: its characters' code lengths, no
+        end symbol, no table."""
+        return sum(len(code) for code in self._codes_of(text))
+
+    def encode(self, text):
+        w = _BitWriter()
+        for code in self._codes_of(text):
+            w.write(code)
+        w.write(self.codes[self.END])
+        return w.getvalue()[0]
+
+    def decode(self, data):
+        code = ""
+        out = []
+        for bit in "".join(f"{b:08b}" for b in data):
+            code += bit
+            sym = self.decode_table.get(code)
+            if sym is None:
+                continue
+            if sym == self.END:
+                return "".join(out)
+            out.append(chr(sym))
+            code = ""
+        raise ValueError("huffman2021 bitstream ended before the end symbol.")
+
+
+def nayuki_code_lengths(frequencies: list[int]) -> list[int]:
+    """Code lengths of Nayuki's `FrequencyTable.build_code_tree`: leaves for the symbols that occur (padded
+    with unused ones to two), the two lowest (frequency, lowest symbol) merged until one tree is left; a
+    symbol's length is its depth, 0 for a symbol with no code."""
+    heap = [(f, s, (s,)) for s, f in enumerate(frequencies) if f > 0]
+    for s, f in enumerate(frequencies):
+        if len(heap) >= 2:
+            break
+        if f == 0:
+            heap.append((f, s, (s,)))
+    heapq.heapify(heap)  # (frequency, lowest symbol) never ties: the order is that of sequential pushes
+    lengths = [0] * len(frequencies)
+    while len(heap) > 1:
+        f1, s1, leaves1 = heapq.heappop(heap)
+        f2, s2, leaves2 = heapq.heappop(heap)
+        for s in leaves1 + leaves2:
+            lengths[s] += 1
+        heapq.heappush(heap, (f1 + f2, min(s1, s2), leaves1 + leaves2))
+    return lengths
+
+
 class ContextModel(TextCodec):
     """Order-3 character model with fixed-weight interpolation down to order 0, range-coded."""
 
@@ -308,7 +395,7 @@ class ContextModel(TextCodec):
         raise ValueError("context-coded caption has no end-of-caption symbol.")
 
 
-TEXT_CODECS = {c.name: c for c in (Huffman, ContextModel, UTF8, Zlib, Brotli, Zstd)}
+TEXT_CODECS = {c.name: c for c in (Huffman, Huffman2021, ContextModel, UTF8, Zlib, Brotli, Zstd)}
 
 
 def make_text_codec(name: str, training_captions: Iterable[str]) -> TextCodec:

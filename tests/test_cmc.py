@@ -55,7 +55,97 @@ def test_text_codecs_round_trip_any_unicode(name):
     codec = make_text_codec(name, _captions("train"))
     rng = np.random.default_rng(11)
     for text in random_unicode(rng, 150) + _captions("test")[:50] + ["", " ", "\x00<eos>", "é\u0301"]:
+        if name == "huffman2021" and not all(ord(c) in codec.codes for c in text):
+            with pytest.raises(ValueError, match="no codeword for .* use text_codec=huffman"):
+                codec.encode(text)  # the authors' code has none: one sentence, not a wrong bitstream
+            continue
         assert codec.decode(codec.encode(text)) == text
+
+
+def authors_corpora():
+    """(name, training captions, test captions): bird-like captions from a seeded grammar, and a corpus of
+    equal character frequencies, where only the tie-breaking decides the code lengths (two of them)."""
+    import random
+
+    rng = random.Random(2021)
+    colours = ["red", "brown", "white", "black", "yellow", "grey", "blue", "orange"]
+    parts = ["wings", "belly", "crown", "beak", "breast", "tail", "nape", "throat"]
+    shapes = ["small", "large", "medium sized", "long", "short and pointed", "curved"]
+
+    def bird():
+        return (f"this {rng.choice(shapes)} bird has a {rng.choice(colours)} {rng.choice(parts)} and "
+                f"{rng.choice(colours)} {rng.choice(parts)}"
+                + rng.choice(["", ".", " with a " + rng.choice(shapes) + " bill"]))
+    birds_train = [bird() for _ in range(60)]
+    birds_test = [bird() for _ in range(12)] + ["a bird", "wings", "the the the"]
+    return [("birds", birds_train, birds_test),
+            ("ties", ["abcdefgh", "hgfedcba", "ddccbbaa hheeggff"], ["abc", "hh gg", "a b c d e f g h"]),
+            # a merged subtree is ranked by its lowest symbol ("ab", rank a, before the leaf n): ranked by its
+            # highest, z would get 2 bits instead of 1
+            ("merged ties", ["abn", "mmmm", "zzzz"], ["amz", "zn", "nm", "bz"])]
+
+
+# Produced once by the CMC authors' EntropyCoding/main.py (smallflyingpig/cross_modal_compression 639e7f6) on
+# authors_corpora() written as their train.json/test.json ({"data": [{"text": ...}]}): `--mode statistic` on
+# each test caption alone (bits), and `--mode write` (its 257-byte header of code lengths; the coded bytes of
+# each of the first three captions alone, after that header).
+AUTHORS_BITS = {
+    'birds': [231, 250, 324, 304, 210, 312, 190, 192, 260, 200, 275, 202, 22, 23, 42],
+    'ties': [10, 17, 60],
+    'merged ties': [7, 5, 6, 5],
+}
+AUTHORS_CODE_LENGTHS = {
+    'birds': {32: 3, 46: 8, 97: 3, 98: 4, 99: 7, 100: 4, 101: 4, 103: 5, 104: 4, 105: 4, 107: 7, 108: 4, 109: 7,
+        110: 5, 111: 5, 112: 7, 114: 4, 115: 4, 116: 4, 117: 7, 118: 9, 119: 5, 121: 6, 122: 10, 256: 10},
+    'ties': {32: 5, 97: 4, 98: 3, 99: 3, 100: 3, 101: 3, 102: 3, 103: 3, 104: 3, 256: 5},
+    'merged ties': {97: 4, 98: 4, 109: 2, 110: 4, 122: 1, 256: 4},
+}
+AUTHORS_BYTES = {
+    'birds': ['c78b16fcac076a3ef2378ca1229439b0475e318231f60ed453284a6379ff80',
+        'c78b13cde824528736084ae776367eb03b5093f9861891d8c7045fc33212267ff0',
+        'c78b1f1963f7c171ff32848a50e6c10927d7b1eab9dd83b51aa6f063d70e0ec63823d7eaff3284899ffc'],
+    'ties': ['e07e', 'dbd6fc', 'ef0f1f2f3f4f5f6f80'],
+    'merged ties': ['c9e0', '7780', 'ebc0'],
+}
+
+
+@pytest.mark.parametrize("corpus", ["birds", "ties", "merged ties"])
+def test_huffman2021_counts_and_codes_as_the_authors_coder(corpus):
+    _, train, test = next(c for c in authors_corpora() if c[0] == corpus)
+    codec = make_text_codec("huffman2021", train)
+    assert [codec.published_bits(t) for t in test] == AUTHORS_BITS[corpus]
+    assert codec.table() == bytes(AUTHORS_CODE_LENGTHS[corpus].get(i, 0) for i in range(257))
+    for text, authors in zip(test, AUTHORS_BYTES[corpus]):
+        assert codec.encode(text).hex() == authors  # their file's body: the same codewords and end symbol
+    for text in test:  # each caption alone, its end symbol charged: at most 7 bits of padding beyond it
+        data = codec.encode(text)
+        assert codec.decode(data) == text
+        assert 8 * len(data) - 7 <= codec.published_bits(text) + codec.lengths[256] <= 8 * len(data)
+
+
+def test_cmc_rows_carry_the_authors_bpp_beside_the_honest_one(tmp_path):
+    """text_codec=huffman2021: each row's bpp charges the caption's end symbol and byte padding (decodable
+    alone); bpp_published is the authors' count for the same caption; a best-of-N variant reports the same
+    count for its chosen stream, other text codecs have no such column."""
+    config = RunConfig(dataset="sample", limit=3, inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec("cmc text_codec=huffman2021 max_words=4,64"),
+                               parse_codec_spec("cmc text_codec=huffman2021 best_of=2 max_words=64 label=best"),
+                               parse_codec_spec("cmc max_words=64 label=plain")])
+    run_dir = create_run(config, tmp_path / "results", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    rows, summary = load_run(run_dir)
+    assert (rows.status == "ok").all() and len(rows) == 12
+    coder = make_text_codec("huffman2021", [c for r in open_dataset("sample", "train").records for c in r.captions])
+    for row in rows[rows.codec != "plain"].itertuples():
+        pixels = row.width * row.height
+        assert row.bpp_published == coder.published_bits(row.caption) / pixels
+        assert row.bits == 8 * len(coder.encode(row.caption)) + (1 if row.codec == "best" else 0)
+        assert row.bpp > row.bpp_published
+    assert rows[rows.codec == "plain"].bpp_published.isna().all()
+    means = rows[rows.codec == "cmc"].groupby("setting_index").bpp_published.mean()
+    assert summary[summary.codec == "cmc"].set_index("setting_index").bpp_published.to_dict() == \
+        pytest.approx(means.to_dict())
 
 
 @pytest.mark.parametrize("corpus", ["sample", "birds"])

@@ -76,6 +76,9 @@ class BestOf(Wrapper):
     def extra_columns(self, data: bytes) -> dict[str, Any]:  # the trailing index byte is the wrapper's
         return self.inner.extra_columns(data[:-1])
 
+    def published_bits(self, data: bytes) -> int | None:
+        return self.inner.published_bits(data[:-1])
+
 
 def best_of(cls: type[Codec], n: int, select: str) -> type[BestOf]:
     """The best-of-N variant of a stochastic codec class, checked in one sentence each."""

@@ -149,6 +149,12 @@ class Codec:
         byte-aligned field worth fewer bits (best_of's candidate index) charges what a bit-packed stream takes."""
         return 8 * len(data)
 
+    def published_bits(self, data: bytes) -> int | None:
+        """The bits a paper's own count charges for this bitstream where it differs from what the stream holds
+        (CMC's authors count a caption's characters without its end symbol). The row then has `bpp_published`
+        beside its honest `bpp`; the codec declares that column. None: no such count."""
+        return None
+
     def encode_batch(self, images: list[np.ndarray], setting: Any, records: list | None = None) -> list[bytes]:
         """Encode several images of equal size at one setting (`records` only for `needs_record` codecs).
         Codecs that gain from batching (networks) override this and declare `batch_size`; the default encodes

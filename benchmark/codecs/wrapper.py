@@ -33,6 +33,8 @@ class Wrapper(Codec):
         for key in self.INHERITED:  # a codec may set them per instance (CMC runs in-process with a model)
             if key not in self.OWN and key in vars(self.inner):
                 setattr(self, key, getattr(self.inner, key))
+        if "columns" in vars(self.inner):  # columns the codec declares per instance (by its options)
+            self.columns = {**type(self).columns, **self.inner.columns}
 
     @classmethod
     def check_available(cls) -> None:
@@ -55,6 +57,9 @@ class Wrapper(Codec):
 
     def charged_bits(self, data: bytes) -> int:
         return self.inner.charged_bits(data)
+
+    def published_bits(self, data: bytes) -> int | None:
+        return self.inner.published_bits(data)
 
     def versions(self) -> dict[str, str]:
         return self.inner.versions()

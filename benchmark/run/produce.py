@@ -102,10 +102,13 @@ def _bitstream(data: Any) -> bytes:
 
 
 def _rate_columns(encoder: Codec, data: bytes, pixels: np.ndarray) -> dict:
-    """The row's size: bytes, the bits it is charged (the codec's `charged_bits`) and bpp over the input."""
+    """The row's size: bytes, the bits it is charged (the codec's `charged_bits`) and bpp over the input, and
+    beside it the bpp a paper's own count gives, for a codec that has one (`published_bits`)."""
     h, w = pixels.shape[:2]
     bits = encoder.charged_bits(data)
-    return {"bytes": len(data), "bits": bits, "bpp": bits / (w * h)}
+    published = encoder.published_bits(data)
+    return {"bytes": len(data), "bits": bits, "bpp": bits / (w * h),
+            **({} if published is None else {"bpp_published": published / (w * h)})}
 
 
 def _checked(out: Production, decoder: Codec, recon: Any, data: bytes, pixels: np.ndarray) -> Production:
