@@ -3,13 +3,17 @@
 Written for cmcbench from the authors' description and code (their captioner is sgrvinod's Show, Attend and
 Tell tutorial model): module and parameter names are theirs, so their checkpoints load with
 `load_state_dict(strict=True)`. So far: the vocabulary (their `captions.textimage.pickle`, read without
-running any code a pickle may carry) and the captioner with their beam search.
+running any code a pickle may carry), the captioner with their beam search, and the generator (AttnGAN's G_NET
+with the DAMSM text encoder).
 """
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 import pickle
+import re
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -246,3 +250,251 @@ def load_captioner(checkpoint: str | pathlib.Path, vocabulary: str | pathlib.Pat
             raise ValueError(f"The captioner checkpoint {checkpoint}'s {name} {what}{hint}.")
         module.load_state_dict(given, strict=True)
     return Captioner(encoder, decoder, vocab, device)
+
+
+@dataclass(frozen=True)
+class AttnGANShape:
+    """The sizes the authors' configs give AttnGAN (cfg/bird_eval.yml, cfg/coco_eval.yml; the rest defaults)."""
+
+    gf_dim: int
+    r_num: int
+    z_dim: int = 100
+    condition_dim: int = 100
+    embedding_dim: int = 256  # the DAMSM text encoder's (both directions together)
+    word_dim: int = 300  # its word embedding
+
+
+ATTNGAN_SHAPES = {"birds": AttnGANShape(gf_dim=32, r_num=2), "coco": AttnGANShape(gf_dim=48, r_num=3)}
+
+
+def _attngan_modules():
+    """AttnGAN's generator and DAMSM text encoder (taoxugit/AttnGAN, as the CMC authors use them), built on
+    first use."""
+    import torch
+    from torch import nn
+
+    class GLU(nn.Module):
+        def forward(self, x):
+            n = x.size(1) // 2
+            return x[:, :n] * torch.sigmoid(x[:, n:])
+
+    def conv3x3(i, o):
+        return nn.Conv2d(i, o, kernel_size=3, stride=1, padding=1, bias=False)
+
+    def up_block(i, o):
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv3x3(i, o * 2), nn.BatchNorm2d(o * 2),
+                             GLU())
+
+    class ResBlock(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.block = nn.Sequential(conv3x3(channels, channels * 2), nn.BatchNorm2d(channels * 2), GLU(),
+                                       conv3x3(channels, channels), nn.BatchNorm2d(channels))
+
+        def forward(self, x):
+            return self.block(x) + x
+
+    class TextEncoder(nn.Module):
+        """DAMSM's RNN_ENCODER: word embedding, one bidirectional LSTM layer; words' and sentence's features."""
+
+        def __init__(self, ntoken, shape):
+            super().__init__()
+            self.encoder = nn.Embedding(ntoken, shape.word_dim)
+            self.rnn = nn.LSTM(shape.word_dim, shape.embedding_dim // 2, 1, batch_first=True, bidirectional=True)
+
+        def forward(self, captions, lengths):
+            from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+            packed = pack_padded_sequence(self.encoder(captions), lengths.cpu(), batch_first=True)
+            output, (h, _) = self.rnn(packed)
+            words = pad_packed_sequence(output, batch_first=True)[0].transpose(1, 2)
+            return words, h.transpose(0, 1).reshape(len(captions), -1)
+
+    class CANet(nn.Module):
+        def __init__(self, shape):
+            super().__init__()
+            self.c_dim = shape.condition_dim
+            self.fc = nn.Linear(shape.embedding_dim, shape.condition_dim * 4, bias=True)
+            self.relu = GLU()
+
+        def forward(self, sentence, eps):
+            x = self.relu(self.fc(sentence))
+            mu, logvar = x[:, :self.c_dim], x[:, self.c_dim:]
+            return eps * logvar.mul(0.5).exp() + mu
+
+    class InitStage(nn.Module):
+        def __init__(self, ngf, shape):
+            super().__init__()
+            self.gf_dim = ngf
+            self.fc = nn.Sequential(nn.Linear(shape.z_dim + shape.condition_dim, ngf * 4 * 4 * 2, bias=False),
+                                    nn.BatchNorm1d(ngf * 4 * 4 * 2), GLU())
+            self.upsample1, self.upsample2 = up_block(ngf, ngf // 2), up_block(ngf // 2, ngf // 4)
+            self.upsample3, self.upsample4 = up_block(ngf // 4, ngf // 8), up_block(ngf // 8, ngf // 16)
+
+        def forward(self, z, c):
+            x = self.fc(torch.cat((c, z), 1)).view(-1, self.gf_dim, 4, 4)
+            return self.upsample4(self.upsample3(self.upsample2(self.upsample1(x))))
+
+    class WordAttention(nn.Module):
+        """GlobalAttentionGeneral. `published`: its mask as the authors apply it, `mask.repeat(queryL, 1)` on
+        batch-major rows, so in a batch each caption's attention is masked with other captions' padding."""
+
+        def __init__(self, idf, cdf):
+            super().__init__()
+            self.conv_context = nn.Conv2d(cdf, idf, kernel_size=1, stride=1, padding=0, bias=False)
+            self.sm = nn.Softmax(dim=1)
+
+        def forward(self, x, context, mask, published):
+            b, query = x.size(0), x.size(2) * x.size(3)
+            source = self.conv_context(context.unsqueeze(3)).squeeze(3)
+            attn = torch.bmm(x.view(b, -1, query).transpose(1, 2), source).view(b * query, -1)
+            rows = mask.repeat(query, 1) if published else mask.repeat_interleave(query, 0)
+            attn = self.sm(attn.masked_fill(rows, -float("inf"))).view(b, query, -1).transpose(1, 2)
+            return torch.bmm(source, attn).view(b, -1, x.size(2), x.size(3))
+
+    class NextStage(nn.Module):
+        def __init__(self, ngf, shape):
+            super().__init__()
+            self.att = WordAttention(ngf, shape.embedding_dim)
+            self.residual = nn.Sequential(*[ResBlock(ngf * 2) for _ in range(shape.r_num)])
+            self.upsample = up_block(ngf * 2, ngf)
+
+        def forward(self, h, words, mask, published):
+            return self.upsample(self.residual(torch.cat((h, self.att(h, words, mask, published)), 1)))
+
+    class ImageStage(nn.Module):
+        def __init__(self, ngf):
+            super().__init__()
+            self.img = nn.Sequential(conv3x3(ngf, 3), nn.Tanh())
+
+        def forward(self, h):
+            return self.img(h)
+
+    class Generator(nn.Module):
+        """G_NET with three stages (64, 128, 256 px); returns the 256 px image in [-1, 1]."""
+
+        def __init__(self, shape):
+            super().__init__()
+            ngf = shape.gf_dim
+            self.ca_net = CANet(shape)
+            self.h_net1, self.img_net1 = InitStage(ngf * 16, shape), ImageStage(ngf)
+            self.h_net2, self.img_net2 = NextStage(ngf, shape), ImageStage(ngf)
+            self.h_net3, self.img_net3 = NextStage(ngf, shape), ImageStage(ngf)
+
+        def forward(self, z, eps, sentence, words, mask, published=False):
+            c = self.ca_net(sentence, eps)
+            h = self.h_net1(z, c)
+            h = self.h_net2(h, words, mask, published)
+            return self.img_net3(self.h_net3(h, words, mask, published))
+
+    return torch, TextEncoder, Generator
+
+
+def build_generator(vocab_size: int, shape: AttnGANShape):
+    """(text encoder, generator) of the authors' shapes, randomly initialised."""
+    _, TextEncoder, Generator = _attngan_modules()
+    return TextEncoder(vocab_size, shape), Generator(shape)
+
+
+def tokens(text: str, vocabulary: Vocabulary) -> list[int]:
+    """The authors' tokens of a caption (end_to_end_test.gen_example): <start>, the lower-cased caption's
+    \\w+ words (ASCII letters kept) that are in the vocabulary, <end>."""
+    words = re.findall(r"\w+", text.replace("\ufffd\ufffd", " ").lower())
+    words = [w.encode("ascii", "ignore").decode("ascii") for w in ["<start>", *words, "<end>"]]
+    return [vocabulary.wordtoix[w] for w in words if w and w in vocabulary.wordtoix]
+
+
+def text_noise(text: str, seed: int, z_dim: int, condition_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(z, eps) of one text: standard normal draws seeded by `seed` and the text's bytes alone."""
+    digest = hashlib.sha256(f"{int(seed)}|".encode() + text.encode("utf-8")).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    return (rng.standard_normal(z_dim).astype(np.float32), rng.standard_normal(condition_dim).astype(np.float32))
+
+
+class Generator:
+    """The authors' text-to-image generator: DAMSM text encoder, then G_NET's 256 x 256 image."""
+
+    def __init__(self, text_encoder, generator, vocabulary: Vocabulary, shape: AttnGANShape, device: str = "cpu"):
+        import torch
+
+        self.torch = torch
+        self.text_encoder, self.generator = text_encoder.to(device).eval(), generator.to(device).eval()
+        self.vocabulary, self.shape, self.device = vocabulary, shape, device
+
+    def generate(self, texts: list[str], z=None, eps=None, seed: int = 0, as_published: bool = False
+                 ) -> list[np.ndarray]:
+        """uint8 256 x 256 x 3 images of `texts`. `z` and `eps` (len(texts) x 100) replace the seeded draws.
+        as_published: `texts` are one of the authors' batches (sorted by length, longest first, padded to the
+        longest; their mask arithmetic included), so their images can be reproduced. Otherwise each text is
+        generated alone: even texts of one length, batched, come out a grey level apart here and there (the
+        batched arithmetic rounds differently), and a decoded image must depend on its own bitstream only."""
+        if z is None or eps is None:
+            drawn = [text_noise(t, seed, self.shape.z_dim, self.shape.condition_dim) for t in texts]
+            z = np.stack([d[0] for d in drawn]) if z is None else z
+            eps = np.stack([d[1] for d in drawn]) if eps is None else eps
+        ids = [tokens(t, self.vocabulary) for t in texts]
+        if as_published:
+            return self._batch(ids, np.asarray(z), np.asarray(eps), published=True)
+        z, eps = np.asarray(z), np.asarray(eps)
+        return [self._batch([t], z[i:i + 1], eps[i:i + 1], False)[0] for i, t in enumerate(ids)]
+
+    def _batch(self, ids: list[list[int]], z: np.ndarray, eps: np.ndarray, published: bool) -> list[np.ndarray]:
+        torch = self.torch
+        lengths = torch.tensor([len(t) for t in ids])
+        captions = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
+        for i, t in enumerate(ids):
+            captions[i, :len(t)] = torch.tensor(t)
+        with torch.inference_mode():
+            captions = captions.to(self.device)
+            words, sentence = self.text_encoder(captions, lengths)
+            mask = captions == 0
+            image = self.generator(torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(self.device),
+                                   torch.from_numpy(np.ascontiguousarray(eps, np.float32)).to(self.device),
+                                   sentence, words, mask, published)
+        pixels = ((image.float().cpu().numpy() + 1.0) * 127.5).astype(np.uint8)  # truncated, as the authors save
+        return list(np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)))
+
+
+def _state_dict(path: pathlib.Path, what: str) -> dict:
+    import torch
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"No {what} at {path}.") from None
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} holds pickled objects, not the {what}'s state_dict: cmcbench does not unpickle "
+                         "them.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a state_dict of the {what}.")
+    return data
+
+
+def _load_strict(module, state: dict, path, what: str) -> None:
+    """load_state_dict(strict=True), its first mismatch told in one sentence."""
+    expected = module.state_dict()
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or extra or wrong:
+        what_is = (f"lacks {missing[0]}" if missing else f"has an unknown {extra[0]}" if extra else
+                   f"has {wrong[0]} of shape {tuple(state[wrong[0]].shape)}, not {tuple(expected[wrong[0]].shape)}")
+        hint = " (is the vocabulary the checkpoint's?)" if wrong and wrong[0] in (
+            "embedding.weight", "fc.weight", "fc.bias", "encoder.weight") else \
+            " (a generator of the other dataset? birds and COCO differ in size)" if wrong or missing or extra else ""
+        raise ValueError(f"The {what} {path} {what_is}{hint}.")
+    module.load_state_dict(state, strict=True)
+
+
+def load_generator(generator: str | pathlib.Path, text_encoder: str | pathlib.Path,
+                   vocabulary: str | pathlib.Path | Vocabulary, device: str = "cpu",
+                   dataset: str = "birds") -> Generator:
+    """AttnGAN's generator (bird_AttnGAN2.pth / coco_AttnGAN2.pth, or the authors' netG_epoch_*.pth) and DAMSM
+    text encoder (text_encoder200.pth / text_encoder100.pth) of `dataset` ("birds" or "coco")."""
+    vocab = vocabulary if isinstance(vocabulary, Vocabulary) else load_vocabulary(vocabulary)
+    if dataset not in ATTNGAN_SHAPES:
+        raise ValueError(f"AttnGAN comes for birds or coco, not {dataset!r}.")
+    shape = ATTNGAN_SHAPES[dataset]
+    encoder, net = build_generator(vocab.size, shape)
+    _load_strict(encoder, _state_dict(pathlib.Path(text_encoder), "text encoder"), text_encoder, "text encoder")
+    _load_strict(net, _state_dict(pathlib.Path(generator), "generator"), generator, f"{dataset} generator")
+    return Generator(encoder, net, vocab, shape, device)

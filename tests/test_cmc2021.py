@@ -1,10 +1,16 @@
 """CMC as its authors released it: their vocabulary and captioner files, loaded through cmcbench's own code."""
 
+import base64
+import hashlib
+import json
+import pathlib
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
+import attngan_weights
 from baselines import cmc2021
 from sat_weights import save_captioner, test_images, vocabulary_lists, write_vocabulary
 
@@ -80,3 +86,75 @@ def test_tutorial_and_mismatched_checkpoints_get_one_sentence(authors_files, tmp
     with pytest.raises(ValueError, match=r"decoder has embedding.weight of shape \(10, 512\), not \(26, 512\) "
                                          r"\(is the vocabulary the checkpoint's\?\)"):
         cmc2021.load_captioner(other, vocab)
+
+
+# The authors' generator's images (sha256, sum, a 16 x 16 crop at 120:136), produced once by their code
+# (TextImage/model.py and GlobalAttention.py, their gen_example tokens and padding) on the seeded files below
+# with given z and eps; `batch`: the four captions as one of their batches (sorted, padded, their mask
+# arithmetic), `alone`: each caption in a batch of one. Where produced, ours equalled them exactly.
+AUTHORS_IMAGES = json.loads((pathlib.Path(__file__).parent / "cmc2021_authors_images.json").read_text())
+
+
+def _matches_the_authors(image: np.ndarray, expected: dict) -> None:
+    """Equal, or at most 0.1% of the crop's values one grey level off (float summation order) and the
+    image's sum within that much too."""
+    if hashlib.sha256(image.tobytes()).hexdigest() == expected["sha256"]:
+        return
+    crop = np.frombuffer(base64.b64decode(expected["crop"]), np.uint8).reshape(16, 16, 3).astype(int)
+    off = np.abs(image[120:136, 120:136].astype(int) - crop)
+    assert off.max() <= 1 and (off > 0).mean() <= 0.001, (off.max(), (off > 0).mean())
+    assert abs(int(image.astype(np.int64).sum()) - expected["sum"]) <= 0.001 * image.size
+
+
+@pytest.fixture(scope="module")
+def generator_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("attngan")
+    write_vocabulary(folder / "captions.textimage.pickle")
+    encoder, generator = cmc2021.build_generator(len(vocabulary_lists()[0]), cmc2021.ATTNGAN_SHAPES["birds"])
+    attngan_weights.save_generator(folder, encoder, generator)
+    return folder
+
+
+def _generator(folder):
+    return cmc2021.load_generator(folder / "netG_epoch_600.pth", folder / "text_encoder200.pth",
+                                  folder / "captions.textimage.pickle")
+
+
+def test_generated_images_equal_the_authors(generator_files):
+    generator = _generator(generator_files)
+    order = AUTHORS_IMAGES["order"]
+    texts = [attngan_weights.CAPTIONS[i] for i in order]
+    z, eps = attngan_weights.noise(len(texts))
+    published = generator.generate(texts, z, eps, as_published=True)
+    alone = generator.generate(texts, z, eps)
+    for image, expected in zip(published, AUTHORS_IMAGES["batch"]):
+        assert image.shape == (256, 256, 3) and image.dtype == np.uint8
+        _matches_the_authors(image, expected)
+    for image, expected in zip(alone, AUTHORS_IMAGES["alone"]):
+        _matches_the_authors(image, expected)
+    # the authors' batch masks each caption's words with other captions' padding: not the image alone
+    assert all(np.abs(p.astype(int) - a.astype(int)).max() > 8 for p, a in zip(published, alone))
+
+
+def test_a_captions_image_is_the_same_alone_or_among_eight(generator_files):
+    generator = _generator(generator_files)
+    texts = attngan_weights.CAPTIONS + ["a red bird", "this bird has wings", "a black crown", "long tail"]
+    together = generator.generate(texts, seed=3)
+    assert [(generator.generate([t], seed=3)[0] == image).all() for t, image in zip(texts, together)] == [True] * 8
+    assert not (together[0] == generator.generate(texts[:1], seed=4)[0]).all()  # the seed is used
+    assert not (together[0] == together[1]).all()
+
+
+def test_a_generator_of_the_other_dataset_or_vocabulary_gets_one_sentence(generator_files, tmp_path):
+    encoder, coco = cmc2021.build_generator(len(vocabulary_lists()[0]), cmc2021.ATTNGAN_SHAPES["coco"])
+    torch.save(coco.state_dict(), tmp_path / "coco_AttnGAN2.pth")
+    with pytest.raises(ValueError, match=r"birds generator .*coco_AttnGAN2.pth has an unknown h_net2.* \(a generator "
+                                         r"of the other dataset\? birds and COCO differ in size\)"):
+        cmc2021.load_generator(tmp_path / "coco_AttnGAN2.pth", generator_files / "text_encoder200.pth",
+                               generator_files / "captions.textimage.pickle")
+    small, _ = cmc2021.build_generator(10, cmc2021.ATTNGAN_SHAPES["birds"])
+    torch.save(small.state_dict(), tmp_path / "text_encoder200.pth")
+    with pytest.raises(ValueError, match=r"text encoder .* has encoder.weight of shape \(10, 300\), not \(26, 300\) "
+                                         r"\(is the vocabulary the checkpoint's\?\)"):
+        cmc2021.load_generator(generator_files / "netG_epoch_600.pth", tmp_path / "text_encoder200.pth",
+                               generator_files / "captions.textimage.pickle")
