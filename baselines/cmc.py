@@ -1,10 +1,12 @@
 """Cross Modal Compression (CMC, ACM MM 2021): image -> caption -> entropy-coded bits -> regenerated image.
 
 Three parts, each chosen by name: a captioner (`reference`: the dataset's own caption, an oracle that
-isolates the text rate and the decoder; or any transformers image-to-text model by Hub id or local
-path), a lossless text codec (baselines.text_codecs: the paper's Huffman, a context-model range coder,
-general-purpose baselines) and a generator (`retrieval`: the training image whose caption is nearest to
-the received text by TF-IDF; or any diffusers text-to-image pipeline by Hub id or local path, seeded). The rate parameter caps the
+isolates the text rate and the decoder; `sat:FILE`, the CMC authors' own captioner (baselines.cmc2021); or
+any transformers image-to-text model by Hub id or local path), a lossless text codec (baselines.text_codecs:
+the paper's Huffman, the authors' own, a context-model range coder, general-purpose baselines) and a generator
+(`retrieval`: the training image whose caption is nearest to the received text by TF-IDF; `attngan:FILE`, the
+authors' AttnGAN with `text_encoder=FILE`; or any diffusers text-to-image pipeline by Hub id or local path,
+seeded). The authors' parts read their vocabulary, `vocabulary=FILE`. The rate parameter caps the
 caption length in words. The decoder rebuilds the image from the bytes plus declared side information:
 the text codec's table and the training split, both fitted on training data only.
 """
@@ -63,10 +65,12 @@ class CMC(Codec):
     rate_integer = True
     defaults = {"captioner": "reference", "caption_index": 0, "text_codec": "huffman", "generator": "retrieval",
                 "train": "", "device": "auto", "num_beams": 3, "max_new_tokens": 30, "seed": 0, "steps": 25,
-                "guidance": 7.5, "size": 512}
+                "guidance": 7.5, "size": 512, "text_encoder": "", "vocabulary": ""}
     option_ranges = {"caption_index": (0, 1000), "num_beams": (1, 64), "max_new_tokens": (1, 1024), "steps": (1, 1000),
                      "guidance": (0, 100), "size": (8, 4096)}
     option_choices = {"text_codec": tuple(TEXT_CODECS)}
+    path_options = ("text_encoder", "vocabulary")
+    prefixed_path_options = {"captioner": ("sat",), "generator": ("attngan",)}
     exact_size = False
     needs_record = True
     columns = {"caption": "string"}  # the transmitted text, decoded from the bitstream
@@ -110,8 +114,14 @@ class CMC(Codec):
         reason = self.applicable(context, self.options)
         if reason:
             raise ValueError(reason + ".")
-        check_model_name("captioner", self.options["captioner"], ("reference",), "transformers", "config.json")
-        check_model_name("generator", self.options["generator"], ("retrieval",), "diffusers", "model_index.json")
+        from baselines import cmc2021
+
+        if cmc2021.authors_parts(self.options):  # their files, loaded now: a mismatch is told before any work
+            cmc2021.check_parts(self.options)
+        if not self.options["captioner"].startswith("sat:"):
+            check_model_name("captioner", self.options["captioner"], ("reference",), "transformers", "config.json")
+        if not self.options["generator"].startswith("attngan:"):
+            check_model_name("generator", self.options["generator"], ("retrieval",), "diffusers", "model_index.json")
 
     def setup(self, context: dict | None = None) -> None:
         from benchmark.data.datasets import open_dataset
@@ -135,12 +145,20 @@ class CMC(Codec):
         self.text_codec = make_text_codec(o["text_codec"], captions)
         self.captioner = None
         device = context.get("device", "auto") if o["device"] == "auto" else o["device"]  # the run's, unless set
-        if o["captioner"] != "reference":
+        if o["captioner"].startswith("sat:"):
+            from baselines.cmc2021 import AuthorsCaptioner
+
+            self.captioner = AuthorsCaptioner(o, device)
+        elif o["captioner"] != "reference":
             from baselines.cmc_models import TransformersCaptioner
 
             self.captioner = TransformersCaptioner(o["captioner"], device, o["num_beams"], o["max_new_tokens"])
         if o["generator"] == "retrieval":
             self.generator = RetrievalGenerator(self.train, get_preset(context.get("preprocess", "none"))[1])
+        elif o["generator"].startswith("attngan:"):
+            from baselines.cmc2021 import AuthorsGenerator
+
+            self.generator = AuthorsGenerator(o, device)
         else:
             from baselines.cmc_models import DiffusersGenerator
 
@@ -207,10 +225,14 @@ class CMC(Codec):
                         train_fingerprint=self.train.fingerprint(), train_images=len(self.train))
         if self.options["generator"] == "retrieval":
             info["generator"] = "retrieval: TF-IDF nearest training caption -> its image"
+        elif hasattr(self.generator, "identity"):
+            info["generator"] = self.generator.identity()
         else:
             info["generator"] = {"diffusers": model_identity(self.options["generator"]),
                                  "seeding": "each bitstream's own: sha256(seed, bytes)"}
-        if self.captioner is not None:
+        if hasattr(self.captioner, "identity"):
+            info["captioner"] = self.captioner.identity()
+        elif self.captioner is not None:
             info["captioner"] = {"transformers": model_identity(self.options["captioner"])}
         return info
 
@@ -227,3 +249,23 @@ class CMC(Codec):
             out["constriction"] = getattr(constriction, "__version__", "installed")
         return out
 
+
+class CMC2021(CMC):
+    """`cmc2021 weights=DIR`: CMC with the authors' captioner, text coder and generator, read from a folder of
+    their release (baselines.cmc2021.RELEASE_FILES); any part can still be named on its own."""
+
+    name = "cmc2021"
+    defaults = {**CMC.defaults, "weights": "", "text_codec": "huffman2021"}
+    path_options = (*CMC.path_options, "weights")
+
+    def __init__(self, **options):
+        from baselines.cmc2021 import release_files
+
+        if not options.get("weights"):
+            raise ValueError("cmc2021 needs weights=DIR, the folder of the authors' released files (or use cmc with "
+                             "captioner=sat:FILE generator=attngan:FILE text_encoder=FILE vocabulary=FILE).")
+        prefix = {"captioner": "sat:", "generator": "attngan:"}
+        for part, path in release_files(options["weights"]).items():
+            if options.get(part) in (None, "", self.defaults.get(part)):
+                options[part] = prefix.get(part, "") + path
+        super().__init__(**options)

@@ -9,6 +9,7 @@ with the DAMSM text encoder).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import pathlib
 import pickle
@@ -489,12 +490,137 @@ def load_generator(generator: str | pathlib.Path, text_encoder: str | pathlib.Pa
                    vocabulary: str | pathlib.Path | Vocabulary, device: str = "cpu",
                    dataset: str = "birds") -> Generator:
     """AttnGAN's generator (bird_AttnGAN2.pth / coco_AttnGAN2.pth, or the authors' netG_epoch_*.pth) and DAMSM
-    text encoder (text_encoder200.pth / text_encoder100.pth) of `dataset` ("birds" or "coco")."""
+    text encoder (text_encoder200.pth / text_encoder100.pth) of `dataset` ("birds", "coco", or "auto": told by
+    the generator's sizes)."""
     vocab = vocabulary if isinstance(vocabulary, Vocabulary) else load_vocabulary(vocabulary)
+    state = _state_dict(pathlib.Path(generator), "generator")
+    if dataset == "auto":  # the sizes tell birds' from COCO's: its image layer's width, its residual blocks
+        width = tuple(getattr(state.get("img_net3.img.0.weight"), "shape", (0, 0)))[1]
+        dataset = next((name for name, shape in ATTNGAN_SHAPES.items() if shape.gf_dim == width), "birds")
     if dataset not in ATTNGAN_SHAPES:
         raise ValueError(f"AttnGAN comes for birds or coco, not {dataset!r}.")
     shape = ATTNGAN_SHAPES[dataset]
     encoder, net = build_generator(vocab.size, shape)
     _load_strict(encoder, _state_dict(pathlib.Path(text_encoder), "text encoder"), text_encoder, "text encoder")
-    _load_strict(net, _state_dict(pathlib.Path(generator), "generator"), generator, f"{dataset} generator")
+    _load_strict(net, state, generator, f"{dataset} generator")
     return Generator(encoder, net, vocab, shape, device)
+
+
+# ---- The authors' parts inside cmcbench's CMC codec, and the `cmc2021 weights=DIR` shortcut ----
+
+def authors_parts(options: dict) -> bool:
+    """Whether a CMC spec uses the authors' captioner or generator."""
+    return options["captioner"].startswith("sat:") or options["generator"].startswith("attngan:")
+
+
+def check_parts(options: dict) -> None:
+    """Before any work: the files the authors' parts need exist and fit each other, else one sentence."""
+    if not options["vocabulary"]:
+        raise ValueError("cmc's sat: captioner and attngan: generator read the authors' vocabulary: pass "
+                         "vocabulary=FILE (their captions.textimage.pickle).")
+    if options["generator"].startswith("attngan:") and not options["text_encoder"]:
+        raise ValueError("cmc generator=attngan:FILE needs its DAMSM text encoder: pass text_encoder=FILE "
+                         "(text_encoder200.pth for birds, text_encoder100.pth for COCO).")
+    vocabulary = _vocabulary(options["vocabulary"])
+    if options["captioner"].startswith("sat:"):
+        _loaded_captioner(options["captioner"][4:], vocabulary, "cpu")
+    if options["generator"].startswith("attngan:"):
+        _loaded_generator(options["generator"][8:], options["text_encoder"], vocabulary, "cpu")
+
+
+@functools.lru_cache(maxsize=2)
+def _vocabulary(path: str) -> Vocabulary:
+    return load_vocabulary(path)
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded_captioner(path: str, vocabulary: Vocabulary, device: str) -> Captioner:
+    return load_captioner(path, vocabulary, device)
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded_generator(path: str, text_encoder: str, vocabulary: Vocabulary, device: str) -> Generator:
+    return load_generator(path, text_encoder, vocabulary, device, dataset="auto")
+
+
+def _identity(**files: str) -> dict:
+    """The files a part was loaded from, with their sha256 (declared in the results and the config hash)."""
+    from metrics.download import file_digest
+
+    return {name: {"path": path, "sha256": file_digest(path)} for name, path in files.items()}
+
+
+class AuthorsCaptioner:
+    """The authors' captioner as a CMC part: a batch of images to captions (beam 4, their search)."""
+
+    def __init__(self, options: dict, device: str):
+        from baselines.cmc_models import pick_device
+
+        self.files = {"checkpoint": options["captioner"][4:], "vocabulary": options["vocabulary"]}
+        self.model = _loaded_captioner(self.files["checkpoint"], _vocabulary(options["vocabulary"]),
+                                       pick_device(device))
+
+    def __call__(self, image: np.ndarray) -> str:
+        return self.batch([image])[0]
+
+    def batch(self, images: list[np.ndarray]) -> list[str]:
+        return self.model.caption(images, beam_size=4)
+
+    def identity(self) -> dict:
+        return {"cmc2021 sat": _identity(**self.files), "beam_size": 4}
+
+    def versions(self) -> dict:
+        import torchvision
+
+        return {"torchvision": torchvision.__version__}
+
+
+class AuthorsGenerator:
+    """The authors' AttnGAN as a CMC part: each text generated alone, its z and eps drawn from its bitstream's
+    seed, so a decoded image depends on its own bitstream only."""
+
+    def __init__(self, options: dict, device: str):
+        from baselines.cmc_models import pick_device
+
+        self.files = {"generator": options["generator"][8:], "text_encoder": options["text_encoder"],
+                      "vocabulary": options["vocabulary"]}
+        self.model = _loaded_generator(self.files["generator"], self.files["text_encoder"],
+                                       _vocabulary(options["vocabulary"]), pick_device(device))
+
+    def batch(self, texts: list[str], seeds: list[int]) -> list[np.ndarray]:
+        return [self.model.generate([text], seed=seed)[0] for text, seed in zip(texts, seeds)]
+
+    def identity(self) -> dict:
+        return {"cmc2021 attngan": _identity(**self.files),
+                "seeding": "each bitstream's own: z and eps ~ N(0, 1) from sha256(seed, bytes)"}
+
+    def versions(self) -> dict:
+        import torch
+
+        return {"torch": torch.__version__}
+
+
+RELEASE_FILES = {  # what `cmc2021 weights=DIR` looks for: the authors' names and AttnGAN's own
+    "captioner": ("model_*.pickle",),
+    "generator": ("netG_epoch_*.pth", "*_AttnGAN2.pth"),
+    "text_encoder": ("text_encoder*.pth",),
+    "vocabulary": ("captions.textimage.pickle",),
+}
+
+
+def release_files(folder: str | pathlib.Path) -> dict[str, str]:
+    """The captioner, generator, text encoder and vocabulary in a folder of the authors' release, one of each,
+    else one sentence naming what is missing or ambiguous."""
+    folder = pathlib.Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"cmc2021 weights={folder}: no such folder (it should hold the authors' released files).")
+    out = {}
+    for part, patterns in RELEASE_FILES.items():
+        found = sorted({str(p.resolve()) for pattern in patterns for p in folder.glob(pattern)})
+        if len(found) != 1:
+            names = ": " + ", ".join(pathlib.Path(f).name for f in found) if found else ""
+            prefix = {"captioner": "sat:", "generator": "attngan:"}.get(part, "")
+            raise ValueError(f"cmc2021 weights={folder}: {'more than one' if found else 'no'} {part} file "
+                             f"({' or '.join(patterns)}){names}; name it with {part}={prefix}FILE.")
+        out[part] = found[0]
+    return out

@@ -158,3 +158,71 @@ def test_a_generator_of_the_other_dataset_or_vocabulary_gets_one_sentence(genera
                                          r"\(is the vocabulary the checkpoint's\?\)"):
         cmc2021.load_generator(generator_files / "netG_epoch_600.pth", tmp_path / "text_encoder200.pth",
                                generator_files / "captions.textimage.pickle")
+
+
+def _release(folder: pathlib.Path) -> pathlib.Path:
+    """A folder laid out as the authors' release: captioner, generator, text encoder, vocabulary."""
+    folder.mkdir()
+    write_vocabulary(folder / "captions.textimage.pickle")
+    size = len(vocabulary_lists()[0])
+    save_captioner(folder / "model_100.pickle", *cmc2021.build_captioner(size, 200))
+    attngan_weights.save_generator(folder, *cmc2021.build_generator(size, cmc2021.ATTNGAN_SHAPES["birds"]))
+    return folder
+
+
+def test_cmc2021_runs_end_to_end_on_a_cub_tree(tmp_path, capsys, random_inception_weights):
+    import pandas as pd
+
+    from sat_weights import WORDS
+    from test_datasets import _fake_cub
+    from test_named_datasets import run_cli
+
+    tree = tmp_path / "birds"
+    names = _fake_cub(tree)
+    for name in names:  # captions in the captioner's words, so the authors' coder has a codeword for each letter
+        (tree / "text" / f"{name}.txt").write_text("\n".join(" ".join(WORDS[k:] + WORDS[:k]) for k in range(10)))
+    weights = _release(tmp_path / "release")
+    rc, out, err = run_cli(["run", "--dataset", f"cub:{tree}", "--protocol", "cmc2021", "--codec",
+                            f"cmc2021 weights={weights} max_words=4,64", "--codec", "jpeg quality=50",
+                            "--inception-weights", str(random_inception_weights), "--out", str(tmp_path / "runs"),
+                            "--name", "r", "--no-plots", "--no-progress"], capsys)
+    assert rc == 0, err
+    rows = pd.read_parquet(tmp_path / "runs" / "r" / "images")
+    cmc = rows[rows.codec == "cmc2021"].sort_values("setting_index")
+    assert (rows.status == "ok").all() and len(cmc) == 2
+    caption = cmc2021.load_captioner(weights / "model_100.pickle", weights / "captions.textimage.pickle").caption(
+        [np.asarray(open_preprocessed(tree, names[2]))])[0]
+    assert cmc.caption.tolist() == [" ".join(caption.split()[:4]), caption]
+    assert (cmc.bpp > cmc.bpp_published).all() and cmc.bpp_published.notna().all()
+    assert cmc[["psnr", "ipd", "caption_bleu4"]].notna().all().all()
+    info = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    codec = next(c for c in info["codecs"] if c["label"] == "cmc2021")
+    assert codec["options"]["captioner"] == f"sat:{weights / 'model_100.pickle'}"
+    assert codec["side_information"]["text_codec"] == "huffman2021"
+    assert codec["side_information"]["captioner"]["cmc2021 sat"]["checkpoint"]["sha256"]
+    summary = pd.read_parquet(tmp_path / "runs" / "r" / "summary.parquet")
+    assert {"fid", "kid", "inception_score", "bpp_published"} <= set(summary.columns)
+
+
+def open_preprocessed(tree, name):
+    """The test image as the cmc2021 protocol gives it to the codec."""
+    from benchmark.data.datasets import open_dataset
+    from benchmark.data.preprocess import get_preset
+
+    dataset = open_dataset(f"cub:{tree}")
+    record = next(r for r in dataset.records if r.image_id == name)
+    return get_preset("cmc2021")[1](dataset.read(record).pixels, record)
+
+
+def test_a_release_folder_or_spec_that_does_not_fit_is_told_before_any_work(tmp_path, capsys):
+    from test_named_datasets import run_cli
+
+    weights = _release(tmp_path / "release")
+    (weights / "model_100.pickle").rename(weights / "BEST_checkpoint.pth.tar")
+    rc, _, err = run_cli(["run", "--dataset", "sample", "--codec", f"cmc2021 weights={weights}", "--out",
+                          str(tmp_path / "runs"), "--no-progress"], capsys)
+    assert rc != 0 and "no captioner file (model_*.pickle); name it with captioner=sat:FILE." in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    rc, _, err = run_cli(["run", "--dataset", "sample", "--codec", f"cmc generator=attngan:{weights / 'x.pth'}",
+                          "--out", str(tmp_path / "runs"), "--no-progress"], capsys)
+    assert rc != 0 and "vocabulary=FILE" in err

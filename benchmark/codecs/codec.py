@@ -80,6 +80,8 @@ class Codec:
     # Options that name a file or folder: the spec stores them absolute (with ~ expanded), so worker processes
     # and a later --resume started in another folder read the same files.
     path_options: ClassVar[tuple[str, ...]] = ()
+    # Options whose value may be a file behind a prefix (CMC's `captioner=sat:FILE`): that file made absolute.
+    prefixed_path_options: ClassVar[dict[str, tuple[str, ...]]] = {}
     # Declared ranges of options, checked with the codec's own message before any work: numeric options as
     # (lo, hi) inclusive, options with a fixed set of values as a tuple of strings in `option_choices`.
     option_ranges: ClassVar[dict[str, tuple[float, float]]] = {}

@@ -24,6 +24,7 @@ BUILTIN_CODECS = {
     "jpeg2000": "baselines.jpeg2000:JPEG2000",
     "jpeg2000-psnr": "baselines.jpeg2000:JPEG2000PSNR",
     "cmc": "baselines.cmc:CMC",
+    "cmc2021": "baselines.cmc:CMC2021",
     "webp": "baselines.webp:WebP",
     "avif": "baselines.avif:AVIF",
     "jpegxl": "baselines.jpegxl:JPEGXL",
@@ -172,6 +173,9 @@ def parse_codec_spec(text: str) -> CodecSpec:
             samples = int(k)
         elif key in cls.path_options:  # absolute: workers and a later --resume may start in another folder
             options[key] = os.path.abspath(os.path.expanduser(value)) if value else value
+        elif key in cls.prefixed_path_options and value.partition(":")[0] in cls.prefixed_path_options[key]:
+            prefix, _, path = value.partition(":")
+            options[key] = f"{prefix}:{os.path.abspath(os.path.expanduser(path))}"
         else:
             options[key] = _parse_scalar(value)
     cls(**options)  # validate options now, with the codec's own message
