@@ -50,8 +50,17 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 def load_vocabulary(path: str | pathlib.Path) -> Vocabulary:
-    """The vocabulary pickle ([train captions, test captions, ixtoword, wordtoix], protocol 2), read safely."""
+    """The vocabulary pickle ([train captions, test captions, ixtoword, wordtoix], protocol 2), read safely, or
+    the word map JSON their COCO code reads (WORDMAP_coco_*.json: {word: index})."""
     path = pathlib.Path(path)
+    if path.suffix == ".json":
+        import json
+
+        try:
+            wordtoix = {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{path} is not a word map ({{word: index}} JSON): {exc}.") from None
+        return Vocabulary({i: w for w, i in wordtoix.items()}, wordtoix, str(path))
     try:
         with open(path, "rb") as f:
             data = _PlainUnpickler(f, encoding="latin1").load()
@@ -604,7 +613,7 @@ RELEASE_FILES = {  # what `cmc2021 weights=DIR` looks for: the authors' names an
     "captioner": ("model_*.pickle",),
     "generator": ("netG_epoch_*.pth", "*_AttnGAN2.pth"),
     "text_encoder": ("text_encoder*.pth",),
-    "vocabulary": ("captions.textimage.pickle",),
+    "vocabulary": ("captions.textimage.pickle", "WORDMAP_*.json"),
 }
 
 

@@ -68,6 +68,9 @@ def test_a_vocabulary_pickle_that_would_run_code_is_refused_unrun(tmp_path):
     path.write_bytes(pickle.dumps([[], [], {0: "<pad>", 1: "bird"}, {"<pad>": 0, "bird": 1}], protocol=2))
     with pytest.raises(ValueError, match="lacks <unk>, <start>, <end>"):
         cmc2021.load_vocabulary(path)
+    wordmap = tmp_path / "WORDMAP_coco_5_cap_per_img_5_min_word_freq.json"  # their COCO code's word map
+    wordmap.write_text(json.dumps(wordtoix))
+    assert cmc2021.load_vocabulary(wordmap).ixtoword == ixtoword
 
 
 def test_tutorial_and_mismatched_checkpoints_get_one_sentence(authors_files, tmp_path):
