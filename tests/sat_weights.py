@@ -106,3 +106,49 @@ def test_images(n: int = 3) -> list[np.ndarray]:
             image = (np.sin(xx * 40 * a[0] + yy * 20 * a[1])[..., None] > 0) * a
         out.append((255 * image).astype(np.uint8))
     return out
+
+
+class ScriptedDecoder:
+    """A decoder whose next-word scores are a fixed table row of the previous word (seeded), with the interfaces
+    of both the authors' DecoderWithAttention (embedding, attention, f_beta, sigmoid, decode_step, fc) and
+    cmcbench's (step): beams end at different steps, where the authors' rule of taking `beam_size` candidates
+    at every step differs from taking one per live beam."""
+
+    def __init__(self, vocab_size: int, end: int, seed: int = 3):
+        import torch
+
+        rng = np.random.default_rng(seed)
+        table = rng.normal(0, 3, (vocab_size, vocab_size))
+        table[:, end] = rng.normal(-3, 5, vocab_size)  # from some words <end> is likely, from others not
+        self.table = torch.from_numpy(table.astype(np.float32))
+        self.vocab_size, self.torch = vocab_size, torch
+        self.sigmoid = torch.sigmoid
+
+    def init_hidden_state(self, encoder_out):
+        z = self.torch.zeros(len(encoder_out), self.vocab_size)
+        return z, z
+
+    def embedding(self, words):
+        return self.torch.nn.functional.one_hot(words, self.vocab_size).float()
+
+    def attention(self, encoder_out, h):
+        return self.torch.zeros(len(h), 0), None
+
+    def f_beta(self, h):
+        return self.torch.zeros(len(h), 0)
+
+    def decode_step(self, x, state):
+        return x[:, :self.vocab_size], state[1]
+
+    def fc(self, h):
+        return h @ self.table
+
+    def step(self, words, encoder_out, h, c):
+        h, c = self.decode_step(self.embedding(words).squeeze(1), (h, c))
+        return self.torch.log_softmax(self.fc(h), dim=1), h, c
+
+    def to(self, device):
+        return self
+
+    def eval(self):
+        return self

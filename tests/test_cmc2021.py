@@ -50,6 +50,26 @@ def test_captions_equal_the_authors_beam_search_token_for_token(authors_files):
     assert [captioner.caption([im])[0] for im in test_images(3)] == AUTHORS_CAPTIONS
 
 
+# The authors' beam search (the same evaluate, same fixes) over sat_weights.ScriptedDecoder(seed); None: their
+# code stops with an error there (no beam ends within 50 steps).
+AUTHORS_SCRIPTED = {14: "and brown tail bird", 123: "white the", 0: "", 1: None, 2: "this beak large", 3: "black this"}
+
+
+def test_the_beam_search_takes_beam_size_candidates_every_step_as_the_authors():
+    """Seeds 14 and 123 tell the authors' rule from the tutorial's (one candidate per live beam)."""
+    from sat_weights import ScriptedDecoder
+
+    ixtoword, wordtoix = vocabulary_lists()
+    vocab = cmc2021.Vocabulary(ixtoword, wordtoix)
+    for seed, expected in AUTHORS_SCRIPTED.items():
+        decoder = ScriptedDecoder(len(ixtoword), wordtoix["<end>"], seed)
+        ids = cmc2021.Captioner(decoder, decoder, vocab).beam_search(torch.zeros(1, 1, 4), 4)
+        if expected is None:  # the best live beam, after their 50 steps
+            assert ids[-1] != wordtoix["<end>"] and len(ids) == cmc2021.MAX_STEPS + 2
+        else:
+            assert vocab.words(ids) == expected and ids[-1] == wordtoix["<end>"]
+
+
 def test_a_vocabulary_pickle_that_would_run_code_is_refused_unrun(tmp_path):
     target = tmp_path / "ran"
 
