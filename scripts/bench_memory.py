@@ -7,9 +7,15 @@ set metrics: memory that grows with the dataset shows between those two, a peak 
 shows at the first task already. With --inception, --lpips and --clip the networks are random-init copies of
 the real architectures, built here (speed and memory do not depend on the weights' values).
 
-    python scripts/bench_memory.py --sizes 100 1000 [--inception] [--lpips] [--clip] [--image-size 256]
-                                   [--batch-size 32]
-                                   [--max-pending N]
+--inception-stand-in keeps the whole Inception stage (its network loaded, batching, the bound on pending
+images, feature files, IPD, the summary's set metrics) but replaces the network's forward pass by a cheap
+function of the pixels with the same outputs (2,048 pool features, 1,008 logits): for sizes whose CPU forward
+passes would take hours (30,000 images at two passes each: about 1.9 h at this machine's 9 images/s).
+--bootstrap B then times the run's bootstrap intervals (B resamples) and prints their own peak RSS.
+
+    python scripts/bench_memory.py --sizes 100 1000 [--inception | --inception-stand-in] [--lpips] [--clip]
+                                   [--image-size 256] [--batch-size 32] [--qualities 30,80]
+                                   [--max-pending N] [--bootstrap B]
 """
 
 from __future__ import annotations
@@ -29,6 +35,39 @@ sys.path.insert(0, str(ROOT))
 
 def peak_mib(who=resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
+
+
+def reset_peak() -> None:
+    """Start this process's peak RSS (VmHWM) afresh, so that a later phase's peak is its own (Linux)."""
+    pathlib.Path("/proc/self/clear_refs").write_text("5")
+
+
+def phase_peak_mib() -> float:
+    """This process's peak RSS since the last `reset_peak` (VmHWM)."""
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stand_in_inception() -> None:
+    """The Inception network's forward pass replaced by a seeded projection of 8 x 8 average-pooled pixels,
+    with the network's output shapes (the network itself is still built and held)."""
+    import numpy as np
+    import torch
+
+    from metrics import inception
+
+    projection = torch.from_numpy(np.random.default_rng(0).standard_normal((192, inception.FEATURE_DIM))
+                                  .astype(np.float32) / 100)
+
+    def forward(self, batch):
+        pool = torch.relu(torch.nn.functional.adaptive_avg_pool2d(batch.float(), 8).flatten(1) @ projection)
+        self.passes += len(batch)
+        pool = pool.numpy()
+        return pool, inception.unbiased_logits(pool, self.fc_weight).astype(np.float32)
+
+    inception.InceptionExtractor.forward = forward
 
 
 def random_clip(folder: pathlib.Path) -> pathlib.Path:
@@ -86,9 +125,11 @@ def child(args) -> None:
         inception = {"enabled": True, "weights": weights["inception"], "sha256": None, "device": "cpu",
                      "batch_size": args.batch_size, "isc_splits": 10, "kid_subsets": 100, "kid_subset_size": 1000,
                      "seed": 2020}
+    if args.inception_stand_in:
+        stand_in_inception()
     config = RunConfig(dataset=f"sample:{3 * args.images}",  # the sample set's test split is a third of it
                        preprocess="none" if args.image_size == 256 else f"resize-{args.image_size}",
-                       codecs=[parse_codec_spec("jpeg quality=30,80")], inception=inception,
+                       codecs=[parse_codec_spec(f"jpeg quality={args.qualities}")], inception=inception,
                        caption_embedder="none", image_metrics={"ms_ssim": True, "lpips": weights.get("lpips", "none"),
                                                                "clip": weights.get("clip", "none")},
                        add_metrics=["fd_clip"] if "clip" in weights else [])
@@ -109,8 +150,17 @@ def child(args) -> None:
     t = time.perf_counter()
     outcome = execute(create_run(config, args.out), jobs=2, progress=False, on_result=on_result, stats=stats, **bound)
     seconds = time.perf_counter() - t
+    main_peak = peak_mib()  # before the bootstrap, which starts its own peak
+    if args.bootstrap:
+        from benchmark.analysis import bootstrap
+
+        reset_peak()
+        t = time.perf_counter()
+        table = bootstrap.intervals(outcome.run_dir, args.bootstrap, use_cache=False)
+        marks.update(bootstrap_seconds=time.perf_counter() - t, bootstrap_peak_mib=phase_peak_mib(),
+                     bootstrap_intervals=len(table))
     print(json.dumps({"images": args.images, "rows": outcome.n_rows, "seconds": seconds,
-                      "rows_per_s": outcome.n_rows / seconds, "main_peak_mib": peak_mib(),
+                      "rows_per_s": outcome.n_rows / seconds, "main_peak_mib": main_peak,
                       "worker_peak_mib": peak_mib(resource.RUSAGE_CHILDREN), **marks,
                       **{k: stats[k] for k in ("max_pending", "peak_pending") if k in stats}}))
 
@@ -119,6 +169,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--inception", action="store_true", help="IS, FID, KID, IPD with a random-init InceptionV3")
+    ap.add_argument("--inception-stand-in", action="store_true",
+                    help="--inception with a cheap stand-in for the network's forward pass (see above)")
+    ap.add_argument("--qualities", default="30,80", help="the JPEG qualities (settings) run (default 30,80)")
+    ap.add_argument("--bootstrap", type=int, default=0, metavar="B",
+                    help="after each run, its bootstrap intervals with B resamples: seconds and peak RSS")
     ap.add_argument("--lpips", action="store_true", help="LPIPS with a random-init AlexNet backbone")
     ap.add_argument("--clip", action="store_true", help="CLIP similarity and score per image (in the workers) and "
                                                         "FD-CLIP (its feature stage here) with a random-init CLIP")
@@ -129,6 +184,7 @@ def main() -> None:
     ap.add_argument("--weights", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.inception = args.inception or args.inception_stand_in
     if args.child:
         args.images = args.child
         return child(args)
@@ -137,8 +193,10 @@ def main() -> None:
         weights = json.dumps(random_weights(pathlib.Path(out), args.inception, args.lpips, args.clip))
         for n in args.sizes:
             command = [sys.executable, __file__, "--child", str(n), "--weights", weights, "--out", out,
-                       "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
+                       "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
+                       "--qualities", args.qualities, "--bootstrap", str(args.bootstrap)]
             command += ["--max-pending", str(args.max_pending)] if args.max_pending else []
+            command += ["--inception-stand-in"] if args.inception_stand_in else []
             line = subprocess.run(command, capture_output=True, text=True, check=True,
                                   cwd=pathlib.Path(__file__).parent).stdout
             results.append(json.loads(line.strip().splitlines()[-1]))
@@ -147,7 +205,9 @@ def main() -> None:
               f"main peak {r['main_peak_mib']:7.1f} MiB (after the first task {r.get('first_task_peak_mib', 0):7.1f}, "
               f"before set metrics {r.get('before_set_metrics_peak_mib', 0):7.1f})  largest worker peak "
               f"{r['worker_peak_mib']:7.1f} MiB" + (f"  pending images: at most {r['peak_pending']} of "
-                                                      f"{r['max_pending']}" if "peak_pending" in r else ""))
+                                                      f"{r['max_pending']}" if "peak_pending" in r else "")
+              + (f"  bootstrap ({args.bootstrap} resamples, {r['bootstrap_intervals']} intervals): "
+                 f"{r['bootstrap_seconds']:.1f} s, peak {r['bootstrap_peak_mib']:.1f} MiB" if args.bootstrap else ""))
     first, last = results[0], results[-1]
     print(f"growth from {first['images']} to {last['images']} images: main "
           f"x{last['main_peak_mib'] / first['main_peak_mib']:.2f} "
