@@ -151,18 +151,10 @@ def build_captioner(vocab_size: int, classes: int = 0):
 def _checkpoint(path: pathlib.Path) -> dict:
     """The {"encoder": state_dict, "decoder": state_dict} file, loaded without running code; the tutorial's
     whole pickled modules are refused with the way to convert them."""
-    import torch
-
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"No captioner checkpoint at {path}.") from None
-    except pickle.UnpicklingError:
-        raise ValueError(f"{path} holds pickled modules (the tutorial's BEST_checkpoint_*.pth.tar format), which "
-                         "cmcbench does not unpickle: save their state_dicts with the authors' code, "
-                         "torch.save({'encoder': encoder.state_dict(), 'decoder': decoder.state_dict()}, "
-                         "'model.pickle'), and pass that file.") from None
-    if not (isinstance(data, dict) and isinstance(data.get("encoder"), dict) and isinstance(data.get("decoder"), dict)):
+    data = _state_dict(path, "captioner checkpoint", "(the tutorial's BEST_checkpoint_*.pth.tar format): save "
+                       "their state_dicts with the authors' code, torch.save({'encoder': encoder.state_dict(), "
+                       "'decoder': decoder.state_dict()}, 'model.pickle'), and pass that file")
+    if not (isinstance(data.get("encoder"), dict) and isinstance(data.get("decoder"), dict)):
         raise ValueError(f"{path} is not the authors' captioner checkpoint ({{'encoder': state_dict, 'decoder': "
                          "state_dict}}).")
     return data
@@ -248,17 +240,7 @@ def load_captioner(checkpoint: str | pathlib.Path, vocabulary: str | pathlib.Pat
     classes = state["encoder"]["cls_linear.weight"].shape[0] if "cls_linear.weight" in state["encoder"] else 0
     encoder, decoder = build_captioner(vocab.size, classes)
     for name, module in (("encoder", encoder), ("decoder", decoder)):
-        expected = module.state_dict()
-        given = state[name]
-        missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
-        wrong = [k for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
-        if missing or extra or wrong:
-            what = (f"lacks {missing[0]}" if missing else f"has an unknown {extra[0]}" if extra else
-                    f"has {wrong[0]} of shape {tuple(given[wrong[0]].shape)}, not {tuple(expected[wrong[0]].shape)}")
-            hint = " (is the vocabulary the checkpoint's?)" if wrong and wrong[0] in (
-                "embedding.weight", "fc.weight", "fc.bias") else ""
-            raise ValueError(f"The captioner checkpoint {checkpoint}'s {name} {what}{hint}.")
-        module.load_state_dict(given, strict=True)
+        _load_strict(module, state[name], f"captioner checkpoint {checkpoint}'s {name}")
     return Captioner(encoder, decoder, vocab, device)
 
 
@@ -465,7 +447,9 @@ class Generator:
         return list(np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)))
 
 
-def _state_dict(path: pathlib.Path, what: str) -> dict:
+def _state_dict(path: pathlib.Path, what: str, pickled: str = "") -> dict:
+    """A file of tensors (a state_dict, or a dict of them) loaded with torch.load(weights_only=True): nothing in
+    it runs; a file of pickled objects is refused in one sentence (`pickled`: what it is and how to convert it)."""
     import torch
 
     try:
@@ -473,25 +457,25 @@ def _state_dict(path: pathlib.Path, what: str) -> dict:
     except FileNotFoundError:
         raise ValueError(f"No {what} at {path}.") from None
     except pickle.UnpicklingError:
-        raise ValueError(f"{path} holds pickled objects, not the {what}'s state_dict: cmcbench does not unpickle "
-                         "them.") from None
+        raise ValueError(f"{path} holds pickled modules or objects {pickled or 'instead of state_dicts'}; "
+                         "cmcbench does not unpickle them.") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a state_dict of the {what}.")
     return data
 
 
-def _load_strict(module, state: dict, path, what: str) -> None:
-    """load_state_dict(strict=True), its first mismatch told in one sentence."""
+def _load_strict(module, state: dict, label: str, other: str = "") -> None:
+    """load_state_dict(strict=True), its first mismatch told in one sentence naming `label` (the file and part);
+    `other`: what a mismatch beyond the vocabulary's layers most likely means."""
     expected = module.state_dict()
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or extra or wrong:
-        what_is = (f"lacks {missing[0]}" if missing else f"has an unknown {extra[0]}" if extra else
-                   f"has {wrong[0]} of shape {tuple(state[wrong[0]].shape)}, not {tuple(expected[wrong[0]].shape)}")
-        hint = " (is the vocabulary the checkpoint's?)" if wrong and wrong[0] in (
-            "embedding.weight", "fc.weight", "fc.bias", "encoder.weight") else \
-            " (a generator of the other dataset? birds and COCO differ in size)" if wrong or missing or extra else ""
-        raise ValueError(f"The {what} {path} {what_is}{hint}.")
+        what = (f"lacks {missing[0]}" if missing else f"has an unknown {extra[0]}" if extra else
+                f"has {wrong[0]} of shape {tuple(state[wrong[0]].shape)}, not {tuple(expected[wrong[0]].shape)}")
+        vocabulary_layer = wrong and wrong[0] in ("embedding.weight", "fc.weight", "fc.bias", "encoder.weight")
+        hint = " (is the vocabulary the checkpoint's?)" if vocabulary_layer else f" ({other})" if other else ""
+        raise ValueError(f"The {label} {what}{hint}.")
     module.load_state_dict(state, strict=True)
 
 
@@ -510,8 +494,9 @@ def load_generator(generator: str | pathlib.Path, text_encoder: str | pathlib.Pa
         raise ValueError(f"AttnGAN comes for birds or coco, not {dataset!r}.")
     shape = ATTNGAN_SHAPES[dataset]
     encoder, net = build_generator(vocab.size, shape)
-    _load_strict(encoder, _state_dict(pathlib.Path(text_encoder), "text encoder"), text_encoder, "text encoder")
-    _load_strict(net, state, generator, f"{dataset} generator")
+    _load_strict(encoder, _state_dict(pathlib.Path(text_encoder), "text encoder"), f"text encoder {text_encoder}")
+    _load_strict(net, state, f"{dataset} generator {generator}",
+                 "a generator of the other dataset? birds and COCO differ in size")
     return Generator(encoder, net, vocab, shape, device)
 
 
