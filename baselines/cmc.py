@@ -117,7 +117,7 @@ class CMC(Codec):
         from baselines import cmc2021
 
         if cmc2021.authors_parts(self.options):  # their files, loaded now: a mismatch is told before any work
-            cmc2021.check_parts(self.options)
+            cmc2021.check_parts(self.options, str(context.get("dataset", "")))
         if not self.options["captioner"].startswith("sat:"):
             check_model_name("captioner", self.options["captioner"], ("reference",), "transformers", "config.json")
         if not self.options["generator"].startswith("attngan:"):

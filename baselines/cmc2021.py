@@ -507,8 +507,16 @@ def authors_parts(options: dict) -> bool:
     return options["captioner"].startswith("sat:") or options["generator"].startswith("attngan:")
 
 
-def check_parts(options: dict) -> None:
-    """Before any work: the files the authors' parts need exist and fit each other, else one sentence."""
+def dataset_family(dataset: str) -> str | None:
+    """"birds" or "coco" for a CUB or MS-COCO dataset spec (cub:PATH, cub-200-2011, coco:PATH, coco2014-val...),
+    else None."""
+    name = str(dataset).lower()
+    return "birds" if name.startswith(("cub", "birds")) else "coco" if name.startswith("coco") else None
+
+
+def check_parts(options: dict, dataset: str = "") -> None:
+    """Before any work: the files the authors' parts need exist and fit each other and the dataset, else one
+    sentence."""
     if not options["vocabulary"]:
         raise ValueError("cmc's sat: captioner and attngan: generator read the authors' vocabulary: pass "
                          "vocabulary=FILE (their captions.textimage.pickle).")
@@ -519,7 +527,11 @@ def check_parts(options: dict) -> None:
     if options["captioner"].startswith("sat:"):
         _loaded_captioner(options["captioner"][4:], vocabulary, "cpu")
     if options["generator"].startswith("attngan:"):
-        _loaded_generator(options["generator"][8:], options["text_encoder"], vocabulary, "cpu")
+        generator = _loaded_generator(options["generator"][8:], options["text_encoder"], vocabulary, "cpu")
+        family, made_for = dataset_family(dataset), next(k for k, v in ATTNGAN_SHAPES.items() if v == generator.shape)
+        if family and family != made_for:
+            raise ValueError(f"The generator {options['generator'][8:]} is AttnGAN's {made_for} model (by its sizes), "
+                             f"but the dataset {dataset} is {family}: use the {family} files.")
 
 
 @functools.lru_cache(maxsize=2)

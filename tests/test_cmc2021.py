@@ -249,3 +249,14 @@ def test_a_release_folder_or_spec_that_does_not_fit_is_told_before_any_work(tmp_
     rc, _, err = run_cli(["run", "--dataset", "sample", "--codec", f"cmc generator=attngan:{weights / 'x.pth'}",
                           "--out", str(tmp_path / "runs"), "--no-progress"], capsys)
     assert rc != 0 and "vocabulary=FILE" in err
+    coco = tmp_path / "coco_AttnGAN2.pth"
+    torch.save(cmc2021.build_generator(len(vocabulary_lists()[0]), cmc2021.ATTNGAN_SHAPES["coco"])[1].state_dict(),
+               coco)
+    from test_datasets import _fake_cub
+
+    _fake_cub(tmp_path / "birds")
+    rc, _, err = run_cli(["run", "--dataset", f"cub:{tmp_path / 'birds'}", "--codec",
+                          f"cmc generator=attngan:{coco} text_encoder={weights / 'text_encoder200.pth'} "
+                          f"vocabulary={weights / 'captions.textimage.pickle'}", "--out", str(tmp_path / "runs"),
+                          "--no-progress"], capsys)
+    assert rc != 0 and "is AttnGAN's coco model (by its sizes), but the dataset cub:" in err and "is birds" in err
