@@ -91,7 +91,7 @@ def save_captioner(path, encoder, decoder, seed: int = 2021) -> None:
                 "decoder": {k: torch.from_numpy(np.asarray(v)) for k, v in d.items()}}, path)
 
 
-def test_images(n: int = 3) -> list[np.ndarray]:
+def captioner_images(n: int = 3) -> list[np.ndarray]:
     """n 256 x 256 images of different kinds: a colour gradient, seeded noise, stripes (then more of each)."""
     rng = np.random.default_rng(7)
     yy, xx = np.mgrid[0:256, 0:256] / 255

@@ -12,11 +12,11 @@ import torch
 
 import attngan_weights
 from baselines import cmc2021
-from sat_weights import save_captioner, test_images, vocabulary_lists, write_vocabulary
+from sat_weights import captioner_images, save_captioner, vocabulary_lists, write_vocabulary
 
 # Produced once by the authors' own code (smallflyingpig/cross_modal_compression 639e7f6: ImageText/models.py's
 # Encoder and DecoderWithAttention loading the file save_captioner writes, their load_checkpoint (strict), and
-# the beam search of ImageText/end_to_end_test.py's evaluate, beam 4) on test_images(3), their ToTensor and
+# the beam search of ImageText/end_to_end_test.py's evaluate, beam 4) on captioner_images(3), their ToTensor and
 # Normalize; with three mechanical fixes for today's torch: no .cuda(), `//` for their integer `/`, and the
 # HEAD encoder's (features, class scores) tuple indexed.
 AUTHORS_CAPTIONS = [
@@ -41,13 +41,12 @@ def authors_files(tmp_path_factory):
 def test_captions_equal_the_authors_beam_search_token_for_token(authors_files):
     for name in ("model_head.pickle", "model_paper.pickle"):  # the class head changes no caption
         captioner = cmc2021.load_captioner(authors_files / name, authors_files / "captions.textimage.pickle")
-        assert captioner.caption(test_images(3)) == AUTHORS_CAPTIONS
-    ids = captioner.caption_ids(test_images(3)[:1])[0]
+        assert captioner.caption(captioner_images(3)) == AUTHORS_CAPTIONS
+    ids = captioner.caption_ids(captioner_images(3)[:1])[0]
     vocab = captioner.vocabulary
     assert ids[0] == vocab.wordtoix["<start>"] and ids[-1] == vocab.wordtoix["<end>"]
     assert [vocab.ixtoword[i] for i in ids[1:-1]] == AUTHORS_CAPTIONS[0].split()
-    # each image alone gives what it gave in the batch
-    assert [captioner.caption([im])[0] for im in test_images(3)] == AUTHORS_CAPTIONS
+    assert captioner.caption([captioner_images(3)[1]]) == AUTHORS_CAPTIONS[1:2]  # alone as in the batch
 
 
 # The authors' beam search (the same evaluate, same fixes) over sat_weights.ScriptedDecoder(seed); None: their
@@ -193,7 +192,12 @@ def _release(folder: pathlib.Path) -> pathlib.Path:
     return folder
 
 
-def test_cmc2021_runs_end_to_end_on_a_cub_tree(tmp_path, capsys, random_inception_weights):
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    return _release(tmp_path_factory.mktemp("cmc2021-release") / "release")
+
+
+def test_cmc2021_runs_end_to_end_on_a_cub_tree(tmp_path, capsys, random_inception_weights, release):
     import pandas as pd
 
     from sat_weights import WORDS
@@ -204,7 +208,7 @@ def test_cmc2021_runs_end_to_end_on_a_cub_tree(tmp_path, capsys, random_inceptio
     names = _fake_cub(tree)
     for name in names:  # captions in the captioner's words, so the authors' coder has a codeword for each letter
         (tree / "text" / f"{name}.txt").write_text("\n".join(" ".join(WORDS[k:] + WORDS[:k]) for k in range(10)))
-    weights = _release(tmp_path / "release")
+    weights = release
     rc, out, err = run_cli(["run", "--dataset", f"cub:{tree}", "--protocol", "cmc2021", "--codec",
                             f"cmc2021 weights={weights} max_words=4,64", "--codec", "jpeg quality=50",
                             "--inception-weights", str(random_inception_weights), "--out", str(tmp_path / "runs"),
@@ -237,11 +241,13 @@ def open_preprocessed(tree, name):
     return get_preset("cmc2021")[1](dataset.read(record).pixels, record)
 
 
-def test_a_release_folder_or_spec_that_does_not_fit_is_told_before_any_work(tmp_path, capsys):
+def test_a_release_folder_or_spec_that_does_not_fit_is_told_before_any_work(tmp_path, capsys, release):
     from test_named_datasets import run_cli
 
-    weights = _release(tmp_path / "release")
-    (weights / "model_100.pickle").rename(weights / "BEST_checkpoint.pth.tar")
+    weights = tmp_path / "release"  # the release without its captioner (the tutorial's file name instead)
+    weights.mkdir()
+    for f in release.iterdir():
+        (weights / ("BEST_checkpoint.pth.tar" if f.name == "model_100.pickle" else f.name)).symlink_to(f)
     rc, _, err = run_cli(["run", "--dataset", "sample", "--codec", f"cmc2021 weights={weights}", "--out",
                           str(tmp_path / "runs"), "--no-progress"], capsys)
     assert rc != 0 and "no captioner file (model_*.pickle); name it with captioner=sat:FILE." in err
