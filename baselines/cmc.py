@@ -18,6 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from baselines import cmc2021
 from baselines.text_codecs import TEXT_CODECS, make_text_codec
 from benchmark.codecs.codec import Codec, CodecUnavailable
 
@@ -70,7 +71,7 @@ class CMC(Codec):
                      "guidance": (0, 100), "size": (8, 4096)}
     option_choices = {"text_codec": tuple(TEXT_CODECS)}
     path_options = ("text_encoder", "vocabulary")
-    prefixed_path_options = {"captioner": ("sat",), "generator": ("attngan",)}
+    prefixed_path_options = {part: (prefix.rstrip(":"),) for part, prefix in cmc2021.PREFIXES.items()}
     exact_size = False
     needs_record = True
     columns = {"caption": "string"}  # the transmitted text, decoded from the bitstream
@@ -114,13 +115,11 @@ class CMC(Codec):
         reason = self.applicable(context, self.options)
         if reason:
             raise ValueError(reason + ".")
-        from baselines import cmc2021
-
         if cmc2021.authors_parts(self.options):  # their files, loaded now: a mismatch is told before any work
             cmc2021.check_parts(self.options, str(context.get("dataset", "")))
-        if not self.options["captioner"].startswith("sat:"):
+        if not cmc2021.authors_file(self.options, "captioner"):
             check_model_name("captioner", self.options["captioner"], ("reference",), "transformers", "config.json")
-        if not self.options["generator"].startswith("attngan:"):
+        if not cmc2021.authors_file(self.options, "generator"):
             check_model_name("generator", self.options["generator"], ("retrieval",), "diffusers", "model_index.json")
 
     def setup(self, context: dict | None = None) -> None:
@@ -145,20 +144,16 @@ class CMC(Codec):
         self.text_codec = make_text_codec(o["text_codec"], captions)
         self.captioner = None
         device = context.get("device", "auto") if o["device"] == "auto" else o["device"]  # the run's, unless set
-        if o["captioner"].startswith("sat:"):
-            from baselines.cmc2021 import AuthorsCaptioner
-
-            self.captioner = AuthorsCaptioner(o, device)
+        if cmc2021.authors_file(o, "captioner"):
+            self.captioner = cmc2021.AuthorsCaptioner(o, device)
         elif o["captioner"] != "reference":
             from baselines.cmc_models import TransformersCaptioner
 
             self.captioner = TransformersCaptioner(o["captioner"], device, o["num_beams"], o["max_new_tokens"])
         if o["generator"] == "retrieval":
             self.generator = RetrievalGenerator(self.train, get_preset(context.get("preprocess", "none"))[1])
-        elif o["generator"].startswith("attngan:"):
-            from baselines.cmc2021 import AuthorsGenerator
-
-            self.generator = AuthorsGenerator(o, device)
+        elif cmc2021.authors_file(o, "generator"):
+            self.generator = cmc2021.AuthorsGenerator(o, device)
         else:
             from baselines.cmc_models import DiffusersGenerator
 
@@ -259,13 +254,10 @@ class CMC2021(CMC):
     path_options = (*CMC.path_options, "weights")
 
     def __init__(self, **options):
-        from baselines.cmc2021 import release_files
-
         if not options.get("weights"):
             raise ValueError("cmc2021 needs weights=DIR, the folder of the authors' released files (or use cmc with "
                              "captioner=sat:FILE generator=attngan:FILE text_encoder=FILE vocabulary=FILE).")
-        prefix = {"captioner": "sat:", "generator": "attngan:"}
-        for part, path in release_files(options["weights"]).items():
+        for part, path in cmc2021.release_files(options["weights"]).items():
             if options.get(part) in (None, "", self.defaults.get(part)):
-                options[part] = prefix.get(part, "") + path
+                options[part] = cmc2021.PREFIXES.get(part, "") + path
         super().__init__(**options)

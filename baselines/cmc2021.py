@@ -502,9 +502,18 @@ def load_generator(generator: str | pathlib.Path, text_encoder: str | pathlib.Pa
 
 # ---- The authors' parts inside cmcbench's CMC codec, and the `cmc2021 weights=DIR` shortcut ----
 
+PREFIXES = {"captioner": "sat:", "generator": "attngan:"}  # how a CMC spec names the authors' parts
+
+
+def authors_file(options: dict, part: str) -> str | None:
+    """The file of the authors' `part` a CMC spec names (captioner=sat:FILE, generator=attngan:FILE), else None."""
+    value, prefix = options[part], PREFIXES[part]
+    return value[len(prefix):] if value.startswith(prefix) else None
+
+
 def authors_parts(options: dict) -> bool:
     """Whether a CMC spec uses the authors' captioner or generator."""
-    return options["captioner"].startswith("sat:") or options["generator"].startswith("attngan:")
+    return any(authors_file(options, part) for part in PREFIXES)
 
 
 def dataset_family(dataset: str) -> str | None:
@@ -520,17 +529,18 @@ def check_parts(options: dict, dataset: str = "") -> None:
     if not options["vocabulary"]:
         raise ValueError("cmc's sat: captioner and attngan: generator read the authors' vocabulary: pass "
                          "vocabulary=FILE (their captions.textimage.pickle).")
-    if options["generator"].startswith("attngan:") and not options["text_encoder"]:
+    captioner, generator_file = authors_file(options, "captioner"), authors_file(options, "generator")
+    if generator_file and not options["text_encoder"]:
         raise ValueError("cmc generator=attngan:FILE needs its DAMSM text encoder: pass text_encoder=FILE "
                          "(text_encoder200.pth for birds, text_encoder100.pth for COCO).")
     vocabulary = _vocabulary(options["vocabulary"])
-    if options["captioner"].startswith("sat:"):
-        _loaded_captioner(options["captioner"][4:], vocabulary, "cpu")
-    if options["generator"].startswith("attngan:"):
-        generator = _loaded_generator(options["generator"][8:], options["text_encoder"], vocabulary, "cpu")
+    if captioner:
+        _loaded_captioner(captioner, vocabulary, "cpu")
+    if generator_file:
+        generator = _loaded_generator(generator_file, options["text_encoder"], vocabulary, "cpu")
         family, made_for = dataset_family(dataset), next(k for k, v in ATTNGAN_SHAPES.items() if v == generator.shape)
         if family and family != made_for:
-            raise ValueError(f"The generator {options['generator'][8:]} is AttnGAN's {made_for} model (by its sizes), "
+            raise ValueError(f"The generator {generator_file} is AttnGAN's {made_for} model (by its sizes), "
                              f"but the dataset {dataset} is {family}: use the {family} files.")
 
 
@@ -562,7 +572,7 @@ class AuthorsCaptioner:
     def __init__(self, options: dict, device: str):
         from baselines.cmc_models import pick_device
 
-        self.files = {"checkpoint": options["captioner"][4:], "vocabulary": options["vocabulary"]}
+        self.files = {"checkpoint": authors_file(options, "captioner"), "vocabulary": options["vocabulary"]}
         self.model = _loaded_captioner(self.files["checkpoint"], _vocabulary(options["vocabulary"]),
                                        pick_device(device))
 
@@ -588,7 +598,7 @@ class AuthorsGenerator:
     def __init__(self, options: dict, device: str):
         from baselines.cmc_models import pick_device
 
-        self.files = {"generator": options["generator"][8:], "text_encoder": options["text_encoder"],
+        self.files = {"generator": authors_file(options, "generator"), "text_encoder": options["text_encoder"],
                       "vocabulary": options["vocabulary"]}
         self.model = _loaded_generator(self.files["generator"], self.files["text_encoder"],
                                        _vocabulary(options["vocabulary"]), pick_device(device))
@@ -625,7 +635,7 @@ def release_files(folder: str | pathlib.Path) -> dict[str, str]:
         found = sorted({str(p.resolve()) for pattern in patterns for p in folder.glob(pattern)})
         if len(found) != 1:
             names = ": " + ", ".join(pathlib.Path(f).name for f in found) if found else ""
-            prefix = {"captioner": "sat:", "generator": "attngan:"}.get(part, "")
+            prefix = PREFIXES.get(part, "")
             raise ValueError(f"cmc2021 weights={folder}: {'more than one' if found else 'no'} {part} file "
                              f"({' or '.join(patterns)}){names}; name it with {part}={prefix}FILE.")
         out[part] = found[0]
