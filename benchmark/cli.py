@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prdc-k", type=int, default=5, metavar="K",
                      help="neighbourhood size of precision/recall/density/coverage (default 5, Naeem et al.; "
                           "torch-fidelity's prc uses 3)")
+    for stage in registry.STAGES.values():  # each metric file's own network option, declared in its file
+        run.add_argument(stage.flag, default=stage.default, metavar=stage.metavar, help=stage.help)
     run.add_argument("--patch-fid", action="store_true",
                      help="also FID/256 (HiFiC): FID over 256x256 patches, plus a grid shifted by 128 px; for few "
                           "large images such as Kodak")
@@ -394,7 +396,7 @@ RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "prepr
                "max_pixels", "save_reconstructions", "metrics", "inception_weights", "inception_sha256", "batch_size",
                "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "ms_ssim", "lpips", "lpips_vgg",
                "dists", "clip", "iqa", "iqa_weights", "dinov2", "prdc_k", "patch_fid", "add_metric", "save_bitstreams",
-               "name", "timeout", "codec_batch", "allow_modified_dataset")
+               "name", "timeout", "codec_batch", "allow_modified_dataset", *registry.STAGES)
 
 
 def _iqa_options(args) -> tuple[list[str], dict[str, str]]:
@@ -592,6 +594,8 @@ def cmd_run(args) -> int:
                            image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips, "dists": args.dists,
                                           "lpips_vgg": args.lpips_vgg, "clip": args.clip},
                            dinov2={"model": args.dinov2, "k": args.prdc_k},
+                           stages={s.name: getattr(args, s.name) for s in registry.STAGES.values()
+                                   if getattr(args, s.name) != s.default},
                            iqa=iqa_names, iqa_weights=iqa_weights,
                            add_metrics=[registry.get(m).column for m in args.add_metric],
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
@@ -669,6 +673,10 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     if dino.get("status") == "unavailable":
         names = ", ".join(m.short for m in registry.in_space("dinov2"))
         lines.append(f"Unavailable: {names} (left empty, not zero): {dino['reason']}")
+    for stage in registry.STAGES.values():
+        if info.get(stage.name, {}).get("status") == "unavailable":
+            names = ", ".join(m.short for m in registry.METRICS.values() if m.state == stage.name)
+            lines.append(f"Unavailable: {names} (left empty, not zero): {info[stage.name]['reason']}")
     for name, state in [*info.get("image_metrics", {}).items(), *info.get("iqa", {}).items()]:
         if state["status"] == "unavailable":
             lines.append(f"Unavailable: {name.upper().replace('_', '-')} (left empty, not zero): {state['reason']}")

@@ -14,13 +14,14 @@ import pathlib
 import pkgutil
 
 from metrics.psnr import PSNR_CAP_DB  # noqa: F401 - re-exported
-from metrics.spec import KINDS, PER_IMAGE_KINDS, FeatureSpace, MetricInfo  # noqa: F401 - re-exported
+from metrics.spec import KINDS, PER_IMAGE_KINDS, FeatureSpace, MetricInfo, Stage  # noqa: F401 - re-exported
 
 TEXT_COLUMN = "caption"  # the row column in which a text-transmitting codec reports the text it sent
 
 
 METRICS: dict[str, MetricInfo] = {}
 SPACES: dict[str, FeatureSpace] = {}
+STAGES: dict[str, Stage] = {}
 # cmcbench's first metric files, in the order their metrics have always had: the row schema and config.json of
 # earlier runs keep it. Every later file follows them by name; nothing needs to be added here.
 FIRST_FILES = ("rate", "psnr", "msssim", "lpips", "dists", "clip", "iqa", "ipd", "inception_score", "fid", "kid",
@@ -39,8 +40,9 @@ def _collect() -> frozenset[str]:
     for module in (*FIRST_FILES, *later):
         if "\nSPECS = [" in (folder / f"{module}.py").read_text():
             for entry in importlib.import_module(f"metrics.{module}").SPECS:
-                what, name, table = ("feature space", entry.name, SPACES) if isinstance(entry, FeatureSpace) \
-                    else ("metric", entry.column, METRICS)
+                what, name, table = (("feature space", entry.name, SPACES) if isinstance(entry, FeatureSpace)
+                                     else ("stage", entry.name, STAGES) if isinstance(entry, Stage)
+                                     else ("metric", entry.column, METRICS))
                 if name in table:
                     raise ValueError(f"metrics/{module}.py declares the {what} {name!r} again.")
                 table[name] = entry

@@ -21,6 +21,11 @@ Kinds:
 
 `state` names the key of the run's config.json that records availability (`status` ok, disabled or
 unavailable, with a `reason`); a metric whose state is not ok is written as NaN with that reason, never 0.
+
+A metric file whose metrics need a network of their own declares it as a `Stage` beside them: its command-line
+option (flag, default, help), and the function that resolves the user's choice into what config.json records
+(the model, its weights file and sha256, or why it is unavailable). The command line, the run's configuration,
+its config hash, resume's weights check, the console summary and the report read the stages from the registry.
 """
 
 from __future__ import annotations
@@ -110,3 +115,31 @@ class FeatureSpace:
 
     def build(self, state: dict, device: str, batch_size: int):
         return resolve(self.extractor)(state, device, batch_size)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A network chosen by one command-line option, `--NAME CHOICE`, and resolved once per run into config.json's
+    `NAME` entry by `resolve(choice, cache_root, progress)` -> {"status": "ok", "model": ..., "weights_path": ...,
+    "weights_sha256": ..., ...} or {"status": "unavailable" | "disabled", "reason": one sentence}; a choice that
+    can never work (a misspelt name, a file of another architecture) raises ValueError before any work.
+
+    The run records the choice under `stages` only when it is not `default`, and the resolved entry only when the
+    stage is requested: runs that do not use a stage read as they did before it existed."""
+
+    name: str
+    default: str
+    metavar: str
+    help: str
+    resolve: str  # "module:function"
+    off: str = "none"  # the choice that turns the stage off
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def resolved(self, choice: str, cache_root, progress: bool = False) -> dict:
+        if choice == self.off:
+            asked = self.metavar.replace(self.off + "|", "")
+            return {"status": "disabled", "reason": f"not requested ({self.flag} {asked})"}
+        return resolve(self.resolve)(choice, cache_root, progress)

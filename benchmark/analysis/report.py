@@ -26,6 +26,7 @@ from benchmark.analysis import leaderboard
 from benchmark.codecs.codec import encode_image
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.results import load_run, output_path, read_config, safe_name
+from metrics import registry
 
 CROP = 320
 
@@ -314,7 +315,9 @@ def _provenance(info: dict) -> dict:
                 ("CLIP", info.get("image_metrics", {}).get("clip", {}), "model"),
                 ("DINOv2", info.get("dinov2", {}), "weights_sha256"),
                 *[(f"pyiqa {k}", v, "weights_sha256") for k, v in info.get("iqa", {}).items()
-                  if k != "cmc_bench_overall"]) if state.get("status") not in (None, "disabled")],
+                  if k != "cmc_bench_overall"],
+                *[(name, info.get(name, {}), "weights_sha256") for name in registry.STAGES])
+              if state.get("status") not in (None, "disabled")],
             ("caption embedder", str(info.get("caption_embedder", {}).get("model") or "none"))]
     for c in info.get("codecs", []):
         side = c.get("side_information") or {}

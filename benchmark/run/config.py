@@ -26,6 +26,7 @@ class RunConfig:
     image_metrics: dict = field(default_factory=lambda: dict(DEFAULT_IMAGE_METRICS))  # MS-SSIM and LPIPS
     add_metrics: list[str] = field(default_factory=list)  # registry metrics that are off by default
     dinov2: dict = field(default_factory=lambda: dict(dinov2_stage.DEFAULTS))  # FD-DINOv2 and PRDC: model, k
+    stages: dict = field(default_factory=dict)  # a metric file's Stage -> the choice given (only when not its default)
     iqa: list[str] = field(default_factory=list)  # pyiqa metrics by name (metrics.iqa)
     iqa_weights: dict = field(default_factory=dict)  # pyiqa metric -> local weights file
     image_list: str | None = None  # a file of image ids selecting a subset (its sha256 is in the provenance)
@@ -56,6 +57,8 @@ class RunConfig:
                                     if (self.image_metrics.get("clip") or "none") != "none" else {})}}
         if (self.dinov2.get("model") or "none") != "none":  # absent when off, so earlier runs keep their hash
             out["dinov2"] = {"model": self.dinov2["model"], "k": self.dinov2.get("k", dinov2_stage.DEFAULTS["k"])}
+        if self.stages:  # absent when every stage is at its default (their weights' sha256 enter under 'weights')
+            out["stages"] = dict(sorted(self.stages.items()))
         if self.iqa:  # absent when empty (the weights' sha256 enter the hash where the run is created)
             out["iqa"] = sorted(self.iqa)
         if self.add_metrics:  # absent when empty, so runs of earlier versions keep their hash
@@ -89,8 +92,9 @@ class RunConfig:
     def to_json(self) -> dict:
         d = asdict(self)
         d["codecs"] = [c.to_json() for c in self.codecs]
-        if not d["allow_modified_dataset"]:  # absent when off, so config.json reads as it did before
-            del d["allow_modified_dataset"]
+        for key in ("allow_modified_dataset", "stages"):  # absent when off, so config.json reads as it did before
+            if not d[key]:
+                del d[key]
         return d
 
     @classmethod

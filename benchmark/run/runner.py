@@ -109,13 +109,17 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     from metrics import iqa
 
     iqa_states = iqa.resolve(config.iqa, config.iqa_weights, progress)
+    stages = {s.name: s.resolved(config.stages.get(s.name, s.default), pathlib.Path(out_root) / ".cache", progress)
+              for s in registry.STAGES.values()}
+    stages = {name: state for name, state in stages.items() if state["status"] != "disabled"}
     # Every weight file the run uses: the first four as earlier versions hashed them (their runs keep their
     # hash), the rest (LPIPS's linear layers, LPIPS-VGG, DISTS, CLIP, codecs' local model folders such as CMC's
     # captioner and generator) under "weights", absent when none.
     hashed_before = {"Inception", "lpips backbone", "DINOv2", *iqa_states}
     codecs = [_codec_info(c, codec_context(config, dataset.split)) for c in config.codecs]
     more = {what: sha for what, (_, sha) in weights.recorded({"inception": inception, "image_metrics": image_metrics,
-                                                               "dinov2": dinov2, "iqa": iqa_states}).items()
+                                                               "dinov2": dinov2, "iqa": iqa_states,
+                                                               **stages}).items()
             if what not in hashed_before}
     more.update({what: fingerprint for what, (_, fingerprint) in weights.codec_models({"codecs": codecs}).items()})
     chash = provenance.config_hash({**config.hashed_part(), "extractor": inception.get("weights_sha256"),
@@ -145,6 +149,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         "image_metrics": image_metrics,
         "caption_embedder": embedder,
         "caption_metrics": resolve_caption_metrics(embedder),
+        **stages,  # each requested Stage of a metric file, under its name
     }
     for c in info["codecs"]:
         c["task_images"] = task_images(info["config"], c)

@@ -43,6 +43,8 @@ def metric_states(info: dict, added: list[str] = ()) -> dict[str, dict]:
             out[name] = {"status": "ok", "reason": ""}
         else:
             state = state_of(info, m.state)
+            if not state and m.state in registry.STAGES:  # its stage not requested: absent, as before the file
+                continue
             status = state.get("status", "unavailable" if state else "disabled")
             out[name] = {"status": status, "reason": "" if status == "ok" else state.get("reason", "not recorded")}
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from metrics import registry
 from metrics.download import file_digest
 from metrics.hub import folder_weights
 
@@ -19,6 +20,7 @@ def stages(info: dict) -> dict[str, dict]:
     out = {"Inception": info.get("inception", {}), "DINOv2": info.get("dinov2", {})}
     out.update({name: state for name, state in info.get("image_metrics", {}).items() if isinstance(state, dict)})
     out.update({name: state for name, state in info.get("iqa", {}).items() if isinstance(state, dict)})
+    out.update({name: info[name] for name in registry.STAGES if isinstance(info.get(name), dict)})
     return out
 
 
