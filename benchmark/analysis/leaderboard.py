@@ -211,7 +211,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
              f"(negative: fewer bits for the same quality), BD-metric = codec - {anchor} at equal rate."]
     if resamples > 0:
         notes.append(f"Intervals: {level:.0%} bootstrap over images ({resamples} resamples, seed {seed}): BCa for "
-                     "per-image means, bias-corrected percentile for set metrics (FID, KID, IS, FD-DINOv2).")
+                     "per-image means, bias-corrected percentile for set metrics (FID, KID, IS and those computed in "
+                     "a feature space, such as FD-DINOv2 or classification agreement).")
     if len(refs):
         notes.append(f"Codecs marked{PUBLISHED} are published curves (" + "; ".join(
             f"{c}: {s}" for c, s in refs.groupby("codec", sort=False)["source"].first().items())
