@@ -106,12 +106,17 @@ class FeatureSpace:
     `name` names its files and summary columns (features-NAME/, NAME_passes.log, n_NAME, NAME_note); `state` is
     the config.json key of the stage whose network it uses (its status says whether the space is available);
     `extractor(state, device, batch_size)` builds a callable that maps a list of H x W x 3 uint8 images to an
-    N x D float32 array and counts them in `.passes`."""
+    N x D float32 array and counts them in `.passes`.
+
+    `input` is what a reconstruction contributes: its pixels, or (`text`) the text its codec transmitted (the
+    row's `caption`), embedded by the extractor's `texts(list of str)` and compared with the originals' image
+    features without decoding; rows of codecs that send no text contribute nothing."""
 
     name: str
     label: str
     state: str
     extractor: str
+    input: str = "pixels"
 
     def build(self, state: dict, device: str, batch_size: int):
         return resolve(self.extractor)(state, device, batch_size)

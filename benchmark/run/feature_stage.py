@@ -119,18 +119,44 @@ class FeatureStage:
                 write_reference(self.reference_dir, sha, f)
         for sha in {row.get("image_sha256") for result in results for row in result.rows} - {None}:
             keep(self.run_dir, self.space.name, self.reference_dir, sha)
+        if self.space.input == "text":
+            self._embed_texts(results)
+        else:
+            self._embed_images(results)
+        atomic_write_bytes(self.run_dir / f"{self.space.name}_passes.json",
+                           json.dumps(passes(self.run_dir, ledger(self.space))).encode())
+
+    def _embed_images(self, results: list) -> None:
+        label = self.space.label
         images = [im for result in results for _, im in result.reconstructions]
         if images:
             with self.timings.stage(f"{label}: forward (reconstructions)", len(images)):
                 features = self.extractor(images)
             for result, part in own_parts(results):
                 positions = [p for p, _ in result.reconstructions]
-                record_passes(self.run_dir, [f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} "
-                                             f"{len(positions)} 0"], ledger(self.space))
-                write_checked(features_path(self.run_dir, result.task.codec, result.task.chunk, folder(self.space)),
-                              npz_bytes(group_by_setting(result.rows, positions, **{self.space.name: features[part]})))
-        atomic_write_bytes(self.run_dir / f"{self.space.name}_passes.json",
-                           json.dumps(passes(self.run_dir, ledger(self.space))).encode())
+                self._write(result, positions, features[part])
+
+    def _embed_texts(self, results: list) -> None:
+        """The texts the tasks' codecs transmitted (a row's `caption`), in one batched pass."""
+        sent = [(result, [(p, result.rows[p][registry.TEXT_COLUMN]) for p, _ in result.reconstructions
+                          if result.rows[p].get(registry.TEXT_COLUMN)]) for result in results]
+        texts = [text for _, items in sent for _, text in items]
+        if not texts:
+            return
+        with self.timings.stage(f"{self.space.label}: forward (transmitted text)", len(texts)):
+            features = self.extractor.texts(texts)
+        start = 0
+        for result, items in sent:
+            if items:
+                self._write(result, [p for p, _ in items], features[start:start + len(items)])
+                start += len(items)
+
+    def _write(self, result, positions: list[int], features: np.ndarray) -> None:
+        """One task's features, by setting, beside its shard; its passes in the ledger."""
+        record_passes(self.run_dir, [f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} "
+                                     f"{len(positions)} 0"], ledger(self.space))
+        write_checked(features_path(self.run_dir, result.task.codec, result.task.chunk, folder(self.space)),
+                      npz_bytes(group_by_setting(result.rows, positions, **{self.space.name: features})))
 
 
 def setting_features(run_dir: pathlib.Path, space: FeatureSpace, codec: str, s: int, sample: int = 0):
@@ -171,7 +197,8 @@ def _setting_row(run_dir, space, state, functions, label, s, sample, order, refe
     row = {"codec": label, "setting_index": s, f"n_{space.name}": 0}
     found = setting_features(run_dir, space, label, s, sample)
     if found is None:
-        row[f"{space.name}_note"] = "no successful reconstructions"
+        row[f"{space.name}_note"] = "the codec transmitted no text" if space.input == "text" else \
+            "no successful reconstructions"
         return row
     idx, features = found
     notes = []

@@ -78,6 +78,9 @@ class _ExtractorActor:
     def extract(self, images):
         return self.extractor(images)
 
+    def extract_texts(self, texts):
+        return self.extractor.texts(texts)
+
 
 class RemoteExtractor:
     """The driver's stand-in for a feature stage's extractor (Inception's, or any feature space's): the network
@@ -98,6 +101,12 @@ class RemoteExtractor:
     def __call__(self, images):
         out = self.ray.get(self.actor.extract.remote(images))
         self.passes += len(images)
+        return out
+
+    def texts(self, texts):
+        """A text feature space's embeddings of transmitted texts (`metrics.spec.FeatureSpace.input`)."""
+        out = self.ray.get(self.actor.extract_texts.remote(texts))
+        self.passes += len(texts)
         return out
 
 
