@@ -1,0 +1,164 @@
+"""Task metrics (metrics/classify.py, one file): classification agreement with the original's prediction, from a
+torchvision ResNet-50 built here with random weights, loaded through the same path as a user's weights file."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmark import cli
+from benchmark.run.results import load_run, output_path
+
+QUIET = ["--metrics", "none", "--lpips", "none", "--no-ms-ssim", "--caption-embedder", "none", "--no-plots",
+         "--no-progress"]
+CODECS = ["--codec", "codecs_for_tests:Raw", "--codec", "codecs_for_tests:Noisy sigma=30"]
+
+
+def _images(folder):
+    """Four photo-like PNGs of different sizes."""
+    rng = np.random.default_rng(7)
+    folder.mkdir()
+    for i in range(4):
+        h, w = 96 + 16 * i, 128
+        y, x = np.mgrid[0:h, 0:w]
+        base = np.stack([128 + 80 * np.sin(x / (9 + i) + c) * np.cos(y / (13 + c)) for c in range(3)], -1)
+        Image.fromarray(np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def classified(tmp_path_factory):
+    """A random-init torchvision ResNet-50 (its BatchNorm statistics taken from noisy images, so that its
+    predictions depend on the input), saved as a state_dict; and a run of a lossless and a noisy codec with it."""
+    import torchvision
+
+    root = tmp_path_factory.mktemp("classify")
+    images = _images(root / "images")
+    torch.manual_seed(1)
+    model = torchvision.models.resnet50(weights=None)
+    preprocess = torchvision.models.ResNet50_Weights.DEFAULT.transforms()
+    rng = np.random.default_rng(0)
+    pixels = [np.asarray(Image.open(p)) for p in sorted(images.glob("*.png"))]
+    noisy = [np.clip(p + rng.normal(0, 30, p.shape), 0, 255).astype(np.uint8) for p in pixels]
+    with torch.no_grad():
+        model.train()(torch.stack([preprocess(torch.from_numpy(np.array(p)).permute(2, 0, 1)) for p in pixels + noisy]))
+    weights = root / "resnet50.pth"
+    torch.save(model.eval().state_dict(), weights)
+    out = root / "results"
+    args = ["run", *QUIET, "--dataset", str(images), *CODECS, "--classify", str(weights), "--save-reconstructions",
+            "--out", str(out)]
+    assert cli.main([*args, "--name", "first"]) == 0
+    assert cli.main([*args, "--name", "second"]) == 0
+    return weights, images, out
+
+
+def _direct_logits(weights, images):
+    """Logits by torchvision's own model and transforms, independent of cmcbench's batching."""
+    import torchvision
+
+    model = torchvision.models.resnet50(weights=None)
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    preprocess = torchvision.models.ResNet50_Weights.DEFAULT.transforms()
+    with torch.no_grad():
+        return model.eval()(torch.stack([preprocess(torch.from_numpy(np.array(im)).permute(2, 0, 1))
+                                         for im in images]))
+
+
+def test_agreement_is_1_for_a_lossless_codec_lower_with_noise_and_equals_a_direct_computation(classified):
+    weights, images, out = classified
+    run_dir = out / "first"
+    rows, summary = load_run(run_dir)
+    ids = sorted(rows.image_id.unique())
+    originals = _direct_logits(weights, [Image.open(images / i) for i in ids])
+    for s in summary.itertuples():
+        recon = [Image.open(output_path(run_dir, s.codec, s.setting_label, i, ".png")) for i in ids]
+        logits = _direct_logits(weights, recon)
+        top1 = (logits.argmax(1) == originals.argmax(1)).double().mean().item()
+        top5 = (logits.topk(5, 1).indices == originals.argmax(1)[:, None]).any(1).double().mean().item()
+        kl = torch.nn.functional.kl_div(logits.double().log_softmax(1), originals.double().log_softmax(1),
+                                        log_target=True, reduction="batchmean").item()
+        assert (s.classify_top1, s.classify_top5) == (top1, top5)
+        assert s.classify_kl == pytest.approx(kl, rel=1e-4, abs=1e-6)
+        assert s.n_classify == len(ids)
+        if s.codec == "raw":
+            assert s.classify_top1 == 1 and s.classify_top5 == 1 and abs(s.classify_kl) < 1e-6
+    noisy = summary[summary.codec == "noisy"]
+    assert noisy.classify_top1.min() < 1 and (noisy.classify_kl > 1e-3).all()
+
+
+def test_one_pass_per_image_per_setting_and_originals_once_across_runs(classified):
+    _, _, out = classified
+    first = json.loads((out / "first" / "classify_passes.json").read_text())
+    second = json.loads((out / "second" / "classify_passes.json").read_text())
+    assert (first["reference"], first["reconstruction"]) == (4, 16)  # 4 originals; 4 images x 2 codecs x 2 settings
+    assert (second["reference"], second["reconstruction"]) == (0, 16)  # the originals' logits: the shared cache
+    a, b = load_run(out / "first")[1], load_run(out / "second")[1]
+    assert np.array_equal(a.classify_top1, b.classify_top1) and np.allclose(a.classify_kl, b.classify_kl, atol=1e-9)
+
+
+def test_the_weights_file_is_recorded_hashed_and_a_swapped_one_stops_resume(classified, tmp_path):
+    import shutil
+
+    from benchmark.run import weights as run_weights
+    from benchmark.run.runner import execute
+    from metrics.download import file_digest
+
+    source, _, out = classified
+    info = json.loads((out / "first" / "config.json").read_text())
+    assert info["classify"]["weights_sha256"] == file_digest(source)
+    assert info["config"]["stages"] == {"classify": str(source)}
+    assert run_weights.recorded(info)["classify"] == (str(source), file_digest(source))
+    run_dir = tmp_path / "run"
+    shutil.copytree(out / "first", run_dir)
+    sorted((run_dir / "images" / "noisy").glob("*.parquet"))[-1].unlink()  # as if killed before its last task
+    original = source.read_bytes()
+    data = bytearray(original)
+    data[-1] ^= 0xFF  # another file of the same size
+    try:
+        source.write_bytes(bytes(data))
+        with pytest.raises(RuntimeError, match=r"Cannot resume .*classify weights at .* changed"):
+            execute(run_dir, jobs=1, progress=False, resume=True)
+    finally:
+        source.write_bytes(original)
+
+
+def test_the_leaderboard_shows_the_class_kl_with_its_interval(classified, capsys, tmp_path):
+    _, _, out = classified
+    assert cli.main(["leaderboard", str(out / "first"), "--metric", "classify_kl", "--anchor", "raw",
+                     "--bootstrap", "20", "--out", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out
+    noisy = [line.split("|") for line in shown.splitlines() if line.startswith("| noisy   |         2 |")][-1]
+    assert "[" in noisy[-2], shown  # the metric's own interval, not only the rate's
+
+
+def test_offline_without_weights_it_is_unavailable_in_one_line_and_the_rest_runs(tmp_path, capsys, no_downloads):
+    images = _images(tmp_path / "images")
+    rc = cli.main(["run", *QUIET, "--dataset", str(images), "--codec", "jpeg quality=50", "--classify", "auto",
+                   "--out", str(tmp_path / "results"), "--name", "offline"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    line = [x for x in out.splitlines() if x.startswith("Unavailable: Top-1 agr.")]
+    assert len(line) == 1 and "resnet50-11ad3fa6.pth" in line[0] and "offline" in line[0], out
+    _, summary = load_run(tmp_path / "results" / "offline")
+    assert summary.psnr.notna().all() and summary.classify_top1.isna().all()
+    assert summary.classify_status.str.startswith("unavailable: no weights for --classify auto").all()
+
+
+@pytest.mark.parametrize("choice, message", [("resnet5", r"--classify resnet5: .*did you mean 'resnet50'"),
+                                             ("WRONG_FILE", r"not a state_dict of torchvision's resnet50")])
+def test_a_choice_that_cannot_work_is_one_sentence_before_any_work(choice, message, tmp_path, capsys):
+    if choice == "WRONG_FILE":
+        choice = str(tmp_path / "other.pth")
+        torch.save({"fc.weight": torch.zeros(2, 3)}, choice)
+    images = _images(tmp_path / "images")
+    rc = cli.main(["run", *QUIET, "--dataset", str(images), "--codec", "jpeg quality=50", "--classify", choice,
+                   "--out", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert rc != 0 and len(err.strip().splitlines()) == 1
+    import re
+
+    assert re.search(message, err), err
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
