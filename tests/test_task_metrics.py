@@ -162,3 +162,55 @@ def test_a_choice_that_cannot_work_is_one_sentence_before_any_work(choice, messa
     assert re.search(message, err), err
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from tiny_models import tiny_clip
+
+    return tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+
+
+def test_retrieval_from_the_transmitted_text_equals_a_direct_clip_computation(tiny_clip, tmp_path):
+    """CMC's transmitted caption, never decoded, against the sample set's originals through the run's CLIP; a
+    codec that sends no text has no value, with its reason."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    from benchmark.data.sample import render
+
+    out = tmp_path / "results"
+    assert cli.main(["run", *QUIET, "--dataset", "sample:8", "--split", "all", "--codec", "cmc text_codec=huffman",
+                     "--codec", "jpeg quality=50", "--clip", str(tiny_clip), "--add-metric", "text_retrieval_r1",
+                     "--add-metric", "text_retrieval_r5", "--out", str(out), "--name", "t"]) == 0
+    rows, summary = load_run(out / "t")
+    model, processor = CLIPModel.from_pretrained(tiny_clip).eval(), CLIPProcessor.from_pretrained(tiny_clip)
+
+    def unit(x):
+        x = getattr(x, "pooler_output", x)
+        return (x / x.norm(dim=-1, keepdim=True)).double()
+
+    ids = sorted(rows.image_id.unique())
+    with torch.no_grad():
+        originals = unit(model.get_image_features(**processor(
+            images=[np.asarray(render(int(i.rsplit("-", 1)[1]))) for i in ids], return_tensors="pt")))
+        for row in summary[summary.codec == "cmc"].itertuples():
+            sent = rows[(rows.codec == "cmc") & (rows.setting_index == row.setting_index)].set_index("image_id")
+            texts = unit(model.get_text_features(**processor(text=[sent.caption[i] for i in ids], return_tensors="pt",
+                                                             padding=True, truncation=True)))
+            similarity = texts @ originals.T
+            rank = (similarity > similarity.diagonal()[:, None]).sum(1)
+            assert row.text_retrieval_r1 == pytest.approx((rank < 1).double().mean().item(), abs=1e-6)
+            assert row.text_retrieval_r5 == pytest.approx((rank < 5).double().mean().item(), abs=1e-6)
+            assert row.n_clip_text == 8 and row.text_retrieval_r1 <= row.text_retrieval_r5
+    n_cmc = int((summary.codec == "cmc").sum())
+    jpeg = summary[summary.codec == "jpeg"].iloc[0]
+    assert np.isnan(jpeg.text_retrieval_r1) and jpeg.clip_text_note == "the codec transmitted no text"
+    passes = json.loads((out / "t" / "clip_text_passes.json").read_text())
+    assert (passes["reference"], passes["reconstruction"]) == (8, 8 * n_cmc)  # originals once, texts; no JPEG pixels
+
+
+def test_ranks_do_not_count_a_duplicated_original_against_its_text():
+    from metrics.text_retrieval import ranks
+
+    originals = np.eye(3)[[0, 1, 1, 2]]  # image 1 drawn twice, as in a bootstrap resample
+    texts = np.eye(3)[[0, 1, 1, 0]] * 0.9 + 0.01
+    assert ranks(texts, originals).tolist() == [0, 0, 0, 1]
