@@ -24,7 +24,8 @@ SPECS = [
     *[MetricInfo(f"text_retrieval_r{k}", f"Text-to-image retrieval recall@{k} from the transmitted text", True, "set",
                  f"R@{k} (text)", columns=(("n_clip_text", "float64"),) if k == 1 else (), needs=("features",),
                  state="image_metrics.clip", tolerance=0.02, default=False, space="clip_text",
-                 fn="metrics.text_retrieval:recall", resample=f"metrics.text_retrieval:recall_at_{k}")
+                 fn="metrics.text_retrieval:recall", resample=f"metrics.text_retrieval:recall_at_{k}",
+                 bounds=(0, 1))
       for k in (1, 5)],
 ]
 

@@ -214,3 +214,19 @@ def test_ranks_do_not_count_a_duplicated_original_against_its_text():
     originals = np.eye(3)[[0, 1, 1, 2]]  # image 1 drawn twice, as in a bootstrap resample
     texts = np.eye(3)[[0, 1, 1, 0]] * 0.9 + 0.01
     assert ranks(texts, originals).tolist() == [0, 0, 0, 1]
+
+
+def test_an_interval_of_a_share_ends_within_0_and_1():
+    """The bias-corrected percentile interval of a set metric is shifted by the resampling bias; for a share near
+    1 the shift would end above 1, which a share cannot reach: it is clipped to the metric's declared bounds."""
+    from types import SimpleNamespace
+
+    from benchmark.analysis import bootstrap
+
+    drawn = np.array([0.75] * 20 + [0.875] * 60 + [1.0] * 20)
+    shifted = bootstrap.bias_corrected_percentile(drawn, 0.95, 0.95)
+    assert shifted[1] > 1  # the arithmetic without bounds
+    low, high = bootstrap.metric_interval(SimpleNamespace(per_image={}), "classify_top1", drawn, 0.95, 0.95)
+    assert (low, high) == (pytest.approx(shifted[0]), 1.0)
+    assert bootstrap.metric_interval(SimpleNamespace(per_image={}), "fid", drawn, 0.95, 0.95) == shifted
+

@@ -17,7 +17,6 @@ or two settings' features however many settings a run has.
 
 from __future__ import annotations
 
-import functools
 import os
 import pathlib
 import zlib
@@ -363,7 +362,18 @@ def bias_corrected_percentile(resampled: np.ndarray, point: float, level: float)
 
 
 def metric_interval(data: "SettingData", metric: str, resampled: np.ndarray, point: float, level: float):
-    """BCa for per-image means (jackknife of the mean, exact), the bias-corrected percentile for set metrics."""
+    """BCa for per-image means (jackknife of the mean, exact), the bias-corrected percentile for set metrics; within
+    the values the metric can take (a share's shifted interval must not end above 1)."""
+    return within_bounds(metric, *_metric_interval(data, metric, resampled, point, level))
+
+
+def within_bounds(metric: str, low: float, high: float) -> tuple[float, float]:
+    """An interval clipped to the values `metric` can take (its registry `bounds`, if it declares them)."""
+    bounds = registry.METRICS[metric].bounds if metric in registry.METRICS else None
+    return (low, high) if bounds is None else (float(np.clip(low, *bounds)), float(np.clip(high, *bounds)))
+
+
+def _metric_interval(data: "SettingData", metric: str, resampled: np.ndarray, point: float, level: float):
     if metric in data.per_image:
         values = registry.capped(metric, data.per_image[metric])
         values = values[~np.isnan(values)]

@@ -190,7 +190,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
             resampled = _resampled_curves(drawn.get(run_dir), in_run, codec, metric)
             for rate in rates:
                 value = curve.at_rate(rate)
-                low, high = _interval(value, [c.at_rate(rate) for c in resampled or []], level)
+                drawn_at_rate = [c.at_rate(rate) for c in resampled or []]
+                low, high = bootstrap.within_bounds(metric, *_interval(value, drawn_at_rate, level))
                 at_rates.append({"codec": codec, "metric": metric, "bpp": rate, "value": value, "low": low,
                                  "high": high})
             anchor_curve = Curve.from_summary(summary, anchor, metric)
