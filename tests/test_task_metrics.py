@@ -230,3 +230,11 @@ def test_an_interval_of_a_share_ends_within_0_and_1():
     assert (low, high) == (pytest.approx(shifted[0]), 1.0)
     assert bootstrap.metric_interval(SimpleNamespace(per_image={}), "fid", drawn, 0.95, 0.95) == shifted
 
+
+def test_cached_intervals_are_computed_again_after_the_code_that_made_them_changed(classified, monkeypatch):
+    from benchmark.analysis import bootstrap
+
+    run = classified[2] / "first"
+    first = bootstrap.cache_path(run, "n20")
+    monkeypatch.setattr(bootstrap, "code_key", lambda: "an-upgrade")
+    assert bootstrap.cache_path(run, "n20") != first and "an-upgrade" in bootstrap.cache_path(run, "n20").name

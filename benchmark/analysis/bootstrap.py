@@ -17,6 +17,7 @@ or two settings' features however many settings a run has.
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import zlib
@@ -452,9 +453,21 @@ def cache_folder(kind: str) -> pathlib.Path:
 
 
 def cache_path(run_dir: pathlib.Path, options: str) -> pathlib.Path | None:
-    """Where a run's intervals are cached, named by the checksum of the run's summary."""
+    """Where a run's intervals are cached, named by the checksum of the run's summary and by the code that
+    computes them: after an upgrade that changes an interval, a run's cached intervals are computed again."""
     checksum = summary_checksum(run_dir)
-    return None if checksum is None else cache_folder("bootstrap") / f"ci-{checksum[:24]}-{options}.parquet"
+    if checksum is None:
+        return None
+    return cache_folder("bootstrap") / f"ci-{checksum[:24]}-{options}-{code_key()}.parquet"
+
+
+@functools.lru_cache(maxsize=1)
+def code_key() -> str:
+    """A digest of this module's source and of what the registry declares about resampling each metric."""
+    import hashlib
+
+    declared = repr(sorted((m.column, m.kind, m.resample, m.bounds, m.cap) for m in registry.METRICS.values()))
+    return hashlib.sha256(pathlib.Path(__file__).read_bytes() + declared.encode()).hexdigest()[:12]
 
 
 def paired_difference(base: SettingData, new: SettingData, resamples: int = DEFAULT_RESAMPLES,
