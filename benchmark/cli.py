@@ -242,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "large images such as Kodak")
     run.add_argument("--add-metric", action="append", default=[], metavar="NAME",
                      help="also compute a metric that is off by default (repeatable): "
-                          + ", ".join(m.column for m in registry.METRICS.values() if not m.default and m.column != "patch_fid"))
+                          + ", ".join(m.column for m in registry.METRICS.values() if not m.default and m.column != "patch_fid")
+                          + "; or a group of them: " + ", ".join(registry.groups()))
     run.add_argument("--save-bitstreams", action="store_true",
                      help="also write every bitstream under RUN/outputs/<codec>/<setting>/<image id>.bin")
     run.add_argument("--log-x", action="store_true", default=None,
@@ -506,7 +507,7 @@ def _check_before_work(args) -> None:
         if value and not os.path.isfile(value):
             raise ValueError(f"{flag} {value}: no such file.")
     for name in args.add_metric:
-        registry.get(name)
+        registry.expand(name)
     _iqa_options(args)  # names and files checked before any work
     from benchmark.analysis.trackers import parse_target
 
@@ -597,7 +598,7 @@ def cmd_run(args) -> int:
                            stages={s.name: getattr(args, s.name) for s in registry.STAGES.values()
                                    if getattr(args, s.name) != s.default},
                            iqa=iqa_names, iqa_weights=iqa_weights,
-                           add_metrics=[registry.get(m).column for m in args.add_metric],
+                           add_metrics=list(dict.fromkeys(c for m in args.add_metric for c in registry.expand(m))),
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress, dataset=dataset)
         created_here = True

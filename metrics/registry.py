@@ -63,9 +63,19 @@ def get(name: str) -> MetricInfo:
     """The registry entry of `name`; an unknown name is an error, never a guess."""
     info = METRICS.get(name)
     if info is None:
-        close = "".join(f"did you mean {m!r}? " for m in difflib.get_close_matches(str(name), list(METRICS), 1))
+        close = "".join(f"did you mean {m!r}? " for m in difflib.get_close_matches(str(name), [*METRICS, *groups()], 1))
         raise ValueError(f"Unknown metric {name!r}; {close}known metrics: {', '.join(METRICS)}.")
     return info
+
+
+def expand(name: str) -> list[str]:
+    """The metrics `name` asks for: itself, or every metric of the group it names (`--add-metric zeroshot`)."""
+    members = [m.column for m in METRICS.values() if m.group and m.group == name and name not in METRICS]
+    return members or [get(name).column]
+
+
+def groups() -> list[str]:
+    return list(dict.fromkeys(m.group for m in METRICS.values() if m.group))
 
 
 def higher_is_better(metric: str) -> bool:

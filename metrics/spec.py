@@ -68,6 +68,7 @@ class MetricInfo:
     space: str = ""  # a set metric's feature space (a FeatureSpace's name)
     resample: str = ""  # "module:function"(features, reference features) -> float: recomputed per bootstrap resample
     bounds: tuple[float, float] | None = None  # the values it can take (a share: 0..1); intervals are clipped to them
+    group: str = ""  # metrics asked for together: `--add-metric GROUP` adds each of them
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -9,7 +9,7 @@ image twice (a bootstrap resample) does not count the copy against it. The model
 CLIP similarity (`--clip auto` or any CLIP); texts through its tokenizer, images through its processor, both
 unit-normalised projected embeddings. Originals are embedded once and cached; each transmitted text once per
 setting; rows of codecs that send no text have none (NaN with the note "the codec transmitted no text"). Off by
-default: `--clip auto --add-metric text_retrieval_r1 --add-metric text_retrieval_r5`.
+default: `--clip auto --add-metric text_retrieval` (both).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ SPECS = [
                  f"R@{k} (text)", columns=(("n_clip_text", "float64"),) if k == 1 else (), needs=("features",),
                  state="image_metrics.clip", tolerance=0.02, default=False, space="clip_text",
                  fn="metrics.text_retrieval:recall", resample=f"metrics.text_retrieval:recall_at_{k}",
-                 bounds=(0, 1))
+                 bounds=(0, 1), group="text_retrieval")
       for k in (1, 5)],
 ]
 

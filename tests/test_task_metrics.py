@@ -179,8 +179,8 @@ def test_retrieval_from_the_transmitted_text_equals_a_direct_clip_computation(ti
 
     out = tmp_path / "results"
     assert cli.main(["run", *QUIET, "--dataset", "sample:8", "--split", "all", "--codec", "cmc text_codec=huffman",
-                     "--codec", "jpeg quality=50", "--clip", str(tiny_clip), "--add-metric", "text_retrieval_r1",
-                     "--add-metric", "text_retrieval_r5", "--out", str(out), "--name", "t"]) == 0
+                     "--codec", "jpeg quality=50", "--clip", str(tiny_clip), "--add-metric", "text_retrieval",
+                     "--out", str(out), "--name", "t"]) == 0
     rows, summary = load_run(out / "t")
     model, processor = CLIPModel.from_pretrained(tiny_clip).eval(), CLIPProcessor.from_pretrained(tiny_clip)
 
@@ -238,3 +238,12 @@ def test_cached_intervals_are_computed_again_after_the_code_that_made_them_chang
     first = bootstrap.cache_path(run, "n20")
     monkeypatch.setattr(bootstrap, "code_key", lambda: "an-upgrade")
     assert bootstrap.cache_path(run, "n20") != first and "an-upgrade" in bootstrap.cache_path(run, "n20").name
+
+
+def test_add_metric_takes_a_metric_or_a_group_and_a_misspelt_group_gets_a_suggestion():
+    from metrics import registry
+
+    assert registry.expand("text_retrieval") == ["text_retrieval_r1", "text_retrieval_r5"]
+    assert registry.expand("psnr_y") == ["psnr_y"]
+    with pytest.raises(ValueError, match="did you mean 'text_retrieval'"):
+        registry.expand("text_retreival")
