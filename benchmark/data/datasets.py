@@ -9,12 +9,14 @@ An image list selects a subset of any of them.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
 import os
 import pathlib
 import pickle
+import re
 from dataclasses import dataclass, field
 
 from benchmark.data import sample
@@ -31,6 +33,7 @@ class Record:
     path: str | None = None
     captions: tuple[str, ...] = ()
     bbox: tuple[float, float, float, float] | None = None  # x, y, w, h
+    label: int | None = None  # its class, an index into the dataset's `classes` (CUB's species)
 
 
 @dataclass
@@ -42,6 +45,12 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
     origin: dict = field(default_factory=dict)  # a named dataset's sources and checksums, an image list's sha256
     named: str = ""  # the catalog name it was opened by (benchmark.data.named_datasets)
+    classes: tuple[str, ...] = ()  # class names of a labelled dataset, in label order (all of them, any split)
+    class_prompt: str = "a photo of a {}."  # how a zero-shot classifier names a class
+
+    def class_record(self) -> dict:
+        """What config.json records about the classes (nothing for an unlabelled dataset)."""
+        return {"classes": list(self.classes), "class_prompt": self.class_prompt} if self.classes else {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -54,7 +63,7 @@ class Dataset:
     def limit(self, n: int | None) -> "Dataset":
         if n is None or n >= len(self.records):
             return self
-        return Dataset(self.kind, self.root, self.split, self.records[:n], self.notes, self.origin, self.named)
+        return dataclasses.replace(self, records=self.records[:n])
 
     @property
     def name(self) -> str:
@@ -119,7 +128,7 @@ def select(dataset: Dataset, image_list: str) -> Dataset:
                for k, r in enumerate(chosen[i] for i in sorted(chosen))]
     origin = {**dataset.origin, "image_list": {"path": str(path.resolve()), "listed": len(wanted),
                                                 "sha256": hashlib.sha256(data).hexdigest(), "images": len(records)}}
-    return Dataset(dataset.kind, dataset.root, dataset.split, records, dataset.notes, origin, dataset.named)
+    return dataclasses.replace(dataset, records=records, origin=origin)
 
 
 def draw_image_list(dataset: Dataset, n: int, seed: int = 0) -> list[str]:
@@ -263,12 +272,26 @@ def cub_dataset(root: str, split: str = "test") -> Dataset:
     else:
         raise ValueError(f"CUB splits are test, train, official-test and official-train, not {split!r}.")
     text = _cub_text_dir(base) or _cub_text_dir(base.parent)
+    folders = _cub_classes(cub, ids.values())
+    label = {folder: k for k, folder in enumerate(folders)}
     records = []
     for k, name in enumerate(sorted(names)):
         caps = _read_captions(text / f"{name}.txt") if text else ()
-        records.append(Record(name, k, str(cub / "images" / f"{name}.jpg"), caps, boxes.get(name)))
+        records.append(Record(name, k, str(cub / "images" / f"{name}.jpg"), caps, boxes.get(name),
+                              label.get(name.split("/", 1)[0])))
     notes = [] if text else ["no text/ or text_c10/ folder: images have no captions"]
-    return Dataset("cub", str(base.resolve()), split, records, notes)
+    return Dataset("cub", str(base.resolve()), split, records, notes,
+                   classes=tuple(re.sub(r"^\d+\.", "", f).replace("_", " ") for f in folders),
+                   class_prompt="a photo of a {}, a type of bird.")
+
+
+def _cub_classes(cub: pathlib.Path, image_ids) -> list[str]:
+    """CUB's class folders in label order: classes.txt ('1 001.Black_footed_Albatross'), else the folders the
+    images lie in, sorted (the same order: the folders are numbered)."""
+    if (cub / "classes.txt").exists():
+        with open(cub / "classes.txt") as f:
+            return [line.split()[1] for line in f if line.strip()]
+    return sorted({i.split("/", 1)[0] for i in image_ids if "/" in i})
 
 
 def coco_dataset(root: str, split: str = "val2014") -> Dataset:

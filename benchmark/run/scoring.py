@@ -96,12 +96,15 @@ class Scorer:
         return self._models[key]
 
     def score(self, original: np.ndarray, reconstruction: np.ndarray, captions=(), text: str | None = None,
-              cache: dict | None = None) -> dict:
+              cache: dict | None = None, label: int | None = None) -> dict:
         """Metric columns for one reconstruction; `cache` holds this original's reference features."""
         cache = {} if cache is None else cache
-        # What network metrics may read beside the original's cached features: the row's captions and
-        # transmitted text, and a fresh dict for what several metrics share about this reconstruction.
-        cache.update(captions=tuple(captions), text=text, row={})
+        # What network metrics may read beside the original's cached features: the row's captions, transmitted
+        # text and class label (with the dataset's class names and prompt), and a fresh dict for what several
+        # metrics share about this reconstruction.
+        dataset = self.info.get("dataset", {})
+        cache.update(captions=tuple(captions), text=text, row={}, label=label,
+                     classes=tuple(dataset.get("classes", ())), class_prompt=dataset.get("class_prompt", ""))
         out: dict[str, Any] = {}
         notes = []
         for m in self.metrics:

@@ -252,7 +252,8 @@ class Worker:
         recon = production.reconstruction
         if recon is None:
             return None
-        row.update(self.scorer.score(pixels, recon, record.captions, row.get(registry.TEXT_COLUMN), cache))
+        row.update(self.scorer.score(pixels, recon, record.captions, row.get(registry.TEXT_COLUMN), cache,
+                                     record.label))
         if self.config.save_reconstructions:
             path = output_path(self.run_dir, task.codec, str(setting), record.image_id,
                                f".sample{sample}.png" if sample else ".png")
