@@ -240,10 +240,70 @@ def test_cached_intervals_are_computed_again_after_the_code_that_made_them_chang
     assert bootstrap.cache_path(run, "n20") != first and "an-upgrade" in bootstrap.cache_path(run, "n20").name
 
 
+def test_zero_shot_on_cub_from_pixels_and_from_the_transmitted_text_equals_a_direct_clip_computation(tiny_clip,
+                                                                                                   tmp_path):
+    """CUB's species as CLIP prompts: the reconstruction's, the original's and the transmitted text's predicted
+    class against the label, each equal to transformers' CLIP called directly on the same pixels and text."""
+    from test_datasets import _fake_cub
+    from transformers import CLIPModel, CLIPProcessor
+
+    root = tmp_path / "cub"
+    names = _fake_cub(root)
+    rng = np.random.default_rng(5)
+    for n in names:  # distinct pictures, so that predictions can differ
+        Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)).save(root / "CUB_200_2011" / "images"
+                                                                                    / f"{n}.jpg")
+    out = tmp_path / "results"
+    assert cli.main(["run", *QUIET, "--dataset", f"cub:{root}", "--split", "official-test", "--preprocess", "none",
+                     "--codec", "cmc text_codec=huffman", "--codec", "jpeg quality=5,50", "--clip", str(tiny_clip),
+                     "--add-metric", "zeroshot", "--save-reconstructions", "--out", str(out), "--name", "z"]) == 0
+    run_dir = out / "z"
+    rows, _ = load_run(run_dir)
+    info = json.loads((run_dir / "config.json").read_text())
+    assert info["dataset"]["classes"] == ["Black footed Albatross", "Laysan Albatross"]
+    model, processor = CLIPModel.from_pretrained(tiny_clip).eval(), CLIPProcessor.from_pretrained(tiny_clip)
+
+    def unit(x):
+        x = getattr(x, "pooler_output", x)
+        return x / x.norm(dim=-1, keepdim=True)
+
+    def text(t):
+        return unit(model.get_text_features(**processor(text=t, return_tensors="pt", padding=True, truncation=True)))
+
+    def image(pixels):
+        return unit(model.get_image_features(**processor(images=[np.asarray(pixels)], return_tensors="pt")))[0]
+
+    with torch.no_grad():
+        prompts = text([f"a photo of a {c}, a type of bird." for c in info["dataset"]["classes"]])
+        for row in rows.itertuples():
+            label = int(row.image_id.startswith("002"))
+            original = int((prompts @ image(Image.open(root / "CUB_200_2011" / "images" / f"{row.image_id}.jpg")))
+                           .argmax())
+            recon = int((prompts @ image(Image.open(output_path(run_dir, row.codec, row.setting_label, row.image_id,
+                                                                  ".png")))).argmax())
+            assert (row.zeroshot_original, row.zeroshot_reconstruction, row.zeroshot_agreement) == \
+                (original == label, recon == label, recon == original)
+            if row.codec == "cmc":
+                assert row.zeroshot_text == (int((prompts @ text([row.caption])[0]).argmax()) == label)
+            else:
+                assert np.isnan(row.zeroshot_text)
+    assert set(rows.columns) >= {"zeroshot_reconstruction", "zeroshot_original", "zeroshot_agreement",
+                                 "zeroshot_text"}
+
+
+def test_zero_shot_without_labels_is_nan_with_its_reason():
+    from metrics import zeroshot
+
+    value, reason = zeroshot.reconstruction_correct(None, None, None, {"label": None, "classes": ()})
+    assert np.isnan(value) and "class labels" in reason
+
+
 def test_add_metric_takes_a_metric_or_a_group_and_a_misspelt_group_gets_a_suggestion():
     from metrics import registry
 
     assert registry.expand("text_retrieval") == ["text_retrieval_r1", "text_retrieval_r5"]
+    assert registry.expand("zeroshot") == ["zeroshot_reconstruction", "zeroshot_original", "zeroshot_agreement",
+                                           "zeroshot_text"]
     assert registry.expand("psnr_y") == ["psnr_y"]
-    with pytest.raises(ValueError, match="did you mean 'text_retrieval'"):
-        registry.expand("text_retreival")
+    with pytest.raises(ValueError, match="did you mean 'zeroshot'"):
+        registry.expand("zeroshoot")
