@@ -58,6 +58,11 @@ def test_cub_layout_splits_captions_and_crop(tmp_path):
     assert [r.image_id for r in test.records] == [names[2]]
     assert len(test.records[0].captions) == 10 and test.records[0].bbox == (10, 10, 30, 40)
     assert [r.image_id for r in open_dataset(f"cub:{tmp_path}", "official-test").records] == names[1:]
+    assert [r.label for r in open_dataset(f"cub:{tmp_path}", "official-test").records] == [0, 1]
+    assert test.classes == ("Black footed Albatross", "Laysan Albatross") and test.records[0].label == 1
+    (tmp_path / "CUB_200_2011" / "classes.txt").write_text("1 001.Black_footed_Albatross\n2 002.Laysan_Albatross\n"
+                                                           "3 003.Sooty_Albatross\n")
+    assert open_dataset(f"cub:{tmp_path}").classes[2] == "Sooty Albatross"  # every class, not only those present
     train = open_dataset(f"cub:{tmp_path}", "train")
     rec = train.records[0]
     # AttnGAN: r = int(max(80, 60) * 0.75) = 60, centre (100, 57) -> crop x 40..160, y 0..117
