@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="evaluate only the images this file lists (one id or relative path per line), e.g. an "
                           "MS-COCO 30k list; its sha256 is recorded with the run")
     run.add_argument("--protocol", metavar="NAME",
-                     help="a paper's evaluation protocol: cmc2021, hific, perco, cmc-bench (TOPIQ through pyiqa); sets "
+                     help="a paper's evaluation protocol: cmc2021, hific, perco, cmc-bench (TOPIQ through pyiqa), "
+                          "semantic (task agreement, zero-shot, retrieval from text); sets "
                           "the preprocessing, the FID protocol and the metrics it scores with, recorded with the run")
     run.add_argument("--split", help="dataset split: sample test/train/all (default test); cub test/train "
                                      "(AttnGAN) or official-test/official-train; coco val2014/train2014/val2017/train2017")
@@ -587,18 +588,20 @@ def cmd_run(args) -> int:
                      "isc_splits": args.isc_splits, "kid_subsets": args.kid_subsets,
                      "kid_subset_size": args.kid_subset_size, "seed": defaults.SEED, "patch_fid": args.patch_fid,
                      **(protocol.inception_options() if protocol else {})}
+        clip, stages, added = protocol.options(args) if protocol else (args.clip, {}, [])
+        stages.update({s.name: getattr(args, s.name) for s in registry.STAGES.values()
+                       if getattr(args, s.name) != s.default})
         config = RunConfig(dataset=args.dataset, split=args.split, preprocess=preprocess, limit=args.limit,
                            image_list=args.image_list, protocol=args.protocol, data_root=args.data_root,
                            allow_modified_dataset=args.allow_modified_dataset,
                            max_pixels=args.max_pixels, codecs=specs, inception=inception,
                            caption_embedder=args.caption_embedder, timeout=args.timeout, codec_batch=args.codec_batch,
                            image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips, "dists": args.dists,
-                                          "lpips_vgg": args.lpips_vgg, "clip": args.clip},
-                           dinov2={"model": args.dinov2, "k": args.prdc_k},
-                           stages={s.name: getattr(args, s.name) for s in registry.STAGES.values()
-                                   if getattr(args, s.name) != s.default},
+                                          "lpips_vgg": args.lpips_vgg, "clip": clip},
+                           dinov2={"model": args.dinov2, "k": args.prdc_k}, stages=stages,
                            iqa=iqa_names, iqa_weights=iqa_weights,
-                           add_metrics=list(dict.fromkeys(c for m in args.add_metric for c in registry.expand(m))),
+                           add_metrics=list(dict.fromkeys(c for m in [*args.add_metric, *added]
+                                                          for c in registry.expand(m))),
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress, dataset=dataset)
         created_here = True

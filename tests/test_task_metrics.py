@@ -307,3 +307,23 @@ def test_add_metric_takes_a_metric_or_a_group_and_a_misspelt_group_gets_a_sugges
     assert registry.expand("psnr_y") == ["psnr_y"]
     with pytest.raises(ValueError, match="did you mean 'zeroshot'"):
         registry.expand("zeroshoot")
+
+
+def test_the_semantic_protocol_turns_the_task_metrics_on_and_the_users_choice_wins(classified, tiny_clip, tmp_path,
+                                                                                   capsys, no_downloads):
+    out = tmp_path / "results"
+    common = ["run", *QUIET, "--dataset", "sample:4", "--split", "all", "--codec", "cmc text_codec=huffman",
+              "--protocol", "semantic", "--out", str(out)]
+    assert cli.main([*common, "--classify", str(classified[0]), "--clip", str(tiny_clip), "--name", "given"]) == 0
+    info = json.loads((out / "given" / "config.json").read_text())
+    assert info["config"]["stages"] == {"classify": str(classified[0])}
+    assert info["config"]["image_metrics"]["clip"] == str(tiny_clip)
+    assert {"zeroshot_text", "text_retrieval_r1", "text_retrieval_r5"} <= set(info["config"]["add_metrics"])
+    _, summary = load_run(out / "given")
+    assert summary.classify_top1.notna().all() and summary.text_retrieval_r5.notna().all()
+    assert summary.zeroshot_text.isna().all()  # the sample set has no class labels
+    assert cli.main([*common, "--name", "defaults"]) == 0  # offline: the protocol's own choices, unavailable
+    shown = capsys.readouterr().out
+    info = json.loads((out / "defaults" / "config.json").read_text())
+    assert info["config"]["stages"] == {"classify": "auto"} and info["config"]["image_metrics"]["clip"] == "auto"
+    assert "Unavailable: Top-1 agr." in shown and info["protocol"]["name"] == "semantic"

@@ -24,6 +24,9 @@ class Protocol:
     patch_fid: bool = False  # FID over 256-px patches plus a grid shifted by 128 (FID/256)
     patch_fid_min: int = 0  # below this many patches, no patch FID (NaN with the reason)
     iqa: tuple[str, ...] = ()  # pyiqa metrics the protocol scores with (metrics.iqa)
+    clip: str = ""  # the CLIP model it turns on when --clip is not given
+    stages: tuple[tuple[str, str], ...] = ()  # metric files' options it turns on when not given: ("classify", "auto")
+    add_metrics: tuple[str, ...] = ()  # metrics (or groups) that are off by default and it adds
     unavailable: str = ""  # why the protocol cannot run in this version
 
     def inception_options(self) -> dict:
@@ -32,7 +35,16 @@ class Protocol:
 
     def as_record(self) -> dict:
         return {"name": self.name, "description": self.description, "papers": self.papers,
-                "preprocess": self.preprocess, **self.inception_options(), **({"iqa": list(self.iqa)} if self.iqa else {})}
+                "preprocess": self.preprocess, **self.inception_options(),
+                **({"iqa": list(self.iqa)} if self.iqa else {}),
+                **({"clip": self.clip} if self.clip else {}), **({"stages": dict(self.stages)} if self.stages else {}),
+                **({"add_metrics": list(self.add_metrics)} if self.add_metrics else {})}
+
+    def options(self, args) -> tuple[str, dict, list[str]]:
+        """The run's CLIP model, metric-file options and added metrics: the user's where given, else the
+        protocol's."""
+        clip = args.clip if args.clip not in (None, "", "none") or not self.clip else self.clip
+        return clip, dict(self.stages), list(self.add_metrics)
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
@@ -49,6 +61,13 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
              "files with --iqa-weights topiq_fr=PATH --iqa-weights topiq_nr=PATH, else pyiqa's), overall = 2/3 FR + "
              "1/3 NR per image (cmc_bench_overall)", "CMC-Bench (Li et al. 2024)", "none",
              iqa=("topiq_fr", "topiq_nr")),
+    Protocol("semantic", "Semantic fidelity as machines read it: classification agreement with the original's "
+             "prediction (torchvision ResNet-50 unless --classify says otherwise), zero-shot CLIP classification on "
+             "labelled datasets (CUB's species) from the reconstruction and from the transmitted text, and "
+             "text-to-image retrieval from the transmitted text (CLIP openai/clip-vit-large-patch14 unless --clip "
+             "says otherwise); images as the dataset's usual preprocessing gives them",
+             "label-free task agreement (arXiv 2205.06519), CMC's semantic supervision", "auto",
+             clip="auto", stages=(("classify", "auto"),), add_metrics=("zeroshot", "text_retrieval")),
 ]}
 
 
