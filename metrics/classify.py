@@ -15,75 +15,17 @@ once per setting. Per setting, from the stored logits:
 
 from __future__ import annotations
 
-import difflib
-import importlib.util
-import os
-import re
-
 import numpy as np
 
 from metrics.spec import FeatureSpace, MetricInfo, Stage
+from metrics.torchvision_models import Task
 
-DEFAULT_ARCH = "resnet50"
-PREPROCESSING = "the weights' transforms() on the uint8 tensor (resize, centre crop, ImageNet normalisation)"
-
-
-def _default_weights(arch: str, choice: str):
-    """torchvision's DEFAULT weights of the classification model `arch`; ValueError naming close names if none."""
-    import torchvision
-
-    known = torchvision.models.list_models(module=torchvision.models)
-    if arch not in known:
-        close = "".join(f"did you mean {m!r}? " for m in difflib.get_close_matches(arch, known, 1))
-        raise ValueError(f"--classify {choice}: no such file, and not a torchvision classification model; {close}"
-                         "give auto, a model name such as resnet50 or vit_b_16, or a weights file.")
-    return torchvision.models.get_model_weights(arch).DEFAULT
-
-
-def _state_dict(path: str):
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _network(arch: str, path: str):
-    """The architecture with the weights file loaded strictly; ValueError in one sentence if they do not fit."""
-    import torchvision
-
-    model = torchvision.models.get_model(arch, weights=None)
-    try:
-        model.load_state_dict(_state_dict(path))
-    except Exception as exc:  # noqa: BLE001 - not a state_dict, or one of another architecture
-        first = str(exc).strip().splitlines()[0].rstrip(":.")
-        raise ValueError(f"--classify {path}: not a state_dict of torchvision's {arch} ({first}).") from None
-    return model.eval()
+TASK = Task("--classify", "torchvision.models", "resnet50", "classification agreement")
 
 
 def resolve(choice: str, cache_root, progress: bool = False) -> dict:
     """What a run records about its classifier: the model, its weights file and sha256, or why there is none."""
-    from metrics.download import file_digest, hub_download
-
-    if any(importlib.util.find_spec(m) is None for m in ("torch", "torchvision")):
-        return {"status": "unavailable", "reason": "classification agreement needs torch and torchvision: "
-                                                   "pip install -e '.[inception]'"}
-    path = os.path.expanduser(choice)
-    if os.path.isfile(path):
-        _network(DEFAULT_ARCH, path)
-        arch, weights = DEFAULT_ARCH, _default_weights(DEFAULT_ARCH, choice)
-        model = f"{DEFAULT_ARCH} (weights file)"
-    else:
-        arch = DEFAULT_ARCH if choice == "auto" else choice
-        weights = _default_weights(arch, choice)
-        prefix = re.search(r"-([a-f0-9]+)\.", weights.url.rsplit("/", 1)[1])
-        try:
-            path = hub_download(weights.url, prefix.group(1) if prefix else None, progress)
-        except OSError as exc:
-            return {"status": "unavailable", "reason": f"no weights for --classify {choice}: {exc}; download it on "
-                                                       "a machine with internet, or pass a resnet50 state_dict file"}
-        model = arch
-    return {"status": "ok", "model": model, "arch": arch, "transforms": f"{type(weights).__name__}.{weights.name}",
-            "weights_path": os.path.abspath(path), "weights_sha256": file_digest(path),
-            "preprocessing": PREPROCESSING}
+    return TASK.resolve(choice, progress)
 
 
 class Classifier:
@@ -91,17 +33,9 @@ class Classifier:
 
     def __init__(self, state: dict, device: str, batch_size: int):
         import torch
-        import torchvision
 
-        from metrics.defaults import pick_device
-        from metrics.download import file_digest
-
-        if file_digest(state["weights_path"]) != state["weights_sha256"]:
-            raise RuntimeError(f"The classifier's weights {state['weights_path']} changed since this run started.")
         self.torch = torch
-        self.device = pick_device(device)
-        self.model = _network(state["arch"], state["weights_path"]).to(self.device)
-        self.transforms = torchvision.models.get_weight(state["transforms"]).transforms()
+        self.model, self.transforms, self.device = TASK.load(state, device)
         self.batch_size = batch_size
         self.passes = 0
 
@@ -114,8 +48,7 @@ class Classifier:
         with self.torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
                 part = images[start:start + self.batch_size]
-                batch = self.torch.stack([self.preprocess(im)
-                                          for im in part])
+                batch = self.torch.stack([self.preprocess(im) for im in part])
                 out.append(self.model(batch.to(self.device)).float().cpu().numpy())
                 self.passes += len(batch)
         return np.concatenate(out) if out else np.zeros((0, 1000), np.float32)

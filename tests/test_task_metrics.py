@@ -327,3 +327,4 @@ def test_the_semantic_protocol_turns_the_task_metrics_on_and_the_users_choice_wi
     info = json.loads((out / "defaults" / "config.json").read_text())
     assert info["config"]["stages"] == {"classify": "auto"} and info["config"]["image_metrics"]["clip"] == "auto"
     assert "Unavailable: Top-1 agr." in shown and info["protocol"]["name"] == "semantic"
+
