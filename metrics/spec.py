@@ -112,13 +112,19 @@ class FeatureSpace:
 
     `input` is what a reconstruction contributes: its pixels, or (`text`) the text its codec transmitted (the
     row's `caption`), embedded by the extractor's `texts(list of str)` and compared with the originals' image
-    features without decoding; rows of codecs that send no text contribute nothing."""
+    features without decoding; rows of codecs that send no text contribute nothing.
+
+    `pair` ("module:function"(original's features, reconstruction's features) -> 1-D array) makes a paired space:
+    what the network gives an original (a label map of any size) is cached as it is, and each reconstruction
+    stores only its comparison with its original's (per-class intersections and unions), so set metrics need no
+    reference array (they get one with no columns)."""
 
     name: str
     label: str
     state: str
     extractor: str
     input: str = "pixels"
+    pair: str = ""
 
     def build(self, state: dict, device: str, batch_size: int):
         return resolve(self.extractor)(state, device, batch_size)

@@ -132,9 +132,20 @@ class FeatureStage:
         if images:
             with self.timings.stage(f"{label}: forward (reconstructions)", len(images)):
                 features = self.extractor(images)
+            if self.space.pair:
+                features = self._paired(results, features)
             for result, part in own_parts(results):
                 positions = [p for p, _ in result.reconstructions]
                 self._write(result, positions, features[part])
+
+    def _paired(self, results: list, features: list) -> np.ndarray:
+        """Each reconstruction's features compared with its original's, read from the cache (a paired space)."""
+        from metrics.spec import resolve
+
+        compare = resolve(self.space.pair)
+        shas = [result.rows[p]["image_sha256"] for result in results for p, _ in result.reconstructions]
+        return np.stack([compare(np.load(stored_reference(self.run_dir, self.space.name, self.reference_dir, sha)), f)
+                         for sha, f in zip(shas, features)]).astype(np.float32)
 
     def _embed_texts(self, results: list) -> None:
         """The texts the tasks' codecs transmitted (a row's `caption`), in one batched pass."""
@@ -167,6 +178,8 @@ def setting_features(run_dir: pathlib.Path, space: FeatureSpace, codec: str, s: 
 
 def reference_features(run_dir: pathlib.Path, info: dict, space: FeatureSpace, shas: dict[int, str],
                        order) -> np.ndarray:
+    if space.pair:  # each reconstruction's features already compare with its original's
+        return np.zeros((len(order), 0), np.float32)
     cache = reference_dir(info, space, run_dir)
     return np.stack([np.load(stored_reference(run_dir, space.name, cache, shas[i])) for i in order])
 
