@@ -328,3 +328,85 @@ def test_the_semantic_protocol_turns_the_task_metrics_on_and_the_users_choice_wi
     assert info["config"]["stages"] == {"classify": "auto"} and info["config"]["image_metrics"]["clip"] == "auto"
     assert "Unavailable: Top-1 agr." in shown and info["protocol"]["name"] == "semantic"
 
+
+def _random_lraspp():
+    """A random-init torchvision LR-ASPP MobileNetV3 whose classifier biases are zero and whose BatchNorm statistics
+    come from the test's images, so that its label maps depend on the input."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model("lraspp_mobilenet_v3_large", weights=None, weights_backbone=None)
+    for name, p in model.named_parameters():
+        if name.startswith("classifier") and name.endswith("bias"):
+            torch.nn.init.zeros_(p)
+    return model
+
+
+def test_segmentation_miou_is_1_when_lossless_lower_with_noise_and_equals_numpy(tmp_path, natural_images):
+    """A torchvision segmentation model by name, its weights file in the torch hub cache as a download leaves it;
+    pooled and per-image mIoU against label maps computed here with torchvision and numpy."""
+    import torchvision
+
+    from metrics.download import hub_dir
+
+    weights = torchvision.models.segmentation.LRASPP_MobileNet_V3_Large_Weights.DEFAULT
+    preprocess = weights.transforms()
+    model = _random_lraspp()
+    pixels = [np.asarray(Image.open(p)) for p in sorted(natural_images.glob("*.png"))]
+    with torch.no_grad():
+        model.train()
+        for p in pixels:
+            model(preprocess(torch.from_numpy(np.array(p)).permute(2, 0, 1))[None])
+    target = hub_dir() / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    target.parent.mkdir(parents=True)
+    torch.save(model.eval().state_dict(), target)
+    out = tmp_path / "results"
+    assert cli.main(["run", *QUIET, "--dataset", str(natural_images), "--limit", "2",
+                     "--codec", "codecs_for_tests:Raw level=1",
+                     "--codec", "codecs_for_tests:Noisy sigma=40 level=1", "--segment", "lraspp_mobilenet_v3_large",
+                     "--save-reconstructions", "--out", str(out), "--name", "s"]) == 0
+    run_dir = out / "s"
+    rows, summary = load_run(run_dir)
+    ids = sorted(rows.image_id.unique())
+
+    def label_map(image):
+        with torch.no_grad():
+            x = preprocess(torch.from_numpy(np.array(image)).permute(2, 0, 1))[None]
+            return model(x)["out"].argmax(1)[0].numpy()
+
+    originals = [label_map(Image.open(natural_images / i)) for i in ids]
+    for s in summary.itertuples():
+        recon = [label_map(Image.open(output_path(run_dir, s.codec, s.setting_label, i, ".png"))) for i in ids]
+        inter, union, per_image = np.zeros(256), np.zeros(256), []
+        for a, b in zip(originals, recon):
+            present = np.union1d(a, b)  # the other classes have no pixel in either map
+            i, u = np.zeros(256), np.zeros(256)
+            i[present] = [np.logical_and(a == c, b == c).sum() for c in present]
+            u[present] = [np.logical_or(a == c, b == c).sum() for c in present]
+            inter, union = inter + i, union + u
+            per_image.append(np.mean(i[u > 0] / u[u > 0]))
+        assert s.segment_miou == pytest.approx(np.mean(inter[union > 0] / union[union > 0]), abs=1e-9)
+        assert s.segment_miou_image == pytest.approx(np.mean(per_image), abs=1e-9)
+        assert s.n_segment == len(ids)
+    by_codec = summary.set_index("codec")
+    assert by_codec.segment_miou["raw"] == 1 and by_codec.segment_miou_image["raw"] == 1
+    assert by_codec.segment_miou["noisy"] < 1
+    assert json.loads((run_dir / "segment_passes.json").read_text())["reference"] == 2
+
+
+def test_segment_takes_a_deeplabv3_state_dict_file_and_refuses_another_architecture(tmp_path):
+    import torchvision
+
+    from metrics import segment
+
+    torch.manual_seed(0)
+    good = tmp_path / "deeplabv3.pth"
+    torch.save(torchvision.models.segmentation.deeplabv3_resnet50(weights=None, weights_backbone=None,
+                                                                  aux_loss=True).state_dict(), good)
+    state = segment.resolve(str(good), tmp_path)
+    assert state["status"] == "ok" and state["arch"] == "deeplabv3_resnet50" and state["model"].endswith("file)")
+    assert state["transforms"] == "DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1"
+    bad = tmp_path / "lraspp.pth"
+    torch.save(_random_lraspp().state_dict(), bad)
+    with pytest.raises(ValueError, match="not a state_dict of torchvision's deeplabv3_resnet50"):
+        segment.resolve(str(bad), tmp_path)
