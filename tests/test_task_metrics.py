@@ -410,3 +410,63 @@ def test_segment_takes_a_deeplabv3_state_dict_file_and_refuses_another_architect
     torch.save(_random_lraspp().state_dict(), bad)
     with pytest.raises(ValueError, match="not a state_dict of torchvision's deeplabv3_resnet50"):
         segment.resolve(str(bad), tmp_path)
+
+
+def test_detection_map_is_1_when_lossless_lower_with_noise_and_equals_cocoeval_on_torchvisions_detections(
+        tmp_path, natural_images):
+    """A torchvision detection model by name (random-init, one class's score raised so that it detects), its file
+    in the torch hub cache as a download leaves it; mAP against pycocotools' COCOeval run here on detections that
+    torchvision's model gives here."""
+    import contextlib
+    import io
+
+    import torchvision
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from metrics.download import hub_dir
+
+    arch = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch, weights=None, weights_backbone=None)
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.bias[1] = 8.0  # class 1 confident: boxes above the threshold
+    target = hub_dir() / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    target.parent.mkdir(parents=True)
+    torch.save(model.eval().state_dict(), target)
+    out = tmp_path / "results"
+    assert cli.main(["run", *QUIET, "--dataset", str(natural_images), "--codec", "codecs_for_tests:Raw level=1",
+                     "--codec", "codecs_for_tests:Noisy sigma=40 level=1,2", "--detect", arch,
+                     "--save-reconstructions", "--out", str(out), "--name", "d"]) == 0
+    run_dir = out / "d"
+    rows, summary = load_run(run_dir)
+    ids = sorted(rows.image_id.unique())
+
+    def detect(image):
+        with torch.no_grad():
+            found = model([weights.transforms()(torch.from_numpy(np.array(image)).permute(2, 0, 1))])[0]
+        return [(b.tolist(), float(s), int(c)) for b, s, c in zip(found["boxes"], found["scores"], found["labels"])]
+
+    originals = [detect(Image.open(natural_images / i)) for i in ids]
+    for s in summary.itertuples():
+        recon = [detect(Image.open(output_path(run_dir, s.codec, s.setting_label, i, ".png"))) for i in ids]
+        truth = [{"id": n + 1, "image_id": k, "category_id": c, "iscrowd": 0, "bbox": [x, y, X - x, Y - y],
+                  "area": (X - x) * (Y - y)} for n, (k, (x, y, X, Y), c) in enumerate(
+                      (k, b, c) for k, dets in enumerate(originals) for b, score, c in dets if score >= 0.5)]
+        found = [{"image_id": k, "category_id": c, "bbox": [x, y, X - x, Y - y], "score": score}
+                 for k, dets in enumerate(recon) for (x, y, X, Y), score, c in dets]
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO()
+            gt.dataset = {"images": [{"id": k} for k in range(len(ids))], "annotations": truth,
+                          "categories": [{"id": c} for c in sorted({a["category_id"] for a in truth + found})]}
+            gt.createIndex()
+            evaluation = COCOeval(gt, gt.loadRes(found), "bbox")
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+        assert s.detect_map == pytest.approx(evaluation.stats[0], abs=1e-9)
+        assert s.detect_map50 == pytest.approx(evaluation.stats[1], abs=1e-9)
+    by_codec = summary.groupby("codec")
+    assert (by_codec.get_group("raw").detect_map == 1).all()
+    assert by_codec.get_group("noisy").detect_map.max() < 1
