@@ -588,7 +588,7 @@ def cmd_run(args) -> int:
                      "isc_splits": args.isc_splits, "kid_subsets": args.kid_subsets,
                      "kid_subset_size": args.kid_subset_size, "seed": defaults.SEED, "patch_fid": args.patch_fid,
                      **(protocol.inception_options() if protocol else {})}
-        clip, stages, added = protocol.options(args) if protocol else (args.clip, {}, [])
+        clip, stages, added = protocol.options(args, kind) if protocol else (args.clip, {}, [])
         stages.update({s.name: getattr(args, s.name) for s in registry.STAGES.values()
                        if getattr(args, s.name) != s.default})
         config = RunConfig(dataset=args.dataset, split=args.split, preprocess=preprocess, limit=args.limit,

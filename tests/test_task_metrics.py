@@ -470,3 +470,15 @@ def test_detection_map_is_1_when_lossless_lower_with_noise_and_equals_cocoeval_o
     by_codec = summary.groupby("codec")
     assert (by_codec.get_group("raw").detect_map == 1).all()
     assert by_codec.get_group("noisy").detect_map.max() < 1
+
+
+def test_the_semantic_protocol_adds_detection_on_ms_coco_only():
+    from types import SimpleNamespace
+
+    from benchmark.run import protocols
+
+    semantic = protocols.get("semantic")
+    args = SimpleNamespace(clip="none")
+    assert semantic.options(args, "coco")[1] == {"classify": "auto", "detect": "auto"}
+    assert semantic.options(args, "cub")[1] == {"classify": "auto"}
+    assert semantic.as_record()["stages_by_kind"] == [["coco", "detect", "auto"]]

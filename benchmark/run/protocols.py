@@ -27,6 +27,7 @@ class Protocol:
     clip: str = ""  # the CLIP model it turns on when --clip is not given
     stages: tuple[tuple[str, str], ...] = ()  # metric files' options it turns on when not given: ("classify", "auto")
     add_metrics: tuple[str, ...] = ()  # metrics (or groups) that are off by default and it adds
+    stages_by_kind: tuple[tuple[str, str, str], ...] = ()  # (dataset kind, option, choice): ("coco", "detect", "auto")
     unavailable: str = ""  # why the protocol cannot run in this version
 
     def inception_options(self) -> dict:
@@ -38,13 +39,15 @@ class Protocol:
                 "preprocess": self.preprocess, **self.inception_options(),
                 **({"iqa": list(self.iqa)} if self.iqa else {}),
                 **({"clip": self.clip} if self.clip else {}), **({"stages": dict(self.stages)} if self.stages else {}),
-                **({"add_metrics": list(self.add_metrics)} if self.add_metrics else {})}
+                **({"add_metrics": list(self.add_metrics)} if self.add_metrics else {}),
+                **({"stages_by_kind": [list(x) for x in self.stages_by_kind]} if self.stages_by_kind else {})}
 
-    def options(self, args) -> tuple[str, dict, list[str]]:
-        """The run's CLIP model, metric-file options and added metrics: the user's where given, else the
-        protocol's."""
+    def options(self, args, kind: str) -> tuple[str, dict, list[str]]:
+        """The run's CLIP model, metric-file options and added metrics on a dataset of `kind`: the user's where
+        given, else the protocol's."""
         clip = args.clip if args.clip not in (None, "", "none") or not self.clip else self.clip
-        return clip, dict(self.stages), list(self.add_metrics)
+        stages = {**dict(self.stages), **{name: choice for k, name, choice in self.stages_by_kind if k == kind}}
+        return clip, stages, list(self.add_metrics)
 
 
 PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
@@ -63,11 +66,13 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in [
              iqa=("topiq_fr", "topiq_nr")),
     Protocol("semantic", "Semantic fidelity as machines read it: classification agreement with the original's "
              "prediction (torchvision ResNet-50 unless --classify says otherwise), zero-shot CLIP classification on "
-             "labelled datasets (CUB's species) from the reconstruction and from the transmitted text, and "
+             "labelled datasets (CUB's species) from the reconstruction and from the transmitted text, on MS-COCO "
+             "detection agreement (torchvision Faster R-CNN v2 unless --detect says otherwise), and "
              "text-to-image retrieval from the transmitted text (CLIP openai/clip-vit-large-patch14 unless --clip "
              "says otherwise); images as the dataset's usual preprocessing gives them",
              "label-free task agreement (arXiv 2205.06519), CMC's semantic supervision", "auto",
-             clip="auto", stages=(("classify", "auto"),), add_metrics=("zeroshot", "text_retrieval")),
+             clip="auto", stages=(("classify", "auto"),), add_metrics=("zeroshot", "text_retrieval"),
+             stages_by_kind=(("coco", "detect", "auto"),)),
 ]}
 
 
