@@ -38,6 +38,18 @@ def hermetic(tmp_path_factory, monkeypatch):
     """No test touches the network or the user's caches and configuration: temporary torch, Hugging Face and
     trackers' homes, offline and no-telemetry flags (inherited by every subprocess a test starts), no weight
     paths from the user's environment."""
+    isolate(tmp_path_factory, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def hermetic_module(tmp_path_factory):
+    """The same for a module-scoped fixture, which runs before any test's own `hermetic`: ask for it first."""
+    with pytest.MonkeyPatch.context() as mp:
+        isolate(tmp_path_factory, mp)
+        yield
+
+
+def isolate(tmp_path_factory, monkeypatch) -> None:
     home = tmp_path_factory.mktemp("home")
     for var in ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
                 "SENTENCE_TRANSFORMERS_HOME", "WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):

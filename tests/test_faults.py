@@ -70,7 +70,7 @@ DAMAGE = {
 
 
 @pytest.fixture(scope="module")
-def clean_run(tmp_path_factory):
+def clean_run(hermetic_module, tmp_path_factory):
     return made(tmp_path_factory.mktemp("clean"), "clean", config())
 
 

@@ -50,7 +50,7 @@ COMMITS, REGRESSED = 30, 17
 
 
 @pytest.fixture(scope="module")
-def model_runs(tmp_path_factory):
+def model_runs(hermetic_module, tmp_path_factory):
     """30 commits (the decoder gets noisier at commit 17 and stays so; the others change a comment), each run
     once, in shuffled order, with its sweep shifted by 2 quality steps at every other commit."""
     repo = tmp_path_factory.mktemp("model")

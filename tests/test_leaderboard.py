@@ -83,7 +83,7 @@ def test_value_at_rate_interpolates_never_extrapolates():
 
 
 @pytest.fixture(scope="module")
-def noisy_runs(tmp_path_factory, random_inception_weights):
+def noisy_runs(hermetic_module, tmp_path_factory, random_inception_weights):
     """BASE and a NEW whose codec adds more noise (worse PSNR and FID), plus a copy of BASE; 12 images."""
     root = tmp_path_factory.mktemp("cmp")
     runs = {}

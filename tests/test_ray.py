@@ -25,7 +25,7 @@ TIMING = ["encode_s", "decode_s", "run_id", "created"]
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(hermetic_module):
     """A local Ray instance with 2 CPUs (as in CI); the executor joins it instead of starting its own."""
     env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",

@@ -26,8 +26,14 @@ def _run(tmp_path, name, spec, weights):
     return run_dir
 
 
-def test_four_samples_equal_four_seeded_runs_and_report_their_spread(tmp_path, random_inception_weights):
-    sampled = _run(tmp_path, "x4", f"{SPEC} samples=4", random_inception_weights)
+@pytest.fixture(scope="module")
+def x4(hermetic_module, tmp_path_factory, random_inception_weights):
+    """The sampled run both tests below read (made once: it is the suite's slowest run of this module)."""
+    return _run(tmp_path_factory.mktemp("x4"), "x4", f"{SPEC} samples=4", random_inception_weights)
+
+
+def test_four_samples_equal_four_seeded_runs_and_report_their_spread(x4, tmp_path, random_inception_weights):
+    sampled = x4
     images, summary = load_run(sampled)
     assert len(images) == 12 * 2 * 4 and sorted(images["sample"].unique()) == [0, 1, 2, 3]
     per_image = images.groupby(["image_id", "setting_index"]).psnr
@@ -67,8 +73,8 @@ def test_four_samples_equal_four_seeded_runs_and_report_their_spread(tmp_path, r
     assert any(n.startswith("seedednoise-x4: each value is the mean over 4 decodes") for n in board.notes)
 
 
-def test_compare_does_not_call_seed_noise_a_regression(tmp_path, random_inception_weights):
-    base = _run(tmp_path, "base", f"{SPEC} samples=4", random_inception_weights)
+def test_compare_does_not_call_seed_noise_a_regression(x4, tmp_path, random_inception_weights):
+    base = x4
     new = _run(tmp_path, "new", f"{SPEC} samples=4 seed=100", random_inception_weights)
     result = compare_runs(base, new, resamples=100)
     rows = result.rows

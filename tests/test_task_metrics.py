@@ -29,7 +29,7 @@ def _images(folder):
 
 
 @pytest.fixture(scope="module")
-def classified(tmp_path_factory):
+def classified(hermetic_module, tmp_path_factory):
     """A random-init torchvision ResNet-50 (its BatchNorm statistics taken from noisy images, so that its
     predictions depend on the input), saved as a state_dict; and a run of a lossless and a noisy codec with it."""
     import torchvision

@@ -28,7 +28,7 @@ def _run(root, name, webp_qualities):
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def two_runs(hermetic_module, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     return _run(root, "a", "20,40,60"), _run(root, "b", "25,40,60")
 

@@ -15,7 +15,7 @@ RUN = ["run", "--dataset", "sample:4", "--split", "all", "--metrics", "none", "-
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory):
+def tracked(hermetic_module, tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     with pytest.MonkeyPatch.context() as mp:  # module-scoped: the hermetic fixture's settings, for the trackers
         for var in ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR",
