@@ -52,7 +52,7 @@ class MetricInfo:
     kind: str = "pixels"
     short: str = ""  # a short header for tables
     columns: tuple[tuple[str, str], ...] = ()  # further columns it writes, (name, arrow type name)
-    needs: tuple[str, ...] = ()  # "pixels", "captions", "transmitted text", "network:<name>", "features"
+    needs: tuple[str, ...] = ()  # "pixels", "captions", "labels", "transmitted text", "network:<name>", "features"
     state: str = ""  # where config.json records its availability ("" = always available)
     tolerance: float | str = 0.0  # default allowed worsening in `compare` (absolute, or "x%" relative)
     fn: str = ""  # "module:function", the pure function (per-image kinds; set metrics of a feature space)

@@ -1,7 +1,8 @@
 """Zero-shot classification with the run's CLIP: does the reconstruction, and does the transmitted text alone,
-still name the image's class? On a labelled dataset (CUB-200-2011's 200 species: `Dataset.classes`), each class
-is a prompt ("a photo of a Black footed Albatross, a type of bird.", as CLIP's paper prompts CUB) embedded once
-by CLIP's text tower; an image is classified as the prompt its embedding is most similar to.
+still name the image's class? On a labelled dataset (`Dataset.classes`: CUB-200-2011's 200 species, the sample
+set's background colours), each class is a prompt ("a photo of a Black footed Albatross, a type of bird.", as
+CLIP's paper prompts CUB) embedded once by CLIP's text tower; an image is classified as the prompt its embedding
+is most similar to.
 
 Per image (so each setting's value is a share of images, with BCa intervals):
 - `zeroshot_reconstruction`: 1 when the reconstruction is classified as the image's label;
@@ -20,7 +21,7 @@ import numpy as np
 
 from metrics.spec import MetricInfo
 
-NO_LABELS = "zero-shot classification needs a dataset with class labels (cub:PATH, CUB-200-2011's species)"
+NO_LABELS = "zero-shot classification needs a dataset with class labels (cub:PATH: CUB-200-2011's species; sample)"
 
 
 def _class_embeddings(model, cache: dict):
@@ -80,7 +81,7 @@ def text_correct(model, original, reconstruction, cache: dict):
 
 
 SPECS = [
-    MetricInfo(f"zeroshot_{name}", label, True, "network", short, needs=("pixels", *needs, "network:clip"),
+    MetricInfo(f"zeroshot_{name}", label, True, "network", short, needs=("pixels", "labels", *needs, "network:clip"),
                state="image_metrics.clip", tolerance=0.02, fn=f"metrics.zeroshot:{fn}", load="metrics.clip:load",
                default=False, bounds=(0, 1), group="zeroshot")
     for name, label, short, needs, fn in (

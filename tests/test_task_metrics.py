@@ -321,7 +321,10 @@ def test_the_semantic_protocol_turns_the_task_metrics_on_and_the_users_choice_wi
     assert {"zeroshot_text", "text_retrieval_r1", "text_retrieval_r5"} <= set(info["config"]["add_metrics"])
     _, summary = load_run(out / "given")
     assert summary.classify_top1.notna().all() and summary.text_retrieval_r5.notna().all()
-    assert summary.zeroshot_text.isna().all()  # the sample set has no class labels
+    # The sample set's class is the background's colour: CMC's transmitted text beside the reconstruction
+    info = json.loads((out / "given" / "config.json").read_text())
+    assert info["dataset"]["classes"][:3] == ["red", "green", "blue"]
+    assert summary.zeroshot_text.between(0, 1).all() and summary.zeroshot_reconstruction.between(0, 1).all()
     assert cli.main([*common, "--name", "defaults"]) == 0  # offline: the protocol's own choices, unavailable
     shown = capsys.readouterr().out
     info = json.loads((out / "defaults" / "config.json").read_text())

@@ -199,8 +199,12 @@ def sample_dataset(n: int = 48, split: str = "test") -> Dataset:
     if split not in ("test", "train", "all"):
         raise ValueError(f"The sample set has splits test, train and all, not {split!r}.")
     keep = [i for i in range(n) if split == "all" or sample.is_test(i) == (split == "test")]
-    records = [Record(f"sample-{i:05d}", k, None, tuple(sample.captions(i))) for k, i in enumerate(keep)]
-    return Dataset("sample", str(n), split, records)
+    colours = list(sample.COLOURS)
+    records = [Record(f"sample-{i:05d}", k, None, tuple(sample.captions(i)),
+                      label=colours.index(sample.scene(i)["background"])) for k, i in enumerate(keep)]
+    # Its one unambiguous class per image: the background's colour (the shapes on it are one to three).
+    return Dataset("sample", str(n), split, records, classes=tuple(colours),
+                   class_prompt="shapes on a {} background.")
 
 
 def _read_captions(path: pathlib.Path) -> tuple[str, ...]:

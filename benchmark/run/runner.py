@@ -141,8 +141,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         "versions": provenance.package_versions(), "config": config.to_json(),
         "dataset": {"name": dataset.name, "kind": dataset.kind, "split": dataset.split, "n_images": len(dataset),
                     "fingerprint": dataset.fingerprint(), "notes": dataset.notes, "origin": dataset.origin,
-                    "preprocess": config.preprocess, "preprocess_description": description,
-                    **dataset.class_record()},
+                    "preprocess": config.preprocess, "preprocess_description": description},
         "codecs": codecs,
         "inception": inception,
         "dinov2": dinov2,
@@ -155,6 +154,8 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     for c in info["codecs"]:
         c["task_images"] = task_images(info["config"], c)
     info["metrics"] = metric_states(info, added)
+    if any(info["metrics"][m]["status"] != "disabled" and "labels" in registry.get(m).needs for m in info["metrics"]):
+        info["dataset"].update(dataset.class_record())  # only when a metric reads them: config.json reads as before
     for name in added:
         if info["metrics"][name]["status"] == "disabled":
             raise ValueError(f"--add-metric {name} needs a stage this run does not request: "
