@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from metrics.spec import FeatureSpace, MetricInfo, Stage
-from metrics.torchvision_models import Task
+from metrics.torchvision_models import Network, Task
 
 TASK = Task("--classify", "torchvision.models", "resnet50", "classification agreement")
 
@@ -28,20 +28,10 @@ def resolve(choice: str, cache_root, progress: bool = False) -> dict:
     return TASK.resolve(choice, progress)
 
 
-class Classifier:
-    """Batched logits that count every image sent through the network."""
+class Classifier(Network):
+    """Batched logits."""
 
-    def __init__(self, state: dict, device: str, batch_size: int):
-        import torch
-
-        self.torch = torch
-        self.model, self.transforms, self.device = TASK.load(state, device)
-        self.batch_size = batch_size
-        self.passes = 0
-
-    def preprocess(self, image: np.ndarray):
-        """One H x W x 3 uint8 image as the weights' transforms make it: 3 x crop x crop, normalised."""
-        return self.transforms(self.torch.from_numpy(np.require(image, np.uint8, ['C', 'W'])).permute(2, 0, 1))
+    task = TASK
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
         out = []

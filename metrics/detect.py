@@ -22,7 +22,7 @@ import io
 import numpy as np
 
 from metrics.spec import FeatureSpace, MetricInfo, Stage
-from metrics.torchvision_models import Task
+from metrics.torchvision_models import Network, Task
 
 TASK = Task("--detect", "torchvision.models.detection", "fasterrcnn_resnet50_fpn_v2", "detection agreement",
             build=(("weights_backbone", None),))
@@ -35,16 +35,10 @@ def resolve(choice: str, cache_root, progress: bool = False) -> dict:
     return {**state, "score_threshold": SCORE_THRESHOLD} if state["status"] == "ok" else state
 
 
-class Detector:
+class Detector(Network):
     """Each image's detections as one row of MAX_DETECTIONS x (x1, y1, x2, y2, score, label), NaN-padded."""
 
-    def __init__(self, state: dict, device: str, batch_size: int):
-        import torch
-
-        self.torch = torch
-        self.model, self.transforms, self.device = TASK.load(state, device)
-        self.batch_size = batch_size
-        self.passes = 0
+    task = TASK
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
         """Detections of each image, in input order. Only images of one size share a batch: the network pads a
@@ -57,8 +51,7 @@ class Detector:
             for positions in by_size.values():
                 for start in range(0, len(positions), self.batch_size):
                     part = positions[start:start + self.batch_size]
-                    batch = [self.transforms(self.torch.from_numpy(np.require(images[k], np.uint8, ["C", "W"]))
-                                             .permute(2, 0, 1)).to(self.device) for k in part]
+                    batch = [self.preprocess(images[k]).to(self.device) for k in part]
                     for k, found in zip(part, self.model(batch)):
                         rows = self.torch.cat([found["boxes"], found["scores"][:, None],
                                                found["labels"][:, None].float()], 1)[:MAX_DETECTIONS]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from metrics.spec import FeatureSpace, MetricInfo, Stage
-from metrics.torchvision_models import Task
+from metrics.torchvision_models import Network, Task
 
 TASK = Task("--segment", "torchvision.models.segmentation", "deeplabv3_resnet50", "segmentation agreement",
             build=(("weights_backbone", None), ("aux_loss", None)))
@@ -28,21 +28,14 @@ def resolve(choice: str, cache_root, progress: bool = False) -> dict:
     return TASK.resolve(choice, progress)
 
 
-class Segmenter:
-    """Label maps (uint8, at the transforms' size) that count every image sent through the network."""
+class Segmenter(Network):
+    """Label maps (uint8, at the transforms' size)."""
 
-    def __init__(self, state: dict, device: str, batch_size: int):
-        import torch
-
-        self.torch = torch
-        self.model, self.transforms, self.device = TASK.load(state, device)
-        self.batch_size = batch_size
-        self.passes = 0
+    task = TASK
 
     def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """One label map per image, in input order; images of one size after the transforms share a batch."""
-        ready = [self.transforms(self.torch.from_numpy(np.require(im, np.uint8, ["C", "W"])).permute(2, 0, 1))
-                 for im in images]
+        ready = [self.preprocess(im) for im in images]
         out: list = [None] * len(images)
         by_shape: dict = {}
         for k, x in enumerate(ready):

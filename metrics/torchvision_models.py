@@ -92,3 +92,24 @@ class Task:
         device = pick_device(device)
         return (self.network(state["arch"], state["weights_path"]).to(device),
                 torchvision.models.get_weight(state["transforms"]).transforms(), device)
+
+
+class Network:
+    """A task's network as a feature extractor: built once per process from the run's record, on its device;
+    counts every image sent through it. Subclasses set `task` and define `__call__(images)`."""
+
+    task: Task
+
+    def __init__(self, state: dict, device: str, batch_size: int):
+        import torch
+
+        self.torch = torch
+        self.model, self.transforms, self.device = self.task.load(state, device)
+        self.batch_size = batch_size
+        self.passes = 0
+
+    def preprocess(self, image):
+        """One H x W x 3 uint8 image through the weights' transforms (as a 3 x H x W uint8 tensor)."""
+        import numpy as np
+
+        return self.transforms(self.torch.from_numpy(np.require(image, np.uint8, ["C", "W"])).permute(2, 0, 1))

@@ -332,6 +332,15 @@ def test_the_semantic_protocol_turns_the_task_metrics_on_and_the_users_choice_wi
     assert "Unavailable: Top-1 agr." in shown and info["protocol"]["name"] == "semantic"
 
 
+def _as_downloaded(model, weights) -> None:
+    """Save `model` where a download of torchvision's `weights` would leave its file (the test's torch hub)."""
+    from metrics.download import hub_dir
+
+    target = hub_dir() / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    target.parent.mkdir(parents=True)
+    torch.save(model.eval().state_dict(), target)
+
+
 def _random_lraspp():
     """A random-init torchvision LR-ASPP MobileNetV3 whose classifier biases are zero and whose BatchNorm statistics
     come from the test's images, so that its label maps depend on the input."""
@@ -350,7 +359,6 @@ def test_segmentation_miou_is_1_when_lossless_lower_with_noise_and_equals_numpy(
     pooled and per-image mIoU against label maps computed here with torchvision and numpy."""
     import torchvision
 
-    from metrics.download import hub_dir
 
     weights = torchvision.models.segmentation.LRASPP_MobileNet_V3_Large_Weights.DEFAULT
     preprocess = weights.transforms()
@@ -360,9 +368,7 @@ def test_segmentation_miou_is_1_when_lossless_lower_with_noise_and_equals_numpy(
         model.train()
         for p in pixels:
             model(preprocess(torch.from_numpy(np.array(p)).permute(2, 0, 1))[None])
-    target = hub_dir() / "checkpoints" / weights.url.rsplit("/", 1)[1]
-    target.parent.mkdir(parents=True)
-    torch.save(model.eval().state_dict(), target)
+    _as_downloaded(model, weights)
     out = tmp_path / "results"
     assert cli.main(["run", *QUIET, "--dataset", str(natural_images), "--limit", "2",
                      "--codec", "codecs_for_tests:Raw level=1",
@@ -427,7 +433,6 @@ def test_detection_map_is_1_when_lossless_lower_with_noise_and_equals_cocoeval_o
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from metrics.download import hub_dir
 
     arch = "fasterrcnn_mobilenet_v3_large_320_fpn"
     weights = torchvision.models.get_model_weights(arch).DEFAULT
@@ -435,9 +440,7 @@ def test_detection_map_is_1_when_lossless_lower_with_noise_and_equals_cocoeval_o
     model = torchvision.models.get_model(arch, weights=None, weights_backbone=None)
     with torch.no_grad():
         model.roi_heads.box_predictor.cls_score.bias[1] = 8.0  # class 1 confident: boxes above the threshold
-    target = hub_dir() / "checkpoints" / weights.url.rsplit("/", 1)[1]
-    target.parent.mkdir(parents=True)
-    torch.save(model.eval().state_dict(), target)
+    _as_downloaded(model, weights)
     out = tmp_path / "results"
     assert cli.main(["run", *QUIET, "--dataset", str(natural_images), "--codec", "codecs_for_tests:Raw level=1",
                      "--codec", "codecs_for_tests:Noisy sigma=40 level=1,2", "--detect", arch,
