@@ -125,6 +125,7 @@ class FeatureSpace:
     extractor: str
     input: str = "pixels"
     pair: str = ""
+    originals: str = ""  # another space whose originals' features these are: one cache, each original once
 
     def build(self, state: dict, device: str, batch_size: int):
         return resolve(self.extractor)(state, device, batch_size)

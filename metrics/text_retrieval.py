@@ -7,9 +7,10 @@ text a codec sent (CMC's caption) pick out its own original among all the settin
 An original ranks behind only the images strictly more similar to the text than it is, so a gallery holding an
 image twice (a bootstrap resample) does not count the copy against it. The model is the CLIP the run loads for
 CLIP similarity (`--clip auto` or any CLIP); texts through its tokenizer, images through its processor, both
-unit-normalised projected embeddings. Originals are embedded once and cached; each transmitted text once per
-setting; rows of codecs that send no text have none (NaN with the note "the codec transmitted no text"). Off by
-default: `--clip auto --add-metric text_retrieval` (both).
+unit-normalised projected embeddings. Originals are embedded once and cached, in the cache FD-CLIP's CLIP space
+uses (with both on, once for both); each transmitted text once per setting; rows of codecs that send no text have
+none (NaN with the note "the codec transmitted no text"). Off by default: `--clip auto --add-metric
+text_retrieval` (both).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from metrics.fd_clip import CLIPImageFeatures
 from metrics.spec import FeatureSpace, MetricInfo
 
 SPECS = [
-    FeatureSpace("clip_text", "CLIP text", "image_metrics.clip", "metrics.text_retrieval:extractor", input="text"),
+    FeatureSpace("clip_text", "CLIP text", "image_metrics.clip", "metrics.text_retrieval:extractor", input="text",
+                 originals="clip"),
     *[MetricInfo(f"text_retrieval_r{k}", f"Text-to-image retrieval recall@{k} from the transmitted text", True, "set",
                  f"R@{k} (text)", columns=(("n_clip_text", "float64"),) if k == 1 else (), needs=("features",),
                  state="image_metrics.clip", tolerance=0.02, default=False, space="clip_text",

@@ -38,8 +38,11 @@ def _predict(model, cache: dict, embedding) -> int:
 
 
 def _original(model, original: np.ndarray, cache: dict) -> int:
+    """The original's class, from the embedding CLIP similarity keeps for this original (computed here if not)."""
     if "zeroshot-original" not in cache:
-        cache["zeroshot-original"] = _predict(model, cache, model.image_embedding(original))
+        if "clip-original" not in cache:
+            cache["clip-original"] = model.image_embedding(original)
+        cache["zeroshot-original"] = _predict(model, cache, cache["clip-original"])
     return cache["zeroshot-original"]
 
 

@@ -488,3 +488,15 @@ def test_the_semantic_protocol_adds_detection_on_ms_coco_only():
     assert semantic.options(args, "coco")[1] == {"classify": "auto", "detect": "auto"}
     assert semantic.options(args, "cub")[1] == {"classify": "auto"}
     assert semantic.as_record()["stages_by_kind"] == [["coco", "detect", "auto"]]
+
+
+def test_retrieval_and_fd_clip_share_the_originals_clip_embeddings(tiny_clip, tmp_path):
+    out = tmp_path / "results"
+    assert cli.main(["run", *QUIET, "--dataset", "sample:4", "--split", "all", "--codec", "cmc text_codec=huffman",
+                     "--clip", str(tiny_clip), "--add-metric", "text_retrieval", "--add-metric", "fd_clip",
+                     "--out", str(out), "--name", "both"]) == 0
+    image = json.loads((out / "both" / "clip_passes.json").read_text())
+    text = json.loads((out / "both" / "clip_text_passes.json").read_text())
+    assert image["reference"] == 4 and text["reference"] == 0  # each original through CLIP once, for both
+    _, summary = load_run(out / "both")
+    assert summary.fd_clip.notna().all() and summary.text_retrieval_r1.notna().all()

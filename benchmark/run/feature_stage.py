@@ -60,7 +60,8 @@ def cache_dirs(info: dict, cache_root: pathlib.Path, run_dir: pathlib.Path) -> d
         if state.get("reference_dir"):
             continue
         sha = state.get("weights_sha256")
-        out[space.name] = recorded_path(cache_root / f"{space.name}-{sha[:16]}") if sha else f"reference-{space.name}"
+        name = space.originals or space.name  # a space that shares another's originals shares its cache
+        out[space.name] = recorded_path(cache_root / f"{name}-{sha[:16]}") if sha else f"reference-{name}"
     return out
 
 
