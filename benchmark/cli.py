@@ -40,8 +40,22 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's stop, `kill PID`), handled as Ctrl-C is: finished work kept, workers stopped."""
 
 
+STOPPED: list[int] = []  # the stop signals this process's command received
+
+
 def _on_sigterm(signum, frame):
+    STOPPED.append(signum)
     raise Terminated()
+
+
+def _on_sigint(signum, frame):
+    STOPPED.append(signum)
+    raise KeyboardInterrupt()
+
+
+def _interrupted(terminated: bool) -> int:
+    print("\nTerminated." if terminated else "\nInterrupted.", file=sys.stderr)
+    return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 def os_error_sentence(exc: OSError) -> str:
@@ -447,19 +461,22 @@ def main(argv: list[str] | None = None) -> int:
     in_main = threading.current_thread() is threading.main_thread()
     previous = (signal.signal(signal.SIGTERM, _on_sigterm), signal.getsignal(signal.SIGINT)) if in_main else None
     if in_main and previous[1] is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is KeyboardInterrupt from here on
+        signal.signal(signal.SIGINT, _on_sigint)  # Ctrl-C is KeyboardInterrupt from here on
+    STOPPED.clear()
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, CodecUnavailable, RuntimeError, ImportError) as exc:
+        if STOPPED:  # an error a stop caused (Ctrl-C inside a library's import: 'initialization failed') is the stop
+            return _interrupted(STOPPED[0] == signal.SIGTERM)
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a full disk, a read-only or unwritable folder
+        if STOPPED:
+            return _interrupted(STOPPED[0] == signal.SIGTERM)
         print(f"error: {os_error_sentence(exc)}.", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, Terminated)
-        print("\nTerminated." if terminated else "\nInterrupted.", file=sys.stderr)
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        return _interrupted(isinstance(exc, Terminated))
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous[0])

@@ -436,3 +436,20 @@ def test_a_run_made_before_checksums_still_reads_resumes_and_compares(random_inc
     pd.testing.assert_frame_equal(_fid(old), _fid(clean))
     redone = sorted(old.glob("images/*/.chunk-*.sha256"))
     assert redone and len(redone) < len(list(old.glob("images/*/chunk-*.parquet")))  # only the new shards
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_an_error_a_stop_signal_caused_is_the_stop_not_an_error(sig, code, monkeypatch, capsys):
+    """A signal inside a library's import can come back as its own error (torch: 'initialization failed'): the
+    command then reports the stop and its exit code, as for a signal anywhere else."""
+    def interrupted_import(args):
+        try:
+            os.kill(os.getpid(), sig)
+            time.sleep(5)  # the handler raises here
+        except KeyboardInterrupt:
+            raise RuntimeError("initialization failed") from None
+
+    monkeypatch.setattr(cli, "cmd_run", interrupted_import)
+    assert cli.main(["run", "--dataset", "sample:2"]) == code
+    err = capsys.readouterr().err
+    assert "initialization failed" not in err and ("Terminated." if code == 143 else "Interrupted.") in err
