@@ -70,10 +70,25 @@ def detections(row: np.ndarray) -> np.ndarray:
     return rows[~np.isnan(rows[:, 4])]
 
 
+_EVALUATED: dict = {}  # COCOeval's results by the arrays' digest: a resample's mAP and mAP@.5 share one evaluation
+
+
 def coco_ap(features: np.ndarray, original_features: np.ndarray,
             threshold: float = SCORE_THRESHOLD) -> tuple[float, float]:
     """(mAP@[.5:.95], mAP@.5) by pycocotools' COCOeval; the images are numbered by position, so an image drawn
     twice by a bootstrap resample counts twice. NaN, NaN when no original has a detection above `threshold`."""
+    import hashlib
+
+    key = hashlib.sha256(np.ascontiguousarray(features).tobytes() + np.ascontiguousarray(original_features).tobytes()
+                         + repr(threshold).encode()).hexdigest()
+    if key not in _EVALUATED:
+        if len(_EVALUATED) >= 4096:
+            _EVALUATED.clear()
+        _EVALUATED[key] = _coco_ap(features, original_features, threshold)
+    return _EVALUATED[key]
+
+
+def _coco_ap(features: np.ndarray, original_features: np.ndarray, threshold: float) -> tuple[float, float]:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 

@@ -145,8 +145,9 @@ class FeatureStage:
 
         compare = resolve(self.space.pair)
         shas = [result.rows[p]["image_sha256"] for result in results for p, _ in result.reconstructions]
-        return np.stack([compare(np.load(stored_reference(self.run_dir, self.space.name, self.reference_dir, sha)), f)
-                         for sha, f in zip(shas, features)]).astype(np.float32)
+        originals = {sha: np.load(stored_reference(self.run_dir, self.space.name, self.reference_dir, sha))
+                     for sha in dict.fromkeys(shas)}  # each original's read once, however many settings it has
+        return np.stack([compare(originals[sha], f) for sha, f in zip(shas, features)]).astype(np.float32)
 
     def _embed_texts(self, results: list) -> None:
         """The texts the tasks' codecs transmitted (a row's `caption`), in one batched pass."""
