@@ -75,7 +75,9 @@ def test_fd_dinov2_and_prdc_equal_torch_fidelity_and_prdc_on_the_same_network(ti
         expected = fid_statistics_to_metric(fid_features_to_statistics(torch.from_numpy(fake)),
                                             fid_features_to_statistics(torch.from_numpy(real)), False)
         assert row.n_dinov2 == len(ds) == 16
-        assert row.fd_dinov2 == pytest.approx(expected["frechet_inception_distance"], rel=1e-6)
+        # abs: the distance is ~2e-3, a difference of traces of float32 features; convolutions summed in
+        # another order (another thread count, batch) move it by ~1e-8 (seen: 4.5e-6 relative under load)
+        assert row.fd_dinov2 == pytest.approx(expected["frechet_inception_distance"], rel=1e-6, abs=1e-7)
         prc = prc_features_to_metric(torch.from_numpy(fake).float(), torch.from_numpy(real).float(),
                                      prc_neighborhood=3, prc_batch_size=10000, save_cpu_ram=False, verbose=False)
         assert row.dinov2_precision == pytest.approx(prc["precision"], abs=1e-6)
