@@ -13,10 +13,11 @@ from benchmark.run.results import load_run
 from benchmark.run.runner import RunConfig, create_run, execute
 
 SPEC = "codecs_for_tests:SeededNoise quality=30,80"
+LIMIT = 8  # images: each run sends its reconstructions through Inception, 0.3 s each on a 2-core CPU
 
 
 def _run(tmp_path, name, spec, weights):
-    config = RunConfig(dataset="sample", limit=12, codecs=[parse_codec_spec(spec)], caption_embedder="none",
+    config = RunConfig(dataset="sample", limit=LIMIT, codecs=[parse_codec_spec(spec)], caption_embedder="none",
                        image_metrics={"ms_ssim": False, "lpips": "none"},
                        inception={"enabled": True, "weights": str(weights), "sha256": None, "device": "cpu",
                                   "batch_size": 16, "isc_splits": 2, "kid_subsets": 5, "kid_subset_size": 4,
@@ -27,25 +28,38 @@ def _run(tmp_path, name, spec, weights):
 
 
 @pytest.fixture(scope="module")
-def x4(hermetic_module, tmp_path_factory, random_inception_weights):
-    """The sampled run both tests below read (made once: it is the suite's slowest run of this module)."""
-    return _run(tmp_path_factory.mktemp("x4"), "x4", f"{SPEC} samples=4", random_inception_weights)
+def runs(hermetic_module, tmp_path_factory, random_inception_weights):
+    """The module's runs, each made once when a test first asks for it, under one output root (so the originals'
+    Inception features are computed once): `runs(name, spec)`."""
+    root, made = tmp_path_factory.mktemp("samples"), {}
+
+    def run(name: str, spec: str):
+        if name not in made:
+            made[name] = _run(root, name, spec, random_inception_weights)
+        return made[name]
+    return run
 
 
-def test_four_samples_equal_four_seeded_runs_and_report_their_spread(x4, tmp_path, random_inception_weights):
+@pytest.fixture(scope="module")
+def x4(runs):
+    """The sampled run both tests below read."""
+    return runs("x4", f"{SPEC} samples=4")
+
+
+def test_four_samples_equal_four_seeded_runs_and_report_their_spread(x4, runs):
     sampled = x4
     images, summary = load_run(sampled)
-    assert len(images) == 12 * 2 * 4 and sorted(images["sample"].unique()) == [0, 1, 2, 3]
+    assert len(images) == LIMIT * 2 * 4 and sorted(images["sample"].unique()) == [0, 1, 2, 3]
     per_image = images.groupby(["image_id", "setting_index"]).psnr
     assert (per_image.std() > 0).all()  # the same bitstream, four different pictures
     assert (images.groupby(["image_id", "setting_index"]).bits.nunique() == 1).all()  # the bits are shared
-    single_dirs = [_run(tmp_path, f"seed{k}", f"{SPEC} seed={k}", random_inception_weights) for k in range(4)]
+    single_dirs = [runs(f"seed{k}", f"{SPEC} seed={k}") for k in range(4)]
     singles = [load_run(d) for d in single_dirs]
     by_seed = pd.concat([rows.assign(seed=k) for k, (rows, _) in enumerate(singles)])
     expected = by_seed.groupby(["image_id", "setting_index"]).psnr.mean()
     pd.testing.assert_series_equal(per_image.mean(), expected, rtol=1e-12)
     summary = summary.set_index("setting_index")
-    # Exact to 1e-9 although the sampled run scores 48 reconstructions per task and a seeded run 12: every set
+    # Exact to 1e-9 although the sampled run scores 4 x 8 reconstructions per task and a seeded run 8: every set
     # metric is a function of per-image features that do not depend on the batch an image shared (pool3 from the
     # network, logits from pool3 in float64; test_perceptual checks both at batches of 1, 7 and 16).
     for metric in ("psnr", "fid", "kid", "ipd"):
@@ -73,9 +87,9 @@ def test_four_samples_equal_four_seeded_runs_and_report_their_spread(x4, tmp_pat
     assert any(n.startswith("seedednoise-x4: each value is the mean over 4 decodes") for n in board.notes)
 
 
-def test_compare_does_not_call_seed_noise_a_regression(x4, tmp_path, random_inception_weights):
+def test_compare_does_not_call_seed_noise_a_regression(x4, runs):
     base = x4
-    new = _run(tmp_path, "new", f"{SPEC} samples=4 seed=100", random_inception_weights)
+    new = runs("new", f"{SPEC} samples=4 seed=100")
     result = compare_runs(base, new, resamples=100)
     rows = result.rows
     assert (rows.seed_noise.notna() | rows.metric.isin(["bpp", "n_failed"])).all()  # bits are not drawn
@@ -85,8 +99,7 @@ def test_compare_does_not_call_seed_noise_a_regression(x4, tmp_path, random_ince
     assert ((rows.change.abs() > rows.tolerance) & (rows.verdict == "same")).any()  # excused as seed noise
     assert not len(result.regressions), result.regressions
     assert any("options differ" in w for w in result.warnings)  # and the seeds are named as the difference
-    single = compare_runs(_run(tmp_path, "b1", SPEC, random_inception_weights),
-                          _run(tmp_path, "n1", f"{SPEC} seed=100", random_inception_weights), resamples=100)
+    single = compare_runs(runs("seed0", f"{SPEC} seed=0"), runs("seed100", f"{SPEC} seed=100"), resamples=100)
     assert single.rows.seed_noise.isna().all()  # one sample each: no spread to excuse a change
 
 
