@@ -500,3 +500,106 @@ def test_the_semantic_protocol_adds_detection_on_ms_coco_only():
     assert semantic.options(args, "cub")[1] == {"classify": "auto"}
     assert semantic.as_record()["stages_by_kind"] == [["coco", "detect", "auto"]]
 
+
+
+def _cub_classifier(root, images, order):
+    """A random-init resnet50 for CUB's classes, its last layer fitted (least squares) to name each original's
+    species, saved as a state_dict with its class list (in `order`, CUB's folder names) beside it."""
+    import torchvision
+
+    torch.manual_seed(3)
+    model = torchvision.models.resnet50(weights=None, num_classes=len(order))
+    preprocess = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.transforms()
+    batch = torch.stack([preprocess(torch.from_numpy(np.array(im)).permute(2, 0, 1)) for im, _ in images])
+    with torch.no_grad():
+        model.train()(batch)  # BatchNorm statistics from these images, so that features depend on the input
+        model.eval()
+        head, model.fc = model.fc, torch.nn.Identity()
+        features = model(batch).double()
+        wanted = torch.zeros(len(images), len(order), dtype=torch.float64)
+        for k, (_, species) in enumerate(images):
+            wanted[k, order.index(species)] = 10.0
+        head.weight.copy_((torch.linalg.pinv(features) @ wanted).T.float())
+        head.bias.zero_()
+        model.fc = head
+    weights = root / "cub-resnet50.pth"
+    torch.save(model.state_dict(), weights)
+    (root / "cub-resnet50.txt").write_text("".join(f"{name}\n" for name in order))
+    return weights
+
+
+def test_classifier_accuracy_against_cub_labels_equals_a_direct_computation(tmp_path):
+    """`--classifier FILE`: accuracy on originals and reconstructions against CUB's species labels, its outputs
+    matched to the dataset's classes by name (its list in another order, with a species the dataset lacks)."""
+    import torchvision
+    from test_datasets import _fake_cub
+
+    from benchmark.run import weights as run_weights
+    from metrics.download import file_digest
+
+    root = tmp_path / "cub"
+    names = _fake_cub(root)
+    rng = np.random.default_rng(11)
+    for n in names:
+        Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)).save(root / "CUB_200_2011" / "images"
+                                                                                    / f"{n}.jpg")
+    order = ["003.Sooty_Albatross", "002.Laysan_Albatross", "001.Black_footed_Albatross"]
+    pictures = [(Image.open(root / "CUB_200_2011" / "images" / f"{n}.jpg").convert("RGB"), n.split("/")[0])
+                for n in names[1:]]
+    weights = _cub_classifier(tmp_path, pictures, order)
+    out = tmp_path / "results"
+    assert cli.main(["run", *QUIET, "--dataset", f"cub:{root}", "--split", "official-test", "--preprocess", "none",
+                     *CODECS, "--classifier", str(weights), "--save-reconstructions", "--out", str(out),
+                     "--name", "c"]) == 0
+    run_dir = out / "c"
+    rows, summary = load_run(run_dir)
+    info = json.loads((run_dir / "config.json").read_text())
+    assert info["classifier"]["classes_sha256"] == file_digest(tmp_path / "cub-resnet50.txt")
+    assert set(run_weights.recorded(info)) >= {"classifier", "classifier classes"}
+    model = torchvision.models.resnet50(weights=None, num_classes=3)
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    preprocess = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.transforms()
+
+    def species(path):
+        with torch.no_grad():
+            logits = model.eval()(preprocess(torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1))[None])
+        return order[int(logits.argmax())].split(".", 1)[1].replace("_", " ")
+
+    for row in rows.itertuples():
+        label = info["dataset"]["classes"][int(row.image_id.startswith("002"))]
+        original = species(root / "CUB_200_2011" / "images" / f"{row.image_id}.jpg")
+        recon = species(output_path(run_dir, row.codec, row.setting_label, row.image_id, ".png"))
+        assert (row.classifier_original, row.classifier_reconstruction) == (original == label, recon == label)
+    assert (rows.classifier_original == 1).all()  # the head was fitted to the originals
+    assert (summary[summary.codec == "raw"].classifier_reconstruction == 1).all()
+    (tmp_path / "cub-resnet50.txt").write_text("".join(f"{name}\n" for name in reversed(order)))
+    assert run_weights.changed(info) == [f"the classifier classes weights at {tmp_path / 'cub-resnet50.txt'} "
+                                         "changed"]
+
+
+def test_classifier_files_that_cannot_work_are_refused_before_any_work_and_a_missing_class_is_nan(tmp_path):
+    import torchvision
+
+    from metrics import classifier
+
+    weights = tmp_path / "birds.pth"
+    torch.save(torchvision.models.resnet50(weights=None, num_classes=2).state_dict(), weights)
+    with pytest.raises(ValueError, match=r"class list .*birds.txt is missing"):
+        classifier.resolve(str(weights), None)
+    (tmp_path / "birds.txt").write_text("a\nb\nc\n")
+    with pytest.raises(ValueError, match="last layer has 2 outputs but birds.txt names 3 classes"):
+        classifier.resolve(str(weights), None)
+    with pytest.raises(ValueError, match="no such file"):
+        classifier.resolve(str(tmp_path / "nothing.pth"), None)
+    assert cli.main(["run", "--dataset", "sample:2", "--classifier", str(tmp_path / "nothing.pth"),
+                     "--out", str(tmp_path / "r")]) == 1
+    assert not (tmp_path / "r").exists()
+
+    class Known:  # a classifier of CUB's first species only
+        def known(self, classes):
+            return {0}
+
+    value, reason = classifier.reconstruction_correct(Known(), None, None, {"label": 1, "classes": ("A", "B")})
+    assert np.isnan(value) and reason == "its class 'B' is not one of the classifier's classes"
+    value, reason = classifier.original_correct(Known(), None, None, {"label": None, "classes": ()})
+    assert np.isnan(value) and "class labels" in reason
