@@ -88,7 +88,7 @@ def test_ray_gives_the_local_rows_and_summary_on_the_default_benchmark(local_ray
     """Every default codec at its default sweep, with MS-SSIM, LPIPS and the caption metrics (the Inception
     metrics have their own test below: their FIDs, 3 s each on this CPU, would dominate here)."""
     specs = _default_specs()
-    make = lambda: RunConfig(dataset="sample", limit=4, codecs=specs, inception={"enabled": False},  # noqa: E731
+    make = lambda: RunConfig(dataset="sample", limit=2, codecs=specs, inception={"enabled": False},  # noqa: E731
                              image_metrics={"ms_ssim": True, "lpips": str(random_alexnet)})
     _, summary = _local_and_ray(tmp_path, make)
     assert {"cmc", "jpeg", "jpeg2000", "webp", "avif"} <= set(summary.codec) and len(summary) > 50
