@@ -136,6 +136,8 @@ def _why_not(model: LabelClassifier, cache: dict) -> str:
     """Why this image has no accuracy ('' when it has one)."""
     if cache.get("label") is None or not cache.get("classes"):
         return NO_LABELS
+    if isinstance(cache["label"], tuple):
+        return "accuracy against one label needs a single-label dataset (an MS-COCO image has several categories)"
     if cache["label"] not in model.known(cache["classes"]):
         return f"its class {cache['classes'][cache['label']]!r} is not one of the classifier's classes"
     return ""

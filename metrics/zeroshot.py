@@ -11,6 +11,11 @@ Per image (so each setting's value is a share of images, with BCa intervals):
 - `zeroshot_text`: 1 when the text the codec transmitted, through CLIP's text tower, is most similar to the
   label's prompt: analysis in the compressed domain, without decoding (NaN for codecs that send no text).
 
+On MS-COCO with its instance annotations the label is the set of the k categories annotated in the image
+(multi-label presence, 80 prompts "a photo of a dog."), and each value is the share of them among the k prompts
+CLIP ranks highest (R-precision): of the reconstruction's, the original's and the text's top k; agreement is the
+share of the original's top k among the reconstruction's. An image with no annotated object has no value.
+
 Off by default: `--clip auto --add-metric zeroshot` (all four). On a dataset without labels they are NaN with
 that reason. The reconstruction's embedding is the one CLIP similarity computes; the original's once per image.
 """
@@ -21,7 +26,8 @@ import numpy as np
 
 from metrics.spec import MetricInfo
 
-NO_LABELS = "zero-shot classification needs a dataset with class labels (cub:PATH: CUB-200-2011's species; sample)"
+NO_LABELS = ("zero-shot classification needs a dataset with class labels (cub:PATH: CUB-200-2011's species; coco:PATH "
+             "with its instances_*.json; sample)")
 
 
 def _class_embeddings(model, cache: dict):
@@ -33,8 +39,23 @@ def _class_embeddings(model, cache: dict):
     return store[key]
 
 
-def _predict(model, cache: dict, embedding) -> int:
-    return int((_class_embeddings(model, cache) @ embedding).argmax())
+def _predict(model, cache: dict, embedding):
+    """The predicted class; on a multi-label dataset the set of the k best classes, k the number annotated."""
+    scores = _class_embeddings(model, cache) @ embedding
+    if _multi(cache):
+        return frozenset(scores.topk(len(cache["label"])).indices.tolist())
+    return int(scores.argmax())
+
+
+def _multi(cache: dict) -> bool:
+    return isinstance(cache.get("label"), tuple)
+
+
+def _correct(predicted, cache: dict) -> float:
+    """1 or 0; on a multi-label dataset the share of the annotated classes among the k predicted."""
+    if _multi(cache):
+        return len(predicted & set(cache["label"])) / len(cache["label"])
+    return float(predicted == cache["label"])
 
 
 def _original(model, original: np.ndarray, cache: dict) -> int:
@@ -53,34 +74,39 @@ def _reconstruction(model, reconstruction: np.ndarray, cache: dict) -> int:
 
 
 def _labelled(cache: dict) -> bool:
-    return cache.get("label") is not None and bool(cache.get("classes"))
+    return cache.get("label") not in (None, ()) and bool(cache.get("classes"))
+
+
+def _why_not(cache: dict) -> str:
+    return "no object of a category is annotated in this image" if cache.get("label") == () else NO_LABELS
 
 
 def reconstruction_correct(model, original, reconstruction, cache: dict):
     if not _labelled(cache):
-        return float("nan"), NO_LABELS
-    return float(_reconstruction(model, reconstruction, cache) == cache["label"])
+        return float("nan"), _why_not(cache)
+    return _correct(_reconstruction(model, reconstruction, cache), cache)
 
 
 def original_correct(model, original, reconstruction, cache: dict):
     if not _labelled(cache):
-        return float("nan"), NO_LABELS
-    return float(_original(model, original, cache) == cache["label"])
+        return float("nan"), _why_not(cache)
+    return _correct(_original(model, original, cache), cache)
 
 
 def agreement(model, original, reconstruction, cache: dict):
-    if not cache.get("classes"):
-        return float("nan"), NO_LABELS
-    return float(_reconstruction(model, reconstruction, cache) == _original(model, original, cache))
+    if not cache.get("classes") or cache.get("label") == ():
+        return float("nan"), _why_not(cache)
+    mine, theirs = _reconstruction(model, reconstruction, cache), _original(model, original, cache)
+    return len(mine & theirs) / len(theirs) if _multi(cache) else float(mine == theirs)
 
 
 def text_correct(model, original, reconstruction, cache: dict):
     """From the transmitted text alone, against the class prompts; NaN for codecs that send no text."""
     if not _labelled(cache):
-        return float("nan"), NO_LABELS
+        return float("nan"), _why_not(cache)
     if not cache.get("text"):
         return float("nan")
-    return float(_predict(model, cache, model.text_embeddings([cache["text"]])[0]) == cache["label"])
+    return _correct(_predict(model, cache, model.text_embeddings([cache["text"]])[0]), cache)
 
 
 SPECS = [

@@ -603,3 +603,62 @@ def test_classifier_files_that_cannot_work_are_refused_before_any_work_and_a_mis
     assert np.isnan(value) and reason == "its class 'B' is not one of the classifier's classes"
     value, reason = classifier.original_correct(Known(), None, None, {"label": None, "classes": ()})
     assert np.isnan(value) and "class labels" in reason
+
+
+def test_zero_shot_on_coco_is_multi_label_presence_equal_to_a_direct_clip_computation(tiny_clip, tmp_path):
+    """MS-COCO with its instance annotations: an image's label is the set of its annotated categories, and each
+    value the share of them among CLIP's k best prompts (R-precision), equal to transformers' CLIP called
+    directly; an image with no annotated object has no value."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    from benchmark.data.datasets import open_dataset
+
+    root = tmp_path / "coco"
+    (root / "val2014").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    rng = np.random.default_rng(9)
+    images = [{"id": i, "file_name": f"COCO_val2014_{i:012d}.jpg"} for i in (5, 6, 7)]
+    for im in images:
+        Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(root / "val2014" / im["file_name"])
+    (root / "annotations" / "captions_val2014.json").write_text(json.dumps(
+        {"images": images, "annotations": [{"image_id": i, "id": i, "caption": f"picture {i}"} for i in (5, 6, 7)]}))
+    categories = [{"id": 18, "name": "dog"}, {"id": 1, "name": "person"}, {"id": 3, "name": "car"},
+                  {"id": 4, "name": "motorcycle"}]
+    objects = [(5, 18), (5, 1), (5, 18), (5, 3), (6, 3)]  # image 5: dogs, a person, a car; 6: a car; 7: nothing
+    (root / "annotations" / "instances_val2014.json").write_text(json.dumps(
+        {"images": images, "categories": categories,
+         "annotations": [{"image_id": i, "id": k, "category_id": c} for k, (i, c) in enumerate(objects)]}))
+    dataset = open_dataset(f"coco:{root}")
+    assert dataset.classes == ("person", "car", "motorcycle", "dog")  # in category-id order
+    assert [r.label for r in dataset.records] == [(0, 1, 3), (1,), ()]
+    out = tmp_path / "results"
+    assert cli.main(["run", *QUIET, "--dataset", f"coco:{root}", "--preprocess", "none", "--codec", "jpeg quality=5,50",
+                     "--clip", str(tiny_clip), "--add-metric", "zeroshot", "--save-reconstructions", "--out", str(out),
+                     "--name", "z"]) == 0
+    run_dir = out / "z"
+    rows, _ = load_run(run_dir)
+    model, processor = CLIPModel.from_pretrained(tiny_clip).eval(), CLIPProcessor.from_pretrained(tiny_clip)
+
+    def unit(x):
+        x = getattr(x, "pooler_output", x)
+        return x / x.norm(dim=-1, keepdim=True)
+
+    with torch.no_grad():
+        prompts = unit(model.get_text_features(**processor(text=[f"a photo of a {c}." for c in dataset.classes],
+                                                           return_tensors="pt", padding=True)))
+
+        def best(path, k):
+            image = unit(model.get_image_features(**processor(images=[np.asarray(Image.open(path))],
+                                                              return_tensors="pt")))[0]
+            return set((prompts @ image).topk(k).indices.tolist())
+
+        for row in rows.itertuples():
+            present = {"COCO_val2014_000000000005": {0, 1, 3}, "COCO_val2014_000000000006": {1}}.get(row.image_id)
+            if present is None:
+                assert np.isnan(row.zeroshot_reconstruction) and "no object" in row.metric_notes
+                continue
+            original = best(root / "val2014" / f"{row.image_id}.jpg", len(present))
+            recon = best(output_path(run_dir, row.codec, row.setting_label, row.image_id, ".png"), len(present))
+            assert row.zeroshot_original == len(original & present) / len(present)
+            assert row.zeroshot_reconstruction == len(recon & present) / len(present)
+            assert row.zeroshot_agreement == len(recon & original) / len(present)
