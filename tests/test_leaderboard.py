@@ -212,6 +212,9 @@ def test_leaderboard_formats_and_report(noisy_runs, tmp_path, capsys):
     csv = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
     assert {"at_rates", "bd", "settings"} <= set(csv.table)
     assert "\\begin{table}" in (tmp_path / "lb" / "leaderboard.tex").read_text()
+    for ext in ("md", "tex", "html"):  # what every number rests on, in each table a paper or page takes
+        assert "Measured on sample, 12 images." in (tmp_path / "lb" / f"leaderboard.{ext}").read_text(), ext
+    assert "Measured on sample, 12 images." in printed
     assert main(["report", str(run), "--bootstrap", "20", "--images", "2", "--out", str(tmp_path / "rep")]) == 0
     page = (tmp_path / "rep" / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 2 * 3 + 3  # grid tiles (original + 2 codecs) and plots

@@ -20,6 +20,7 @@ import pandas as pd
 from benchmark.analysis import bootstrap
 from benchmark.analysis.curves import BD_METHODS, MIN_RELIABLE_OVERLAP, Curve, compare_curves
 from benchmark.analysis.latex import render_tex
+from benchmark.analysis.plots import dataset_title
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.results import images_of, load_run
 from benchmark.analysis.table_format import format_value, short_label
@@ -139,6 +140,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     if not len(summary):
         raise ValueError("These runs have no results yet.")
     refs, ref_notes = load_references(references, sorted(set(summary.dataset.dropna().astype(str))))
+    runs_only = summary  # the runs' own rows: what their numbers rest on (published curves say their own)
     summary = with_references(summary, refs)
     metrics = table_metrics(summary, metrics)
     anchor = pick_anchor(summary, anchor)
@@ -208,7 +210,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                     for key in ("bd_rate", "bd_metric"):
                         row[f"{key}_low"], row[f"{key}_high"] = _interval(result[key], [d[key] for d in draws], level)
                 bd.append(row)
-    notes = [f"BD against {anchor} ({bd_method} interpolation, bjontegaard package); BD-rate in % "
+    notes = [f"Measured on {rest_on}."] if (rest_on := dataset_title(runs_only)) else []  # what the numbers rest on
+    notes += [f"BD against {anchor} ({bd_method} interpolation, bjontegaard package); BD-rate in % "
              f"(negative: fewer bits for the same quality), BD-metric = codec - {anchor} at equal rate."]
     if resamples > 0:
         notes.append(f"Intervals: {level:.0%} bootstrap over images ({resamples} resamples, seed {seed}): BCa for "
