@@ -110,11 +110,15 @@ class LabelClassifier:
         self.model = network(state["weights_path"], len(self.names)).to(self.device)
         self.transforms = torchvision.models.get_weight(state["transforms"]).transforms()
         self.passes = 0
+        self._matched: dict[tuple[str, ...], np.ndarray] = {}
 
     def dataset_labels(self, classes: tuple[str, ...]) -> np.ndarray:
-        """For each output, the dataset label of the same name (-1 where the dataset has no such class)."""
-        index = {class_key(name): k for k, name in enumerate(classes)}
-        return np.array([index.get(class_key(name), -1) for name in self.names])
+        """For each output, the dataset label of the same name (-1 where the dataset has no such class); matched
+        once per class list, not once per image."""
+        if classes not in self._matched:
+            index = {class_key(name): k for k, name in enumerate(classes)}
+            self._matched[classes] = np.array([index.get(class_key(name), -1) for name in self.names])
+        return self._matched[classes]
 
     def known(self, classes: tuple[str, ...]) -> set[int]:
         return set(self.dataset_labels(classes).tolist()) - {-1}

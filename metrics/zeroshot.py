@@ -58,7 +58,7 @@ def _correct(predicted, cache: dict) -> float:
     return float(predicted == cache["label"])
 
 
-def _original(model, original: np.ndarray, cache: dict) -> int:
+def _original(model, original: np.ndarray, cache: dict):
     """The original's class, from the embedding CLIP similarity keeps for this original (computed here if not)."""
     if "zeroshot-original" not in cache:
         if "clip-original" not in cache:
@@ -67,7 +67,7 @@ def _original(model, original: np.ndarray, cache: dict) -> int:
     return cache["zeroshot-original"]
 
 
-def _reconstruction(model, reconstruction: np.ndarray, cache: dict) -> int:
+def _reconstruction(model, reconstruction: np.ndarray, cache: dict):
     from metrics.clip import _recon
 
     return _predict(model, cache, _recon(model, reconstruction, cache))
