@@ -3,8 +3,9 @@ original? The label-free protocol of codecs for machines (the network's predicti
 truth; within 0.7 points of BD-rate against true labels at mid rates, arXiv 2205.06519), needing no labels.
 
 `--classify auto` is torchvision's resnet50 with its DEFAULT weights (IMAGENET1K_V2); `--classify NAME` any
-torchvision classification model with its DEFAULT weights; `--classify FILE` a state_dict for resnet50. Each image
-is preprocessed by the weights' own transforms (resize, centre crop, ImageNet normalisation) on its uint8 tensor.
+torchvision classification model with its DEFAULT weights; `--classify FILE` a state_dict for resnet50;
+`--classify timm:NAME` a timm classifier with its pretrained weights (metrics/timm_models.py). Each image is
+preprocessed by the weights' own transforms (resize, centre crop, ImageNet normalisation), timm's for timm's.
 The stored feature is the 1000 logits: originals once per (pixels, weights), cached across runs; reconstructions
 once per setting. Per setting, from the stored logits:
 - `classify_top1`: the share of images whose top-1 class on the reconstruction is the original's;
@@ -20,7 +21,7 @@ import numpy as np
 from metrics.spec import FeatureSpace, MetricInfo, Stage
 from metrics.torchvision_models import Network, Task
 
-TASK = Task("--classify", "torchvision.models", "resnet50", "classification agreement")
+TASK = Task("--classify", "torchvision.models", "resnet50", "classification agreement", timm=True)
 
 
 def resolve(choice: str, cache_root, progress: bool = False) -> dict:
@@ -74,10 +75,11 @@ def agreement(features: np.ndarray, reference, state: dict) -> dict:
 
 
 SPECS = [
-    Stage("classify", "none", "auto|none|MODEL|FILE",
+    Stage("classify", "none", "auto|none|MODEL|timm:MODEL|FILE",
           "classification agreement with the original's prediction (top-1, top-5, KL) per setting: none (default); "
           "auto = torchvision resnet50 with its DEFAULT ImageNet weights; a torchvision classification model by "
-          "name; or a resnet50 state_dict file; originals' logits cached like Inception's features",
+          "name; timm:NAME, a timm classifier with its pretrained weights from the Hugging Face Hub; or a resnet50 "
+          "state_dict file; originals' logits cached like Inception's features",
           "metrics.classify:resolve"),
     FeatureSpace("classify", "Classifier", "classify", "metrics.classify:extractor"),
     MetricInfo("classify_top1", "Top-1 agreement with the original's class", True, "set", "Top-1 agr.",

@@ -1,6 +1,7 @@
 """A torchvision task network chosen by one option (`--classify`, `--segment`): `auto` (the default architecture
-with its DEFAULT weights), a torchvision model name of the task (its DEFAULT weights), or a weights file (a
-state_dict of the default architecture). Weights are torchvision's files in the torch hub cache, downloaded once;
+with its DEFAULT weights), a torchvision model name of the task (its DEFAULT weights), a weights file (a
+state_dict of the default architecture), or, for a task that takes timm's models, `timm:NAME`
+(metrics.timm_models). Weights are torchvision's files in the torch hub cache, downloaded once;
 offline without them the choice is unavailable with one sentence; a misspelt name or a file of another
 architecture is a ValueError before any work.
 """
@@ -14,6 +15,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from metrics import timm_models
+
 PREPROCESSING = "the weights' transforms() on the uint8 tensor"
 
 
@@ -24,6 +27,7 @@ class Task:
     default: str  # "resnet50"
     what: str  # "classification agreement"
     build: tuple[tuple[str, object], ...] = ()  # keyword arguments the architecture is built with
+    timm: bool = False  # `timm:NAME` chooses a timm model of the task
 
     def weights(self, arch: str, choice: str):
         """torchvision's DEFAULT weights of `arch`; ValueError naming a close name if it is not a model here."""
@@ -59,6 +63,8 @@ class Task:
         """What a run records about the network: the model, its weights file and sha256, or why there is none."""
         from metrics.download import file_digest, hub_download
 
+        if self.timm and choice.startswith(timm_models.PREFIX):
+            return timm_models.resolve(self.flag, choice, self.what)
         if any(importlib.util.find_spec(m) is None for m in ("torch", "torchvision")):
             return {"status": "unavailable", "reason": f"{self.what} needs torch and torchvision: "
                                                        "pip install -e '.[inception]'"}
@@ -81,7 +87,10 @@ class Task:
                 "weights_sha256": file_digest(path), "preprocessing": PREPROCESSING}
 
     def load(self, state: dict, device: str):
-        """(network on `device`, the weights' transforms), the weights file checked against the run's record."""
+        """(network on `device`, a function preparing one H x W x 3 uint8 image, device), the weights file checked
+        against the run's record."""
+        import numpy as np
+        import torch
         import torchvision
 
         from metrics.defaults import pick_device
@@ -90,8 +99,13 @@ class Task:
         if file_digest(state["weights_path"]) != state["weights_sha256"]:
             raise RuntimeError(f"The weights {state['weights_path']} of {self.flag} changed since this run started.")
         device = pick_device(device)
+        if state.get("library") == "timm":
+            model, preprocess = timm_models.load(state)
+            return model.to(device), preprocess, device
+        transforms = torchvision.models.get_weight(state["transforms"]).transforms()
         return (self.network(state["arch"], state["weights_path"]).to(device),
-                torchvision.models.get_weight(state["transforms"]).transforms(), device)
+                lambda image: transforms(torch.from_numpy(np.require(image, np.uint8, ["C", "W"])).permute(2, 0, 1)),
+                device)
 
 
 class Network:
@@ -104,12 +118,7 @@ class Network:
         import torch
 
         self.torch = torch
-        self.model, self.transforms, self.device = self.task.load(state, device)
+        self.model, self.preprocess, self.device = self.task.load(state, device)
         self.batch_size = batch_size
         self.passes = 0
 
-    def preprocess(self, image):
-        """One H x W x 3 uint8 image through the weights' transforms (as a 3 x H x W uint8 tensor)."""
-        import numpy as np
-
-        return self.transforms(self.torch.from_numpy(np.require(image, np.uint8, ["C", "W"])).permute(2, 0, 1))

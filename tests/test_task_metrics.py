@@ -2,6 +2,7 @@
 torchvision ResNet-50 built here with random weights, loaded through the same path as a user's weights file."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -147,7 +148,8 @@ def test_offline_without_weights_it_is_unavailable_in_one_line_and_the_rest_runs
 
 
 @pytest.mark.parametrize("choice, message", [("resnet5", r"--classify resnet5: .*did you mean 'resnet50'"),
-                                             ("WRONG_FILE", r"not a state_dict of torchvision's resnet50")])
+                                             ("WRONG_FILE", r"not a state_dict of torchvision's resnet50"),
+                                             ("timm:resnet5O.a1_in1k", r"did you mean timm:resnet50.a1_in1k\?")])
 def test_a_choice_that_cannot_work_is_one_sentence_before_any_work(choice, message, tmp_path, capsys):
     if choice == "WRONG_FILE":
         choice = str(tmp_path / "other.pth")
@@ -161,6 +163,82 @@ def test_a_choice_that_cannot_work_is_one_sentence_before_any_work(choice, messa
 
     assert re.search(message, err), err
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+TIMM_NAME = "test_resnet.r160_in1k"  # timm's own small test network, with pretrained weights on the Hub
+
+
+def _in_hub_cache(cache, repo: str, weights: dict) -> pathlib.Path:
+    """Save `weights` where a download of `repo`'s model.safetensors would leave them (the Hub cache's layout)."""
+    import safetensors.torch
+
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    revision = "0" * 40
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(revision)
+    (folder / "snapshots" / revision).mkdir(parents=True)
+    path = folder / "snapshots" / revision / "model.safetensors"
+    safetensors.torch.save_file({k: v.contiguous() for k, v in weights.items()}, str(path))
+    return path
+
+
+def test_classify_takes_a_timm_model_by_name_equal_to_timms_own_pipeline(tmp_path, monkeypatch, capsys):
+    """`--classify timm:NAME`: the weights file comes from the Hugging Face cache (a random-init network of the
+    named architecture, saved there as a download would leave it), is loaded by timm's pretrained path and fed by
+    timm's eval transforms; each setting's agreement equals timm's model and transforms applied directly."""
+    import huggingface_hub.constants
+    import safetensors.torch
+    import timm
+    import timm.data
+
+    from metrics.download import file_digest
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    images = _images(tmp_path / "images")
+    originals = [Image.open(p).convert("RGB") for p in sorted(images.glob("*.png"))]
+    torch.manual_seed(0)
+    model = timm.create_model(TIMM_NAME, pretrained=False)
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model), is_training=False)
+    rng = np.random.default_rng(0)
+    noisy = [Image.fromarray(np.clip(np.asarray(im) + rng.normal(0, 30, np.asarray(im).shape), 0, 255)
+                             .astype(np.uint8)) for im in originals]
+    with torch.no_grad():  # BatchNorm statistics from the images, so that predictions depend on the input
+        model.train()(torch.stack([transform(im) for im in originals + noisy]))
+    weights = _in_hub_cache(tmp_path / "hub", f"timm/{TIMM_NAME}", model.eval().state_dict())
+    out = tmp_path / "results"
+    assert cli.main(["run", *QUIET, "--dataset", str(images), *CODECS, "--classify", f"timm:{TIMM_NAME}",
+                     "--save-reconstructions", "--out", str(out), "--name", "timm"]) == 0
+    info = json.loads((out / "timm" / "config.json").read_text())["classify"]
+    assert (info["model"], info["hub_id"]) == (f"timm:{TIMM_NAME}", f"timm/{TIMM_NAME}")
+    assert info["weights_sha256"] == file_digest(weights)
+
+    direct = timm.create_model(TIMM_NAME, pretrained=False)
+    direct.load_state_dict(safetensors.torch.load_file(str(weights)))
+
+    def logits(ims):
+        with torch.no_grad():
+            return direct.eval()(torch.stack([transform(im.convert("RGB")) for im in ims]))
+
+    rows, summary = load_run(out / "timm")
+    ids = sorted(rows.image_id.unique())
+    reference = logits([Image.open(images / i) for i in ids])
+    for s in summary.itertuples():
+        recon = logits([Image.open(output_path(out / "timm", s.codec, s.setting_label, i, ".png")) for i in ids])
+        top1 = (recon.argmax(1) == reference.argmax(1)).double().mean().item()
+        top5 = (recon.topk(5, 1).indices == reference.argmax(1)[:, None]).any(1).double().mean().item()
+        kl = torch.nn.functional.kl_div(recon.double().log_softmax(1), reference.double().log_softmax(1),
+                                        log_target=True, reduction="batchmean").item()
+        assert (s.classify_top1, s.classify_top5) == (top1, top5)
+        assert s.classify_kl == pytest.approx(kl, rel=1e-4, abs=1e-6)
+    assert (summary[summary.codec == "raw"].classify_top1 == 1).all()
+    assert summary[summary.codec == "noisy"].classify_top1.min() < 1
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    capsys.readouterr()
+    assert cli.main(["run", *QUIET, "--dataset", str(images), "--codec", "jpeg quality=50", "--classify",
+                     f"timm:{TIMM_NAME}", "--out", str(out), "--name", "offline"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("Unavailable: Top-1 agr.")]
+    assert len(line) == 1 and "not in the local Hugging Face cache and this machine is offline" in line[0], line
 
 
 @pytest.fixture(scope="module")
