@@ -34,6 +34,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+TRUTH_FIELDS = ("x1", "y1", "x2", "y2", "category", "iscrowd", "area")  # an annotated object, as a truth row
 KINDS = ("rate", "pixels", "network", "text", "features", "set")
 PER_IMAGE_KINDS = ("rate", "pixels", "network", "text", "features")
 
@@ -52,7 +53,8 @@ class MetricInfo:
     kind: str = "pixels"
     short: str = ""  # a short header for tables
     columns: tuple[tuple[str, str], ...] = ()  # further columns it writes, (name, arrow type name)
-    needs: tuple[str, ...] = ()  # "pixels", "captions", "labels", "transmitted text", "network:<name>", "features"
+    # "pixels", "captions", "labels", "objects" (instance annotations), "transmitted text", "network:<name>", "features"
+    needs: tuple[str, ...] = ()
     state: str = ""  # where config.json records its availability ("" = always available)
     tolerance: float | str = 0.0  # default allowed worsening in `compare` (absolute, or "x%" relative)
     fn: str = ""  # "module:function", the pure function (per-image kinds; set metrics of a feature space)
@@ -126,6 +128,9 @@ class FeatureSpace:
     input: str = "pixels"
     pair: str = ""
     originals: str = ""  # another space whose originals' features these are: one cache, each original once
+    # Its set metrics also read the dataset's instance annotations (MS-COCO's boxes, in the preprocessed image's
+    # pixels): appended to each original's features as `TRUTH_FIELDS` x the run's most objects per image, NaN-padded
+    truth: bool = False
 
     def build(self, state: dict, device: str, batch_size: int):
         return resolve(self.extractor)(state, device, batch_size)

@@ -567,6 +567,117 @@ def test_detection_map_is_1_when_lossless_lower_with_noise_and_equals_cocoeval_o
     assert by_codec.get_group("noisy").detect_map.max() < 1
 
 
+def _coco_eval(truth: list[dict], found: list[dict], n_images: int) -> tuple[float, float]:
+    """pycocotools' COCOeval itself: (mAP@[.5:.95], mAP@.5)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": [{"id": k} for k in range(n_images)], "annotations": truth,
+                      "categories": [{"id": c} for c in sorted({a["category_id"] for a in truth + found})]}
+        gt.createIndex()
+        evaluation = COCOeval(gt, gt.loadRes(found), "bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return evaluation.stats[0], evaluation.stats[1]
+
+
+def test_detection_map_against_coco_annotations_scaled_by_the_preprocessing_equals_cocoeval(tmp_path, natural_images,
+                                                                                           capsys):
+    """MS-COCO with instance annotations: each image's boxes move into the preprocessed (resized) image's pixels,
+    and each setting's mAP against them, with the originals' own as the ceiling, equals COCOeval on detections
+    torchvision's model gives here, with the boxes scaled here; the leaderboard gives it an interval."""
+    import torchvision
+
+    arch = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch, weights=None, weights_backbone=None).eval()
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.bias[1] = 8.0  # class 1 confident: boxes above the threshold
+    _as_downloaded(model, weights)
+
+    def detect(image):
+        with torch.no_grad():
+            found = model([weights.transforms()(torch.from_numpy(np.array(image)).permute(2, 0, 1))])[0]
+        return [(b.tolist(), float(s), int(c)) for b, s, c in zip(found["boxes"], found["scores"], found["labels"])]
+
+    side = 160
+    root = tmp_path / "coco"
+    (root / "val2014").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    files = sorted(natural_images.glob("*.png"))[:3]
+    images, annotations = [], []
+    for i, path in enumerate(files):
+        im = Image.open(path).convert("RGB")
+        images.append({"id": 10 + i, "file_name": f"COCO_val2014_{i:012d}.png", "width": im.width,
+                       "height": im.height})
+        im.save(root / "val2014" / images[-1]["file_name"])
+        if i == 2:
+            continue  # an image with nothing annotated
+        sx, sy = side / im.width, side / im.height
+        found = [b for b, score, _ in detect(im.resize((side, side), Image.BICUBIC)) if score >= 0.5][:3]
+        for k, (x1, y1, x2, y2) in enumerate(found):  # the detector's boxes in the file's pixels, one moved aside
+            shift = 0.4 * (x2 - x1) if k == 0 else 0.0
+            annotations.append({"id": len(annotations) + 1, "image_id": 10 + i, "category_id": 1, "iscrowd": 0,
+                                "bbox": [x1 / sx + shift, y1 / sy, (x2 - x1) / sx, (y2 - y1) / sy],
+                                "area": (x2 - x1) * (y2 - y1) / (sx * sy)})
+        annotations.append({"id": len(annotations) + 1, "image_id": 10 + i, "category_id": 3, "iscrowd": 0,
+                            "bbox": [5, 6, 30, 20], "area": 600} if i == 0 else  # a car nothing detects
+                           {"id": len(annotations) + 1, "image_id": 10 + i, "category_id": 1, "iscrowd": 1,
+                            "bbox": [0, 0, im.width, im.height], "area": im.width * im.height})  # a crowd of people
+    (root / "annotations" / "captions_val2014.json").write_text(json.dumps(
+        {"images": images, "annotations": [{"image_id": im["id"], "id": im["id"], "caption": "a picture"}
+                                           for im in images]}))
+    (root / "annotations" / "instances_val2014.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations,
+         "categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]}))
+    out = tmp_path / "results"
+    assert cli.main(["run", *QUIET, "--dataset", f"coco:{root}", "--preprocess", f"resize-{side}",
+                     "--codec", "codecs_for_tests:Raw level=1", "--codec", "codecs_for_tests:Noisy sigma=40 level=1,2",
+                     "--detect", arch, "--save-reconstructions", "--out", str(out), "--name", "d"]) == 0
+    run_dir = out / "d"
+    rows, summary = load_run(run_dir)
+    ids = sorted(rows.image_id.unique())
+    by_id = {im["file_name"].rsplit(".", 1)[0]: im for im in images}
+    truth = []
+    for k, i in enumerate(ids):  # the annotations scaled here into the resized image's pixels
+        im = by_id[i]
+        sx, sy = side / im["width"], side / im["height"]
+        truth += [{**a, "image_id": k, "area": a["area"] * sx * sy,
+                   "bbox": [a["bbox"][0] * sx, a["bbox"][1] * sy, a["bbox"][2] * sx, a["bbox"][3] * sy]}
+                  for a in annotations if a["image_id"] == im["id"]]
+    truth = [{**a, "id": n + 1} for n, a in enumerate(truth)]
+
+    def as_results(per_image):
+        return [{"image_id": k, "category_id": c, "bbox": [x, y, X - x, Y - y], "score": score}
+                for k, dets in enumerate(per_image) for (x, y, X, Y), score, c in dets]
+
+    originals = as_results([detect(Image.open(root / "val2014" / by_id[i]["file_name"]).convert("RGB")
+                                   .resize((side, side), Image.BICUBIC)) for i in ids])
+    ceiling = _coco_eval(truth, originals, len(ids))[0]
+    assert 0 < ceiling < 1
+    for s in summary.itertuples():
+        recon = as_results([detect(Image.open(output_path(run_dir, s.codec, s.setting_label, i, ".png")))
+                            for i in ids])
+        ap, ap50 = _coco_eval(truth, recon, len(ids))
+        assert (s.detect_map_gt, s.detect_map50_gt) == (pytest.approx(ap, abs=1e-9), pytest.approx(ap50, abs=1e-9))
+        assert s.detect_map_gt_original == pytest.approx(ceiling, abs=1e-9)
+    assert (summary[summary.codec == "raw"].detect_map_gt == ceiling).all()
+    assert summary[summary.codec == "noisy"].detect_map_gt.min() < ceiling
+    capsys.readouterr()
+    assert cli.main(["leaderboard", str(run_dir), "--metric", "detect_map_gt", "--anchor", "raw", "--bootstrap", "20",
+                     "--out", str(tmp_path / "board")]) == 0
+    shown = capsys.readouterr().out
+    noisy = [line.split("|") for line in shown.splitlines() if line.startswith("| noisy")]
+    assert noisy and "[" in noisy[-1][-2], shown
+
+
 def test_the_semantic_protocol_adds_detection_on_ms_coco_only():
     from types import SimpleNamespace
 

@@ -36,6 +36,10 @@ class Record:
     # its class, an index into the dataset's `classes` (CUB's species); on a multi-label dataset (MS-COCO with its
     # instance annotations) the tuple of the classes present, () for an image with none annotated
     label: int | tuple[int, ...] | None = None
+    # MS-COCO's instance annotations: (x, y, w, h, category id, iscrowd, area) in the file's pixels, and the
+    # (width, height) they refer to
+    objects: tuple[tuple[float, ...], ...] = ()
+    size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -303,7 +307,7 @@ def _cub_classes(cub: pathlib.Path, image_ids) -> list[str]:
 def coco_dataset(root: str, split: str = "val2014") -> Dataset:
     """MS-COCO 2014 or 2017: ROOT/{train,val}{2014,2017}/*.jpg and ROOT/annotations/captions_{split}.json; with
     ROOT/annotations/instances_{split}.json beside it, the 80 categories as classes and each image's label the
-    tuple of the categories annotated in it (multi-label presence)."""
+    tuple of the categories annotated in it (multi-label presence), and its objects' boxes (`Record.objects`)."""
     split = {"test": "val2014", "val": "val2014", "train": "train2014"}.get(split, split)
     if split not in ("train2014", "val2014", "train2017", "val2017"):
         raise ValueError(f"COCO splits are train2014, val2014, train2017 and val2017, not {split!r}.")
@@ -319,23 +323,32 @@ def coco_dataset(root: str, split: str = "val2014") -> Dataset:
     for a in data.get("annotations", []):
         caps.setdefault(a["image_id"], []).append(a["caption"].strip())
     images = sorted(data["images"], key=lambda im: im["file_name"])
-    classes, present = _coco_categories(base / "annotations" / f"instances_{split}.json")
+    classes, present, objects = _coco_instances(base / "annotations" / f"instances_{split}.json")
     records = [Record(im["file_name"].rsplit(".", 1)[0], k, str(base / split / im["file_name"]),
-                      tuple(caps.get(im["id"], ())), label=present.get(im["id"], ()) if classes else None)
+                      tuple(caps.get(im["id"], ())), label=present.get(im["id"], ()) if classes else None,
+                      objects=objects.get(im["id"], ()),
+                      size=(im["width"], im["height"]) if "width" in im and "height" in im else None)
                for k, im in enumerate(images)]
     return Dataset("coco", str(base.resolve()), split, records, classes=classes)
 
 
-def _coco_categories(path: pathlib.Path) -> tuple[tuple[str, ...], dict[int, tuple[int, ...]]]:
-    """(the category names in id order, {image id: the indices of the categories annotated in it}) from COCO's
-    instance annotations; ((), {}) without the file."""
+def _coco_instances(path: pathlib.Path) -> tuple[tuple[str, ...], dict[int, tuple[int, ...]], dict[int, tuple]]:
+    """(the category names in id order, {image id: the indices of the categories annotated in it}, {image id: its
+    objects as (x, y, w, h, category id, iscrowd, area)}) from COCO's instance annotations; ((), {}, {}) without
+    the file."""
     if not path.exists():
-        return (), {}
+        return (), {}, {}
     with open(path) as f:
         data = json.load(f)
     categories = sorted(data.get("categories", []), key=lambda c: c["id"])
     index = {c["id"]: k for k, c in enumerate(categories)}
     present: dict[int, set[int]] = {}
+    objects: dict[int, list[tuple]] = {}
     for a in data.get("annotations", []):
         present.setdefault(a["image_id"], set()).add(index[a["category_id"]])
-    return tuple(c["name"] for c in categories), {i: tuple(sorted(c)) for i, c in present.items()}
+        if a.get("bbox"):
+            x, y, w, h = a["bbox"]
+            objects.setdefault(a["image_id"], []).append(
+                (x, y, w, h, a["category_id"], a.get("iscrowd", 0), a.get("area", w * h)))
+    return (tuple(c["name"] for c in categories), {i: tuple(sorted(c)) for i, c in present.items()},
+            {i: tuple(o) for i, o in objects.items()})

@@ -23,12 +23,12 @@ from benchmark.run.locations import located, recorded_path
 from benchmark.run.perceptual import (cached, feature_key, features_path, group_by_setting, image_shas, keep,
                                       new_originals, npz_bytes, over_samples, own_parts, passes, read_setting,
                                       record_passes, reference_path, stored, stored_reference, write_reference)
-from benchmark.run.results import atomic_write_bytes, safe_name
+from benchmark.run.results import atomic_write_bytes, checked, safe_name
 from benchmark.run.scoring import state_of
 from benchmark.run.timings import Timings
 from metrics import defaults, registry
 from metrics.fid import FIDReference
-from metrics.spec import FeatureSpace
+from metrics.spec import TRUTH_FIELDS, FeatureSpace
 
 
 def active(info: dict) -> list[FeatureSpace]:
@@ -183,7 +183,57 @@ def reference_features(run_dir: pathlib.Path, info: dict, space: FeatureSpace, s
     if space.pair:  # each reconstruction's features already compare with its original's
         return np.zeros((len(order), 0), np.float32)
     cache = reference_dir(info, space, run_dir)
-    return np.stack([np.load(stored_reference(run_dir, space.name, cache, shas[i])) for i in order])
+    features = np.stack([np.load(stored_reference(run_dir, space.name, cache, shas[i])) for i in order])
+    if space.truth and (run_dir / TRUTH).exists():
+        features = np.concatenate([features.astype(np.float64), truth_columns(run_dir, order)], 1)
+    return features
+
+
+TRUTH = "truth.parquet"  # the dataset's instance annotations in the preprocessed images' pixels, one row per object
+
+
+def truth_table(dataset, preprocess: str) -> pd.DataFrame | None:
+    """The dataset's annotated objects (MS-COCO's boxes), one row per object with its image's index, moved into the
+    pixels of the image the codecs see: scaled as `preprocess` resizes it. None when the dataset has none, or when
+    the preprocessing crops (CUB's bounding-box crop), which boxes would not survive."""
+    from benchmark.data.preprocess import output_side
+
+    side = output_side(preprocess)
+    rows = []
+    for record in dataset.records:
+        if not record.objects:
+            continue
+        if record.bbox is not None or (side is None and preprocess != "none"):
+            return None
+        width, height = record.size or _image_size(record.path)
+        sx, sy = (side / width, side / height) if side else (1.0, 1.0)
+        rows += [(record.index, x * sx, y * sy, (x + w) * sx, (y + h) * sy, category, iscrowd, area * sx * sy)
+                 for x, y, w, h, category, iscrowd, area in record.objects]
+    return pd.DataFrame(rows, columns=["index", *TRUTH_FIELDS]) if rows else None
+
+
+def write_truth(run_dir: pathlib.Path, table: pd.DataFrame) -> None:
+    write_checked(run_dir / TRUTH, table.to_parquet(index=False), key_parts=1)
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def truth_columns(run_dir: pathlib.Path, order) -> np.ndarray:
+    """Each image's objects (in `order`) as one row of TRUTH_FIELDS x the most objects any image has, NaN-padded."""
+    table = pd.read_parquet(checked(run_dir, [run_dir / TRUTH])[0])
+    table = table[table["index"].isin(order)]
+    per_image = {i: g[list(TRUTH_FIELDS)].to_numpy(np.float64) for i, g in table.groupby("index")}
+    width = max([len(v) for v in per_image.values()], default=0) * len(TRUTH_FIELDS)
+    out = np.full((len(order), max(width, len(TRUTH_FIELDS))), np.nan)
+    for k, i in enumerate(order):
+        if i in per_image:
+            out[k, :per_image[i].size] = per_image[i].ravel()
+    return out
 
 
 def set_metrics(run_dir: pathlib.Path, info: dict, space: FeatureSpace, timings: Timings | None = None) -> pd.DataFrame:

@@ -154,6 +154,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     for c in info["codecs"]:
         c["task_images"] = task_images(info["config"], c)
     info["metrics"] = metric_states(info, added)
+    truth = _instance_annotations(info, dataset, config.preprocess)
     if any(info["metrics"][m]["status"] != "disabled" and "labels" in registry.get(m).needs for m in info["metrics"]):
         info["dataset"].update(dataset.class_record())  # only when a metric reads them: config.json reads as before
     for name in added:
@@ -182,12 +183,28 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     info["run_id"] = run_dir.name  # with its suffix, when another run of this configuration took the id this second
     try:
         run_folder.write_config(run_dir, info)
+        if truth is not None:
+            feature_stage.write_truth(run_dir, truth)
         if config.save_reconstructions or config.save_bitstreams:
             _write_output_manifests(run_dir, info)
     except BaseException:  # a creation that did not finish (a full disk, Ctrl-C) leaves no folder behind
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     return run_dir
+
+
+def _instance_annotations(info: dict, dataset: Dataset, preprocess: str):
+    """The dataset's annotated objects in the preprocessed pixels when a requested metric reads them; a metric that
+    would and cannot is marked unavailable, saying why."""
+    wanted = [m for m, state in info["metrics"].items()
+              if state["status"] == "ok" and "objects" in registry.get(m).needs]
+    truth = feature_stage.truth_table(dataset, preprocess) if wanted else None
+    if wanted and truth is None:
+        for m in wanted:
+            info["metrics"][m] = {"status": "unavailable", "reason": "the dataset has no instance annotations that its "
+                                  "preprocessing keeps (MS-COCO with annotations/instances_<split>.json, preprocessed "
+                                  "by none or resize-N, has them)"}
+    return truth
 
 
 def _write_output_manifests(run_dir: pathlib.Path, info: dict) -> None:
