@@ -208,3 +208,36 @@ def test_timings_count_every_stage_and_stay_out_of_the_rows(tmp_path):
     assert not any("timing" in c or c.endswith("_seconds") for c in images.columns)
     execute(run_dir, jobs=2, progress=False)  # nothing left to do: a second record, without worker stages
     assert len(timings.read(run_dir)) == 2 and "worker: encode" not in timings.read(run_dir)[1]["stages"]
+
+
+WORKER_THREADS = """
+import concurrent.futures as cf, os, sys
+import torch  # live in this process, as in the CLI with networks: workers fork from a forkserver
+from benchmark.run import local_executor
+
+def math_threads(_):
+    import threadpoolctl
+    import torch
+    return [torch.get_num_threads(), sorted({i["num_threads"] for i in threadpoolctl.threadpool_info()})]
+
+if __name__ == "__main__":
+    with cf.ProcessPoolExecutor(2, mp_context=local_executor.pool_context()) as pool:
+        workers = list(pool.map(math_threads, range(2)))
+    import json
+    print(json.dumps([workers, torch.get_num_threads(),
+                      [os.environ.get(v) for v in local_executor.MATH_THREAD_VARIABLES]]))
+"""
+
+
+def test_local_workers_start_with_one_math_thread_each_and_the_parent_keeps_its_own(tmp_path):
+    """Workers fork from a forkserver that loaded torch and numpy under one thread each (they read the count when
+    they load); the parent's environment and threads are left as they were."""
+    script = tmp_path / "threads.py"
+    script.write_text(WORKER_THREADS)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, cwd=os.getcwd())
+    assert done.returncode == 0, done.stderr
+    workers, parent_threads, parent_env = json.loads(done.stdout.strip().splitlines()[-1])
+    assert workers == [[1, [1]], [1, [1]]]
+    assert parent_threads == (os.cpu_count() or 1) and parent_env == [None, None, None]

@@ -13,8 +13,10 @@ interpreter, where the worker's own alarm cannot fire) is killed, and its task i
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import pathlib
 import shutil
@@ -30,6 +32,15 @@ from benchmark.run.worker import Task, TaskResult, Worker
 _WORKER: Worker | None = None
 
 
+# One math thread per worker, set before torch or numpy's BLAS start their pools (each reads its count once,
+# when it loads): the pool already uses every core, and a pool created with more threads stays several times
+# slower (MS-SSIM: 4x on 2 cores). A user's own setting of these wins.
+MATH_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Imported once in the forkserver, under the one-thread setting, so that each worker forked from it starts
+# with them loaded: a short pooled run takes a quarter of the time (scripts/bench_worker_start.py). A forkserver
+# is used only when torch is live in this process, where the workers' network metrics (LPIPS by default) need it.
+FORKSERVER_PRELOAD = ["__main__", "torch", "benchmark.run.local_executor"]
+
 GRACE_S = 5.0  # beyond --timeout, before a worker stuck in one encode or decode is killed
 HEARTBEATS = ".heartbeats"
 
@@ -37,10 +48,7 @@ HEARTBEATS = ".heartbeats"
 def _init_worker(info: dict, dataset: Dataset, run_dir: str) -> None:
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    # One math thread per worker, set before torch or numpy's BLAS start their pools: the pool already uses
-    # every core, and a pool created with more threads stays several times slower (MS-SSIM: 4x on 2 cores).
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    os.environ.update(_one_math_thread(os.environ))
     _WORKER = Worker(info, dataset, run_dir)
     _WORKER.heartbeat = pathlib.Path(run_dir) / HEARTBEATS / str(os.getpid())
 
@@ -65,11 +73,36 @@ def stuck_workers(run_dir: pathlib.Path, timeout: float) -> list[dict]:
     return out
 
 
+def _one_math_thread(environ) -> dict[str, str]:
+    return {var: "1" for var in MATH_THREAD_VARIABLES if var not in environ}
+
+
 def start_method() -> str:
     """fork is cheapest, but unsafe once torch (threads, CUDA) is live in this process."""
     if not sys.platform.startswith("linux"):
         return "spawn"
     return "forkserver" if "torch" in sys.modules else "fork"
+
+
+def pool_context() -> multiprocessing.context.BaseContext:
+    """The context worker pools start from; a forkserver is started (once per process) with the workers'
+    environment and modules already loaded."""
+    ctx = multiprocessing.get_context(start_method())
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
+        with _environ(_one_math_thread(os.environ)):  # the forkserver inherits this process's environment
+            multiprocessing.forkserver.ensure_running()
+    return ctx
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for var in values:
+            os.environ.pop(var, None)
 
 
 def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir: pathlib.Path, keep_pixels: bool,
@@ -78,7 +111,7 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
     """`on_started` is called once the first workers are running (forked or spawned), e.g. to load a network
     in this process while they work. A task is sent out only when `backlog` admits it (a bound on the pixels
     waiting for the network stages); results go to `commit`."""
-    ctx = multiprocessing.get_context(start_method())
+    ctx = pool_context()
     backlog = backlog or Unbounded()
     queue = list(reversed(tasks))
     attempts: dict[Task, int] = {}
