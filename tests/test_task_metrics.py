@@ -67,6 +67,15 @@ def _direct_logits(weights, images):
                                          for im in images]))
 
 
+def _direct_agreement(logits, original_logits) -> tuple[float, float, float]:
+    """Top-1 and top-5 agreement and KL(p_original || p_reconstruction), by torch directly."""
+    top1 = (logits.argmax(1) == original_logits.argmax(1)).double().mean().item()
+    top5 = (logits.topk(5, 1).indices == original_logits.argmax(1)[:, None]).any(1).double().mean().item()
+    kl = torch.nn.functional.kl_div(logits.double().log_softmax(1), original_logits.double().log_softmax(1),
+                                    log_target=True, reduction="batchmean").item()
+    return top1, top5, kl
+
+
 def test_agreement_is_1_for_a_lossless_codec_lower_with_noise_and_equals_a_direct_computation(classified):
     weights, images, out = classified
     run_dir = out / "first"
@@ -75,11 +84,7 @@ def test_agreement_is_1_for_a_lossless_codec_lower_with_noise_and_equals_a_direc
     originals = _direct_logits(weights, [Image.open(images / i) for i in ids])
     for s in summary.itertuples():
         recon = [Image.open(output_path(run_dir, s.codec, s.setting_label, i, ".png")) for i in ids]
-        logits = _direct_logits(weights, recon)
-        top1 = (logits.argmax(1) == originals.argmax(1)).double().mean().item()
-        top5 = (logits.topk(5, 1).indices == originals.argmax(1)[:, None]).any(1).double().mean().item()
-        kl = torch.nn.functional.kl_div(logits.double().log_softmax(1), originals.double().log_softmax(1),
-                                        log_target=True, reduction="batchmean").item()
+        top1, top5, kl = _direct_agreement(_direct_logits(weights, recon), originals)
         assert (s.classify_top1, s.classify_top5) == (top1, top5)
         assert s.classify_kl == pytest.approx(kl, rel=1e-4, abs=1e-6)
         assert s.n_classify == len(ids)
@@ -224,10 +229,7 @@ def test_classify_takes_a_timm_model_by_name_equal_to_timms_own_pipeline(tmp_pat
     reference = logits([Image.open(images / i) for i in ids])
     for s in summary.itertuples():
         recon = logits([Image.open(output_path(out / "timm", s.codec, s.setting_label, i, ".png")) for i in ids])
-        top1 = (recon.argmax(1) == reference.argmax(1)).double().mean().item()
-        top5 = (recon.topk(5, 1).indices == reference.argmax(1)[:, None]).any(1).double().mean().item()
-        kl = torch.nn.functional.kl_div(recon.double().log_softmax(1), reference.double().log_softmax(1),
-                                        log_target=True, reduction="batchmean").item()
+        top1, top5, kl = _direct_agreement(recon, reference)
         assert (s.classify_top1, s.classify_top5) == (top1, top5)
         assert s.classify_kl == pytest.approx(kl, rel=1e-4, abs=1e-6)
     assert (summary[summary.codec == "raw"].classify_top1 == 1).all()
