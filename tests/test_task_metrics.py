@@ -511,64 +511,6 @@ def test_segment_takes_a_deeplabv3_state_dict_file_and_refuses_another_architect
         segment.resolve(str(bad), tmp_path)
 
 
-def test_detection_map_is_1_when_lossless_lower_with_noise_and_equals_cocoeval_on_torchvisions_detections(
-        tmp_path, natural_images):
-    """A torchvision detection model by name (random-init, one class's score raised so that it detects), its file
-    in the torch hub cache as a download leaves it; mAP against pycocotools' COCOeval run here on detections that
-    torchvision's model gives here."""
-    import contextlib
-    import io
-
-    import torchvision
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-
-    arch = "fasterrcnn_mobilenet_v3_large_320_fpn"
-    weights = torchvision.models.get_model_weights(arch).DEFAULT
-    torch.manual_seed(0)
-    model = torchvision.models.get_model(arch, weights=None, weights_backbone=None)
-    with torch.no_grad():
-        model.roi_heads.box_predictor.cls_score.bias[1] = 8.0  # class 1 confident: boxes above the threshold
-    _as_downloaded(model, weights)
-    out = tmp_path / "results"
-    assert cli.main(["run", *QUIET, "--dataset", str(natural_images), "--limit", "2",
-                     "--codec", "codecs_for_tests:Raw level=1",
-                     "--codec", "codecs_for_tests:Noisy sigma=40 level=1,2", "--detect", arch,
-                     "--save-reconstructions", "--out", str(out), "--name", "d"]) == 0
-    run_dir = out / "d"
-    rows, summary = load_run(run_dir)
-    ids = sorted(rows.image_id.unique())
-
-    def detect(image):
-        with torch.no_grad():
-            found = model([weights.transforms()(torch.from_numpy(np.array(image)).permute(2, 0, 1))])[0]
-        return [(b.tolist(), float(s), int(c)) for b, s, c in zip(found["boxes"], found["scores"], found["labels"])]
-
-    originals = [detect(Image.open(natural_images / i)) for i in ids]
-    for s in summary.itertuples():
-        recon = [detect(Image.open(output_path(run_dir, s.codec, s.setting_label, i, ".png"))) for i in ids]
-        truth = [{"id": n + 1, "image_id": k, "category_id": c, "iscrowd": 0, "bbox": [x, y, X - x, Y - y],
-                  "area": (X - x) * (Y - y)} for n, (k, (x, y, X, Y), c) in enumerate(
-                      (k, b, c) for k, dets in enumerate(originals) for b, score, c in dets if score >= 0.5)]
-        found = [{"image_id": k, "category_id": c, "bbox": [x, y, X - x, Y - y], "score": score}
-                 for k, dets in enumerate(recon) for (x, y, X, Y), score, c in dets]
-        with contextlib.redirect_stdout(io.StringIO()):
-            gt = COCO()
-            gt.dataset = {"images": [{"id": k} for k in range(len(ids))], "annotations": truth,
-                          "categories": [{"id": c} for c in sorted({a["category_id"] for a in truth + found})]}
-            gt.createIndex()
-            evaluation = COCOeval(gt, gt.loadRes(found), "bbox")
-            evaluation.evaluate()
-            evaluation.accumulate()
-            evaluation.summarize()
-        assert s.detect_map == pytest.approx(evaluation.stats[0], abs=1e-9)
-        assert s.detect_map50 == pytest.approx(evaluation.stats[1], abs=1e-9)
-    by_codec = summary.groupby("codec")
-    assert (by_codec.get_group("raw").detect_map == 1).all()
-    assert by_codec.get_group("noisy").detect_map.max() < 1
-
-
 def _coco_eval(truth: list[dict], found: list[dict], n_images: int) -> tuple[float, float]:
     """pycocotools' COCOeval itself: (mAP@[.5:.95], mAP@.5)."""
     import contextlib
@@ -589,19 +531,19 @@ def _coco_eval(truth: list[dict], found: list[dict], n_images: int) -> tuple[flo
     return evaluation.stats[0], evaluation.stats[1]
 
 
-def test_detection_map_against_coco_annotations_scaled_by_the_preprocessing_equals_cocoeval(tmp_path, natural_images,
-                                                                                           capsys):
-    """MS-COCO with instance annotations: each image's boxes move into the preprocessed (resized) image's pixels,
-    and each setting's mAP against them, with the originals' own as the ceiling, equals COCOeval on detections
-    torchvision's model gives here, with the boxes scaled here; the leaderboard gives it an interval."""
+DETECTOR = "fasterrcnn_mobilenet_v3_large_320_fpn"
+
+
+def _random_detector():
+    """A random-init torchvision detector whose class 1 is confident (boxes above the threshold), saved where a
+    download of its DEFAULT weights would leave it; and a function giving its detections of one image."""
     import torchvision
 
-    arch = "fasterrcnn_mobilenet_v3_large_320_fpn"
-    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    weights = torchvision.models.get_model_weights(DETECTOR).DEFAULT
     torch.manual_seed(0)
-    model = torchvision.models.get_model(arch, weights=None, weights_backbone=None).eval()
+    model = torchvision.models.get_model(DETECTOR, weights=None, weights_backbone=None).eval()
     with torch.no_grad():
-        model.roi_heads.box_predictor.cls_score.bias[1] = 8.0  # class 1 confident: boxes above the threshold
+        model.roi_heads.box_predictor.cls_score.bias[1] = 8.0
     _as_downloaded(model, weights)
 
     def detect(image):
@@ -609,6 +551,45 @@ def test_detection_map_against_coco_annotations_scaled_by_the_preprocessing_equa
             found = model([weights.transforms()(torch.from_numpy(np.array(image)).permute(2, 0, 1))])[0]
         return [(b.tolist(), float(s), int(c)) for b, s, c in zip(found["boxes"], found["scores"], found["labels"])]
 
+    return detect
+
+
+def test_detection_map_is_1_when_lossless_lower_with_noise_and_equals_cocoeval_on_torchvisions_detections(
+        tmp_path, natural_images):
+    """A torchvision detection model by name (random-init, one class's score raised so that it detects), its file
+    in the torch hub cache as a download leaves it; mAP against pycocotools' COCOeval run here on detections that
+    torchvision's model gives here."""
+    detect = _random_detector()
+    out = tmp_path / "results"
+    assert cli.main(["run", *QUIET, "--dataset", str(natural_images), "--limit", "2",
+                     "--codec", "codecs_for_tests:Raw level=1",
+                     "--codec", "codecs_for_tests:Noisy sigma=40 level=1,2", "--detect", DETECTOR,
+                     "--save-reconstructions", "--out", str(out), "--name", "d"]) == 0
+    run_dir = out / "d"
+    rows, summary = load_run(run_dir)
+    ids = sorted(rows.image_id.unique())
+    originals = [detect(Image.open(natural_images / i)) for i in ids]
+    for s in summary.itertuples():
+        recon = [detect(Image.open(output_path(run_dir, s.codec, s.setting_label, i, ".png"))) for i in ids]
+        truth = [{"id": n + 1, "image_id": k, "category_id": c, "iscrowd": 0, "bbox": [x, y, X - x, Y - y],
+                  "area": (X - x) * (Y - y)} for n, (k, (x, y, X, Y), c) in enumerate(
+                      (k, b, c) for k, dets in enumerate(originals) for b, score, c in dets if score >= 0.5)]
+        found = [{"image_id": k, "category_id": c, "bbox": [x, y, X - x, Y - y], "score": score}
+                 for k, dets in enumerate(recon) for (x, y, X, Y), score, c in dets]
+        ap, ap50 = _coco_eval(truth, found, len(ids))
+        assert s.detect_map == pytest.approx(ap, abs=1e-9)
+        assert s.detect_map50 == pytest.approx(ap50, abs=1e-9)
+    by_codec = summary.groupby("codec")
+    assert (by_codec.get_group("raw").detect_map == 1).all()
+    assert by_codec.get_group("noisy").detect_map.max() < 1
+
+
+def test_detection_map_against_coco_annotations_scaled_by_the_preprocessing_equals_cocoeval(tmp_path, natural_images,
+                                                                                           capsys):
+    """MS-COCO with instance annotations: each image's boxes move into the preprocessed (resized) image's pixels,
+    and each setting's mAP against them, with the originals' own as the ceiling, equals COCOeval on detections
+    torchvision's model gives here, with the boxes scaled here; the leaderboard gives it an interval."""
+    detect = _random_detector()
     side = 160
     root = tmp_path / "coco"
     (root / "val2014").mkdir(parents=True)
@@ -642,7 +623,7 @@ def test_detection_map_against_coco_annotations_scaled_by_the_preprocessing_equa
     out = tmp_path / "results"
     assert cli.main(["run", *QUIET, "--dataset", f"coco:{root}", "--preprocess", f"resize-{side}",
                      "--codec", "codecs_for_tests:Raw level=1", "--codec", "codecs_for_tests:Noisy sigma=40 level=1,2",
-                     "--detect", arch, "--save-reconstructions", "--out", str(out), "--name", "d"]) == 0
+                     "--detect", DETECTOR, "--save-reconstructions", "--out", str(out), "--name", "d"]) == 0
     run_dir = out / "d"
     rows, summary = load_run(run_dir)
     ids = sorted(rows.image_id.unique())
