@@ -661,6 +661,34 @@ def test_detection_map_against_coco_annotations_scaled_by_the_preprocessing_equa
     assert noisy and "[" in noisy[-1][-2], shown
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_annotated_boxes_turn_with_the_exif_orientation_and_scale_with_the_preprocessing(tmp_path, orientation):
+    """A box annotated on the stored pixels lands where PIL's exif_transpose moves those pixels (reading an image
+    applies its EXIF orientation), then scales as the preprocessing resizes the turned image."""
+    from PIL import ImageOps
+
+    from benchmark.data.datasets import Dataset, Record
+    from benchmark.run.feature_stage import truth_table
+
+    width, height, (x, y, w, h) = 40, 24, (6, 3, 10, 7)
+    mask = np.zeros((height, width), np.uint8)
+    mask[y:y + h, x:x + w] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "COCO_val2014_000000000001.png"
+    Image.fromarray(mask).save(path, exif=exif)
+    turned = np.asarray(ImageOps.exif_transpose(Image.open(path)))
+    ys, xs = np.nonzero(turned > 127)
+    dataset = Dataset("coco", str(tmp_path), "val2014",
+                      [Record(path.stem, 0, str(path), objects=((x, y, w, h, 1, 0, w * h),))])
+    for preprocess, side in (("none", None), ("resize-80", 80)):
+        sx, sy = (side / turned.shape[1], side / turned.shape[0]) if side else (1.0, 1.0)
+        box = truth_table(dataset, preprocess).iloc[0]
+        assert [box.x1, box.y1, box.x2, box.y2] == pytest.approx(
+            [xs.min() * sx, ys.min() * sy, (xs.max() + 1) * sx, (ys.max() + 1) * sy])
+        assert box.area == pytest.approx(w * h * sx * sy)
+
+
 def test_the_semantic_protocol_adds_detection_on_ms_coco_only():
     from types import SimpleNamespace
 

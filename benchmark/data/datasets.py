@@ -36,10 +36,8 @@ class Record:
     # its class, an index into the dataset's `classes` (CUB's species); on a multi-label dataset (MS-COCO with its
     # instance annotations) the tuple of the classes present, () for an image with none annotated
     label: int | tuple[int, ...] | None = None
-    # MS-COCO's instance annotations: (x, y, w, h, category id, iscrowd, area) in the file's pixels, and the
-    # (width, height) they refer to
+    # MS-COCO's instance annotations: (x, y, w, h, category id, iscrowd, area) in the file's stored pixels
     objects: tuple[tuple[float, ...], ...] = ()
-    size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -326,8 +324,7 @@ def coco_dataset(root: str, split: str = "val2014") -> Dataset:
     classes, present, objects = _coco_instances(base / "annotations" / f"instances_{split}.json")
     records = [Record(im["file_name"].rsplit(".", 1)[0], k, str(base / split / im["file_name"]),
                       tuple(caps.get(im["id"], ())), label=present.get(im["id"], ()) if classes else None,
-                      objects=objects.get(im["id"], ()),
-                      size=(im["width"], im["height"]) if "width" in im and "height" in im else None)
+                      objects=objects.get(im["id"], ()))
                for k, im in enumerate(images)]
     return Dataset("coco", str(base.resolve()), split, records, classes=classes)
 

@@ -205,22 +205,36 @@ def truth_table(dataset, preprocess: str) -> pd.DataFrame | None:
             continue
         if record.bbox is not None or (side is None and preprocess != "none"):
             return None
-        width, height = record.size or _image_size(record.path)
-        sx, sy = (side / width, side / height) if side else (1.0, 1.0)
-        rows += [(record.index, x * sx, y * sy, (x + w) * sx, (y + h) * sy, category, iscrowd, area * sx * sy)
-                 for x, y, w, h, category, iscrowd, area in record.objects]
+        (width, height), orientation = _image_header(record.path)
+        for x, y, w, h, category, iscrowd, area in record.objects:
+            x1, y1, x2, y2, oriented_w, oriented_h = oriented_box(x, y, x + w, y + h, orientation, width, height)
+            sx, sy = (side / oriented_w, side / oriented_h) if side else (1.0, 1.0)
+            rows.append((record.index, x1 * sx, y1 * sy, x2 * sx, y2 * sy, category, iscrowd, area * sx * sy))
     return pd.DataFrame(rows, columns=["index", *TRUTH_FIELDS]) if rows else None
+
+
+def oriented_box(x1: float, y1: float, x2: float, y2: float, orientation: int, width: int, height: int):
+    """A box annotated on the stored pixels (width x height), moved as reading the image turns it by its EXIF
+    orientation (benchmark.data.imageio applies it, as PIL's exif_transpose does); with the turned image's size."""
+    def point(x, y):
+        return {1: (x, y), 2: (width - x, y), 3: (width - x, height - y), 4: (x, height - y), 5: (y, x),
+                6: (height - y, x), 7: (height - y, width - x), 8: (y, width - x)}.get(orientation, (x, y))
+
+    (ax, ay), (bx, by) = point(x1, y1), point(x2, y2)
+    size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return min(ax, bx), min(ay, by), max(ax, bx), max(ay, by), *size
 
 
 def write_truth(run_dir: pathlib.Path, table: pd.DataFrame) -> None:
     write_checked(run_dir / TRUTH, table.to_parquet(index=False), key_parts=1)
 
 
-def _image_size(path: str) -> tuple[int, int]:
+def _image_header(path: str) -> tuple[tuple[int, int], int]:
+    """(the stored pixels' width and height, the EXIF orientation), from the file's header."""
     from PIL import Image
 
     with Image.open(path) as im:
-        return im.size
+        return im.size, im.getexif().get(0x0112, 1)
 
 
 def truth_columns(run_dir: pathlib.Path, order) -> np.ndarray:
