@@ -261,3 +261,20 @@ class OnDevice(Codec):
 
     def decode(self, data):
         return self.decode_batch([data], None)[0]
+
+
+class HoldsTemporaryFolder(Raw):
+    """Holds a temporary folder from its first encode to its process's end, as a library imported in a worker
+    may (wandb, imported by timm, makes two at import); each folder's path is appended to `log`."""
+
+    name = "holdstemp"
+    defaults = {**Raw.defaults, "log": ""}
+
+    def encode(self, image, setting):
+        import tempfile
+
+        if not hasattr(self, "held"):
+            self.held = tempfile.TemporaryDirectory(prefix="cmcbench-test-held-")
+            with open(self.options["log"], "a") as f:
+                f.write(self.held.name + "\n")
+        return super().encode(image, setting)

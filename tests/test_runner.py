@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -241,3 +242,15 @@ def test_local_workers_start_with_one_math_thread_each_and_the_parent_keeps_its_
     workers, parent_threads, parent_env = json.loads(done.stdout.strip().splitlines()[-1])
     assert workers == [[1, [1]], [1, [1]]]
     assert parent_threads == (os.cpu_count() or 1) and parent_env == [None, None, None]
+
+
+def test_temporary_folders_that_workers_hold_until_they_exit_are_removed_with_the_pool(tmp_path):
+    """A worker ends in os._exit, where no library's temporary folder is cleaned up: they must not pile up in the
+    system's temporary folder, run after run."""
+    log = tmp_path / "held.txt"
+    outcome, _, _ = run(tmp_path, "sample", [f"codecs_for_tests:HoldsTemporaryFolder log={log}"], jobs=2, limit=4,
+                        chunk_size=1)
+    held = log.read_text().split()
+    assert outcome.n_failed == 0 and len(held) >= 2  # one per worker process that encoded
+    assert [p for p in held if os.path.exists(p)] == []
+    assert all(os.path.dirname(p) != os.path.realpath(tempfile.gettempdir()) for p in held)  # in the pool's folder

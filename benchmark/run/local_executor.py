@@ -22,6 +22,7 @@ import pathlib
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -45,10 +46,13 @@ GRACE_S = 5.0  # beyond --timeout, before a worker stuck in one encode or decode
 HEARTBEATS = ".heartbeats"
 
 
-def _init_worker(info: dict, dataset: Dataset, run_dir: str) -> None:
+def _init_worker(info: dict, dataset: Dataset, run_dir: str, scratch: str) -> None:
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     os.environ.update(_one_math_thread(os.environ))
+    # A worker ends in os._exit, which removes no library's temporary folder (importing timm imports wandb, which
+    # makes two): they go into one folder that run_pool removes once its workers have stopped.
+    os.environ["TMPDIR"] = tempfile.tempdir = scratch
     _WORKER = Worker(info, dataset, run_dir)
     _WORKER.heartbeat = pathlib.Path(run_dir) / HEARTBEATS / str(os.getpid())
 
@@ -117,27 +121,28 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
     attempts: dict[Task, int] = {}
     skips: dict[Task, dict] = {}  # rows that hung an attempt: failed as timed out on the retry
     timeout = float(info["config"].get("timeout") or 0)
-    while queue:
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                    initargs=(info, dataset, str(run_dir))) as pool:
-            in_flight: dict[cf.Future, Task] = {}
-            lost: list[Task] = []
-            try:
-                _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run_dir, timeout, commit,
-                       on_started, backlog)
-                on_started = None
-            except BaseException:  # Ctrl-C or a failing commit: stop the workers now, not after their tasks
-                _stop(pool)
-                raise
-            if lost:
-                lost += in_flight.values()
-                for task in lost:
-                    backlog.abandon(task)
-                    attempts[task] = attempts.get(task, 0) + 1
-                    if attempts[task] >= max_attempts:
-                        commit(crashed(task))
-                    else:
-                        queue.append(task)
+    with tempfile.TemporaryDirectory(prefix="cmcbench-workers-", ignore_cleanup_errors=True) as scratch:
+        while queue:
+            with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
+                                        initargs=(info, dataset, str(run_dir), scratch)) as pool:
+                in_flight: dict[cf.Future, Task] = {}
+                lost: list[Task] = []
+                try:
+                    _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run_dir, timeout, commit,
+                           on_started, backlog)
+                    on_started = None
+                except BaseException:  # Ctrl-C or a failing commit: stop the workers now, not after their tasks
+                    _stop(pool)
+                    raise
+                if lost:
+                    lost += in_flight.values()
+                    for task in lost:
+                        backlog.abandon(task)
+                        attempts[task] = attempts.get(task, 0) + 1
+                        if attempts[task] >= max_attempts:
+                            commit(crashed(task))
+                        else:
+                            queue.append(task)
     shutil.rmtree(run_dir / HEARTBEATS, ignore_errors=True)
 
 
