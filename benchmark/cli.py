@@ -224,18 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="LPIPS (AlexNet, v0.1) per image: auto (default) uses torchvision's AlexNet weights from "
                           "$CMCBENCH_LPIPS_WEIGHTS or the torch hub cache, downloading them once; PATH a local "
                           "alexnet-owt-7be5be79.pth; none skips it (the default with --metrics none)")
-    run.add_argument("--dists", default="none", metavar="auto|none|PATH", type=path,
-                     help="DISTS (VGG16, DISTS_pytorch's weights) per image: none (default) skips it; auto uses "
-                          "torchvision's VGG16 weights from $CMCBENCH_DISTS_WEIGHTS or the torch hub cache, "
-                          "downloading them once (528 MB); PATH a local vgg16-397923af.pth")
-    run.add_argument("--lpips-vgg", default="none", metavar="auto|none|PATH", type=path,
-                     help="LPIPS v0.1 with the VGG16 backbone per image, beside AlexNet's: none (default); auto uses "
-                          "torchvision's VGG16 weights from $CMCBENCH_LPIPS_VGG_WEIGHTS or the torch hub cache; PATH "
-                          "a local vgg16-397923af.pth")
-    run.add_argument("--clip", default="none", metavar="auto|none|MODEL",
-                     help="CLIP similarity (original vs reconstruction) and CLIP score (vs reference captions and "
-                          "transmitted text) per image: none (default); auto = openai/clip-vit-large-patch14 "
-                          "(torchmetrics' CLIPScore default); or a CLIP checkpoint by Hub id or local folder")
+    for stage in registry.STAGES.values():  # DISTS, LPIPS-VGG, CLIP: each declared in its metric file
+        if stage.home == "image_metrics":
+            run.add_argument(stage.flag, default=stage.default, metavar=stage.metavar,
+                             type=path if stage.file_choice else None, help=stage.help)
     run.add_argument("--iqa", default="", metavar="NAMES",
                      help="image quality through pyiqa (pip install -e '.[iqa]'), comma-separated: topiq_fr, "
                           "topiq_nr, musiq, niqe, clipiqa; topiq_fr,topiq_nr also gives cmc_bench_overall "
@@ -251,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="neighbourhood size of precision/recall/density/coverage (default 5, Naeem et al.; "
                           "torch-fidelity's prc uses 3)")
     for stage in registry.STAGES.values():  # each metric file's own network option, declared in its file
-        run.add_argument(stage.flag, default=stage.default, metavar=stage.metavar, help=stage.help)
+        if not stage.home:
+            run.add_argument(stage.flag, default=stage.default, metavar=stage.metavar, help=stage.help)
     run.add_argument("--patch-fid", action="store_true",
                      help="also FID/256 (HiFiC): FID over 256x256 patches, plus a grid shifted by 128 px; for few "
                           "large images such as Kodak")
@@ -410,9 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
 # Options that shape a run; with --resume the run's own recorded values are used, so giving any is a mistake.
 RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit",
                "max_pixels", "save_reconstructions", "metrics", "inception_weights", "inception_sha256", "batch_size",
-               "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "ms_ssim", "lpips", "lpips_vgg",
-               "dists", "clip", "iqa", "iqa_weights", "dinov2", "prdc_k", "patch_fid", "add_metric", "save_bitstreams",
-               "name", "timeout", "codec_batch", "allow_modified_dataset", *registry.STAGES)
+               "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "ms_ssim", "lpips", "iqa",
+               "iqa_weights", "dinov2", "prdc_k", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout",
+               "codec_batch", "allow_modified_dataset", *registry.STAGES)
 
 
 def _iqa_options(args) -> tuple[list[str], dict[str, str]]:
@@ -520,8 +513,8 @@ def _check_before_work(args) -> None:
             raise ValueError("--executor ray needs Ray: pip install -e '.[ray]'.")
     for flag, value in (("--inception-weights", args.inception_weights),
                         ("--lpips", None if args.lpips in ("auto", "none") else args.lpips),
-                        ("--dists", None if args.dists in ("auto", "none") else args.dists),
-                        ("--lpips-vgg", None if args.lpips_vgg in ("auto", "none") else args.lpips_vgg)):
+                        *[(s.flag, getattr(args, s.name)) for s in registry.STAGES.values()
+                          if s.file_choice and getattr(args, s.name) not in ("auto", s.off)]):
         if value and not os.path.isfile(value):
             raise ValueError(f"{flag} {value}: no such file.")
     for name in args.add_metric:
@@ -607,14 +600,15 @@ def cmd_run(args) -> int:
                      **(protocol.inception_options() if protocol else {})}
         clip, stages, added = protocol.options(args, kind) if protocol else (args.clip, {}, [])
         stages.update({s.name: getattr(args, s.name) for s in registry.STAGES.values()
-                       if getattr(args, s.name) != s.default})
+                       if not s.home and getattr(args, s.name) != s.default})
         config = RunConfig(dataset=args.dataset, split=args.split, preprocess=preprocess, limit=args.limit,
                            image_list=args.image_list, protocol=args.protocol, data_root=args.data_root,
                            allow_modified_dataset=args.allow_modified_dataset,
                            max_pixels=args.max_pixels, codecs=specs, inception=inception,
                            caption_embedder=args.caption_embedder, timeout=args.timeout, codec_batch=args.codec_batch,
-                           image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips, "dists": args.dists,
-                                          "lpips_vgg": args.lpips_vgg, "clip": clip},
+                           image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips,
+                                          **{s.name: getattr(args, s.name) for s in registry.STAGES.values()
+                                             if s.home == "image_metrics"}, "clip": clip},
                            dinov2={"model": args.dinov2, "k": args.prdc_k}, stages=stages,
                            iqa=iqa_names, iqa_weights=iqa_weights,
                            add_metrics=list(dict.fromkeys(c for m in [*args.add_metric, *added]

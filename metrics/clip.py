@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metrics.spec import MetricInfo
+from metrics.spec import MetricInfo, Stage
 
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"
 
@@ -90,7 +90,35 @@ def score_text(model: CLIP, original, reconstruction: np.ndarray, cache: dict) -
     return float("nan") if not text else _score(model, reconstruction, cache, model.text_embeddings([text]))
 
 
+def resolve(choice: str, cache_root=None, progress: bool = False) -> dict:
+    """--clip auto or MODEL, as config.json records it: the model and, once it is local, its weights' sha256."""
+    import importlib.util
+    import os
+    from importlib import metadata
+
+    model = DEFAULT_MODEL if choice == "auto" else choice
+    if importlib.util.find_spec("transformers") is None:
+        return {"status": "unavailable", "reason": "CLIP needs transformers: pip install -e '.[models]'"}
+    from metrics.hub import check_model_name, local_weights
+    from metrics.inception import file_sha256
+
+    try:
+        check_model_name("--clip", model, (), "transformers", "config.json", what=f"--clip {model}")
+    except ValueError as exc:
+        return {"status": "unavailable", "reason": str(exc)}
+    state = {"status": "ok", "model": os.path.abspath(os.path.expanduser(model)) if os.path.exists(
+        os.path.expanduser(model)) else model, "transformers": metadata.version("transformers")}
+    weights = local_weights(model)  # a Hub id not yet downloaded is known by its id alone
+    if weights:
+        state.update(weights_path=os.path.abspath(weights), weights_sha256=file_sha256(weights))
+    return state
+
+
 SPECS = [
+    Stage("clip", "none", "auto|none|MODEL",
+          "CLIP similarity (original vs reconstruction) and CLIP score (vs reference captions and transmitted text) "
+          "per image: none (default); auto = openai/clip-vit-large-patch14 (torchmetrics' CLIPScore default); or a "
+          "CLIP checkpoint by Hub id or local folder", "metrics.clip:resolve", label="CLIP", home="image_metrics"),
     MetricInfo("clip_similarity", "CLIP image similarity (original vs reconstruction)", True, "network", "CLIP-I",
                needs=("pixels", "network:clip"), state="image_metrics.clip", tolerance=5e-3,
                fn="metrics.clip:similarity", load="metrics.clip:load"),

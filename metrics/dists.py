@@ -16,7 +16,7 @@ import pathlib
 import numpy as np
 
 from metrics.lpips import VGG16_URL  # the same torchvision file LPIPS-VGG uses
-from metrics.spec import MetricInfo
+from metrics.spec import MetricInfo, Stage
 
 ENV_WEIGHTS = "CMCBENCH_DISTS_WEIGHTS"
 CHANNELS = (3, 64, 128, 256, 512, 512)
@@ -119,7 +119,28 @@ def score(model: DISTS, original: np.ndarray, reconstruction: np.ndarray, cache:
     return model.distance(cache["dists"], reconstruction)
 
 
+def resolve(choice: str, cache_root=None, progress: bool = False) -> dict:
+    """--dists auto or PATH, as config.json records it: the backbone and alpha/beta files with their sha256."""
+    from importlib import metadata
+
+    from metrics.inception import file_sha256
+
+    try:
+        backbone = resolve_backbone(None if choice == "auto" else choice, progress)
+    except DISTSUnavailable as exc:
+        return {"status": "unavailable", "reason": str(exc)}
+    weights = alpha_beta_path()
+    return {"status": "ok", "net": "vgg16", "dists_package": metadata.version("DISTS-pytorch"),
+            "backbone_path": backbone, "backbone_sha256": file_sha256(backbone), "alpha_beta_path": weights,
+            "alpha_beta_sha256": file_sha256(weights)}
+
+
 SPECS = [
+    Stage("dists", "none", "auto|none|PATH",
+          "DISTS (VGG16, DISTS_pytorch's weights) per image: none (default) skips it; auto uses torchvision's VGG16 "
+          "weights from $CMCBENCH_DISTS_WEIGHTS or the torch hub cache, downloading them once (528 MB); PATH a local "
+          "vgg16-397923af.pth", "metrics.dists:resolve", label="DISTS", home="image_metrics", hashed_on=True,
+          file_choice=True),
     MetricInfo("dists", "DISTS (VGG16)", False, "network", "DISTS", needs=("pixels", "network:vgg16"),
                state="image_metrics.dists", tolerance=5e-4, fn="metrics.dists:score", load="metrics.dists:load"),
 ]

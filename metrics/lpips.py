@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from metrics.spec import MetricInfo
+from metrics.spec import MetricInfo, Stage
 
 ENV_WEIGHTS = "CMCBENCH_LPIPS_WEIGHTS"
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
@@ -121,7 +121,32 @@ def score(model: LPIPS, original: np.ndarray, reconstruction: np.ndarray, cache:
     return model.distance(cache[key], reconstruction)
 
 
+def resolve(choice: str, progress: bool = False, net: str = "alex") -> dict:
+    """--lpips or --lpips-vgg auto or PATH, as config.json records it: the backbone and the linear layers with their
+    sha256."""
+    from importlib import metadata
+
+    from metrics.inception import file_sha256
+
+    try:
+        backbone = resolve_backbone(None if choice == "auto" else choice, progress, net)
+    except LPIPSUnavailable as exc:
+        return {"status": "unavailable", "reason": str(exc)}
+    linear = linear_weights_path(net)
+    return {"status": "ok", "net": net, "version": "0.1", "lpips_package": metadata.version("lpips"),
+            "backbone_path": backbone, "backbone_sha256": file_sha256(backbone),
+            "linear_path": linear, "linear_sha256": file_sha256(linear)}
+
+
+def resolve_vgg(choice: str, cache_root=None, progress: bool = False) -> dict:
+    return resolve(choice, progress, "vgg")
+
+
 SPECS = [
+    Stage("lpips_vgg", "none", "auto|none|PATH",
+          "LPIPS v0.1 with the VGG16 backbone per image, beside AlexNet's: none (default); auto uses torchvision's "
+          "VGG16 weights from $CMCBENCH_LPIPS_VGG_WEIGHTS or the torch hub cache; PATH a local vgg16-397923af.pth",
+          "metrics.lpips:resolve_vgg", label="LPIPS-VGG", home="image_metrics", hashed_on=True, file_choice=True),
     MetricInfo("lpips", "LPIPS (AlexNet)", False, "network", "LPIPS", needs=("pixels", "network:alexnet"),
                state="image_metrics.lpips", tolerance=5e-4, fn="metrics.lpips:score", load="metrics.lpips:load"),
     MetricInfo("lpips_vgg", "LPIPS (VGG16)", False, "network", "LPIPS-VGG", needs=("pixels", "network:vgg16"),

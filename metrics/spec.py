@@ -152,13 +152,25 @@ class Stage:
     help: str
     resolve: str  # "module:function"
     off: str = "none"  # the choice that turns the stage off
+    label: str = ""  # its name in the report's weights list (default: `name`)
+    # "image_metrics": the stages of the first metric files (DISTS, LPIPS-VGG, CLIP) keep the choice in that entry of
+    # the run's configuration and the resolved state in config.json's, always, off or on; their hashed form is the
+    # choice when on, or only `true` (hashed_on), and absent when off: their runs keep their files and hash.
+    home: str = ""
+    hashed_on: bool = False
+    file_choice: bool = False  # a choice other than auto and off is a local file: `~` expanded, checked before work
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def record(self) -> str:
+        """The dotted config.json key of its resolved state (what its metrics name as their `state`)."""
+        return f"{self.home}.{self.name}" if self.home else self.name
+
     def resolved(self, choice: str, cache_root, progress: bool = False) -> dict:
         if choice == self.off:
-            asked = self.metavar.replace(self.off + "|", "")
-            return {"status": "disabled", "reason": f"not requested ({self.flag} {asked})"}
+            asked = self.metavar.replace(self.off + "|", "").split("|")
+            return {"status": "disabled", "reason": f"not requested ({' or '.join(f'{self.flag} {a}' for a in asked)})"}
         return resolve(self.resolve)(choice, cache_root, progress)

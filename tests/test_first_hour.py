@@ -64,6 +64,8 @@ MISTAKES = [
     (["--codec", "cmc text_codec=hufman"], "must be one of huffman"),
     (["--dataset", "~/data/kodak", "--codec", "cmc"], "cmc needs a captioned training split"),
     (["--lpips", "~/alexnet.pth"], "--lpips"),
+    (["--dists", "~/vgg16.pth"], "--dists"),
+    (["--lpips-vgg", "~/vgg16.pth"], "--lpips-vgg"),
     (["--inception-weights", "~/inception.pth"], "no such file"),
     (["--add-metric", "psnr_z"], "Unknown metric 'psnr_z'"),
     (["--resume-anyway"], "--resume-anyway goes with --resume"),

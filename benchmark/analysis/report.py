@@ -26,6 +26,7 @@ from benchmark.analysis import leaderboard
 from benchmark.codecs.codec import encode_image
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.results import load_run, output_path, read_config, safe_name
+from benchmark.run.scoring import state_of
 from metrics import registry
 
 CROP = 320
@@ -309,14 +310,10 @@ def _provenance(info: dict) -> dict:
             ("Inception", _stage(info.get("inception", {}), "weights_sha256")),
             ("MS-SSIM", _stage(info.get("image_metrics", {}).get("ms_ssim", {}), "implementation")),
             ("LPIPS", _stage(info.get("image_metrics", {}).get("lpips", {}), "backbone_sha256")),
-            *[(name, _stage(state, key)) for name, state, key in (
-                ("DISTS", info.get("image_metrics", {}).get("dists", {}), "backbone_sha256"),
-                ("LPIPS-VGG", info.get("image_metrics", {}).get("lpips_vgg", {}), "backbone_sha256"),
-                ("CLIP", info.get("image_metrics", {}).get("clip", {}), "model"),
-                ("DINOv2", info.get("dinov2", {}), "weights_sha256"),
-                *[(f"pyiqa {k}", v, "weights_sha256") for k, v in info.get("iqa", {}).items()
-                  if k != "cmc_bench_overall"],
-                *[(name, info.get(name, {}), "weights_sha256") for name in registry.STAGES])
+            *[(name, _stage(state, _identity(state))) for name, state in (
+                ("DINOv2", info.get("dinov2", {})),
+                *[(f"pyiqa {k}", v) for k, v in info.get("iqa", {}).items() if k != "cmc_bench_overall"],
+                *[(s.label or s.name, state_of(info, s.record)) for s in registry.STAGES.values()])
               if state.get("status") not in (None, "disabled")],
             ("caption embedder", str(info.get("caption_embedder", {}).get("model") or "none"))]
     for c in info.get("codecs", []):
@@ -328,6 +325,11 @@ def _provenance(info: dict) -> dict:
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     md = "| | |\n|---|---|\n" + "".join(f"| {k} | {str(v).replace('|', '/')} |\n" for k, v in rows)
     return {"headline": headline, "html": f"<table>{table}</table>", "md": md}
+
+
+def _identity(stage: dict) -> str:
+    """What names the network a stage ran: its weights' sha256 where recorded, else its model."""
+    return next((key for key in ("weights_sha256", "backbone_sha256") if key in stage), "model")
 
 
 def _stage(stage: dict, key: str) -> str:

@@ -9,7 +9,7 @@ from benchmark.codecs.codec_spec import CodecSpec
 from benchmark.data.imageio import DEFAULT_MAX_PIXELS
 from benchmark.run import dinov2_stage, perceptual
 from benchmark.run.fullref import DEFAULTS as DEFAULT_IMAGE_METRICS
-from metrics import defaults
+from metrics import defaults, registry
 
 
 
@@ -51,10 +51,9 @@ class RunConfig:
                "image_metrics": {"ms_ssim": bool(self.image_metrics.get("ms_ssim")),
                                  "lpips": self.image_metrics.get("lpips", "auto") != "none",
                                  # absent when off, so runs of earlier versions keep their hash
-                                 **{k: True for k in ("dists", "lpips_vgg")
-                                    if (self.image_metrics.get(k) or "none") != "none"},
-                                 **({"clip": self.image_metrics["clip"]}
-                                    if (self.image_metrics.get("clip") or "none") != "none" else {})}}
+                                 **{s.name: True if s.hashed_on else self.image_metrics[s.name]
+                                    for s in registry.STAGES.values() if s.home == "image_metrics"
+                                    and (self.image_metrics.get(s.name) or s.off) != s.off}}}
         if (self.dinov2.get("model") or "none") != "none":  # absent when off, so earlier runs keep their hash
             out["dinov2"] = {"model": self.dinov2["model"], "k": self.dinov2.get("k", dinov2_stage.DEFAULTS["k"])}
         if self.stages:  # absent when every stage is at its default (their weights' sha256 enter under 'weights')

@@ -104,13 +104,13 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         config.chunk_size = max(1, min(32, len(dataset) // 64))
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     inception = perceptual.resolve(config.inception, pathlib.Path(out_root) / ".cache", progress)
-    image_metrics = fullref.resolve(config.image_metrics, progress)
+    image_metrics = fullref.resolve(config.image_metrics, pathlib.Path(out_root) / ".cache", progress)
     dinov2 = dinov2_stage.resolve(config.dinov2, pathlib.Path(out_root) / ".cache")
     from metrics import iqa
 
     iqa_states = iqa.resolve(config.iqa, config.iqa_weights, progress)
     stages = {s.name: s.resolved(config.stages.get(s.name, s.default), pathlib.Path(out_root) / ".cache", progress)
-              for s in registry.STAGES.values()}
+              for s in registry.STAGES.values() if not s.home}
     stages = {name: state for name, state in stages.items() if state["status"] != "disabled"}
     # Every weight file the run uses: the first four as earlier versions hashed them (their runs keep their
     # hash), the rest (LPIPS's linear layers, LPIPS-VGG, DISTS, CLIP, codecs' local model folders such as CMC's
