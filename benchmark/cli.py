@@ -12,7 +12,7 @@ from benchmark.codecs.codec import CodecUnavailable
 
 from benchmark.codecs.codec_spec import available_codecs, load_codec_class, parse_codec_spec
 from benchmark.data.imageio import DEFAULT_MAX_PIXELS
-from metrics import defaults, registry
+from metrics import defaults, prdc, registry
 
 DEFAULT_CODECS = ["jpeg", "jpeg2000", "webp", "avif", "jpegxl", "cmc"]
 EXIT_FAILED_ROWS = 3
@@ -239,9 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="FD-DINOv2 and precision, recall, density, coverage per setting (Stein et al. 2023): none "
                           "(default); auto = facebook/dinov2-large (ViT-L/14, as torch-fidelity and Stein et al.); or a "
                           "Dinov2Model by Hub id or local folder; originals' embeddings cached like Inception's")
-    run.add_argument("--prdc-k", type=int, default=5, metavar="K",
-                     help="neighbourhood size of precision/recall/density/coverage (default 5, Naeem et al.; "
-                          "torch-fidelity's prc uses 3)")
+    run.add_argument("--prdc-k", type=int, default=prdc.DEFAULT_K, metavar="K",
+                     help=f"neighbourhood size of precision/recall/density/coverage (default {prdc.DEFAULT_K}, Naeem "
+                          "et al.; torch-fidelity's prc uses 3)")
     for stage in registry.STAGES.values():  # each metric file's own network option, declared in its file
         if not stage.home:
             run.add_argument(stage.flag, default=stage.default, metavar=stage.metavar, help=stage.help)
