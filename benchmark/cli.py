@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume-anyway", action="store_true",
                      help="with --resume: finish the run even though its provenance changed; the rows it adds "
                           "carry the new provenance, and config.json records the change")
-    run.add_argument("--timeout", type=positive_float, default=300.0, help="seconds one encode or decode may take (default 300)")
+    run.add_argument("--timeout", type=positive_float, default=defaults.TIMEOUT_S,
+                     help=f"seconds one encode or decode may take (default {defaults.TIMEOUT_S:g})")
     run.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                      help="refuse larger images as decompression bombs (default %(default)s)")
     run.add_argument("--save-reconstructions", action="store_true",

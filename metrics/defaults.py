@@ -14,6 +14,7 @@ KID_SUBSETS = 100  # KID: random subsets ...
 KID_SUBSET_SIZE = 1000  # ... of this many images each
 BATCH_SIZE = 32  # images per forward pass of a metric's network
 DEVICE = "auto"  # CUDA when torch sees a device, else the CPU
+TIMEOUT_S = 300.0  # seconds one encode or decode may take before its row fails as timed out
 PENDING_MEMORY_SHARE = 0.125  # of physical memory: pixels waiting for the network stages (--max-pending auto)
 BOOTSTRAP_RESAMPLES = 200  # resamples of a run's images behind every interval (0: no intervals)
 BOOTSTRAP_SEED = 0

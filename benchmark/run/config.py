@@ -34,7 +34,7 @@ class RunConfig:
     data_root: str | None = None  # where named datasets live (not hashed: the data is checked by its checksums)
     allow_modified_dataset: bool = False  # run on a named dataset whose files changed (the changes are recorded)
     # Execution only: these do not change the rows' values.
-    timeout: float = 300.0
+    timeout: float = defaults.TIMEOUT_S
     chunk_size: int | None = None
     codec_batch: int | None = None  # images per encode_batch/decode_batch call, for every codec (None: its own)
     save_reconstructions: bool = False
