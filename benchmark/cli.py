@@ -114,6 +114,12 @@ def path(text: str) -> str:
     return os.path.expanduser(text)
 
 
+def stage_option(parser: argparse.ArgumentParser, stage: registry.Stage) -> None:
+    """A metric file's network option, as its Stage declares it."""
+    parser.add_argument(stage.flag, default=stage.default, metavar=stage.metavar,
+                        type=path if stage.file_choice else None, help=stage.help)
+
+
 RATES = ",".join(f"{r:g}" for r in defaults.RATES)  # the at-rate table's bpps as the command line writes them
 
 
@@ -227,8 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "alexnet-owt-7be5be79.pth; none skips it (the default with --metrics none)")
     for stage in registry.STAGES.values():  # DISTS, LPIPS-VGG, CLIP: each declared in its metric file
         if stage.home == "image_metrics":
-            run.add_argument(stage.flag, default=stage.default, metavar=stage.metavar,
-                             type=path if stage.file_choice else None, help=stage.help)
+            stage_option(run, stage)
     run.add_argument("--iqa", default="", metavar="NAMES",
                      help="image quality through pyiqa (pip install -e '.[iqa]'), comma-separated: topiq_fr, "
                           "topiq_nr, musiq, niqe, clipiqa; topiq_fr,topiq_nr also gives cmc_bench_overall "
@@ -245,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "et al.; torch-fidelity's prc uses 3)")
     for stage in registry.STAGES.values():  # each metric file's own network option, declared in its file
         if not stage.home:
-            run.add_argument(stage.flag, default=stage.default, metavar=stage.metavar, help=stage.help)
+            stage_option(run, stage)
     run.add_argument("--patch-fid", action="store_true",
                      help="also FID/256 (HiFiC): FID over 256x256 patches, plus a grid shifted by 128 px; for few "
                           "large images such as Kodak")
