@@ -38,12 +38,6 @@ class NotComparable(ValueError):
     """BASE and NEW cannot be compared as asked; the message says why and what would allow it."""
 
 
-def tolerance_help() -> str:
-    """The --tolerance help, generated from the defaults it describes."""
-    return ("allowed worsening, absolute or relative with %%, e.g. fid=1.0 or bpp=1%% (repeatable; defaults: "
-            + " ".join(f"{k}={str(v).replace('%', '%%')}" for k, v in DEFAULT_TOLERANCES.items()) + ")")
-
-
 def parse_tolerances(items: list[str] | None) -> dict:
     """'fid=1.0', 'bpp=1%', or several comma-separated: 'psnr=0.05,ms_ssim=0.001'."""
     out = dict(DEFAULT_TOLERANCES)
@@ -333,7 +327,7 @@ def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: flo
     up = higher_is_better(metric)
     point, point_rate, note = values[0]
     row = {"codec": codec, "metric": metric, "bd_metric": point, "bd_rate": point_rate, "n_images": n, "note": note,
-           "direction": "higher is better" if up else "lower is better", "low": np.nan, "high": np.nan,
+           "direction": registry.get(metric).direction, "low": np.nan, "high": np.nan,
            "bd_rate_low": np.nan, "bd_rate_high": np.nan, "significant": None, "fit_error": fit[0],
            "bd_method": bd_method}
     row["tolerance"] = tol
@@ -399,7 +393,7 @@ def _verdict(codec: str, setting: str, metric: str, d: dict, tolerances: dict) -
     significant = None if math.isnan(low) or math.isnan(high) else bool(low > 0 or high < 0)
     return {"codec": codec, "setting": setting, "metric": metric, "base": d["base"], "new": d["new"],
             "change": d["change"], "low": low, "high": high, "tolerance": tol,
-            "direction": "higher is better" if up else "lower is better", "verdict": verdict,
+            "direction": registry.get(metric).direction, "verdict": verdict,
             "significant": significant, "n_images": d.get("n_images"), "seed_noise": noise}
 
 
