@@ -25,9 +25,10 @@ TIMING = ["encode_s", "decode_s", "run_id", "created"]
 
 
 @pytest.fixture(scope="module")
-def local_ray(hermetic_module):
-    """A local Ray instance with 2 CPUs (as in CI); the executor joins it instead of starting its own."""
-    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+def local_ray(hermetic_module, tmp_path_factory):
+    """A local Ray instance with 2 CPUs (as in CI); the executor joins it instead of starting its own. Its workers'
+    temporary folders are the test's (Ray kills them at shutdown, where none is cleaned up)."""
+    env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "TMPDIR": str(tmp_path_factory.mktemp("tmp"))}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
              runtime_env={"env_vars": env})
     yield ray

@@ -7,6 +7,7 @@ import tempfile
 import time
 
 import numpy as np
+import pytest
 import pandas as pd
 from PIL import Image
 
@@ -254,3 +255,29 @@ def test_temporary_folders_that_workers_hold_until_they_exit_are_removed_with_th
     assert outcome.n_failed == 0 and len(held) >= 2  # one per worker process that encoded
     assert [p for p in held if os.path.exists(p)] == []
     assert all(os.path.dirname(p) != os.path.realpath(tempfile.gettempdir()) for p in held)  # in the pool's folder
+
+
+RAY_HOLDS = """
+import json, tempfile
+from benchmark.run.ray_executor import session
+
+def hold():
+    import tempfile
+    tempfile.held = tempfile.TemporaryDirectory(prefix="cmcbench-test-held-")  # kept until the worker is killed
+    return tempfile.held.name
+
+with session(None, 2) as ray:
+    names = ray.get([ray.remote(hold).remote() for _ in range(4)])
+print(json.dumps([names, tempfile.gettempdir()]))
+"""
+
+
+def test_temporary_folders_of_the_workers_of_a_ray_started_for_the_run_are_removed_after_it(tmp_path):
+    """Ray kills its workers at shutdown, where no library's temporary folder is cleaned up."""
+    pytest.importorskip("ray")
+    done = subprocess.run([sys.executable, "-c", RAY_HOLDS], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    held, system = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(held) == 4
+    assert [p for p in held if os.path.exists(p)] == []
+    assert all(os.path.dirname(p) != system for p in held)  # in the run's folder for them

@@ -22,6 +22,7 @@ import os
 import pathlib
 import shutil
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from typing import Callable
@@ -59,13 +60,16 @@ def _run_task(info: dict, dataset, run_dir: str, task, keep_pixels: bool, skip: 
 
 @contextmanager
 def session(address: str | None, workers: int | None):
-    """Ray for the duration of a run: joined or started, and shut down only if started here."""
-    ray, started = start(address, workers)
-    try:
-        yield ray
-    finally:
-        if started:
-            ray.shutdown()
+    """Ray for the duration of a run: joined or started, and shut down only if started here. The workers of a Ray
+    started here keep their temporary files in one folder, removed after the shutdown: Ray kills its workers, so no
+    library's temporary folder is cleaned up at their exit (importing timm imports wandb, which makes two)."""
+    with tempfile.TemporaryDirectory(prefix="cmcbench-workers-", ignore_cleanup_errors=True) as scratch:
+        ray, started = start(address, workers, scratch)
+        try:
+            yield ray
+        finally:
+            if started:
+                ray.shutdown()
 
 
 class _ExtractorActor:
@@ -118,8 +122,9 @@ def feature_extractor(ray, build: Callable):
     return RemoteExtractor(ray, build, EXTRACTOR_GPUS if gpus else 0)
 
 
-def start(address: str | None, workers: int | None) -> tuple[object, bool]:
-    """(ray module, whether this call started Ray): joins `address`, or a running Ray, or starts a local one."""
+def start(address: str | None, workers: int | None, scratch: str | None = None) -> tuple[object, bool]:
+    """(ray module, whether this call started Ray): joins `address`, or a running Ray, or starts a local one (whose
+    workers' temporary folder is `scratch`, if given)."""
     ray = import_ray()
     if ray.is_initialized():
         return ray, False
@@ -128,7 +133,7 @@ def start(address: str | None, workers: int | None) -> tuple[object, bool]:
         ray.init(address=address, **kwargs)
     else:
         # A local instance: its workers see the same modules as this process (codecs given as module:Class).
-        env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), **({"TMPDIR": scratch} if scratch else {})}
         ray.init(num_cpus=workers or os.cpu_count() or 1, runtime_env={"env_vars": env}, **kwargs)
     return ray, True
 
