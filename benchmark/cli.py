@@ -53,6 +53,24 @@ def _on_sigint(signum, frame):
     raise KeyboardInterrupt()
 
 
+def _stop_where_ignored(previous):
+    """sys.unraisablehook while a command runs: a stop signal whose KeyboardInterrupt was raised where Python
+    ignores exceptions (an at-fork callback, a finalizer) was printed as a traceback and then lost, so the command
+    went on; it is delivered again instead, to the code that runs next."""
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and STOPPED:
+            import threading
+
+            # sent again once this hook has returned (os.kill and signal.raise_signal would run the handler in it)
+            again = threading.Timer(0.05, os.kill, (os.getpid(), STOPPED.pop()))
+            again.daemon = True
+            again.start()
+        else:
+            previous(unraisable)
+
+    return hook
+
+
 def _interrupted(terminated: bool) -> int:
     print("\nTerminated." if terminated else "\nInterrupted.", file=sys.stderr)
     return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
@@ -462,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     if in_main and previous[1] is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _on_sigint)  # Ctrl-C is KeyboardInterrupt from here on
     STOPPED.clear()
+    unraisable = sys.unraisablehook
+    if in_main:
+        sys.unraisablehook = _stop_where_ignored(unraisable)
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, CodecUnavailable, RuntimeError, ImportError) as exc:
@@ -480,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         if in_main:
             signal.signal(signal.SIGTERM, previous[0])
             signal.signal(signal.SIGINT, previous[1])
+            sys.unraisablehook = unraisable
 
 
 def _default_codec_specs(dataset: str) -> list:

@@ -459,3 +459,27 @@ def test_an_error_a_stop_signal_caused_is_the_stop_not_an_error(sig, code, monke
         signal.signal(signal.SIGINT, before)
     err = capsys.readouterr().err
     assert "initialization failed" not in err and ("Terminated." if code == 143 else "Interrupted.") in err
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_raised_where_python_ignores_exceptions_still_stops_the_command(sig, code, monkeypatch, capsys):
+    """A signal that arrives while Python runs code whose exceptions it ignores (the parent's callbacks after a fork,
+    a finalizer) was printed as 'Exception ignored in ... Traceback ... KeyboardInterrupt' and then lost: the
+    command went on. It is delivered again, to the code that runs next."""
+    class Finalized:
+        def __del__(self):
+            signal.raise_signal(sig)  # the handler raises inside the finalizer
+
+    def work(args):
+        Finalized()  # finalized at once
+        time.sleep(1)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_run", work)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (see above)
+    try:
+        assert cli.main(["run", "--dataset", "sample:2"]) == code
+    finally:
+        signal.signal(signal.SIGINT, before)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ("Terminated." if code == 143 else "Interrupted.") in err
