@@ -704,7 +704,7 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
         lines.append(f"Unavailable: IS, FID, KID, IPD (left empty, not zero): {stage['reason']}")
     info = read_config(run_dir)
     from benchmark.run import feature_stage
-    from benchmark.run.perceptual import passes
+    from benchmark.run.feature_store import passes
     from metrics import registry
 
     for space in feature_stage.active(info):

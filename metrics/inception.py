@@ -21,12 +21,16 @@ import numpy as np
 
 from metrics import defaults, download
 from metrics.download import ENV_OFFLINE, file_digest, hub_dir  # noqa: F401 - ENV_OFFLINE and hub_dir re-exported
+from metrics.spec import FeatureSpace
 
 FEATURE_DIM = 2048
 LOGITS_DIM = 1008
 EXTRACTOR_NAME = "inception-v3-compat"
 ENV_WEIGHTS = "CMCBENCH_INCEPTION_WEIGHTS"
 ENV_SHA256 = "CMCBENCH_INCEPTION_SHA256"
+# The space of the run's Inception stage (config.json's `inception`): not in the registry's spaces, because its set
+# metrics (IS, FID, KID, patch FID) and IPD are computed by that stage (benchmark.run.perceptual), not from SPECS.
+SPACE = FeatureSpace("inception", "Inception", "inception", "metrics.inception:extractor")
 STANDARD_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 
 
@@ -99,6 +103,11 @@ class InceptionExtractor:
         for part, batch in uint8_batches(self.torch, images, self.batch_size):
             pool[part], logits[part] = self.forward(batch)
         return pool, logits
+
+
+def extractor(state: dict, device: str, batch_size: int) -> InceptionExtractor:
+    """The run's InceptionExtractor, from what its `inception` entry resolved."""
+    return InceptionExtractor(state["weights_path"], state["weights_sha256"], device, batch_size)
 
 
 def unbiased_logits(pool: np.ndarray, fc_weight: np.ndarray) -> np.ndarray:

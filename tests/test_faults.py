@@ -206,7 +206,7 @@ def test_resume_refuses_an_edited_configuration_naming_the_keys(what, finished, 
 
 
 def test_two_resumes_of_one_run_do_no_work_twice(random_inception_weights, tmp_path, capsys):
-    from benchmark.run.perceptual import passes
+    from benchmark.run.feature_store import passes
 
     gate = tmp_path / "gate"
     args = ["run", "--dataset", "sample:12", "--split", "all", "--codec", f"codecs_for_tests:Gated gate={gate} after=4",

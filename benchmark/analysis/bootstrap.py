@@ -212,7 +212,7 @@ def load_settings(run_dir: str | pathlib.Path, features: bool = True) -> dict[tu
     """Every (codec, setting label) of a run, with its per-image metrics and (unless `features` is false, for
     readers of per-image values alone) a reader of its stored features: they are read when a computation
     needs them (`SettingData.held`), one setting at a time, never all of a run's at once."""
-    from benchmark.run import perceptual
+    from benchmark.run import feature_store, perceptual
 
     run_dir = pathlib.Path(run_dir)
     info = read_config(run_dir)
@@ -223,7 +223,7 @@ def load_settings(run_dir: str | pathlib.Path, features: bool = True) -> dict[tu
     ok = images[images.status == "ok"]
     inception_ok = features and info.get("inception", {}).get("status") == "ok"
     spaces = feature_stage.active(info) if features else []
-    shas = perceptual.image_shas(run_dir) if inception_ok or spaces else {}
+    shas = feature_store.image_shas(run_dir) if inception_ok or spaces else {}
     opts = info["config"].get("inception", {})
     # The originals' features of the last image list read, per space: settings of the same images (and a
     # stochastic decoder's sample sets) share one copy, and at most one copy per space stays in memory.

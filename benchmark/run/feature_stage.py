@@ -1,6 +1,7 @@
 """The feature stage, one for any feature space (DINOv2, CLIP, and whatever a metric file declares): features of
 originals (cached across runs) and of reconstructions (stored with each shard), and the set metrics of each
-setting computed from them. Inception has its own stage (`benchmark.run.perceptual`: IPD, IS logits, patches).
+setting computed from them. Inception's stage (`benchmark.run.perceptual`) is this stage, storing more (IPD, the
+logits apart, patches), with its own set metrics.
 
 Each original goes through a space's network once per (preprocessed pixels, weights), into a cache shared by the
 runs under one output root; each reconstruction once, as its task completes, its features written beside the
@@ -20,9 +21,9 @@ import pandas as pd
 from benchmark.run.console import bar
 from benchmark.run.integrity import write_checked
 from benchmark.run.locations import located, recorded_path
-from benchmark.run.perceptual import (cached, feature_key, features_path, group_by_setting, image_shas, keep,
-                                      new_originals, npz_bytes, over_samples, own_parts, passes, read_setting,
-                                      record_passes, reference_path, stored, stored_reference, write_reference)
+from benchmark.run.feature_store import (cached, feature_key, features_path, group_by_setting, image_shas, keep,
+                                         new_originals, npz_bytes, over_samples, own_parts, passes, read_setting,
+                                         record_passes, reference_path, stored, stored_reference, write_reference)
 from benchmark.run.results import atomic_write_bytes, checked, safe_name
 from benchmark.run.scoring import state_of
 from benchmark.run.timings import Timings
@@ -79,7 +80,12 @@ def needs_reference(info: dict, sha: str, run_dir: pathlib.Path) -> bool:
 
 
 class FeatureStage:
-    """Embeds what a finished task needs (originals without cached features, every reconstruction) in one space."""
+    """Embeds what a finished task needs (originals without cached features, every reconstruction) in one space.
+
+    Inception's stage (`benchmark.run.perceptual`) is this stage with more to store: IPD in the rows, the pool
+    features and logits apart, and FID/256's patches as a second kind (`variants`) of each original's features."""
+
+    variants: tuple[bool, ...] = (False,)  # each original's kinds of cached features: whole image (and patches)
 
     def __init__(self, space: FeatureSpace, info: dict, run_dir: pathlib.Path, timings: Timings | None = None,
                  extractor=None):
@@ -92,6 +98,8 @@ class FeatureStage:
         self._extractor = extractor  # None: built here on first use; the Ray executor passes a remote one
 
     def load(self) -> None:
+        """Build the network (the runner calls this once the worker pool has started, so that loading it overlaps
+        the workers' first tasks)."""
         if self._extractor is None:
             with self.timings.stage(f"{self.space.label}: load network"):
                 self._extractor = self.build()
@@ -101,31 +109,43 @@ class FeatureStage:
         self.load()
         return self._extractor
 
+    @extractor.setter
+    def extractor(self, value) -> None:
+        self._extractor = value
+
     def lacks(self, sha: str) -> bool:
-        return not stored(self.run_dir, self.space.name, self.reference_dir, sha)
+        """Whether an original's features are neither in the run's own copy nor in the cache (both deleted)."""
+        return not all(stored(self.run_dir, self.space.name, self.reference_dir, sha, v) for v in self.variants)
+
+    def missing(self, sha: str) -> bool:
+        """Whether an original's features must be computed: not in the cache, or damaged there (then discarded)."""
+        return any(not cached(reference_path(self.reference_dir, sha, v), discard=True) for v in self.variants)
 
     def on_result(self, result) -> None:
         self.on_results([result])
 
     def on_results(self, results: list) -> None:
-        """Embed what finished tasks need, in one batched pass per kind (originals, reconstructions)."""
-        label = self.space.label
-        todo = [item for result in results for item in new_originals(
-            result, self.known, lambda sha: not cached(reference_path(self.reference_dir, sha), discard=True))]
+        """Embed what finished tasks need, in one batched pass per kind (originals, reconstructions), and store it
+        (called before their shards are written)."""
+        todo = [item for result in results for item in new_originals(result, self.known, self.missing)]
         if todo:
-            with self.timings.stage(f"{label}: forward (originals)", len(todo)):
-                features = self.extractor([px for _, px in todo])
-            record_passes(self.run_dir, [f"reference {sha} 0" for sha, _ in todo], ledger(self.space))
-            for (sha, _), f in zip(todo, features):
-                write_reference(self.reference_dir, sha, f)
+            self._embed_originals(todo)
         for sha in {row.get("image_sha256") for result in results for row in result.rows} - {None}:
-            keep(self.run_dir, self.space.name, self.reference_dir, sha)
+            for variant in self.variants:
+                keep(self.run_dir, self.space.name, self.reference_dir, sha, variant)
         if self.space.input == "text":
             self._embed_texts(results)
         else:
             self._embed_images(results)
         atomic_write_bytes(self.run_dir / f"{self.space.name}_passes.json",
                            json.dumps(passes(self.run_dir, ledger(self.space))).encode())
+
+    def _embed_originals(self, todo: list[tuple[str, np.ndarray]]) -> None:
+        with self.timings.stage(f"{self.space.label}: forward (originals)", len(todo)):
+            features = self.extractor([px for _, px in todo])
+        record_passes(self.run_dir, [f"reference {sha} 0" for sha, _ in todo], ledger(self.space))
+        for (sha, _), f in zip(todo, features):
+            write_reference(self.reference_dir, sha, f)
 
     def _embed_images(self, results: list) -> None:
         label = self.space.label

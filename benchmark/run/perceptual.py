@@ -1,5 +1,6 @@
-"""The Inception stage of a run: features of originals (cached across runs) and of reconstructions
-(stored with each shard), per-image IPD, and the set-level IS, FID and KID of each setting.
+"""The Inception stage of a run: the one feature stage (`benchmark.run.feature_stage`) in Inception's space, which
+also writes each row's IPD, stores the pool features and the logits apart, and with patch FID the FID/256 patches
+of every image; and the set-level IS, FID and KID (and patch FID) of each setting, from the stored features.
 
 Each original goes through the network once per (dataset content, preprocessing, weights): its features
 are stored under the sha256 of its preprocessed pixels, in a cache shared by every run under the same
@@ -10,32 +11,28 @@ Set-level metrics are pure functions of those stored features.
 
 from __future__ import annotations
 
-import functools
-import io
-import json
-import os
 import pathlib
-import shutil
-import sys
 
 import numpy as np
 import pandas as pd
 
 from benchmark.run.console import bar
+from benchmark.run.feature_stage import FeatureStage
+from benchmark.run.feature_store import (feature_key, features_path, group_by_setting, image_shas, npz_bytes,
+                                         over_samples, own_parts, read_setting, record_passes, stored_reference,
+                                         write_reference)
+from benchmark.run.integrity import write_checked
 from benchmark.run.locations import located, recorded_path
-from benchmark.run.integrity import checksum_path, problem, remove_checked, write_checked
-from benchmark.run.results import atomic_write_bytes, checked, safe_name, shard_files
+from benchmark.run.results import checked, safe_name
 from benchmark.run.timings import Timings
-from metrics import defaults, registry
+from metrics import defaults
 from metrics.fid import MIN_SAMPLES, FIDReference, fid
-from metrics.inception import FEATURE_DIM, InceptionExtractor, InceptionUnavailable, file_sha256, resolve_weights
+from metrics.inception import FEATURE_DIM, SPACE, InceptionUnavailable, file_sha256, resolve_weights
 from metrics.inception_score import inception_score
 from metrics.ipd import instance_perceptual_distance
 from metrics.kid import kid, uses_subsets
 from metrics.patches import fid256_patches
 
-OWN = "originals"  # a run's own copy of the originals' features it used
-PASS_LEDGER = "inception_passes.log"  # append-only: one line per original and per task's reconstructions
 # Below this many images per split the Inception Score is noted: IS of a split is at most its number of
 # images (exp of a mutual information bounded by log n), so small splits cap and bias it low.
 ISC_MIN_PER_SPLIT = 500
@@ -60,209 +57,32 @@ def resolve(options: dict, cache_root: pathlib.Path, progress: bool = True) -> d
             "reference_dir": recorded_path(cache_root / key)}
 
 
-def own_dir(run_dir: pathlib.Path, name: str) -> pathlib.Path:
-    """The run's own copy of its originals' features in one space (hard links into the cache where the file
-    system allows): a finished run keeps what its summary, leaderboard and compare need when the cache goes."""
-    return pathlib.Path(run_dir) / OWN / name
-
-
-def keep(run_dir: pathlib.Path, name: str, cache: pathlib.Path, sha: str, patches: bool = False) -> None:
-    """Link (or copy) one original's cached features, checksum first, into the run's own copy."""
-    src, dst = reference_path(cache, sha, patches), reference_path(own_dir(run_dir, name), sha, patches)
-    if dst.exists() or not src.exists():
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    for a, b in ((checksum_path(src), checksum_path(dst)), (src, dst)):
-        if not a.exists():
-            continue
-        tmp = b.with_name(f".{b.name}.link.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(a, tmp)
-        except OSError:  # another file system, or links not allowed
-            shutil.copyfile(a, tmp)
-        os.replace(tmp, b)
-
-
-def stored(run_dir: pathlib.Path, name: str, cache: pathlib.Path, sha: str, patches: bool = False) -> bool:
-    return any(cached(reference_path(folder, sha, patches)) for folder in (own_dir(run_dir, name), cache))
-
-
-def stored_reference(run_dir: pathlib.Path, name: str, cache: pathlib.Path, sha: str,
-                     patches: bool = False) -> pathlib.Path:
-    """Where one original's features are, checked: the run's own copy, else the shared cache."""
-    own = reference_path(own_dir(run_dir, name), sha, patches)
-    for path in (own, reference_path(cache, sha, patches)):
-        if cached(path):
-            return path
-    raise FileNotFoundError(f"The {name} features of original {sha[:12]} are neither in {own.parent.parent} nor in "
-                            f"the cache {cache}, or fail their check: compute them again with: python bench.py run "
-                            f"--resume {run_dir}")
-
-
-def reference_path(reference_dir: str | pathlib.Path, sha: str, patches: bool = False) -> pathlib.Path:
-    return pathlib.Path(reference_dir) / sha[:2] / f"{sha}{'.fid256' if patches else ''}.npy"
-
-
-def cached(path: pathlib.Path, discard: bool = False) -> bool:
-    """Whether a cached feature file is there and passes its check; a damaged one is `discard`ed (and said so),
-    so that it is computed again. Entries cached before checksums have none and are used as they are."""
-    why = problem(path, strict=False)
-    if why is None:
-        return True
-    if discard and path.exists():
-        remove_checked(path)
-        print(f"note: discarded the cached features {path} ({why}); computing them again.", file=sys.stderr)
-    return False
-
-
-def needs_reference(reference_dir, sha: str, patch_fid: bool, discard: bool = False) -> bool:
-    return not cached(reference_path(reference_dir, sha), discard) or (
-        patch_fid and not cached(reference_path(reference_dir, sha, True), discard))
-
-
-def features_path(run_dir: pathlib.Path, codec: str, chunk: int, folder: str = "features") -> pathlib.Path:
-    return run_dir / folder / safe_name(codec) / f"chunk-{chunk:06d}.npz"
-
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def write_reference(reference_dir, sha: str, features: np.ndarray, patches: bool = False) -> None:
-    write_checked(reference_path(reference_dir, sha, patches), _npy_bytes(features))
-
-
-def record_passes(run_dir: pathlib.Path, lines: list[str], ledger: str = PASS_LEDGER) -> None:
-    """Append to a run's pass ledger, durably, before the work's results are saved: a kill after this
-    loses nothing from the count (references are counted once per original, whatever is redone)."""
-    with open(run_dir / ledger, "a") as f:
-        f.write("".join(line + "\n" for line in lines))
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def feature_key(setting_index: int, sample: int | None = 0) -> str:
-    """Where a setting's (and a stochastic decoder's sample k's) features are kept: S, or SkK for k > 0."""
-    return f"{setting_index}" if not sample else f"{setting_index}k{sample}"
-
-
-def group_by_setting(rows: list[dict], positions: list[int], **features: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-task feature arrays keyed by setting (and sample): image_index_S and NAME_S for each of `features`."""
-    settings = np.array([feature_key(rows[p]["setting_index"], rows[p].get("sample")) for p in positions])
-    indices = np.array([rows[p]["image_index"] for p in positions])
-    arrays = {}
-    for s in sorted(set(settings.tolist())):
-        sel = settings == s
-        arrays[f"image_index_{s}"] = indices[sel]
-        arrays.update({f"{name}_{s}": values[sel] for name, values in features.items()})
-    return arrays
-
-
-def own_parts(results: list):
-    """(result, slice) of each result with reconstructions: where its own are among all the results'
-    reconstructions, in order (a stage forwards them together, then stores each task's features)."""
-    start = 0
-    for result in results:
-        if result.reconstructions:
-            yield result, slice(start, start + len(result.reconstructions))
-        start += len(result.reconstructions)
-
-
-def new_originals(result, known: set[str], missing) -> list[tuple[str, np.ndarray]]:
-    """(sha256, pixels) of a task's originals that a stage has not seen in this run and whose cached features
-    are `missing(sha)`; all of them become known."""
-    sha_of = {r["image_index"]: r.get("image_sha256") for r in result.rows}
-    todo = []
-    for index, pixels in result.originals.items():
-        sha = sha_of[index]
-        if sha not in known and missing(sha):
-            todo.append((sha, pixels))
-        known.add(sha)
-    return todo
-
-
-def builder(info: dict):
-    """A picklable call that builds the run's InceptionExtractor (here, or in a Ray actor)."""
-    stage, opts = info["inception"], info["config"]["inception"]
-    return functools.partial(InceptionExtractor, stage["weights_path"], stage["weights_sha256"], opts["device"],
-                             opts["batch_size"])
-
-
-class PerceptualStage:
-    """`extractor` defaults to a local InceptionExtractor, built on first use (or by `load`, which the runner
-    calls once the worker pool has started, so that loading the network overlaps the workers' first tasks);
-    the Ray executor passes one backed by an actor."""
+class PerceptualStage(FeatureStage):
+    """`extractor` defaults to a local InceptionExtractor, built on first use; the Ray executor passes one backed
+    by an actor."""
 
     def __init__(self, info: dict, run_dir: pathlib.Path, extractor=None, timings: Timings | None = None):
         stage = info["inception"]
         if file_sha256(stage["weights_path"]) != stage["weights_sha256"]:
             raise RuntimeError(f"The Inception weights at {stage['weights_path']} changed since this run started.")
-        self.opts = info["config"]["inception"]
-        self.build = builder(info)
-        self._extractor = extractor
-        self.timings = timings or Timings()
-        self.reference_dir = located(stage["reference_dir"], run_dir)
-        self.run_dir = run_dir
-        self.counter_path = run_dir / "inception_passes.json"
-        self.patch_fid = bool(self.opts.get("patch_fid"))
-        self.known: set[str] = set()
+        super().__init__(SPACE, info, run_dir, timings, extractor)
+        self.patch_fid = bool(info["config"]["inception"].get("patch_fid"))
+        self.variants = (False, True) if self.patch_fid else (False,)
 
-    def load(self) -> None:
-        if self._extractor is None:
-            with self.timings.stage("Inception: load network"):
-                self._extractor = self.build()
+    def _embed_originals(self, todo: list[tuple[str, np.ndarray]]) -> None:
+        """Each original's pool features and logits, one file (and its FID/256 patches' pool features, another)."""
+        patch_feats = self._patch_features([px for _, px in todo]) if self.patch_fid else [None] * len(todo)
+        extractor = self.extractor
+        with self.timings.stage("Inception: forward (originals)", len(todo)):
+            pool, logits = extractor([px for _, px in todo])
+        record_passes(self.run_dir, [f"reference {sha} {0 if f is None else len(f)}"
+                                     for (sha, _), f in zip(todo, patch_feats)])
+        for k, (sha, _) in enumerate(todo):
+            if patch_feats[k] is not None:
+                write_reference(self.reference_dir, sha, patch_feats[k], True)
+            write_reference(self.reference_dir, sha, np.concatenate([pool[k], logits[k]]))
 
-    @property
-    def extractor(self):
-        self.load()
-        return self._extractor
-
-    @extractor.setter
-    def extractor(self, value) -> None:
-        self._extractor = value
-
-    def _record(self, lines: list[str]) -> None:
-        record_passes(self.run_dir, lines)
-
-    def reference_features(self, sha: str) -> np.ndarray:
-        return np.load(stored_reference(self.run_dir, "inception", self.reference_dir, sha))
-
-    def lacks(self, sha: str) -> bool:
-        """Whether an original's features are neither in the run's own copy nor in the cache (both deleted)."""
-        return not all(stored(self.run_dir, "inception", self.reference_dir, sha, patches)
-                       for patches in ((False, True) if self.patch_fid else (False,)))
-
-    def on_result(self, result) -> None:
-        self.on_results([result])
-
-    def on_results(self, results: list) -> None:
-        """Extract what finished tasks need, all in one batched pass per kind (originals, reconstructions), then
-        add IPD to their rows and store each task's features (called before their shards are written)."""
-        todo = [item for result in results for item in new_originals(
-            result, self.known, lambda sha: needs_reference(self.reference_dir, sha, self.patch_fid, discard=True))]
-        if todo:
-            patch_feats = self._patch_features([px for _, px in todo]) if self.patch_fid else [None] * len(todo)
-            extractor = self.extractor
-            with self.timings.stage("Inception: forward (originals)", len(todo)):
-                pool, logits = extractor([px for _, px in todo])
-            self._record([f"reference {sha} {0 if f is None else len(f)}" for (sha, _), f in zip(todo, patch_feats)])
-            for k, (sha, _) in enumerate(todo):
-                if patch_feats[k] is not None:
-                    write_reference(self.reference_dir, sha, patch_feats[k], True)
-                write_reference(self.reference_dir, sha, np.concatenate([pool[k], logits[k]]))
-        for sha in {row.get("image_sha256") for result in results for row in result.rows} - {None}:
-            keep(self.run_dir, "inception", self.reference_dir, sha)
-            if self.patch_fid:
-                keep(self.run_dir, "inception", self.reference_dir, sha, True)
+    def _embed_images(self, results: list) -> None:
         for result in results:
             for row in result.rows:
                 row["ipd"] = None
@@ -274,7 +94,6 @@ class PerceptualStage:
             patch_feats = self._patch_features(images) if self.patch_fid else []
             for result, part in own_parts(results):
                 self._store(result, pool[part], logits[part], patch_feats[part] if self.patch_fid else [])
-        atomic_write_bytes(self.counter_path, json.dumps(passes(self.run_dir)).encode())
 
     def _store(self, result, pool: np.ndarray, logits: np.ndarray, patch_feats: list[np.ndarray]) -> None:
         """One task's reconstructions' features: IPD into its rows, its feature file, its ledger line."""
@@ -284,7 +103,7 @@ class PerceptualStage:
         for k, pos in enumerate(positions):
             sha = rows[pos]["image_sha256"]
             if sha not in refs:
-                refs[sha] = self.reference_features(sha)[:FEATURE_DIM]
+                refs[sha] = np.load(stored_reference(self.run_dir, "inception", self.reference_dir, sha))[:FEATURE_DIM]
             rows[pos]["ipd"] = float(instance_perceptual_distance(refs[sha], pool[k]))
         arrays = group_by_setting(rows, positions, pool=pool, logits=logits)
         if self.patch_fid:
@@ -292,8 +111,8 @@ class PerceptualStage:
             for s in sorted(set(settings.tolist())):
                 arrays[f"patch_pool_{s}"] = np.concatenate([f for f, s2 in zip(patch_feats, settings) if s2 == s])
         n_patches = sum(len(f) for f in patch_feats)
-        self._record([f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} {len(positions)} "
-                      f"{n_patches}"])
+        record_passes(self.run_dir, [f"reconstruction {safe_name(result.task.codec)} {result.task.chunk} "
+                                     f"{len(positions)} {n_patches}"])
         write_checked(features_path(self.run_dir, result.task.codec, result.task.chunk), npz_bytes(arrays))
 
     def _patch_features(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -308,18 +127,6 @@ class PerceptualStage:
         bounds = np.cumsum([0] + [len(ps) for ps in patches])
         return [pool[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
-def image_shas(run_dir: pathlib.Path) -> dict[int, str]:
-    """image_index -> sha256 of the preprocessed pixels, for every image that was read."""
-    import pyarrow.parquet as pq
-
-    shas: dict[int, str] = {}
-    for path in shard_files(run_dir):
-        t = pq.read_table(path, columns=["image_index", "image_sha256"]).to_pydict()
-        for i, sha in zip(t["image_index"], t["image_sha256"]):
-            if sha:
-                shas[i] = sha
-    return shas
-
 
 def reference_features(run_dir: pathlib.Path, info: dict, shas: dict[int, str], order: list[int],
                        patches: bool = False) -> np.ndarray:
@@ -331,21 +138,6 @@ def reference_features(run_dir: pathlib.Path, info: dict, shas: dict[int, str], 
     if patches:
         return np.concatenate([np.load(path) for path in stored])
     return np.stack([np.load(path)[:FEATURE_DIM] for path in stored])
-
-
-def read_setting(run_dir: pathlib.Path, folder: str, codec: str, s: int | str, names: tuple[str, ...]):
-    """(image indices, *arrays named `names`) of one setting's stored features, by image index; None if none."""
-    idx, arrays = [], {name: [] for name in names}
-    for path in checked(run_dir, sorted((run_dir / folder / safe_name(codec)).glob("chunk-*.npz"))):
-        with np.load(path) as z:
-            if f"image_index_{s}" in z.files:
-                idx.append(z[f"image_index_{s}"])
-                for name in names:
-                    arrays[name].append(z[f"{name}_{s}"])
-    if not idx:
-        return None
-    order = np.argsort(np.concatenate(idx), kind="stable")
-    return (np.concatenate(idx)[order], *(np.concatenate(arrays[name])[order] for name in names))
 
 
 def setting_features(run_dir: pathlib.Path, codec: str, s: int, patches: bool = False, sample: int = 0):
@@ -408,25 +200,6 @@ def set_metrics(run_dir: pathlib.Path, info: dict, timings: Timings | None = Non
     return pd.DataFrame(out)
 
 
-def over_samples(rows: list[dict], note: str) -> dict:
-    """One setting's set metrics from its K samples' sets: each metric's mean and, for K > 1, its standard
-    deviation over the K sets (`<metric>_sample_std`), the notes of the first set. K = 1: the row itself."""
-    if len(rows) == 1:
-        return rows[0]
-    out = dict(rows[0])
-    for metric in ("inception_score_std", "kid_std"):  # within-set spreads: their mean over the sets
-        if metric in out:
-            out[metric] = float(np.nanmean([r.get(metric, np.nan) for r in rows]))
-    for metric in (m.column for m in registry.of_kind("set")):
-        values = np.array([r.get(metric, np.nan) for r in rows], np.float64)
-        if metric in out:
-            out[metric] = float(values.mean())
-            out[f"{metric}_sample_std"] = float(values.std(ddof=1))
-    out[note] = "; ".join(filter(None, [f"mean over {len(rows)} samples' sets (seeds seed..seed+{len(rows) - 1}); "
-                                        "<metric>_sample_std is their spread", out.get(note, "")]))
-    return out
-
-
 def _metrics(pool: np.ndarray, logits: np.ndarray, ref_pool: np.ndarray, opts: dict,
              reference: FIDReference | None = None, timings: Timings | None = None) -> dict:
     timings = timings or Timings()
@@ -473,24 +246,4 @@ def _patch_metrics(patches: np.ndarray, ref_patches: np.ndarray, row: dict, leas
         note = "; ".join(filter(None, [note, f"patch FID from {n} < {MIN_SAMPLES} patches"]))
     return {"patch_fid": value, "n_patches": len(patches), "inception_note": note}
 
-
-def passes(run_dir: pathlib.Path, ledger: str = PASS_LEDGER) -> dict:
-    """Network passes of the run, from its ledger: each original once (however often a killed task was
-    redone), and every reconstruction (and patch) pass that was made."""
-    out = {"reference": 0, "reconstruction": 0, "patches": 0}
-    path = pathlib.Path(run_dir) / ledger
-    if not path.exists():
-        legacy = pathlib.Path(run_dir) / "inception_passes.json"
-        return {**out, **json.loads(legacy.read_text())} if legacy.exists() and ledger == PASS_LEDGER else out
-    references: dict[str, int] = {}
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "reference":
-            references[parts[1]] = int(parts[2])
-        elif len(parts) == 5 and parts[0] == "reconstruction":
-            out["reconstruction"] += int(parts[3])
-            out["patches"] += int(parts[4])
-    out["reference"] = len(references)
-    out["patches"] += sum(references.values())
-    return out
 

@@ -24,8 +24,8 @@ from typing import Callable
 
 import pyarrow as pa
 
-from benchmark.run import (console, dinov2_stage, feature_stage, fullref, perceptual, provenance, run_folder, schema,
-                           timings, weights)
+from benchmark.run import (console, dinov2_stage, feature_stage, feature_store, fullref, perceptual, provenance,
+                           run_folder, schema, timings, weights)
 from benchmark.codecs.codec_spec import CodecSpec
 from benchmark.run.backlog import Backlog, carried_at_most, default_bound
 from benchmark.run.config import RunConfig, codec_context
@@ -40,6 +40,7 @@ from benchmark.run.worker import Task, TaskResult, Worker
 from metrics import defaults, registry
 from metrics.caption import resolve as resolve_caption_metrics
 from metrics.caption import resolve_embedder
+from metrics.inception import SPACE
 
 __all__ = ["RunConfig", "Task", "TaskResult", "Worker", "codec_context", "create_run", "execute", "plan"]
 
@@ -407,7 +408,7 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
             ray = stack.enter_context(ray_executor.session(ray_address, jobs if ray_address is None else None))
         # Every network stage's extractor in a Ray actor where the cluster has a GPU, else in this process
         remote = (lambda build: ray_executor.feature_extractor(ray, build)) if ray is not None else (lambda build: None)
-        stage = perceptual.PerceptualStage(info, run_dir, remote(perceptual.builder(info)), clock) \
+        stage = perceptual.PerceptualStage(info, run_dir, remote(feature_stage.builder(info, SPACE)), clock) \
             if info["inception"]["status"] == "ok" else None
         stages = [s for s in (stage,) if s is not None]
         stages += [feature_stage.FeatureStage(space, info, run_dir, clock, remote(feature_stage.builder(info, space)))
@@ -465,21 +466,22 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
             with clock.stage("restore originals' features"):
                 restored = restore_originals(run_dir, Worker(info, dataset, str(run_dir)), stages)
             if restored:
-                print(f"note: the features of {restored} originals were in neither {run_dir / perceptual.OWN} nor the "
-                      "cache; computed them again from the dataset.", file=sys.stderr)
+                print(f"note: the features of {restored} originals were in neither {run_dir / feature_store.OWN} nor "
+                      "the cache; computed them again from the dataset.", file=sys.stderr)
     summary = set_level_summary(run_dir, info, clock)
     with clock.stage("write summary"):
         write_table(run_dir / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False), key_parts=1)
     n_rows, n_failed, reasons = _failure_counts(run_dir)
     seconds = time.perf_counter() - t_start
     timings.append(run_dir, clock.as_record(seconds))
-    return RunOutcome(run_dir, n_rows, n_failed, reasons, seconds, info["inception"], perceptual.passes(run_dir))
+    return RunOutcome(run_dir, n_rows, n_failed, reasons, seconds, info["inception"], feature_store.passes(run_dir))
 
 
 def restore_originals(run_dir: pathlib.Path, worker, stages: list) -> int:
     """Compute again, from the dataset, the originals' features that a finished task's rows need and that are
     neither in the run nor in the cache (both deleted); returns how many images that took."""
-    lacking = sorted((i, sha) for i, sha in perceptual.image_shas(run_dir).items() if any(s.lacks(sha) for s in stages))
+    lacking = sorted((i, sha) for i, sha in feature_store.image_shas(run_dir).items()
+                     if any(s.lacks(sha) for s in stages))
     for index, sha in lacking:
         row, pixels, error = worker.load(index)
         if pixels is None or row.get("image_sha256") != sha:
@@ -504,7 +506,7 @@ def set_level_summary(run_dir: pathlib.Path, info: dict, clock: Timings | None =
     if info["inception"]["status"] == "ok":
         summary = summary.merge(perceptual.set_metrics(run_dir, info, clock), on=["codec", "setting_index"],
                                 how="left")
-        counts = perceptual.passes(run_dir)
+        counts = feature_store.passes(run_dir)
         summary["inception_passes_reference"] = counts["reference"]
         summary["inception_passes_reconstruction"] = counts["reconstruction"]
         summary["inception_passes_patches"] = counts.get("patches", 0)

@@ -20,9 +20,11 @@ import numpy as np
 from PIL import Image
 
 from benchmark import __version__
-from benchmark.run import feature_stage, perceptual
+from benchmark.run import feature_stage
 from benchmark.codecs.codec import Codec, reseeded
 from benchmark.run.config import RunConfig, codec_context
+from benchmark.run.feature_store import needs_reference
+from benchmark.run.locations import located
 from benchmark.data.datasets import Dataset
 from benchmark.data.imageio import BadImage
 from benchmark.data.preprocess import get_preset
@@ -74,7 +76,7 @@ class Worker:
         self.codecs: dict = {}  # label -> (encoder, decoder); (label, k) -> the decoder of sample k
         self.samples = {c["label"]: c["samples"] for c in info["codecs"] if c.get("samples", 1) > 1}
         recorded = info.get("inception", {}).get("reference_dir")
-        self.reference_dir = perceptual.located(recorded, self.run_dir) if recorded else None
+        self.reference_dir = located(recorded, self.run_dir) if recorded else None
         self.context = codec_context(self.config, info["dataset"]["split"], info["dataset"])
         # Per-image networks (LPIPS, DISTS, CLIP, the caption embedder) run on the run's device, as Inception does.
         self.scorer = Scorer(info.get("metrics", {}), info, self.config.inception.get("device") or defaults.DEVICE)
@@ -94,7 +96,7 @@ class Worker:
 
     def needs_original(self, sha: str) -> bool:
         """Whether a feature stage has no cached features of this original yet (it then travels to the stage)."""
-        return bool(self.reference_dir and perceptual.needs_reference(
+        return bool(self.reference_dir and needs_reference(
             self.reference_dir, sha, self.config.inception.get("patch_fid"))) \
             or feature_stage.needs_reference(self.info, sha, self.run_dir)
 
