@@ -117,16 +117,22 @@ def test_wrong_sha256_is_refused(tmp_path, random_inception_weights):
     assert info["inception"]["status"] == "unavailable" and "expected 0000" in info["inception"]["reason"]
 
 
+def _large_images(tmp_path, n: int, height: int, seed: int):
+    """n blocky 512-pixel-wide images, large enough for FID/256's patches."""
+    folder = tmp_path / "large"
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        base = np.asarray(Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((512, height)))
+        Image.fromarray(base).save(folder / f"im{i}.png")
+    return folder
+
+
 def test_patch_fid_over_256_patches_and_shifted_grid(tmp_path, random_inception_weights):
     from metrics.fid import fid
     from metrics.patches import fid256_patches
 
-    folder = tmp_path / "large"
-    folder.mkdir()
-    rng = np.random.default_rng(4)
-    for i in range(4):
-        base = np.asarray(Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((512, 384)))
-        Image.fromarray(base).save(folder / f"im{i}.png")
+    folder = _large_images(tmp_path, 4, 384, seed=4)
     assert len(fid256_patches(np.zeros((384, 512, 3), np.uint8))) == 2 + 1  # 2x1 grid, 1 shifted by 128
     config = _config(random_inception_weights, ("jpeg quality=20",), dataset=str(folder))
     config.inception["patch_fid"] = True
@@ -140,6 +146,29 @@ def test_patch_fid_over_256_patches_and_shifted_grid(tmp_path, random_inception_
     row = summary.iloc[0]
     assert row.n_patches == 12 and row.patch_fid == pytest.approx(fid(rec, ref), rel=1e-6)
     assert "patch FID from 12 < 2048 patches" in row.inception_note
+
+
+def test_patch_fid_after_a_run_without_it_on_the_same_cache_and_with_the_cache_gone(tmp_path, capsys,
+                                                                                      random_inception_weights):
+    """Originals' whole-image features cached by a run without patch FID: a run with it computes their patches
+    (one pass per original, its whole features read from the cache), and keeps both in its own copy."""
+    import shutil
+
+    folder = _large_images(tmp_path, 3, 256, seed=5)
+    plain = _config(random_inception_weights, ("jpeg quality=20",), dataset=str(folder))
+    first, _, _ = _run(tmp_path, plain)
+    assert first.passes == {"reference": 3, "reconstruction": 3, "patches": 0}
+    patched = _config(random_inception_weights, ("jpeg quality=20",), dataset=str(folder))
+    patched.inception["patch_fid"] = True
+    second, _, summary = _run(tmp_path, patched)
+    assert second.passes == {"reference": 3, "reconstruction": 3, "patches": 2 * 3 * 2}  # a 2x1 grid, none shifted
+    assert summary.n_patches.iloc[0] == 6 and np.isfinite(summary.patch_fid.iloc[0])
+    before = summary[["fid", "patch_fid"]]
+    shutil.rmtree(tmp_path / "results" / ".cache")
+    capsys.readouterr()
+    execute(second.run_dir, progress=False)  # the finished run's own copy holds what its summary needs
+    assert "were in neither" not in capsys.readouterr().err  # nothing computed again
+    pd.testing.assert_frame_equal(load_run(second.run_dir)[1][["fid", "patch_fid"]], before)
 
 
 def _jpeg(pixels, quality):
