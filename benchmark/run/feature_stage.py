@@ -21,9 +21,10 @@ import pandas as pd
 from benchmark.run.console import bar
 from benchmark.run.integrity import write_checked
 from benchmark.run.locations import located, recorded_path
-from benchmark.run.feature_store import (cached, feature_key, features_path, group_by_setting, image_shas, keep,
+from benchmark.run import feature_store
+from benchmark.run.feature_store import (feature_key, features_path, group_by_setting, image_shas, keep,
                                          new_originals, npz_bytes, over_samples, own_parts, passes, read_setting,
-                                         record_passes, reference_path, stored, stored_reference, write_reference)
+                                         record_passes, stored, stored_reference, write_reference)
 from benchmark.run.results import atomic_write_bytes, checked, safe_name
 from benchmark.run.scoring import state_of
 from benchmark.run.timings import Timings
@@ -76,7 +77,7 @@ def builder(info: dict, space: FeatureSpace):
 
 def needs_reference(info: dict, sha: str, run_dir: pathlib.Path) -> bool:
     """Whether any active space has no cached features of this original yet."""
-    return any(not cached(reference_path(reference_dir(info, s, run_dir), sha)) for s in active(info))
+    return any(feature_store.needs_reference(reference_dir(info, s, run_dir), sha) for s in active(info))
 
 
 class FeatureStage:
@@ -119,7 +120,7 @@ class FeatureStage:
 
     def missing(self, sha: str) -> bool:
         """Whether an original's features must be computed: not in the cache, or damaged there (then discarded)."""
-        return any(not cached(reference_path(self.reference_dir, sha, v), discard=True) for v in self.variants)
+        return feature_store.needs_reference(self.reference_dir, sha, self.variants, discard=True)
 
     def on_result(self, result) -> None:
         self.on_results([result])

@@ -78,9 +78,15 @@ def cached(path: pathlib.Path, discard: bool = False) -> bool:
     return False
 
 
-def needs_reference(reference_dir, sha: str, patch_fid: bool, discard: bool = False) -> bool:
-    return not cached(reference_path(reference_dir, sha), discard) or (
-        patch_fid and not cached(reference_path(reference_dir, sha, True), discard))
+def variants(patches: bool) -> tuple[bool, ...]:
+    """The kinds of features cached per original: the whole image's, and with patch FID its FID/256 patches'."""
+    return (False, True) if patches else (False,)
+
+
+def needs_reference(reference_dir, sha: str, kinds: tuple[bool, ...] = (False,), discard: bool = False) -> bool:
+    """Whether an original's features of any of these kinds (`variants`) are not in the cache, or (then `discard`ed)
+    damaged there."""
+    return any(not cached(reference_path(reference_dir, sha, v), discard) for v in kinds)
 
 
 def features_path(run_dir: pathlib.Path, codec: str, chunk: int, folder: str = "features") -> pathlib.Path:

@@ -20,7 +20,7 @@ from benchmark.run.console import bar
 from benchmark.run.feature_stage import FeatureStage
 from benchmark.run.feature_store import (feature_key, features_path, group_by_setting, image_shas, npz_bytes,
                                          over_samples, own_parts, read_setting, record_passes, stored_reference,
-                                         write_reference)
+                                         variants, write_reference)
 from benchmark.run.integrity import write_checked
 from benchmark.run.locations import located, recorded_path
 from benchmark.run.results import checked, safe_name
@@ -67,7 +67,7 @@ class PerceptualStage(FeatureStage):
             raise RuntimeError(f"The Inception weights at {stage['weights_path']} changed since this run started.")
         super().__init__(SPACE, info, run_dir, timings, extractor)
         self.patch_fid = bool(info["config"]["inception"].get("patch_fid"))
-        self.variants = (False, True) if self.patch_fid else (False,)
+        self.variants = variants(self.patch_fid)
 
     def _embed_originals(self, todo: list[tuple[str, np.ndarray]]) -> None:
         """Each original's pool features and logits, one file (and its FID/256 patches' pool features, another)."""

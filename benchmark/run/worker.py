@@ -23,7 +23,7 @@ from benchmark import __version__
 from benchmark.run import feature_stage
 from benchmark.codecs.codec import Codec, reseeded
 from benchmark.run.config import RunConfig, codec_context
-from benchmark.run.feature_store import needs_reference
+from benchmark.run.feature_store import needs_reference, variants
 from benchmark.run.locations import located
 from benchmark.data.datasets import Dataset
 from benchmark.data.imageio import BadImage
@@ -97,7 +97,7 @@ class Worker:
     def needs_original(self, sha: str) -> bool:
         """Whether a feature stage has no cached features of this original yet (it then travels to the stage)."""
         return bool(self.reference_dir and needs_reference(
-            self.reference_dir, sha, self.config.inception.get("patch_fid"))) \
+            self.reference_dir, sha, variants(bool(self.config.inception.get("patch_fid"))))) \
             or feature_stage.needs_reference(self.info, sha, self.run_dir)
 
     def codec_pair(self, label: str) -> tuple[Codec, Codec]:
