@@ -16,11 +16,15 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
 from metrics import defaults, download
 from metrics.download import ENV_OFFLINE, file_digest, hub_dir  # noqa: F401 - ENV_OFFLINE and hub_dir re-exported
+from metrics.fid import MIN_SAMPLES, FIDReference
+from metrics.inception_score import inception_score
+from metrics.kid import kid, uses_subsets
 from metrics.spec import FeatureSpace
 
 FEATURE_DIM = 2048
@@ -28,8 +32,12 @@ LOGITS_DIM = 1008
 EXTRACTOR_NAME = "inception-v3-compat"
 ENV_WEIGHTS = "CMCBENCH_INCEPTION_WEIGHTS"
 ENV_SHA256 = "CMCBENCH_INCEPTION_SHA256"
-# The space of the run's Inception stage (config.json's `inception`): not in the registry's spaces, because its set
-# metrics (IS, FID, KID, patch FID) and IPD are computed by that stage (benchmark.run.perceptual), not from SPECS.
+# Below this many images per split the Inception Score is noted: IS of a split is at most its number of
+# images (exp of a mutual information bounded by log n), so small splits cap and bias it low.
+ISC_MIN_PER_SPLIT = 500
+# The space of the run's Inception stage (config.json's `inception`): not in the registry's spaces, because that
+# stage (benchmark.run.perceptual) stores more than a space's features (IPD, logits, patches); its set metrics (IS,
+# FID, KID in `whole_image_metrics`, patch FID) name it as their space, and the one set-metric evaluator computes them.
 SPACE = FeatureSpace("inception", "Inception", "inception", "metrics.inception:extractor")
 STANDARD_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 
@@ -129,3 +137,55 @@ def uint8_batches(torch, images: list[np.ndarray], batch_size: int):
         for start in range(0, len(idx), batch_size):
             part = idx[start:start + batch_size]
             yield part, torch.from_numpy(np.stack([images[i] for i in part])).permute(0, 3, 1, 2)
+
+
+@dataclass
+class InceptionSet:
+    """A set's features in Inception's space: pool features (FID, KID), unbiased logits (IS), and the FID/256
+    patches' pool features (None unless the run computes patch FID)."""
+
+    pool: np.ndarray
+    logits: np.ndarray
+    patches: np.ndarray | None = None
+
+
+@dataclass
+class InceptionReference:
+    """The originals' side of a set's comparison: their pool features (their statistics prepared once for every
+    setting of the same images) and their patches' (None unless the run computes patch FID)."""
+
+    pool: FIDReference
+    patches: np.ndarray | None = None
+
+
+def whole_image_metrics(features: InceptionSet, reference: InceptionReference, options: dict) -> tuple[dict, str]:
+    """IS, FID and KID over whole images (one function: they share the set and its notes), with the notes their
+    counts need; `options` are the run's Inception options (splits, KID subsets, seed; none without whole_image_fid,
+    as a protocol that reports FID over patches only asks)."""
+    if not options.get("whole_image_fid", True):
+        return {}, ""
+    pool, ref_pool = features.pool, reference.pool.features
+    n, notes = len(pool), []
+    row: dict = {}
+    splits = options["isc_splits"]
+    if n >= splits:
+        row["inception_score"], row["inception_score_std"] = inception_score(features.logits, splits, options["seed"])
+        if n / splits < ISC_MIN_PER_SPLIT:
+            notes.append(f"IS from {n / splits:.3g} images per split (< {ISC_MIN_PER_SPLIT}): a split's IS cannot "
+                         "exceed its number of images, so it is biased low; compare only at equal N and splits")
+    else:
+        notes.append(f"IS needs at least {splits} images (has {n})")
+    if n >= 2 and len(ref_pool) >= 2:
+        row["fid"] = reference.pool.distance(pool)
+        row["kid"], row["kid_std"] = kid(pool, ref_pool, options["kid_subsets"], options["kid_subset_size"],
+                                         options["seed"])
+        if not uses_subsets(n, len(ref_pool), options["kid_subset_size"]):
+            notes.append(f"KID over all {min(n, len(ref_pool))} images once (subset size "
+                         f"{options['kid_subset_size']} is not smaller than the set): no subset spread, kid_std left "
+                         "empty")
+        if min(n, len(ref_pool)) < MIN_SAMPLES:
+            notes.append(f"FID from {min(n, len(ref_pool))} < {MIN_SAMPLES} samples: biased, compare only at "
+                         "equal sample counts")
+    else:
+        notes.append("FID and KID need at least 2 images per set")
+    return row, "; ".join(notes)

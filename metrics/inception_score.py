@@ -31,5 +31,6 @@ def inception_score(logits: np.ndarray, splits: int = defaults.ISC_SPLITS, seed:
 
 SPECS = [
     MetricInfo("inception_score", "Inception Score", True, "set", "IS", columns=(("inception_score_std", "float64"),),
-               needs=("features",), state="inception", tolerance=0.05),
+               needs=("features",), state="inception", tolerance=0.05, space="inception",
+               fn="metrics.inception:whole_image_metrics"),
 ]

@@ -136,5 +136,6 @@ def subset_mmd2_from_kernels(k: tuple[np.ndarray, np.ndarray, np.ndarray], draws
 
 SPECS = [
     MetricInfo("kid", "KID", False, "set", "KID", columns=(("kid_std", "float64"),), needs=("features",),
-               state="inception", tolerance=1e-3),
+               state="inception", tolerance=1e-3, space="inception",
+               fn="metrics.inception:whole_image_metrics"),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from metrics.fid import MIN_SAMPLES, fid
 from metrics.spec import MetricInfo
 
 PATCH = 256
@@ -20,7 +21,21 @@ def fid256_patches(image: np.ndarray, size: int = PATCH) -> list[np.ndarray]:
     return out
 
 
+def patch_fid(features, reference, options: dict) -> tuple[dict, str]:
+    """FID/256 over a set's patches against its originals' (`InceptionSet`, `InceptionReference`); NaN with the
+    reason under 2 patches, or under the protocol's minimum (`options["patch_fid_min"]`)."""
+    patches, ref_patches = features.patches, reference.patches
+    n, least = min(len(patches), len(ref_patches)), int(options.get("patch_fid_min") or 0)
+    if n < max(2, least):
+        why = "patch FID needs images of at least 256x256" if n < 2 else \
+            f"no patch FID from {n} < {least} patches (the protocol reports none below {least})"
+        return {"patch_fid": float("nan"), "n_patches": len(patches)}, why
+    note = f"patch FID from {n} < {MIN_SAMPLES} patches" if n < MIN_SAMPLES else ""
+    return {"patch_fid": fid(patches, ref_patches), "n_patches": len(patches)}, note
+
+
 SPECS = [
     MetricInfo("patch_fid", "Patch FID (FID/256)", False, "set", "pFID", columns=(("n_patches", "float64"),),
-               needs=("features",), state="inception", tolerance=0.5, default=False),
+               needs=("features",), state="inception", tolerance=0.5, default=False, space="inception",
+               fn="metrics.patches:patch_fid"),
 ]

@@ -43,6 +43,21 @@ def test_the_registry_collects_a_metric_file_after_the_first_metrics():
     assert not registry.get("psnr_hvs").default
 
 
+def test_every_set_metric_names_its_feature_space_and_the_function_one_evaluator_calls():
+    """Set metrics (Inception's IS, FID, KID and patch FID among them) are computed by one evaluator from their
+    space's stored features: each declares the space and a function of (features, reference, options)."""
+    import inspect
+
+    from metrics.inception import SPACE
+    from metrics.spec import resolve
+
+    spaces = {**registry.SPACES, SPACE.name: SPACE}
+    for m in registry.of_kind("set"):
+        assert m.space in spaces, f"{m.column} names no feature space"
+        assert len(inspect.signature(resolve(m.fn)).parameters) == 3, m.column
+    assert {m.column for m in registry.in_space("inception")} == {"inception_score", "fid", "kid", "patch_fid"}
+
+
 def test_psnr_hvs_equals_the_psnr_hvsm_packages_own_call(odd_images):
     from psnr_hvsm.compute_all_metrics import compute_all_metrics
 

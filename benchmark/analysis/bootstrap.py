@@ -224,6 +224,8 @@ def load_settings(run_dir: str | pathlib.Path, features: bool = True) -> dict[tu
     inception_ok = features and info.get("inception", {}).get("status") == "ok"
     spaces = feature_stage.active(info) if features else []
     shas = feature_store.image_shas(run_dir) if inception_ok or spaces else {}
+    readers = {**({"inception": perceptual.InceptionSets(run_dir, info, patches=False)} if inception_ok else {}),
+               **{space.name: feature_stage.SpaceSets(run_dir, info, space) for space in spaces}}
     opts = info["config"].get("inception", {})
     # The originals' features of the last image list read, per space: settings of the same images (and a
     # stochastic decoder's sample sets) share one copy, and at most one copy per space stays in memory.
@@ -232,25 +234,20 @@ def load_settings(run_dir: str | pathlib.Path, features: bool = True) -> dict[tu
     def attach(data: SettingData, rows: pd.DataFrame, codec: str, s: int, sample: int) -> None:
         """The stored features of one setting's (one sample's) reconstructions and their originals."""
         wanted = (lambda space: data.wanted is None or space in data.wanted)  # noqa: E731
-        stored = [("inception", perceptual.setting_features(run_dir, codec, s, sample=sample))] \
-            if inception_ok and wanted("inception") else []
-        stored += [(space.name, feature_stage.setting_features(run_dir, space, codec, s, sample))
-                   for space in spaces if wanted(space.name)]
-        for space, found in stored:
-            aligned = _aligned(found[0], rows, data.image_ids) if found is not None else None
+        found = [(name, sets.features(codec, s, sample)) for name, sets in readers.items() if wanted(name)]
+        for space, stored in found:
+            aligned = _aligned(stored[0], rows, data.image_ids) if stored is not None else None
             if aligned is None:
                 continue
             key = tuple(aligned[1])
             if references.get(space, (None,))[0] != key:
-                references[space] = (key, perceptual.reference_features(run_dir, info, shas, aligned[1])
-                                     if space == "inception" else
-                                     feature_stage.reference_features(run_dir, info, registry.SPACES[space], shas,
-                                                                      aligned[1]))
+                references[space] = (key, readers[space].originals(shas, aligned[1]))
             reference = references[space][1]
             if space == "inception":
-                data.pool, data.logits, data.ref_pool = found[1][aligned[0]], found[2][aligned[0]], reference
+                data.pool, data.logits, data.ref_pool = stored[1].pool[aligned[0]], stored[1].logits[aligned[0]], \
+                    reference
             else:
-                data.spaces[space] = (found[1][aligned[0]], reference)
+                data.spaces[space] = (stored[1][aligned[0]], reference)
 
     for (codec, s), rows in ok.groupby(["codec", "setting_index"], sort=True):
         samples = sorted(rows["sample"].dropna().astype(int).unique()) if "sample" in rows else []

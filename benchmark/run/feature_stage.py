@@ -1,7 +1,7 @@
 """The feature stage, one for any feature space (DINOv2, CLIP, and whatever a metric file declares): features of
 originals (cached across runs) and of reconstructions (stored with each shard), and the set metrics of each
-setting computed from them. Inception's stage (`benchmark.run.perceptual`) is this stage, storing more (IPD, the
-logits apart, patches), with its own set metrics.
+setting computed from them (`SpaceSets.table`, the one evaluator). Inception's stage (`benchmark.run.perceptual`)
+is this stage, storing more (IPD, the logits apart, patches), and its sets are read by `InceptionSets`.
 
 Each original goes through a space's network once per (preprocessed pixels, weights), into a cache shared by the
 runs under one output root; each reconstruction once, as its task completes, its features written beside the
@@ -193,21 +193,91 @@ class FeatureStage:
                       npz_bytes(group_by_setting(result.rows, positions, **{self.space.name: features})))
 
 
-def setting_features(run_dir: pathlib.Path, space: FeatureSpace, codec: str, s: int, sample: int = 0):
-    """(image indices, features) of one setting's reconstructions (of one sample of a stochastic decoder's), by
-    image index; None if none."""
-    return read_setting(run_dir, folder(space), codec, feature_key(s, sample), (space.name,))
+class SpaceSets:
+    """A space's stored sets as its set metrics read them: each setting's reconstructions' features and their
+    originals', the options its metrics take, and the columns that count and annotate a set. `table` is the one
+    evaluator of set metrics, for every space; Inception's (`perceptual.InceptionSets`) reads more per set."""
 
+    partial = "against the originals of the {n} of {total} images this setting reconstructed"
 
-def reference_features(run_dir: pathlib.Path, info: dict, space: FeatureSpace, shas: dict[int, str],
-                       order) -> np.ndarray:
-    if space.pair:  # each reconstruction's features already compare with its original's
-        return np.zeros((len(order), 0), np.float32)
-    cache = reference_dir(info, space, run_dir)
-    features = np.stack([np.load(stored_reference(run_dir, space.name, cache, shas[i])) for i in order])
-    if space.truth and (run_dir / TRUTH).exists():
-        features = np.concatenate([features.astype(np.float64), truth_columns(run_dir, order)], 1)
-    return features
+    def __init__(self, run_dir: pathlib.Path, info: dict, space: FeatureSpace):
+        self.run_dir, self.info, self.space = pathlib.Path(run_dir), info, space
+        self.count, self.note = f"n_{space.name}", f"{space.name}_note"
+
+    def options(self) -> dict:
+        """What the space's metrics take besides the features (PRDC's k)."""
+        return state_of(self.info, self.space.state)
+
+    def features(self, codec: str, s: int, sample: int = 0):
+        """(image indices, features) of one setting's reconstructions (of one sample of a stochastic decoder's), by
+        image index; None if none."""
+        return read_setting(self.run_dir, folder(self.space), codec, feature_key(s, sample), (self.space.name,))
+
+    def originals(self, shas: dict[int, str], order) -> np.ndarray:
+        """The features of the originals in `order`."""
+        if self.space.pair:  # each reconstruction's features already compare with its original's
+            return np.zeros((len(order), 0), np.float32)
+        if not len(order):
+            return np.zeros((0, 1), np.float32)
+        cache = reference_dir(self.info, self.space, self.run_dir)
+        features = np.stack([np.load(stored_reference(self.run_dir, self.space.name, cache, shas[i])) for i in order])
+        if self.space.truth and (self.run_dir / TRUTH).exists():
+            features = np.concatenate([features.astype(np.float64), truth_columns(self.run_dir, order)], 1)
+        return features
+
+    def reference(self, shas: dict[int, str], order):
+        """What a set is compared with: the originals' features, their statistics prepared once for all settings."""
+        return FIDReference(self.originals(shas, order))
+
+    def subset(self, reference, positions: np.ndarray):
+        """The reference of a setting whose failed rows left only the images at `positions`."""
+        return FIDReference(reference.features[positions])
+
+    def table(self, timings: Timings | None = None) -> pd.DataFrame:
+        """The space's set metrics per (codec, setting) from the stored features, in float64; for a codec decoding
+        K samples per bitstream, per sample's set, reported as the mean over the K sets with `<metric>_sample_std`."""
+        timings = timings or Timings()
+        states = self.info.get("metrics", {})
+        functions = list(dict.fromkeys(m.fn for m in registry.in_space(self.space.name)
+                                       if states.get(m.column, {}).get("status") == "ok"))
+        shas = image_shas(self.run_dir)
+        order = np.asarray(sorted(shas))
+        reference = self.reference(shas, order)
+        options = self.options()
+        out = []
+        keys = [(codec["label"], s, codec.get("samples", 1)) for codec in self.info["codecs"]
+                for s in range(len(codec["settings"]))]
+        names = ", ".join(m.short for m in registry.in_space(self.space.name) if m.fn in functions)
+        for label, s, samples in bar(keys, desc=f"set metrics ({names})", unit="settings"):
+            rows = [self._row(functions, options, label, s, k, order, reference, timings) for k in range(samples)]
+            out.append(over_samples(rows, self.note))
+        return pd.DataFrame(out)
+
+    def _row(self, functions, options, label, s, sample, order, reference, timings) -> dict:
+        row = {"codec": label, "setting_index": s, self.count: 0}
+        found = self.features(label, s, sample)
+        if found is None:
+            row[self.note] = "the codec transmitted no text" if self.space.input == "text" else \
+                "no successful reconstructions"
+            return row
+        idx, features = found
+        notes = []
+        if len(idx) < len(order):  # failed rows: against the originals of the images it reconstructed
+            reference = self.subset(reference, np.searchsorted(order, idx))
+            notes.append(self.partial.format(n=len(idx), total=len(order)))
+        row[self.count] = len(idx)
+        for target in functions:  # metrics that share a function (PRDC's four) are computed once
+            metrics = [m for m in registry.in_space(self.space.name) if m.fn == target]
+            with timings.stage(f"set metrics: {'/'.join(m.short for m in metrics)}"):
+                value = metrics[0].function()(features, reference, options)
+            value, note = value if isinstance(value, tuple) else (value, "")
+            if isinstance(value, dict):
+                row.update(value)
+            elif not np.isnan(value):  # NaN: left out, its note says why
+                row[metrics[0].column] = value
+            notes += [note] if note else []
+        row[self.note] = "; ".join(notes)
+        return row
 
 
 TRUTH = "truth.parquet"  # the dataset's instance annotations in the preprocessed images' pixels, one row per object
@@ -271,59 +341,11 @@ def truth_columns(run_dir: pathlib.Path, order) -> np.ndarray:
     return out
 
 
-def set_metrics(run_dir: pathlib.Path, info: dict, space: FeatureSpace, timings: Timings | None = None) -> pd.DataFrame:
-    """The space's set metrics per (codec, setting) from the stored features, in float64."""
-    timings = timings or Timings()
-    state = state_of(info, space.state)
-    states = info.get("metrics", {})
-    functions = list(dict.fromkeys(m.fn for m in registry.in_space(space.name)
-                                   if states.get(m.column, {}).get("status") == "ok"))
-    shas = image_shas(run_dir)
-    order = np.asarray(sorted(shas))
-    ref = reference_features(run_dir, info, space, shas, order) if len(order) else np.zeros((0, 1), np.float32)
-    reference = FIDReference(ref)
-    out = []
-    keys = [(codec["label"], s, codec.get("samples", 1)) for codec in info["codecs"]
-            for s in range(len(codec["settings"]))]
-    names = ", ".join(m.short for m in registry.in_space(space.name) if m.fn in functions)
-    for label, s, samples in bar(keys, desc=f"set metrics ({names})", unit="settings"):
-        rows = [_setting_row(run_dir, space, state, functions, label, s, k, order, reference, timings)
-                for k in range(samples)]
-        out.append(over_samples(rows, f"{space.name}_note"))
-    return pd.DataFrame(out)
-
-
-def _setting_row(run_dir, space, state, functions, label, s, sample, order, reference, timings) -> dict:
-    row = {"codec": label, "setting_index": s, f"n_{space.name}": 0}
-    found = setting_features(run_dir, space, label, s, sample)
-    if found is None:
-        row[f"{space.name}_note"] = "the codec transmitted no text" if space.input == "text" else \
-            "no successful reconstructions"
-        return row
-    idx, features = found
-    notes = []
-    if len(idx) < len(order):  # failed rows: against the originals of the images it reconstructed
-        reference = FIDReference(reference.features[np.searchsorted(order, idx)])
-        notes.append(f"against the originals of the {len(idx)} of {len(order)} images this setting reconstructed")
-    row[f"n_{space.name}"] = len(idx)
-    for target in functions:  # metrics that share a function (PRDC's four) are computed once
-        metrics = [m for m in registry.in_space(space.name) if m.fn == target]
-        with timings.stage(f"set metrics: {'/'.join(m.short for m in metrics)}"):
-            value = metrics[0].function()(features, reference, state)
-        value, note = value if isinstance(value, tuple) else (value, "")
-        if isinstance(value, dict):
-            row.update(value)
-        elif not np.isnan(value):  # NaN: left out, its note says why
-            row[metrics[0].column] = value
-        notes += [note] if note else []
-    row[f"{space.name}_note"] = "; ".join(notes)
-    return row
-
-
 def summary_columns(run_dir: pathlib.Path, info: dict, summary: pd.DataFrame, timings: Timings) -> pd.DataFrame:
     """The summary with each active space's set metrics and its pass counts."""
     for space in active(info):
-        summary = summary.merge(set_metrics(run_dir, info, space, timings), on=["codec", "setting_index"], how="left")
+        summary = summary.merge(SpaceSets(run_dir, info, space).table(timings), on=["codec", "setting_index"],
+                                how="left")
         counts = passes(run_dir, ledger(space))
         summary[f"{space.name}_passes_reference"] = counts["reference"]
         summary[f"{space.name}_passes_reconstruction"] = counts["reconstruction"]

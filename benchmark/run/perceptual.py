@@ -1,12 +1,12 @@
 """The Inception stage of a run: the one feature stage (`benchmark.run.feature_stage`) in Inception's space, which
 also writes each row's IPD, stores the pool features and the logits apart, and with patch FID the FID/256 patches
-of every image; and the set-level IS, FID and KID (and patch FID) of each setting, from the stored features.
+of every image; and how its set metrics (IS, FID, KID, patch FID) read those (`InceptionSets`).
 
 Each original goes through the network once per (dataset content, preprocessing, weights): its features
 are stored under the sha256 of its preprocessed pixels, in a cache shared by every run under the same
 output root. Each reconstruction goes through once, as its task completes; the features are written
 next to the task's shard before the shard itself, so a resumed run never recomputes committed work.
-Set-level metrics are pure functions of those stored features.
+Set-level metrics are pure functions of those stored features, computed by the one evaluator of every space's.
 """
 
 from __future__ import annotations
@@ -14,28 +14,20 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
-import pandas as pd
 
-from benchmark.run.console import bar
-from benchmark.run.feature_stage import FeatureStage
-from benchmark.run.feature_store import (feature_key, features_path, group_by_setting, image_shas, npz_bytes,
-                                         over_samples, own_parts, read_setting, record_passes, stored_reference,
-                                         variants, write_reference)
+from benchmark.run.feature_stage import FeatureStage, SpaceSets
+from benchmark.run.feature_store import (feature_key, features_path, group_by_setting, npz_bytes, own_parts,
+                                         read_setting, record_passes, stored_reference, variants, write_reference)
 from benchmark.run.integrity import write_checked
 from benchmark.run.locations import located, recorded_path
 from benchmark.run.results import checked, safe_name
 from benchmark.run.timings import Timings
 from metrics import defaults
-from metrics.fid import MIN_SAMPLES, FIDReference, fid
-from metrics.inception import FEATURE_DIM, SPACE, InceptionUnavailable, file_sha256, resolve_weights
-from metrics.inception_score import inception_score
+from metrics.fid import FIDReference
+from metrics.inception import (FEATURE_DIM, SPACE, InceptionReference, InceptionSet, InceptionUnavailable,
+                               file_sha256, resolve_weights)
 from metrics.ipd import instance_perceptual_distance
-from metrics.kid import kid, uses_subsets
 from metrics.patches import fid256_patches
-
-# Below this many images per split the Inception Score is noted: IS of a split is at most its number of
-# images (exp of a mutual information bounded by log n), so small splits cap and bias it low.
-ISC_MIN_PER_SPLIT = 500
 DEFAULTS = {"enabled": True, "weights": None, "sha256": None, "device": defaults.DEVICE,
             "batch_size": defaults.BATCH_SIZE,
             "isc_splits": defaults.ISC_SPLITS, "kid_subsets": defaults.KID_SUBSETS,
@@ -128,122 +120,51 @@ class PerceptualStage(FeatureStage):
         return [pool[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def reference_features(run_dir: pathlib.Path, info: dict, shas: dict[int, str], order: list[int],
-                       patches: bool = False) -> np.ndarray:
-    """Pool features of the originals in `order` (or their FID/256 patch features, concatenated)."""
-    cache = located(info["inception"]["reference_dir"], run_dir)
-    if not order:
-        return np.zeros((0, FEATURE_DIM), np.float32)
-    stored = [stored_reference(run_dir, "inception", cache, shas[i], patches) for i in order]
-    if patches:
-        return np.concatenate([np.load(path) for path in stored])
-    return np.stack([np.load(path)[:FEATURE_DIM] for path in stored])
+class InceptionSets(SpaceSets):
+    """Inception's stored sets: pool features and logits (and with patch FID, each image's FID/256 patches) of
+    each setting's reconstructions, in `features/`; the originals' pool features (and patches) from the cache.
+    `patches=False` reads no patches (the bootstrap resamples whole images only)."""
 
+    partial = "FID and KID " + SpaceSets.partial
 
-def setting_features(run_dir: pathlib.Path, codec: str, s: int, patches: bool = False, sample: int = 0):
-    """(image indices, pool, logits[, patch pool]) of one setting's reconstructions (of one sample of a
-    stochastic decoder's), by image index."""
-    s = feature_key(s, sample)
-    found = read_setting(run_dir, "features", codec, s, ("pool", "logits"))
-    if found is None or not patches:
-        return found
-    # k patches per image, concatenated: a set for FID/256, read in stored order
-    chunks = []
-    for path in checked(run_dir, sorted((run_dir / "features" / safe_name(codec)).glob("chunk-*.npz"))):
-        with np.load(path) as z:
-            if f"patch_pool_{s}" in z.files:
-                chunks.append(z[f"patch_pool_{s}"])
-    return found[:3] + (np.concatenate(chunks),)
+    def __init__(self, run_dir: pathlib.Path, info: dict, patches: bool | None = None):
+        super().__init__(run_dir, info, SPACE)
+        self.count = "n_features"
+        self.patches = bool(info["config"]["inception"].get("patch_fid")) if patches is None else patches
 
+    def options(self) -> dict:
+        return self.info["config"]["inception"]
 
-def set_metrics(run_dir: pathlib.Path, info: dict, timings: Timings | None = None) -> pd.DataFrame:
-    """IS, FID and KID per (codec, setting) from the stored features, in float64; for a codec decoding K
-    samples per bitstream, per sample's set, reported as the mean over the K sets with `<metric>_sample_std`."""
-    timings = timings or Timings()
-    opts = info["config"]["inception"]
-    shas = image_shas(run_dir)
-    order = sorted(shas)
-    ref_pool = reference_features(run_dir, info, shas, order)
-    order_arr = np.asarray(order)
-    reference = FIDReference(ref_pool)
-    patch_fid = bool(opts.get("patch_fid"))
-    ref_patches = reference_features(run_dir, info, shas, order, True) if patch_fid else None
-    out = []
-    keys = [(codec["label"], s, codec.get("samples", 1)) for codec in info["codecs"]
-            for s in range(len(codec["settings"]))]
-    for label, s, samples in bar(keys, desc="set metrics (IS, FID, KID)", unit="settings"):
-        rows = []
-        for k in range(samples):
-            row = {"codec": label, "setting_index": s, "n_features": 0}
-            found = setting_features(run_dir, label, s, patch_fid, k)
-            if found is not None:
-                ref, ref_sqrt = ref_pool, reference
-                if len(found[0]) < len(order):
-                    # Rows failed: the set is compared with the originals of the images it reconstructed, as the
-                    # bootstrap and `compare` pair them, so an estimate and its interval describe the same sets.
-                    ref, ref_sqrt = ref_pool[np.searchsorted(order_arr, found[0])], None
-                if opts.get("whole_image_fid", True):
-                    row.update(_metrics(found[1], found[2], ref, opts, ref_sqrt, timings))
-                else:
-                    row["n_features"] = len(found[0])
-                if ref_sqrt is None:
-                    row["inception_note"] = "; ".join(filter(None, [
-                        f"FID and KID against the originals of the {len(found[0])} of {len(order)} images this "
-                        "setting reconstructed", row.get("inception_note")]))
-                if patch_fid:
-                    with timings.stage("set metrics: patch FID"):
-                        row.update(_patch_metrics(found[3], ref_patches, row, int(opts.get("patch_fid_min") or 0)))
-            else:
-                row["inception_note"] = "no successful reconstructions"
-            rows.append(row)
-        out.append(over_samples(rows, "inception_note"))
-    return pd.DataFrame(out)
+    def features(self, codec: str, s: int, sample: int = 0):
+        """(image indices, InceptionSet) of one setting's reconstructions (of one sample's), by image index."""
+        key = feature_key(s, sample)
+        found = read_setting(self.run_dir, "features", codec, key, ("pool", "logits"))
+        if found is None:
+            return None
+        patches = None
+        if self.patches:  # k patches per image, concatenated: a set for FID/256, read in stored order
+            chunks, folder = [], self.run_dir / "features" / safe_name(codec)
+            for path in checked(self.run_dir, sorted(folder.glob("chunk-*.npz"))):
+                with np.load(path) as z:
+                    if f"patch_pool_{key}" in z.files:
+                        chunks.append(z[f"patch_pool_{key}"])
+            patches = np.concatenate(chunks)
+        return found[0], InceptionSet(found[1], found[2], patches)
 
+    def originals(self, shas: dict[int, str], order, patches: bool = False) -> np.ndarray:
+        """Pool features of the originals in `order` (or their FID/256 patch features, concatenated)."""
+        cache = located(self.info["inception"]["reference_dir"], self.run_dir)
+        if not len(order):
+            return np.zeros((0, FEATURE_DIM), np.float32)
+        stored = [stored_reference(self.run_dir, "inception", cache, shas[i], patches) for i in order]
+        if patches:
+            return np.concatenate([np.load(path) for path in stored])
+        return np.stack([np.load(path)[:FEATURE_DIM] for path in stored])
 
-def _metrics(pool: np.ndarray, logits: np.ndarray, ref_pool: np.ndarray, opts: dict,
-             reference: FIDReference | None = None, timings: Timings | None = None) -> dict:
-    timings = timings or Timings()
-    n, notes = len(pool), []
-    row: dict = {"n_features": n}
-    splits = opts["isc_splits"]
-    if n >= splits:
-        with timings.stage("set metrics: IS"):
-            row["inception_score"], row["inception_score_std"] = inception_score(logits, splits, opts["seed"])
-        if n / splits < ISC_MIN_PER_SPLIT:
-            notes.append(f"IS from {n / splits:.3g} images per split (< {ISC_MIN_PER_SPLIT}): a split's IS cannot "
-                         "exceed its number of images, so it is biased low; compare only at equal N and splits")
-    else:
-        notes.append(f"IS needs at least {splits} images (has {n})")
-    if n >= 2 and len(ref_pool) >= 2:
-        with timings.stage("set metrics: FID"):
-            row["fid"] = (reference or FIDReference(ref_pool)).distance(pool)
-        with timings.stage("set metrics: KID"):
-            row["kid"], row["kid_std"] = kid(pool, ref_pool, opts["kid_subsets"], opts["kid_subset_size"],
-                                             opts["seed"])
-        if not uses_subsets(n, len(ref_pool), opts["kid_subset_size"]):
-            notes.append(f"KID over all {min(n, len(ref_pool))} images once (subset size {opts['kid_subset_size']} "
-                         "is not smaller than the set): no subset spread, kid_std left empty")
-        if min(n, len(ref_pool)) < MIN_SAMPLES:
-            notes.append(f"FID from {min(n, len(ref_pool))} < {MIN_SAMPLES} samples: biased, compare only at "
-                         "equal sample counts")
-    else:
-        notes.append("FID and KID need at least 2 images per set")
-    row["inception_note"] = "; ".join(notes)
-    return row
+    def reference(self, shas: dict[int, str], order) -> InceptionReference:
+        return InceptionReference(FIDReference(self.originals(shas, order)),
+                                  self.originals(shas, order, True) if self.patches else None)
 
-
-def _patch_metrics(patches: np.ndarray, ref_patches: np.ndarray, row: dict, least: int = 0) -> dict:
-    """FID/256 over the patches; NaN with the reason under 2 patches, or under `least` (a protocol's minimum)."""
-    n = min(len(patches), len(ref_patches))
-    if n < max(2, least):
-        why = "patch FID needs images of at least 256x256" if n < 2 else \
-            f"no patch FID from {n} < {least} patches (the protocol reports none below {least})"
-        return {"patch_fid": float("nan"), "n_patches": len(patches),
-                "inception_note": "; ".join(filter(None, [row.get("inception_note"), why]))}
-    value = fid(patches, ref_patches)
-    note = row.get("inception_note", "")
-    if n < MIN_SAMPLES:
-        note = "; ".join(filter(None, [note, f"patch FID from {n} < {MIN_SAMPLES} patches"]))
-    return {"patch_fid": value, "n_patches": len(patches), "inception_note": note}
-
-
+    def subset(self, reference: InceptionReference, positions: np.ndarray) -> InceptionReference:
+        """Whole images against the originals of the images reconstructed; patches against all originals'."""
+        return InceptionReference(FIDReference(reference.pool.features[positions]), reference.patches)

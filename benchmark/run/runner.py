@@ -504,7 +504,7 @@ def set_level_summary(run_dir: pathlib.Path, info: dict, clock: Timings | None =
     if not len(summary):
         return summary
     if info["inception"]["status"] == "ok":
-        summary = summary.merge(perceptual.set_metrics(run_dir, info, clock), on=["codec", "setting_index"],
+        summary = summary.merge(perceptual.InceptionSets(run_dir, info).table(clock), on=["codec", "setting_index"],
                                 how="left")
         counts = feature_store.passes(run_dir)
         summary["inception_passes_reference"] = counts["reference"]
