@@ -150,24 +150,6 @@ def _coco_ap(features: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return float(evaluation.stats[0]), float(evaluation.stats[1])
 
 
-def map_95(features: np.ndarray, reference_features: np.ndarray) -> float:
-    return coco_ap(features, pseudo_truth(split_reference(reference_features)[0]))[0]
-
-
-def map_50(features: np.ndarray, reference_features: np.ndarray) -> float:
-    return coco_ap(features, pseudo_truth(split_reference(reference_features)[0]))[1]
-
-
-def annotated_map_95(features: np.ndarray, reference_features: np.ndarray) -> float:
-    truth = split_reference(reference_features)[1]
-    return float("nan") if truth is None else coco_ap(features, truth)[0]
-
-
-def annotated_map_50(features: np.ndarray, reference_features: np.ndarray) -> float:
-    truth = split_reference(reference_features)[1]
-    return float("nan") if truth is None else coco_ap(features, truth)[1]
-
-
 def agreement(features: np.ndarray, reference, state: dict) -> tuple[dict, str]:
     """A setting's mAP against the originals' detections and, where the run recorded the dataset's annotated
     objects, against those (beside the originals' own mAP against them, the ceiling)."""
@@ -198,19 +180,19 @@ SPECS = [
     FeatureSpace("detect", "Detector", "detect", "metrics.detect:extractor", truth=True),
     MetricInfo("detect_map", "mAP@[.5:.95] against the original's detections", True, "set", "mAP",
                columns=(("n_detect", "float64"),), needs=("features",), state="detect", tolerance=0.02,
-               space="detect", fn="metrics.detect:agreement", resample="metrics.detect:map_95", bounds=(0, 1),
+               space="detect", fn="metrics.detect:agreement", resample=True, bounds=(0, 1),
                requires=("pycocotools",), install="pycocotools: pip install -e '.[tasks]'"),
     MetricInfo("detect_map50", "mAP@.5 against the original's detections", True, "set", "mAP50",
                needs=("features",), state="detect", tolerance=0.02, space="detect", fn="metrics.detect:agreement",
-               resample="metrics.detect:map_50", bounds=(0, 1), requires=("pycocotools",),
+               resample=True, bounds=(0, 1), requires=("pycocotools",),
                install="pycocotools: pip install -e '.[tasks]'"),
     MetricInfo("detect_map_gt", "mAP@[.5:.95] against the dataset's annotated objects", True, "set", "mAP GT",
                columns=(("detect_map_gt_original", "float64"),), needs=("features", "objects"), state="detect",
                tolerance=0.02, space="detect", fn="metrics.detect:agreement",
-               resample="metrics.detect:annotated_map_95", bounds=(0, 1), requires=("pycocotools",),
+               resample=True, bounds=(0, 1), requires=("pycocotools",),
                install="pycocotools: pip install -e '.[tasks]'"),
     MetricInfo("detect_map50_gt", "mAP@.5 against the dataset's annotated objects", True, "set", "mAP50 GT",
                needs=("features", "objects"), state="detect", tolerance=0.02, space="detect",
-               fn="metrics.detect:agreement", resample="metrics.detect:annotated_map_50", bounds=(0, 1),
+               fn="metrics.detect:agreement", resample=True, bounds=(0, 1),
                requires=("pycocotools",), install="pycocotools: pip install -e '.[tasks]'"),
 ]

@@ -122,7 +122,7 @@ SPECS = [
     FeatureSpace("dinov2", "DINOv2", "dinov2", "metrics.dinov2:extractor"),
     MetricInfo("fd_dinov2", "FD-DINOv2 (Frechet distance in DINOv2 space)", False, "set", "FD-DINOv2",
                columns=(("n_dinov2", "float64"),), needs=("features",), state="dinov2", tolerance=5.0,
-               space="dinov2", fn="metrics.dinov2:frechet_distance", resample="metrics.fid:fid"),
+               space="dinov2", fn="metrics.dinov2:frechet_distance", resample=True),
     *[MetricInfo(f"dinov2_{name}", f"{label} (DINOv2 k-NN)", True, "set", short, needs=("features",), state="dinov2",
                  tolerance=0.02, space="dinov2", fn="metrics.dinov2:precision_recall")
       for name, label, short in (("precision", "Precision", "Prec."), ("recall", "Recall", "Rec."),

@@ -19,7 +19,7 @@ SPECS = [
     FeatureSpace("clip", "CLIP", "image_metrics.clip", "metrics.fd_clip:extractor"),
     MetricInfo("fd_clip", "FD-CLIP (Frechet distance in CLIP image space)", False, "set", "FD-CLIP",
                columns=(("n_clip", "float64"),), needs=("features",), state="image_metrics.clip", tolerance="2%",
-               default=False, space="clip", fn="metrics.fd_clip:frechet_distance", resample="metrics.fid:fid"),
+               default=False, space="clip", fn="metrics.fd_clip:frechet_distance", resample=True),
 ]
 
 

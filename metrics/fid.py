@@ -182,6 +182,6 @@ def frechet_distance(features: np.ndarray, reference: "FIDReference", label: str
 
 
 SPECS = [
-    MetricInfo("fid", "FID", False, "set", "FID", needs=("features",), state="inception", tolerance=0.5, space="inception",
-               fn="metrics.inception:whole_image_metrics"),
+    MetricInfo("fid", "FID", False, "set", "FID", needs=("features",), state="inception", tolerance=0.5,
+               space="inception", fn="metrics.inception:whole_image_metrics"),
 ]

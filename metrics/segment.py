@@ -89,9 +89,9 @@ SPECS = [
                  pair="metrics.segment:intersections_and_unions"),
     MetricInfo("segment_miou", "mIoU with the original's label map (pooled over images)", True, "set", "mIoU",
                columns=(("n_segment", "float64"),), needs=("features",), state="segment", tolerance=0.02,
-               space="segment", fn="metrics.segment:agreement", resample="metrics.segment:pooled_miou",
+               space="segment", fn="metrics.segment:agreement", resample=True,
                bounds=(0, 1)),
     MetricInfo("segment_miou_image", "mIoU with the original's label map (mean of images')", True, "set",
                "mIoU (img)", needs=("features",), state="segment", tolerance=0.02, space="segment",
-               fn="metrics.segment:agreement", resample="metrics.segment:image_miou", bounds=(0, 1)),
+               fn="metrics.segment:agreement", resample=True, bounds=(0, 1)),
 ]

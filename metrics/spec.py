@@ -68,7 +68,7 @@ class MetricInfo:
     requires: tuple[str, ...] = ()  # Python modules it imports; missing: unavailable, saying to install ...
     install: str = ""  # ... this ('the psnr-hvsm package: pip install psnr-hvsm')
     space: str = ""  # a set metric's feature space (a FeatureSpace's name)
-    resample: str = ""  # "module:function"(features, reference features) -> float: recomputed per bootstrap resample
+    resample: bool = False  # recomputed on each bootstrap resample's features, by `fn` (as the summary computes it)
     bounds: tuple[float, float] | None = None  # the values it can take (a share: 0..1); intervals are clipped to them
     group: str = ""  # metrics asked for together: `--add-metric GROUP` adds each of them
 

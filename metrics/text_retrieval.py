@@ -26,7 +26,7 @@ SPECS = [
     *[MetricInfo(f"text_retrieval_r{k}", f"Text-to-image retrieval recall@{k} from the transmitted text", True, "set",
                  f"R@{k} (text)", columns=(("n_clip_text", "float64"),) if k == 1 else (), needs=("features",),
                  state="image_metrics.clip", tolerance=0.02, default=False, space="clip_text",
-                 fn="metrics.text_retrieval:recall", resample=f"metrics.text_retrieval:recall_at_{k}",
+                 fn="metrics.text_retrieval:recall", resample=True,
                  bounds=(0, 1), group="text_retrieval")
       for k in (1, 5)],
 ]
@@ -50,14 +50,6 @@ def ranks(texts: np.ndarray, originals: np.ndarray) -> np.ndarray:
     """Per text, how many originals are strictly more similar to it than its own (0: retrieved first)."""
     similarity = texts.astype(np.float64) @ originals.astype(np.float64).T
     return (similarity > np.diag(similarity)[:, None]).sum(1)
-
-
-def recall_at_1(texts: np.ndarray, originals: np.ndarray) -> float:
-    return float(np.mean(ranks(texts, originals) < 1))
-
-
-def recall_at_5(texts: np.ndarray, originals: np.ndarray) -> float:
-    return float(np.mean(ranks(texts, originals) < 5))
 
 
 def recall(features: np.ndarray, reference, state: dict) -> tuple[dict, str]:

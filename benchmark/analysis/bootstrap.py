@@ -33,10 +33,12 @@ from benchmark.run.console import bar
 from benchmark.run.integrity import checksum_path, problem
 from benchmark.run.results import load_run, read_config, read_summary, shard_files
 from metrics import defaults, registry, spec
+from metrics.fid import FIDReference
 
 # Per-image columns whose mean over images is a reported metric (the registry's per-image metrics).
 MEAN_METRICS = tuple(m.column for m in registry.METRICS.values() if m.per_image)
-# Recomputed from stored features in each resample: Inception's, and each feature space's that declare `resample`
+# Recomputed from stored features in each resample: Inception's, and those of each feature space that declare
+# `resample` (by the function the summary computes them with)
 SET_METRICS = ("fid", "kid", "inception_score", *(m.column for m in registry.of_kind("set") if m.resample))
 DEFAULT_RESAMPLES = defaults.BOOTSTRAP_RESAMPLES
 DEFAULT_SEED = defaults.BOOTSTRAP_SEED
@@ -56,8 +58,9 @@ class SettingData:
     logits: np.ndarray | None = None
     ref_pool: np.ndarray | None = None  # the originals' features, aligned with image_ids
     options: dict = field(default_factory=dict)
-    # per feature space (DINOv2, CLIP, ...): (reconstructions' features, their originals'), aligned with image_ids
-    spaces: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # per feature space (DINOv2, CLIP, ...): (reconstructions' features, their originals', aligned with image_ids;
+    # the options its metrics take)
+    spaces: dict[str, tuple[np.ndarray, np.ndarray, dict]] = field(default_factory=dict)
     # A stochastic decoder's K samples: each sample's set (its features only); set metrics are their mean
     sample_sets: list["SettingData"] = field(default_factory=list)
     _kernels: tuple | None = field(default=None, repr=False)
@@ -91,7 +94,7 @@ class SettingData:
             return SettingData(self.codec, self.setting_index, self.setting_label, self.image_ids[pos],
                                {k: v[pos] for k, v in self.per_image.items()}, take(self.pool), take(self.logits),
                                take(self.ref_pool), self.options,
-                               {k: (f[pos], r[pos]) for k, (f, r) in self.spaces.items()},
+                               {k: (f[pos], r[pos], o) for k, (f, r, o) in self.spaces.items()},
                                [d.subset(ids) for d in self.sample_sets])
 
     def metric_names(self) -> list[str]:
@@ -106,7 +109,7 @@ class SettingData:
             names += ["fid", "kid"]
             if len(self.pool) >= self.options.get("isc_splits", defaults.ISC_SPLITS):
                 names.append("inception_score")
-        for space, (features, _) in self.spaces.items():
+        for space, (features, *_) in self.spaces.items():
             if len(features) >= 2:
                 names += [m.column for m in registry.in_space(space) if m.resample]
         return names
@@ -161,12 +164,13 @@ class SettingData:
                 out["inception_score"] = np.array([
                     inception_score(self.logits[p], splits, self.options.get("seed", defaults.SEED))[0] if len(p) >= splits
                     else np.nan for p in draws])
-        for space, (features, reference) in self.spaces.items():
-            for m in registry.in_space(space):
-                if m.column in names:
-                    distance = spec.resolve(m.resample)
-                    out[m.column] = np.array([distance(features[p], reference[p]) if len(p) >= 2 else np.nan
-                                              for p in draws])
+        for space, (features, reference, options) in self.spaces.items():
+            resampled = [m for m in registry.in_space(space) if m.column in names]
+            for target in dict.fromkeys(m.fn for m in resampled):  # the summary's function, once per resample
+                metrics = [m for m in resampled if m.fn == target]
+                each = [feature_stage.columns_of(metrics, spec.resolve(target)(
+                    features[p], FIDReference(reference[p]), options))[0] if len(p) >= 2 else {} for p in draws]
+                out.update({m.column: np.array([e.get(m.column, np.nan) for e in each], np.float64) for m in metrics})
         return out
 
     def _kid(self, counts: np.ndarray) -> np.ndarray:
@@ -247,7 +251,7 @@ def load_settings(run_dir: str | pathlib.Path, features: bool = True) -> dict[tu
                 data.pool, data.logits, data.ref_pool = stored[1].pool[aligned[0]], stored[1].logits[aligned[0]], \
                     reference
             else:
-                data.spaces[space] = (stored[1][aligned[0]], reference)
+                data.spaces[space] = (stored[1][aligned[0]], reference, readers[space].options())
 
     for (codec, s), rows in ok.groupby(["codec", "setting_index"], sort=True):
         samples = sorted(rows["sample"].dropna().astype(int).unique()) if "sample" in rows else []

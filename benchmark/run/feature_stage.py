@@ -193,6 +193,15 @@ class FeatureStage:
                       npz_bytes(group_by_setting(result.rows, positions, **{self.space.name: features})))
 
 
+def columns_of(metrics: list, result) -> tuple[dict, str]:
+    """What a set-metric function returned, as ({column: value}, note): a dict as it is, a number as the value of the
+    first of the `metrics` that share the function (left out when NaN: the note says why)."""
+    value, note = result if isinstance(result, tuple) else (result, "")
+    if isinstance(value, dict):
+        return value, note
+    return ({} if np.isnan(value) else {metrics[0].column: value}), note
+
+
 class SpaceSets:
     """A space's stored sets as its set metrics read them: each setting's reconstructions' features and their
     originals', the options its metrics take, and the columns that count and annotate a set. `table` is the one
@@ -269,12 +278,8 @@ class SpaceSets:
         for target in functions:  # metrics that share a function (PRDC's four) are computed once
             metrics = [m for m in registry.in_space(self.space.name) if m.fn == target]
             with timings.stage(f"set metrics: {'/'.join(m.short for m in metrics)}"):
-                value = metrics[0].function()(features, reference, options)
-            value, note = value if isinstance(value, tuple) else (value, "")
-            if isinstance(value, dict):
-                row.update(value)
-            elif not np.isnan(value):  # NaN: left out, its note says why
-                row[metrics[0].column] = value
+                values, note = columns_of(metrics, metrics[0].function()(features, reference, options))
+            row.update(values)
             notes += [note] if note else []
         row[self.note] = "; ".join(notes)
         return row
