@@ -192,7 +192,8 @@ def over_samples(rows: list[dict], note: str) -> dict:
     if len(rows) == 1:
         return rows[0]
     out = dict(rows[0])
-    for metric in ("inception_score_std", "kid_std"):  # within-set spreads: their mean over the sets
+    spreads = [c for m in registry.of_kind("set") for c, _ in m.columns if c.endswith("_std")]  # IS's, KID's
+    for metric in spreads:  # within-set spreads (over a set's splits or subsets): their mean over the sets
         if metric in out:
             out[metric] = float(np.nanmean([r.get(metric, np.nan) for r in rows]))
     for metric in (m.column for m in registry.of_kind("set")):
