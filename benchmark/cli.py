@@ -134,7 +134,7 @@ def path(text: str) -> str:
 
 def stage_option(parser: argparse.ArgumentParser, stage: registry.Stage) -> None:
     """A metric file's network option, as its Stage declares it."""
-    parser.add_argument(stage.flag, default=stage.default, metavar=stage.metavar,
+    parser.add_argument(stage.flag, default=stage.cli_default, metavar=stage.metavar,
                         type=path if stage.file_choice else None, help=stage.help)
 
 
@@ -245,11 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ms-ssim", action=argparse.BooleanOptionalAction, default=None,
                      help="MS-SSIM on RGB per image (pytorch-msssim's arithmetic; NaN for images under 161 px a side; "
                           "default on, off with --metrics none)")
-    run.add_argument("--lpips", default=None, metavar="auto|none|PATH", type=path,
-                     help="LPIPS (AlexNet, v0.1) per image: auto (default) uses torchvision's AlexNet weights from "
-                          "$CMCBENCH_LPIPS_WEIGHTS or the torch hub cache, downloading them once; PATH a local "
-                          "alexnet-owt-7be5be79.pth; none skips it (the default with --metrics none)")
-    for stage in registry.STAGES.values():  # DISTS, LPIPS-VGG, CLIP: each declared in its metric file
+    for stage in registry.STAGES.values():  # LPIPS, DISTS, LPIPS-VGG, CLIP: each declared in its metric file
         if stage.home == "image_metrics":
             stage_option(run, stage)
     run.add_argument("--iqa", default="", metavar="NAMES",
@@ -427,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Options that shape a run; with --resume the run's own recorded values are used, so giving any is a mistake.
 RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit",
                "max_pixels", "save_reconstructions", "metrics", "inception_weights", "inception_sha256", "batch_size",
-               "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "ms_ssim", "lpips", "iqa",
+               "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "ms_ssim", "iqa",
                "iqa_weights", "dinov2", "prdc_k", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout",
                "codec_batch", "allow_modified_dataset", *registry.STAGES)
 
@@ -540,7 +536,6 @@ def _check_before_work(args) -> None:
         if importlib.util.find_spec("ray") is None:
             raise ValueError("--executor ray needs Ray: pip install -e '.[ray]'.")
     for flag, value in (("--inception-weights", args.inception_weights),
-                        ("--lpips", None if args.lpips in ("auto", "none") else args.lpips),
                         *[(s.flag, getattr(args, s.name)) for s in registry.STAGES.values()
                           if s.file_choice and getattr(args, s.name) not in ("auto", s.off)]):
         if value and not os.path.isfile(value):
@@ -586,8 +581,9 @@ def per_image_metric_defaults(args) -> None:
     off = args.metrics == "none"
     if args.ms_ssim is None:
         args.ms_ssim = not off
-    if args.lpips is None:
-        args.lpips = "none" if off else "auto"
+    for stage in registry.STAGES.values():
+        if stage.off_with_metrics_none and getattr(args, stage.name) is None:
+            setattr(args, stage.name, stage.off if off else stage.default)
     if args.caption_embedder is None:
         args.caption_embedder = "none" if off else "auto"
 
@@ -634,9 +630,9 @@ def cmd_run(args) -> int:
                            allow_modified_dataset=args.allow_modified_dataset,
                            max_pixels=args.max_pixels, codecs=specs, inception=inception,
                            caption_embedder=args.caption_embedder, timeout=args.timeout, codec_batch=args.codec_batch,
-                           image_metrics={"ms_ssim": args.ms_ssim, "lpips": args.lpips,
-                                          **{s.name: getattr(args, s.name) for s in registry.STAGES.values()
-                                             if s.home == "image_metrics"}, "clip": clip},
+                           image_metrics={"ms_ssim": args.ms_ssim, **{s.name: getattr(args, s.name) for s in
+                                                                      registry.STAGES.values()
+                                                                      if s.home == "image_metrics"}, "clip": clip},
                            dinov2={"model": args.dinov2, "k": args.prdc_k}, stages=stages,
                            iqa=iqa_names, iqa_weights=iqa_weights,
                            add_metrics=list(dict.fromkeys(c for m in [*args.add_metric, *added]

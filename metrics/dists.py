@@ -139,7 +139,7 @@ SPECS = [
     Stage("dists", "none", "auto|none|PATH",
           "DISTS (VGG16, DISTS_pytorch's weights) per image: none (default) skips it; auto uses torchvision's VGG16 "
           "weights from $CMCBENCH_DISTS_WEIGHTS or the torch hub cache, downloading them once (528 MB); PATH a local "
-          "vgg16-397923af.pth", "metrics.dists:resolve", label="DISTS", home="image_metrics", hashed_on=True,
+          "vgg16-397923af.pth", "metrics.dists:resolve", label="DISTS", home="image_metrics", hashed="on",
           file_choice=True),
     MetricInfo("dists", "DISTS (VGG16)", False, "network", "DISTS", needs=("pixels", "network:vgg16"),
                state="image_metrics.dists", tolerance=5e-4, fn="metrics.dists:score", load="metrics.dists:load"),

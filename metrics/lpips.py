@@ -121,7 +121,7 @@ def score(model: LPIPS, original: np.ndarray, reconstruction: np.ndarray, cache:
     return model.distance(cache[key], reconstruction)
 
 
-def resolve(choice: str, progress: bool = False, net: str = "alex") -> dict:
+def resolve(choice: str, cache_root=None, progress: bool = False, net: str = "alex") -> dict:
     """--lpips or --lpips-vgg auto or PATH, as config.json records it: the backbone and the linear layers with their
     sha256."""
     from importlib import metadata
@@ -139,14 +139,19 @@ def resolve(choice: str, progress: bool = False, net: str = "alex") -> dict:
 
 
 def resolve_vgg(choice: str, cache_root=None, progress: bool = False) -> dict:
-    return resolve(choice, progress, "vgg")
+    return resolve(choice, cache_root, progress, "vgg")
 
 
 SPECS = [
+    Stage("lpips", "auto", "auto|none|PATH",
+          "LPIPS (AlexNet, v0.1) per image: auto (default) uses torchvision's AlexNet weights from "
+          "$CMCBENCH_LPIPS_WEIGHTS or the torch hub cache, downloading them once; PATH a local "
+          "alexnet-owt-7be5be79.pth; none skips it (the default with --metrics none)", "metrics.lpips:resolve",
+          label="LPIPS", home="image_metrics", hashed="flag", file_choice=True, off_with_metrics_none=True),
     Stage("lpips_vgg", "none", "auto|none|PATH",
           "LPIPS v0.1 with the VGG16 backbone per image, beside AlexNet's: none (default); auto uses torchvision's "
           "VGG16 weights from $CMCBENCH_LPIPS_VGG_WEIGHTS or the torch hub cache; PATH a local vgg16-397923af.pth",
-          "metrics.lpips:resolve_vgg", label="LPIPS-VGG", home="image_metrics", hashed_on=True, file_choice=True),
+          "metrics.lpips:resolve_vgg", label="LPIPS-VGG", home="image_metrics", hashed="on", file_choice=True),
     MetricInfo("lpips", "LPIPS (AlexNet)", False, "network", "LPIPS", needs=("pixels", "network:alexnet"),
                state="image_metrics.lpips", tolerance=5e-4, fn="metrics.lpips:score", load="metrics.lpips:load"),
     MetricInfo("lpips_vgg", "LPIPS (VGG16)", False, "network", "LPIPS-VGG", needs=("pixels", "network:vgg16"),

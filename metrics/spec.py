@@ -153,16 +153,32 @@ class Stage:
     resolve: str  # "module:function"
     off: str = "none"  # the choice that turns the stage off
     label: str = ""  # its name in the report's weights list (default: `name`)
-    # "image_metrics": the stages of the first metric files (DISTS, LPIPS-VGG, CLIP) keep the choice in that entry of
-    # the run's configuration and the resolved state in config.json's, always, off or on; their hashed form is the
-    # choice when on, or only `true` (hashed_on), and absent when off: their runs keep their files and hash.
+    # "image_metrics": the stages of the first metric files (LPIPS, DISTS, LPIPS-VGG, CLIP) keep the choice in that
+    # entry of the run's configuration and the resolved state in config.json's, always, off or on; their hashed form
+    # (`hashed`) is the choice when on ("choice"), or only `true` ("on"), and absent when off, or whether it is on,
+    # always ("flag", LPIPS's): their runs keep their files and hash.
     home: str = ""
-    hashed_on: bool = False
+    hashed: str = "choice"
     file_choice: bool = False  # a choice other than auto and off is a local file: `~` expanded, checked before work
+    # On by default (default "auto") except with --metrics none ("bpp and PSNR only"), unless its own flag is given:
+    # the command line's default is then None, filled in after --resume has compared the flags with the defaults.
+    off_with_metrics_none: bool = False
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def cli_default(self) -> str | None:
+        return None if self.off_with_metrics_none else self.default
+
+    def hashed_form(self, choice):
+        """What the config hash holds of a home stage's choice (None: absent)."""
+        if self.hashed == "flag":
+            return choice != self.off
+        if (choice or self.off) == self.off:
+            return None
+        return True if self.hashed == "on" else choice
 
     @property
     def record(self) -> str:
@@ -170,6 +186,8 @@ class Stage:
         return f"{self.home}.{self.name}" if self.home else self.name
 
     def resolved(self, choice: str, cache_root, progress: bool = False) -> dict:
+        if choice == self.off and self.default != self.off:  # on by default: it was turned off
+            return {"status": "disabled", "reason": f"not requested ({self.flag} {self.off})"}
         if choice == self.off:
             asked = self.metavar.replace(self.off + "|", "").split("|")
             return {"status": "disabled", "reason": f"not requested ({' or '.join(f'{self.flag} {a}' for a in asked)})"}

@@ -309,7 +309,6 @@ def _provenance(info: dict) -> dict:
             ("preprocessing", f"{d.get('preprocess')}: {d.get('preprocess_description', '')}"),
             ("Inception", _stage(info.get("inception", {}), "weights_sha256")),
             ("MS-SSIM", _stage(info.get("image_metrics", {}).get("ms_ssim", {}), "implementation")),
-            ("LPIPS", _stage(info.get("image_metrics", {}).get("lpips", {}), "backbone_sha256")),
             *[(name, _stage(state, _identity(state))) for name, state in (
                 ("DINOv2", info.get("dinov2", {})),
                 *[(f"pyiqa {k}", v) for k, v in info.get("iqa", {}).items() if k != "cmc_bench_overall"],

@@ -1,5 +1,5 @@
-"""Availability of the full-reference per-image metrics beyond PSNR: MS-SSIM, LPIPS, and the metric files' stages
-that config.json records beside them (DISTS, LPIPS-VGG, CLIP: `Stage.home == "image_metrics"`).
+"""Availability of the full-reference per-image metrics beyond PSNR: MS-SSIM, and the metric files' stages that
+config.json records beside it (LPIPS, DISTS, LPIPS-VGG, CLIP: `Stage.home == "image_metrics"`).
 
 `resolve` decides once per run (in the main process) what is available and records it in config.json
 with the weights' sha256; the metric registry reads that state, and a metric that is unavailable is NaN
@@ -12,12 +12,10 @@ import importlib.util
 from importlib import metadata
 from typing import Any
 
-from metrics import lpips, registry
+from metrics import registry
 
-# ms_ssim: on or off; lpips: auto, none, or a path to AlexNet weights; then each metric file's Stage that lives here
-# (DISTS, LPIPS-VGG, CLIP), at its default
-DEFAULTS = {"ms_ssim": True, "lpips": "auto", **{s.name: s.default for s in registry.STAGES.values()
-                                                  if s.home == "image_metrics"}}
+# ms_ssim: on or off; then each metric file's Stage that lives here (LPIPS, DISTS, LPIPS-VGG, CLIP), at its default
+DEFAULTS = {"ms_ssim": True, **{s.name: s.default for s in registry.STAGES.values() if s.home == "image_metrics"}}
 
 
 def _version(distribution: str) -> str:
@@ -39,10 +37,8 @@ def resolve(options: dict, cache_root=None, progress: bool = False) -> dict:
         out["ms_ssim"] = {"status": "ok", "implementation": "cmcbench metrics.msssim (pytorch-msssim's arithmetic) on "
                                                             f"opencv-python-headless {_version('opencv-python-headless')}",
                           "data_range": 255, "win_size": 11, "scales": 5}
-    choice = options.get("lpips", "auto") or "none"
-    out["lpips"] = lpips.resolve(choice, progress) if choice != "none" else \
-        {"status": "disabled", "reason": "not requested (--lpips none)"}
     for stage in registry.STAGES.values():
         if stage.home == "image_metrics":
-            out[stage.name] = stage.resolved(options.get(stage.name) or stage.off, cache_root, progress)
+            choice = options.get(stage.name, stage.default) or stage.off
+            out[stage.name] = stage.resolved(choice, cache_root, progress)
     return out
