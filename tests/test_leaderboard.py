@@ -299,3 +299,37 @@ def test_a_codec_resting_on_4_of_24_images_says_4_of_24_everywhere_and_compare_p
                              "failed in BASE or NEW)"]
     assert "note: jpeg compared on the 4 of 24 images" in render_text(result)
     assert json.loads(json.dumps(result.to_json(), default=float))["paired"] == result.paired
+
+
+def test_a_value_shown_without_an_interval_says_why_in_every_format(tmp_path, natural_images):
+    """A rate near an end of a codec's curve lies beyond it in many resamples, and BD against an anchor of another
+    run has no paired resamples: such values are marked (‡) with the reason, never shown as if exact."""
+    def run(name, codec):
+        config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"}, codecs=[parse_codec_spec(codec)])
+        run_dir = create_run(config, tmp_path / "runs", name, progress=False)
+        execute(run_dir, jobs=1, progress=False)
+        return run_dir
+
+    one, other = run("one", "jpeg quality=10,30,60,90"), run("other", "webp quality=10,30,60,90")
+    _, summary = load_run(one)
+    lowest, middle = float(summary.bpp.min()), float(summary.bpp.median())
+    board = leaderboard.build([one, other], anchor="jpeg", rates=[lowest, middle], resamples=50)
+    drawn = bootstrap.run_resamples(one, 50, bootstrap.DEFAULT_SEED)
+    bpp = np.stack([drawn.values[k]["bpp"] for k in drawn.values if k[0] == "jpeg"], 1)  # resamples x settings
+    beyond = np.mean((bpp.min(1) > lowest) | (bpp.max(1) < lowest))
+    assert beyond > 0.2  # the share the leaderboard must report, counted here from the resamples themselves
+    at = board.at_rates[(board.at_rates.codec == "jpeg") & (board.at_rates.metric == "psnr")].set_index("bpp")
+    assert at.loc[lowest, "interval_note"] == f"{lowest:g} bpp lies beyond the codec's curve in {beyond:.0%} of the " \
+                                              "resamples" and np.isnan(at.loc[lowest, "low"])
+    assert at.loc[middle, "interval_note"] == "" and at.loc[middle, "low"] < at.loc[middle, "high"]
+    webp = board.bd[(board.bd.codec == "webp") & (board.bd.metric == "psnr")].iloc[0]
+    assert webp.interval_note == "jpeg is in another run (resamples pair the images of one run)"
+    md, tex, csv = (leaderboard.render(board, fmt) for fmt in ("md", "tex", "csv"))
+    cells = leaderboard.wide_tables(board)["at_rates"].set_index(["metric", "codec"])
+    assert cells.loc[("PSNR (dB) ↑", "jpeg"), f"@ {lowest:g} bpp"].endswith("‡")
+    assert "‡" not in cells.loc[("PSNR (dB) ↑", "jpeg"), f"@ {middle:g} bpp"]
+    assert "‡ No interval: the rate lies beyond the codec's curve in over a fifth of the resamples; jpeg is in " \
+           "another run (resamples pair the images of one run)." in md
+    assert "\\ddag{}" in tex and "‡" not in tex.replace("% ‡", "")
+    assert "beyond the codec's curve" in csv

@@ -23,8 +23,8 @@ FIT_OPEN = "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{
 
 _ESCAPES = (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"), ("#", "\\#"), ("$", "\\$"),
             ("{", "\\{"), ("}", "\\}"), ("^", "\\^{}"), ("~", "\\~{}"))
-_SYMBOLS = (("↑", "$\\uparrow$"), ("↓", "$\\downarrow$"), ("†", "\\dag{}"), ("–", "--"), ("—", "---"),
-            ("²", "$^2$"), ("≥", "$\\geq$"), ("≤", "$\\leq$"), ("×", "$\\times$"), ("±", "$\\pm$"))
+_SYMBOLS = (("↑", "$\\uparrow$"), ("↓", "$\\downarrow$"), ("†", "\\dag{}"), ("‡", "\\ddag{}"), ("–", "--"),
+            ("—", "---"), ("²", "$^2$"), ("≥", "$\\geq$"), ("≤", "$\\leq$"), ("×", "$\\times$"), ("±", "$\\pm$"))
 
 
 def escape(text) -> str:
@@ -38,13 +38,13 @@ def escape(text) -> str:
 
 
 def stacked_cell(cell) -> str:
-    """(value, low, high, metric) as the value over its interval in small type; '--' when there is none."""
+    """(value, low, high, metric[, mark]) as the value over its interval in small type; '--' when there is none."""
     if not isinstance(cell, tuple):
         return escape(cell) if isinstance(cell, str) else "--"
-    value, low, high, metric = cell
+    value, low, high, metric, *mark = cell  # mark: the leaderboard's sign for a value without an interval
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "--"
-    main = format_value(value, metric)
+    main = format_value(value, metric) + escape("".join(mark))
     if low is None or high is None or math.isnan(low) or math.isnan(high):
         return main
     return (f"\\begin{{tabular}}[t]{{@{{}}r@{{}}}}{main}\\\\[-2pt]{{\\tiny[{format_value(low, metric)}, "

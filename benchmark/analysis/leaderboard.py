@@ -5,13 +5,15 @@ Values at a rate are interpolated along each codec's own curve and never extrapo
 means the codec's settings do not span that rate). Their intervals, and those of BD-rate and BD-metric,
 come from computing the same quantity on the codec's curve in each bootstrap resample of the run's
 images (one draw shared by every codec of a run, so BD against an anchor of the same run is paired).
-BD over too small a share of the curves' ranges is marked unreliable (†).
+BD over too small a share of the curves' ranges is marked unreliable (†); a value of a run's codec shown without an
+interval says why (‡, and the CSV's `interval_note`), since its missing spread is not a zero spread.
 """
 
 from __future__ import annotations
 
 import math
 import pathlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,8 +35,8 @@ FORMATS = ("md", "tex", "csv", "html")
 
 @dataclass
 class Leaderboard:
-    at_rates: pd.DataFrame  # codec, metric, bpp, value, low, high
-    bd: pd.DataFrame  # codec, metric, bd_rate, bd_metric, note, fallback
+    at_rates: pd.DataFrame  # codec, metric, bpp, value, low, high, interval_note
+    bd: pd.DataFrame  # codec, metric, bd_rate, bd_metric, note, fallback, interval_note
     settings: pd.DataFrame  # long: codec, setting, metric, value, low, high
     anchor: str
     metrics: list[str]
@@ -49,6 +51,7 @@ class Leaderboard:
 
 
 PUBLISHED = " [published]"
+NO_INTERVAL = "‡"
 
 
 def with_references(summary: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:
@@ -194,8 +197,11 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                 value = curve.at_rate(rate)
                 drawn_at_rate = [c.at_rate(rate) for c in resampled or []]
                 low, high = bootstrap.within_bounds(metric, *_interval(value, drawn_at_rate, level))
+                why = _no_interval(value, low, drawn_at_rate, f"{rate:g} bpp lies beyond the codec's curve") \
+                    if drawn.get(run_dir) else ""
                 at_rates.append({"codec": codec, "metric": metric, "bpp": rate, "value": value, "low": low,
-                                 "high": high})
+                                 "high": high, "interval_note": why or _not_resampled(resampled, run_dir, drawn,
+                                                                                       value, metric)})
             anchor_curve = Curve.from_summary(summary, anchor, metric)
             if codec != anchor and len(anchor_curve) and len(curve):  # both measured this metric
                 result = compare_curves(anchor_curve, curve, bd_method)
@@ -209,6 +215,12 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                     draws = [compare_curves(a, c, bd_method) for a, c in zip(anchors, resampled)]
                     for key in ("bd_rate", "bd_metric"):
                         row[f"{key}_low"], row[f"{key}_high"] = _interval(result[key], [d[key] for d in draws], level)
+                    row["interval_note"] = _no_interval(result["bd_rate"], row["bd_rate_low"],
+                                                        [d["bd_rate"] for d in draws], "BD is undefined")
+                elif drawn.get(run_dir) and drawn.get(anchor_run) and not math.isnan(result["bd_rate"]):
+                    row["interval_note"] = f"{anchor} is in another run (resamples pair the images of one run)"
+                else:
+                    row["interval_note"] = _not_resampled(resampled, run_dir, drawn, result["bd_rate"], metric)
                 bd.append(row)
     notes = [f"Measured on {rest_on}."] if (rest_on := dataset_title(runs_only)) else []  # what the numbers rest on
     notes += [f"BD against {anchor} ({bd_method} interpolation, bjontegaard package); BD-rate in % "
@@ -237,7 +249,10 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     if len(bd) and not all(r["reliable"] for r in bd):
         notes.append(f"† BD over less than {MIN_RELIABLE_OVERLAP:.0%} of the two curves' wider range: it rests on "
                      "their ends and is not a headline number.")
-    at_rates, bd = pd.DataFrame(at_rates), pd.DataFrame(bd, columns=bd_columns)
+    reasons = dict.fromkeys(_general(r["interval_note"]) for r in at_rates + bd if r.get("interval_note"))
+    if reasons:  # the general form of each reason; the CSV's interval_note has each value's own
+        notes.append(f"{NO_INTERVAL} No interval: " + "; ".join(reasons) + ".")
+    at_rates, bd = pd.DataFrame(at_rates), pd.DataFrame(bd, columns=[*bd_columns, "interval_note"])
     for frame in (at_rates, bd):  # machine-readable counts beside the numbers (CSV)
         frame["n_images"] = [counts[c][0] if c in counts else n_dataset.get(where.loc[c, "run_dir"])
                              for c in frame.codec] if len(frame) else []
@@ -274,6 +289,31 @@ def _resampled_curves(drawn, codec_in_run: str, codec: str, metric: str) -> list
     bpp = np.stack([drawn.values[k]["bpp"] for k in keys], 1)
     value = np.stack([drawn.values[k][metric] for k in keys], 1)
     return [Curve.from_points(codec, metric, bpp[b], value[b]) for b in range(drawn.resamples)]
+
+
+def _no_interval(point: float, low: float, resampled: list[float], undefined: str) -> str:
+    """Why a defined value of a resampled curve has no interval ('' when it has one)."""
+    values = np.asarray(resampled, float)
+    if math.isnan(point) or not math.isnan(low) or not len(values):
+        return ""
+    finite = values[np.isfinite(values)]
+    if len(finite) < 0.8 * len(values):
+        return f"{undefined} in {1 - len(finite) / len(values):.0%} of the resamples"
+    return "the same in every resample" if np.ptp(finite) == 0 else ""
+
+
+def _general(reason: str) -> str:
+    """A value's reason for having no interval, as the notes say it of every such value."""
+    reason = re.sub(r"^[0-9.e+-]+ bpp lies", "the rate lies", reason)
+    return re.sub(r" in \d+% of the resamples$", " in over a fifth of the resamples", reason)
+
+
+def _not_resampled(resampled, run_dir: str, drawn: dict, value: float, metric: str) -> str:
+    """A run's value whose metric the bootstrap does not recompute per resample (PRDC, patch FID) says so."""
+    if resampled is not None or not drawn.get(run_dir) or math.isnan(value):
+        return ""
+    info = METRICS.get(metric)
+    return f"the bootstrap does not recompute {info.short or info.label if info else metric} per resample"
 
 
 def _interval(point: float, resampled: list[float], level: float) -> tuple[float, float]:
@@ -318,7 +358,8 @@ def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.Da
     tables = {}
     at = board.at_rates.copy()
     if len(at) and at.value.notna().any():
-        at["cell"] = [cell(v, lo, hi, m) for v, lo, hi, m in zip(at.value, at.low, at.high, at.metric)]
+        at["cell"] = [_marked(cell(v, lo, hi, m), why) for v, lo, hi, m, why in
+                      zip(at.value, at.low, at.high, at.metric, at.interval_note)]
         at["column"] = [f"@ {b:g} bpp" for b in at.bpp]
         wide = at.pivot_table(index=["metric", "codec"], columns="column", values="cell", aggfunc="first")
         wide = wide.reindex(columns=[f"@ {b:g} bpp" for b in board.rates])
@@ -332,7 +373,7 @@ def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.Da
         tables["at_rates"] = pd.DataFrame()
     bd = board.bd.copy()
     if len(bd):
-        dagger = ["" if r else "†" for r in bd.reliable]
+        dagger = [("" if r else "†") + (NO_INTERVAL if why else "") for r, why in zip(bd.reliable, bd.interval_note)]
         bd["BD-rate (%)"] = [("–" if pd.isna(v) else f"{v:+.2f}" + ("" if pd.isna(lo) else f" [{lo:+.2f}, {hi:+.2f}]")
                               + d) for v, lo, hi, d in zip(bd.bd_rate, bd.bd_rate_low, bd.bd_rate_high, dagger)]
         bd["BD-metric"] = [("–" if pd.isna(v) else f"{v:+.4g}" + ("" if pd.isna(lo) else f" [{lo:+.4g}, {hi:+.4g}]")
@@ -354,6 +395,13 @@ def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.Da
     else:
         tables["settings"] = pd.DataFrame()
     return tables
+
+
+def _marked(cell, why: str):
+    """A cell (text, or LaTeX's (value, low, high, metric) tuple) marked when its value has no interval."""
+    if not why:
+        return cell
+    return (*cell, NO_INTERVAL) if isinstance(cell, tuple) else cell + NO_INTERVAL
 
 
 def _has_value(cell) -> bool:
