@@ -165,3 +165,12 @@ def test_fd_dinov2_is_resampled_with_its_images_and_compared_per_setting(tiny_di
     got = detail[detail.metric.isin(["fd_dinov2", "dinov2_precision", "dinov2_coverage"])]
     assert set(got.metric) == {"fd_dinov2", "dinov2_precision", "dinov2_coverage"} and len(got) == 6
     assert (got.change == 0).all() and (got.verdict == "same").all()
+    # the leaderboard shows PRDC without an interval and says why (the bootstrap does not recompute it)
+    from benchmark.analysis import leaderboard
+
+    board = leaderboard.build([base], resamples=50, metrics=["fd_dinov2", "dinov2_precision"])
+    notes = board.settings.set_index("metric").interval_note
+    assert (notes["dinov2_precision"] == "the bootstrap does not recompute Precision (DINOv2 k-NN) per resample").all()
+    assert (notes["fd_dinov2"] == "").all()
+    assert "‡ No interval: the bootstrap does not recompute Precision (DINOv2 k-NN) per resample." \
+        in leaderboard.render(board, "md")

@@ -179,9 +179,11 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     settings["setting_label"] = [f"{label} ({int(n)}/{int(d)})" if pd.notna(n) and d and n < d else label
                                  for label, n, d in zip(settings.setting_label, settings.images_ok,
                                                         settings.n_dataset)]
+    settings["interval_note"] = [_setting_without_interval(m, lo, n) if resamples > 0 and r else "" for r, m, lo, n
+                                 in zip(settings.run_dir, settings.metric, settings.low, settings.images_ok)]
     settings = settings.rename(columns={"setting_label": "setting", "rate": "bpp"})[
-        ["codec", "setting", "setting_index", "bpp", "metric", "value", "low", "high", "n_ok", "n_dataset"]
-    ].reset_index(drop=True)
+        ["codec", "setting", "setting_index", "bpp", "metric", "value", "low", "high", "n_ok", "n_dataset",
+         "interval_note"]].reset_index(drop=True)
     counts = partial_counts(summary, n_dataset)
     at_rates, bd = [], []
     codecs = list(dict.fromkeys(summary.codec))
@@ -249,7 +251,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     if len(bd) and not all(r["reliable"] for r in bd):
         notes.append(f"† BD over less than {MIN_RELIABLE_OVERLAP:.0%} of the two curves' wider range: it rests on "
                      "their ends and is not a headline number.")
-    reasons = dict.fromkeys(_general(r["interval_note"]) for r in at_rates + bd if r.get("interval_note"))
+    reasons = dict.fromkeys(_general(r) for r in [*(r["interval_note"] for r in at_rates + bd),
+                                                   *settings.interval_note] if r)
     if reasons:  # the general form of each reason; the CSV's interval_note has each value's own
         notes.append(f"{NO_INTERVAL} No interval: " + "; ".join(reasons) + ".")
     at_rates, bd = pd.DataFrame(at_rates), pd.DataFrame(bd, columns=[*bd_columns, "interval_note"])
@@ -312,8 +315,22 @@ def _not_resampled(resampled, run_dir: str, drawn: dict, value: float, metric: s
     """A run's value whose metric the bootstrap does not recompute per resample (PRDC, patch FID) says so."""
     if resampled is not None or not drawn.get(run_dir) or math.isnan(value):
         return ""
+    return _unresampled(metric)
+
+
+def _setting_without_interval(metric: str, low: float, n_images: int) -> str:
+    """Why a run's setting has no interval for a value it has ('' when it has one): as `bootstrap.intervals`
+    leaves it out."""
+    if not np.isnan(low):
+        return ""
+    if metric not in bootstrap.SET_METRICS and getattr(METRICS.get(metric), "kind", "") == "set":
+        return _unresampled(metric)
+    return "it rests on one image" if n_images < 2 else "the same in every resample"
+
+
+def _unresampled(metric: str) -> str:
     info = METRICS.get(metric)
-    return f"the bootstrap does not recompute {info.short or info.label if info else metric} per resample"
+    return f"the bootstrap does not recompute {info.label if info else metric} per resample"
 
 
 def _interval(point: float, resampled: list[float], level: float) -> tuple[float, float]:
@@ -386,7 +403,8 @@ def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.Da
         tables["bd"] = pd.DataFrame()
     st = board.settings.copy()
     if len(st):
-        st["cell"] = [cell(v, lo, hi, m) for v, lo, hi, m in zip(st.value, st.low, st.high, st.metric)]
+        st["cell"] = [_marked(cell(v, lo, hi, m), why) for v, lo, hi, m, why in
+                      zip(st.value, st.low, st.high, st.metric, st.interval_note)]
         st["metric"] = [label(m) for m in st.metric]
         wide = st.pivot_table(index=["codec", "setting_index", "setting"], columns="metric", values="cell",
                               aggfunc="first").reset_index()
