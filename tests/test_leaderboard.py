@@ -333,3 +333,9 @@ def test_a_value_shown_without_an_interval_says_why_in_every_format(tmp_path, na
            "another run (resamples pair the images of one run)." in md
     assert "\\ddag{}" in tex and "‡" not in tex.replace("% ‡", "")
     assert "beyond the codec's curve" in csv
+    from benchmark.analysis.references import export_compressai
+
+    export_compressai(other, tmp_path / "published")  # the same curve, published: BD against it has no resamples
+    against = leaderboard.build([one], anchor="webp", resamples=50, references=[tmp_path / "published" / "webp.json"])
+    row = against.bd[(against.bd.codec == "jpeg") & (against.bd.metric == "psnr")].iloc[0]
+    assert row.interval_note == "webp [published] has no resamples (a published curve)" and np.isnan(row.bd_rate_low)

@@ -37,7 +37,7 @@ FORMATS = ("md", "tex", "csv", "html")
 class Leaderboard:
     at_rates: pd.DataFrame  # codec, metric, bpp, value, low, high, interval_note
     bd: pd.DataFrame  # codec, metric, bd_rate, bd_metric, note, fallback, interval_note
-    settings: pd.DataFrame  # long: codec, setting, metric, value, low, high
+    settings: pd.DataFrame  # long: codec, setting, metric, value, low, high, interval_note
     anchor: str
     metrics: list[str]
     rates: list[float]
@@ -217,10 +217,12 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                     draws = [compare_curves(a, c, bd_method) for a, c in zip(anchors, resampled)]
                     for key in ("bd_rate", "bd_metric"):
                         row[f"{key}_low"], row[f"{key}_high"] = _interval(result[key], [d[key] for d in draws], level)
-                    row["interval_note"] = _no_interval(result["bd_rate"], row["bd_rate_low"],
-                                                        [d["bd_rate"] for d in draws], "BD is undefined")
-                elif drawn.get(run_dir) and drawn.get(anchor_run) and not math.isnan(result["bd_rate"]):
-                    row["interval_note"] = f"{anchor} is in another run (resamples pair the images of one run)"
+                    row["interval_note"] = next(filter(None, (_no_interval(
+                        result[key], row[f"{key}_low"], [d[key] for d in draws], "BD is undefined")
+                        for key in ("bd_rate", "bd_metric"))), "")
+                elif resampled and not (math.isnan(result["bd_rate"]) and math.isnan(result["bd_metric"])):
+                    row["interval_note"] = f"{anchor} is in another run (resamples pair the images of one run)" \
+                        if drawn.get(anchor_run) else f"{anchor} has no resamples (a published curve)"
                 else:
                     row["interval_note"] = _not_resampled(resampled, run_dir, drawn, result["bd_rate"], metric)
                 bd.append(row)
@@ -390,11 +392,15 @@ def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.Da
         tables["at_rates"] = pd.DataFrame()
     bd = board.bd.copy()
     if len(bd):
-        dagger = [("" if r else "†") + (NO_INTERVAL if why else "") for r, why in zip(bd.reliable, bd.interval_note)]
+        dagger = ["" if r else "†" for r in bd.reliable]
         bd["BD-rate (%)"] = [("–" if pd.isna(v) else f"{v:+.2f}" + ("" if pd.isna(lo) else f" [{lo:+.2f}, {hi:+.2f}]")
-                              + d) for v, lo, hi, d in zip(bd.bd_rate, bd.bd_rate_low, bd.bd_rate_high, dagger)]
+                              + d + (NO_INTERVAL if why and pd.isna(lo) else ""))
+                             for v, lo, hi, d, why in zip(bd.bd_rate, bd.bd_rate_low, bd.bd_rate_high, dagger,
+                                                          bd.interval_note)]
         bd["BD-metric"] = [("–" if pd.isna(v) else f"{v:+.4g}" + ("" if pd.isna(lo) else f" [{lo:+.4g}, {hi:+.4g}]")
-                            + d) for v, lo, hi, d in zip(bd.bd_metric, bd.bd_metric_low, bd.bd_metric_high, dagger)]
+                            + d + (NO_INTERVAL if why and pd.isna(lo) else ""))
+                           for v, lo, hi, d, why in zip(bd.bd_metric, bd.bd_metric_low, bd.bd_metric_high, dagger,
+                                                        bd.interval_note)]
         bd["metric"] = [label(m) for m in bd.metric]
         bd["note"] = [" — ".join(filter(None, [n, f])) for n, f in zip(bd.note.fillna(""), bd.fallback.fillna(""))]
         bd["codec"] = [board.shown(c) for c in bd.codec]
