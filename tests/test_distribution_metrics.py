@@ -174,3 +174,7 @@ def test_fd_dinov2_is_resampled_with_its_images_and_compared_per_setting(tiny_di
     assert (notes["fd_dinov2"] == "").all()
     assert "‡ No interval: the bootstrap does not recompute Precision (DINOv2 k-NN) per resample." \
         in leaderboard.render(board, "md")
+    from benchmark.analysis.report import _error_bars
+
+    assert _error_bars(board).endswith("A point without a bar has no interval: the bootstrap does not recompute "
+                                       "Precision (DINOv2 k-NN) per resample.")

@@ -234,7 +234,7 @@ code {{ background: #f4f4f4; padding: 0 .2em; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(prov['headline'])}</p>{''.join(f"<p class='failed'>{html.escape(n)}</p>" for n in _partial(board))}
-<h2>Rate–quality curves</h2><p>Error bars: {html.escape(next((n for n in board.notes if n.startswith('Intervals')), 'none (no bootstrap)'))}</p>
+<h2>Rate–quality curves</h2><p>{html.escape(_error_bars(board))}</p>
 <div class="plots">{plot_html}</div>
 {failures_html}
 <h2>Leaderboard</h2>
@@ -254,7 +254,8 @@ nearest rate, printed under the tile.</p>
     stages.set_description("report: writing")
     html_path = out_dir / "report.html"
     atomic_write_bytes(html_path, page.encode(), durable=False)
-    md = [f"# {title}\n", prov["headline"] + "\n", *(f"**{n}**\n" for n in _partial(board)), "## Rate–quality curves\n"]
+    md = [f"# {title}\n", prov["headline"] + "\n", *(f"**{n}**\n" for n in _partial(board)), "## Rate–quality curves\n",
+          _error_bars(board) + "\n"]
     md += [f"![{p.stem}](plots/{p.name})\n" for p in plots]
     md += [failures_md, "## Leaderboard\n", leaderboard.render(board, "md", only=("at_rates", "bd")),
            "## Visual comparison\n", *md_grid, leaderboard.render(board, "md", only=("settings",), notes=False),
@@ -298,6 +299,13 @@ def _failures(summary: pd.DataFrame) -> tuple[str, str]:
                   f"</thead><tbody>{rows_html}</tbody></table>")
     return (f"{head}<p>{html.escape(intro)}</p>{table_html}",
             f"## Failures\n\n{intro}\n\n{table.to_markdown(index=False)}\n")
+
+
+def _error_bars(board) -> str:
+    """What the plots' bars are, and why a point has none (a missing bar is not a zero spread)."""
+    bars = next((n for n in board.notes if n.startswith("Intervals")), "none (no bootstrap)")
+    missing = sorted(set(board.settings.get("interval_note", [])) - {""})
+    return f"Error bars: {bars}" + (f" A point without a bar has no interval: {'; '.join(missing)}." if missing else "")
 
 
 def _provenance(info: dict) -> dict:
