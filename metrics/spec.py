@@ -164,6 +164,10 @@ class Stage:
     # the command line's default is then None, filled in after --resume has compared the flags with the defaults.
     off_with_metrics_none: bool = False
 
+    def __post_init__(self):
+        if self.hashed not in ("choice", "on", "flag"):
+            raise ValueError(f"Stage {self.name!r}: hashed must be choice, on or flag, not {self.hashed!r}.")
+
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
