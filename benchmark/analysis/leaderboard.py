@@ -179,8 +179,10 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     settings["setting_label"] = [f"{label} ({int(n)}/{int(d)})" if pd.notna(n) and d and n < d else label
                                  for label, n, d in zip(settings.setting_label, settings.images_ok,
                                                         settings.n_dataset)]
-    settings["interval_note"] = [_setting_without_interval(m, lo, n) if resamples > 0 and r else "" for r, m, lo, n
-                                 in zip(settings.run_dir, settings.metric, settings.low, settings.images_ok)]
+    drawn = {r: bootstrap.run_resamples(r, resamples, seed) for r in dict.fromkeys(summary.run_dir) if r} \
+        if resamples > 0 else {}
+    settings["interval_note"] = [_setting_without_interval(drawn.get(r), (c, s), m, lo) for r, c, s, m, lo in zip(
+        settings.run_dir, settings.codec_in_run, settings.setting_index, settings.metric, settings.low)]
     settings = settings.rename(columns={"setting_label": "setting", "rate": "bpp"})[
         ["codec", "setting", "setting_index", "bpp", "metric", "value", "low", "high", "n_ok", "n_dataset",
          "interval_note"]].reset_index(drop=True)
@@ -188,8 +190,6 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     at_rates, bd = [], []
     codecs = list(dict.fromkeys(summary.codec))
     where = summary.groupby("codec", sort=False)[["run_dir", "codec_in_run"]].first()
-    drawn = {r: bootstrap.run_resamples(r, resamples, seed) for r in dict.fromkeys(summary.run_dir) if r} \
-        if resamples > 0 else {}
     for codec in codecs:
         run_dir, in_run = where.loc[codec]
         for metric in metrics:
@@ -198,9 +198,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
             for rate in rates:
                 value = curve.at_rate(rate)
                 drawn_at_rate = [c.at_rate(rate) for c in resampled or []]
-                low, high = bootstrap.within_bounds(metric, *_interval(value, drawn_at_rate, level))
-                why = _no_interval(value, low, drawn_at_rate, f"{rate:g} bpp lies beyond the codec's curve") \
-                    if drawn.get(run_dir) else ""
+                low, high, why = _interval(value, drawn_at_rate, level, f"{rate:g} bpp lies beyond the codec's curve")
+                low, high = bootstrap.within_bounds(metric, low, high)
                 at_rates.append({"codec": codec, "metric": metric, "bpp": rate, "value": value, "low": low,
                                  "high": high, "interval_note": why or _not_resampled(resampled, run_dir, drawn,
                                                                                        value, metric)})
@@ -215,11 +214,12 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                     if anchor_run == run_dir else None  # paired resamples exist only within one run
                 if resampled and anchors:
                     draws = [compare_curves(a, c, bd_method) for a, c in zip(anchors, resampled)]
+                    whys = []
                     for key in ("bd_rate", "bd_metric"):
-                        row[f"{key}_low"], row[f"{key}_high"] = _interval(result[key], [d[key] for d in draws], level)
-                    row["interval_note"] = next(filter(None, (_no_interval(
-                        result[key], row[f"{key}_low"], [d[key] for d in draws], "BD is undefined")
-                        for key in ("bd_rate", "bd_metric"))), "")
+                        row[f"{key}_low"], row[f"{key}_high"], why = _interval(result[key], [d[key] for d in draws],
+                                                                               level, "BD is undefined")
+                        whys.append(why)
+                    row["interval_note"] = next(filter(None, whys), "")
                 elif resampled and not (math.isnan(result["bd_rate"]) and math.isnan(result["bd_metric"])):
                     row["interval_note"] = f"{anchor} is in another run (resamples pair the images of one run)" \
                         if drawn.get(anchor_run) else f"{anchor} has no resamples (a published curve)"
@@ -296,17 +296,6 @@ def _resampled_curves(drawn, codec_in_run: str, codec: str, metric: str) -> list
     return [Curve.from_points(codec, metric, bpp[b], value[b]) for b in range(drawn.resamples)]
 
 
-def _no_interval(point: float, low: float, resampled: list[float], undefined: str) -> str:
-    """Why a defined value of a resampled curve has no interval ('' when it has one)."""
-    values = np.asarray(resampled, float)
-    if math.isnan(point) or not math.isnan(low) or not len(values):
-        return ""
-    finite = values[np.isfinite(values)]
-    if len(finite) < 0.8 * len(values):
-        return f"{undefined} in {1 - len(finite) / len(values):.0%} of the resamples"
-    return "the same in every resample" if np.ptp(finite) == 0 else ""
-
-
 def _general(reason: str) -> str:
     """A value's reason for having no interval, as the notes say it of every such value."""
     reason = re.sub(r"^[0-9.e+-]+ bpp lies", "the rate lies", reason)
@@ -320,14 +309,20 @@ def _not_resampled(resampled, run_dir: str, drawn: dict, value: float, metric: s
     return _unresampled(metric)
 
 
-def _setting_without_interval(metric: str, low: float, n_images: int) -> str:
-    """Why a run's setting has no interval for a value it has ('' when it has one): as `bootstrap.intervals`
-    leaves it out."""
-    if not np.isnan(low):
+def _setting_without_interval(drawn, key: tuple[str, int], metric: str, low: float) -> str:
+    """Why a run's setting has no interval for a value it has ('' when it has one), read from the resamples
+    `bootstrap.intervals` computes its intervals from."""
+    if drawn is None or not np.isnan(low) or key not in drawn.settings:
         return ""
-    if metric not in bootstrap.SET_METRICS and getattr(METRICS.get(metric), "kind", "") == "set":
+    if len(drawn.settings[key].image_ids) < 2:
+        return "it rests on one image"
+    values = drawn.values.get(key, {}).get(metric)
+    if values is None:
         return _unresampled(metric)
-    return "it rests on one image" if n_images < 2 else "the same in every resample"
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return "it is undefined in every resample"
+    return "the same in every resample" if np.ptp(finite) == 0 else ""
 
 
 def _unresampled(metric: str) -> str:
@@ -335,14 +330,19 @@ def _unresampled(metric: str) -> str:
     return f"the bootstrap does not recompute {info.label if info else metric} per resample"
 
 
-def _interval(point: float, resampled: list[float], level: float) -> tuple[float, float]:
-    """Bias-corrected percentile interval of a curve quantity computed in each resample; none when the point
-    is undefined or the quantity is undefined in over a fifth of the resamples."""
+def _interval(point: float, resampled: list[float], level: float, undefined: str) -> tuple[float, float, str]:
+    """Bias-corrected percentile interval of a curve quantity computed in each resample, and why there is none
+    for a defined point ('' otherwise): the quantity is undefined in over a fifth of the resamples (`undefined`
+    says how), or the same in all."""
     values = np.asarray(resampled, float)
     finite = values[np.isfinite(values)]
-    if not len(values) or math.isnan(point) or len(finite) < 0.8 * len(values) or np.ptp(finite) == 0:
-        return float("nan"), float("nan")
-    return bootstrap.bias_corrected_percentile(finite, point, level)
+    if not len(values) or math.isnan(point):
+        return float("nan"), float("nan"), ""
+    if len(finite) < 0.8 * len(values):
+        return float("nan"), float("nan"), f"{undefined} in {1 - len(finite) / len(values):.0%} of the resamples"
+    if np.ptp(finite) == 0:
+        return float("nan"), float("nan"), "the same in every resample"
+    return (*bootstrap.bias_corrected_percentile(finite, point, level), "")
 
 
 def _fallback_text(result: dict, anchor: str, metric: str) -> str:
