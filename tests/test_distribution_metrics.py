@@ -165,6 +165,18 @@ def test_fd_dinov2_is_resampled_with_its_images_and_compared_per_setting(tiny_di
     got = detail[detail.metric.isin(["fd_dinov2", "dinov2_precision", "dinov2_coverage"])]
     assert set(got.metric) == {"fd_dinov2", "dinov2_precision", "dinov2_coverage"} and len(got) == 6
     assert (got.change == 0).all() and (got.verdict == "same").all()
+    # compare says why a change has no interval, in its rows and where it prints them, and on how many images
+    from benchmark.analysis.compare import render_text
+
+    result = compare_runs(base, new, resamples=50)
+    notes = result.rows.set_index("metric").note
+    assert (notes["dinov2_precision"] == "no interval: the bootstrap does not recompute Precision (DINOv2 k-NN) per "
+                                         "resample; each run's summary value, on its own images").all()
+    assert (notes["fd_dinov2"] == "").all() and result.rows.set_index("metric").low["fd_dinov2"].notna().all()
+    printed = render_text(result, show_all=True)
+    n = int(summary.n_images.iloc[0])
+    assert "no interval: the bootstrap does not recompute Precision" in printed
+    assert printed.endswith(f"paired on the {n} images both runs scored.")
     # the leaderboard shows PRDC without an interval and says why (the bootstrap does not recompute it)
     from benchmark.analysis import leaderboard
 

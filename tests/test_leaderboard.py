@@ -195,7 +195,10 @@ def test_compare_run_with_itself_passes_and_worse_fails(noisy_runs, tmp_path, ca
     assert {c["bd_method"] for c in pchip["curves"]} == {"pchip"}
     assert [(c["codec"], c["metric"]) for c in pchip["curves"]] == [(c["codec"], c["metric"]) for c in report["curves"]]
     main(["compare", str(base), str(worse), "--bootstrap", "0", "--bd-method", "cubic"])
-    assert "BD by cubic interpolation" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "BD by cubic interpolation" in printed
+    # without resamples the regressions are named with their BD and no interval, and each detail says why
+    assert "REGRESSION" in printed and "nan" not in printed and "no interval: no resamples (--bootstrap 0)" in printed
     # Generous tolerances turn the same comparison into a pass.
     assert main(["compare", str(base), str(worse), "--bootstrap", "0", "--tolerance", "fid=1e9,kid=1e9,ipd=1e9",
                  "--tolerance", "psnr=1e9,inception_score=1e9,bpp=100%"]) == 0

@@ -471,6 +471,12 @@ def code_key() -> str:
     return hashlib.sha256(pathlib.Path(__file__).read_bytes() + declared.encode()).hexdigest()[:12]
 
 
+def not_resampled(metric: str) -> str:
+    """Why a set metric's value has no interval: the bootstrap recomputes only `SET_METRICS` per resample."""
+    info = registry.METRICS.get(metric)
+    return f"the bootstrap does not recompute {info.label if info else metric} per resample"
+
+
 def paired_difference(base: SettingData, new: SettingData, resamples: int = DEFAULT_RESAMPLES,
                       seed: int = DEFAULT_SEED, level: float = DEFAULT_LEVEL) -> dict[str, dict]:
     """new - base for each metric both have, on their shared images, with a paired bootstrap interval."""

@@ -197,22 +197,27 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
         for metric, d in diffs.items():
             if resamples <= 0:
                 d["low"] = d["high"] = float("nan")
-            rows.append(_verdict(codec, setting, metric, {**d, "seed_noise": seed_noise(b, n, metric)}, tolerances))
+            note = "" if not math.isnan(d["low"]) else "no interval: " + (
+                "no resamples (--bootstrap 0)" if resamples <= 0 else "the change is undefined in every resample")
+            rows.append(_verdict(codec, setting, metric, {**d, "seed_noise": seed_noise(b, n, metric), "note": note},
+                                 tolerances))
         # Set-level metrics the bootstrap does not resample (patch FID, PRDC) and failure counts, from the
-        # summaries: point values, no interval.
+        # summaries: point values, no interval, and the note says why.
         for metric in SUMMARY_ONLY + tuple(m for m in bootstrap.SET_METRICS if m not in diffs):
             if metric in b and metric in n and b[metric].notna().any() and n[metric].notna().any():
                 bv, nv = float(b[metric].iloc[0]), float(n[metric].iloc[0])
                 rows.append(_verdict(codec, setting, metric, {"base": bv, "new": nv, "change": nv - bv,
                                                               "low": np.nan, "high": np.nan,
-                                                              "seed_noise": seed_noise(b, n, metric)}, tolerances))
+                                                              "seed_noise": seed_noise(b, n, metric),
+                                                              "note": _summary_only(metric, diffs)}, tolerances))
         if len(b) and len(n) and int(n.n_failed.iloc[0]) > int(b.n_failed.iloc[0]):
             rows.append({"codec": codec, "setting": setting, "metric": "n_failed", "base": int(b.n_failed.iloc[0]),
                          "new": int(n.n_failed.iloc[0]), "change": int(n.n_failed.iloc[0] - b.n_failed.iloc[0]),
                          "low": np.nan, "high": np.nan, "tolerance": 0.0, "direction": "lower is better",
-                         "verdict": "worse", "significant": None, "decisive": True})
+                         "verdict": "worse", "significant": None, "decisive": True,
+                         "note": "a count of failed rows: more always counts"})
     columns = ["codec", "setting", "metric", "base", "new", "change", "low", "high", "tolerance", "direction",
-               "verdict", "significant", "n_images", "seed_noise", "decisive"]
+               "verdict", "significant", "n_images", "seed_noise", "decisive", "note"]
     detail = pd.DataFrame(rows, columns=columns)
     if len(detail):
         detail["decisive"] = [_decisive(r, detail, curves, tolerances) for r in detail.itertuples()]
@@ -221,6 +226,17 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
         raise NotComparable("Nothing could be compared: BASE and NEW share no codec whose curves overlap, no "
                             "setting and no images; check that they ran the same codecs on the same data.")
     return result
+
+
+def _summary_only(metric: str, diffs: dict) -> str:
+    """Why a per-setting change read from the two summaries has no interval."""
+    if metric not in bootstrap.SET_METRICS:
+        why = bootstrap.not_resampled(metric)
+    elif not diffs:
+        why = "the runs share fewer than 2 images of this setting"
+    else:
+        why = "it is undefined on the images both runs share"
+    return f"no interval: {why}; each run's summary value, on its own images"
 
 
 def _decisive(row, detail: pd.DataFrame, curves: pd.DataFrame, tolerances: dict) -> bool:
@@ -394,7 +410,7 @@ def _verdict(codec: str, setting: str, metric: str, d: dict, tolerances: dict) -
     return {"codec": codec, "setting": setting, "metric": metric, "base": d["base"], "new": d["new"],
             "change": d["change"], "low": low, "high": high, "tolerance": tol,
             "direction": registry.get(metric).direction, "verdict": verdict,
-            "significant": significant, "n_images": d.get("n_images"), "seed_noise": noise}
+            "significant": significant, "n_images": d.get("n_images"), "seed_noise": noise, "note": d.get("note", "")}
 
 
 def render_text(result: Comparison, show_all: bool = False) -> str:
@@ -430,19 +446,33 @@ def render_text(result: Comparison, show_all: bool = False) -> str:
             for c, lo, hi in zip(table.change, table.low, table.high)]
         table["sig."] = ["" if s is None or pd.isna(s) else ("yes" if s else "no") for s in table.significant]
         cols = ["codec", "setting", "metric", "base", "new", "change [interval]", "tolerance", "verdict", "sig."]
+        cols += ["note"] if table.note.fillna("").astype(bool).any() else []
         lines.append(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     n_curves = int(curves.verdict.isin(["same", "better", "worse"]).sum()) if len(curves) else 0
     regressions = result.regressions
     lines.append(f"{n_curves} curve comparisons ({int((curves.verdict == 'worse').sum()) if len(curves) else 0} worse, "
                  f"{int((curves.verdict == 'better').sum()) if len(curves) else 0} better), {len(result.rows)} "
-                 "per-setting details.")
+                 f"per-setting details{_resting_on(result)}.")
     if len(regressions):
         named = sorted({f"{r.metric} ({r.codec}{'' if r.setting == '(curve)' else ' ' + str(r.setting)})"
-                        + ("" if r.setting != "(curve)" else f" BD {r.bd_metric:+.4g} [{r.low:+.4g}, {r.high:+.4g}]")
+                        + ("" if r.setting != "(curve)" else f" BD {r.bd_metric:+.4g}"
+                           + ("" if pd.isna(r.low) else f" [{r.low:+.4g}, {r.high:+.4g}]"))
                         for r in regressions.itertuples()})
         lines.append("REGRESSION: NEW is worse than BASE beyond tolerance in " + ", ".join(named[:12])
                      + (" ..." if len(named) > 12 else ""))
     return "\n".join(lines)
+
+
+def _resting_on(result: Comparison) -> str:
+    """What the numbers rest on: the most images a comparison paired (fewer where a note above says)."""
+    counts = [frame.n_images.dropna().max() for frame in (result.curves, result.rows)
+              if len(frame) and "n_images" in frame and frame.n_images.notna().any()]
+    if not counts:
+        return ""
+    n = int(max(counts))
+    of = f" of {result.n_dataset}" if result.n_dataset and n < result.n_dataset else ""
+    return f", paired on the {n}{of} images both runs scored" + (" (fewer where a note above says)" if result.paired
+                                                                    else "")
 
 
 def dumps(result: Comparison) -> str:

@@ -306,7 +306,7 @@ def _not_resampled(resampled, run_dir: str, drawn: dict, value: float, metric: s
     """A run's value whose metric the bootstrap does not recompute per resample (PRDC, patch FID) says so."""
     if resampled is not None or not drawn.get(run_dir) or math.isnan(value):
         return ""
-    return _unresampled(metric)
+    return bootstrap.not_resampled(metric)
 
 
 def _setting_without_interval(drawn, key: tuple[str, int], metric: str, low: float) -> str:
@@ -318,16 +318,11 @@ def _setting_without_interval(drawn, key: tuple[str, int], metric: str, low: flo
         return "it rests on one image"
     values = drawn.values.get(key, {}).get(metric)
     if values is None:
-        return _unresampled(metric)
+        return bootstrap.not_resampled(metric)
     finite = values[np.isfinite(values)]
     if not len(finite):
         return "it is undefined in every resample"
     return "the same in every resample" if np.ptp(finite) == 0 else ""
-
-
-def _unresampled(metric: str) -> str:
-    info = METRICS.get(metric)
-    return f"the bootstrap does not recompute {info.label if info else metric} per resample"
 
 
 def _interval(point: float, resampled: list[float], level: float, undefined: str) -> tuple[float, float, str]:
