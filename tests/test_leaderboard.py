@@ -244,6 +244,24 @@ def test_report_shows_the_transmitted_caption(tmp_path):
     assert f"“{h.escape(caption)}”" in page
 
 
+def test_compare_names_a_codec_only_new_has_and_says_what_it_compared(tmp_path, capsys):
+    """A codec NEW added is not compared and not silently dropped: compare names it, in text and JSON."""
+    runs = {}
+    for name, codecs in (("base", ["jpeg quality=20,60"]), ("new", ["jpeg quality=20,60", "webp quality=50"])):
+        config = RunConfig(dataset="sample:3", split="all", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"},
+                           codecs=[parse_codec_spec(c) for c in codecs])
+        runs[name] = create_run(config, tmp_path / "runs", name, progress=False)
+        execute(runs[name], jobs=1, progress=False)
+    assert main(["compare", str(runs["base"]), str(runs["new"]), "--bootstrap", "20"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("note: codec webp is in NEW but not in BASE: nothing to compare it with\n")
+    assert printed.rstrip().endswith("paired on the 3 images both runs scored.")
+    assert main(["compare", str(runs["base"]), str(runs["new"]), "--bootstrap", "0", "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["new_only"] == [
+        "codec webp is in NEW but not in BASE: nothing to compare it with"]
+
+
 def test_a_codec_resting_on_4_of_24_images_says_4_of_24_everywhere_and_compare_pairs_them(tmp_path):
     """A precomputed codec with 4 of 24 reconstructions: the plot legend, the leaderboard in Markdown, LaTeX and
     HTML, and the report show 4/24 for it; compare against a full run of the same codec pairs the 4 images."""

@@ -72,6 +72,7 @@ class Comparison:
     missing: list[str] = field(default_factory=list)
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # per codec and metric: the verdict
     n_dataset: int | None = None  # BASE's dataset size: comparisons on fewer images say so
+    new_only: list[str] = field(default_factory=list)  # NEW's codecs BASE lacks: nothing to compare them with
 
     @property
     def paired(self) -> list[str]:
@@ -101,7 +102,8 @@ class Comparison:
         rows = self.rows.replace({np.nan: None}).to_dict(orient="records")
         curves = self.curves.replace({np.nan: None}).to_dict(orient="records")
         return {"regressed": bool(len(self.regressions)), "n_regressions": int(len(self.regressions)),
-                "warnings": self.warnings, "missing": self.missing, "paired": self.paired,
+                "warnings": self.warnings, "missing": self.missing, "new_only": self.new_only,
+                "paired": self.paired,
                 "n_dataset": self.n_dataset, "curves": curves, "rows": rows}
 
 
@@ -221,7 +223,10 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
     detail = pd.DataFrame(rows, columns=columns)
     if len(detail):
         detail["decisive"] = [_decisive(r, detail, curves, tolerances) for r in detail.itertuples()]
-    result = Comparison(detail, warnings, missing, curves, int(bd["n_images"]))
+    base_codecs = set(base_summary.codec) if len(base_summary) else set()
+    new_only = [f"codec {c} is in NEW but not in BASE: nothing to compare it with"
+                for c in (dict.fromkeys(new_summary.codec) if len(new_summary) else ()) if c not in base_codecs]
+    result = Comparison(detail, warnings, missing, curves, int(bd["n_images"]), new_only)
     if not len(detail) and not (len(curves) and curves.bd_metric.notna().any()):
         raise NotComparable("Nothing could be compared: BASE and NEW share no codec whose curves overlap, no "
                             "setting and no images; check that they ran the same codecs on the same data.")
@@ -417,7 +422,7 @@ def render_text(result: Comparison, show_all: bool = False) -> str:
     lines = []
     for w in result.warnings:
         lines.append(f"warning: {w}")
-    for m in result.missing:
+    for m in result.missing + result.new_only:
         lines.append(f"note: {m}")
     for p in result.paired:
         lines.append(f"note: {p}")
