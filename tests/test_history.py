@@ -4,6 +4,7 @@ import importlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -120,6 +121,13 @@ def test_history_marks_the_one_commit_that_regressed_and_no_other(model_runs, tm
     # --since keeps the runs from that commit on.
     since = history.build([root], history.HistoryOptions(codecs=["model"], resamples=0, since=shas[20][:10]))
     assert list(since.table.commit) == shas[20:]
+    # A BD-rate without an interval is marked and says why, in the table and where it is printed.
+    assert (table.interval_note == "").all() and (since.table.interval_note != "").all()
+    assert main(["history", str(root), "--codec", "model", "--bootstrap", "0", "--out", str(tmp_path / "h0")]) == 0
+    out = capsys.readouterr().out
+    assert "‡ no interval (no resamples, or BD undefined in too many)" in out
+    assert out.count("‡") >= COMMITS and not re.search(r"\[[+-]\d", out)  # no value shows an interval
+    assert pd.read_csv(tmp_path / "h0" / "history.csv").interval_note.notna().all()
 
 
 def test_history_refuses_runs_of_other_data_in_one_sentence(model_runs, tmp_path):

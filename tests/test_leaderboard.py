@@ -244,6 +244,17 @@ def test_report_shows_the_transmitted_caption(tmp_path):
     assert f"“{h.escape(caption)}”" in page
 
 
+def test_a_bd_rate_without_an_interval_beside_a_bd_metric_with_one_says_why():
+    """BD-PSNR defined in every resample but BD-rate in half of them: the BD-rate gets no interval and the
+    curve's note says so (history prints that note beside the BD-rate it marks)."""
+    from benchmark.analysis.compare import _curve_verdict
+
+    values = [(0.1, -2.0, "")] + [(0.1 + 0.01 * i, np.nan if i % 2 else -2.0 + 0.1 * i, "") for i in range(20)]
+    row = _curve_verdict("x", "psnr", values, tol=0.02, level=0.95, n=8, resamples=20)
+    assert np.isfinite(row["low"]) and np.isnan(row["bd_rate_low"])
+    assert "BD-rate: no interval (undefined in 50% of the resamples)" in row["note"]
+
+
 def test_compare_names_a_codec_only_new_has_and_says_what_it_compared(tmp_path, capsys):
     """A codec NEW added is not compared and not silently dropped: compare names it, in text and JSON."""
     runs = {}

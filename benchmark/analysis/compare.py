@@ -364,6 +364,9 @@ def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: flo
         if np.isfinite(rates).sum() >= 0.8 * len(rates) and np.isfinite(point_rate):
             row["bd_rate_low"], row["bd_rate_high"] = bootstrap.bias_corrected_percentile(
                 rates[np.isfinite(rates)], point_rate, level)
+        elif np.isfinite(point_rate):  # the curves overlap in the metric too rarely across the resamples
+            row["note"] = "; ".join(filter(None, [note, f"BD-rate: no interval (undefined in "
+                                                        f"{1 - np.isfinite(rates).mean():.0%} of the resamples)"]))
         worse_side = row["high"] < 0 if up else row["low"] > 0
         row["significant"] = bool(row["high"] < 0 or row["low"] > 0)
     else:

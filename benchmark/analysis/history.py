@@ -208,11 +208,12 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
                          "bd_rate_low": r.bd_rate_low, "bd_rate_high": r.bd_rate_high, "bd_metric": r.bd_metric, "n_images": r.n_images,
                          "change": c.verdict.iloc[0] if len(c) else ("first" if previous is None else "not compared"),
                          "change_bd_metric": c.bd_metric.iloc[0] if len(c) else np.nan,
-                         "why": c.why.iloc[0] if len(c) else "", "bd_method": options.bd_method})
+                         "why": c.why.iloc[0] if len(c) else "", "bd_method": options.bd_method,
+                         "interval_note": r.note if np.isfinite(r.bd_rate) and np.isnan(r.bd_rate_low) else ""})
         previous = point
     table = pd.DataFrame(rows, columns=["run_id", "run_dir", "commit", "date", "codec", "metric", "bd_rate",
                                         "bd_rate_low", "bd_rate_high", "bd_metric", "n_images", "change",
-                                        "change_bd_metric", "why", "bd_method"])
+                                        "change_bd_metric", "why", "bd_method", "interval_note"])
     anchor = (f"codec {options.anchor_codec} in each run" if options.anchor_codec else
               f"the same codec in run {anchor_point.run_id} (commit {anchor_point.commit[:12]})")
     notes = [f"{len(points)} runs of {points[0].info['dataset']['name']}/{points[0].info['dataset']['split']} "
@@ -237,7 +238,8 @@ def _cached(kind: str, base: RunPoint, new: RunPoint, options: HistoryOptions, c
     keys = [bootstrap.summary_checksum(p.run_dir) for p in (base, new)]
     if None in keys:
         return compute()
-    described = json.dumps([kind, keys, options.metrics, options.codecs, options.anchor_codec, options.resamples,
+    code = hashlib.sha256(pathlib.Path(compare.__file__).read_bytes()).hexdigest()[:12] + bootstrap.code_key()
+    described = json.dumps([kind, code, keys, options.metrics, options.codecs, options.anchor_codec, options.resamples,
                             options.seed, options.level, options.bd_method, sorted(options.tolerances.items())],
                            default=str)
     path = bootstrap.cache_folder("history") / f"{kind}-{hashlib.sha256(described.encode()).hexdigest()[:32]}.parquet"
@@ -268,7 +270,7 @@ def render(history: History) -> str:
         lines.append(f"\n{codec} {metric}: BD-rate % against {history.anchor}")
         shown = pd.DataFrame({
             "date": [d[:19] for d in rows.date], "commit": [c[:12] for c in rows.commit], "run": rows.run_id,
-            "BD-rate % [interval]": ["–" if pd.isna(v) else f"{v:+.2f}" + ("" if pd.isna(lo) else
+            "BD-rate % [interval]": ["–" if pd.isna(v) else f"{v:+.2f}" + ("‡" if pd.isna(lo) else
                                                                              f" [{lo:+.2f}, {hi:+.2f}]")
                                      for v, lo, hi in zip(rows.bd_rate, rows.bd_rate_low, rows.bd_rate_high)],
             "n": rows.n_images.astype("Int64"),
@@ -276,6 +278,8 @@ def render(history: History) -> str:
         lines.append(shown.to_string(index=False))
         for r in rows[rows.change.isin(["worse", "better"])].itertuples():
             lines.append(f"  {r.commit[:12]} ({r.run_id}): {r.why}")
+        for note in dict.fromkeys(n for n in rows.interval_note if n):  # why a BD-rate marked ‡ has no interval
+            lines.append(f"  ‡ {note}")
     marked = significant(history)
     lines.append(f"\n{len(marked)} significant changes in {table.run_dir.nunique()} runs"
                  + (": " + ", ".join(f"{r.commit[:12]} {r.codec} {r.metric} {r.change}" for r in marked.itertuples())
