@@ -23,6 +23,7 @@ import pandas as pd
 
 from benchmark.analysis import bootstrap, compare
 from benchmark.analysis.curves import BD_METHODS
+from benchmark.analysis.table_format import NO_INTERVAL
 from benchmark.run.results import read_config
 from metrics import defaults, registry
 
@@ -270,7 +271,7 @@ def render(history: History) -> str:
         lines.append(f"\n{codec} {metric}: BD-rate % against {history.anchor}")
         shown = pd.DataFrame({
             "date": [d[:19] for d in rows.date], "commit": [c[:12] for c in rows.commit], "run": rows.run_id,
-            "BD-rate % [interval]": ["–" if pd.isna(v) else f"{v:+.2f}" + ("‡" if pd.isna(lo) else
+            "BD-rate % [interval]": ["–" if pd.isna(v) else f"{v:+.2f}" + (NO_INTERVAL if pd.isna(lo) else
                                                                              f" [{lo:+.2f}, {hi:+.2f}]")
                                      for v, lo, hi in zip(rows.bd_rate, rows.bd_rate_low, rows.bd_rate_high)],
             "n": rows.n_images.astype("Int64"),
@@ -278,8 +279,8 @@ def render(history: History) -> str:
         lines.append(shown.to_string(index=False))
         for r in rows[rows.change.isin(["worse", "better"])].itertuples():
             lines.append(f"  {r.commit[:12]} ({r.run_id}): {r.why}")
-        for note in dict.fromkeys(n for n in rows.interval_note if n):  # why a BD-rate marked ‡ has no interval
-            lines.append(f"  ‡ {note}")
+        for note in dict.fromkeys(n for n in rows.interval_note if n):  # why a BD-rate so marked has no interval
+            lines.append(f"  {NO_INTERVAL} {note}")
     marked = significant(history)
     lines.append(f"\n{len(marked)} significant changes in {table.run_dir.nunique()} runs"
                  + (": " + ", ".join(f"{r.commit[:12]} {r.codec} {r.metric} {r.change}" for r in marked.itertuples())

@@ -25,7 +25,7 @@ from benchmark.analysis.latex import render_tex
 from benchmark.analysis.plots import dataset_title
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.results import images_of, load_run
-from benchmark.analysis.table_format import format_value, short_label
+from benchmark.analysis.table_format import NO_INTERVAL, format_value, short_label
 from metrics import defaults, registry
 from metrics.registry import METRICS
 
@@ -51,7 +51,6 @@ class Leaderboard:
 
 
 PUBLISHED = " [published]"
-NO_INTERVAL = "‡"
 
 
 def with_references(summary: pd.DataFrame, references: pd.DataFrame) -> pd.DataFrame:

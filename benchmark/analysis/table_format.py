@@ -6,6 +6,8 @@ import math
 
 from metrics.registry import METRICS
 
+NO_INTERVAL = "‡"  # marks a value shown without an interval wherever a table also shows intervals; a note says why
+
 
 def format_value(value, metric: str = "") -> str:
     """A number as the tables print it: the metric's usual decimals; – for none."""
