@@ -43,6 +43,9 @@ SET_METRICS = ("fid", "kid", "inception_score", *(m.column for m in registry.of_
 DEFAULT_RESAMPLES = defaults.BOOTSTRAP_RESAMPLES
 DEFAULT_SEED = defaults.BOOTSTRAP_SEED
 DEFAULT_LEVEL = defaults.BOOTSTRAP_LEVEL
+# A curve quantity (a value at a rate, BD) gets an interval only where it is defined in at least this share of
+# the resamples: fewer would make the interval that of the resamples that happened to reach it.
+MIN_DEFINED_SHARE = 0.8
 
 
 @dataclass

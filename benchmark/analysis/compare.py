@@ -359,9 +359,9 @@ def _curve_verdict(codec: str, metric: str, values: list, tol: float, level: flo
         return row
     resampled = np.array([v[0] for v in values[1:]], float)
     rates = np.array([v[1] for v in values[1:]], float)
-    if resamples > 0 and np.isfinite(resampled).sum() >= 0.8 * len(resampled):
+    if resamples > 0 and np.isfinite(resampled).sum() >= bootstrap.MIN_DEFINED_SHARE * len(resampled):
         row["low"], row["high"] = bootstrap.bias_corrected_percentile(resampled[np.isfinite(resampled)], point, level)
-        if np.isfinite(rates).sum() >= 0.8 * len(rates) and np.isfinite(point_rate):
+        if np.isfinite(rates).sum() >= bootstrap.MIN_DEFINED_SHARE * len(rates) and np.isfinite(point_rate):
             row["bd_rate_low"], row["bd_rate_high"] = bootstrap.bias_corrected_percentile(
                 rates[np.isfinite(rates)], point_rate, level)
         elif np.isfinite(point_rate):  # the curves overlap in the metric too rarely across the resamples

@@ -332,7 +332,7 @@ def _interval(point: float, resampled: list[float], level: float, undefined: str
     finite = values[np.isfinite(values)]
     if not len(values) or math.isnan(point):
         return float("nan"), float("nan"), ""
-    if len(finite) < 0.8 * len(values):
+    if len(finite) < bootstrap.MIN_DEFINED_SHARE * len(values):
         return float("nan"), float("nan"), f"{undefined} in {1 - len(finite) / len(values):.0%} of the resamples"
     if np.ptp(finite) == 0:
         return float("nan"), float("nan"), "the same in every resample"
