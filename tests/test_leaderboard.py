@@ -256,9 +256,10 @@ def test_a_bd_rate_without_an_interval_beside_a_bd_metric_with_one_says_why():
 
 
 def test_compare_names_a_codec_only_new_has_and_says_what_it_compared(tmp_path, capsys):
-    """A codec NEW added is not compared and not silently dropped: compare names it, in text and JSON."""
+    """A codec NEW added, and a setting NEW added to a sweep, are not compared and not silently dropped: compare
+    names them, in text and JSON."""
     runs = {}
-    for name, codecs in (("base", ["jpeg quality=20,60"]), ("new", ["jpeg quality=20,60", "webp quality=50"])):
+    for name, codecs in (("base", ["jpeg quality=20,60"]), ("new", ["jpeg quality=20,60,90", "webp quality=50"])):
         config = RunConfig(dataset="sample:3", split="all", inception={"enabled": False}, caption_embedder="none",
                            image_metrics={"ms_ssim": False, "lpips": "none"},
                            codecs=[parse_codec_spec(c) for c in codecs])
@@ -266,11 +267,14 @@ def test_compare_names_a_codec_only_new_has_and_says_what_it_compared(tmp_path, 
         execute(runs[name], jobs=1, progress=False)
     assert main(["compare", str(runs["base"]), str(runs["new"]), "--bootstrap", "20"]) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith("note: codec webp is in NEW but not in BASE: nothing to compare it with\n")
+    added = "codec jpeg: setting 90 is in NEW but not in BASE: part of its curve, with no per-setting detail"
+    assert printed.startswith(f"note: {added}\nnote: codec webp is in NEW but not in BASE: nothing to compare it "
+                              "with\n")
     assert printed.rstrip().endswith("paired on the 3 images both runs scored.")
     assert main(["compare", str(runs["base"]), str(runs["new"]), "--bootstrap", "0", "--json", "-"]) == 0
-    assert json.loads(capsys.readouterr().out)["new_only"] == [
-        "codec webp is in NEW but not in BASE: nothing to compare it with"]
+    out = json.loads(capsys.readouterr().out)
+    assert out["new_only"] == [added, "codec webp is in NEW but not in BASE: nothing to compare it with"]
+    assert {r["setting"] for r in out["rows"]} == {"20", "60"}
 
 
 def test_a_codec_resting_on_4_of_24_images_says_4_of_24_everywhere_and_compare_pairs_them(tmp_path):

@@ -72,7 +72,7 @@ class Comparison:
     missing: list[str] = field(default_factory=list)
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # per codec and metric: the verdict
     n_dataset: int | None = None  # BASE's dataset size: comparisons on fewer images say so
-    new_only: list[str] = field(default_factory=list)  # NEW's codecs BASE lacks: nothing to compare them with
+    new_only: list[str] = field(default_factory=list)  # NEW's codecs and settings BASE lacks: named, not compared
 
     @property
     def paired(self) -> list[str]:
@@ -159,6 +159,23 @@ def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame) -> list[str]
     return out
 
 
+def _new_only(base_summary: pd.DataFrame, new_summary: pd.DataFrame) -> list[str]:
+    """NEW's codecs BASE lacks, and settings NEW added to a sweep it shares with BASE: named, since no detail
+    compares them (as `_missing` names what NEW dropped)."""
+    out = []
+    for codec, rows in (new_summary.groupby("codec", sort=False) if len(new_summary) else ()):
+        base = base_summary[base_summary.codec == codec] if len(base_summary) else base_summary
+        shared = set(rows.setting_label) & set(base.setting_label) if len(base) else set()
+        added = sorted(set(rows.setting_label) - shared) if shared else []  # a sweep shifted whole: its curve
+        if not len(base):
+            out.append(f"codec {codec} is in NEW but not in BASE: nothing to compare it with")
+        elif added:
+            settings = f"settings {', '.join(added)} are" if len(added) > 1 else f"setting {added[0]} is"
+            out.append(f"codec {codec}: {settings} in NEW but not in BASE: part of its curve, with no per-setting "
+                       "detail")
+    return out
+
+
 def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: int = bootstrap.DEFAULT_RESAMPLES,
                  seed: int = bootstrap.DEFAULT_SEED, level: float = bootstrap.DEFAULT_LEVEL,
                  allow_missing: bool = False, allow_different_data: bool = False,
@@ -223,9 +240,7 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
     detail = pd.DataFrame(rows, columns=columns)
     if len(detail):
         detail["decisive"] = [_decisive(r, detail, curves, tolerances) for r in detail.itertuples()]
-    base_codecs = set(base_summary.codec) if len(base_summary) else set()
-    new_only = [f"codec {c} is in NEW but not in BASE: nothing to compare it with"
-                for c in (dict.fromkeys(new_summary.codec) if len(new_summary) else ()) if c not in base_codecs]
+    new_only = _new_only(base_summary, new_summary)
     result = Comparison(detail, warnings, missing, curves, int(bd["n_images"]), new_only)
     if not len(detail) and not (len(curves) and curves.bd_metric.notna().any()):
         raise NotComparable("Nothing could be compared: BASE and NEW share no codec whose curves overlap, no "
