@@ -337,6 +337,25 @@ def test_a_codec_resting_on_4_of_24_images_says_4_of_24_everywhere_and_compare_p
     assert json.loads(json.dumps(result.to_json(), default=float))["paired"] == result.paired
 
 
+def test_a_report_plot_says_why_its_points_have_no_bar(tmp_path, natural_images, monkeypatch):
+    """A point the report's plot draws without an error bar has no interval, and the legend says why: a missing
+    bar is not a zero spread. On one image every setting rests on one image."""
+    from benchmark.analysis import plots, report
+
+    config = RunConfig(dataset=f"folder:{natural_images}", limit=1, inception={"enabled": False},
+                       caption_embedder="none", image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec("jpeg quality=20,60")])
+    run_dir = create_run(config, tmp_path / "runs", "one", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    real = plots.rd_plots
+    monkeypatch.setattr(plots, "rd_plots", lambda *a, **k: real(*a, **{**k, "formats": ("png", "svg")}))
+    report.build_report(run_dir, tmp_path / "report", n_images=1, resamples=20)
+    svg = (tmp_path / "report" / "plots" / "rd_psnr.svg").read_text()
+    assert "no bar: no interval" in svg and "image)" in svg and "<path d=" in svg
+    assert "no bar" not in real(load_run(run_dir)[1], tmp_path / "plain", formats=("svg",), metrics=["psnr"])[0] \
+        .read_text()  # a plot without intervals draws no bars and says nothing of them
+
+
 def test_a_value_shown_without_an_interval_says_why_in_every_format(tmp_path, natural_images):
     """A rate near an end of a codec's curve lies beyond it in many resamples, and BD against an anchor of another
     run has no paired resamples: such values are marked (‡) with the reason, never shown as if exact."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pathlib
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,14 +146,17 @@ def use_log_x(bpp: pd.Series) -> bool:
 
 def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | None = None,
              metrics: list[str] | None = None, formats=FORMATS,
-             intervals: pd.DataFrame | None = None, style: PlotStyle = PlotStyle()) -> list[pathlib.Path]:
+             intervals: pd.DataFrame | None = None, style: PlotStyle = PlotStyle(),
+             no_interval: dict[str, str] | None = None) -> list[pathlib.Path]:
     """One figure per metric; `intervals` (benchmark.analysis.bootstrap.intervals) adds the metric's bootstrap interval
-    as a vertical bar at each setting; `style` sizes it for a screen or a paper."""
+    as a vertical bar at each setting, and `no_interval` (metric -> why) says in the legend why some points have
+    none (a missing bar is not a zero spread); `style` sizes it for a screen or a paper."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.lines import Line2D
 
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -200,12 +204,16 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         title = style.title if style.title is not None else generated
         if title:
             ax.set_title(title)
+        handles, labels = ax.get_legend_handles_labels()
+        if intervals is not None and (no_interval or {}).get(metric):
+            handles.append(Line2D([], [], linestyle="none"))
+            labels.append(textwrap.fill(f"no bar: no interval ({no_interval[metric]})", 44 if style.paper else 30))
         if style.paper:  # under the axes, as wide as they are: the column has no room beside them
-            fig.legend(title="n/N: images a curve rests on, of N" if partial else None, loc="outside lower center",
-                       ncol=2, frameon=False, handlelength=2.4, columnspacing=1.0)
+            fig.legend(handles, labels, title="n/N: images a curve rests on, of N" if partial else None,
+                       loc="outside lower center", ncol=2, frameon=False, handlelength=2.4, columnspacing=1.0)
             fig.draw_without_rendering()  # the constrained layout, done once
         else:
-            ax.legend(title="codec" + ("\n(n/N: images a curve\nrests on, of N)" if partial else ""),
+            ax.legend(handles, labels, title="codec" + ("\n(n/N: images a curve\nrests on, of N)" if partial else ""),
                       loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
             fig.tight_layout()
         # The tight box, laid out once for every format (bbox_inches="tight" draws each figure twice per file).

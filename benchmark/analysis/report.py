@@ -165,7 +165,7 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     stages.set_description("report: plots")
     refs, _ = load_references(references, [info["dataset"]["name"]])
     plots = [p for p in rd_plots(leaderboard.with_references(summary, refs), out_dir / "plots", intervals=ci,
-                                 formats=("png", "pdf")) if p.suffix == ".png"]
+                                 formats=("png", "pdf"), no_interval=_no_bar(board)) if p.suffix == ".png"]
     failures_html, failures_md = _failures(summary)
     generative = {c["label"] for c in info["codecs"] if not c.get("exact_size", True)}
     stages.update()
@@ -299,6 +299,12 @@ def _failures(summary: pd.DataFrame) -> tuple[str, str]:
                   f"</thead><tbody>{rows_html}</tbody></table>")
     return (f"{head}<p>{html.escape(intro)}</p>{table_html}",
             f"## Failures\n\n{intro}\n\n{table.to_markdown(index=False)}\n")
+
+
+def _no_bar(board) -> dict[str, str]:
+    """Per metric, why some of its points have no interval (the plots say it beside the bars they lack)."""
+    notes = board.settings[board.settings.interval_note.fillna("") != ""] if len(board.settings) else board.settings
+    return {m: "; ".join(sorted(set(n))) for m, n in notes.groupby("metric").interval_note} if len(notes) else {}
 
 
 def _error_bars(board) -> str:
