@@ -471,6 +471,8 @@ def render_text(result: Comparison, show_all: bool = False) -> str:
         cols = ["codec", "setting", "metric", "base", "new", "change [interval]", "tolerance", "verdict", "sig."]
         cols += ["note"] if table.note.fillna("").astype(bool).any() else []
         lines.append(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    elif len(result.rows):
+        lines.append("(every setting's verdict is same; --all lists them)")
     n_curves = int(curves.verdict.isin(["same", "better", "worse"]).sum()) if len(curves) else 0
     regressions = result.regressions
     lines.append(f"{n_curves} curve comparisons ({int((curves.verdict == 'worse').sum()) if len(curves) else 0} worse, "
