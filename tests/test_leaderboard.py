@@ -277,6 +277,37 @@ def test_compare_names_a_codec_only_new_has_and_says_what_it_compared(tmp_path, 
     assert {r["setting"] for r in out["rows"]} == {"20", "60"}
 
 
+def test_a_metric_base_measured_and_new_did_not_is_not_passed_silently(tmp_path, capsys):
+    """A gate whose NEW run lost a metric (turned off here; a download that failed on a CI machine alike) has
+    not compared it: compare refuses, naming the metric and NEW's reason, unless told --allow-missing, and
+    then names it among what it did not compare."""
+    from PIL import Image
+
+    from benchmark.cli import EXIT_NOT_COMPARABLE
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    y, x = np.mgrid[0:176, 0:184]  # MS-SSIM needs 161 px a side
+    for i in range(3):
+        base = np.stack([128 + 80 * np.sin(x / (7 + i) + c) * np.cos(y / (11 + c)) for c in range(3)], -1)
+        Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)).save(folder / f"im{i}.png")
+    runs = {}
+    for name, ms_ssim in (("base", True), ("new", False)):
+        config = RunConfig(dataset=f"folder:{folder}", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": ms_ssim, "lpips": "none"},
+                           codecs=[parse_codec_spec("jpeg quality=20,60")])
+        runs[name] = create_run(config, tmp_path / "runs", name, progress=False)
+        execute(runs[name], jobs=1, progress=False)
+    base, new = str(runs["base"]), str(runs["new"])
+    lost = "metric ms_ssim is in BASE but not in NEW (disabled in NEW: not requested (--no-ms-ssim)), for jpeg"
+    assert main(["compare", base, new, "--bootstrap", "0"]) == EXIT_NOT_COMPARABLE
+    assert lost in capsys.readouterr().err
+    assert main(["compare", base, new, "--bootstrap", "0", "--allow-missing"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"note: {lost}\n") and "(every setting's verdict is same; --all lists them)" in printed
+    assert main(["compare", new, base, "--bootstrap", "0"]) == 0  # NEW measuring more is no loss
+
+
 def test_a_codec_resting_on_4_of_24_images_says_4_of_24_everywhere_and_compare_pairs_them(tmp_path):
     """A precomputed codec with 4 of 24 reconstructions: the plot legend, the leaderboard in Markdown, LaTeX and
     HTML, and the report show 4/24 for it; compare against a full run of the same codec pairs the 4 images."""

@@ -116,7 +116,7 @@ def provenance_warnings(base: dict, new: dict) -> list[str]:
     if base["dataset"].get("preprocess") != new["dataset"].get("preprocess"):
         out.append(f"preprocessing differs: {base['dataset'].get('preprocess')} vs {new['dataset'].get('preprocess')}")
     bw, nw = base.get("inception", {}).get("weights_sha256"), new.get("inception", {}).get("weights_sha256")
-    if bw != nw:
+    if bw != nw and bw and nw:  # one run without Inception: its metrics are named as missing, not as differing
         out.append(f"Inception weights differ: {str(bw)[:12]} vs {str(nw)[:12]} (IS, FID, KID, IPD not comparable)")
     bl = base.get("image_metrics", {}).get("lpips", {}).get("backbone_sha256")
     nl = new.get("image_metrics", {}).get("lpips", {}).get("backbone_sha256")
@@ -143,10 +143,12 @@ def provenance_warnings(base: dict, new: dict) -> list[str]:
     return out
 
 
-def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame) -> list[str]:
-    """BASE codecs NEW lacks, and settings NEW dropped from a sweep it otherwise kept (a sweep that was
-    shifted as a whole is compared as a curve, not reported missing)."""
+def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame, new_info: dict) -> list[str]:
+    """BASE codecs NEW lacks, settings NEW dropped from a sweep it otherwise kept (a sweep that was shifted as a
+    whole is compared as a curve, not reported missing), and metrics BASE measured that NEW did not (with NEW's
+    reason: a metric that became unavailable, say its weights failed to download, must not pass a gate)."""
     out = []
+    dropped: dict[str, list[str]] = {}
     for codec, rows in base_summary.groupby("codec", sort=False):
         new = new_summary[new_summary.codec == codec]
         if not len(new):
@@ -156,6 +158,16 @@ def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame) -> list[str]
         if base_labels & new_labels and base_labels - new_labels:
             out.append(f"codec {codec}: settings {', '.join(sorted(base_labels - new_labels))} are in BASE but not "
                        "in NEW")
+        scored = new[new.n_ok > 0] if "n_ok" in new else new  # a setting whose rows all failed counts as n_failed
+        for metric in registry.METRICS:
+            if metric != "bpp" and metric in rows and rows[metric].notna().any() and len(scored) \
+                    and (metric not in scored or scored[metric].isna().all()):
+                dropped.setdefault(metric, []).append(codec)
+    states = new_info.get("metrics", {})
+    for metric, codecs in dropped.items():
+        state = states.get(metric, {})
+        why = f" ({state['status']} in NEW: {state['reason']})" if state.get("reason") else ""
+        out.append(f"metric {metric} is in BASE but not in NEW{why}, for {', '.join(codecs)}")
     return out
 
 
@@ -193,7 +205,7 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
     base_sets, new_sets = bootstrap.load_settings(base_dir), bootstrap.load_settings(new_dir)
     _, base_summary = load_run(base_dir)
     _, new_summary = load_run(new_dir)
-    missing = _missing(base_summary, new_summary) if len(base_summary) else []
+    missing = _missing(base_summary, new_summary, new_info) if len(base_summary) else []
     if missing and not allow_missing:
         raise NotComparable(f"NEW lacks part of BASE ({'; '.join(missing)}): a gate must not pass on what it did "
                             "not run; pass --allow-missing to compare the rest.")
