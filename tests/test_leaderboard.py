@@ -305,7 +305,9 @@ def test_a_metric_base_measured_and_new_did_not_is_not_passed_silently(tmp_path,
     assert main(["compare", base, new, "--bootstrap", "0", "--allow-missing"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith(f"note: {lost}\n") and "(every setting's verdict is same; --all lists them)" in printed
-    assert main(["compare", new, base, "--bootstrap", "0"]) == 0  # NEW measuring more is no loss
+    assert main(["compare", new, base, "--bootstrap", "0"]) == 0  # NEW measuring more is no loss, and is named
+    assert capsys.readouterr().out.startswith("note: metric ms_ssim is in NEW but not in BASE, for jpeg: nothing to "
+                                              "compare it with\n")
 
 
 def test_a_codec_resting_on_4_of_24_images_says_4_of_24_everywhere_and_compare_pairs_them(tmp_path):

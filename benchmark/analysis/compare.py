@@ -172,9 +172,10 @@ def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame, new_info: di
 
 
 def _new_only(base_summary: pd.DataFrame, new_summary: pd.DataFrame) -> list[str]:
-    """NEW's codecs BASE lacks, and settings NEW added to a sweep it shares with BASE: named, since no detail
-    compares them (as `_missing` names what NEW dropped)."""
+    """NEW's codecs BASE lacks, settings NEW added to a sweep it shares with BASE, and metrics only NEW measured:
+    named, since nothing compares them (as `_missing` names what NEW dropped)."""
     out = []
+    added_metrics: dict[str, list[str]] = {}
     for codec, rows in (new_summary.groupby("codec", sort=False) if len(new_summary) else ()):
         base = base_summary[base_summary.codec == codec] if len(base_summary) else base_summary
         shared = set(rows.setting_label) & set(base.setting_label) if len(base) else set()
@@ -185,6 +186,11 @@ def _new_only(base_summary: pd.DataFrame, new_summary: pd.DataFrame) -> list[str
             settings = f"settings {', '.join(added)} are" if len(added) > 1 else f"setting {added[0]} is"
             out.append(f"codec {codec}: {settings} in NEW but not in BASE: part of its curve, with no per-setting "
                        "detail")
+        for metric in registry.METRICS if len(base) else ():
+            if metric in rows and rows[metric].notna().any() and (metric not in base or base[metric].isna().all()):
+                added_metrics.setdefault(metric, []).append(codec)
+    out += [f"metric {metric} is in NEW but not in BASE, for {', '.join(codecs)}: nothing to compare it with"
+            for metric, codecs in added_metrics.items()]
     return out
 
 
