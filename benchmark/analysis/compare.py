@@ -159,9 +159,8 @@ def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame, new_info: di
             out.append(f"codec {codec}: settings {', '.join(sorted(base_labels - new_labels))} are in BASE but not "
                        "in NEW")
         scored = new[new.n_ok > 0] if "n_ok" in new else new  # a setting whose rows all failed counts as n_failed
-        for metric in registry.METRICS:
-            if metric != "bpp" and metric in rows and rows[metric].notna().any() and len(scored) \
-                    and (metric not in scored or scored[metric].isna().all()):
+        for metric in registry.METRICS if len(scored) else ():
+            if _measured(rows, metric) and not _measured(scored, metric):
                 dropped.setdefault(metric, []).append(codec)
     states = new_info.get("metrics", {})
     for metric, codecs in dropped.items():
@@ -169,6 +168,11 @@ def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame, new_info: di
         why = f" ({state['status']} in NEW: {state['reason']})" if state.get("reason") else ""
         out.append(f"metric {metric} is in BASE but not in NEW{why}, for {', '.join(codecs)}")
     return out
+
+
+def _measured(rows: pd.DataFrame, metric: str) -> bool:
+    """Whether a codec's summary rows hold a value of the metric (a column of NaN was not measured)."""
+    return metric in rows and bool(rows[metric].notna().any())
 
 
 def _new_only(base_summary: pd.DataFrame, new_summary: pd.DataFrame) -> list[str]:
@@ -187,7 +191,7 @@ def _new_only(base_summary: pd.DataFrame, new_summary: pd.DataFrame) -> list[str
             out.append(f"codec {codec}: {settings} in NEW but not in BASE: part of its curve, with no per-setting "
                        "detail")
         for metric in registry.METRICS if len(base) else ():
-            if metric in rows and rows[metric].notna().any() and (metric not in base or base[metric].isna().all()):
+            if _measured(rows, metric) and not _measured(base, metric):
                 added_metrics.setdefault(metric, []).append(codec)
     out += [f"metric {metric} is in NEW but not in BASE, for {', '.join(codecs)}: nothing to compare it with"
             for metric, codecs in added_metrics.items()]
