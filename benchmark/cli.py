@@ -134,6 +134,10 @@ def path(text: str) -> str:
 
 def stage_option(parser: argparse.ArgumentParser, stage: registry.Stage) -> None:
     """A metric file's network option, as its Stage declares it."""
+    if stage.toggle:
+        parser.add_argument(stage.flag, action=argparse.BooleanOptionalAction, default=stage.cli_default,
+                            help=stage.help)
+        return
     parser.add_argument(stage.flag, default=stage.cli_default, metavar=stage.metavar,
                         type=path if stage.file_choice else None, help=stage.help)
 
@@ -242,10 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sentence-transformers model (id or path) for caption_cosine, the transmitted caption's "
                           "similarity to the reference captions; auto (default) uses the packaged offline "
                           "all-MiniLM-L6-v2 when installed (none with --metrics none); none skips it")
-    run.add_argument("--ms-ssim", action=argparse.BooleanOptionalAction, default=None,
-                     help="MS-SSIM on RGB per image (pytorch-msssim's arithmetic; NaN for images under 161 px a side; "
-                          "default on, off with --metrics none)")
-    for stage in registry.STAGES.values():  # LPIPS, DISTS, LPIPS-VGG, CLIP: each declared in its metric file
+    for stage in registry.STAGES.values():  # MS-SSIM, LPIPS, DISTS, LPIPS-VGG, CLIP: each declared in its metric file
         if stage.home == "image_metrics":
             stage_option(run, stage)
     run.add_argument("--iqa", default="", metavar="NAMES",
@@ -423,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Options that shape a run; with --resume the run's own recorded values are used, so giving any is a mistake.
 RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit",
                "max_pixels", "save_reconstructions", "metrics", "inception_weights", "inception_sha256", "batch_size",
-               "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "ms_ssim", "iqa",
+               "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "iqa",
                "iqa_weights", "dinov2", "prdc_k", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout",
                "codec_batch", "allow_modified_dataset", *registry.STAGES)
 
@@ -579,8 +580,6 @@ def per_image_metric_defaults(args) -> None:
     """MS-SSIM, LPIPS and caption similarity are on by default and off with --metrics none ("bpp and PSNR only"),
     unless their own flags say otherwise; filled in after --resume has compared the flags with the defaults."""
     off = args.metrics == "none"
-    if args.ms_ssim is None:
-        args.ms_ssim = not off
     for stage in registry.STAGES.values():
         if stage.off_with_metrics_none and getattr(args, stage.name) is None:
             setattr(args, stage.name, stage.off if off else stage.default)
@@ -630,9 +629,8 @@ def cmd_run(args) -> int:
                            allow_modified_dataset=args.allow_modified_dataset,
                            max_pixels=args.max_pixels, codecs=specs, inception=inception,
                            caption_embedder=args.caption_embedder, timeout=args.timeout, codec_batch=args.codec_batch,
-                           image_metrics={"ms_ssim": args.ms_ssim, **{s.name: getattr(args, s.name) for s in
-                                                                      registry.STAGES.values()
-                                                                      if s.home == "image_metrics"}, "clip": clip},
+                           image_metrics={**{s.name: getattr(args, s.name) for s in registry.STAGES.values()
+                                             if s.home == "image_metrics"}, "clip": clip},
                            dinov2={"model": args.dinov2, "k": args.prdc_k}, stages=stages,
                            iqa=iqa_names, iqa_weights=iqa_weights,
                            add_metrics=list(dict.fromkeys(c for m in [*args.add_metric, *added]

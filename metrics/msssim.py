@@ -28,7 +28,7 @@ import threading
 
 import numpy as np
 
-from metrics.spec import MetricInfo
+from metrics.spec import MetricInfo, Stage
 
 WIN_SIZE = 11
 SCALES = 5
@@ -162,7 +162,32 @@ def ms_ssim_plane(reference: np.ndarray, reconstruction: np.ndarray, window: np.
     raise AssertionError("unreachable")
 
 
+def _version(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:  # OpenCV from another distribution (opencv-python, a system build)
+        import cv2
+
+        return f"cv2 {cv2.__version__}"
+
+
+def resolve(choice: bool, cache_root=None, progress: bool = False) -> dict:
+    """--ms-ssim as config.json records it: the implementation and its settings, or why it is unavailable."""
+    import importlib.util
+
+    if importlib.util.find_spec("cv2") is None:
+        return {"status": "unavailable", "reason": "MS-SSIM needs OpenCV: pip install opencv-python-headless"}
+    return {"status": "ok", "implementation": "cmcbench metrics.msssim (pytorch-msssim's arithmetic) on "
+                                              f"opencv-python-headless {_version('opencv-python-headless')}",
+            "data_range": int(DATA_RANGE), "win_size": WIN_SIZE, "scales": SCALES}
+
+
 SPECS = [
+    Stage("ms_ssim", True, "", "MS-SSIM on RGB per image (pytorch-msssim's arithmetic; NaN for images under 161 px a "
+          "side; default on, off with --metrics none)", "metrics.msssim:resolve", off=False, label="MS-SSIM",
+          home="image_metrics", hashed="flag", off_with_metrics_none=True, toggle=True),
     MetricInfo("ms_ssim", "MS-SSIM (RGB)", True, "pixels", "MS-SSIM", needs=("pixels",), state="image_metrics.ms_ssim",
                tolerance=5e-4, fn="metrics.msssim:ms_ssim"),
 ]

@@ -147,7 +147,7 @@ class Stage:
     stage is requested: runs that do not use a stage read as they did before it existed."""
 
     name: str
-    default: str
+    default: str | bool
     metavar: str
     help: str
     resolve: str  # "module:function"
@@ -163,6 +163,8 @@ class Stage:
     # On by default (default "auto") except with --metrics none ("bpp and PSNR only"), unless its own flag is given:
     # the command line's default is then None, filled in after --resume has compared the flags with the defaults.
     off_with_metrics_none: bool = False
+    # A metric with no network to choose, only on or off (MS-SSIM): `--NAME` / `--no-NAME`, choices True and False
+    toggle: bool = False
 
     def __post_init__(self):
         if self.hashed not in ("choice", "on", "flag"):
@@ -171,6 +173,11 @@ class Stage:
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def off_flag(self) -> str:
+        """The command line that turns the stage off."""
+        return f"--no-{self.flag[2:]}" if self.toggle else f"{self.flag} {self.off}"
 
     @property
     def cli_default(self) -> str | None:
@@ -191,7 +198,7 @@ class Stage:
 
     def resolved(self, choice: str, cache_root, progress: bool = False) -> dict:
         if choice == self.off and self.default != self.off:  # on by default: it was turned off
-            return {"status": "disabled", "reason": f"not requested ({self.flag} {self.off})"}
+            return {"status": "disabled", "reason": f"not requested ({self.off_flag})"}
         if choice == self.off:
             asked = self.metavar.replace(self.off + "|", "").split("|")
             return {"status": "disabled", "reason": f"not requested ({' or '.join(f'{self.flag} {a}' for a in asked)})"}

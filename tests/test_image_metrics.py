@@ -114,6 +114,22 @@ def test_ms_ssim_small_image_is_unavailable_not_invented():
     assert np.isnan(value) and "smaller than its 161-px minimum side" in note
 
 
+def test_the_config_hash_says_ms_ssim_is_on_exactly_when_the_run_computes_it():
+    """MS-SSIM's switch is a stage of its metric file: the hash and the resolved state read the same default, so a
+    configuration that leaves it out is hashed as on, as it runs, and --no-ms-ssim is the reason when it is off."""
+    from benchmark import cli
+    from benchmark.run import fullref
+
+    for options, on in (({"lpips": "none"}, True), ({"ms_ssim": True}, True), ({"ms_ssim": False}, False)):
+        hashed = RunConfig(image_metrics=options).hashed_part()["image_metrics"]["ms_ssim"]
+        state = fullref.resolve(options)["ms_ssim"]
+        assert hashed is on and (state["status"] != "disabled") is on, (options, hashed, state)
+    assert fullref.resolve({"ms_ssim": False})["ms_ssim"]["reason"] == "not requested (--no-ms-ssim)"
+    parser = cli.build_parser()
+    assert parser.parse_args(["run", "--no-ms-ssim"]).ms_ssim is False
+    assert parser.parse_args(["run"]).ms_ssim is None  # filled in after --resume compares flags with defaults
+
+
 @pytest.fixture(scope="session")
 def random_alexnet(tmp_path_factory):
     """A seeded random torchvision AlexNet saved as a weights file: the real --lpips PATH loading path."""

@@ -322,7 +322,6 @@ def _provenance(info: dict) -> dict:
     rows = [("dataset", f"{d['name']} / {d['split']} / {d['n_images']} images / fingerprint {d['fingerprint'][:16]}"),
             ("preprocessing", f"{d.get('preprocess')}: {d.get('preprocess_description', '')}"),
             ("Inception", _stage(info.get("inception", {}), "weights_sha256")),
-            ("MS-SSIM", _stage(info.get("image_metrics", {}).get("ms_ssim", {}), "implementation")),
             *[(name, _stage(state, _identity(state))) for name, state in (
                 ("DINOv2", info.get("dinov2", {})),
                 *[(f"pyiqa {k}", v) for k, v in info.get("iqa", {}).items() if k != "cmc_bench_overall"],
@@ -341,8 +340,8 @@ def _provenance(info: dict) -> dict:
 
 
 def _identity(stage: dict) -> str:
-    """What names the network a stage ran: its weights' sha256 where recorded, else its model."""
-    return next((key for key in ("weights_sha256", "backbone_sha256") if key in stage), "model")
+    """What names what a stage ran: its weights' sha256 where recorded, else its implementation or model."""
+    return next((key for key in ("weights_sha256", "backbone_sha256", "implementation") if key in stage), "model")
 
 
 def _stage(stage: dict, key: str) -> str:

@@ -47,9 +47,9 @@ class RunConfig:
                              **{k: self.inception[k] for k in ("whole_image_fid", "patch_fid_min")
                                 if self.inception.get(k, perceptual.DEFAULTS[k]) != perceptual.DEFAULTS[k]}},
                "caption_embedder": self.caption_embedder,
-               "image_metrics": {"ms_ssim": bool(self.image_metrics.get("ms_ssim")), **{
+               "image_metrics": {
                    s.name: form for s in registry.STAGES.values() if s.home == "image_metrics" for form in
-                   [s.hashed_form(self.image_metrics.get(s.name, s.default))] if form is not None}}}
+                   [s.hashed_form(self.image_metrics.get(s.name, s.default))] if form is not None}}
         if (self.dinov2.get("model") or "none") != "none":  # absent when off, so earlier runs keep their hash
             out["dinov2"] = {"model": self.dinov2["model"], "k": self.dinov2.get("k", dinov2_stage.DEFAULTS["k"])}
         if self.stages:  # absent when every stage is at its default (their weights' sha256 enter under 'weights')
