@@ -13,6 +13,7 @@ else torch-fidelity's standard weights fetched once into the torch hub cache.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 from collections import defaultdict
@@ -98,7 +99,7 @@ class InceptionExtractor:
 
     def forward(self, batch) -> tuple[np.ndarray, np.ndarray]:
         """One uint8 N x 3 x H x W batch through the network."""
-        with self.torch.inference_mode():
+        with self.torch.inference_mode(), at_least_two_threads(self.torch):
             (pool,) = self.model(batch.to(self.device, non_blocking=True))
         self.passes += len(batch)
         pool = pool.float().cpu().numpy()
@@ -116,6 +117,24 @@ class InceptionExtractor:
 def extractor(state: dict, device: str, batch_size: int) -> InceptionExtractor:
     """The run's InceptionExtractor, from what its `inception` entry resolved."""
     return InceptionExtractor(state["weights_path"], state["weights_sha256"], device, batch_size)
+
+
+@contextlib.contextmanager
+def at_least_two_threads(torch):
+    """Run the network on two or more CPU threads. PyTorch picks each convolution's kernel by batch size and thread
+    count: on one thread (OMP_NUM_THREADS=1, a one-core machine) a 1x1 convolution of fewer than 16 images takes its
+    native kernel and a larger batch oneDNN, whose sums round differently, so an image's features would depend on
+    the batch it shared (a resumed run's tail, a set's last batch). From two threads on, every batch takes oneDNN
+    and each image gets the same features (tests/test_perceptual.py checks batches of 1, 7 and 16)."""
+    threads = torch.get_num_threads()
+    if threads > 1:
+        yield
+        return
+    torch.set_num_threads(2)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def unbiased_logits(pool: np.ndarray, fc_weight: np.ndarray) -> np.ndarray:

@@ -179,10 +179,22 @@ def _jpeg(pixels, quality):
     return buf.getvalue()
 
 
-def test_inception_score_does_not_depend_on_the_batches_its_images_shared(random_inception_weights):
+@pytest.fixture
+def one_thread():
+    """torch on one CPU thread for the test, as under OMP_NUM_THREADS=1 or on a one-core machine; restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_inception_score_does_not_depend_on_the_batches_its_images_shared(random_inception_weights, one_thread):
     """A set's logits (and so its IS) are the same whether its images went through the network in batches of 1,
     7 or 16, mixed with other images: the fc product is taken per image in float64, not in the network's float32
-    batch product, whose rounding depends on the batch's shape."""
+    batch product, whose rounding depends on the batch's shape. On one thread too, where PyTorch picks another
+    convolution kernel for a batch of 16 than for one of 1 (the extractor runs the network on two)."""
     import torch
     from torch_fidelity.metric_isc import isc_features_to_metric
 
