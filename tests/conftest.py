@@ -2,7 +2,15 @@ import os
 import pathlib
 import sys
 
-import numpy as np
+# The suite runs in parallel workers (pyproject's `-n auto --dist loadfile`, pytest-xdist), each file's tests in
+# one. Several workers each on every core oversubscribe them (a math pool created with more threads than its
+# share stays several times slower), so a worker's torch and BLAS get one thread, set before they load; a
+# user's own setting wins, and `-n 0` runs the suite in this process with the usual threads.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402 - after the thread settings, which numpy's BLAS reads when it loads
 import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -13,6 +21,12 @@ sys.path.insert(0, str(HERE))  # test codecs are importable as codecs_for_tests:
 # suite says which versions it ran with, so a failure after a fresh install can be traced to the one that moved.
 RESOLVED = ("numpy", "scipy", "pandas", "pyarrow", "torch", "torchvision", "torch-fidelity", "transformers",
             "diffusers", "pillow", "bjontegaard", "imagecodecs", "pyiqa")
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: a worker per core, at most four (each holds torch and its test's networks; a file's module
+    fixtures are built once per worker, so more workers add little)."""
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 def pytest_terminal_summary(terminalreporter):
