@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -138,3 +139,32 @@ def test_history_refuses_runs_of_other_data_in_one_sentence(model_runs, tmp_path
     other = create_run(config, tmp_path, "other", progress=False)
     with pytest.raises(ValueError, match="a history follows one dataset and protocol"):
         history.build([root / "run-00", other])
+
+
+def test_a_commit_whose_run_lost_a_metric_is_shown_with_why_and_the_next_change_is_judged_across_the_gap(tmp_path,
+                                                                                                         capsys):
+    """The middle commit's run did not compute psnr_y (off there; on a CI machine, weights that failed to
+    download): its row says so instead of vanishing from psnr_y's history, and the next commit's regression is
+    judged against the last run that has psnr_y, not left 'not compared'."""
+    for k, (sigma, added) in enumerate([(0, ["psnr_y"]), (0, []), (8, ["psnr_y"])]):
+        config = RunConfig(dataset="sample:6", split="all", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"}, add_metrics=added,
+                           codecs=[parse_codec_spec(f"codecs_for_tests:NoisyJPEG quality=20,50,80 sigma={sigma} "
+                                                    "label=model")])
+        execute(create_run(config, tmp_path / "runs", f"run-{k}", progress=False), jobs=1, progress=False)
+    table = history.build([tmp_path / "runs"], history.HistoryOptions(metrics=["psnr_y"], resamples=20)).table
+    assert list(table.run_id) == ["run-0", "run-1", "run-2"], table
+    lost = table.iloc[1]
+    assert np.isnan(lost.bd_rate) and lost.change == "not compared"
+    assert lost.missing_note == "its run (run-1) has no psnr_y: disabled, not requested (--add-metric psnr_y)"
+    after = table.iloc[2]
+    assert after.change == "worse" and "compared with run run-0, the last that has it" in after.why, after.why
+    assert main(["history", str(tmp_path / "runs"), "--metric", "psnr_y", "--bootstrap", "20",
+                 "--out", str(tmp_path / "h")]) == 0
+    out = capsys.readouterr().out
+    assert "– " + lost.commit[:12] + " (run-1): its run (run-1) has no psnr_y" in out
+    assert "1 significant changes in 3 runs" in out
+    from benchmark.analysis.plots import history_plots
+
+    (svg,) = history_plots(table.iloc[:2], "run-0", tmp_path / "p", formats=("svg",))
+    assert "1 run(s) without a point" in svg.read_text()  # the plot's gap is not silent either

@@ -183,8 +183,14 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
         return compare.curve_verdicts(base, new, options.tolerances, options.resamples, options.seed, options.level,
                                       bd_method=options.bd_method, intervals=intervals)
 
+    def _not_in_anchor(codec: str) -> str:
+        if options.anchor_codec or any(c == codec for c, _ in sets_of(anchor_point, [codec])):
+            return ""
+        return f"not compared: codec {codec} is not in the anchor run ({anchor_point.run_id})"
+
     rows = []
     previous = None
+    last_with: dict[str, RunPoint] = {}  # per metric, the latest run that measured it
     for point in points:
         def against_anchor(point=point) -> pd.DataFrame:
             sets = sets_of(point)
@@ -200,21 +206,42 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
         change = _cached("change", previous, point, options,
                          lambda previous=previous, point=point: verdicts(sets_of(previous), sets_of(point), False)) \
             if previous is not None else pd.DataFrame(columns=["codec", "metric", "verdict", "why", "bd_metric"])
+        run = {"run_id": point.run_id, "run_dir": str(point.run_dir), "commit": point.commit, "date": point.date,
+               "bd_method": options.bd_method}
         for r in against.itertuples():
             if r.metric not in options.metrics:
                 continue
             c = change[(change.codec == r.codec) & (change.metric == r.metric)]
-            rows.append({"run_id": point.run_id, "run_dir": str(point.run_dir), "commit": point.commit,
-                         "date": point.date, "codec": r.codec, "metric": r.metric, "bd_rate": r.bd_rate,
-                         "bd_rate_low": r.bd_rate_low, "bd_rate_high": r.bd_rate_high, "bd_metric": r.bd_metric, "n_images": r.n_images,
+            gap = _unmeasured(previous, r.metric, "the previous run") if not len(c) else ""
+            if gap and last_with.get(r.metric):  # a change across the gap counts: against the last run with it
+                earlier = last_with[r.metric]
+                across = _cached("change", earlier, point, options,
+                                 lambda earlier=earlier, point=point: verdicts(sets_of(earlier), sets_of(point), False))
+                c = across[(across.codec == r.codec) & (across.metric == r.metric)]
+                gap = f"{gap}; compared with run {earlier.run_id}, the last that has it"
+            rows.append({**run, "codec": r.codec, "metric": r.metric, "bd_rate": r.bd_rate,
+                         "bd_rate_low": r.bd_rate_low, "bd_rate_high": r.bd_rate_high, "bd_metric": r.bd_metric,
+                         "n_images": r.n_images,
                          "change": c.verdict.iloc[0] if len(c) else ("first" if previous is None else "not compared"),
                          "change_bd_metric": c.bd_metric.iloc[0] if len(c) else np.nan,
-                         "why": c.why.iloc[0] if len(c) else "", "bd_method": options.bd_method,
-                         "interval_note": r.note if np.isfinite(r.bd_rate) and np.isnan(r.bd_rate_low) else ""})
+                         "why": "; ".join(filter(None, [gap, c.why.iloc[0] if len(c) else ""])),
+                         "interval_note": r.note if np.isfinite(r.bd_rate) and np.isnan(r.bd_rate_low) else "",
+                         "missing_note": "" if np.isfinite(r.bd_rate) else r.note})
+        shown = set(zip(against.codec, against.metric))
+        codecs = {c for c, _ in sets_of(point)} - {options.anchor_codec}
+        for codec, metric in ((c, m) for c in sorted(codecs) for m in options.metrics if (c, m) not in shown):
+            rows.append({**run, "codec": codec, "metric": metric, "why": "",
+                         "change": "first" if previous is None else "not compared",
+                         "missing_note": _unmeasured(point, metric) or _not_in_anchor(codec) or _unmeasured(
+                             None if options.anchor_codec else anchor_point, metric, "the anchor run")
+                         or "not compared: no curve of it in both runs (two settings, each with a value, on two "
+                            "shared images)"})
+        last_with.update({m: point for m in options.metrics if not _unmeasured(point, m)})
         previous = point
     table = pd.DataFrame(rows, columns=["run_id", "run_dir", "commit", "date", "codec", "metric", "bd_rate",
                                         "bd_rate_low", "bd_rate_high", "bd_metric", "n_images", "change",
-                                        "change_bd_metric", "why", "bd_method", "interval_note"])
+                                        "change_bd_metric", "why", "bd_method", "interval_note", "missing_note"])
+    table[["interval_note", "missing_note"]] = table[["interval_note", "missing_note"]].fillna("")
     anchor = (f"codec {options.anchor_codec} in each run" if options.anchor_codec else
               f"the same codec in run {anchor_point.run_id} (commit {anchor_point.commit[:12]})")
     notes = [f"{len(points)} runs of {points[0].info['dataset']['name']}/{points[0].info['dataset']['split']} "
@@ -222,6 +249,17 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
              f"{anchor} ({options.bd_method} interpolation), {options.resamples} paired resamples at "
              f"{options.level:.0%}; a change is marked where compare's rule says the curve moved"]
     return History(table, anchor, notes)
+
+
+def _unmeasured(point: RunPoint | None, metric: str, which: str = "") -> str:
+    """Why a run has no value of `metric`, as its config.json records it (turned off, or unavailable: weights that
+    failed to download); "" where it was measured or nothing is recorded. A commit whose run lost a metric is
+    shown, with this, rather than left out of that metric's history."""
+    state = (point.info.get("metrics", {}).get(metric) or {}) if point is not None else {}
+    if state.get("status") in (None, "ok"):
+        return ""
+    return (f"{which or 'its run'} ({point.run_id}) has no {metric}: {state['status']}, "
+            f"{state.get('reason') or 'no reason recorded'}")
 
 
 def _cached(kind: str, base: RunPoint, new: RunPoint, options: HistoryOptions, compute) -> pd.DataFrame:
@@ -281,6 +319,8 @@ def render(history: History) -> str:
             lines.append(f"  {r.commit[:12]} ({r.run_id}): {r.why}")
         for note in dict.fromkeys(n for n in rows.interval_note if n):  # why a BD-rate so marked has no interval
             lines.append(f"  {NO_INTERVAL} {note}")
+        for r in rows[rows.missing_note != ""].itertuples():  # why a run shows no BD-rate ("–")
+            lines.append(f"  – {r.commit[:12]} ({r.run_id}): {r.missing_note}")
     marked = significant(history)
     lines.append(f"\n{len(marked)} significant changes in {table.run_dir.nunique()} runs"
                  + (": " + ", ".join(f"{r.commit[:12]} {r.codec} {r.metric} {r.change}" for r in marked.itertuples())

@@ -283,6 +283,7 @@ def history_plots(table: pd.DataFrame, anchor: str, out_dir: str | pathlib.Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib.lines import Line2D
 
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -321,6 +322,10 @@ def history_plots(table: pd.DataFrame, anchor: str, out_dir: str | pathlib.Path,
                      f"{len(runs)} runs in commit order", fontsize=10)
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
+        absent = int(rows.bd_rate.isna().sum())
+        if absent:  # a run without a point is not an invisible zero: say so, and where the reasons are
+            unique[textwrap.fill(f"{absent} run(s) without a point: no BD-rate (why: history.csv, missing_note)",
+                                 30)] = Line2D([], [], linestyle="none")
         ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
         fig.tight_layout()
         for fmt in formats:
