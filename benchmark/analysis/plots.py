@@ -317,9 +317,12 @@ def history_plots(table: pd.DataFrame, anchor: str, out_dir: str | pathlib.Path,
         n = rows.n_images.dropna()
         images = f"{int(n.min())} images" if len(n) and n.min() == n.max() else \
             (f"{int(n.min())}-{int(n.max())} images" if len(n) else "no images")
-        ax.set_ylabel(f"BD-rate % ({info.label if info else metric}); lower is better")
-        ax.set_title(f"{info.label if info else metric}: BD-rate against {anchor}\n{images} per point, "
-                     f"{len(runs)} runs in commit order", fontsize=10)
+        # wrapped to the figure: a few runs make a narrow one, whose long labels would be cut at its edges
+        ax.set_ylabel(textwrap.fill(f"BD-rate % ({info.label if info else metric}); lower is better", 32))
+        width = int(fig.get_figwidth() * 8)
+        ax.set_title("\n".join([textwrap.fill(f"{info.label if info else metric}: BD-rate against {anchor}", width),
+                                textwrap.fill(f"{images} per point, {len(runs)} runs in commit order", width)]),
+                     fontsize=10)
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
         absent = int(rows.bd_rate.isna().sum())
