@@ -167,4 +167,4 @@ def test_a_commit_whose_run_lost_a_metric_is_shown_with_why_and_the_next_change_
     from benchmark.analysis.plots import history_plots
 
     (svg,) = history_plots(table.iloc[:2], "run-0", tmp_path / "p", formats=("svg",))
-    assert "1 run(s) without a point" in svg.read_text()  # the plot's gap is not silent either
+    assert "1 missing point(s)" in svg.read_text()  # the plot's gap is not silent either

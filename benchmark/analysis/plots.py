@@ -326,8 +326,8 @@ def history_plots(table: pd.DataFrame, anchor: str, out_dir: str | pathlib.Path,
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
         absent = int(rows.bd_rate.isna().sum())
-        if absent:  # a run without a point is not an invisible zero: say so, and where the reasons are
-            unique[textwrap.fill(f"{absent} run(s) without a point: no BD-rate (why: history.csv, missing_note)",
+        if absent:  # a missing point is not an invisible zero: say so, and where the reasons are
+            unique[textwrap.fill(f"{absent} missing point(s): no BD-rate (why: history.csv, missing_note)",
                                  30)] = Line2D([], [], linestyle="none")
         ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
         fig.tight_layout()
