@@ -6,9 +6,12 @@ import sys
 # one. Several workers each on every core oversubscribe them (a math pool created with more threads than its
 # share stays several times slower), so a worker's torch and BLAS get one thread, set before they load; a
 # user's own setting wins, and `-n 0` runs the suite in this process with the usual threads.
+# Inception still runs on two (metrics.inception.at_least_two_threads): its threads wait passively, or their
+# spinning against the other worker made it 28% slower than one thread, where passive is as fast (measured here).
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402 - after the thread settings, which numpy's BLAS reads when it loads
 import pytest
