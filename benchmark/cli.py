@@ -588,7 +588,7 @@ def per_image_metric_defaults(args) -> None:
 
 
 def cmd_run(args) -> int:
-    from benchmark.run.results import read_config
+    from benchmark.run.record import read_record
     from benchmark.run.runner import RunConfig, create_run, execute
 
     _check_before_work(args)
@@ -638,12 +638,12 @@ def cmd_run(args) -> int:
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress, dataset=dataset)
         created_here = True
-        info = read_config(run_dir)
-        print(f"Run {run_dir.name}: {info['dataset']['name']} ({info['dataset']['split']}, "
-              f"{info['dataset']['n_images']} images), codecs {', '.join(s.label for s in specs)}")
-        for codec in info["codecs"]:
-            for note in codec.get("notes", []):
-                print(f"note: {codec['label']}: {note}", file=sys.stderr)
+        record = read_record(run_dir)
+        print(f"Run {run_dir.name}: {record.dataset.name} ({record.dataset.split}, {record.dataset.n_images} images), "
+              f"codecs {', '.join(s.label for s in specs)}")
+        for codec in record.codecs:
+            for note in codec.notes:
+                print(f"note: {codec.label}: {note}", file=sys.stderr)
     try:
         outcome = execute(run_dir, jobs=args.jobs, progress=not args.no_progress, executor=args.executor,
                           ray_address=args.ray_address, resume=bool(args.resume), resume_anyway=args.resume_anyway,
@@ -686,7 +686,7 @@ SHOWN_REASONS = 20  # failure groups printed after a run; a count says how many 
 
 def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     from benchmark.run.locations import located
-    from benchmark.run.results import read_config
+    from benchmark.run.record import read_record
 
     stage = outcome.inception
     lines = []
@@ -696,25 +696,25 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
                      f"features cached in {located(stage['reference_dir'], run_dir)})")
     elif stage["status"] == "unavailable":
         lines.append(f"Unavailable: IS, FID, KID, IPD (left empty, not zero): {stage['reason']}")
-    info = read_config(run_dir)
+    record = read_record(run_dir)
     from benchmark.run import feature_stage
     from benchmark.run.feature_store import passes
     from metrics import registry
 
-    for space in feature_stage.active(info):
-        n, state = passes(run_dir, feature_stage.ledger(space)), feature_stage.state_of(info, space.state)
+    for space in feature_stage.active(record.to_json()):
+        n, state = passes(run_dir, feature_stage.ledger(space)), record.stage(space.state)
         sha = f" (weights sha256 {state['weights_sha256'][:12]})" if state.get("weights_sha256") else ""
         lines.append(f"{space.label + ':':<12} {n['reference']} originals + {n['reconstruction']} reconstructions "
                      f"through {state.get('model', space.label)}{sha}")
-    dino = info.get("dinov2", {})
+    dino = record.dinov2
     if dino.get("status") == "unavailable":
         names = ", ".join(m.short for m in registry.in_space("dinov2"))
         lines.append(f"Unavailable: {names} (left empty, not zero): {dino['reason']}")
     for stage in registry.STAGES.values():
-        if info.get(stage.name, {}).get("status") == "unavailable":
+        if record.stage(stage.name).get("status") == "unavailable":
             names = ", ".join(m.short for m in registry.METRICS.values() if m.state == stage.name)
-            lines.append(f"Unavailable: {names} (left empty, not zero): {info[stage.name]['reason']}")
-    for name, state in [*info.get("image_metrics", {}).items(), *info.get("iqa", {}).items()]:
+            lines.append(f"Unavailable: {names} (left empty, not zero): {record.stage(stage.name)['reason']}")
+    for name, state in [*record.image_metrics.items(), *record.iqa.items()]:
         if state["status"] == "unavailable":
             lines.append(f"Unavailable: {name.upper().replace('_', '-')} (left empty, not zero): {state['reason']}")
     if not args.no_plots:
@@ -798,9 +798,9 @@ def _print_summary(run_dir: pathlib.Path) -> None:
 
 
 def _why_missing(run_dir: pathlib.Path, metric: str) -> str:
-    from benchmark.run.results import read_config
+    from benchmark.run.record import read_record
 
-    state = read_config(run_dir).get("metrics", {}).get(metric, {})
+    state = read_record(run_dir).metric_state(metric)
     if state.get("status") == "disabled":
         return "it was turned off for this run"
     return state.get("reason", "") if state.get("status") not in (None, "ok") else ""
@@ -842,23 +842,22 @@ def cmd_plot(args) -> int:
 
 
 def cmd_decode(args) -> int:
-    import json
-
     import numpy as np
     from PIL import Image
 
-    from benchmark.run.config import RunConfig, codec_context
+    from benchmark.run.config import codec_context
+    from benchmark.run.record import read_record
 
-    info = json.loads((_check_run(args.run_dir) / "config.json").read_text())
-    config = RunConfig.from_json(info["config"])
+    record = read_record(_check_run(args.run_dir))
+    config = record.run_config()
     spec = next((c for c in config.codecs if c.label == args.codec), None)
     if spec is not None and spec.codec_class().produced_outside:
         raise ValueError(f"{args.codec} was produced outside cmcbench (precomputed): there is no decoder to run.")
     if spec is None:
         raise ValueError(f"Run has no codec labelled {args.codec!r}: {', '.join(c.label for c in config.codecs)}.")
     decoder = spec.build()
-    decoder.setup(codec_context(config, info["dataset"]["split"], info["dataset"]))
-    declared = next(c for c in info["codecs"] if c["label"] == args.codec)["side_information"]
+    decoder.setup(codec_context(config, record.dataset.split, record.dataset.to_json()))
+    declared = record.codec(args.codec).side_information
     if decoder.side_information() != declared:
         raise RuntimeError("The side information rebuilt here differs from the one the run declared.")
     data = pathlib.Path(args.bitstream).read_bytes()

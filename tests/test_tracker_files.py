@@ -13,6 +13,7 @@ from benchmark.analysis import tracker_files
 from benchmark.analysis.curves import Curve, compare_curves
 from benchmark.cli import main
 from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.run.record import RunRecord
 from benchmark.run.results import load_run
 from benchmark.run.runner import RunConfig, create_run, execute
 
@@ -58,7 +59,7 @@ def test_an_unavailable_value_is_listed_never_written_as_a_number():
     summary = pd.DataFrame({"codec": ["jpeg", "jpeg", "x", "x"], "setting_label": ["10", "50", "1", "2"],
                             "n_ok": [3, 3, 0, 3], "n_failed": [0, 0, 3, 0], "bpp": [0.2, 0.8, math.nan, 0.5],
                             "psnr": [28.0, 33.0, math.nan, 31.0]})
-    doc = tracker_files.flat_metrics(info, summary)
+    doc = tracker_files.flat_metrics(RunRecord.from_json(info), summary)
     assert "psnr@x/level=1" not in doc and doc["unavailable"]["psnr@x/level=1"]
     assert "bd_rate/psnr/x@jpeg" not in doc
     assert doc["unavailable"]["bd_rate/psnr/x@jpeg"] == "fewer than 2 points on a curve"

@@ -31,7 +31,8 @@ import pandas as pd
 from benchmark.run import feature_stage
 from benchmark.run.console import bar
 from benchmark.run.integrity import checksum_path, problem
-from benchmark.run.results import load_run, read_config, read_summary, shard_files
+from benchmark.run.record import read_record
+from benchmark.run.results import load_run, read_summary, shard_files
 from metrics import defaults, registry, spec
 from metrics.fid import FIDReference
 
@@ -222,18 +223,19 @@ def load_settings(run_dir: str | pathlib.Path, features: bool = True) -> dict[tu
     from benchmark.run import feature_store, perceptual
 
     run_dir = pathlib.Path(run_dir)
-    info = read_config(run_dir)
+    record = read_record(run_dir)
+    info = record.to_json()  # the run layer's readers still take config.json's dict
     images, _ = load_run(run_dir)
     out = {}
     if not len(images):
         return out
     ok = images[images.status == "ok"]
-    inception_ok = features and info.get("inception", {}).get("status") == "ok"
+    inception_ok = features and record.inception.get("status") == "ok"
     spaces = feature_stage.active(info) if features else []
     shas = feature_store.image_shas(run_dir) if inception_ok or spaces else {}
     readers = {**({"inception": perceptual.InceptionSets(run_dir, info, patches=False)} if inception_ok else {}),
                **{space.name: feature_stage.SpaceSets(run_dir, info, space) for space in spaces}}
-    opts = info["config"].get("inception", {})
+    opts = record.config.get("inception", {})
     # The originals' features of the last image list read, per space: settings of the same images (and a
     # stochastic decoder's sample sets) share one copy, and at most one copy per space stays in memory.
     references: dict = {}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +24,8 @@ import pandas as pd
 
 from benchmark.analysis import bootstrap
 from benchmark.run import weights
-from benchmark.run.results import load_run, read_config
+from benchmark.run.record import RunRecord, read_record
+from benchmark.run.results import load_run
 from metrics import registry
 from metrics.registry import higher_is_better
 
@@ -107,43 +107,41 @@ class Comparison:
                 "n_dataset": self.n_dataset, "curves": curves, "rows": rows}
 
 
-def provenance_warnings(base: dict, new: dict) -> list[str]:
+def provenance_warnings(base: RunRecord, new: RunRecord) -> list[str]:
     out = []
-    if base["dataset"]["fingerprint"] != new["dataset"]["fingerprint"]:
-        out.append(f"datasets differ: {base['dataset']['name']} ({base['dataset']['split']}, "
-                   f"{base['dataset']['n_images']} images) vs {new['dataset']['name']} ({new['dataset']['split']}, "
-                   f"{new['dataset']['n_images']} images); only shared image ids are compared")
-    if base["dataset"].get("preprocess") != new["dataset"].get("preprocess"):
-        out.append(f"preprocessing differs: {base['dataset'].get('preprocess')} vs {new['dataset'].get('preprocess')}")
-    bw, nw = base.get("inception", {}).get("weights_sha256"), new.get("inception", {}).get("weights_sha256")
+    bd, nd = base.dataset, new.dataset
+    if bd.fingerprint != nd.fingerprint:
+        out.append(f"datasets differ: {bd.name} ({bd.split}, {bd.n_images} images) vs {nd.name} ({nd.split}, "
+                   f"{nd.n_images} images); only shared image ids are compared")
+    if bd.preprocess != nd.preprocess:
+        out.append(f"preprocessing differs: {bd.preprocess} vs {nd.preprocess}")
+    bw, nw = base.inception.get("weights_sha256"), new.inception.get("weights_sha256")
     if bw != nw and bw and nw:  # one run without Inception: its metrics are named as missing, not as differing
         out.append(f"Inception weights differ: {str(bw)[:12]} vs {str(nw)[:12]} (IS, FID, KID, IPD not comparable)")
-    bl = base.get("image_metrics", {}).get("lpips", {}).get("backbone_sha256")
-    nl = new.get("image_metrics", {}).get("lpips", {}).get("backbone_sha256")
+    bl, nl = (r.stage("image_metrics.lpips").get("backbone_sha256") for r in (base, new))
     if bl != nl:
         out.append(f"LPIPS weights differ: {str(bl)[:12]} vs {str(nl)[:12]}")
     # Every other weight file both runs used (DINOv2, LPIPS-VGG, DISTS, CLIP, pyiqa's): one list, run.weights.
-    files_b, files_n = weights.recorded(base), weights.recorded(new)
+    files_b, files_n = weights.recorded(base.to_json()), weights.recorded(new.to_json())
     for what in sorted(set(files_b) & set(files_n) - {"Inception", "lpips backbone"}):
         if files_b[what][1] != files_n[what][1]:
             out.append(f"{what} weights differ: {files_b[what][1][:12]} vs {files_n[what][1][:12]} (the metrics computed "
                        "with them are not comparable)")
-    bv, nv = base.get("versions", {}), new.get("versions", {})
+    bv, nv = base.versions, new.versions
     changed = sorted(k for k in set(bv) | set(nv) if bv.get(k) != nv.get(k))
     if changed:
         out.append("library versions differ: " + ", ".join(f"{k} {bv.get(k, '-')} -> {nv.get(k, '-')}"
                                                            for k in changed[:8]))
-    bc = {c["label"]: c for c in base.get("codecs", [])}
-    for c in new.get("codecs", []):
-        old = bc.get(c["label"])
-        if old and old.get("versions") != c.get("versions"):
-            out.append(f"codec {c['label']}: library versions differ: {old.get('versions')} -> {c.get('versions')}")
-        if old and old.get("options") != c.get("options"):
-            out.append(f"codec {c['label']}: options differ: {old.get('options')} -> {c.get('options')}")
+    for c in new.codecs:
+        old = base.codec(c.label)
+        if old and old.versions != c.versions:
+            out.append(f"codec {c.label}: library versions differ: {old.versions} -> {c.versions}")
+        if old and old.options != c.options:
+            out.append(f"codec {c.label}: options differ: {old.options} -> {c.options}")
     return out
 
 
-def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame, new_info: dict) -> list[str]:
+def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame, new_record: RunRecord) -> list[str]:
     """BASE codecs NEW lacks, settings NEW dropped from a sweep it otherwise kept (a sweep that was shifted as a
     whole is compared as a curve, not reported missing), and metrics BASE measured that NEW did not (with NEW's
     reason: a metric that became unavailable, say its weights failed to download, must not pass a gate)."""
@@ -162,9 +160,8 @@ def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame, new_info: di
         for metric in registry.METRICS if len(scored) else ():
             if _measured(rows, metric) and not _measured(scored, metric):
                 dropped.setdefault(metric, []).append(codec)
-    states = new_info.get("metrics", {})
     for metric, codecs in dropped.items():
-        state = states.get(metric, {})
+        state = new_record.metric_state(metric)
         why = f" ({state['status']} in NEW: {state['reason']})" if state.get("reason") else ""
         out.append(f"metric {metric} is in BASE but not in NEW{why}, for {', '.join(codecs)}")
     return out
@@ -203,19 +200,18 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
                  allow_missing: bool = False, allow_different_data: bool = False,
                  bd_method: str = "akima") -> Comparison:
     tolerances = tolerances or dict(DEFAULT_TOLERANCES)
-    base_info, new_info = read_config(pathlib.Path(base_dir)), read_config(pathlib.Path(new_dir))
-    bd, nd = base_info["dataset"], new_info["dataset"]
-    if (bd["fingerprint"], bd.get("preprocess")) != (nd["fingerprint"], nd.get("preprocess")) \
-            and not allow_different_data:
-        raise NotComparable(f"BASE and NEW are of different data ({bd['name']}/{bd['split']}, {bd['n_images']} "
-                            f"images, preprocessing {bd.get('preprocess')} vs {nd['name']}/{nd['split']}, "
-                            f"{nd['n_images']} images, preprocessing {nd.get('preprocess')}): pass "
-                            "--allow-different-data to compare the images they share anyway.")
-    warnings = provenance_warnings(base_info, new_info)
+    base_record, new_record = read_record(base_dir), read_record(new_dir)
+    bd, nd = base_record.dataset, new_record.dataset
+    if (bd.fingerprint, bd.preprocess) != (nd.fingerprint, nd.preprocess) and not allow_different_data:
+        raise NotComparable(f"BASE and NEW are of different data ({bd.name}/{bd.split}, {bd.n_images} images, "
+                            f"preprocessing {bd.preprocess} vs {nd.name}/{nd.split}, {nd.n_images} images, "
+                            f"preprocessing {nd.preprocess}): pass --allow-different-data to compare the images they "
+                            "share anyway.")
+    warnings = provenance_warnings(base_record, new_record)
     base_sets, new_sets = bootstrap.load_settings(base_dir), bootstrap.load_settings(new_dir)
     _, base_summary = load_run(base_dir)
     _, new_summary = load_run(new_dir)
-    missing = _missing(base_summary, new_summary, new_info) if len(base_summary) else []
+    missing = _missing(base_summary, new_summary, new_record) if len(base_summary) else []
     if missing and not allow_missing:
         raise NotComparable(f"NEW lacks part of BASE ({'; '.join(missing)}): a gate must not pass on what it did "
                             "not run; pass --allow-missing to compare the rest.")
@@ -263,7 +259,7 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
     if len(detail):
         detail["decisive"] = [_decisive(r, detail, curves, tolerances) for r in detail.itertuples()]
     new_only = _new_only(base_summary, new_summary)
-    result = Comparison(detail, warnings, missing, curves, int(bd["n_images"]), new_only)
+    result = Comparison(detail, warnings, missing, curves, int(bd.n_images), new_only)
     if not len(detail) and not (len(curves) and curves.bd_metric.notna().any()):
         raise NotComparable("Nothing could be compared: BASE and NEW share no codec whose curves overlap, no "
                             "setting and no images; check that they ran the same codecs on the same data.")

@@ -24,7 +24,7 @@ import pandas as pd
 from benchmark.analysis import bootstrap, compare
 from benchmark.analysis.curves import BD_METHODS
 from benchmark.analysis.table_format import NO_INTERVAL
-from benchmark.run.results import read_config
+from benchmark.run.record import RunRecord, read_record
 from metrics import defaults, registry
 
 
@@ -48,7 +48,7 @@ class RunPoint:
     run_id: str
     commit: str  # the revision of the code under test ('unknown' outside git)
     date: str  # its commit date (ISO 8601), else the run's creation time
-    info: dict = field(repr=False, default_factory=dict)
+    record: RunRecord = field(repr=False, default_factory=RunRecord)
 
 
 @dataclass
@@ -74,15 +74,15 @@ def find_runs(paths: list[str | pathlib.Path]) -> list[pathlib.Path]:
     return list(dict.fromkeys(out))
 
 
-def commit_of(info: dict, codecs: list[str] | None = None) -> tuple[str, str]:
+def commit_of(record: RunRecord, codecs: list[str] | None = None) -> tuple[str, str]:
     """(revision, date) of the code under test in a run (see the module's docstring)."""
-    sources = [(c["versions"].get("source_git_date") or "", c["versions"]["source_git_sha"])
-               for c in info.get("codecs", []) if "source_git_sha" in c.get("versions", {})
-               and (not codecs or c["label"] in codecs)]
+    sources = [(c.versions.get("source_git_date") or "", c.versions["source_git_sha"])
+               for c in record.codecs if isinstance(c.versions, dict) and "source_git_sha" in c.versions
+               and (not codecs or c.label in codecs)]
     if sources:
         date, sha = max(sources)
-        return sha, date or info["created"]
-    return info.get("git_sha", "unknown"), info.get("git_date") or info["created"]
+        return sha, date or record.created
+    return (record.git_sha if "git_sha" in record.present else "unknown"), record.git_date or record.created
 
 
 def _when(text: str) -> dt.datetime:
@@ -93,26 +93,24 @@ def _when(text: str) -> dt.datetime:
 def ordered(run_dirs: list[pathlib.Path], codecs: list[str] | None = None) -> list[RunPoint]:
     points = []
     for run_dir in run_dirs:
-        info = read_config(run_dir)
-        commit, date = commit_of(info, codecs)
-        points.append(RunPoint(run_dir, info["run_id"], commit, date, info))
-    return sorted(points, key=lambda p: (_when(p.date), _when(p.info["created"]), p.run_id))
+        record = read_record(run_dir)
+        commit, date = commit_of(record, codecs)
+        points.append(RunPoint(run_dir, record.run_id, commit, date, record))
+    return sorted(points, key=lambda p: (_when(p.date), _when(p.record.created), p.run_id))
 
 
 def check_same_protocol(points: list[RunPoint]) -> None:
     """One dataset, preprocessing and protocol, or one sentence naming the run that differs."""
     def key(p):
-        d = p.info["dataset"]
-        return d["fingerprint"], d.get("preprocess"), p.info["config"].get("protocol")
+        return p.record.dataset.fingerprint, p.record.dataset.preprocess, p.record.config.get("protocol")
 
     first = points[0]
     for p in points[1:]:
         if key(p) != key(first):
-            d, f = p.info["dataset"], first.info["dataset"]
-            raise ValueError(f"{p.run_dir} is of other data or protocol ({d['name']}/{d['split']}, {d['n_images']} "
-                             f"images, preprocessing {d.get('preprocess')}) than {first.run_dir} ({f['name']}/"
-                             f"{f['split']}, {f['n_images']} images, preprocessing {f.get('preprocess')}): a history "
-                             "follows one dataset and protocol.")
+            d, f = p.record.dataset, first.record.dataset
+            raise ValueError(f"{p.run_dir} is of other data or protocol ({d.label}, preprocessing {d.preprocess}) "
+                             f"than {first.run_dir} ({f.label}, preprocessing {f.preprocess}): a history follows "
+                             "one dataset and protocol.")
 
 
 def _only(sets: dict, metrics: list[str], codecs: list[str]) -> dict:
@@ -244,8 +242,7 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
     table[["interval_note", "missing_note"]] = table[["interval_note", "missing_note"]].fillna("")
     anchor = (f"codec {options.anchor_codec} in each run" if options.anchor_codec else
               f"the same codec in run {anchor_point.run_id} (commit {anchor_point.commit[:12]})")
-    notes = [f"{len(points)} runs of {points[0].info['dataset']['name']}/{points[0].info['dataset']['split']} "
-             f"({points[0].info['dataset']['n_images']} images), ordered by commit date; BD-rate in % against "
+    notes = [f"{len(points)} runs of {points[0].record.dataset.label}, ordered by commit date; BD-rate in % against "
              f"{anchor} ({options.bd_method} interpolation), {options.resamples} paired resamples at "
              f"{options.level:.0%}; a change is marked where compare's rule says the curve moved"]
     return History(table, anchor, notes)
@@ -255,7 +252,7 @@ def _unmeasured(point: RunPoint | None, metric: str, which: str = "") -> str:
     """Why a run has no value of `metric`, as its config.json records it (turned off, or unavailable: weights that
     failed to download); "" where it was measured or nothing is recorded. A commit whose run lost a metric is
     shown, with this, rather than left out of that metric's history."""
-    state = (point.info.get("metrics", {}).get(metric) or {}) if point is not None else {}
+    state = point.record.metric_state(metric) if point is not None else {}
     if state.get("status") in (None, "ok"):
         return ""
     return (f"{which or 'its run'} ({point.run_id}) has no {metric}: {state['status']}, "

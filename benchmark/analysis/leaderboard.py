@@ -24,6 +24,7 @@ from benchmark.analysis.curves import BD_METHODS, MIN_RELIABLE_OVERLAP, Curve, c
 from benchmark.analysis.latex import render_tex
 from benchmark.analysis.plots import dataset_title
 from benchmark.run.integrity import atomic_write_bytes
+from benchmark.run.record import RunRecord, read_record
 from benchmark.run.results import images_of, load_run
 from benchmark.analysis.table_format import NO_INTERVAL, format_value, short_label
 from metrics import defaults, registry
@@ -64,27 +65,25 @@ def with_references(summary: pd.DataFrame, references: pd.DataFrame) -> pd.DataF
     return pd.concat([summary, refs], ignore_index=True)
 
 
-def dataset_label(info: dict) -> str:
-    d = info["dataset"]
-    return f"{pathlib.Path(str(d['name'])).name}/{d['split']}, {d['n_images']} images, {d.get('preprocess')}"
+def dataset_label(record: RunRecord) -> str:
+    d = record.dataset
+    return f"{pathlib.Path(str(d.name)).name}/{d.split}, {d.n_images} images, {d.preprocess}"
 
 
 def load_summaries(run_dirs: list[str | pathlib.Path], allow_mixed: bool = False) -> pd.DataFrame:
     """Summaries of several runs; codec labels that repeat across runs get the run id appended. Runs of
     different datasets or preprocessing are refused unless `allow_mixed`; then every codec is labelled
     with its dataset."""
-    from benchmark.run.results import read_config
-
     frames, datasets = [], {}
     for run_dir in run_dirs:
-        info = read_config(pathlib.Path(run_dir))
-        datasets.setdefault((info["dataset"]["fingerprint"], info["dataset"].get("preprocess")), []).append(
-            f"{pathlib.Path(run_dir).name} ({dataset_label(info)})")
+        record = read_record(run_dir)
+        datasets.setdefault((record.dataset.fingerprint, record.dataset.preprocess), []).append(
+            f"{pathlib.Path(run_dir).name} ({dataset_label(record)})")
         _, summary = load_run(run_dir)
         summary = summary.copy()
         summary["run_dir"] = str(run_dir)
         summary["codec_in_run"] = summary["codec"]
-        summary["dataset_label"] = dataset_label(info)
+        summary["dataset_label"] = dataset_label(record)
         frames.append(summary)
     if len(datasets) > 1 and not allow_mixed:
         raise ValueError("These runs are of different datasets or preprocessing (" + "; ".join(

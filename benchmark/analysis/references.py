@@ -126,10 +126,11 @@ def load_references(paths, run_datasets: list[str]) -> tuple[pd.DataFrame, list[
 def export_compressai(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) -> list[pathlib.Path]:
     """One CompressAI results JSON per codec of a run: mean bpp and metrics per setting, in the run's order
     of rates, with meta (dataset, preprocessing, versions, run id)."""
-    from benchmark.run.results import load_run, read_config, safe_name
+    from benchmark.run.record import CodecRecord, read_record
+    from benchmark.run.results import load_run, safe_name
 
     run_dir, out_dir = pathlib.Path(run_dir), pathlib.Path(out_dir)
-    info = read_config(run_dir)
+    record = read_record(run_dir)
     _, summary = load_run(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -142,16 +143,14 @@ def export_compressai(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) 
         for m in metrics:
             if rows[m].notna().any():
                 results[EXPORT_NAMES.get(m, m.replace("_", "-"))] = [None if pd.isna(v) else float(v) for v in rows[m]]
-        codec_info = next((c for c in info["codecs"] if c["label"] == codec), {})
-        d = info["dataset"]
+        c, d = record.codec(codec) or CodecRecord(target=codec), record.dataset
         doc = {"name": codec,
-               "description": f"cmcbench run {info['run_id']}: {codec_info.get('target', codec)} "
-                              f"{codec_info.get('options', {})} on {d['name']} ({d['split']}, {d['n_images']} images)",
-               "meta": {"dataset": d["name"], "split": d["split"], "n_images": d["n_images"],
-                        "preprocess": d.get("preprocess"), "run_id": info["run_id"], "git_sha": info.get("git_sha"),
-                        "codec_versions": codec_info.get("versions", {}), "versions": info.get("versions", {}),
-                        "settings": [str(v) for v in rows.setting_label], "n_ok": [int(v) for v in rows.n_ok],
-                        "source": f"cmcbench {info['run_id']}"},
+               "description": f"cmcbench run {record.run_id}: {c.target} {c.options} on {d.name} ({d.split}, "
+                              f"{d.n_images} images)",
+               "meta": {"dataset": d.name, "split": d.split, "n_images": d.n_images, "preprocess": d.preprocess,
+                        "run_id": record.run_id, "git_sha": record.git_sha, "codec_versions": c.versions,
+                        "versions": record.versions, "settings": [str(v) for v in rows.setting_label],
+                        "n_ok": [int(v) for v in rows.n_ok], "source": f"cmcbench {record.run_id}"},
                "results": results}
         path = out_dir / f"{safe_name(codec)}.json"
         path.write_text(json.dumps(doc, indent=2))

@@ -25,8 +25,8 @@ from benchmark.run import console
 from benchmark.analysis import leaderboard
 from benchmark.codecs.codec import encode_image
 from benchmark.run.integrity import atomic_write_bytes
-from benchmark.run.results import load_run, output_path, read_config, safe_name
-from benchmark.run.scoring import state_of
+from benchmark.run.record import RunRecord, read_record
+from benchmark.run.results import load_run, output_path, safe_name
 from metrics import registry
 
 CROP = 320
@@ -77,14 +77,12 @@ class Reconstructor:
     """The original and a codec's reconstruction of an image: from the run's saved files, or by the runner's
     own Worker (same reading, preprocessing, codec setup and output check as the run)."""
 
-    def __init__(self, run_dir: pathlib.Path, info: dict):
-        from benchmark.run.config import RunConfig
+    def __init__(self, run_dir: pathlib.Path, record: RunRecord):
         from benchmark.run.worker import Worker
 
-        config = RunConfig.from_json(info["config"])
-        dataset = config.open_dataset()
+        dataset = record.run_config().open_dataset()
         self.run_dir = run_dir
-        self.worker = Worker(info, dataset, "")
+        self.worker = Worker(record.to_json(), dataset, "")
 
     def original(self, index: int) -> np.ndarray:
         _, pixels, error = self.worker.load(index)
@@ -110,15 +108,15 @@ def grid_image(run_dir: str | pathlib.Path, n_images: int = 2, anchor: str = "jp
     to the anchor's lowest rate on it), centre crops side by side; None when no image succeeded in every codec.
     A tile that cannot be reproduced is left grey."""
     run_dir = pathlib.Path(run_dir)
-    info = read_config(run_dir)
+    record = read_record(run_dir)
     images, _ = load_run(run_dir)
     if not len(images):
         return None
-    generative = {c["label"] for c in info["codecs"] if not c.get("exact_size", True)}
+    generative = {c.label for c in record.codecs if not c.exact_size}
     grid = grid_choices(images, n_images, None, anchor, generative)
     if not grid:
         return None
-    recon = Reconstructor(run_dir, info)
+    recon = Reconstructor(run_dir, record)
     rows = []
     for item in grid:
         original = recon.original(item["image_index"])
@@ -153,7 +151,7 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     run_dir = pathlib.Path(run_dir)
     out_dir = pathlib.Path(out_dir) if out_dir else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    info = read_config(run_dir)
+    record = read_record(run_dir)
     images, summary = load_run(run_dir)
     from benchmark.analysis.references import load_references
 
@@ -163,15 +161,15 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     ci = bootstrap.intervals(run_dir, resamples, seed) if resamples > 0 else None
     stages.update()
     stages.set_description("report: plots")
-    refs, _ = load_references(references, [info["dataset"]["name"]])
+    refs, _ = load_references(references, [record.dataset.name])
     plots = [p for p in rd_plots(leaderboard.with_references(summary, refs), out_dir / "plots", intervals=ci,
                                  formats=("png", "pdf"), no_interval=_no_bar(board)) if p.suffix == ".png"]
     failures_html, failures_md = _failures(summary)
-    generative = {c["label"] for c in info["codecs"] if not c.get("exact_size", True)}
+    generative = {c.label for c in record.codecs if not c.exact_size}
     stages.update()
     stages.set_description("report: comparison grid")
     grid = grid_choices(images, n_images, target_bpp, board.anchor, generative)
-    recon = Reconstructor(run_dir, info)
+    recon = Reconstructor(run_dir, record)
     grid_dir = out_dir / "grid"
     grid_dir.mkdir(exist_ok=True)
     tile_metrics = [m for m in ("psnr", "ms_ssim", "lpips") if m in images]
@@ -210,8 +208,8 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
         md_grid.append(f"#### {item['image_id']} (closest to {item['target']:.3g} bpp)\n\n"
                        + "| " + " | ".join(md_cells) + " |\n" + "|" + "---|" * len(md_cells) + "\n")
 
-    prov = _provenance(info)
-    title = f"cmcbench report: {info['run_id']}"
+    prov = _provenance(record)
+    title = f"cmcbench report: {record.run_id}"
     plot_html = "".join(f"<figure class='plot'><img src='{_data_uri(p.read_bytes())}' alt='{p.stem}'></figure>"
                         for p in plots)
     page = f"""<!doctype html>
@@ -314,26 +312,26 @@ def _error_bars(board) -> str:
     return f"Error bars: {bars}" + (f" A point without a bar has no interval: {'; '.join(missing)}." if missing else "")
 
 
-def _provenance(info: dict) -> dict:
-    d = info["dataset"]
-    headline = (f"Dataset {d['name']} ({d['split']}, {d['n_images']} images, preprocessing {d.get('preprocess')}); "
-                f"run {info['run_id']} created {info['created']}, git {str(info.get('git_sha'))[:12]}, "
-                f"config hash {info['config_hash'][:12]}.")
-    rows = [("dataset", f"{d['name']} / {d['split']} / {d['n_images']} images / fingerprint {d['fingerprint'][:16]}"),
-            ("preprocessing", f"{d.get('preprocess')}: {d.get('preprocess_description', '')}"),
-            ("Inception", _stage(info.get("inception", {}), "weights_sha256")),
+def _provenance(record: RunRecord) -> dict:
+    d = record.dataset
+    headline = (f"Dataset {d.name} ({d.split}, {d.n_images} images, preprocessing {d.preprocess}); "
+                f"run {record.run_id} created {record.created}, git {str(record.git_sha)[:12]}, "
+                f"config hash {str(record.config_hash)[:12]}.")
+    rows = [("dataset", f"{d.name} / {d.split} / {d.n_images} images / fingerprint {d.fingerprint[:16]}"),
+            ("preprocessing", f"{d.preprocess}: {d.rest.get('preprocess_description', '')}"),
+            ("Inception", _stage(record.inception, "weights_sha256")),
             *[(name, _stage(state, _identity(state))) for name, state in (
-                ("DINOv2", info.get("dinov2", {})),
-                *[(f"pyiqa {k}", v) for k, v in info.get("iqa", {}).items() if k != "cmc_bench_overall"],
-                *[(s.label or s.name, state_of(info, s.record)) for s in registry.STAGES.values()])
+                ("DINOv2", record.dinov2),
+                *[(f"pyiqa {k}", v) for k, v in record.iqa.items() if k != "cmc_bench_overall"],
+                *[(s.label or s.name, record.stage(s.record)) for s in registry.STAGES.values()])
               if state.get("status") not in (None, "disabled")],
-            ("caption embedder", str(info.get("caption_embedder", {}).get("model") or "none"))]
-    for c in info.get("codecs", []):
-        side = c.get("side_information") or {}
-        rows.append((f"codec {c['label']}", f"{c['target']} {c['options']} · {c['rate_parameter']} "
-                                            f"{c['settings']} · versions {c['versions']}"
+            ("caption embedder", str(record.caption_embedder.get("model") or "none"))]
+    for c in record.codecs:
+        side = c.side_information or {}
+        rows.append((f"codec {c.label}", f"{c.target} {c.options} · {c.rate_parameter} "
+                                         f"{c.settings} · versions {c.versions}"
                      + (f" · side information {side}" if side else "")))
-    rows.append(("packages", ", ".join(f"{k} {v}" for k, v in sorted(info.get("versions", {}).items()))))
+    rows.append(("packages", ", ".join(f"{k} {v}" for k, v in sorted(record.versions.items()))))
     table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     md = "| | |\n|---|---|\n" + "".join(f"| {k} | {str(v).replace('|', '/')} |\n" for k, v in rows)
     return {"headline": headline, "html": f"<table>{table}</table>", "md": md}

@@ -19,7 +19,8 @@ import pandas as pd
 from benchmark.analysis.curves import Curve, compare_curves
 from benchmark.analysis.leaderboard import pick_anchor, table_metrics
 from benchmark.run.integrity import atomic_write_bytes
-from benchmark.run.results import load_run, read_config
+from benchmark.run.record import RunRecord, read_record
+from benchmark.run.results import load_run
 
 METRICS_JSON = "metrics.json"
 RD_CSV = "rd.csv"
@@ -35,18 +36,18 @@ def setting_key(codec: str, rate_parameter: str | None, setting_label) -> str:
     return f"{codec}/{rate_parameter}={setting_label}" if rate_parameter else f"{codec}/{setting_label}"
 
 
-def rd_table(info: dict, summary: pd.DataFrame) -> pd.DataFrame:
+def rd_table(record: RunRecord, summary: pd.DataFrame) -> pd.DataFrame:
     """One row per (codec, setting): codec, setting, rate parameter, n_ok, n_failed, bpp and each metric,
     with the dataset on every row (so files of several runs can be concatenated)."""
-    rate_of = {c["label"]: c.get("rate_parameter") for c in info["codecs"]}
-    d = info["dataset"]
+    rate_of = {c.label: c.rate_parameter for c in record.codecs}
+    d = record.dataset
     columns = metric_columns(summary)
     table = pd.DataFrame({
         "codec": summary.codec.astype(str), "setting": summary.setting_label.astype(str),
         "rate_parameter": [rate_of.get(c) or "" for c in summary.codec],
         "n_ok": summary.n_ok.astype(int), "n_failed": summary.n_failed.astype(int),
         **{m: summary[m].astype(float) for m in columns},
-        "dataset": f"{d['name']}/{d['split']}", "preprocess": d.get("preprocess") or "none"})
+        "dataset": f"{d.name}/{d.split}", "preprocess": d.preprocess or "none"})
     return table.reset_index(drop=True)
 
 
@@ -66,14 +67,13 @@ def bd_rates(summary: pd.DataFrame, anchor: str, bd_method: str = "akima") -> di
     return out
 
 
-def flat_metrics(info: dict, summary: pd.DataFrame, anchor: str | None = None, bd_method: str = "akima") -> dict:
+def flat_metrics(record: RunRecord, summary: pd.DataFrame, anchor: str | None = None, bd_method: str = "akima") -> dict:
     """The run as one flat JSON object (see the module's docstring)."""
-    d = info["dataset"]
-    doc: dict = {"run_id": info["run_id"], "dataset": d["name"], "split": d["split"],
-                 "preprocess": d.get("preprocess") or "none", "n_images": int(d["n_images"]),
-                 "git_sha": info.get("git_sha"), "config_hash": info.get("config_hash")}
+    d = record.dataset
+    doc: dict = {"run_id": record.run_id, "dataset": d.name, "split": d.split, "preprocess": d.preprocess or "none",
+                 "n_images": int(d.n_images), "git_sha": record.git_sha, "config_hash": record.config_hash}
     unavailable: dict[str, str] = {}
-    table = rd_table(info, summary)
+    table = rd_table(record, summary)
     for row in table.itertuples(index=False):
         key = setting_key(row.codec, row.rate_parameter, row.setting)
         doc[f"n_ok@{key}"] = int(row.n_ok)
@@ -102,10 +102,10 @@ def write(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None = None
     """metrics.json and rd.csv of a run, into `out_dir` (default: the run's folder), each written whole."""
     run_dir = pathlib.Path(run_dir)
     out_dir = pathlib.Path(out_dir) if out_dir else run_dir
-    info = read_config(run_dir)
+    record = read_record(run_dir)
     _, summary = load_run(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = flat_metrics(info, summary, anchor, bd_method)
+    doc = flat_metrics(record, summary, anchor, bd_method)
     atomic_write_bytes(out_dir / METRICS_JSON, (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
-    atomic_write_bytes(out_dir / RD_CSV, rd_table(info, summary).to_csv(index=False).encode())
+    atomic_write_bytes(out_dir / RD_CSV, rd_table(record, summary).to_csv(index=False).encode())
     return [out_dir / METRICS_JSON, out_dir / RD_CSV]

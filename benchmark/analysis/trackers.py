@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.analysis import tracker_files
-from benchmark.run.results import load_run, read_config
+from benchmark.run.record import RunRecord, read_record
+from benchmark.run.results import load_run
 
 # kind -> (module that must import, the extra that installs it)
 TRACKERS = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("torch.utils.tensorboard", "tensorboard"),
@@ -78,7 +79,7 @@ class Payload:
     """Everything a tracker receives, gathered once from the run."""
 
     run_dir: pathlib.Path
-    info: dict
+    record: RunRecord
     params: dict[str, str]
     metrics: dict[str, float]
     doc: dict
@@ -92,7 +93,7 @@ def gather(run_dir: pathlib.Path, scratch: pathlib.Path, grid_images: int = 2) -
     from benchmark.analysis.plots import rd_plots
     from benchmark.analysis.report import grid_image
 
-    info = read_config(run_dir)
+    record = read_record(run_dir)
     _, summary = load_run(run_dir)
     tracker_files.write(run_dir, scratch)  # the same files the run folder holds, computed afresh
     doc = json.loads((scratch / tracker_files.METRICS_JSON).read_text())
@@ -101,11 +102,11 @@ def gather(run_dir: pathlib.Path, scratch: pathlib.Path, grid_images: int = 2) -
         grid = grid_image(run_dir, grid_images)
     except Exception:  # noqa: BLE001 - a dataset no longer readable here: the numbers still go
         grid = None
-    d = info["dataset"]
-    tags = {"cmcbench.run_id": info["run_id"], "cmcbench.dataset": f"{d['name']}/{d['split']}",
-            "cmcbench.n_images": str(d["n_images"]), "cmcbench.git_sha": str(info.get("git_sha")),
-            "cmcbench.config_hash": str(info.get("config_hash"))}
-    return Payload(run_dir, info, flat_params(info["config"]), numbers(doc), doc, scratch / tracker_files.RD_CSV,
+    d = record.dataset
+    tags = {"cmcbench.run_id": record.run_id, "cmcbench.dataset": f"{d.name}/{d.split}",
+            "cmcbench.n_images": str(d.n_images), "cmcbench.git_sha": str(record.git_sha),
+            "cmcbench.config_hash": str(record.config_hash)}
+    return Payload(run_dir, record, flat_params(record.config), numbers(doc), doc, scratch / tracker_files.RD_CSV,
                    [pathlib.Path(f) for f in figures], grid, tags)
 
 
@@ -138,7 +139,7 @@ def to_mlflow(p: Payload, target: Target, root: pathlib.Path, scratch: pathlib.P
     if uri.startswith("sqlite:///"):
         pathlib.Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=uri)
-    name = "cmcbench/" + p.info["dataset"]["name"]
+    name = "cmcbench/" + p.record.dataset.name
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         experiment_id = experiment.experiment_id
@@ -147,7 +148,7 @@ def to_mlflow(p: Payload, target: Target, root: pathlib.Path, scratch: pathlib.P
         experiment_id = client.create_experiment(name, artifact_location=artifacts.as_uri())
     else:
         experiment_id = client.create_experiment(name)
-    run = client.create_run(experiment_id, run_name=p.info["run_id"], tags=p.tags)
+    run = client.create_run(experiment_id, run_name=p.record.run_id, tags=p.tags)
     run_id = run.info.run_id
     now = int(time.time() * 1000)
     metrics = [Metric(mlflow_name(k), v, now, 0) for k, v in p.metrics.items()]
@@ -172,12 +173,12 @@ def to_tensorboard(p: Payload, target: Target, root: pathlib.Path, scratch: path
     from torch.utils.tensorboard import SummaryWriter
     from PIL import Image
 
-    folder = pathlib.Path(target.where) if target.where else root / "tensorboard" / p.info["run_id"]
+    folder = pathlib.Path(target.where) if target.where else root / "tensorboard" / p.record.run_id
     writer = SummaryWriter(log_dir=str(folder))
     try:
         for key, value in p.metrics.items():
             writer.add_scalar(key, value, 0)
-        writer.add_text("config", "```\n" + json.dumps(p.info["config"], indent=1) + "\n```", 0)
+        writer.add_text("config", "```\n" + json.dumps(p.record.config, indent=1) + "\n```", 0)
         for figure in p.figures:
             with Image.open(figure) as im:
                 writer.add_image(f"figures/{figure.stem}", np.asarray(im.convert("RGB")), 0, dataformats="HWC")
@@ -193,8 +194,8 @@ def to_wandb(p: Payload, target: Target, root: pathlib.Path, scratch: pathlib.Pa
     import wandb
 
     root.mkdir(parents=True, exist_ok=True)
-    run = wandb.init(project=target.where or "cmcbench", name=p.info["run_id"], config=p.params, dir=str(root),
-                     mode="offline", tags=[p.info["dataset"]["name"]], settings=wandb.Settings(silent=True))
+    run = wandb.init(project=target.where or "cmcbench", name=p.record.run_id, config=p.params, dir=str(root),
+                     mode="offline", tags=[p.record.dataset.name], settings=wandb.Settings(silent=True))
     try:
         run.log({**p.metrics, "rd": wandb.Table(dataframe=pd.read_csv(p.rd_csv)),
                  **{f"figures/{f.stem}": wandb.Image(str(f)) for f in p.figures},

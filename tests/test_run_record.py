@@ -1,0 +1,65 @@
+"""The run as one typed object: RunRecord reads config.json into dataclasses and writes back the same bytes, for
+a run of this version and for one written before keys it types existed; the analysis layer reads runs through it."""
+
+import json
+import pathlib
+import re
+
+from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.run.record import CodecRecord, DatasetRecord, RunRecord, read_record
+from benchmark.run.runner import RunConfig, create_run
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+GOLDEN = pathlib.Path(__file__).parent / "golden" / "config_json.json"
+
+
+def as_written(d: dict) -> bytes:
+    """config.json's bytes as the run folder writes them (run_folder.write_config)."""
+    return json.dumps(d, indent=2, sort_keys=True).encode()
+
+
+def test_a_record_writes_back_the_bytes_of_the_config_json_it_read(tmp_path):
+    config = RunConfig(dataset="sample:6", codecs=[parse_codec_spec("jpeg quality=30,70"),
+                                                   parse_codec_spec("codecs_for_tests:Raw")],
+                       inception={"enabled": False}, caption_embedder="none", add_metrics=["psnr_y"],
+                       image_metrics={"ms_ssim": True, "lpips": "none"}, protocol="hific")
+    run_dir = create_run(config, tmp_path / "results", "run", progress=False)
+    written = (run_dir / "config.json").read_bytes()
+    record = read_record(run_dir)
+    assert as_written(record.to_json()) == written
+    d = json.loads(written)
+    assert (record.run_id, record.config_hash, record.git_sha) == (d["run_id"], d["config_hash"], d["git_sha"])
+    assert record.dataset.name == d["dataset"]["name"] == "sample:6"
+    assert record.dataset.n_images == d["dataset"]["n_images"] and record.dataset.preprocess == "none"
+    assert record.dataset.rest["preprocess_description"] == d["dataset"]["preprocess_description"]
+    assert [c.label for c in record.codecs] == ["jpeg", "raw"] and record.codec("jpeg").rate_parameter == "quality"
+    assert record.codec("nothing") is None
+    assert record.metric_state("psnr_y") == d["metrics"]["psnr_y"] and record.metric_state("psnr_y")["status"] == "ok"
+    assert record.stage("image_metrics.ms_ssim") == d["image_metrics"]["ms_ssim"] and record.stage("dists") == {}
+    assert record.rest["protocol"] == d["protocol"]  # a key the record does not type travels as written
+    assert record.run_config().to_json() == d["config"]
+
+
+def test_the_golden_config_json_and_a_run_from_before_later_keys_round_trip():
+    golden = json.loads(GOLDEN.read_text())
+    assert RunRecord.from_json(golden).to_json() == golden
+    old = {"run_id": "r", "created": "2024-01-01T00:00:00+00:00", "config": {"dataset": "kodak"}, "versions": {},
+           "dataset": {"name": "kodak", "split": "all", "n_images": 24, "fingerprint": "ab"},  # no preprocess
+           "codecs": [{"label": "jpeg", "settings": [10]}], "inception": {"status": "ok"}}  # no git_*, no metrics
+    record = RunRecord.from_json(old)
+    assert record.to_json() == old and as_written(record.to_json()) == as_written(old)
+    assert record.git_sha is None and record.metric_state("fid") == {} and record.dataset.preprocess is None
+    assert record.codecs[0].exact_size and record.codecs[0].rate_parameter is None  # the defaults of their time
+    assert "git_sha" not in record.to_json() and "preprocess" not in record.to_json()["dataset"]
+    assert DatasetRecord(name="d", split="s", n_images=3).label == "d/s (3 images)"
+    assert CodecRecord(label="x").to_json() == {}  # nothing set from JSON, nothing written
+
+
+def test_the_analysis_layer_and_the_command_line_read_runs_through_the_record():
+    """No module above the run layer reads config.json as a dict by key: one typed object, one reader."""
+    offenders = []
+    for path in [ROOT / "benchmark" / "cli.py", *sorted((ROOT / "benchmark" / "analysis").glob("*.py"))]:
+        text = path.read_text()
+        for pattern in (r"\bread_config\(", r"config\.json\"\)\.read_text\(\)", r"\binfo\[\""):
+            offenders += [f"{path.name}: {m.group(0)}" for m in re.finditer(pattern, text)]
+    assert offenders == []
