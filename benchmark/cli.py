@@ -701,7 +701,7 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     from benchmark.run.feature_store import passes
     from metrics import registry
 
-    for space in feature_stage.active(record.to_json()):
+    for space in feature_stage.active(record):
         n, state = passes(run_dir, feature_stage.ledger(space)), record.stage(space.state)
         sha = f" (weights sha256 {state['weights_sha256'][:12]})" if state.get("weights_sha256") else ""
         lines.append(f"{space.label + ':':<12} {n['reference']} originals + {n['reconstruction']} reconstructions "
@@ -845,11 +845,11 @@ def cmd_decode(args) -> int:
     import numpy as np
     from PIL import Image
 
-    from benchmark.run.config import codec_context
+    from benchmark.run.config import RunConfig, codec_context
     from benchmark.run.record import read_record
 
     record = read_record(_check_run(args.run_dir))
-    config = record.run_config()
+    config = RunConfig.from_json(record.config)
     spec = next((c for c in config.codecs if c.label == args.codec), None)
     if spec is not None and spec.codec_class().produced_outside:
         raise ValueError(f"{args.codec} was produced outside cmcbench (precomputed): there is no decoder to run.")

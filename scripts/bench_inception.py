@@ -48,6 +48,7 @@ def main() -> None:
     import torch
 
     from benchmark.run.perceptual import PerceptualStage
+    from benchmark.run.record import RunRecord
     from benchmark.run.runner import Task, TaskResult
     from benchmark.data.sample import render
     from metrics.inception import InceptionExtractor, file_sha256
@@ -64,7 +65,7 @@ def main() -> None:
         # Reference features in the cache, as after a first run.
         info = {"inception": {"weights_path": weights, "weights_sha256": sha, "reference_dir": str(tmp / "ref")},
                 "config": {"inception": {"device": args.device, "batch_size": args.batch_size}}}
-        stage = PerceptualStage(info, tmp)
+        stage = PerceptualStage(RunRecord.from_json(info), tmp)
         stage.extractor = extractor
         rows = [{"image_index": i, "image_sha256": f"{i:064x}", "setting_index": 0} for i in range(args.images)]
         stage.on_result(TaskResult(Task(0, "warm", 0, args.images), [dict(r) for r in rows],

@@ -35,7 +35,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from benchmark.codecs.codec_spec import parse_codec_spec
-    from benchmark.run.results import load_run, read_config
+    from benchmark.run.record import read_record
+    from benchmark.run.results import load_run
     from benchmark.run.runner import RunConfig, create_run, execute, plan
 
     folder, files = image_folder(args.dataset)
@@ -54,7 +55,7 @@ def main() -> None:
             assert outcome.n_failed == 0, outcome.failed_reasons
             timings[gpu] = min(timings.get(gpu, float("inf")), seconds)
             rows[gpu] = load_run(run_dir)[0]
-            task_images = max(t.stop - t.start for t in plan(read_config(run_dir), len(files)))
+            task_images = max(t.stop - t.start for t in plan(read_record(run_dir), len(files)))
     varying = {"run_id", "created", "encode_s", "decode_s", "config_hash", "codec_options"}  # gpu= differs
     same = all(rows[True][c].equals(rows[False][c]) for c in rows[True].columns.difference(varying))
     n = len(rows[True])

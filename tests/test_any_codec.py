@@ -384,6 +384,7 @@ def test_best_of_mistakes_are_one_sentence(spec, message):
 def test_plan_gives_a_batched_codec_chunks_that_hold_a_batch():
     """Small datasets get one-image chunks; a batched codec's chunks still hold a whole batch (else its batches
     could never fill), and a codec with a model per setting is planned setting by setting."""
+    from benchmark.run.record import RunRecord
     from benchmark.run.runner import plan
 
     info = {"config": {"chunk_size": 1, "codec_batch": None},
@@ -391,18 +392,18 @@ def test_plan_gives_a_batched_codec_chunks_that_hold_a_batch():
                        {"label": "cmc", "settings": [4, 8], "batch_size": 8, "batched": True},
                        {"label": "m", "settings": [1, 2], "model_per_setting": True, "batch_size": 4, "batched": True},
                        {"label": "gpu", "settings": [1], "batch_size": 2, "batched": True, "wants_gpu": True}]}
-    tasks = plan(info, 10)
+    tasks = plan(RunRecord.from_json(info), 10)
     sizes = {c: sorted({t.stop - t.start for t in tasks if t.codec == c}) for c in ("jpeg", "cmc", "m", "gpu")}
     assert sizes == {"jpeg": [1], "cmc": [2, 8], "m": [2, 4], "gpu": [2, 8]}  # on the GPU: 4 batches, to overlap
     assert [(t.settings, t.start) for t in tasks if t.codec == "m"] == [((s,), a) for s in (0, 1) for a in (0, 4, 8)]
     assert len({(t.codec, t.chunk) for t in tasks}) == len(tasks)  # every shard its own
     info["config"]["codec_batch"] = 3
-    again = plan(info, 10)  # --codec-batch: every batched codec's batch, the others unchanged
+    again = plan(RunRecord.from_json(info), 10)  # --codec-batch: every batched codec's batch, the others unchanged
     assert {c: sorted({t.stop - t.start for t in again if t.codec == c}) for c in ("jpeg", "cmc", "gpu")} == \
         {"jpeg": [1], "cmc": [1, 3], "gpu": [10]}
     for c in info["codecs"]:
         c["task_images"] = 5  # what config.json fixed when the run was created wins over today's rule
-    assert {t.stop - t.start for t in plan(info, 10)} == {5}
+    assert {t.stop - t.start for t in plan(RunRecord.from_json(info), 10)} == {5}
 
 
 def test_failure_reasons_on_the_console_name_codec_and_image_and_count_the_rest(tmp_path, photos, capsys):

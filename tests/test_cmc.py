@@ -10,6 +10,7 @@ from PIL import Image
 from baselines.cmc import CMC
 from baselines.text_codecs import TEXT_CODECS, make_text_codec
 from benchmark.data.datasets import open_dataset
+from benchmark.run.record import RunRecord
 from benchmark.run.results import load_run, output_path
 from benchmark.run.runner import RunConfig, codec_context, create_run, execute
 from benchmark.codecs.codec_spec import parse_codec_spec
@@ -331,7 +332,7 @@ def test_cmc_model_weights_are_in_the_config_hash_and_a_swapped_file_stops_resum
                        chunk_size=1, caption_embedder="none", image_metrics={"ms_ssim": False, "lpips": "none"})
     run_dir = create_run(config, tmp_path / "results", "m", progress=False)
     info = json.loads((run_dir / "config.json").read_text())
-    models = weights.codec_models(info)
+    models = weights.codec_models(RunRecord.from_json(info))
     assert set(models) == {"cmc captioner", "cmc generator"}
     execute(run_dir, jobs=1, progress=False)
     sorted((run_dir / "images" / "cmc").glob("*.parquet"))[-1].unlink()  # as if killed before the last task

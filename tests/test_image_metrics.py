@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.run.record import RunRecord
 from benchmark.run.results import load_run
 from benchmark.run.runner import RunConfig, create_run, execute
 from metrics.msssim import MIN_SIDE, ms_ssim
@@ -414,7 +415,7 @@ def test_every_weight_file_is_hashed_and_a_swapped_one_stops_resume(metric, rand
                        image_metrics=image_metrics, dinov2=dinov2, codecs=[parse_codec_spec("jpeg quality=50")])
     run_dir = create_run(config, tmp_path / "runs", "w", progress=False)
     info = json.loads((run_dir / "config.json").read_text())
-    files = weights.recorded(info)
+    files = weights.recorded(RunRecord.from_json(info))
     ours = [p for p, _ in files.values() if p.startswith(str(own))]  # the rest ship with packages (lpips, DISTS)
     assert len(ours) == 1, files
     other = create_run(RunConfig(**{**config.__dict__, "image_metrics": {"ms_ssim": False, "lpips": "none"},

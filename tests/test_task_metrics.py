@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from benchmark import cli
+from benchmark.run.record import RunRecord
 from benchmark.run.results import load_run, output_path
 
 QUIET = ["--metrics", "none", "--lpips", "none", "--no-ms-ssim", "--caption-embedder", "none", "--no-plots",
@@ -115,7 +116,7 @@ def test_the_weights_file_is_recorded_hashed_and_a_swapped_one_stops_resume(clas
     info = json.loads((out / "first" / "config.json").read_text())
     assert info["classify"]["weights_sha256"] == file_digest(source)
     assert info["config"]["stages"] == {"classify": str(source)}
-    assert run_weights.recorded(info)["classify"] == (str(source), file_digest(source))
+    assert run_weights.recorded(RunRecord.from_json(info))["classify"] == (str(source), file_digest(source))
     run_dir = tmp_path / "run"
     shutil.copytree(out / "first", run_dir)
     sorted((run_dir / "images" / "noisy").glob("*.parquet"))[-1].unlink()  # as if killed before its last task
@@ -755,7 +756,7 @@ def test_classifier_accuracy_against_cub_labels_equals_a_direct_computation(tmp_
     rows, summary = load_run(run_dir)
     info = json.loads((run_dir / "config.json").read_text())
     assert info["classifier"]["classes_sha256"] == file_digest(tmp_path / "cub-resnet50.txt")
-    assert set(run_weights.recorded(info)) >= {"classifier", "classifier classes"}
+    assert set(run_weights.recorded(RunRecord.from_json(info))) >= {"classifier", "classifier classes"}
     model = torchvision.models.resnet50(weights=None, num_classes=3)
     model.load_state_dict(torch.load(weights, weights_only=True))
     preprocess = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.transforms()
@@ -773,7 +774,7 @@ def test_classifier_accuracy_against_cub_labels_equals_a_direct_computation(tmp_
     assert (rows.classifier_original == 1).all()  # the head was fitted to the originals
     assert (summary[summary.codec == "raw"].classifier_reconstruction == 1).all()
     (tmp_path / "cub-resnet50.txt").write_text("".join(f"{name}\n" for name in reversed(order)))
-    assert run_weights.changed(info) == [f"the classifier classes weights at {tmp_path / 'cub-resnet50.txt'} "
+    assert run_weights.changed(RunRecord.from_json(info)) == [f"the classifier classes weights at {tmp_path / 'cub-resnet50.txt'} "
                                          "changed"]
 
 

@@ -1,6 +1,8 @@
 """Numbers that can be trusted at every size: one exact FID, KID without fake spreads, noted IS, intervals
 that contain their estimates, lossless images that do not make means infinite."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -366,7 +368,7 @@ def test_resume_refusal_names_uncommitted_changes_as_the_cause(tmp_path, monkeyp
     for recorded, now, said in ((clean, clean + "-dirty", f"({clean[:12]} -> {clean[:12]} with uncommitted changes)"),
                                 (clean + "-dirty", clean, f"({clean[:12]} with uncommitted changes -> {clean[:12]})")):
         monkeypatch.setattr(provenance, "git_sha", lambda now=now: now)
-        changes, _ = runner.provenance_changes({**info, "git_sha": recorded})
+        changes, _ = runner.provenance_changes(dataclasses.replace(info, git_sha=recorded))
         assert changes == [f"the cmcbench revision changed {said}"], changes
 
 

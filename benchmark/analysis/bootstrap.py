@@ -224,17 +224,16 @@ def load_settings(run_dir: str | pathlib.Path, features: bool = True) -> dict[tu
 
     run_dir = pathlib.Path(run_dir)
     record = read_record(run_dir)
-    info = record.to_json()  # the run layer's readers still take config.json's dict
     images, _ = load_run(run_dir)
     out = {}
     if not len(images):
         return out
     ok = images[images.status == "ok"]
     inception_ok = features and record.inception.get("status") == "ok"
-    spaces = feature_stage.active(info) if features else []
+    spaces = feature_stage.active(record) if features else []
     shas = feature_store.image_shas(run_dir) if inception_ok or spaces else {}
-    readers = {**({"inception": perceptual.InceptionSets(run_dir, info, patches=False)} if inception_ok else {}),
-               **{space.name: feature_stage.SpaceSets(run_dir, info, space) for space in spaces}}
+    readers = {**({"inception": perceptual.InceptionSets(run_dir, record, patches=False)} if inception_ok else {}),
+               **{space.name: feature_stage.SpaceSets(run_dir, record, space) for space in spaces}}
     opts = record.config.get("inception", {})
     # The originals' features of the last image list read, per space: settings of the same images (and a
     # stochastic decoder's sample sets) share one copy, and at most one copy per space stays in memory.

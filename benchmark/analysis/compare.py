@@ -122,7 +122,7 @@ def provenance_warnings(base: RunRecord, new: RunRecord) -> list[str]:
     if bl != nl:
         out.append(f"LPIPS weights differ: {str(bl)[:12]} vs {str(nl)[:12]}")
     # Every other weight file both runs used (DINOv2, LPIPS-VGG, DISTS, CLIP, pyiqa's): one list, run.weights.
-    files_b, files_n = weights.recorded(base.to_json()), weights.recorded(new.to_json())
+    files_b, files_n = weights.recorded(base), weights.recorded(new)
     for what in sorted(set(files_b) & set(files_n) - {"Inception", "lpips backbone"}):
         if files_b[what][1] != files_n[what][1]:
             out.append(f"{what} weights differ: {files_b[what][1][:12]} vs {files_n[what][1][:12]} (the metrics computed "

@@ -78,11 +78,12 @@ class Reconstructor:
     own Worker (same reading, preprocessing, codec setup and output check as the run)."""
 
     def __init__(self, run_dir: pathlib.Path, record: RunRecord):
+        from benchmark.run.config import RunConfig
         from benchmark.run.worker import Worker
 
-        dataset = record.run_config().open_dataset()
+        dataset = RunConfig.from_json(record.config).open_dataset()
         self.run_dir = run_dir
-        self.worker = Worker(record.to_json(), dataset, "")
+        self.worker = Worker(record, dataset, "")
 
     def original(self, index: int) -> np.ndarray:
         _, pixels, error = self.worker.load(index)

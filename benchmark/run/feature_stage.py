@@ -26,18 +26,17 @@ from benchmark.run.feature_store import (feature_key, features_path, group_by_se
                                          new_originals, npz_bytes, over_samples, own_parts, passes, read_setting,
                                          record_passes, stored, stored_reference, write_reference)
 from benchmark.run.results import atomic_write_bytes, checked, safe_name
-from benchmark.run.scoring import state_of
+from benchmark.run.record import RunRecord
 from benchmark.run.timings import Timings
 from metrics import defaults, registry
 from metrics.fid import FIDReference
 from metrics.spec import TRUTH_FIELDS, FeatureSpace
 
 
-def active(info: dict) -> list[FeatureSpace]:
+def active(record: RunRecord) -> list[FeatureSpace]:
     """The feature spaces this run computes: their stage is ok and at least one of their metrics is."""
-    states = info.get("metrics", {})
-    return [s for s in registry.SPACES.values() if state_of(info, s.state).get("status") == "ok"
-            and any(states.get(m.column, {}).get("status") == "ok" for m in registry.in_space(s.name))]
+    return [s for s in registry.SPACES.values() if record.stage(s.state).get("status") == "ok"
+            and any(record.metric_state(m.column).get("status") == "ok" for m in registry.in_space(s.name))]
 
 
 def ledger(space: FeatureSpace) -> str:
@@ -48,17 +47,17 @@ def folder(space: FeatureSpace) -> str:
     return f"features-{space.name}"
 
 
-def reference_dir(info: dict, space: FeatureSpace, run_dir: pathlib.Path) -> pathlib.Path:
+def reference_dir(record: RunRecord, space: FeatureSpace, run_dir: pathlib.Path) -> pathlib.Path:
     """Where the originals' features of a space are cached: the stage's own record, else the one the run chose."""
-    return located(state_of(info, space.state).get("reference_dir") or info["feature_caches"][space.name], run_dir)
+    return located(record.stage(space.state).get("reference_dir") or record.feature_caches[space.name], run_dir)
 
 
-def cache_dirs(info: dict, cache_root: pathlib.Path, run_dir: pathlib.Path) -> dict[str, str]:
+def cache_dirs(record: RunRecord, cache_root: pathlib.Path, run_dir: pathlib.Path) -> dict[str, str]:
     """For active spaces whose stage records no cache: a folder keyed by the weights' sha256 under the shared
     cache, or inside the run when the weights are known by name alone (a Hub id not yet downloaded)."""
     out = {}
-    for space in active(info):
-        state = state_of(info, space.state)
+    for space in active(record):
+        state = record.stage(space.state)
         if state.get("reference_dir"):
             continue
         sha = state.get("weights_sha256")
@@ -67,17 +66,17 @@ def cache_dirs(info: dict, cache_root: pathlib.Path, run_dir: pathlib.Path) -> d
     return out
 
 
-def builder(info: dict, space: FeatureSpace):
+def builder(record: RunRecord, space: FeatureSpace):
     """A picklable call that builds the space's extractor on the run's device and batch size (here, or in a Ray
     actor)."""
-    opts = info["config"].get("inception", {})  # the networks' device and batch (a run may turn Inception off)
-    return functools.partial(space.build, state_of(info, space.state), opts.get("device", defaults.DEVICE),
+    opts = record.config.get("inception", {})  # the networks' device and batch (a run may turn Inception off)
+    return functools.partial(space.build, record.stage(space.state), opts.get("device", defaults.DEVICE),
                              opts.get("batch_size", defaults.BATCH_SIZE))
 
 
-def needs_reference(info: dict, sha: str, run_dir: pathlib.Path) -> bool:
+def needs_reference(record: RunRecord, sha: str, run_dir: pathlib.Path) -> bool:
     """Whether any active space has no cached features of this original yet."""
-    return any(feature_store.needs_reference(reference_dir(info, s, run_dir), sha) for s in active(info))
+    return any(feature_store.needs_reference(reference_dir(record, s, run_dir), sha) for s in active(record))
 
 
 class FeatureStage:
@@ -88,12 +87,12 @@ class FeatureStage:
 
     variants: tuple[bool, ...] = (False,)  # each original's kinds of cached features: whole image (and patches)
 
-    def __init__(self, space: FeatureSpace, info: dict, run_dir: pathlib.Path, timings: Timings | None = None,
+    def __init__(self, space: FeatureSpace, record: RunRecord, run_dir: pathlib.Path, timings: Timings | None = None,
                  extractor=None):
         self.space = space
-        self.build = builder(info, space)
+        self.build = builder(record, space)
         self.run_dir = run_dir
-        self.reference_dir = reference_dir(info, space, run_dir)
+        self.reference_dir = reference_dir(record, space, run_dir)
         self.timings = timings or Timings()
         self.known: set[str] = set()
         self._extractor = extractor  # None: built here on first use; the Ray executor passes a remote one
@@ -209,13 +208,13 @@ class SpaceSets:
 
     partial = "against the originals of the {n} of {total} images this setting reconstructed"
 
-    def __init__(self, run_dir: pathlib.Path, info: dict, space: FeatureSpace):
-        self.run_dir, self.info, self.space = pathlib.Path(run_dir), info, space
+    def __init__(self, run_dir: pathlib.Path, record: RunRecord, space: FeatureSpace):
+        self.run_dir, self.record, self.space = pathlib.Path(run_dir), record, space
         self.count, self.note = f"n_{space.name}", f"{space.name}_note"
 
     def options(self) -> dict:
         """What the space's metrics take besides the features (PRDC's k)."""
-        return state_of(self.info, self.space.state)
+        return self.record.stage(self.space.state)
 
     def features(self, codec: str, s: int, sample: int = 0):
         """(image indices, features) of one setting's reconstructions (of one sample of a stochastic decoder's), by
@@ -228,7 +227,7 @@ class SpaceSets:
             return np.zeros((len(order), 0), np.float32)
         if not len(order):
             return np.zeros((0, 1), np.float32)
-        cache = reference_dir(self.info, self.space, self.run_dir)
+        cache = reference_dir(self.record, self.space, self.run_dir)
         features = np.stack([np.load(stored_reference(self.run_dir, self.space.name, cache, shas[i])) for i in order])
         if self.space.truth and (self.run_dir / TRUTH).exists():
             features = np.concatenate([features.astype(np.float64), truth_columns(self.run_dir, order)], 1)
@@ -246,16 +245,14 @@ class SpaceSets:
         """The space's set metrics per (codec, setting) from the stored features, in float64; for a codec decoding
         K samples per bitstream, per sample's set, reported as the mean over the K sets with `<metric>_sample_std`."""
         timings = timings or Timings()
-        states = self.info.get("metrics", {})
         functions = list(dict.fromkeys(m.fn for m in registry.in_space(self.space.name)
-                                       if states.get(m.column, {}).get("status") == "ok"))
+                                       if self.record.metric_state(m.column).get("status") == "ok"))
         shas = image_shas(self.run_dir)
         order = np.asarray(sorted(shas))
         reference = self.reference(shas, order)
         options = self.options()
         out = []
-        keys = [(codec["label"], s, codec.get("samples", 1)) for codec in self.info["codecs"]
-                for s in range(len(codec["settings"]))]
+        keys = [(codec.label, s, codec.samples) for codec in self.record.codecs for s in range(len(codec.settings))]
         names = ", ".join(m.short for m in registry.in_space(self.space.name) if m.fn in functions)
         for label, s, samples in bar(keys, desc=f"set metrics ({names})", unit="settings"):
             rows = [self._row(functions, options, label, s, k, order, reference, timings) for k in range(samples)]
@@ -346,10 +343,10 @@ def truth_columns(run_dir: pathlib.Path, order) -> np.ndarray:
     return out
 
 
-def summary_columns(run_dir: pathlib.Path, info: dict, summary: pd.DataFrame, timings: Timings) -> pd.DataFrame:
+def summary_columns(run_dir: pathlib.Path, record: RunRecord, summary: pd.DataFrame, timings: Timings) -> pd.DataFrame:
     """The summary with each active space's set metrics and its pass counts."""
-    for space in active(info):
-        summary = summary.merge(SpaceSets(run_dir, info, space).table(timings), on=["codec", "setting_index"],
+    for space in active(record):
+        summary = summary.merge(SpaceSets(run_dir, record, space).table(timings), on=["codec", "setting_index"],
                                 how="left")
         counts = passes(run_dir, ledger(space))
         summary[f"{space.name}_passes_reference"] = counts["reference"]

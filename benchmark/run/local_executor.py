@@ -28,6 +28,7 @@ from typing import Callable
 
 from benchmark.data.datasets import Dataset
 from benchmark.run.backlog import Unbounded
+from benchmark.run.record import RunRecord
 from benchmark.run.worker import Task, TaskResult, Worker
 
 _WORKER: Worker | None = None
@@ -46,14 +47,14 @@ GRACE_S = 5.0  # beyond --timeout, before a worker stuck in one encode or decode
 HEARTBEATS = ".heartbeats"
 
 
-def _init_worker(info: dict, dataset: Dataset, run_dir: str, scratch: str) -> None:
+def _init_worker(record: RunRecord, dataset: Dataset, run_dir: str, scratch: str) -> None:
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     os.environ.update(_one_math_thread(os.environ))
     # A worker ends in os._exit, which removes no library's temporary folder (importing timm imports wandb, which
     # makes two): they go into one folder that run_pool removes once its workers have stopped.
     os.environ["TMPDIR"] = tempfile.tempdir = scratch
-    _WORKER = Worker(info, dataset, run_dir)
+    _WORKER = Worker(record, dataset, run_dir)
     _WORKER.heartbeat = pathlib.Path(run_dir) / HEARTBEATS / str(os.getpid())
 
 
@@ -109,8 +110,9 @@ def _environ(values: dict[str, str]):
             os.environ.pop(var, None)
 
 
-def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir: pathlib.Path, keep_pixels: bool,
-             commit: Callable[[TaskResult], None], crashed: Callable[[Task], TaskResult], max_attempts: int = 2,
+def run_pool(tasks: list[Task], jobs: int, record: RunRecord, dataset: Dataset, run_dir: pathlib.Path,
+             keep_pixels: bool, commit: Callable[[TaskResult], None], crashed: Callable[[Task], TaskResult],
+             max_attempts: int = 2,
              on_started: Callable[[], None] | None = None, backlog=None) -> None:
     """`on_started` is called once the first workers are running (forked or spawned), e.g. to load a network
     in this process while they work. A task is sent out only when `backlog` admits it (a bound on the pixels
@@ -120,11 +122,11 @@ def run_pool(tasks: list[Task], jobs: int, info: dict, dataset: Dataset, run_dir
     queue = list(reversed(tasks))
     attempts: dict[Task, int] = {}
     skips: dict[Task, dict] = {}  # rows that hung an attempt: failed as timed out on the retry
-    timeout = float(info["config"].get("timeout") or 0)
+    timeout = float(record.config.get("timeout") or 0)
     with tempfile.TemporaryDirectory(prefix="cmcbench-workers-", ignore_cleanup_errors=True) as scratch:
         while queue:
             with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                        initargs=(info, dataset, str(run_dir), scratch)) as pool:
+                                        initargs=(record, dataset, str(run_dir), scratch)) as pool:
                 in_flight: dict[cf.Future, Task] = {}
                 lost: list[Task] = []
                 try:

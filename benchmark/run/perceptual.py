@@ -21,6 +21,7 @@ from benchmark.run.feature_store import (feature_key, features_path, group_by_se
 from benchmark.run.integrity import write_checked
 from benchmark.run.locations import located, recorded_path
 from benchmark.run.results import checked, safe_name
+from benchmark.run.record import RunRecord
 from benchmark.run.timings import Timings
 from metrics import defaults
 from metrics.fid import FIDReference
@@ -53,12 +54,12 @@ class PerceptualStage(FeatureStage):
     """`extractor` defaults to a local InceptionExtractor, built on first use; the Ray executor passes one backed
     by an actor."""
 
-    def __init__(self, info: dict, run_dir: pathlib.Path, extractor=None, timings: Timings | None = None):
-        stage = info["inception"]
+    def __init__(self, record: RunRecord, run_dir: pathlib.Path, extractor=None, timings: Timings | None = None):
+        stage = record.inception
         if file_sha256(stage["weights_path"]) != stage["weights_sha256"]:
             raise RuntimeError(f"The Inception weights at {stage['weights_path']} changed since this run started.")
-        super().__init__(SPACE, info, run_dir, timings, extractor)
-        self.patch_fid = bool(info["config"]["inception"].get("patch_fid"))
+        super().__init__(SPACE, record, run_dir, timings, extractor)
+        self.patch_fid = bool(record.config["inception"].get("patch_fid"))
         self.variants = variants(self.patch_fid)
 
     def _embed_originals(self, todo: list[tuple[str, np.ndarray]]) -> None:
@@ -127,13 +128,13 @@ class InceptionSets(SpaceSets):
 
     partial = "FID and KID " + SpaceSets.partial
 
-    def __init__(self, run_dir: pathlib.Path, info: dict, patches: bool | None = None):
-        super().__init__(run_dir, info, SPACE)
+    def __init__(self, run_dir: pathlib.Path, record: RunRecord, patches: bool | None = None):
+        super().__init__(run_dir, record, SPACE)
         self.count = "n_features"
-        self.patches = bool(info["config"]["inception"].get("patch_fid")) if patches is None else patches
+        self.patches = bool(record.config["inception"].get("patch_fid")) if patches is None else patches
 
     def options(self) -> dict:
-        return self.info["config"]["inception"]
+        return self.record.config["inception"]
 
     def features(self, codec: str, s: int, sample: int = 0):
         """(image indices, InceptionSet) of one setting's reconstructions (of one sample's), by image index."""
@@ -153,7 +154,7 @@ class InceptionSets(SpaceSets):
 
     def originals(self, shas: dict[int, str], order, patches: bool = False) -> np.ndarray:
         """Pool features of the originals in `order` (or their FID/256 patch features, concatenated)."""
-        cache = located(self.info["inception"]["reference_dir"], self.run_dir)
+        cache = located(self.record.inception["reference_dir"], self.run_dir)
         if not len(order):
             return np.zeros((0, FEATURE_DIM), np.float32)
         stored = [stored_reference(self.run_dir, "inception", cache, shas[i], patches) for i in order]

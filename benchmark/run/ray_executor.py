@@ -27,6 +27,8 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
+from benchmark.run.record import RunRecord
+
 MAX_RETRIES = 2  # a task is tried at most 1 + MAX_RETRIES times when its worker process dies
 
 _WORKERS: dict = {}  # per Ray worker process: (run directory, config hash, created) -> Worker
@@ -45,15 +47,15 @@ def import_ray():
     return ray
 
 
-def _run_task(info: dict, dataset, run_dir: str, task, keep_pixels: bool, skip: dict | None = None):
+def _run_task(record: RunRecord, dataset, run_dir: str, task, keep_pixels: bool, skip: dict | None = None):
     from benchmark.run.local_executor import HEARTBEATS
     from benchmark.run.worker import Worker
 
-    key = (str(pathlib.Path(run_dir).resolve()), info["config_hash"], info["created"])
+    key = (str(pathlib.Path(run_dir).resolve()), record.config_hash, record.created)
     worker = _WORKERS.get(key)
     if worker is None:  # a worker process serves one run at a time; a new run gets a fresh Worker
         _WORKERS.clear()
-        worker = _WORKERS[key] = Worker(info, dataset, run_dir)
+        worker = _WORKERS[key] = Worker(record, dataset, run_dir)
         worker.heartbeat = pathlib.Path(run_dir) / HEARTBEATS / str(os.getpid())
     return worker.run(task, keep_pixels, skip)
 
@@ -138,7 +140,7 @@ def start(address: str | None, workers: int | None, scratch: str | None = None) 
     return ray, True
 
 
-def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_pixels: bool,
+def run_ray(ray, tasks: list, record: RunRecord, dataset, run_dir: pathlib.Path, keep_pixels: bool,
             commit: Callable, crashed: Callable, workers: int | None = None, stats: dict | None = None,
             backlog=None) -> None:
     """Run `tasks` on Ray with at most 2 x (cluster CPUs) in flight, and no more than `backlog` admits (a bound
@@ -147,9 +149,9 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
     cpus = int(ray.cluster_resources().get("CPU", 1))
     gpus = ray.cluster_resources().get("GPU", 0)
     # a GPU share for codecs whose networks want one (older runs: those that had to run in the main process)
-    wants_gpu = {c["label"]: c.get("wants_gpu", not c["parallel"]) for c in info["codecs"]}
+    wants_gpu = {c.label: c.on_gpu for c in record.codecs}
     remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
-    info_ref, dataset_ref = ray.put(info), ray.put(dataset)
+    record_ref, dataset_ref = ray.put(record), ray.put(dataset)
     from benchmark.run.backlog import Unbounded
     from benchmark.run.local_executor import GRACE_S, HEARTBEATS, stuck_workers
 
@@ -159,7 +161,7 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
     queue = list(reversed(tasks))
     in_flight: dict = {}
     skips: dict = {}  # rows that hung an attempt (past --timeout, in native code): failed on the retry
-    timeout = float(info["config"].get("timeout") or 0)
+    timeout = float(record.config.get("timeout") or 0)
     t0 = time.perf_counter()
     while queue or in_flight:
         while queue and len(in_flight) < limit:
@@ -169,7 +171,7 @@ def run_ray(ray, tasks: list, info: dict, dataset, run_dir: pathlib.Path, keep_p
             options = {"num_cpus": 1}
             if wants_gpu.get(task.codec, False) and gpus:
                 options = {"num_cpus": 1, "num_gpus": MODEL_TASK_GPUS}
-            ref = remote.options(**options).remote(info_ref, dataset_ref, str(run_dir), task, keep_pixels,
+            ref = remote.options(**options).remote(record_ref, dataset_ref, str(run_dir), task, keep_pixels,
                                                    skips.get(task, {}))
             in_flight[ref] = task
         done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)

@@ -15,16 +15,25 @@ from dataclasses import dataclass, field, fields
 @dataclass(frozen=True)
 class _Record:
     rest: dict = field(default_factory=dict, repr=False)  # the keys this record does not type, as written
-    present: frozenset = field(default=frozenset(), repr=False)  # the typed keys the JSON object had
+    present: frozenset | None = field(default=None, repr=False)  # the typed keys the JSON had (None: every one)
+
+    @classmethod
+    def typed(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name not in ("rest", "present")]
 
     @classmethod
     def from_json(cls, d: dict):
-        typed = {f.name for f in fields(cls)} - {"rest", "present"}
+        typed = set(cls.typed())
         values = {k: _load(cls, k, v) for k, v in d.items() if k in typed}
         return cls(**values, rest={k: v for k, v in d.items() if k not in typed}, present=frozenset(values))
 
+    def has(self, key: str) -> bool:
+        """Whether the JSON had this typed key (a record made here has every one)."""
+        return key in (self.typed() if self.present is None else self.present)
+
     def to_json(self) -> dict:
-        out = {k: _dump(getattr(self, k)) for k in self.present}
+        written = self.typed() if self.present is None else self.present
+        out = {k: _dump(getattr(self, k)) for k in written}
         out.update(self.rest)
         return out
 
@@ -72,6 +81,21 @@ class CodecRecord(_Record):
     versions: dict | list = field(default_factory=dict)
     side_information: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)  # what the user should know of how it ran (printed when created)
+    # How its tasks are planned and run
+    parallel: bool = True  # False: it runs in the main process only
+    wants_gpu: bool | None = None  # absent in runs made before it was recorded
+    batched: bool = False
+    batch_size: int = 1
+    model_per_setting: bool = False
+    task_images: int | None = None  # images per task, fixed when the run was created (absent in older runs)
+    samples: int = 1  # decodes per bitstream (a stochastic decoder's K samples)
+    produced_outside: bool = False
+    columns: dict = field(default_factory=dict)  # the row columns it adds, with their types
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether its tasks go to a GPU (a run from before `wants_gpu`: the codecs that ran in the main process)."""
+        return self.wants_gpu if self.wants_gpu is not None else not self.parallel
 
 
 @dataclass(frozen=True)
@@ -85,7 +109,7 @@ class RunRecord(_Record):
     git_sha: str | None = None
     git_date: str | None = None
     versions: dict = field(default_factory=dict)  # package -> version
-    config: dict = field(default_factory=dict)  # the RunConfig as written (run_config() parses it)
+    config: dict = field(default_factory=dict)  # the RunConfig as written (RunConfig.from_json parses it)
     dataset: DatasetRecord = field(default_factory=DatasetRecord)
     codecs: tuple[CodecRecord, ...] = ()
     metrics: dict = field(default_factory=dict)  # metric -> {"status": ok | unavailable | disabled, "reason": ...}
@@ -94,6 +118,8 @@ class RunRecord(_Record):
     iqa: dict = field(default_factory=dict)
     image_metrics: dict = field(default_factory=dict)
     caption_embedder: dict = field(default_factory=dict)
+    feature_caches: dict = field(default_factory=dict)  # feature space -> where its originals' features are cached
+    schema: list = field(default_factory=list)  # [[column, type], ...] of the run's rows
 
     def codec(self, label: str) -> CodecRecord | None:
         return next((c for c in self.codecs if c.label == label), None)
@@ -106,16 +132,10 @@ class RunRecord(_Record):
         """A metric stage's resolution at its config.json key ('inception', 'image_metrics.clip', or a metric
         file's Stage under its own name); {} when the run did not request it."""
         first, *more = path.split(".")
-        node = getattr(self, first) if first in self.present else self.rest.get(first)
+        node = getattr(self, first) if first in self.typed() else self.rest.get(first)
         for part in more:
             node = node.get(part) if isinstance(node, dict) else None
         return node if isinstance(node, dict) else {}
-
-    def run_config(self):
-        """The configuration as a RunConfig (for a run this version can resume)."""
-        from benchmark.run.config import RunConfig
-
-        return RunConfig.from_json(self.config)
 
 
 def read_record(run_dir: str | pathlib.Path) -> RunRecord:

@@ -19,7 +19,7 @@ import pathlib
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import pyarrow as pa
@@ -31,6 +31,7 @@ from benchmark.run.backlog import Backlog, carried_at_most, default_bound
 from benchmark.run.config import RunConfig, codec_context
 from benchmark.data.datasets import Dataset
 from benchmark.data.preprocess import get_preset
+from benchmark.run.record import CodecRecord, RunRecord
 from benchmark.run.produce import check_output, time_limit  # noqa: F401 - re-exported for callers of the old module
 from benchmark.run.results import (DamagedFile, atomic_write_bytes, damaged_files, discard_task_files, redo_hint,
                                    shard_files, shard_path, summarise, write_table)
@@ -77,12 +78,12 @@ def added_metrics(config: RunConfig) -> list[str]:
     return added + (["patch_fid"] if config.inception.get("patch_fid") else [])
 
 
-def run_schema(info: dict) -> list[list[str]]:
+def run_schema(record: RunRecord) -> list[list[str]]:
     """The run's row schema (see benchmark.run.schema), from its codecs and requested metrics; `sample` (the
     decode's index, 0..K-1) when a codec decodes each bitstream several times."""
-    sampled = [{"sample": "int64"}] if any(c.get("samples", 1) > 1 for c in info["codecs"]) else []
-    return [list(c) for c in schema.run_columns([c.get("columns", {}) for c in info["codecs"]] + sampled,
-                                                 requested(info["metrics"]))]
+    sampled = [{"sample": "int64"}] if any(c.samples > 1 for c in record.codecs) else []
+    return [list(c) for c in schema.run_columns([c.columns for c in record.codecs] + sampled,
+                                                 requested(record.metrics))]
 
 
 def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name: str | None = None,
@@ -118,11 +119,10 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     # captioner and generator) under "weights", absent when none.
     hashed_before = {"Inception", "lpips backbone", "DINOv2", *iqa_states}
     codecs = [_codec_info(c, codec_context(config, dataset.split)) for c in config.codecs]
-    more = {what: sha for what, (_, sha) in weights.recorded({"inception": inception, "image_metrics": image_metrics,
-                                                               "dinov2": dinov2, "iqa": iqa_states,
-                                                               **stages}).items()
-            if what not in hashed_before}
-    more.update({what: fingerprint for what, (_, fingerprint) in weights.codec_models({"codecs": codecs}).items()})
+    used = RunRecord.from_json({"inception": inception, "image_metrics": image_metrics, "dinov2": dinov2,
+                                "iqa": iqa_states, "codecs": codecs, **stages})
+    more = {what: sha for what, (_, sha) in weights.recorded(used).items() if what not in hashed_before}
+    more.update({what: fingerprint for what, (_, fingerprint) in weights.codec_models(used).items()})
     chash = provenance.config_hash({**config.hashed_part(), "extractor": inception.get("weights_sha256"),
                                     **({"lpips": image_metrics["lpips"]["backbone_sha256"]}
                                        if image_metrics["lpips"]["status"] == "ok" else {}),
@@ -153,8 +153,8 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         **stages,  # each requested Stage of a metric file, under its name
     }
     for c in info["codecs"]:
-        c["task_images"] = task_images(info["config"], c)
-    info["metrics"] = metric_states(info, added)
+        c["task_images"] = task_images(info["config"], CodecRecord.from_json(c))
+    info["metrics"] = metric_states(RunRecord.from_json(info), added)
     truth = _instance_annotations(info, dataset, config.preprocess)
     if any(info["metrics"][m]["status"] != "disabled" and "labels" in registry.get(m).needs for m in info["metrics"]):
         info["dataset"].update(dataset.class_record())  # only when a metric reads them: config.json reads as before
@@ -162,7 +162,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
         if info["metrics"][name]["status"] == "disabled":
             raise ValueError(f"--add-metric {name} needs a stage this run does not request: "
                              f"{info['metrics'][name]['reason']}.")
-    caches = feature_stage.cache_dirs(info, pathlib.Path(out_root) / ".cache", run_dir)
+    caches = feature_stage.cache_dirs(RunRecord.from_json(info), pathlib.Path(out_root) / ".cache", run_dir)
     if caches:  # absent when no space needs one, so config.json reads as it did before
         info["feature_caches"] = caches
     if config.protocol:
@@ -178,16 +178,17 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     info["conventions"] = {"psnr_cap_db": registry.PSNR_CAP_DB,
                            "psnr_cap": "per-image PSNR stays exact (inf when lossless); averages clip it at the cap "
                                        "and the summary counts those images in n_lossless"}
-    info["schema"] = run_schema(info)
+    info["schema"] = run_schema(RunRecord.from_json(info))
     info["integrity"] = "sha256"  # every result and cached feature file has a checksum beside it (run.integrity)
     run_dir = run_folder.new_folder(pathlib.Path(out_root), run_id, named=bool(name))
     info["run_id"] = run_dir.name  # with its suffix, when another run of this configuration took the id this second
+    record = RunRecord.from_json(info)  # from here on, the run is read by attribute
     try:
-        run_folder.write_config(run_dir, info)
+        run_folder.write_config(run_dir, record.to_json())
         if truth is not None:
             feature_stage.write_truth(run_dir, truth)
         if config.save_reconstructions or config.save_bitstreams:
-            _write_output_manifests(run_dir, info)
+            _write_output_manifests(run_dir, record)
     except BaseException:  # a creation that did not finish (a full disk, Ctrl-C) leaves no folder behind
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -208,18 +209,18 @@ def _instance_annotations(info: dict, dataset: Dataset, preprocess: str):
     return truth
 
 
-def _write_output_manifests(run_dir: pathlib.Path, info: dict) -> None:
+def _write_output_manifests(run_dir: pathlib.Path, record: RunRecord) -> None:
     """Beside each codec's saved outputs, what they are: a `precomputed` codec reads the settings' order from it."""
     from benchmark.run.results import OUTPUTS, safe_name
 
-    for c in info["codecs"]:
-        manifest = {"codec": c["label"], "target": c["target"], "rate_parameter": c["rate_parameter"],
-                    "settings": [str(v) for v in c["settings"]], "folders": [safe_name(str(v)) for v in c["settings"]],
-                    "run_id": info["run_id"], "dataset": info["dataset"]["name"], "split": info["dataset"]["split"],
-                    "preprocess": info["dataset"]["preprocess"],
-                    "reconstructions": info["config"]["save_reconstructions"],
-                    "bitstreams": info["config"]["save_bitstreams"]}
-        atomic_write_bytes(run_dir / OUTPUTS / safe_name(c["label"]) / "manifest.json",
+    for c in record.codecs:
+        manifest = {"codec": c.label, "target": c.target, "rate_parameter": c.rate_parameter,
+                    "settings": [str(v) for v in c.settings], "folders": [safe_name(str(v)) for v in c.settings],
+                    "run_id": record.run_id, "dataset": record.dataset.name, "split": record.dataset.split,
+                    "preprocess": record.dataset.preprocess,
+                    "reconstructions": record.config["save_reconstructions"],
+                    "bitstreams": record.config["save_bitstreams"]}
+        atomic_write_bytes(run_dir / OUTPUTS / safe_name(c.label) / "manifest.json",
                            json.dumps(manifest, indent=2).encode())
 
 
@@ -227,18 +228,20 @@ def _legacy_info(info: dict) -> dict:
     """Runs created before the metric registry and the declared schema: derive both once."""
     if "metrics" not in info:
         info.setdefault("caption_metrics", resolve_caption_metrics(info.get("caption_embedder", {})))
-        info["metrics"] = metric_states(info, ["patch_fid"] if info["config"]["inception"].get("patch_fid") else [])
+        info["metrics"] = metric_states(RunRecord.from_json(info),
+                                        ["patch_fid"] if info["config"]["inception"].get("patch_fid") else [])
     if "schema" not in info:
         for c in info["codecs"]:
             c.setdefault("columns", dict(CodecSpec.from_json({k: c[k] for k in ("target", "label", "options",
                                                                                   "settings")}).codec_class().columns))
-        info["schema"] = run_schema(info)
+        info["schema"] = run_schema(RunRecord.from_json(info))
     return info
 
 
-def read_run_info(run_dir: pathlib.Path) -> dict:
+def read_run_info(run_dir: pathlib.Path) -> RunRecord:
+    """The run's record, with what runs of earlier versions did not record derived (their metric states, schema)."""
     with open(run_dir / "config.json") as f:
-        return _legacy_info(json.load(f))
+        return RunRecord.from_json(_legacy_info(json.load(f)))
 
 
 def _revision(sha: str) -> str:
@@ -248,57 +251,54 @@ def _revision(sha: str) -> str:
     return base[:12] + (" with uncommitted changes" if dirty else "")
 
 
-def provenance_changes(info: dict) -> tuple[list[str], dict]:
+def provenance_changes(record: RunRecord) -> tuple[list[str], dict]:
     """What differs now from the provenance the run recorded (code revision, packages, each codec's
     versions, weight files), as sentences, and the current values."""
-    config = RunConfig.from_json(info["config"])
+    config = RunConfig.from_json(record.config)
     now = {"git_sha": provenance.git_sha(), "versions": provenance.package_versions(), "codecs": {}}
     changes = []
-    if now["git_sha"] != info["git_sha"]:
-        changes.append(f"the cmcbench revision changed ({_revision(info['git_sha'])} -> {_revision(now['git_sha'])})")
-    moved = sorted(k for k in set(now["versions"]) | set(info["versions"])
-                   if now["versions"].get(k) != info["versions"].get(k))
+    if now["git_sha"] != record.git_sha:
+        changes.append(f"the cmcbench revision changed ({_revision(record.git_sha)} -> {_revision(now['git_sha'])})")
+    moved = sorted(k for k in set(now["versions"]) | set(record.versions)
+                   if now["versions"].get(k) != record.versions.get(k))
     if moved:
         changes.append("package versions changed (" + ", ".join(
-            f"{k} {info['versions'].get(k, '-')} -> {now['versions'].get(k, '-')}" for k in moved[:6]) + ")")
-    context = codec_context(config, info["dataset"]["split"], info["dataset"])
-    for spec, recorded in zip(config.codecs, info["codecs"]):
+            f"{k} {record.versions.get(k, '-')} -> {now['versions'].get(k, '-')}" for k in moved[:6]) + ")")
+    context = codec_context(config, record.dataset.split, record.dataset.to_json())
+    for spec, recorded in zip(config.codecs, record.codecs):
         try:
             codec = _codec_info(spec, context)
             versions = codec["versions"]
         except Exception as exc:  # noqa: BLE001 - a codec that cannot even start now is a change too
             codec, versions = {}, {"error": str(exc)}
         now["codecs"][spec.label] = versions
-        if versions != recorded["versions"]:
-            changes.append(f"codec {spec.label}'s versions changed ({recorded['versions']} -> {versions})")
+        if versions != recorded.versions:
+            changes.append(f"codec {spec.label}'s versions changed ({recorded.versions} -> {versions})")
         side = json.loads(json.dumps(codec.get("side_information", {}))) if "error" not in versions else None
-        if side is not None and "side_information" in recorded and side != recorded["side_information"]:
-            changed = sorted(k for k in set(side) | set(recorded["side_information"])
-                             if side.get(k) != recorded["side_information"].get(k))
+        if side is not None and recorded.has("side_information") and side != recorded.side_information:
+            changed = sorted(k for k in set(side) | set(recorded.side_information)
+                             if side.get(k) != recorded.side_information.get(k))
             changes.append(f"codec {spec.label}'s side information changed ({', '.join(changed)}: its models, "
                            "tables or training data are not the ones the run started with)")
-    changes += weights.changed(info)  # every weight file of every metric stage
+    changes += weights.changed(record)  # every weight file of every metric stage
     return changes, now
 
 
-def check_resume(run_dir: pathlib.Path, info: dict, anyway: bool) -> dict:
+def check_resume(run_dir: pathlib.Path, record: RunRecord, anyway: bool) -> RunRecord:
     """Refuse to finish a run under provenance other than its own; with `anyway`, finish it and stamp the
     new rows (shards) with the provenance that really produces them, recorded in config.json too."""
-    changes, now = provenance_changes(info)
+    changes, now = provenance_changes(record)
     if not changes:
-        return info
+        return record
     if not anyway:
         raise RuntimeError(f"Cannot resume {run_dir}: {'; '.join(changes)}. Start a new run, or pass "
                            "--resume-anyway to finish it with the new provenance recorded in the rows it adds.")
-    info = json.loads(json.dumps(info))
-    info.setdefault("resumed_with", []).append({
-        "at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(), "changes": changes,
-        "git_sha": now["git_sha"], "versions": now["versions"], "codec_versions": now["codecs"]})
-    run_folder.write_config(run_dir, info)
-    info["git_sha"], info["versions"] = now["git_sha"], now["versions"]
-    for c in info["codecs"]:
-        c["versions"] = now["codecs"][c["label"]]
-    return info
+    resumed = {"at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(), "changes": changes,
+               "git_sha": now["git_sha"], "versions": now["versions"], "codec_versions": now["codecs"]}
+    record = replace(record, rest={**record.rest, "resumed_with": [*record.rest.get("resumed_with", []), resumed]})
+    run_folder.write_config(run_dir, record.to_json())
+    return replace(record, git_sha=now["git_sha"], versions=now["versions"],
+                   codecs=tuple(replace(c, versions=now["codecs"][c.label]) for c in record.codecs))
 
 
 # A batched codec on the GPU gets chunks of at least this many batches per setting: its scoring thread is
@@ -306,29 +306,29 @@ def check_resume(run_dir: pathlib.Path, info: dict, anyway: bool) -> dict:
 GPU_TASK_BATCHES = 4
 
 
-def task_images(config: dict, codec: dict) -> int:
+def task_images(config: dict, codec: CodecRecord) -> int:
     """Images per task of one codec: the run's chunk size, but at least one batch (its batch size, or
     --codec-batch) so that its batches fill, and for a codec on the GPU GPU_TASK_BATCHES batches so that scoring
     overlaps producing. Fixed in config.json when the run is created, so that a resumed run keeps its shards'
     boundaries whatever a later version would choose."""
-    batch = int(config.get("codec_batch") or codec.get("batch_size", 1) or 1) if codec.get("batched") else 1
-    return max(config["chunk_size"], batch * (GPU_TASK_BATCHES if codec.get("wants_gpu") else 1))
+    batch = int(config.get("codec_batch") or codec.batch_size or 1) if codec.batched else 1
+    return max(config["chunk_size"], batch * (GPU_TASK_BATCHES if codec.wants_gpu else 1))
 
 
-def plan(info: dict, n_images: int) -> list[Task]:
+def plan(record: RunRecord, n_images: int) -> list[Task]:
     """Tasks of (chunk of images, codec), each codec's chunks of its `task_images`. A codec with a model per
     setting gets one task per (setting, chunk), setting by setting, so a process that runs them in order loads
     each setting's model once; its chunk numbers run on past the others' (setting s, chunk k is chunk
     s x chunks + k), keeping shards unique."""
     plain, by_setting = [], []
-    for c in info["codecs"]:
-        size = int(c.get("task_images") or task_images(info["config"], c))
+    for c in record.codecs:
+        size = int(c.task_images or task_images(record.config, c))
         chunks = [(start, min(start + size, n_images)) for start in range(0, n_images, size)]
-        if c.get("model_per_setting"):
-            by_setting += [Task(s * len(chunks) + k, c["label"], a, b, (s,)) for s in range(len(c["settings"]))
+        if c.model_per_setting:
+            by_setting += [Task(s * len(chunks) + k, c.label, a, b, (s,)) for s in range(len(c.settings))
                            for k, (a, b) in enumerate(chunks)]
         else:
-            plain += [Task(k, c["label"], a, b) for k, (a, b) in enumerate(chunks)]
+            plain += [Task(k, c.label, a, b) for k, (a, b) in enumerate(chunks)]
     # chunk by chunk across codecs (a stable sort keeps the codecs' order), then the setting-major tasks
     return sorted(plain, key=lambda t: t.chunk) + by_setting
 
@@ -375,10 +375,10 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     t_start = time.perf_counter()
     clock = Timings()
     run_dir = pathlib.Path(run_dir)
-    info = read_run_info(run_dir)
-    config = RunConfig.from_json(info["config"])
+    record = read_run_info(run_dir)
+    config = RunConfig.from_json(record.config)
     dataset = config.open_dataset()
-    if dataset.fingerprint() != info["dataset"]["fingerprint"]:
+    if dataset.fingerprint() != record.dataset.fingerprint:
         raise RuntimeError(f"The dataset {dataset.name} ({dataset.split}) changed since this run started "
                            "(its image list, sizes or captions differ); start a new run.")
     damaged = damaged_files(run_dir)
@@ -388,18 +388,18 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
         raise DamagedFile(path, f"{why}{more}; {redo_hint(run_dir)}")
     for path, _ in damaged:
         discard_task_files(run_dir, path)
-    tasks = plan(info, len(dataset))
+    tasks = plan(record, len(dataset))
     todo = [t for t in tasks if not shard_path(run_dir, t.codec, t.chunk).exists()]
     if todo and (resume or len(todo) < len(tasks)):
-        info = check_resume(run_dir, info, resume_anyway)
+        record = check_resume(run_dir, record, resume_anyway)
     # a codec with a model per setting runs its setting-major tasks in this process, in order: one load each
-    parallel_codecs = {c["label"] for c in info["codecs"] if c["parallel"] and not c.get("model_per_setting")}
+    parallel_codecs = {c.label for c in record.codecs if c.parallel and not c.model_per_setting}
     jobs = max(1, jobs or os.cpu_count() or 1)
     pooled = [t for t in todo if t.codec in parallel_codecs] if jobs > 1 or isolate else []
     pooled_set = set(pooled)
     local = [t for t in todo if t not in pooled_set]
-    columns = info["schema"]
-    crashed = Worker(info, dataset, "").crashed_result
+    columns = record.schema
+    crashed = Worker(record, dataset, "").crashed_result
     with contextlib.ExitStack() as stack:
         ray = None
         if executor == "ray":
@@ -408,18 +408,20 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
             ray = stack.enter_context(ray_executor.session(ray_address, jobs if ray_address is None else None))
         # Every network stage's extractor in a Ray actor where the cluster has a GPU, else in this process
         remote = (lambda build: ray_executor.feature_extractor(ray, build)) if ray is not None else (lambda build: None)
-        stage = perceptual.PerceptualStage(info, run_dir, remote(feature_stage.builder(info, SPACE)), clock) \
-            if info["inception"]["status"] == "ok" else None
+        inception_ok = record.inception.get("status") == "ok"
+        stage = perceptual.PerceptualStage(record, run_dir, remote(feature_stage.builder(record, SPACE)), clock) \
+            if inception_ok else None
         stages = [s for s in (stage,) if s is not None]
-        stages += [feature_stage.FeatureStage(space, info, run_dir, clock, remote(feature_stage.builder(info, space)))
-                   for space in feature_stage.active(info)]
+        stages += [feature_stage.FeatureStage(space, record, run_dir, clock,
+                                              remote(feature_stage.builder(record, space)))
+                   for space in feature_stage.active(record)]
         keep_pixels = bool(stages) or on_result is not None
 
-        n_settings = {c["label"]: len(c["settings"]) for c in info["codecs"]}
+        n_settings = {c.label: len(c.settings) for c in record.codecs}
         rows_of = {t: (t.stop - t.start) * n_settings[t.codec] for t in todo}
         bar = console.bar(total=sum(rows_of.values()), desc="encode/decode/score", unit="rows", enabled=progress)
         network = console.bar(total=sum(rows_of.values()), desc="Inception (reconstructions)", unit="images",
-                              enabled=progress and info["inception"]["status"] == "ok")
+                              enabled=progress and inception_ok)
 
         def write(result: TaskResult) -> None:
             if on_result is not None:
@@ -429,8 +431,8 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
                             schema.table_from_rows(result.rows, columns))
             network.update(rows_of.get(result.task, 0))
 
-        samples = {c["label"]: c.get("samples", 1) for c in info["codecs"]}
-        batch_size = info["config"].get("inception", {}).get("batch_size") or defaults.BATCH_SIZE
+        samples = {c.label: c.samples for c in record.codecs}
+        batch_size = record.config.get("inception", {}).get("batch_size") or defaults.BATCH_SIZE
         backlog = Backlog(stages, write, lambda t: carried_at_most(t, n_settings[t.codec], samples[t.codec])
                           if keep_pixels else 0, batch_size, max_pending or default_bound(config.preprocess, batch_size))
 
@@ -443,16 +445,16 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
 
         try:
             if ray is not None:
-                ray_executor.run_ray(ray, todo, info, dataset, run_dir, keep_pixels, commit, crashed,
+                ray_executor.run_ray(ray, todo, record, dataset, run_dir, keep_pixels, commit, crashed,
                                      jobs if ray_address is None else None, stats, backlog)
                 pooled = local = []
             if pooled:
                 from benchmark.run.local_executor import run_pool
 
-                run_pool(pooled, min(jobs, len(pooled)), info, dataset, run_dir, keep_pixels, commit, crashed,
+                run_pool(pooled, min(jobs, len(pooled)), record, dataset, run_dir, keep_pixels, commit, crashed,
                          on_started=(lambda: [s.load() for s in stages]) if stages else None, backlog=backlog)
             if local:
-                worker = Worker(info, dataset, str(run_dir))
+                worker = Worker(record, dataset, str(run_dir))
                 for task in local:
                     backlog.admit(task)
                     commit(worker.run(task, keep_pixels))
@@ -464,17 +466,17 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
             network.close()
         if stages:  # originals' features deleted from both the run and the cache: computed again
             with clock.stage("restore originals' features"):
-                restored = restore_originals(run_dir, Worker(info, dataset, str(run_dir)), stages)
+                restored = restore_originals(run_dir, Worker(record, dataset, str(run_dir)), stages)
             if restored:
                 print(f"note: the features of {restored} originals were in neither {run_dir / feature_store.OWN} nor "
                       "the cache; computed them again from the dataset.", file=sys.stderr)
-    summary = set_level_summary(run_dir, info, clock)
+    summary = set_level_summary(run_dir, record, clock)
     with clock.stage("write summary"):
         write_table(run_dir / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False), key_parts=1)
     n_rows, n_failed, reasons = _failure_counts(run_dir)
     seconds = time.perf_counter() - t_start
     timings.append(run_dir, clock.as_record(seconds))
-    return RunOutcome(run_dir, n_rows, n_failed, reasons, seconds, info["inception"], feature_store.passes(run_dir))
+    return RunOutcome(run_dir, n_rows, n_failed, reasons, seconds, record.inception, feature_store.passes(run_dir))
 
 
 def restore_originals(run_dir: pathlib.Path, worker, stages: list) -> int:
@@ -495,7 +497,7 @@ def restore_originals(run_dir: pathlib.Path, worker, stages: list) -> int:
     return len(lacking)
 
 
-def set_level_summary(run_dir: pathlib.Path, info: dict, clock: Timings | None = None):
+def set_level_summary(run_dir: pathlib.Path, record: RunRecord, clock: Timings | None = None):
     """The per-setting summary: per-image means, set-level metrics from stored features, and each requested
     metric's availability (`<stage>_status`); a metric that is unavailable is NaN, never zero."""
     clock = clock or Timings()
@@ -503,15 +505,15 @@ def set_level_summary(run_dir: pathlib.Path, info: dict, clock: Timings | None =
         summary = summarise(run_dir)
     if not len(summary):
         return summary
-    if info["inception"]["status"] == "ok":
-        summary = summary.merge(perceptual.InceptionSets(run_dir, info).table(clock), on=["codec", "setting_index"],
+    if record.inception.get("status") == "ok":
+        summary = summary.merge(perceptual.InceptionSets(run_dir, record).table(clock), on=["codec", "setting_index"],
                                 how="left")
         counts = feature_store.passes(run_dir)
         summary["inception_passes_reference"] = counts["reference"]
         summary["inception_passes_reconstruction"] = counts["reconstruction"]
         summary["inception_passes_patches"] = counts.get("patches", 0)
-    summary = feature_stage.summary_columns(run_dir, info, summary, clock)
-    declared = {name for name, _ in info["schema"]}
+    summary = feature_stage.summary_columns(run_dir, record, summary, clock)
+    declared = {name for name, _ in record.schema}
     if "sample" in declared:
         from benchmark.run.results import sample_spreads
 
@@ -522,7 +524,7 @@ def set_level_summary(run_dir: pathlib.Path, info: dict, clock: Timings | None =
             summary = summary.merge(spreads, on=["codec", "setting_index"], how="left")
     if "rate_match" in declared:
         summary = summary.merge(rate_match_counts(run_dir), on=["codec", "setting_index"], how="left")
-    for name, state in info["metrics"].items():
+    for name, state in record.metrics.items():
         metric = registry.get(name)
         if state["status"] == "disabled" or (metric.kind in COMPUTED_HERE and name not in declared):
             continue  # not asked for, or not applicable to this run's codecs

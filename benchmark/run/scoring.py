@@ -16,21 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.run.record import RunRecord
 from benchmark.run.timings import Timings
 from metrics import registry
 
 COMPUTED_HERE = ("pixels", "network", "text")
 
 
-def state_of(info: dict, path: str) -> dict:
-    """The resolved stage at a dotted config.json key ('image_metrics.clip'), or {}."""
-    node: Any = info
-    for part in path.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node if isinstance(node, dict) else {}
-
-
-def metric_states(info: dict, added: list[str] = ()) -> dict[str, dict]:
+def metric_states(record: RunRecord, added: list[str] = ()) -> dict[str, dict]:
     """{metric: {"status": ok | disabled | unavailable, "reason": ...}} for every registry metric."""
     out = {}
     for name, m in registry.METRICS.items():
@@ -42,7 +35,7 @@ def metric_states(info: dict, added: list[str] = ()) -> dict[str, dict]:
         elif not m.state:
             out[name] = {"status": "ok", "reason": ""}
         else:
-            state = state_of(info, m.state)
+            state = record.stage(m.state)
             if not state and m.state in registry.STAGES:  # its stage not requested: absent, as before the file
                 continue
             status = state.get("status", "unavailable" if state else "disabled")
@@ -65,13 +58,13 @@ class Scorer:
     """Per-image metrics for one process; networks are loaded on first use and kept, on `device` (auto: CUDA
     when present)."""
 
-    def __init__(self, states: dict[str, dict], info: dict, device: str = "cpu"):
+    def __init__(self, states: dict[str, dict], record: RunRecord, device: str = "cpu"):
         for name in states:
             registry.get(name)  # an unknown name is an error, never skipped
         # registry order, whatever order config.json keeps: a derived metric follows the ones it reads
         self.metrics = [m for name, m in registry.METRICS.items()
                         if states.get(name, {}).get("status") == "ok" and m.kind in COMPUTED_HERE]
-        self.info = info
+        self.record = record
         self.device = device
         self._functions: dict[str, Any] = {}
         self._models: dict[str, Any] = {}
@@ -92,7 +85,7 @@ class Scorer:
         key = (m.load, m.state)  # metrics of one network and state (CLIP's three) share one model
         if key not in self._models:
             with self.timings.stage(f"{m.column}: load network"):
-                self._models[key] = m.loader()(state_of(self.info, m.state), self._device())
+                self._models[key] = m.loader()(self.record.stage(m.state), self._device())
         return self._models[key]
 
     def score(self, original: np.ndarray, reconstruction: np.ndarray, captions=(), text: str | None = None,
@@ -102,7 +95,7 @@ class Scorer:
         # What network metrics may read beside the original's cached features: the row's captions, transmitted
         # text and class label (with the dataset's class names and prompt), and a fresh dict for what several
         # metrics share about this reconstruction.
-        dataset = self.info.get("dataset", {})
+        dataset = self.record.dataset.rest  # the class names and prompt, recorded when a metric reads labels
         cache.update(captions=tuple(captions), text=text, row={}, label=label,
                      classes=tuple(dataset.get("classes", ())), class_prompt=dataset.get("class_prompt", ""))
         out: dict[str, Any] = {}
@@ -118,7 +111,7 @@ class Scorer:
                 elif text is None or not captions:
                     continue  # a text metric needs transmitted text and reference captions
                 else:
-                    state = state_of(self.info, m.state)
+                    state = self.record.stage(m.state)
                     if any(need.startswith("network:") for need in m.needs):  # a text network: the run's device
                         state = {**state, "device": self._device()}
                     value = self._function(m)(text, captions, state)

@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import os
 
+from benchmark.run.record import RunRecord
 from metrics import registry
 from metrics.download import file_digest
 from metrics.hub import folder_weights
 
 
-def stages(info: dict) -> dict[str, dict]:
+def stages(record: RunRecord) -> dict[str, dict]:
     """The run's metric stages that can hold weights, by a name a sentence can use."""
-    out = {"Inception": info.get("inception", {}), "DINOv2": info.get("dinov2", {})}
-    out.update({name: state for name, state in info.get("image_metrics", {}).items() if isinstance(state, dict)})
-    out.update({name: state for name, state in info.get("iqa", {}).items() if isinstance(state, dict)})
-    out.update({name: info[name] for name in registry.STAGES if isinstance(info.get(name), dict)})
+    out = {"Inception": record.inception, "DINOv2": record.dinov2}
+    out.update({name: state for name, state in record.image_metrics.items() if isinstance(state, dict)})
+    out.update({name: state for name, state in record.iqa.items() if isinstance(state, dict)})
+    out.update({name: record.stage(name) for name in registry.STAGES if record.stage(name)})
     return out
 
 
-def recorded(info: dict) -> dict[str, tuple[str, str]]:
+def recorded(record: RunRecord) -> dict[str, tuple[str, str]]:
     """'lpips_vgg backbone' -> (path, sha256) for every weight file an available stage of the run uses."""
     out = {}
-    for stage, state in stages(info).items():
+    for stage, state in stages(record).items():
         if state.get("status") != "ok":
             continue
         for key, sha in state.items():
@@ -41,7 +42,7 @@ def recorded(info: dict) -> dict[str, tuple[str, str]]:
     return out
 
 
-def codec_models(info: dict) -> dict[str, tuple[str, str]]:
+def codec_models(record: RunRecord) -> dict[str, tuple[str, str]]:
     """'cmc captioner' -> (folder, fingerprint of all its files) for every local model folder a codec declares in
     its side information (a `{"model": ..., "fingerprint": ...}` entry at any depth); resume checks them through
     the codec's own side information."""
@@ -54,15 +55,15 @@ def codec_models(info: dict) -> dict[str, tuple[str, str]]:
             for key, value in node.items():
                 walk(label, value, [*where, key])
 
-    for c in info.get("codecs", []):
-        walk(c["label"], c.get("side_information", {}), [])
+    for c in record.codecs:
+        walk(c.label, c.side_information, [])
     return out
 
 
-def changed(info: dict) -> list[str]:
+def changed(record: RunRecord) -> list[str]:
     """A sentence for each recorded weight file that is missing or no longer has its recorded sha256."""
     out = []
-    for what, (path, sha) in recorded(info).items():
+    for what, (path, sha) in recorded(record).items():
         try:
             now = file_digest(path) if os.path.isfile(path) else "missing"
         except OSError:

@@ -29,6 +29,7 @@ from benchmark.data.datasets import Dataset
 from benchmark.data.imageio import BadImage
 from benchmark.data.preprocess import get_preset
 from benchmark.run.produce import Production, decode_checked, error_text, produce_batch
+from benchmark.run.record import RunRecord
 from benchmark.run.results import atomic_write_bytes, output_path
 from benchmark.run.scoring import Scorer
 from benchmark.run.timings import Timings
@@ -66,39 +67,39 @@ class TaskResult:
 
 
 class Worker:
-    def __init__(self, info: dict, dataset: Dataset, run_dir: str):
-        self.info = info
+    def __init__(self, record: RunRecord, dataset: Dataset, run_dir: str):
+        self.record = record
         self.dataset = dataset
         self.run_dir = pathlib.Path(run_dir)
-        self.config = RunConfig.from_json(info["config"])
+        self.config = RunConfig.from_json(record.config)
         self.preprocess = get_preset(self.config.preprocess)[1]
         self.specs = {c.label: c for c in self.config.codecs}
         self.codecs: dict = {}  # label -> (encoder, decoder); (label, k) -> the decoder of sample k
-        self.samples = {c["label"]: c["samples"] for c in info["codecs"] if c.get("samples", 1) > 1}
-        recorded = info.get("inception", {}).get("reference_dir")
+        self.samples = {c.label: c.samples for c in record.codecs if c.samples > 1}
+        recorded = record.inception.get("reference_dir")
         self.reference_dir = located(recorded, self.run_dir) if recorded else None
-        self.context = codec_context(self.config, info["dataset"]["split"], info["dataset"])
+        self.context = codec_context(self.config, record.dataset.split, record.dataset.to_json())
         # Per-image networks (LPIPS, DISTS, CLIP, the caption embedder) run on the run's device, as Inception does.
-        self.scorer = Scorer(info.get("metrics", {}), info, self.config.inception.get("device") or defaults.DEVICE)
+        self.scorer = Scorer(record.metrics, record, self.config.inception.get("device") or defaults.DEVICE)
         self.base = {
-            "run_id": info["run_id"], "created": info["created"], "git_sha": info["git_sha"],
-            "cmcbench_version": __version__, "config_hash": info["config_hash"],
-            "versions": json.dumps(info["versions"], sort_keys=True), "dataset": info["dataset"]["name"],
-            "dataset_fingerprint": info["dataset"]["fingerprint"], "split": info["dataset"]["split"],
+            "run_id": record.run_id, "created": record.created, "git_sha": record.git_sha,
+            "cmcbench_version": __version__, "config_hash": record.config_hash,
+            "versions": json.dumps(record.versions, sort_keys=True), "dataset": record.dataset.name,
+            "dataset_fingerprint": record.dataset.fingerprint, "split": record.dataset.split,
             "preprocess": self.config.preprocess,
         }
         self.codec_columns = {
-            c["label"]: {"codec": c["label"], "codec_target": c["target"],
-                         "codec_options": json.dumps(c["options"], sort_keys=True),
-                         "codec_versions": json.dumps(c["versions"], sort_keys=True),
-                         "rate_parameter": c["rate_parameter"], "produced_outside": bool(c.get("produced_outside"))}
-            for c in info["codecs"]}
+            c.label: {"codec": c.label, "codec_target": c.target,
+                      "codec_options": json.dumps(c.options, sort_keys=True),
+                      "codec_versions": json.dumps(c.versions, sort_keys=True), "rate_parameter": c.rate_parameter,
+                      "produced_outside": bool(c.produced_outside)}
+            for c in record.codecs}
 
     def needs_original(self, sha: str) -> bool:
         """Whether a feature stage has no cached features of this original yet (it then travels to the stage)."""
         return bool(self.reference_dir and needs_reference(
             self.reference_dir, sha, variants(bool(self.config.inception.get("patch_fid"))))) \
-            or feature_stage.needs_reference(self.info, sha, self.run_dir)
+            or feature_stage.needs_reference(self.record, sha, self.run_dir)
 
     def codec_pair(self, label: str) -> tuple[Codec, Codec]:
         if label not in self.codecs:
