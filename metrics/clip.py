@@ -35,10 +35,14 @@ class CLIP:
         return x / x.norm(dim=-1, keepdim=True)
 
     def image_embeddings(self, images: list[np.ndarray]):
-        """Unit-normalised image embeddings of several images, in one forward pass."""
+        """Unit-normalised image embeddings of several images: the vision tower in one forward pass, the projection
+        image by image. A projection of N rows at once is a matrix product that rounds otherwise than one row's (a
+        matrix-vector product), so an image's embedding would depend on the batch it shared, and a resumed run's
+        FD-CLIP on where it was stopped; row by row, it is the embedding CLIP similarity computes alone."""
         inputs = self.processor(images=[np.array(im) for im in images], return_tensors="pt").to(self.device)
         with self.torch.inference_mode():
-            return self._unit(self.model.get_image_features(**inputs))
+            pooled = self.model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output
+            return self._unit(self.torch.cat([self.model.visual_projection(row[None]) for row in pooled]))
 
     def image_embedding(self, image: np.ndarray):
         return self.image_embeddings([image])[0]

@@ -137,6 +137,30 @@ def _clip_embeddings(model, images) -> np.ndarray:
     return np.stack(out)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_clip_embedding_does_not_depend_on_the_batch_it_shared(tmp_path, threads):
+    """FD-CLIP's extractor embeds a task's images in batches, and a resumed run's batches are not an uninterrupted
+    run's: each image's embedding must be the same in a batch of 1, 7 or 16, and the one CLIP similarity uses."""
+    import torch
+    from tiny_models import tiny_clip
+
+    from metrics.fd_clip import extractor
+
+    folder = tiny_clip(tmp_path / "clip", width=384, projection=256)  # wide enough for a batched product to round
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40, 52, 3), dtype=np.uint8) for _ in range(16)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        embedded = {size: extractor({"model": str(folder)}, "cpu", size)(images) for size in (1, 7, 16)}
+        alone = extractor({"model": str(folder)}, "cpu", 16).clip.image_embedding(images[5]).numpy()
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(embedded[7], embedded[1])
+    np.testing.assert_array_equal(embedded[16], embedded[1])
+    np.testing.assert_array_equal(embedded[16][5], alone)
+
+
 def test_fd_clip_is_torch_fidelitys_fid_formula_on_the_runs_clip_embeddings(tiny_clip, natural_images, tmp_path):
     import torch
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric

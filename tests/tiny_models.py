@@ -67,9 +67,9 @@ def tiny_stable_diffusion(folder: pathlib.Path) -> pathlib.Path:
     return folder
 
 
-def tiny_clip(folder: pathlib.Path) -> pathlib.Path:
-    """A random-init CLIP of the real architecture (small), with its processor, saved as a checkpoint folder:
-    the same from_pretrained path a Hub id takes."""
+def tiny_clip(folder: pathlib.Path, width: int = 16, projection: int = 16) -> pathlib.Path:
+    """A random-init CLIP of the real architecture (small: `width` wide, `projection` dimensional embeddings), with
+    its processor, saved as a checkpoint folder: the same from_pretrained path a Hub id takes."""
     from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTextConfig,
                               CLIPVisionConfig)
 
@@ -80,9 +80,9 @@ def tiny_clip(folder: pathlib.Path) -> pathlib.Path:
         text_config=CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=37, num_hidden_layers=1,
                                    num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
                                    pad_token_id=1).to_dict(),
-        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
-                                       image_size=32, patch_size=8).to_dict(),
-        projection_dim=16)
+        vision_config=CLIPVisionConfig(hidden_size=width, intermediate_size=37, num_hidden_layers=1,
+                                       num_attention_heads=2, image_size=32, patch_size=8).to_dict(),
+        projection_dim=projection)
     CLIPModel(config).eval().save_pretrained(folder)
     processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
                                                                  crop_size={"height": 32, "width": 32}),
