@@ -120,7 +120,7 @@ def main() -> None:
     args = ap.parse_args()
     dataset, paths = image_folder(args.dataset)
     config = RunConfig(dataset=str(dataset), codecs=[parse_codec_spec("jpeg")],
-                       inception={**RunConfig().inception, "weights": args.inception_weights},
+                       inception={**RunConfig().inception.to_json(), "weights": args.inception_weights},
                        image_metrics={"ms_ssim": True, "lpips": args.lpips})
     bare_times, run_times = [], []
     with tempfile.TemporaryDirectory() as out:

@@ -1,5 +1,6 @@
 """The Inception stage end to end, with a seeded random InceptionV3 saved as a local weights file."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -107,7 +108,7 @@ def test_without_weights_metrics_are_unavailable_not_zero(tmp_path, monkeypatch,
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv(inception_module.ENV_WEIGHTS, raising=False)
     config = _config("x", limit=2)
-    config.inception["weights"] = None
+    config.inception = dataclasses.replace(config.inception, weights=None)
     outcome, images, summary = _run(tmp_path, config)
     assert outcome.inception["status"] == "unavailable" and "--inception-weights" in outcome.inception["reason"]
     assert outcome.n_failed == 0 and images.psnr.notna().all()
@@ -117,7 +118,7 @@ def test_without_weights_metrics_are_unavailable_not_zero(tmp_path, monkeypatch,
 
 def test_wrong_sha256_is_refused(tmp_path, random_inception_weights):
     config = _config(random_inception_weights, limit=1)
-    config.inception["sha256"] = "0" * 64
+    config.inception = dataclasses.replace(config.inception, sha256="0" * 64)
     run_dir = create_run(config, tmp_path / "results", progress=False)
     info = json.loads((run_dir / "config.json").read_text())
     assert info["inception"]["status"] == "unavailable" and "expected 0000" in info["inception"]["reason"]
@@ -141,7 +142,7 @@ def test_patch_fid_over_256_patches_and_shifted_grid(tmp_path, random_inception_
     folder = _large_images(tmp_path, 4, 384, seed=4)
     assert len(fid256_patches(np.zeros((384, 512, 3), np.uint8))) == 2 + 1  # 2x1 grid, 1 shifted by 128
     config = _config(random_inception_weights, ("jpeg quality=20",), dataset=str(folder))
-    config.inception["patch_fid"] = True
+    config.inception = dataclasses.replace(config.inception, patch_fid=True)
     outcome, images, summary = _run(tmp_path, config)
     assert outcome.passes == {"reference": 4, "reconstruction": 4, "patches": 2 * 4 * 3}
     extractor = InceptionExtractor(str(random_inception_weights), file_sha256(random_inception_weights), "cpu", 8)
@@ -165,7 +166,7 @@ def test_patch_fid_after_a_run_without_it_on_the_same_cache_and_with_the_cache_g
     first, _, _ = _run(tmp_path, plain)
     assert first.passes == {"reference": 3, "reconstruction": 3, "patches": 0}
     patched = _config(random_inception_weights, ("jpeg quality=20",), dataset=str(folder))
-    patched.inception["patch_fid"] = True
+    patched.inception = dataclasses.replace(patched.inception, patch_fid=True)
     second, _, summary = _run(tmp_path, patched)
     assert second.passes == {"reference": 3, "reconstruction": 3, "patches": 2 * 3 * 2}  # a 2x1 grid, none shifted
     assert summary.n_patches.iloc[0] == 6 and np.isfinite(summary.patch_fid.iloc[0])

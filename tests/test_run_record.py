@@ -1,13 +1,19 @@
 """The run as one typed object: RunRecord reads config.json into dataclasses and writes back the same bytes, for
 a run of this version and for one written before keys it types existed; the analysis layer reads runs through it."""
 
+import dataclasses
 import json
 import pathlib
 import re
 
 from benchmark.codecs.codec_spec import parse_codec_spec
+from benchmark.run import perceptual
+from benchmark.run.dinov2_stage import DINOv2Options
+from benchmark.run.perceptual import InceptionOptions
 from benchmark.run.record import CodecRecord, DatasetRecord, RunRecord, read_record
 from benchmark.run.runner import RunConfig, create_run
+from metrics import defaults
+from metrics.prdc import DEFAULT_K
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "config_json.json"
@@ -64,3 +70,15 @@ def test_the_analysis_layer_and_the_command_line_read_runs_through_the_record():
         for pattern in (r"\bread_config\(", r"config\.json\"\)\.read_text\(\)", r"\binfo\[\""):
             offenders += [f"{path.name}: {m.group(0)}" for m in re.finditer(pattern, text)]
     assert offenders == []
+
+
+def test_a_runs_inception_and_dinov2_options_are_dataclasses_written_as_they_were_given():
+    partial = RunConfig(inception={"enabled": False}, dinov2={"model": "auto"})
+    assert isinstance(partial.inception, InceptionOptions) and isinstance(partial.dinov2, DINOv2Options)
+    assert (partial.inception.isc_splits, partial.inception.device, partial.dinov2.k) == \
+        (defaults.ISC_SPLITS, defaults.DEVICE, DEFAULT_K)  # what an option left out means, written once
+    assert partial.to_json()["inception"] == {"enabled": False} and partial.to_json()["dinov2"] == {"model": "auto"}
+    assert partial.hashed_part()["inception"]["isc_splits"] is None  # hashed as absent, as it always was
+    assert RunConfig.from_json(partial.to_json()).hashed_part() == partial.hashed_part()
+    assert dataclasses.replace(partial.inception, patch_fid=True).to_json() == {"enabled": False, "patch_fid": True}
+    assert RunConfig().to_json()["inception"] == perceptual.DEFAULTS and len(perceptual.DEFAULTS) == 12

@@ -20,11 +20,11 @@ class RunConfig:
     limit: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     codecs: list[CodecSpec] = field(default_factory=list)
-    inception: dict = field(default_factory=lambda: dict(perceptual.DEFAULTS))
+    inception: perceptual.InceptionOptions = field(default_factory=perceptual.InceptionOptions)
     caption_embedder: str = "auto"  # sentence-transformers model for caption_cosine; auto, none, id or path
     image_metrics: dict = field(default_factory=lambda: dict(DEFAULT_IMAGE_METRICS))  # MS-SSIM and LPIPS
     add_metrics: list[str] = field(default_factory=list)  # registry metrics that are off by default
-    dinov2: dict = field(default_factory=lambda: dict(dinov2_stage.DEFAULTS))  # FD-DINOv2 and PRDC: model, k
+    dinov2: dinov2_stage.DINOv2Options = field(default_factory=dinov2_stage.DINOv2Options)  # FD-DINOv2 and PRDC
     stages: dict = field(default_factory=dict)  # a metric file's Stage -> the choice given (only when not its default)
     iqa: list[str] = field(default_factory=list)  # pyiqa metrics by name (metrics.iqa)
     iqa_weights: dict = field(default_factory=dict)  # pyiqa metric -> local weights file
@@ -39,19 +39,28 @@ class RunConfig:
     save_reconstructions: bool = False
     save_bitstreams: bool = False
 
+    def __post_init__(self):
+        # options given as config.json writes them (from_json, or a caller's dict) become their dataclasses
+        if isinstance(self.inception, dict):
+            self.inception = perceptual.InceptionOptions.from_json(self.inception)
+        if isinstance(self.dinov2, dict):
+            self.dinov2 = dinov2_stage.DINOv2Options.from_json(self.dinov2)
+
     def hashed_part(self) -> dict:
+        # the options as given: one a run's configuration left out is hashed as absent (None), as it always was
+        inception, dinov2 = self.inception.to_json(), self.dinov2.to_json()
         out = {"dataset": self.dataset, "split": self.split, "preprocess": self.preprocess, "limit": self.limit,
                "max_pixels": self.max_pixels, "codecs": [c.to_json() for c in self.codecs],
-               "inception": {**{k: self.inception.get(k) for k in perceptual.HASHED},
+               "inception": {**{k: inception.get(k) for k in perceptual.HASHED},
                              # a protocol's FID options, absent at their defaults so earlier runs keep their hash
-                             **{k: self.inception[k] for k in ("whole_image_fid", "patch_fid_min")
-                                if self.inception.get(k, perceptual.DEFAULTS[k]) != perceptual.DEFAULTS[k]}},
+                             **{k: inception[k] for k in ("whole_image_fid", "patch_fid_min")
+                                if inception.get(k, perceptual.DEFAULTS[k]) != perceptual.DEFAULTS[k]}},
                "caption_embedder": self.caption_embedder,
                "image_metrics": {
                    s.name: form for s in registry.STAGES.values() if s.home == "image_metrics" for form in
                    [s.hashed_form(self.image_metrics.get(s.name, s.default))] if form is not None}}
-        if (self.dinov2.get("model") or "none") != "none":  # absent when off, so earlier runs keep their hash
-            out["dinov2"] = {"model": self.dinov2["model"], "k": self.dinov2.get("k", dinov2_stage.DEFAULTS["k"])}
+        if (dinov2.get("model") or "none") != "none":  # absent when off, so earlier runs keep their hash
+            out["dinov2"] = {"model": dinov2["model"], "k": dinov2.get("k", dinov2_stage.DEFAULTS["k"])}
         if self.stages:  # absent when every stage is at its default (their weights' sha256 enter under 'weights')
             out["stages"] = dict(sorted(self.stages.items()))
         if self.iqa:  # absent when empty (the weights' sha256 enter the hash where the run is created)
@@ -87,6 +96,7 @@ class RunConfig:
     def to_json(self) -> dict:
         d = asdict(self)
         d["codecs"] = [c.to_json() for c in self.codecs]
+        d["inception"], d["dinov2"] = self.inception.to_json(), self.dinov2.to_json()
         for key in ("allow_modified_dataset", "stages"):  # absent when off, so config.json reads as it did before
             if not d[key]:
                 del d[key]
@@ -109,4 +119,4 @@ def codec_context(config: RunConfig, split: str, dataset: dict | None = None) ->
     if name.partition(":")[0] in ("folder", "cub", "coco") and name.partition(":")[2]:  # 'folder:/abs/path'
         spec = name
     return {"dataset": spec, "split": split, "preprocess": config.preprocess,
-            "device": config.inception.get("device") or defaults.DEVICE}
+            "device": config.inception.device or defaults.DEVICE}

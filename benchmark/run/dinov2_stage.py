@@ -7,16 +7,26 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+from dataclasses import dataclass
 
 from benchmark.run.locations import recorded_path
+from benchmark.run.record import JsonRecord
 from metrics.prdc import DEFAULT_K
 
-DEFAULTS = {"model": "none", "k": DEFAULT_K}
+
+@dataclass(frozen=True)
+class DINOv2Options(JsonRecord):
+    """What a run asks of DINOv2 (RunConfig.dinov2, config.json's `config.dinov2`): --dinov2 and --prdc-k."""
+    model: str = "none"  # auto, none, a Hub id or a local folder
+    k: int = DEFAULT_K  # PRDC's neighbourhood size
 
 
-def resolve(options: dict, cache_root: pathlib.Path) -> dict:
+DEFAULTS = DINOv2Options().to_json()
+
+
+def resolve(options: DINOv2Options, cache_root: pathlib.Path) -> dict:
     """What a run records about its DINOv2 stage: the model and weights it will use, or why there are none."""
-    choice = options.get("model") or "none"
+    choice = options.model or "none"
     if choice == "none":
         return {"status": "disabled", "reason": "not requested (--dinov2 auto or --dinov2 MODEL)"}
     if any(importlib.util.find_spec(m) is None for m in ("torch", "torch_fidelity", "transformers")):
@@ -31,6 +41,6 @@ def resolve(options: dict, cache_root: pathlib.Path) -> dict:
         return {"status": "unavailable", "reason": str(exc)}
     key = f"dinov2-{sha[:16]}"
     return {"status": "ok", "model": model, "model_path": folder, "weights_sha256": sha, "extractor": key,
-            "k": int(options.get("k") or DEFAULT_K), "reference_dir": recorded_path(cache_root / key),
+            "k": int(options.k or DEFAULT_K), "reference_dir": recorded_path(cache_root / key),
             "preprocessing": "torch-fidelity dinov2: TF1-compatible bilinear resize to 224x224, ImageNet "
                              "normalisation, final-layernorm CLS token"}

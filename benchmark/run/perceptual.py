@@ -12,6 +12,7 @@ Set-level metrics are pure functions of those stored features, computed by the o
 from __future__ import annotations
 
 import pathlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from benchmark.run.feature_store import (feature_key, features_path, group_by_se
 from benchmark.run.integrity import write_checked
 from benchmark.run.locations import located, recorded_path
 from benchmark.run.results import checked, safe_name
-from benchmark.run.record import RunRecord
+from benchmark.run.record import JsonRecord, RunRecord
 from benchmark.run.timings import Timings
 from metrics import defaults
 from metrics.fid import FIDReference
@@ -29,20 +30,33 @@ from metrics.inception import (FEATURE_DIM, SPACE, InceptionReference, Inception
                                file_sha256, resolve_weights)
 from metrics.ipd import instance_perceptual_distance
 from metrics.patches import fid256_patches
-DEFAULTS = {"enabled": True, "weights": None, "sha256": None, "device": defaults.DEVICE,
-            "batch_size": defaults.BATCH_SIZE,
-            "isc_splits": defaults.ISC_SPLITS, "kid_subsets": defaults.KID_SUBSETS,
-            "kid_subset_size": defaults.KID_SUBSET_SIZE, "seed": defaults.SEED, "patch_fid": False,
-            "whole_image_fid": True, "patch_fid_min": 0}
+@dataclass(frozen=True)
+class InceptionOptions(JsonRecord):
+    """What a run asks of its Inception stage (RunConfig.inception, config.json's `config.inception`)."""
+    enabled: bool = True
+    weights: str | None = None  # a local file; None: torch-fidelity's download (or CMCBENCH_INCEPTION_WEIGHTS)
+    sha256: str | None = None  # refuse weights whose sha256 differs
+    device: str = defaults.DEVICE  # every network of the run
+    batch_size: int = defaults.BATCH_SIZE
+    isc_splits: int = defaults.ISC_SPLITS
+    kid_subsets: int = defaults.KID_SUBSETS
+    kid_subset_size: int = defaults.KID_SUBSET_SIZE
+    seed: int = defaults.SEED
+    patch_fid: bool = False  # FID/256 over 256-px patches (HiFiC's protocol)
+    whole_image_fid: bool = True  # False: a protocol that reports FID over patches only
+    patch_fid_min: int = 0  # fewer patches than this: FID/256 is not reported
+
+
+DEFAULTS = InceptionOptions().to_json()
 HASHED = ("enabled", "isc_splits", "kid_subsets", "kid_subset_size", "seed", "patch_fid")
 
 
-def resolve(options: dict, cache_root: pathlib.Path, progress: bool = True) -> dict:
+def resolve(options: InceptionOptions, cache_root: pathlib.Path, progress: bool = True) -> dict:
     """What a run records about its Inception stage: the weights it will use, or why there are none."""
-    if not options.get("enabled"):
+    if not options.enabled:
         return {"status": "disabled", "reason": "Inception metrics were not requested (--metrics none)"}
     try:
-        path, sha = resolve_weights(options.get("weights"), options.get("sha256"), progress)
+        path, sha = resolve_weights(options.weights, options.sha256, progress)
     except InceptionUnavailable as exc:
         return {"status": "unavailable", "reason": str(exc)}
     key = f"inception-v3-compat-{sha[:16]}"

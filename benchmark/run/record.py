@@ -2,18 +2,21 @@
 
 config.json stays its serialised form: `RunRecord.from_json(d).to_json() == d` for every config.json, of this
 version or an earlier one. The keys a record types are attributes; every other key travels untouched in `rest`,
-and a key the file did not have stays absent when written back (`present` lists the typed keys it had).
+and a key the file did not have stays absent when written back (`present` lists the typed keys it had) unless it
+was given a value other than its default since. `JsonRecord` is that rule, for any part of config.json (the run's
+Inception and DINOv2 options are records too).
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 
 @dataclass(frozen=True)
-class _Record:
+class JsonRecord:
+    """A JSON object with typed attributes: see the module's docstring."""
     rest: dict = field(default_factory=dict, repr=False)  # the keys this record does not type, as written
     present: frozenset | None = field(default=None, repr=False)  # the typed keys the JSON had (None: every one)
 
@@ -32,8 +35,9 @@ class _Record:
         return key in (self.typed() if self.present is None else self.present)
 
     def to_json(self) -> dict:
-        written = self.typed() if self.present is None else self.present
-        out = {k: _dump(getattr(self, k)) for k in written}
+        defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(self)}
+        out = {k: _dump(getattr(self, k)) for k in self.typed()
+               if self.present is None or k in self.present or getattr(self, k) != defaults[k]}
         out.update(self.rest)
         return out
 
@@ -46,15 +50,15 @@ def _load(cls, key: str, value):
 
 
 def _dump(value):
-    if isinstance(value, _Record):
+    if isinstance(value, JsonRecord):
         return value.to_json()
-    if isinstance(value, tuple) and all(isinstance(v, _Record) for v in value):
+    if isinstance(value, tuple) and all(isinstance(v, JsonRecord) for v in value):
         return [v.to_json() for v in value]
     return value
 
 
 @dataclass(frozen=True)
-class DatasetRecord(_Record):
+class DatasetRecord(JsonRecord):
     """The evaluated images as the run recorded them (after its image list, limit and preprocessing)."""
     name: str = ""
     split: str = ""
@@ -70,7 +74,7 @@ class DatasetRecord(_Record):
 
 
 @dataclass(frozen=True)
-class CodecRecord(_Record):
+class CodecRecord(JsonRecord):
     """One codec of the run: its spec as resolved, its rate parameter and what its decoder may share."""
     label: str = ""
     target: str = ""
@@ -99,7 +103,7 @@ class CodecRecord(_Record):
 
 
 @dataclass(frozen=True)
-class RunRecord(_Record):
+class RunRecord(JsonRecord):
     """What was run, on which data, by which code and weights, and which metrics it could compute."""
     _nested = {"dataset": DatasetRecord, "codecs": CodecRecord}
 

@@ -75,7 +75,7 @@ def preflight(config: RunConfig, split: str) -> None:
 def added_metrics(config: RunConfig) -> list[str]:
     """Registry metrics that are off by default and this run asked for (names checked)."""
     added = list(dict.fromkeys(column for name in config.add_metrics for column in registry.expand(name)))
-    return added + (["patch_fid"] if config.inception.get("patch_fid") else [])
+    return added + (["patch_fid"] if config.inception.patch_fid else [])
 
 
 def run_schema(record: RunRecord) -> list[list[str]]:

@@ -80,7 +80,7 @@ class Worker:
         self.reference_dir = located(recorded, self.run_dir) if recorded else None
         self.context = codec_context(self.config, record.dataset.split, record.dataset.to_json())
         # Per-image networks (LPIPS, DISTS, CLIP, the caption embedder) run on the run's device, as Inception does.
-        self.scorer = Scorer(record.metrics, record, self.config.inception.get("device") or defaults.DEVICE)
+        self.scorer = Scorer(record.metrics, record, self.config.inception.device or defaults.DEVICE)
         self.base = {
             "run_id": record.run_id, "created": record.created, "git_sha": record.git_sha,
             "cmcbench_version": __version__, "config_hash": record.config_hash,
@@ -98,7 +98,7 @@ class Worker:
     def needs_original(self, sha: str) -> bool:
         """Whether a feature stage has no cached features of this original yet (it then travels to the stage)."""
         return bool(self.reference_dir and needs_reference(
-            self.reference_dir, sha, variants(bool(self.config.inception.get("patch_fid"))))) \
+            self.reference_dir, sha, variants(bool(self.config.inception.patch_fid)))) \
             or feature_stage.needs_reference(self.record, sha, self.run_dir)
 
     def codec_pair(self, label: str) -> tuple[Codec, Codec]:
