@@ -30,6 +30,8 @@ from metrics.inception import (FEATURE_DIM, SPACE, InceptionReference, Inception
                                file_sha256, resolve_weights)
 from metrics.ipd import instance_perceptual_distance
 from metrics.patches import fid256_patches
+
+
 @dataclass(frozen=True)
 class InceptionOptions(JsonRecord):
     """What a run asks of its Inception stage (RunConfig.inception, config.json's `config.inception`)."""
