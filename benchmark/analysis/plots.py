@@ -320,8 +320,9 @@ def history_plots(table: pd.DataFrame, anchor: str, out_dir: str | pathlib.Path,
         # wrapped to the figure: a few runs make a narrow one, whose long labels would be cut at its edges
         ax.set_ylabel(textwrap.fill(f"BD-rate % ({info.label if info else metric}); lower is better", 32))
         width = int(fig.get_figwidth() * 8)
+        counted = f"{len(runs)} run{'s' if len(runs) != 1 else ''}"
         ax.set_title("\n".join([textwrap.fill(f"{info.label if info else metric}: BD-rate against {anchor}", width),
-                                textwrap.fill(f"{images} per point, {len(runs)} runs in commit order", width)]),
+                                textwrap.fill(f"{images} per point, {counted} in commit order", width)]),
                      fontsize=10)
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
