@@ -11,7 +11,9 @@ Prints images per second at each batch size, the ratio to batch 1, and whether t
 from __future__ import annotations
 
 import argparse
+import atexit
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -48,6 +50,7 @@ def main() -> None:
     images = [np.asarray(Image.open(f).convert("RGB").resize((256, 256), Image.BICUBIC))
               for f in (files * args.images)[:args.images]]
     root = pathlib.Path(tempfile.mkdtemp(prefix="cmc-batch-"))
+    atexit.register(shutil.rmtree, root, True)  # the tiny models are removed when the script exits
     blip, sd = tiny_blip(root / "blip"), tiny_stable_diffusion(root / "sd")
     context = codec_context(RunConfig(dataset="sample"), "test")
     batches = [int(b) for b in args.batches.split(",")]

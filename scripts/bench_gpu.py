@@ -12,7 +12,9 @@ measured after a warm-up in this one run.
 from __future__ import annotations
 
 import argparse
+import atexit
 import pathlib
+import shutil
 import sys
 import tempfile
 import time
@@ -72,7 +74,8 @@ def bench_inception(torch, device, batches, repeats, small):
     from bench_inception import random_weights
     from metrics.inception import InceptionExtractor, file_sha256
 
-    path = pathlib.Path(tempfile.mkdtemp()) / "random-inception.pth"
+    path = pathlib.Path(tempfile.mkdtemp(prefix="bench-gpu-")) / "random-inception.pth"
+    atexit.register(shutil.rmtree, path.parent, True)  # ~100 MB of random weights, removed when the script exits
     random_weights(path)
     side = 64 if small else 512
     out = []

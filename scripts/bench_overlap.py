@@ -40,22 +40,22 @@ def main() -> None:
     from benchmark.run.runner import RunConfig, create_run, execute, plan
 
     folder, files = image_folder(args.dataset)
-    root = pathlib.Path(tempfile.mkdtemp(prefix="overlap-"))
     timings, rows = {}, {}
-    for repeat in range(args.repeats):
-        for gpu in (False, True):
-            spec = f"codecs_for_tests:OnDevice gpu={gpu} latency={args.latency} quality={args.settings} label=dev"
-            config = RunConfig(dataset=f"folder:{folder}", codecs=[parse_codec_spec(spec)],
-                               inception={"enabled": False}, caption_embedder="none", save_reconstructions=True,
-                               chunk_size=args.chunk)
-            run_dir = create_run(config, root, f"gpu-{gpu}-{repeat}", progress=False)
-            start = time.perf_counter()
-            outcome = execute(run_dir, jobs=1, progress=False)
-            seconds = time.perf_counter() - start
-            assert outcome.n_failed == 0, outcome.failed_reasons
-            timings[gpu] = min(timings.get(gpu, float("inf")), seconds)
-            rows[gpu] = load_run(run_dir)[0]
-            task_images = max(t.stop - t.start for t in plan(read_record(run_dir), len(files)))
+    with tempfile.TemporaryDirectory(prefix="overlap-") as root:  # the runs and their saved PNGs go with it
+        for repeat in range(args.repeats):
+            for gpu in (False, True):
+                spec = f"codecs_for_tests:OnDevice gpu={gpu} latency={args.latency} quality={args.settings} label=dev"
+                config = RunConfig(dataset=f"folder:{folder}", codecs=[parse_codec_spec(spec)],
+                                   inception={"enabled": False}, caption_embedder="none", save_reconstructions=True,
+                                   chunk_size=args.chunk)
+                run_dir = create_run(config, root, f"gpu-{gpu}-{repeat}", progress=False)
+                start = time.perf_counter()
+                outcome = execute(run_dir, jobs=1, progress=False)
+                seconds = time.perf_counter() - start
+                assert outcome.n_failed == 0, outcome.failed_reasons
+                timings[gpu] = min(timings.get(gpu, float("inf")), seconds)
+                rows[gpu] = load_run(run_dir)[0]
+                task_images = max(t.stop - t.start for t in plan(read_record(run_dir), len(files)))
     varying = {"run_id", "created", "encode_s", "decode_s", "config_hash", "codec_options"}  # gpu= differs
     same = all(rows[True][c].equals(rows[False][c]) for c in rows[True].columns.difference(varying))
     n = len(rows[True])
