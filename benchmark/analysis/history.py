@@ -82,7 +82,7 @@ def commit_of(record: RunRecord, codecs: list[str] | None = None) -> tuple[str, 
     if sources:
         date, sha = max(sources)
         return sha, date or record.created
-    return (record.git_sha if "git_sha" in record.present else "unknown"), record.git_date or record.created
+    return (record.git_sha if record.has("git_sha") else "unknown"), record.git_date or record.created
 
 
 def _when(text: str) -> dt.datetime:
