@@ -136,53 +136,51 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     if name and (run_dir / "config.json").exists():  # told before any work; a generated id gets a suffix instead
         raise FileExistsError(f"{run_dir} already holds a run: resume it with --resume {run_dir}, or pick another --name.")
     embedder = resolve_embedder(config.caption_embedder)
-    info = {
+    record = RunRecord.from_json({  # from here on, the run is read by attribute
         "run_id": run_id, "created": created.isoformat(), "config_hash": chash, "git_sha": provenance.git_sha(),
         "git_date": provenance.git_date(),
         "versions": provenance.package_versions(), "config": config.to_json(),
         "dataset": {"name": dataset.name, "kind": dataset.kind, "split": dataset.split, "n_images": len(dataset),
                     "fingerprint": dataset.fingerprint(), "notes": dataset.notes, "origin": dataset.origin,
                     "preprocess": config.preprocess, "preprocess_description": description},
-        "codecs": codecs,
-        "inception": inception,
-        "dinov2": dinov2,
-        "iqa": iqa_states,
-        "image_metrics": image_metrics,
-        "caption_embedder": embedder,
-        "caption_metrics": resolve_caption_metrics(embedder),
+        "codecs": codecs, "inception": inception, "dinov2": dinov2, "iqa": iqa_states, "image_metrics": image_metrics,
+        "caption_embedder": embedder, "caption_metrics": resolve_caption_metrics(embedder),
         **stages,  # each requested Stage of a metric file, under its name
-    }
-    for c in info["codecs"]:
-        c["task_images"] = task_images(info["config"], CodecRecord.from_json(c))
-    info["metrics"] = metric_states(RunRecord.from_json(info), added)
-    truth = _instance_annotations(info, dataset, config.preprocess)
-    if any(info["metrics"][m]["status"] != "disabled" and "labels" in registry.get(m).needs for m in info["metrics"]):
-        info["dataset"].update(dataset.class_record())  # only when a metric reads them: config.json reads as before
+    })
+    record = replace(record, codecs=tuple(replace(c, task_images=task_images(record.config, c)) for c in record.codecs))
+    states = metric_states(record, added)
+    truth = _instance_annotations(states, dataset, config.preprocess)
+    if any(states[m]["status"] != "disabled" and "labels" in registry.get(m).needs for m in states):
+        # only when a metric reads them: config.json reads as before
+        record = replace(record, dataset=replace(record.dataset, rest={**record.dataset.rest,
+                                                                       **dataset.class_record()}))
     for name in added:
-        if info["metrics"][name]["status"] == "disabled":
-            raise ValueError(f"--add-metric {name} needs a stage this run does not request: "
-                             f"{info['metrics'][name]['reason']}.")
-    caches = feature_stage.cache_dirs(RunRecord.from_json(info), pathlib.Path(out_root) / ".cache", run_dir)
-    if caches:  # absent when no space needs one, so config.json reads as it did before
-        info["feature_caches"] = caches
+        if states[name]["status"] == "disabled":
+            raise ValueError(f"--add-metric {name} needs a stage this run does not request: {states[name]['reason']}.")
+    record = replace(record, metrics=states)
+    # absent when no space needs a cache, so config.json reads as it did before
+    record = replace(record, feature_caches=feature_stage.cache_dirs(record, pathlib.Path(out_root) / ".cache",
+                                                                     run_dir))
+    more = {}
     if config.protocol:
         from benchmark.run import protocols
 
         protocol = protocols.get(config.protocol)
-        info["protocol"] = protocol.as_record()
+        more["protocol"] = protocol.as_record()
         if not protocol.whole_image_fid:
+            states = dict(states)
             for name in ("inception_score", "fid", "kid"):
-                if info["metrics"][name]["status"] == "ok":
-                    info["metrics"][name] = {"status": "disabled", "reason": f"protocol {protocol.name} reports FID "
-                                             "only over 256-px patches (patch_fid), never on whole images"}
-    info["conventions"] = {"psnr_cap_db": registry.PSNR_CAP_DB,
+                if states[name]["status"] == "ok":
+                    states[name] = {"status": "disabled", "reason": f"protocol {protocol.name} reports FID only "
+                                    "over 256-px patches (patch_fid), never on whole images"}
+            record = replace(record, metrics=states)
+    more["conventions"] = {"psnr_cap_db": registry.PSNR_CAP_DB,
                            "psnr_cap": "per-image PSNR stays exact (inf when lossless); averages clip it at the cap "
                                        "and the summary counts those images in n_lossless"}
-    info["schema"] = run_schema(RunRecord.from_json(info))
-    info["integrity"] = "sha256"  # every result and cached feature file has a checksum beside it (run.integrity)
+    more["integrity"] = "sha256"  # every result and cached feature file has a checksum beside it (run.integrity)
     run_dir = run_folder.new_folder(pathlib.Path(out_root), run_id, named=bool(name))
-    info["run_id"] = run_dir.name  # with its suffix, when another run of this configuration took the id this second
-    record = RunRecord.from_json(info)  # from here on, the run is read by attribute
+    # run_id with its suffix, when another run of this configuration took the id this second
+    record = replace(record, run_id=run_dir.name, schema=run_schema(record), rest={**record.rest, **more})
     try:
         run_folder.write_config(run_dir, record.to_json())
         if truth is not None:
@@ -195,17 +193,16 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     return run_dir
 
 
-def _instance_annotations(info: dict, dataset: Dataset, preprocess: str):
+def _instance_annotations(states: dict, dataset: Dataset, preprocess: str):
     """The dataset's annotated objects in the preprocessed pixels when a requested metric reads them; a metric that
-    would and cannot is marked unavailable, saying why."""
-    wanted = [m for m, state in info["metrics"].items()
-              if state["status"] == "ok" and "objects" in registry.get(m).needs]
+    would and cannot is marked unavailable in `states`, saying why."""
+    wanted = [m for m, state in states.items() if state["status"] == "ok" and "objects" in registry.get(m).needs]
     truth = feature_stage.truth_table(dataset, preprocess) if wanted else None
     if wanted and truth is None:
         for m in wanted:
-            info["metrics"][m] = {"status": "unavailable", "reason": "the dataset has no instance annotations that its "
-                                  "preprocessing keeps (MS-COCO with annotations/instances_<split>.json, preprocessed "
-                                  "by none or resize-N, has them)"}
+            states[m] = {"status": "unavailable", "reason": "the dataset has no instance annotations that its "
+                         "preprocessing keeps (MS-COCO with annotations/instances_<split>.json, preprocessed by none "
+                         "or resize-N, has them)"}
     return truth
 
 
