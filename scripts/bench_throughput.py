@@ -32,7 +32,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from baselines.jpeg import JPEG  # noqa: E402
 from bench_common import DEFAULT_DATASET, image_folder  # noqa: E402
 from benchmark.codecs.codec_spec import parse_codec_spec  # noqa: E402
-from benchmark.run.results import load_run, read_config  # noqa: E402
+from benchmark.run.record import RunRecord, read_record  # noqa: E402
+from benchmark.run.results import load_run  # noqa: E402
 from benchmark.run.runner import RunConfig, create_run, execute  # noqa: E402
 
 QUALITIES = list(JPEG.default_sweep)
@@ -77,11 +78,11 @@ def bare_image(args: tuple[str, bool, bool]):
     return out, (img if keep else None), recons
 
 
-def bare(paths: list[str], jobs: int, info: dict) -> tuple[float, list]:
+def bare(paths: list[str], jobs: int, record: RunRecord) -> tuple[float, list]:
     t0 = time.perf_counter()
-    ms_on = info["image_metrics"]["ms_ssim"]["status"] == "ok"
-    lpips_state = info["image_metrics"]["lpips"] if info["image_metrics"]["lpips"]["status"] == "ok" else None
-    inception = info["inception"]["status"] == "ok"
+    ms_on = record.image_metrics["ms_ssim"]["status"] == "ok"
+    lpips_state = record.image_metrics["lpips"] if record.image_metrics["lpips"]["status"] == "ok" else None
+    inception = record.inception["status"] == "ok"
     with multiprocessing.get_context("fork").Pool(jobs, initializer=_init, initargs=(lpips_state,)) as pool:
         results = pool.map(bare_image, [(p, ms_on, inception) for p in paths], chunksize=1)
     if inception:  # the same network, batch size and set metrics as the runner, on the same features
@@ -90,8 +91,8 @@ def bare(paths: list[str], jobs: int, info: dict) -> tuple[float, list]:
         from metrics.inception_score import inception_score
         from metrics.kid import kid
 
-        opts = info["config"]["inception"]
-        net = InceptionExtractor(info["inception"]["weights_path"], info["inception"]["weights_sha256"],
+        opts = record.config["inception"]
+        net = InceptionExtractor(record.inception["weights_path"], record.inception["weights_sha256"],
                                  opts["device"], opts["batch_size"])
         ref_pool, _ = net([orig for _, orig, _ in results])
         per_q = [net([recons[k] for _, _, recons in results]) for k in range(len(QUALITIES))]
@@ -126,13 +127,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         for k in range(args.repeat):  # interleaved, so drift in machine load hits both alike
             tr, run_dir = runner(config, args.jobs, str(pathlib.Path(out) / str(k)))
-            info = read_config(run_dir)
-            tb, bare_rows = bare(paths, args.jobs, info)
+            record = read_record(run_dir)
+            tb, bare_rows = bare(paths, args.jobs, record)
             bare_times.append(tb)
             run_times.append(tr)
         _, summary = load_run(run_dir)
-    metrics = ["psnr"] + [m for m in ("ms_ssim", "lpips") if info["image_metrics"][m]["status"] == "ok"]
-    computed = metrics + (["ipd", "inception_score", "fid", "kid"] if info["inception"]["status"] == "ok" else [])
+    metrics = ["psnr"] + [m for m in ("ms_ssim", "lpips") if record.image_metrics[m]["status"] == "ok"]
+    computed = metrics + (["ipd", "inception_score", "fid", "kid"] if record.inception["status"] == "ok" else [])
     sizes = [np.asarray(Image.open(p).size).prod() for p in paths]
     worst = {m: 0.0 for m in ["bpp", *metrics]}
     for k, q in enumerate(QUALITIES):
@@ -144,7 +145,7 @@ def main() -> None:
     n_ops = len(paths) * len(QUALITIES)
     print(f"images {len(paths)} x qualities {len(QUALITIES)} = {n_ops} encode/decode, jobs={args.jobs}; "
           f"metrics computed by both: {', '.join(computed)}")
-    skipped = [f"{k}: {v['reason']}" for k, v in {**info["image_metrics"], "inception": info["inception"]}.items()
+    skipped = [f"{k}: {v['reason']}" for k, v in {**record.image_metrics, "inception": record.inception}.items()
                if v["status"] != "ok"]
     if skipped:
         print("not computed by either (as in a default run here): " + "; ".join(s[:120] for s in skipped))

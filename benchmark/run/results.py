@@ -7,7 +7,6 @@ A run directory holds `config.json` (what was asked, with provenance), `images/<
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 
@@ -20,6 +19,7 @@ import pyarrow.parquet as pq
 from benchmark.data.output_names import output_file_name, safe_name
 from benchmark.run.integrity import (DamagedFile, atomic_write_bytes, problem,  # noqa: F401 - re-exported
                                        remove_checked, write_checked)
+from benchmark.run.record import read_record
 from benchmark.run.schema import GROUP_COLUMNS, NOT_AVERAGED
 from metrics import registry
 
@@ -49,7 +49,7 @@ def shard_path(run_dir: pathlib.Path, codec_label: str, chunk: int) -> pathlib.P
 def is_checked(run_dir: pathlib.Path) -> bool:
     """Whether the run was written with checksums (every run since they came): then a missing one is damage."""
     try:
-        return "integrity" in json.loads((pathlib.Path(run_dir) / "config.json").read_text())
+        return "integrity" in read_record(run_dir).rest
     except (FileNotFoundError, ValueError):
         return False
 
@@ -230,8 +230,3 @@ def read_summary(run_dir: pathlib.Path) -> pd.DataFrame:
     if why:
         raise DamagedFile(path, f"{why}; rewrite it with: python bench.py run --resume {run_dir}")
     return pd.read_parquet(path)
-
-
-def read_config(run_dir: pathlib.Path) -> dict:
-    with open(run_dir / "config.json") as f:
-        return json.load(f)

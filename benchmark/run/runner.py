@@ -31,7 +31,7 @@ from benchmark.run.backlog import Backlog, carried_at_most, default_bound
 from benchmark.run.config import RunConfig, codec_context
 from benchmark.data.datasets import Dataset
 from benchmark.data.preprocess import get_preset
-from benchmark.run.record import CodecRecord, RunRecord
+from benchmark.run.record import CodecRecord, RunRecord, read_record
 from benchmark.run.produce import check_output, time_limit  # noqa: F401 - re-exported for callers of the old module
 from benchmark.run.results import (DamagedFile, atomic_write_bytes, damaged_files, discard_task_files, redo_hint,
                                    shard_files, shard_path, summarise, write_table)
@@ -221,24 +221,27 @@ def _write_output_manifests(run_dir: pathlib.Path, record: RunRecord) -> None:
                            json.dumps(manifest, indent=2).encode())
 
 
-def _legacy_info(info: dict) -> dict:
-    """Runs created before the metric registry and the declared schema: derive both once."""
-    if "metrics" not in info:
-        info.setdefault("caption_metrics", resolve_caption_metrics(info.get("caption_embedder", {})))
-        info["metrics"] = metric_states(RunRecord.from_json(info),
-                                        ["patch_fid"] if info["config"]["inception"].get("patch_fid") else [])
-    if "schema" not in info:
-        for c in info["codecs"]:
-            c.setdefault("columns", dict(CodecSpec.from_json({k: c[k] for k in ("target", "label", "options",
-                                                                                  "settings")}).codec_class().columns))
-        info["schema"] = run_schema(RunRecord.from_json(info))
-    return info
+def _legacy_record(record: RunRecord) -> RunRecord:
+    """Runs created before the metric registry and the declared schema: derive both once (written back as the
+    keys the run's config.json lacked, should a resume rewrite it)."""
+    if not record.has("metrics"):
+        if "caption_metrics" not in record.rest:
+            record = replace(record, rest={**record.rest,
+                                           "caption_metrics": resolve_caption_metrics(record.caption_embedder)})
+        added = ["patch_fid"] if record.config["inception"].get("patch_fid") else []
+        record = replace(record, metrics=metric_states(record, added), present=record.present | {"metrics"})
+    if not record.has("schema"):
+        codecs = tuple(c if c.has("columns") else replace(c, columns=dict(CodecSpec.from_json(
+            {"target": c.target, "label": c.label, "options": c.options, "settings": c.settings}).codec_class().columns),
+            present=c.present | {"columns"}) for c in record.codecs)
+        record = replace(record, codecs=codecs)
+        record = replace(record, schema=run_schema(record), present=record.present | {"schema"})
+    return record
 
 
 def read_run_info(run_dir: pathlib.Path) -> RunRecord:
     """The run's record, with what runs of earlier versions did not record derived (their metric states, schema)."""
-    with open(run_dir / "config.json") as f:
-        return RunRecord.from_json(_legacy_info(json.load(f)))
+    return _legacy_record(read_record(run_dir))
 
 
 def _revision(sha: str) -> str:
