@@ -427,3 +427,33 @@ def test_a_value_shown_without_an_interval_says_why_in_every_format(tmp_path, na
     against = leaderboard.build([one], anchor="webp", resamples=50, references=[tmp_path / "published" / "webp.json"])
     row = against.bd[(against.bd.codec == "jpeg") & (against.bd.metric == "psnr")].iloc[0]
     assert row.interval_note == "webp [published] has no resamples (a published curve)" and np.isnan(row.bd_rate_low)
+
+
+def test_a_chosen_rate_no_codec_reaches_is_said_not_dropped_in_silence(tmp_path, natural_images):
+    """The at-rate table never extrapolates: a rate beyond a codec's measured rates is –, a codec that reaches none
+    of the rates is left out, and a table no codec reaches is left out; each is said in a note with the ranges."""
+    config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec("jpeg quality=20,60"), parse_codec_spec("webp quality=5,90")])
+    run_dir = create_run(config, tmp_path / "runs", "r", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    _, summary = load_run(run_dir)
+    span = {c: (g.bpp.min(), g.bpp.max()) for c, g in summary.groupby("codec")}
+    assert span["webp"][0] < span["jpeg"][0] < span["jpeg"][1] < span["webp"][1]
+    inside, webp_only, beyond = np.mean(span["jpeg"]), span["webp"][0] * 1.01, span["webp"][1] * 2
+    ranges = ", ".join(f"{c} {span[c][0]:.3g}–{span[c][1]:.3g}" for c in ("jpeg", "webp"))
+
+    board = leaderboard.build([run_dir], rates=[inside], resamples=0)
+    assert not any("chosen rates" in n for n in board.notes)
+    board = leaderboard.build([run_dir], rates=[webp_only, beyond], resamples=0)
+    note = next(n for n in board.notes if "chosen rates" in n)
+    assert note == (f"Metrics at chosen rates: – where the rate lies outside the codec's measured rates ({ranges} "
+                    f"bpp), never extrapolated; jpeg reaches none of {webp_only:g}, {beyond:g} bpp and is left out "
+                    "of that table.")
+    table = leaderboard.wide_tables(board)["at_rates"]
+    assert list(table.codec) == ["webp"] and table[f"@ {beyond:g} bpp"].tolist() == ["–"]
+    assert note in leaderboard.render(board, "md")
+    board = leaderboard.build([run_dir], rates=[beyond], resamples=0)
+    assert leaderboard.wide_tables(board)["at_rates"].empty
+    assert f"No codec reaches the chosen rates ({beyond:g} bpp; measured: {ranges} bpp): no table of metrics at " \
+           "them." in board.notes

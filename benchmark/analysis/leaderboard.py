@@ -242,6 +242,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                   f"seed+{int(k) - 1}; set metrics the mean of the {int(k)} samples' sets); its intervals are over "
                   "images, and the spread over samples is the summary's <metric>_sample_std."
                   for codec, k in sampled.items()]
+    if note := _rates_outside(summary, codecs, rates):
+        notes.append(note)
     if counts:
         notes.append("(n/N): the codec's values rest on n of the dataset's N images (the fewest over its settings; "
                      "a setting shows its own), the others failed (the run's failure_reasons say why); its means and "
@@ -362,6 +364,24 @@ def _label(metric: str) -> str:
     if metric == "bpp":
         return "bpp"
     return (info.label if info else metric) + (" ↑" if info and info.higher_is_better else " ↓" if info else "")
+
+
+def _rates_outside(summary: pd.DataFrame, codecs: list[str], rates) -> str:
+    """What the at-rate table does with a chosen rate beyond a codec's measured rates (it never extrapolates):
+    the cell is –, and a codec that reaches none of the rates, or a table that no codec reaches, is left out."""
+    spans = {c: (summary.bpp[summary.codec == c].min(), summary.bpp[summary.codec == c].max()) for c in codecs}
+    outside = {c: [r for r in rates if not lo * (1 - 1e-9) <= r <= hi * (1 + 1e-9)] for c, (lo, hi) in spans.items()}
+    if not rates or not any(outside.values()):
+        return ""
+    measured = ", ".join(f"{c} {lo:.3g}–{hi:.3g}" for c, (lo, hi) in spans.items() if outside[c]) + " bpp"
+    chosen = ", ".join(f"{r:g}" for r in rates) + " bpp"
+    missed = [c for c in codecs if len(outside[c]) == len(rates)]
+    if len(missed) == len(codecs):
+        return f"No codec reaches the chosen rates ({chosen}; measured: {measured}): no table of metrics at them."
+    return (f"Metrics at chosen rates: – where the rate lies outside the codec's measured rates ({measured}), never "
+            "extrapolated" + (f"; {', '.join(missed)} reach{'es' if len(missed) == 1 else ''} none of {chosen} "
+                              f"and {'is' if len(missed) == 1 else 'are'} left out of that table" if missed else "")
+            + ".")
 
 
 def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.DataFrame]:
