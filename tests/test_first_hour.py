@@ -366,6 +366,36 @@ def test_plot_legend_names_codecs_keeps_variants_in_their_codec_s_colour_and_cou
     assert "JPEG 2000 (" not in svg and "n/N: images a curve" in svg  # a full curve gets no count; the legend says why
 
 
+def test_a_codec_in_several_runs_keeps_its_colour_and_marker_and_its_line_says_the_run(tmp_path):
+    """`plot A B`: a codec in both runs is drawn in its own colour and marker in each (a codec of the user's too,
+    whose colour is a hash of its name, not of the name with the run appended), and one line style per run, in the
+    order the runs were given; a variant keeps the line that tells it from its codec, a codec of one run is solid."""
+    from benchmark.analysis.plots import RUN_LINES, codec_style, curve_style, rd_plots, variant_style
+
+    rows = [{"codec": f"{c} ({run})" if twice else c, "codec_in_run": c, "codec_target": t, "run_dir": f"/x/{run}",
+             "setting_index": k, "setting_label": str(k), "bpp": b, "psnr": 30 + b + 0.1 * i, "n_ok": 4,
+             "n_failed": 0, "n_images": 4, "dataset": "kodak", "split": "all"}
+            for i, (c, t, run, twice) in enumerate((("jpeg", "jpeg", "before", True), ("jpeg", "jpeg", "after", True),
+                                                    ("mine", "mine", "before", True), ("mine", "mine", "after", True),
+                                                    ("j444", "jpeg", "before", True), ("j444", "jpeg", "after", True),
+                                                    ("webp", "webp", "after", False)))
+            for k, b in enumerate([0.2, 1.0])]
+    summary = pd.DataFrame(rows)
+    runs = ["/x/before", "/x/after"]
+    style = {c: curve_style(curve, runs) for c, curve in summary.groupby("codec", sort=False)}
+    assert style["jpeg (before)"] == (*codec_style("jpeg"), RUN_LINES[0]) == (*codec_style("jpeg"), "-")
+    assert style["jpeg (after)"] == (*codec_style("jpeg"), RUN_LINES[1]) and RUN_LINES[1] not in ("-", "--")
+    assert style["mine (before)"] == (*codec_style("mine"), "-") and style["mine (after)"] == (*codec_style("mine"),
+                                                                                                 RUN_LINES[1])
+    assert style["j444 (before)"] == variant_style("j444 (before)", "jpeg") and style["j444 (before)"][2] != "-"
+    assert style["webp"] == (*codec_style("webp"), "-")
+    assert codec_style("mine (before)")[0] != codec_style("mine")[0] != codec_style("mine (after)")[0]
+    rd_plots(summary, tmp_path, formats=("svg",))
+    svg = (tmp_path / "rd_psnr.svg").read_text().lower()
+    assert codec_style("mine")[0].lstrip("#") in svg
+    assert not any(codec_style(f"mine ({r})")[0].lstrip("#") in svg for r in ("before", "after"))
+
+
 def test_plot_several_runs_in_paper_style_with_title_size_and_font(tmp_path, capsys):
     """`plot A B --style paper`: both runs' curves in one figure (a codec in both labelled with its run, in its
     codec's colour), a single-column figure with the given title, and a PDF whose fonts are embedded TrueType."""

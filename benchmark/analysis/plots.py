@@ -35,6 +35,9 @@ DISPLAY_NAMES = {"jpeg": "JPEG", "jpeg2000": "JPEG 2000", "webp": "WebP", "avif"
 # A relabelled or rate-matched variant of a codec keeps its colour and marker and takes one of these (by its
 # label's hash); solid is the codec itself, dashed a published curve.
 VARIANT_LINES = (":", "-.", (0, (8, 2, 1, 2)), (0, (3, 1, 1, 1, 1, 1)))
+# A codec in several runs plotted together: its colour and marker, and one line style per run (not dashed: that
+# marks a published curve).
+RUN_LINES = ("-", ":", "-.", (0, (8, 2, 1, 2)), (0, (3, 1, 1, 1, 1, 1)))
 # Any other label: a colour and marker chosen by a hash of its name, never one of the built-ins' colours.
 OTHER_COLOURS = ("#d55e00", "#ece133", "#fbafe4", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d",
                  "#17becf", "#bcbd22", "#8c564b", "#393b79", "#843c39", "#637939")
@@ -94,6 +97,22 @@ def variant_style(label: str, target: str | None = None) -> tuple[str, str, obje
     if target in CODEC_STYLES and name != target:
         return (*CODEC_STYLES[target], VARIANT_LINES[_digest(name) % len(VARIANT_LINES)])
     return (*codec_style(label), "-")
+
+
+def curve_style(curve: pd.DataFrame, runs: list[str]) -> tuple[str, str, object]:
+    """(colour, marker, line style) of one curve of a summary (a codec's rows). When several `runs` share the
+    figure, a codec that is in more than one of them keeps its own colour and marker in each, and the line style
+    says which run it is (in the order the runs were given; the first solid). A variant of a built-in codec keeps
+    the line style that tells it from its codec."""
+    label, target = curve["codec"].iloc[0], _target(curve)
+    in_run = curve["codec_in_run"].iloc[0] if "codec_in_run" in curve else label
+    run = curve["run_dir"].iloc[0] if "run_dir" in curve else None
+    own = variant_style(in_run, target)
+    # its label was suffixed to tell the runs apart; a variant (label=, bpp=) keeps the line style that tells it
+    # from its codec
+    if len(runs) > 1 and in_run != label and run in runs and own[2] == "-":
+        return (*own[:2], RUN_LINES[runs.index(run) % len(RUN_LINES)])
+    return variant_style(label, target)
 
 
 def display_name(label: str, target: str | None = None) -> str:
@@ -165,6 +184,7 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
     if log_x is None:
         log_x = use_log_x(data["bpp"])
     title_data = dataset_title(data)
+    runs = list(dict.fromkeys(data["run_dir"].dropna())) if "run_dir" in data else []
     sns.set_theme(style="whitegrid", context="paper" if style.paper else "notebook", rc=style.rc())
     for metric in metrics or plottable_metrics(data):
         info = METRICS.get(metric)
@@ -178,7 +198,7 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         partial = False
         for codec, curve in sub.groupby("codec", sort=False):
             target = _target(curve)
-            colour, marker, line = variant_style(codec, target)
+            colour, marker, line = curve_style(curve, runs)
             curve = curve.sort_values("bpp")
             is_published = bool(published[curve.index].all())
             n = None if is_published else images_behind(curve, n_dataset)
@@ -188,7 +208,7 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
                     linestyle="--" if is_published else line, markerfacecolor="none" if is_published else colour,
                     label=label, zorder=3)
         if intervals is not None and len(intervals):
-            _error_bars(ax, sub, intervals, metric)
+            _error_bars(ax, sub, intervals, metric, runs)
         if "rate_n_matched" in sub:  # rate-matched settings that missed their target for some images
             missed = sub[sub.rate_n_matched.notna() & (sub.rate_n_matched < sub.n_ok)]
             if len(missed):
@@ -256,9 +276,10 @@ def _rate_axis(ax, log_x: bool) -> None:
     ax.grid(True, which="minor", axis="x", linewidth=0.4, alpha=0.5)
 
 
-def _error_bars(ax, sub: pd.DataFrame, intervals: pd.DataFrame, metric: str) -> None:
+def _error_bars(ax, sub: pd.DataFrame, intervals: pd.DataFrame, metric: str, runs: list[str]) -> None:
     """The metric's bootstrap interval at each setting, as a light vertical bar in the codec's colour."""
     ci = intervals[intervals.metric == metric].set_index(["codec", "setting_index"])
+    colours = {codec: curve_style(curve, runs)[0] for codec, curve in sub.groupby("codec", sort=False)}
     for row in sub.itertuples():
         key = (row.codec, row.setting_index)
         if key not in ci.index:
@@ -270,7 +291,7 @@ def _error_bars(ax, sub: pd.DataFrame, intervals: pd.DataFrame, metric: str) -> 
             continue
         y = getattr(row, metric)
         ax.errorbar([row.bpp], [y], yerr=[[max(y - low, 0)], [max(high - y, 0)]], fmt="none",
-                    ecolor=variant_style(row.codec, getattr(row, "codec_target", None))[0], elinewidth=1.0,
+                    ecolor=colours[row.codec], elinewidth=1.0,
                     capsize=3, alpha=0.55, zorder=2)
 
 
