@@ -794,7 +794,12 @@ def _print_summary(run_dir: pathlib.Path) -> None:
     shown = summary[[c for c in dict.fromkeys(cols) if c in summary]].rename(
         columns={"setting_label": "setting", **{m: registry.METRICS[m].short or m for m in metrics if m in registry.METRICS}})
     with pd.option_context("display.max_rows", 200, "display.width", 200, "display.float_format", "{:.4f}".format):
-        print(shown.to_string(index=False))
+        print(shown.to_string(index=False, na_rep="–"))
+    text_only = [registry.METRICS[m].short or m for m in metrics if "transmitted text" in registry.METRICS[m].needs
+                 and summary[m].isna().any()]
+    if text_only:  # a value no codec could have, not one that failed
+        print(f"–: {' and '.join(text_only)} {'is' if len(text_only) == 1 else 'are'} measured only for codecs that "
+              "transmit text (a caption).")
 
 
 def _why_missing(run_dir: pathlib.Path, metric: str) -> str:

@@ -122,6 +122,21 @@ def test_summary_table_shows_only_computed_metrics(tmp_path, capsys):
     assert rc == 0 and header.split() == ["codec", "setting", "n_ok", "n_failed", "bpp", "PSNR"]
 
 
+def test_a_text_metric_of_a_codec_that_sends_pixels_is_a_dash_that_says_why(tmp_path, capsys):
+    """BLEU-4 of JPEG's rows has no value by nature (JPEG transmits no caption): the table prints –, not NaN, and
+    says why under it."""
+    rc, out, err = run_cli(["run", "--codec", "jpeg quality=50", "--codec", "cmc max_words=16", "--limit", "2", "--out",
+                            str(tmp_path), "--metrics", "none", "--caption-embedder", "none", "--no-plots",
+                            "--no-progress"], capsys)
+    assert rc == 0, err
+    lines = out.splitlines()
+    header = next(k for k, line in enumerate(lines) if line.lstrip().startswith("codec"))
+    assert lines[header].split() == ["codec", "setting", "n_ok", "n_failed", "bpp", "PSNR", "BLEU-4"]
+    rows = {line.split()[0]: line.split() for line in lines[header + 1:header + 3]}
+    assert rows["jpeg"][-1] == "–" and float(rows["cmc"][-1]) >= 0 and "NaN" not in out
+    assert lines[header + 3] == "–: BLEU-4 is measured only for codecs that transmit text (a caption)."
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
