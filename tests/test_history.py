@@ -114,7 +114,7 @@ def test_history_marks_the_one_commit_that_regressed_and_no_other(model_runs, tm
     assert main(["history", str(root), "--codec", "model", "--anchor", "jpeg", "--bootstrap", "20",
                  "--out", str(tmp_path / "h")]) == 0
     out = capsys.readouterr().out
-    assert f"1 significant changes in {COMMITS} runs: {shas[REGRESSED][:12]} model psnr worse" in out
+    assert f"1 significant change in {COMMITS} runs: {shas[REGRESSED][:12]} model psnr worse" in out
     assert "BD-rate % against codec jpeg in each run" in out
     saved = pd.read_csv(tmp_path / "h" / "history.csv")
     assert len(saved) == COMMITS and (saved.change == "worse").sum() == 1
@@ -163,7 +163,7 @@ def test_a_commit_whose_run_lost_a_metric_is_shown_with_why_and_the_next_change_
                  "--out", str(tmp_path / "h")]) == 0
     out = capsys.readouterr().out
     assert "– " + lost.commit[:12] + " (run-1): its run (run-1) has no psnr_y" in out
-    assert "1 significant changes in 3 runs" in out
+    assert "1 significant change in 3 runs" in out
     from benchmark.analysis.plots import history_plots
 
     (svg,) = history_plots(table.iloc[:2], "run-0", tmp_path / "p", formats=("svg",))

@@ -319,7 +319,9 @@ def render(history: History) -> str:
         for r in rows[rows.missing_note != ""].itertuples():  # why a run shows no BD-rate ("–")
             lines.append(f"  – {r.commit[:12]} ({r.run_id}): {r.missing_note}")
     marked = significant(history)
-    lines.append(f"\n{len(marked)} significant changes in {table.run_dir.nunique()} runs"
+    n_runs = table.run_dir.nunique()
+    lines.append(f"\n{len(marked)} significant change{'' if len(marked) == 1 else 's'} in {n_runs} "
+                 f"run{'' if n_runs == 1 else 's'}"
                  + (": " + ", ".join(f"{r.commit[:12]} {r.codec} {r.metric} {r.change}" for r in marked.itertuples())
                     if len(marked) else "."))
     return "\n".join(lines)
