@@ -405,10 +405,38 @@ def test_a_codec_in_several_runs_keeps_its_colour_and_marker_and_its_line_says_t
     assert style["j444 (before)"] == variant_style("j444 (before)", "jpeg") and style["j444 (before)"][2] != "-"
     assert style["webp"] == (*codec_style("webp"), "-")
     assert codec_style("mine (before)")[0] != codec_style("mine")[0] != codec_style("mine (after)")[0]
-    rd_plots(summary, tmp_path, formats=("svg",))
+    from matplotlib.axes import Axes
+
+    drawn, plot = {}, Axes.plot
+
+    def recording(self, *args, **kwargs):
+        drawn[kwargs.get("label")] = kwargs.get("linestyle")
+        return plot(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Axes, "plot", recording)
+        rd_plots(summary, tmp_path, formats=("svg",))  # labels sort 'after' first; the runs' order is as given
+    assert drawn["JPEG (before)"] == "-" and drawn["JPEG (after)"] == RUN_LINES[1]
     svg = (tmp_path / "rd_psnr.svg").read_text().lower()
     assert codec_style("mine")[0].lstrip("#") in svg
     assert not any(codec_style(f"mine ({r})")[0].lstrip("#") in svg for r in ("before", "after"))
+
+
+def test_runs_of_other_image_sets_in_one_figure_each_count_their_own_images(tmp_path):
+    """`plot A B --allow-mixed` of a 4-image and a 6-image run of one dataset: the title says both counts, and the
+    4-image run's curve is not '(4/6)', which would read as 2 failed images."""
+    from benchmark.analysis.plots import dataset_title, rd_plots
+
+    rows = [{"codec": f"jpeg [{n} images]", "codec_in_run": "jpeg", "codec_target": "jpeg", "run_dir": f"/x/{n}",
+             "setting_index": k, "setting_label": str(k), "bpp": b, "psnr": 30 + b, "n_ok": ok, "n_failed": n - ok,
+             "n_images": n, "dataset": "kodak", "split": "all"}
+            for n, ok in ((6, 6), (4, 4), (5, 3)) for k, b in enumerate([0.2, 1.0])]
+    summary = pd.DataFrame(rows)
+    assert dataset_title(summary) == "kodak, 4, 5 or 6 images"
+    assert dataset_title(summary[summary.n_images == 4]) == "kodak, 4 images"
+    rd_plots(summary, tmp_path, formats=("svg",))
+    svg = (tmp_path / "rd_psnr.svg").read_text()
+    assert "kodak, 4, 5 or 6 images" in svg and "(3/5)" in svg and "(4/6)" not in svg and "/6)" not in svg
 
 
 def test_plot_several_runs_in_paper_style_with_title_size_and_font(tmp_path, capsys):

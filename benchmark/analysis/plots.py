@@ -151,10 +151,12 @@ def dataset_title(summary: pd.DataFrame) -> str:
     parts = []
     for name, group in summary.groupby(summary["dataset"].astype(str), sort=True):
         split = group["split"].dropna().astype(str).iloc[0] if "split" in group and group["split"].notna().any() else ""
-        n = int(images_of(group, "n_images").max()) if "n_images" in group and group["n_images"].notna().any() \
-            else None
+        counts = sorted({int(n) for n in images_of(group, "n_images").dropna()}) if "n_images" in group else []
         shown = short_name(name) + (f" ({split})" if split and split != "all" else "")
-        parts.append(shown + (f", {n} image{'' if n == 1 else 's'}" if n else ""))
+        if counts:  # runs of one dataset on other image sets (--limit) say each count, never just the largest
+            said = counts[0] if len(counts) == 1 else ", ".join(map(str, counts[:-1])) + f" or {counts[-1]}"
+            shown += f", {said} image{'' if counts == [1] else 's'}"
+        parts.append(shown)
     return "; ".join(parts)
 
 
@@ -184,7 +186,7 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
     if log_x is None:
         log_x = use_log_x(data["bpp"])
     title_data = dataset_title(data)
-    runs = list(dict.fromkeys(data["run_dir"].dropna())) if "run_dir" in data else []
+    runs = list(dict.fromkeys(summary["run_dir"].dropna())) if "run_dir" in summary else []  # in the order given
     sns.set_theme(style="whitegrid", context="paper" if style.paper else "notebook", rc=style.rc())
     for metric in metrics or plottable_metrics(data):
         info = METRICS.get(metric)
@@ -193,14 +195,15 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
             continue
         fig, ax = plt.subplots(figsize=style.figsize, layout="constrained" if style.paper else None)
         published = sub["published"].fillna(False).astype(bool) if "published" in sub else pd.Series(False, sub.index)
-        n_dataset = int(images_of(sub, "n_images").max()) if "n_images" in sub and sub["n_images"].notna().any() \
-            else None
         partial = False
         for codec, curve in sub.groupby("codec", sort=False):
             target = _target(curve)
             colour, marker, line = curve_style(curve, runs)
             curve = curve.sort_values("bpp")
             is_published = bool(published[curve.index].all())
+            # N is the curve's own run's: runs of other image sets share a figure with --allow-mixed
+            n_dataset = int(images_of(curve, "n_images").max()) if "n_images" in curve and \
+                curve["n_images"].notna().any() else None
             n = None if is_published else images_behind(curve, n_dataset)
             label = display_name(codec, target) + (f" ({n}/{n_dataset})" if n is not None else "")
             partial |= n is not None
