@@ -885,7 +885,7 @@ def cmd_decode(args) -> int:
 def cmd_datasets(args) -> int:
     from benchmark.data import named_datasets as nd
 
-    root = nd.data_root(args.data_root)
+    root = nd.data_root(getattr(args, "data_root", None))  # `datasets` alone lists them, with no --data-root
     if args.datasets_command == "fetch":
         folder = nd.fetch(nd.get(args.name).name, root, progress=not args.no_progress)
         print(f"{args.name}: verified and unpacked in {folder}; run it with --dataset {args.name}"
@@ -899,8 +899,6 @@ def cmd_datasets(args) -> int:
         print(f"{len(ids)} images of {args.name} drawn with seed {args.seed} into {args.out}; use it with "
               f"--dataset {args.name} --image-list {args.out}")
         return 0
-    if args.datasets_command != "list":
-        raise ValueError("bench.py datasets: use list, fetch NAME or image-list NAME.")
     from tabulate import tabulate
 
     rows = []

@@ -113,6 +113,7 @@ def test_fetch_downloads_verifies_unpacks_and_the_name_then_runs(served, tmp_pat
     assert (root / ".downloads" / "div2k-valid" / "DIV2K_valid_HR.zip").read_bytes() == archive
     rc, out, _ = run_cli(["datasets", "list"], capsys)
     assert rc == 0 and any(line.startswith("div2k-valid") and " yes " in line for line in out.splitlines())
+    assert run_cli(["datasets"], capsys)[:2] == (0, out)  # alone, it lists them too (it raised AttributeError)
     rc, out, err = run_cli(["run", "--dataset", "div2k-valid", "--codec", "jpeg quality=50", "--out",
                             str(tmp_path / "runs"), "--name", "r", *QUIET], capsys)
     assert rc == 0, err
