@@ -830,7 +830,7 @@ def cmd_plot(args) -> int:
             raise ValueError(f"{m} was not computed in {', '.join(map(str, run_dirs))}"
                              f"{': ' + reasons if reasons else ''}; plottable metrics there: "
                              f"{', '.join(plottable_metrics(summary)) or 'none'}.")
-    refs, warnings = load_references(args.reference, sorted(set(summary.dataset.dropna().astype(str))))
+    refs, warnings = load_references(args.reference, summary)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     style = PlotStyle(paper=args.style == "paper", title=args.title, size=args.size, font_size=args.font_size)

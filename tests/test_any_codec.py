@@ -204,6 +204,28 @@ def test_export_then_reference_gives_the_same_bd_rate(tmp_path, photos):
     assert (tmp_path / "plots" / "rd_psnr.png").is_file()
 
 
+def test_a_published_curve_of_other_images_or_pixels_of_the_same_dataset_is_a_warning(tmp_path, photos):
+    """An exported curve says how many images it rests on and how they were preprocessed: tabled beside a run of
+    the same dataset on fewer images (--limit) or other preprocessing, that is said, as another dataset is."""
+    run_dir, _ = _run(tmp_path, f"folder:{photos}", ["jpeg quality=10,40,90"], "all")
+    export_compressai(run_dir, tmp_path / "export")
+    n = json.loads((tmp_path / "export" / "jpeg.json").read_text())["meta"]["n_images"]
+    fewer, _ = _run(tmp_path, f"folder:{photos}", ["webp quality=10,50,90"], "fewer", limit=n - 1)
+    resized, _ = _run(tmp_path, f"folder:{photos}", ["webp quality=10,50,90"], "resized", preprocess="resize-64")
+    reference = [tmp_path / "export" / "jpeg.json"]
+
+    def warned(run):
+        return [w for w in leaderboard.build([run], anchor="jpeg [published]", resamples=0, references=reference).notes
+                if w.startswith("Warning")]
+
+    assert warned(run_dir) == []
+    dataset = f"folder:{photos}"
+    assert warned(fewer) == [f"Warning: published curve 'jpeg' rests on {n} images of {dataset!r}, the run on {n - 1}: "
+                             "not the same images."]
+    assert warned(resized) == ["Warning: published curve 'jpeg' was measured with preprocessing 'none', the run with "
+                               "resize-64: not the same pixels."]
+
+
 def test_a_run_whose_every_row_fails_is_still_a_run(tmp_path, photos, capsys):
     out = tmp_path / "r"
     code = main(["run", "--dataset", str(photos), "--out", str(out), "--name", "bad", "--metrics", "none",

@@ -140,7 +140,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     summary = load_summaries(run_dirs, allow_mixed)
     if not len(summary):
         raise ValueError("These runs have no results yet.")
-    refs, ref_notes = load_references(references, sorted(set(summary.dataset.dropna().astype(str))))
+    refs, ref_notes = load_references(references, summary)
     runs_only = summary  # the runs' own rows: what their numbers rest on (published curves say their own)
     summary = with_references(summary, refs)
     metrics = table_metrics(summary, metrics)

@@ -33,12 +33,18 @@ def metric_name(name: str) -> str | None:
     return key if key in registry.METRICS else None
 
 
-def _frame(codec: str, points: list[dict], source: str, dataset: str | None, path: str) -> pd.DataFrame:
+def _frame(codec: str, points: list[dict], source: str, dataset: str | None, path: str,
+           meta: dict | None = None) -> pd.DataFrame:
+    """Summary-like rows of one curve; what its file says it was measured on (`meta`: a cmcbench export's image
+    count and preprocessing) travels with them."""
+    meta = meta or {}
+    n = meta.get("n_images")
     rows = []
     for k, point in enumerate(sorted(points, key=lambda p: p["bpp"])):
         rows.append({"codec": codec, "setting_index": k, "setting_label": f"p{k}", "published": True,
                      "source": source, "reference_dataset": dataset or "", "reference_file": path, "n_ok": math.nan,
-                     "n_failed": 0, **point})
+                     "n_failed": 0, "reference_n_images": float(n) if isinstance(n, (int, float)) else math.nan,
+                     "reference_preprocess": str(meta.get("preprocess") or ""), **point})
     return pd.DataFrame(rows)
 
 
@@ -77,7 +83,7 @@ def _load_compressai(path: pathlib.Path) -> tuple[pd.DataFrame, list[str]]:
     name = str(data.get("name") or path.stem)
     source = str(meta.get("source") or data.get("description") or path.name)
     points = [{"bpp": b, **{m: v[k] for m, v in columns.items()}} for k, b in enumerate(bpp)]
-    return _frame(name, points, source, meta.get("dataset"), str(path)), warnings
+    return _frame(name, points, source, meta.get("dataset"), str(path), meta), warnings
 
 
 def _load_csv(path: pathlib.Path) -> tuple[pd.DataFrame, list[str]]:
@@ -105,20 +111,33 @@ def _load_csv(path: pathlib.Path) -> tuple[pd.DataFrame, list[str]]:
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), list(dict.fromkeys(warnings))
 
 
-def load_references(paths, run_datasets: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """Every reference file's rows, and warnings (skipped names, datasets that differ from the runs')."""
+def load_references(paths, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Every reference file's rows, and warnings (skipped names; a curve whose file says it was measured on another
+    dataset, another number of images or other preprocessing than the runs' summary rows `runs`)."""
+    from benchmark.run.results import images_of
+
+    run_datasets = sorted(set(runs["dataset"].dropna().astype(str))) if "dataset" in runs else []
+    counts = {int(n) for n in images_of(runs, "n_images").dropna()} if "n_images" in runs else set()
+    preprocessing = set(runs["preprocess"].dropna().astype(str)) if "preprocess" in runs else set()
     frames, warnings = [], []
     names = {d.lower() for d in run_datasets} | {pathlib.Path(d).name.lower() for d in run_datasets}
     for path in paths or []:
         frame, notes = load_reference(path)
         warnings += notes
-        for codec, dataset in frame.groupby("codec", sort=False)["reference_dataset"].first().items():
+        for codec, curve in frame.groupby("codec", sort=False):
+            dataset, n, prep = curve[["reference_dataset", "reference_n_images", "reference_preprocess"]].iloc[0]
             if not dataset:
                 warnings.append(f"published curve {codec!r} ({pathlib.Path(path).name}) declares no dataset: "
                                 "make sure it was measured on the same images and preprocessing")
             elif dataset.lower() not in names:
                 warnings.append(f"published curve {codec!r} is on dataset {dataset!r}, the run on "
-                                f"{', '.join(sorted(set(run_datasets)))}: not the same images")
+                                f"{', '.join(run_datasets)}: not the same images")
+            elif counts and pd.notna(n) and int(n) not in counts:
+                warnings.append(f"published curve {codec!r} rests on {int(n)} images of {dataset!r}, the run on "
+                                f"{' or '.join(map(str, sorted(counts)))}: not the same images")
+            if preprocessing and prep and prep not in preprocessing:
+                warnings.append(f"published curve {codec!r} was measured with preprocessing {prep!r}, the run with "
+                                f"{' or '.join(sorted(preprocessing))}: not the same pixels")
         frames.append(frame)
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), warnings
 

@@ -162,7 +162,7 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     ci = bootstrap.intervals(run_dir, resamples, seed) if resamples > 0 else None
     stages.update()
     stages.set_description("report: plots")
-    refs, _ = load_references(references, [record.dataset.name])
+    refs, _ = load_references(references, summary)
     plots = [p for p in rd_plots(leaderboard.with_references(summary, refs), out_dir / "plots", intervals=ci,
                                  formats=("png", "pdf"), no_interval=_no_bar(board)) if p.suffix == ".png"]
     failures_html, failures_md = _failures(summary)
