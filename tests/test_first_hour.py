@@ -328,6 +328,9 @@ def test_metrics_none_is_bpp_and_psnr_only_unless_a_metric_is_asked_for(tmp_path
     (["run", "--protocol", "cmc2012"], "Unknown protocol 'cmc2012': did you mean 'cmc2021'? Or use"),
     (["run", "--add-metric", "lpip"], "Unknown metric 'lpip'; did you mean 'lpips'?"),
     (["run", "--codec", "jpg"], "Unknown codec 'jpg': did you mean 'jpeg'?"),
+    (["run", "--codec", "jpeg qualty=50"], "jpeg has no option 'qualty': did you mean 'quality'? its rate parameter "
+                                           "is quality; its options are: optimize, progressive, subsampling."),
+    (["run", "--codec", "webp quality=50 sharpyuv=true"], "webp has no option 'sharpyuv': did you mean 'sharp_yuv'?"),
     (["datasets", "fetch", "kodakk"], "Unknown named dataset 'kodakk'; did you mean 'kodak'?"),
 ])
 def test_a_misspelt_name_gets_did_you_mean(args, said, tmp_path, capsys):

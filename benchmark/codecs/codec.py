@@ -90,8 +90,14 @@ class Codec:
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
+            import difflib
+
             known = ", ".join(sorted(self.defaults)) or "none"
-            raise ValueError(f"{self.name} has no option {', '.join(map(repr, unknown))}; its options are: {known}.")
+            names = [*self.defaults, *([self.rate_parameter] if self.rate_parameter else [])]
+            close = "".join(f"did you mean {m!r}? " for m in difflib.get_close_matches(unknown[0], names, 1))
+            rate = f"its rate parameter is {self.rate_parameter}; " if self.rate_parameter else ""
+            raise ValueError(f"{self.name} has no option {', '.join(map(repr, unknown))}: {close}{rate}its options are: "
+                             f"{known}.")
         self.options = {k: _coerce(v, self.defaults[k], f"{self.name} option {k!r}") for k, v in
                         {**self.defaults, **options}.items()}
         for key, (lo, hi) in self.option_ranges.items():
