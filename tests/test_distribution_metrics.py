@@ -190,3 +190,5 @@ def test_fd_dinov2_is_resampled_with_its_images_and_compared_per_setting(tiny_di
 
     assert _error_bars(board).endswith("A point without a bar has no interval: the bootstrap does not recompute "
                                        "Precision (DINOv2 k-NN) per resample.")
+    assert _error_bars(board).startswith("Error bars: 95% bootstrap over images (")  # not 'Error bars: Intervals:'
+

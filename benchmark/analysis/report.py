@@ -308,7 +308,7 @@ def _no_bar(board) -> dict[str, str]:
 
 def _error_bars(board) -> str:
     """What the plots' bars are, and why a point has none (a missing bar is not a zero spread)."""
-    bars = next((n for n in board.notes if n.startswith("Intervals")), "none (no bootstrap)")
+    bars = next((n.removeprefix("Intervals: ") for n in board.notes if n.startswith("Intervals")), "none (no bootstrap).")
     missing = sorted(set(board.settings.get("interval_note", [])) - {""})
     return f"Error bars: {bars}" + (f" A point without a bar has no interval: {'; '.join(missing)}." if missing else "")
 
