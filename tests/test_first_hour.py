@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -233,6 +234,8 @@ def test_latex_leaderboard_declares_its_packages_and_fits(tmp_path, capsys):
     assert "\\toprule" in tex and "\\begin{longtable}" in tex and "\\resizebox{\\ifdim\\width>\\linewidth" in tex
     body = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))
     assert "↑" not in body and "–" not in body and "†" not in body  # pdflatex-safe symbols outside comments
+    captions = re.findall(r"\\caption\{(.*)\}", body)
+    assert len(captions) >= 3 and all(c.endswith("Measured on sample (test), 4 images.") for c in captions), captions
     html_page = (tmp_path / "lb" / "leaderboard.html").read_text()
     assert html_page.startswith("<!doctype html>") and '<meta charset="utf-8">' in html_page
     if shutil.which("pdflatex") is None:

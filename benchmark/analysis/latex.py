@@ -72,7 +72,7 @@ def _float(title: str, caption_extra: str, tabular: str, label: str) -> str:
             f"\\small\n{FIT_OPEN}{tabular}}}\n\\end{{table}}\n")
 
 
-def _longtables(table: pd.DataFrame, title: str) -> list[str]:
+def _longtables(table: pd.DataFrame, title: str, rests_on: str = "") -> list[str]:
     """The every-setting table in chunks of a few metrics, each a longtable (breaks across pages)."""
     fixed = [c for c in ("codec", "setting", "bpp") if c in table.columns]
     metrics = [c for c in table.columns if c not in fixed]
@@ -83,7 +83,7 @@ def _longtables(table: pd.DataFrame, title: str) -> list[str]:
         spec = "ll" + "r" * (len(part.columns) - 2)
         head = " & ".join(f"\\textbf{{{escape(c)}}}" for c in part.columns) + " \\\\"
         caption = escape(title) + (f" (part {k + 1} of {len(chunks)})" if len(chunks) > 1 else "")
-        extra = legend(part.columns)
+        extra = (legend(part.columns) + rests_on).strip()
         body = "".join(" & ".join(stacked_cell(v) for v in row) + " \\\\\n" for row in part.itertuples(index=False))
         out.append(f"% {title}, part {k + 1}\n{{\\small\\setlength{{\\tabcolsep}}{{4pt}}\n"
                    f"\\begin{{longtable}}{{{spec}}}\n\\caption{{{caption}. {extra}}}\\\\\n\\toprule\n{head}\n\\midrule\n"
@@ -94,6 +94,8 @@ def _longtables(table: pd.DataFrame, title: str) -> list[str]:
 
 def render_tex(board, tables: dict[str, pd.DataFrame], titles: dict[str, str], only: tuple, notes: bool) -> str:
     out = [PREAMBLE]
+    # what every number rests on ('Measured on kodak, 24 images.'), in each caption: the comments do not print
+    rests_on = " " + escape(next((n for n in board.notes if n.startswith("Measured on")), "")).rstrip()
     for key in only:
         table = tables.get(key)
         if table is None or table.empty:
@@ -101,14 +103,14 @@ def render_tex(board, tables: dict[str, pd.DataFrame], titles: dict[str, str], o
         title = titles[key] + (f" ({board.anchor})" if key == "bd" else "")
         if key == "at_rates":
             out.append(_float(title, legend(table.metric.tolist()) + " Cells: value over its bootstrap interval; "
-                              "-- outside the codec's range.", _tabular(table, "ll" + "r" * (len(table.columns) - 2)),
-                              "at-rates"))
+                              "-- outside the codec's range." + rests_on,
+                              _tabular(table, "ll" + "r" * (len(table.columns) - 2)), "at-rates"))
         elif key == "bd":
             spec = f"llrrp{{{NOTE_WIDTH}}}"
-            out.append(_float(title, legend(table.metric.tolist()) + " \\dag{} BD over too little overlap (see the notes).",
-                              _tabular(table, spec), "bd"))
+            out.append(_float(title, legend(table.metric.tolist()) + " \\dag{} BD over too little overlap (see the notes)."
+                              + rests_on, _tabular(table, spec), "bd"))
         else:
-            out += _longtables(table, title)
+            out += _longtables(table, title, rests_on)
     if notes and board.notes:
         out.append("\n".join(f"% {n}" for n in board.notes) + "\n")
     return "\n".join(out)
