@@ -83,7 +83,7 @@ def _longtables(table: pd.DataFrame, title: str, rests_on: str = "") -> list[str
         spec = "ll" + "r" * (len(part.columns) - 2)
         head = " & ".join(f"\\textbf{{{escape(c)}}}" for c in part.columns) + " \\\\"
         caption = escape(title) + (f" (part {k + 1} of {len(chunks)})" if len(chunks) > 1 else "")
-        extra = (legend(part.columns) + rests_on).strip()
+        extra = legend(part.columns) + rests_on
         body = "".join(" & ".join(stacked_cell(v) for v in row) + " \\\\\n" for row in part.itertuples(index=False))
         out.append(f"% {title}, part {k + 1}\n{{\\small\\setlength{{\\tabcolsep}}{{4pt}}\n"
                    f"\\begin{{longtable}}{{{spec}}}\n\\caption{{{caption}. {extra}}}\\\\\n\\toprule\n{head}\n\\midrule\n"
@@ -95,7 +95,7 @@ def _longtables(table: pd.DataFrame, title: str, rests_on: str = "") -> list[str
 def render_tex(board, tables: dict[str, pd.DataFrame], titles: dict[str, str], only: tuple, notes: bool) -> str:
     out = [PREAMBLE]
     # what every number rests on ('Measured on kodak, 24 images.'), in each caption: the comments do not print
-    rests_on = " " + escape(next((n for n in board.notes if n.startswith("Measured on")), "")).rstrip()
+    rests_on = "".join(" " + escape(n) for n in board.notes if n.startswith("Measured on"))
     for key in only:
         table = tables.get(key)
         if table is None or table.empty:

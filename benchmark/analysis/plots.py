@@ -108,9 +108,7 @@ def curve_style(curve: pd.DataFrame, runs: list[str]) -> tuple[str, str, object]
     in_run = curve["codec_in_run"].iloc[0] if "codec_in_run" in curve else label
     run = curve["run_dir"].iloc[0] if "run_dir" in curve else None
     own = variant_style(in_run, target)
-    # its label was suffixed to tell the runs apart; a variant (label=, bpp=) keeps the line style that tells it
-    # from its codec
-    if len(runs) > 1 and in_run != label and run in runs and own[2] == "-":
+    if len(runs) > 1 and in_run != label and run in runs and own[2] == "-":  # its label names its run
         return (*own[:2], RUN_LINES[runs.index(run) % len(RUN_LINES)])
     return variant_style(label, target)
 
