@@ -138,6 +138,20 @@ def test_a_text_metric_of_a_codec_that_sends_pixels_is_a_dash_that_says_why(tmp_
     assert lines[header + 3] == "–: BLEU-4 is measured only for codecs that transmit text (a caption)."
 
 
+def test_a_set_metric_s_caveat_is_printed_under_the_table_that_shows_it(tmp_path, capsys, random_inception_weights):
+    """FID from 3 images is printed with the summary's own caveat (biased below 2,048 samples), not as a bare
+    number: the console is read as much as the parquet."""
+    rc, out, err = run_cli(["run", "--codec", "jpeg quality=30,70", "--limit", "3", "--out", str(tmp_path),
+                            "--inception-weights", str(random_inception_weights), "--lpips", "none", "--no-ms-ssim",
+                            "--caption-embedder", "none", "--no-plots", "--no-progress"], capsys)
+    assert rc == 0, err
+    lines = out.splitlines()
+    header = next(k for k, line in enumerate(lines) if line.lstrip().startswith("codec"))
+    assert "FID" in lines[header].split()
+    note = lines[header + 3]
+    assert note.startswith("Inception set metrics (every setting): ") and "FID from 3 < 2048 samples: biased" in note
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
