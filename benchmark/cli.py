@@ -781,7 +781,7 @@ def cmd_track(args) -> int:
 def _print_summary(run_dir: pathlib.Path) -> None:
     import pandas as pd
 
-    from benchmark.run.results import read_summary
+    from benchmark.run.results import read_summary, space_notes
 
     summary = read_summary(run_dir)
     if "rate_n_matched" in summary:
@@ -800,17 +800,8 @@ def _print_summary(run_dir: pathlib.Path) -> None:
     if text_only:  # a value no codec could have, not one that failed
         print(f"–: {' and '.join(text_only)} {'is' if len(text_only) == 1 else 'are'} measured only for codecs that "
               "transmit text (a caption).")
-    from metrics.inception import SPACE
-
-    for space in [SPACE, *registry.SPACES.values()]:  # what set metrics rest on: 'FID from 4 < 2048 samples: biased'
-        if f"{space.name}_note" not in summary:
-            continue
-        notes = summary[f"{space.name}_note"].fillna("").astype(str)
-        for note in dict.fromkeys(n for n in notes if n):
-            rows = summary[notes == note]
-            where = "every setting" if len(rows) == len(summary) else ", ".join(
-                f"{c} {s}" for c, s in zip(rows.codec, rows.setting_label))
-            print(f"{space.label} set metrics ({where}): {note}.")
+    for note in space_notes(summary):  # what set metrics rest on: 'FID from 4 < 2048 samples: biased, ...'
+        print(note)
 
 
 def _why_missing(run_dir: pathlib.Path, metric: str) -> str:

@@ -150,6 +150,11 @@ def test_a_set_metric_s_caveat_is_printed_under_the_table_that_shows_it(tmp_path
     assert "FID" in lines[header].split()
     note = lines[header + 3]
     assert note.startswith("Inception set metrics (every setting): ") and "FID from 3 < 2048 samples: biased" in note
+    from benchmark.analysis import leaderboard
+
+    run_dir = tmp_path / runs_in(tmp_path)[0]
+    assert note in leaderboard.build([run_dir], resamples=0).notes  # the leaderboard and the report say it too
+    assert not any("Inception" in n for n in leaderboard.build([run_dir], resamples=0, metrics=["psnr"]).notes)
 
 
 def _closed_port() -> int:

@@ -25,7 +25,7 @@ from benchmark.analysis.latex import render_tex
 from benchmark.analysis.plots import dataset_title
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.record import RunRecord, read_record
-from benchmark.run.results import images_of, load_run
+from benchmark.run.results import images_of, load_run, space_notes
 from benchmark.analysis.table_format import NO_INTERVAL, format_value, short_label
 from metrics import defaults, registry
 from metrics.registry import METRICS
@@ -244,6 +244,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                   for codec, k in sampled.items()]
     if note := _rates_outside(summary, codecs, rates):
         notes.append(note)
+    notes += space_notes(runs_only, metrics)  # what the set metrics shown rest on (FID from few images is biased)
     if counts:
         notes.append("(n/N): the codec's values rest on n of the dataset's N images (the fewest over its settings; "
                      "a setting shows its own), the others failed (the run's failure_reasons say why); its means and "

@@ -210,6 +210,26 @@ def images_of(summary: pd.DataFrame, column: str = "n_ok") -> pd.Series:
     return summary[column] / samples
 
 
+def space_notes(summary: pd.DataFrame, metrics=None) -> list[str]:
+    """What a feature space's set metrics rest on, as its summary note says ('FID from 4 < 2048 samples: biased,
+    compare only at equal sample counts'), one sentence per distinct note, naming the settings when not every one
+    has it; `metrics`: only the spaces of these metrics (a table that shows no FID needs no FID caveat)."""
+    from metrics.inception import SPACE
+
+    wanted = None if metrics is None else {registry.METRICS[m].space for m in metrics if m in registry.METRICS}
+    out = []
+    for space in [SPACE, *registry.SPACES.values()]:
+        if f"{space.name}_note" not in summary or (wanted is not None and space.name not in wanted):
+            continue
+        notes = summary[f"{space.name}_note"].fillna("").astype(str)
+        for note in dict.fromkeys(n for n in notes if n):
+            rows = summary[notes == note]
+            where = "every setting" if len(rows) == len(summary) else ", ".join(
+                f"{c} {s}" for c, s in zip(rows.codec, rows.setting_label))
+            out.append(f"{space.label} set metrics ({where}): {note}.")
+    return out
+
+
 def load_run(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-image rows, summary rows) of a run, sorted by codec, setting and image."""
     run_dir = pathlib.Path(run_dir)
