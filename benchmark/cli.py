@@ -12,7 +12,7 @@ from benchmark.codecs.codec import CodecUnavailable
 
 from benchmark.codecs.codec_spec import available_codecs, load_codec_class, parse_codec_spec
 from benchmark.data.imageio import DEFAULT_MAX_PIXELS
-from metrics import defaults, prdc, registry
+from metrics import defaults, registry
 
 DEFAULT_CODECS = ["jpeg", "jpeg2000", "webp", "avif", "jpegxl", "cmc"]
 EXIT_FAILED_ROWS = 3
@@ -256,13 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--iqa-weights", action="append", default=[], metavar="NAME=PATH",
                      help="a local weights file for a pyiqa metric (repeatable), e.g. CMC-Bench's "
                           "topiq_fr=Weight/topiq-fr.pth")
-    run.add_argument("--dinov2", default="none", metavar="auto|none|MODEL",
-                     help="FD-DINOv2 and precision, recall, density, coverage per setting (Stein et al. 2023): none "
-                          "(default); auto = facebook/dinov2-large (ViT-L/14, as torch-fidelity and Stein et al.); or a "
-                          "Dinov2Model by Hub id or local folder; originals' embeddings cached like Inception's")
-    run.add_argument("--prdc-k", type=int, default=prdc.DEFAULT_K, metavar="K",
-                     help=f"neighbourhood size of precision/recall/density/coverage (default {prdc.DEFAULT_K}, Naeem "
-                          "et al.; torch-fidelity's prc uses 3)")
+    for option in registry.OPTIONS.values():  # a metric file's further options (DINOv2's), declared in its file
+        run.add_argument(option.flag, default=option.default, metavar=option.metavar,
+                         type=int if option.integer else None, help=option.help)
     for stage in registry.STAGES.values():  # each metric file's own network option, declared in its file
         if not stage.home:
             stage_option(run, stage)
@@ -425,8 +421,18 @@ def build_parser() -> argparse.ArgumentParser:
 RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit",
                "max_pixels", "save_reconstructions", "metrics", "inception_weights", "inception_sha256", "batch_size",
                "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "iqa",
-               "iqa_weights", "dinov2", "prdc_k", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout",
-               "codec_batch", "allow_modified_dataset", *registry.STAGES)
+               "iqa_weights", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout",
+               "codec_batch", "allow_modified_dataset", *registry.STAGES, *(o.dest for o in registry.OPTIONS.values()))
+
+
+def option_entries(args) -> dict[str, dict]:
+    """The entries of the run's configuration that metric files' options fill: {entry: {key: value}}, each Option
+    naming its place as 'entry.key'."""
+    out: dict[str, dict] = {}
+    for option in registry.OPTIONS.values():
+        entry, _, key = option.config.partition(".")
+        out.setdefault(entry, {})[key] = getattr(args, option.dest)
+    return out
 
 
 def _iqa_options(args) -> tuple[list[str], dict[str, str]]:
@@ -548,8 +554,8 @@ def _check_before_work(args) -> None:
 
     for target in args.track:
         parse_target(target)  # a tracker that is not installed is told before any work
-    if args.prdc_k < 1:
-        raise ValueError(f"--prdc-k {args.prdc_k}: the neighbourhood size must be at least 1.")
+    for option in registry.OPTIONS.values():
+        option.check(getattr(args, option.dest))
     if args.caption_embedder not in (None, "auto", "none", ""):
         from metrics.hub import check_model_name
 
@@ -631,7 +637,7 @@ def cmd_run(args) -> int:
                            caption_embedder=args.caption_embedder, timeout=args.timeout, codec_batch=args.codec_batch,
                            image_metrics={**{s.name: getattr(args, s.name) for s in registry.STAGES.values()
                                              if s.home == "image_metrics"}, "clip": clip},
-                           dinov2={"model": args.dinov2, "k": args.prdc_k}, stages=stages,
+                           **option_entries(args), stages=stages,
                            iqa=iqa_names, iqa_weights=iqa_weights,
                            add_metrics=list(dict.fromkeys(c for m in [*args.add_metric, *added]
                                                           for c in registry.expand(m))),
@@ -706,10 +712,11 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
         sha = f" (weights sha256 {state['weights_sha256'][:12]})" if state.get("weights_sha256") else ""
         lines.append(f"{space.label + ':':<12} {n['reference']} originals + {n['reconstruction']} reconstructions "
                      f"through {state.get('model', space.label)}{sha}")
-    dino = record.dinov2
-    if dino.get("status") == "unavailable":
-        names = ", ".join(m.short for m in registry.in_space("dinov2"))
-        lines.append(f"Unavailable: {names} (left empty, not zero): {dino['reason']}")
+    for space in registry.SPACES.values():  # a space with a config.json entry of its own (DINOv2's)
+        state = {} if space.state in registry.STAGES or "." in space.state else record.stage(space.state)
+        if state.get("status") == "unavailable":
+            names = ", ".join(m.short for m in registry.in_space(space.name))
+            lines.append(f"Unavailable: {names} (left empty, not zero): {state['reason']}")
     for stage in registry.STAGES.values():
         if record.stage(stage.name).get("status") == "unavailable":
             names = ", ".join(m.short for m in registry.METRICS.values() if m.state == stage.name)

@@ -16,7 +16,8 @@ import numpy as np
 
 from metrics import defaults
 from metrics.hub import WEIGHT_FILES, folder_weights
-from metrics.spec import FeatureSpace, MetricInfo
+from metrics.prdc import DEFAULT_K
+from metrics.spec import FeatureSpace, MetricInfo, Option
 
 DEFAULT_MODEL = "facebook/dinov2-large"
 INPUT_SIZE = 224
@@ -110,7 +111,7 @@ def frechet_distance(features: np.ndarray, reference, state: dict) -> tuple[floa
 
 def precision_recall(features: np.ndarray, reference, state: dict) -> tuple[dict, str]:
     """Precision, recall, density and coverage (Naeem et al.) against the originals' embeddings, k from the run."""
-    from metrics.prdc import DEFAULT_K, prdc
+    from metrics.prdc import prdc
 
     k = int(state.get("k") or DEFAULT_K)
     if len(features) <= k:
@@ -119,6 +120,13 @@ def precision_recall(features: np.ndarray, reference, state: dict) -> tuple[dict
 
 
 SPECS = [
+    Option("--dinov2", "dinov2.model", "none", metavar="auto|none|MODEL",
+           help="FD-DINOv2 and precision, recall, density, coverage per setting (Stein et al. 2023): none "
+                "(default); auto = facebook/dinov2-large (ViT-L/14, as torch-fidelity and Stein et al.); or a "
+                "Dinov2Model by Hub id or local folder; originals' embeddings cached like Inception's"),
+    Option("--prdc-k", "dinov2.k", DEFAULT_K, metavar="K", integer=True, minimum=1, what="the neighbourhood size",
+           help=f"neighbourhood size of precision/recall/density/coverage (default {DEFAULT_K}, Naeem et al.; "
+                "torch-fidelity's prc uses 3)"),
     FeatureSpace("dinov2", "DINOv2", "dinov2", "metrics.dinov2:extractor"),
     MetricInfo("fd_dinov2", "FD-DINOv2 (Frechet distance in DINOv2 space)", False, "set", "FD-DINOv2",
                columns=(("n_dinov2", "float64"),), needs=("features",), state="dinov2", tolerance=5.0,

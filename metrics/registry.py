@@ -14,7 +14,7 @@ import pathlib
 import pkgutil
 
 from metrics.psnr import PSNR_CAP_DB  # noqa: F401 - re-exported
-from metrics.spec import KINDS, PER_IMAGE_KINDS, FeatureSpace, MetricInfo, Stage  # noqa: F401 - re-exported
+from metrics.spec import KINDS, PER_IMAGE_KINDS, FeatureSpace, MetricInfo, Option, Stage  # noqa: F401 - re-exported
 
 TEXT_COLUMN = "caption"  # the row column in which a text-transmitting codec reports the text it sent
 
@@ -22,6 +22,7 @@ TEXT_COLUMN = "caption"  # the row column in which a text-transmitting codec rep
 METRICS: dict[str, MetricInfo] = {}
 SPACES: dict[str, FeatureSpace] = {}
 STAGES: dict[str, Stage] = {}
+OPTIONS: dict[str, Option] = {}  # by flag
 # cmcbench's first metric files, in the order their metrics have always had: the row schema and config.json of
 # earlier runs keep it. Every later file follows them by name; nothing needs to be added here.
 FIRST_FILES = ("rate", "psnr", "msssim", "lpips", "dists", "clip", "iqa", "ipd", "inception_score", "fid", "kid",
@@ -42,6 +43,7 @@ def _collect() -> frozenset[str]:
             for entry in importlib.import_module(f"metrics.{module}").SPECS:
                 what, name, table = (("feature space", entry.name, SPACES) if isinstance(entry, FeatureSpace)
                                      else ("stage", entry.name, STAGES) if isinstance(entry, Stage)
+                                     else ("option", entry.flag, OPTIONS) if isinstance(entry, Option)
                                      else ("metric", entry.column, METRICS))
                 if name in table:
                     raise ValueError(f"metrics/{module}.py declares the {what} {name!r} again.")
@@ -89,6 +91,11 @@ def quality_metrics() -> list[str]:
 
 def of_kind(*kinds: str) -> list[MetricInfo]:
     return [m for m in METRICS.values() if m.kind in kinds]
+
+
+def option_default(config: str):
+    """The default of the configuration key a metric file's Option fills ('dinov2.k'): declared once, there."""
+    return next(o.default for o in OPTIONS.values() if o.config == config)
 
 
 def in_space(space: str) -> list[MetricInfo]:

@@ -26,6 +26,8 @@ A metric file whose metrics need a network of their own declares it as a `Stage`
 option (flag, default, help), and the function that resolves the user's choice into what config.json records
 (the model, its weights file and sha256, or why it is unavailable). The command line, the run's configuration,
 its config hash, resume's weights check, the console summary and the report read the stages from the registry.
+A further option of its metrics (DINOv2's PRDC neighbourhood size) is an `Option`: the command line declares it
+and fills the configuration entry it names.
 """
 
 from __future__ import annotations
@@ -134,6 +136,31 @@ class FeatureSpace:
 
     def build(self, state: dict, device: str, batch_size: int):
         return resolve(self.extractor)(state, device, batch_size)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line option of a metric file that sets one key of an entry of the run's configuration (`config`:
+    'dinov2.k' is the `k` of RunConfig.dinov2), rather than choosing a Stage's network: its flag, its default (the
+    entry's default too), its help, and for a whole number the least value it may take."""
+
+    flag: str
+    config: str
+    default: Any
+    help: str
+    metavar: str | None = None
+    integer: bool = False
+    minimum: int | None = None
+    what: str = ""  # how the error for a value below `minimum` names it ('the neighbourhood size')
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+    def check(self, value) -> None:
+        """One sentence, before any work, for a value below the least it may take."""
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"{self.flag} {value}: {self.what or 'it'} must be at least {self.minimum}.")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,24 @@ def test_every_set_metric_names_its_feature_space_and_the_function_one_evaluator
     assert {m.column for m in registry.in_space("inception")} == {"inception_score", "fid", "kid", "patch_fid"}
 
 
+def test_dinov2s_options_are_declared_in_its_metric_file_and_fill_its_configuration_entry(tmp_path, capsys):
+    """--dinov2 and --prdc-k are metrics/dinov2.py's Options: the command line adds them and fills RunConfig.dinov2
+    from them without naming them, their defaults are the configuration's, and a k below 1 is one sentence."""
+    import pathlib
+
+    from benchmark.run.config import RunConfig
+
+    source = (pathlib.Path(cli.__file__)).read_text()
+    assert "dinov2" not in source and "prdc" not in source
+    assert [o.flag for o in registry.OPTIONS.values() if o.config.startswith("dinov2.")] == ["--dinov2", "--prdc-k"]
+    assert RunConfig().dinov2.to_json() == {o.config.split(".")[1]: o.default for o in registry.OPTIONS.values()}
+    args = cli.build_parser().parse_args(["run", "--dinov2", "auto", "--prdc-k", "3"])
+    assert cli.option_entries(args) == {"dinov2": {"model": "auto", "k": 3}}
+    assert cli.main(["run", *QUIET, "--prdc-k", "0", "--out", str(tmp_path / "r")]) == 1
+    assert capsys.readouterr().err == "error: --prdc-k 0: the neighbourhood size must be at least 1.\n"
+    assert not (tmp_path / "r").exists()
+
+
 def test_psnr_hvs_equals_the_psnr_hvsm_packages_own_call(odd_images):
     from psnr_hvsm.compute_all_metrics import compute_all_metrics
 

@@ -11,14 +11,16 @@ from dataclasses import dataclass
 
 from benchmark.run.locations import recorded_path
 from benchmark.run.record import JsonRecord
+from metrics import registry
 from metrics.prdc import DEFAULT_K
 
 
 @dataclass(frozen=True)
 class DINOv2Options(JsonRecord):
-    """What a run asks of DINOv2 (RunConfig.dinov2, config.json's `config.dinov2`): --dinov2 and --prdc-k."""
-    model: str = "none"  # auto, none, a Hub id or a local folder
-    k: int = DEFAULT_K  # PRDC's neighbourhood size
+    """What a run asks of DINOv2 (RunConfig.dinov2, config.json's `config.dinov2`): --dinov2 and --prdc-k, whose
+    defaults metrics/dinov2.py declares."""
+    model: str = registry.option_default("dinov2.model")  # auto, none, a Hub id or a local folder
+    k: int = registry.option_default("dinov2.k")  # PRDC's neighbourhood size
 
 
 DEFAULTS = DINOv2Options().to_json()
