@@ -288,6 +288,26 @@ def _aligned(stored_indices: np.ndarray, rows: pd.DataFrame, image_ids: np.ndarr
     return [by_id[i] for i in image_ids], [id_to_index[i] for i in image_ids]
 
 
+def shared_images(settings) -> np.ndarray:
+    """The image ids every one of `settings` scored (sorted): what a paired comparison of them rests on."""
+    ids = None
+    for d in settings:
+        ids = d.image_ids if ids is None else np.intersect1d(ids, d.image_ids)
+    return np.array([], str) if ids is None else ids
+
+
+def codec_curves(sets: dict, codec: str, ids: np.ndarray, positions: np.ndarray) -> dict:
+    """{metric: (bpp B+1 x S, value B+1 x S)} of one codec's settings in `sets` on the images `ids` alone: row 0
+    on all of them, then each resample (`positions`, B x len(ids)); the metrics every setting has."""
+    settings = sorted((d for (c, _), d in sets.items() if c == codec), key=lambda d: d.setting_index)
+    both = np.concatenate([np.arange(len(ids))[None], positions])  # row 0: all shared images
+    evaluated = [d.subset(ids).evaluate(both) for d in settings]  # one subset each: its Gram matrices once
+    out = {}
+    for metric in set.intersection(*(set(e) for e in evaluated)) - {"bpp"}:
+        out[metric] = (np.stack([e["bpp"] for e in evaluated], 1), np.stack([e[metric] for e in evaluated], 1))
+    return out
+
+
 def _rng(seed: int, *key: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32("|".join(key).encode())])
 

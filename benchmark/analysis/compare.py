@@ -294,17 +294,6 @@ def _decisive(row, detail: pd.DataFrame, curves: pd.DataFrame, tolerances: dict)
     return row.significant is not False
 
 
-def _codec_curves(sets: dict, codec: str, ids: np.ndarray, positions: np.ndarray) -> dict:
-    """{metric: (bpp B+1 x S, value B+1 x S)} of one codec: row 0 on all shared images, then each resample."""
-    settings = sorted((d for (c, _), d in sets.items() if c == codec), key=lambda d: d.setting_index)
-    both = np.concatenate([np.arange(len(ids))[None], positions])  # row 0: all shared images
-    evaluated = [d.subset(ids).evaluate(both) for d in settings]  # one subset each: its Gram matrices once
-    out = {}
-    for metric in set.intersection(*(set(e) for e in evaluated)) - {"bpp"}:
-        out[metric] = (np.stack([e["bpp"] for e in evaluated], 1), np.stack([e[metric] for e in evaluated], 1))
-    return out
-
-
 def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples: int, seed: int,
                    level: float, noise=lambda codec, metric: float("nan"), bd_method: str = "akima",
                    intervals: bool = True) -> pd.DataFrame:
@@ -321,15 +310,12 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
     out = []
     codecs = sorted({c for c, _ in base_sets} & {c for c, _ in new_sets})
     for codec in codecs:
-        ids = None
-        for (c, _), d in [*base_sets.items(), *new_sets.items()]:
-            if c == codec:
-                ids = d.image_ids if ids is None else np.intersect1d(ids, d.image_ids)
-        if ids is None or len(ids) < 2:
+        ids = bootstrap.shared_images(d for (c, _), d in [*base_sets.items(), *new_sets.items()] if c == codec)
+        if len(ids) < 2:
             continue
         positions = bootstrap.resample_positions(len(ids), max(resamples, 1),
                                                  bootstrap._rng(seed, codec, "curve"))
-        base, new = _codec_curves(base_sets, codec, ids, positions), _codec_curves(new_sets, codec, ids, positions)
+        base, new = bootstrap.codec_curves(base_sets, codec, ids, positions), bootstrap.codec_curves(new_sets, codec, ids, positions)
         for metric in sorted(set(base) & set(new), key=lambda m: list(registry.METRICS).index(m)):
             (bb, bv), (nb, nv) = base[metric], new[metric]
             if bb.shape[1] < 2 or nb.shape[1] < 2:
