@@ -370,6 +370,55 @@ def test_a_codec_resting_on_4_of_24_images_says_4_of_24_everywhere_and_compare_p
     assert json.loads(json.dumps(result.to_json(), default=float))["paired"] == result.paired
 
 
+def test_bd_of_a_codec_with_failed_images_pairs_it_with_the_anchor_on_the_images_both_scored(tmp_path):
+    """A codec whose reconstructions exist for 4 of 10 images: its BD against an anchor of the same run (and the
+    anchor's BD against it) is that of a run of those 4 images alone, with paired intervals, not the codec on 4
+    images against the anchor on all 10."""
+    import io
+
+    from PIL import Image
+
+    folder, recon = tmp_path / "photos", tmp_path / "elsewhere"
+    rng = np.random.default_rng(11)
+    folder.mkdir()
+    y, x = np.mgrid[0:40, 0:48]
+    for i in range(10):
+        base = np.stack([128 + (40 + 8 * i) * np.sin(x / (4 + i) + c) * np.cos(y / (7 + c)) for c in range(3)], -1)
+        Image.fromarray(np.clip(base + rng.normal(0, 4 + 2 * i, base.shape), 0, 255).astype(np.uint8)).save(
+            folder / f"im{i:02d}.png")
+    for quality in (5, 20, 50):
+        (recon / str(quality)).mkdir(parents=True)
+        for i in range(4):
+            buf = io.BytesIO()
+            Image.open(folder / f"im{i:02d}.png").save(buf, format="JPEG", quality=quality)
+            (recon / str(quality) / f"im{i:02d}.png.bin").write_bytes(buf.getvalue())
+            Image.open(io.BytesIO(buf.getvalue())).save(recon / str(quality) / f"im{i:02d}.png")
+
+    def run(name, limit=None):
+        config = RunConfig(dataset=f"folder:{folder}", limit=limit, inception={"enabled": False},
+                           caption_embedder="none", image_metrics={"ms_ssim": False, "lpips": "none"},
+                           codecs=[parse_codec_spec(f"precomputed path={recon} label=jpeg"),
+                                   parse_codec_spec("webp quality=50,90,100")])
+        run_dir = create_run(config, tmp_path / "runs", name, progress=False)
+        execute(run_dir, jobs=1, progress=False)
+        return run_dir
+
+    partial, four = run("partial"), run("four", limit=4)
+    for anchor, codec in (("webp", "jpeg"), ("jpeg", "webp")):
+        alone = leaderboard.build([four], anchor=anchor, resamples=0).bd.set_index(["codec", "metric"])
+        board = leaderboard.build([partial], anchor=anchor, resamples=30)
+        row = board.bd.set_index(["codec", "metric"]).loc[(codec, "psnr")]
+        assert row.bd_rate == pytest.approx(alone.loc[(codec, "psnr"), "bd_rate"], rel=1e-12)
+        assert row.bd_metric == pytest.approx(alone.loc[(codec, "psnr"), "bd_metric"], rel=1e-12)
+        summary = load_run(partial)[1]
+        unpaired = compare_curves(Curve.from_summary(summary, anchor, "psnr"), Curve.from_summary(summary, codec, "psnr"))
+        assert abs(row.bd_metric - unpaired["bd_metric"]) > 0.01  # what the table said before pairing
+        assert row.bd_rate_low < row.bd_rate < row.bd_rate_high and row.n_images == 4 and row.n_paired == 4
+        assert row.note.startswith("paired on the 4 images both scored at every setting")
+        assert "paired on the 4 images" in leaderboard.render(board, "md", only=("bd",))
+    assert "against an anchor of its run compare both on the images both scored" in " ".join(board.notes)
+
+
 def test_a_report_plot_says_why_its_points_have_no_bar(tmp_path, natural_images, monkeypatch):
     """A point the report's plot draws without an error bar has no interval, and the legend says why: a missing
     bar is not a zero spread. On one image every setting rests on one image."""

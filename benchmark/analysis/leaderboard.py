@@ -188,8 +188,15 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     at_rates, bd = [], []
     codecs = list(dict.fromkeys(summary.codec))
     where = summary.groupby("codec", sort=False)[["run_dir", "codec_in_run"]].first()
+    loaded: dict = {}  # run folder -> its settings, read for pairing where no resamples were drawn
     for codec in codecs:
         run_dir, in_run = where.loc[codec]
+        anchor_run, anchor_in_run = where.loc[anchor]
+        pairs = None
+        if codec != anchor and run_dir and anchor_run == run_dir and (codec in counts or anchor in counts):
+            sets = drawn[run_dir].settings if run_dir in drawn else loaded.setdefault(
+                run_dir, bootstrap.load_settings(run_dir))
+            pairs = _paired_curves(sets, anchor_in_run, in_run, resamples, seed)
         for metric in metrics:
             curve = Curve.from_summary(summary, codec, metric)
             resampled = _resampled_curves(drawn.get(run_dir), in_run, codec, metric)
@@ -203,15 +210,24 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                                                                                        value, metric)})
             anchor_curve = Curve.from_summary(summary, anchor, metric)
             if codec != anchor and len(anchor_curve) and len(curve):  # both measured this metric
-                result = compare_curves(anchor_curve, curve, bd_method)
-                row = {"codec": codec, "metric": metric, **{k: result.get(k) for k in ("bd_rate", "bd_metric", "note")},
-                       "fallback": _fallback_text(result, anchor, metric), "overlap": result["overlap"],
-                       "reliable": not result["overlap"] < MIN_RELIABLE_OVERLAP}
-                anchor_run, anchor_in_run = where.loc[anchor]
-                anchors = _resampled_curves(drawn.get(anchor_run), anchor_in_run, anchor, metric) \
+                a_draws = _resampled_curves(drawn.get(anchor_run), anchor_in_run, anchor, metric) \
                     if anchor_run == run_dir else None  # paired resamples exist only within one run
-                if resampled and anchors:
-                    draws = [compare_curves(a, c, bd_method) for a, c in zip(anchors, resampled)]
+                a_curve, c_curve, c_draws = anchor_curve, curve, resampled
+                paired_on = pairs[0] if pairs and metric in pairs[1] and metric in pairs[2] else None
+                if paired_on:  # a codec or an anchor with failed images: both on the images both scored
+                    a_curve, *a_draws = _curves(anchor, metric, *pairs[1][metric])
+                    c_curve, *c_draws = _curves(codec, metric, *pairs[2][metric])
+                    a_draws, c_draws = a_draws or None, c_draws or None
+                unpairable = bool(pairs) and pairs[0] < 2  # no BD rather than one on different images
+                result = _NO_BD if unpairable else compare_curves(a_curve, c_curve, bd_method)
+                row = {"codec": codec, "metric": metric, **{k: result.get(k) for k in ("bd_rate", "bd_metric", "note")},
+                       "fallback": "" if unpairable else _fallback_text(result, anchor, metric),
+                       "overlap": result["overlap"], "reliable": not result["overlap"] < MIN_RELIABLE_OVERLAP,
+                       "n_paired": pairs[0] if paired_on or unpairable else None}
+                if pairs:
+                    row["note"] = "; ".join(filter(None, [_pairing_note(pairs[0], paired_on, metric), row["note"]]))
+                if c_draws and a_draws:
+                    draws = [_compare_or_undefined(a, c, bd_method) for a, c in zip(a_draws, c_draws)]
                     whys = []
                     for key in ("bd_rate", "bd_metric"):
                         row[f"{key}_low"], row[f"{key}_high"], why = _interval(result[key], [d[key] for d in draws],
@@ -248,9 +264,11 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     if counts:
         notes.append("(n/N): the codec's values rest on n of the dataset's N images (the fewest over its settings; "
                      "a setting shows its own), the others failed (the run's failure_reasons say why); its means and "
-                     "set metrics are over those n, so its BD numbers compare it on them with the anchor on its own.")
+                     "set metrics are over those n. Its BD numbers against an anchor of its run compare both on the "
+                     "images both scored at every setting (the BD note says how many); against another run's or a "
+                     "published anchor, each on its own images.")
     bd_columns = ["codec", "metric", "bd_rate", "bd_rate_low", "bd_rate_high", "bd_metric", "bd_metric_low",
-                  "bd_metric_high", "overlap", "reliable", "note", "fallback"]
+                  "bd_metric_high", "overlap", "reliable", "note", "fallback", "n_paired"]
     if len(bd) and not all(r["reliable"] for r in bd):
         notes.append(f"† BD over less than {MIN_RELIABLE_OVERLAP:.0%} of the two curves' wider range: it rests on "
                      "their ends and is not a headline number.")
@@ -263,6 +281,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
         frame["n_images"] = [counts[c][0] if c in counts else n_dataset.get(where.loc[c, "run_dir"])
                              for c in frame.codec] if len(frame) else []
         frame["n_dataset"] = [n_dataset.get(where.loc[c, "run_dir"]) for c in frame.codec] if len(frame) else []
+    if len(bd):  # a paired BD rests on the images both codecs scored
+        bd["n_images"] = [int(p) if pd.notna(p) else n for p, n in zip(bd.n_paired, bd.n_images)]
     return Leaderboard(at_rates, bd, settings, anchor, metrics, list(rates), notes, counts)
 
 
@@ -283,6 +303,41 @@ def partial_counts(summary: pd.DataFrame, n_dataset: dict[str, int]) -> dict[str
         if total and n < total:
             out[codec] = (n, total)
     return out
+
+
+def _paired_curves(sets: dict, anchor: str, codec: str, resamples: int, seed: int) -> tuple[int, dict, dict]:
+    """(n, the anchor's curves, the codec's) on the n images both scored at every setting, as
+    `bootstrap.codec_curves` gives them: row 0 on all n, then one row per resample, the same draw for both."""
+    ids = bootstrap.shared_images(d for (c, _), d in sets.items() if c in (anchor, codec))
+    if len(ids) < 2:
+        return len(ids), {}, {}
+    positions = bootstrap.resample_positions(len(ids), resamples, bootstrap._rng(seed, anchor, codec, "paired"))
+    return (len(ids), bootstrap.codec_curves(sets, anchor, ids, positions),
+            bootstrap.codec_curves(sets, codec, ids, positions))
+
+
+def _curves(codec: str, metric: str, bpp: np.ndarray, value: np.ndarray) -> list[Curve]:
+    """One curve per row of `bootstrap.codec_curves`' arrays: the point estimate, then each resample."""
+    return [Curve.from_points(codec, metric, b, v) for b, v in zip(bpp, value)]
+
+
+def _pairing_note(n: int, paired_on: int | None, metric: str) -> str:
+    if n < 2:
+        return f"no BD: the codec and the anchor share {n} image{'' if n == 1 else 's'} scored at every setting"
+    if paired_on:
+        return f"paired on the {n} images both scored at every setting"
+    return f"not paired: {bootstrap.not_resampled(metric)}, so each codec on its own images"
+
+
+_NO_BD = {"bd_rate": math.nan, "bd_metric": math.nan, "note": "", "overlap": math.nan}
+
+
+def _compare_or_undefined(anchor: Curve, curve: Curve, bd_method: str) -> dict:
+    """compare_curves, or undefined BD numbers for a degenerate resample (e.g. two settings at one rate)."""
+    try:
+        return compare_curves(anchor, curve, bd_method)
+    except ValueError:
+        return _NO_BD
 
 
 def _resampled_curves(drawn, codec_in_run: str, codec: str, metric: str) -> list[Curve] | None:
@@ -411,7 +466,7 @@ def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.Da
                               + d + (NO_INTERVAL if why and pd.isna(lo) else ""))
                              for v, lo, hi, d, why in zip(bd.bd_rate, bd.bd_rate_low, bd.bd_rate_high, dagger,
                                                           bd.interval_note)]
-        bd["BD-metric"] = [("–" if pd.isna(v) else f"{v:+.4g}" + ("" if pd.isna(lo) else f" [{lo:+.4g}, {hi:+.4g}]")
+        bd["BD-metric"] = [("–" if pd.isna(v) else f"{v + 0.0:+.4g}" + ("" if pd.isna(lo) else f" [{lo:+.4g}, {hi:+.4g}]")
                             + d + (NO_INTERVAL if why and pd.isna(lo) else ""))
                            for v, lo, hi, d, why in zip(bd.bd_metric, bd.bd_metric_low, bd.bd_metric_high, dagger,
                                                         bd.interval_note)]
