@@ -124,8 +124,8 @@ class Precomputed(Codec):
         image_id = record.image_id
         recon_file = self._find(folder, image_id, RECON_SUFFIXES)
         if recon_file is None:
-            raise FileNotFoundError(f"no reconstruction of {image_id} for setting {label}: expected "
-                                    f"{folder / output_file_name(image_id, '.png')}")
+            raise FileNotFoundError(f"no reconstruction of {image_id} for setting {label}: no file named after it "
+                                    f"(.png or .ppm) in {folder}")  # one reason for every image it happens to
         bin_file = self._find(folder, image_id, (".bin",))
         data = bin_file.read_bytes() if bin_file is not None else None
         if data is not None:

@@ -442,6 +442,25 @@ def test_failure_reasons_on_the_console_name_codec_and_image_and_count_the_rest(
         in printed
 
 
+def test_a_reason_shared_by_images_is_counted_once_with_the_image_as_a_placeholder(tmp_path, photos, capsys):
+    """A precomputed folder with one image's reconstructions: the other three images' "no reconstruction of
+    b.png" ... are one reason per setting, counted 3 times, on the console and in the summary."""
+    for label in ("1", "2"):
+        (tmp_path / "recon" / label).mkdir(parents=True)
+        Image.open(photos / "a.png").save(tmp_path / "recon" / label / "a.png")
+        (tmp_path / "recon" / label / "a.png.bin").write_bytes(b"\0" * 10)
+    code = main(["run", "--dataset", str(photos), "--out", str(tmp_path / "r"), "--name", "some", "--metrics", "none",
+                 "--no-progress", "--no-plots", "--codec", f"precomputed path={tmp_path / 'recon'} label=ext"])
+    printed = capsys.readouterr().out
+    assert code == EXIT_FAILED_ROWS
+    lines = [line.split() for line in printed.splitlines() if "no reconstruction of" in line]
+    assert [(line[0], line[5], line[-1]) for line in lines] == [("3", "<image>", "(b.png)")] * 2, lines
+    _, summary = load_run(tmp_path / "r" / "some")
+    for label, reasons in zip(summary.setting_label, summary.failure_reasons):
+        assert reasons == (f"3 x no reconstruction of <image> for setting {label}: no file named after it (.png "
+                           f"or .ppm) in {tmp_path / 'recon' / label}"), reasons
+
+
 def test_a_relative_precomputed_path_is_stored_absolute_so_workers_and_resume_elsewhere_find_it(tmp_path, monkeypatch):
     (tmp_path / "outs" / "1").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)

@@ -118,6 +118,12 @@ def sample_spreads(run_dir: pathlib.Path, metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(list(rows.values()))
 
 
+def failure_reason(error: str, image_id: str) -> str:
+    """A failed row's error as a reason that images share: its own image id is <image>, so "no reconstruction
+    of a.png" and of b.png are one reason counted twice, not two reasons once each."""
+    return error.replace(image_id, "<image>") if error and image_id else error
+
+
 def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
     """One row per (codec, setting): image counts, the most common failure reasons, and the mean of each
     per-image number over the rows that succeeded (NaN, never 0, when none did); identities and sizes are not
@@ -136,7 +142,7 @@ def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
         settings = table["setting_index"].to_numpy(zero_copy_only=False).astype(np.int64)
         ok_all = (table["status"].to_numpy(zero_copy_only=False) == "ok")
         values = {c: pc.cast(table[c], pa.float64()).to_numpy(zero_copy_only=False) for c in means}
-        errors = table["error"].to_pylist()
+        errors, image_ids = table["error"].to_pylist(), table["image_id"].to_pylist()
         for codec in dict.fromkeys(codecs.tolist()):  # a shard holds one codec's task; one pass per codec
             mine = codecs == codec
             setting, ok = settings[mine], ok_all[mine]
@@ -174,8 +180,8 @@ def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
                 for s in present.tolist():
                     groups[(codec, s)]["pixels"] = groups[(codec, s)].get("pixels", 0.0) + float(totals[s])
             for k in np.flatnonzero(mine & ~ok_all).tolist():
-                reasons = groups[(codec, int(settings[k]))]["reasons"]
-                reasons[errors[k]] = reasons.get(errors[k], 0) + 1
+                reasons, reason = groups[(codec, int(settings[k]))]["reasons"], failure_reason(errors[k], image_ids[k])
+                reasons[reason] = reasons.get(reason, 0) + 1
     out = []
     for key in sorted(groups):
         acc = groups[key]

@@ -33,8 +33,8 @@ from benchmark.data.datasets import Dataset
 from benchmark.data.preprocess import get_preset
 from benchmark.run.record import CodecRecord, RunRecord, read_record
 from benchmark.run.produce import check_output, time_limit  # noqa: F401 - re-exported for callers of the old module
-from benchmark.run.results import (DamagedFile, atomic_write_bytes, damaged_files, discard_task_files, redo_hint,
-                                   shard_files, shard_path, summarise, write_table)
+from benchmark.run.results import (DamagedFile, atomic_write_bytes, damaged_files, discard_task_files, failure_reason,
+                                   redo_hint, shard_files, shard_path, summarise, write_table)
 from benchmark.run.scoring import COMPUTED_HERE, metric_states, requested, status_column
 from benchmark.run.timings import WORKER_PREFIX, Timings
 from benchmark.run.worker import Task, TaskResult, Worker
@@ -567,6 +567,7 @@ def _failure_counts(run_dir: pathlib.Path) -> tuple[int, int, dict[tuple[str, st
         for codec, image, status, error in zip(t["codec"], t["image_id"], t["status"], t["error"]):
             if status != "ok":
                 failed += 1
-                count, first = reasons.get((codec, error), (0, image))
-                reasons[(codec, error)] = (count + 1, first)
+                key = (codec, failure_reason(error, image))
+                count, first = reasons.get(key, (0, image))
+                reasons[key] = (count + 1, first)
     return n, failed, reasons
