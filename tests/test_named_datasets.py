@@ -8,6 +8,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import threading
 import zipfile
 
@@ -273,6 +274,28 @@ def test_with_the_server_down_kodak_s_message_counts_every_file_still_needed(mon
     assert named_datasets._files_phrase(["kodim03.png", "kodim04.png", "kodim06.png"]) == \
         "the 3 files kodim03.png, kodim04.png, kodim06.png"  # not a run: each named
     assert named_datasets._files_phrase(["a.zip", "b.zip"]) == "a.zip and b.zip"
+
+
+def test_kodak_copied_into_the_data_root_by_hand_is_named_as_such_and_the_advice_works(tmp_path, capsys):
+    """A data root whose kodak/ folder holds the 24 images, put there by hand: the error said the dataset "is not in"
+    that folder. It now says what the folder holds and why it is not trusted, and moving the files as it says runs
+    (offline); an empty root gets the whole fetch command in one code span."""
+    root, empty = tmp_path / "data", tmp_path / "empty"
+    (root / "kodak").mkdir(parents=True)
+    for k in range(1, 25):
+        (root / "kodak" / f"kodim{k:02d}.png").write_bytes(_png(k, (48, 32)))
+    common = ["--dataset", "kodak", "--codec", "jpeg quality=50", "--out", str(tmp_path / "runs"), *QUIET]
+    rc, _, err = run_cli(["run", *common, "--data-root", str(root)], capsys)
+    store = root / ".downloads" / "kodak"
+    assert rc == 1 and err.count("\n") == 1, err
+    assert f"{root / 'kodak'} holds 24 files, but not as cmcbench fetched kodak" in err and "is not in" not in err
+    assert f"move the 24 files kodim01.png ... kodim24.png into {store} and run again" in err, err
+    assert f"or run on the folder as it is with --dataset {root / 'kodak'}." in err, err
+    rc, _, err = run_cli(["run", *common, "--data-root", str(empty)], capsys)
+    assert rc == 1 and f"run `python bench.py datasets fetch kodak --data-root {empty}`, or, offline" in err, err
+    shutil.move(root / "kodak", store)  # as the first message says
+    rc, out, err = run_cli(["run", *common, "--data-root", str(root), "--name", "moved"], capsys)
+    assert rc == 0 and "Run moved: kodak (all, 24 images)" in out, err + out
 
 
 def test_unpacked_files_are_checked_at_every_use(monkeypatch, tmp_path, capsys):

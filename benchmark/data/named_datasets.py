@@ -329,11 +329,21 @@ def _files_phrase(files: list[str]) -> str:
 
 
 def missing_message(entry: NamedDataset, root: pathlib.Path) -> DatasetMissing:
-    shown = _files_phrase([s.file for s in entry.sources])
+    """What to do about a dataset that was never fetched into `root`; a folder of that name that holds files cmcbench
+    did not fetch (Kodak copied there by hand) is named as such, not said to be absent."""
+    shown, store, here = _files_phrase([s.file for s in entry.sources]), downloads_dir(root, entry.name), root / entry.name
+    fetch = f"`python bench.py datasets fetch {entry.name}{' --data-root ' + str(root) if root != data_root() else ''}`"
+    held = sum(1 for p in here.rglob("*") if p.is_file()) if here.is_dir() else 0
+    if held:
+        placed = all((here / s.file).is_file() for s in entry.sources)
+        return DatasetMissing(
+            f"{here} holds {held} file{'' if held == 1 else 's'}, but not as cmcbench fetched {entry.name} (nothing "
+            f"about them is recorded in {store}), so they cannot be checked as that dataset: "
+            + (f"move {shown} into {store} and run again (checked and pinned then)" if placed else f"run {fetch}")
+            + f", or run on the folder as it is with --dataset {here}.")
     return DatasetMissing(
-        f"Dataset {entry.name} is not in {root / entry.name}: run `python bench.py datasets fetch {entry.name}`"
-        f"{' --data-root ' + str(root) if root != data_root() else ''}, or, offline, put {shown} (from "
-        f"{entry.sources[0].url.rsplit('/', 1)[0]}/) in {downloads_dir(root, entry.name)} and run again.")
+        f"Dataset {entry.name} is not in {here}: run {fetch}, or, offline, put {shown} (from "
+        f"{entry.sources[0].url.rsplit('/', 1)[0]}/) in {store} and run again.")
 
 
 def check_pinned(entry: NamedDataset, root: pathlib.Path) -> None:
