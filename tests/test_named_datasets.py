@@ -298,6 +298,14 @@ def test_kodak_copied_into_the_data_root_by_hand_is_named_as_such_and_the_advice
     assert rc == 0 and "Run moved: kodak (all, 24 images)" in out, err + out
 
 
+def test_a_named_dataset_given_with_a_folder_like_cub_says_how_it_is_opened(tmp_path, capsys):
+    """--dataset kodak:DIR (as one writes cub:DIR) said "Unknown dataset kind 'kodak'", as if there were no Kodak."""
+    rc, _, err = run_cli(["run", "--dataset", f"kodak:{tmp_path}", *QUIET], capsys)
+    assert rc == 1 and err.count("\n") == 1, err
+    assert "kodak is a named dataset, opened by its name: --dataset kodak --data-root DIR reads DIR/kodak" in err
+    assert f"--dataset folder:{tmp_path}." in err and "Unknown" not in err
+
+
 def test_unpacked_files_are_checked_at_every_use(monkeypatch, tmp_path, capsys):
     """A changed byte, a missing or an extra file in an unpacked named dataset is refused naming the file; a file only
     touched is hashed once and passes; --allow-modified-dataset runs on and records what differed."""

@@ -175,6 +175,10 @@ def _open(spec: str, split: str | None, data_root: str | None, allow_modified: b
         return folder_dataset(path, split or "all")
     if os.path.exists(path):
         raise ValueError(f"Dataset {spec!r} is a file; give the folder that holds the images.")
+    if sep and kind in named_datasets.CATALOG:  # kodak:DIR, as cub:DIR: a named dataset takes its folder apart
+        raise ValueError(f"{kind} is a named dataset, opened by its name: --dataset {kind} --data-root DIR reads "
+                         f"DIR/{kind} (python bench.py datasets fetch {kind} puts it there); for a folder of images "
+                         f"as it is, --dataset folder:{arg}.")
     if sep and len(kind) > 1 and kind not in DATASET_KINDS or os.sep in spec or spec.startswith(("~", ".")):
         raise ValueError(f"Dataset folder {path!r} does not exist." if not sep or len(kind) <= 1 else
                          f"Unknown dataset kind {kind!r}: use sample, sample:N, folder:PATH, cub:PATH, coco:PATH, "
