@@ -49,7 +49,7 @@ class JPEG(Codec):
         return buf.getvalue()
 
     def decode(self, data: bytes) -> np.ndarray:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as im:  # its own format, no other Pillow reads
             return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
 
     def versions(self) -> dict[str, str]:

@@ -38,7 +38,7 @@ class WebP(Codec):
         return buf.getvalue()
 
     def decode(self, data: bytes) -> np.ndarray:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=["WEBP"]) as im:  # its own format, no other Pillow reads
             return np.asarray(im.convert("RGB"))
 
     def versions(self) -> dict[str, str]:

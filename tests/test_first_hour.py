@@ -4,6 +4,7 @@ reports and tables are fit for a paper."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -208,6 +209,12 @@ def test_decode_of_a_corrupt_bitstream_is_one_sentence(tmp_path, capsys):
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"\xff\xd8 not really an image")
     for codec in ("jpeg", "webp", "jpeg2000"):
+        rc, _, err = run_cli(["decode", str(tmp_path / "r"), codec, str(bad), "-o", str(tmp_path / "x.png")], capsys)
+        assert rc == 1 and err.startswith(f"error: {bad} is not a valid {codec} bitstream") and err.count("\n") == 1
+    for codec, other in (("jpeg", "WEBP"), ("webp", "JPEG")):  # a valid image of another format is not decoded
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16), (200, 30, 30)).save(buf, format=other)
+        bad.write_bytes(buf.getvalue())
         rc, _, err = run_cli(["decode", str(tmp_path / "r"), codec, str(bad), "-o", str(tmp_path / "x.png")], capsys)
         assert rc == 1 and err.startswith(f"error: {bad} is not a valid {codec} bitstream") and err.count("\n") == 1
     assert not (tmp_path / "x.png").exists()
