@@ -59,6 +59,21 @@ def test_bd_agrees_with_the_bjontegaard_package_on_real_points(tmp_path, natural
                                                               require_matching_points=False), rel=1e-12)
 
 
+def test_a_leaderboard_without_resamples_claims_no_intervals_in_titles_or_captions(tmp_path, natural_images):
+    """--bootstrap 0: the every-setting table was titled "with bootstrap intervals" and the LaTeX caption said
+    "Cells: value over its bootstrap interval" over cells that have none."""
+    config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec("jpeg quality=10,40,80"), parse_codec_spec("webp quality=10,40,80")])
+    run_dir = create_run(config, tmp_path / "runs", "r", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    for resamples, claimed in ((0, False), (20, True)):
+        board = leaderboard.build([run_dir], resamples=resamples, rates=(1.0,))
+        for fmt in ("md", "html", "tex"):
+            text = leaderboard.render(board, fmt)
+            assert ("bootstrap interval" in text) is claimed and "Every setting" in text, (fmt, resamples)
+
+
 def test_no_overlap_says_so_and_gives_what_exists():
     anchor = _curve("jpeg", "fid", ANCHOR_BPP, 80 - 10 * np.log2(ANCHOR_BPP / 0.12))
     text = _curve("cmc", "fid", [0.003, 0.004, 0.005], [70, 65, 60])  # far below JPEG's rates

@@ -45,6 +45,7 @@ class Leaderboard:
     notes: list[str] = field(default_factory=list)
     # codec -> (images its values rest on, the dataset's images), for codecs resting on fewer than all
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    resamples: int = 0  # behind its intervals (0: none, and no title or caption speaks of them)
 
     def shown(self, codec: str) -> str:
         """The codec as a table prints it: 'jpeg (4/24)' when its values rest on fewer than the dataset's images."""
@@ -283,7 +284,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
         frame["n_dataset"] = [n_dataset.get(where.loc[c, "run_dir"]) for c in frame.codec] if len(frame) else []
     if len(bd):  # a paired BD rests on the images both codecs scored
         bd["n_images"] = [int(p) if pd.notna(p) else n for p, n in zip(bd.n_paired, bd.n_images)]
-    return Leaderboard(at_rates, bd, settings, anchor, metrics, list(rates), notes, counts)
+    return Leaderboard(at_rates, bd, settings, anchor, metrics, list(rates), notes, counts, max(resamples, 0))
 
 
 def dataset_sizes(summary: pd.DataFrame) -> dict[str, int]:
@@ -508,19 +509,24 @@ TITLES = {"at_rates": "Metrics at chosen rates (interpolated along each codec's 
           "settings": "Every setting, with bootstrap intervals"}
 
 
+def titles(board: Leaderboard) -> dict[str, str]:
+    """The tables' titles; without resamples (--bootstrap 0) none claims intervals."""
+    return TITLES if board.resamples else {**TITLES, "settings": "Every setting"}
+
+
 def render(board: Leaderboard, fmt: str, only: tuple = ("at_rates", "bd", "settings"), notes: bool = True) -> str:
     if fmt == "csv":  # machine-readable: long format with numbers, not formatted text
         parts = [board.at_rates.assign(table="at_rates"), board.bd.assign(table="bd"),
                  board.settings.assign(table="settings")]
         return pd.concat(parts, ignore_index=True).to_csv(index=False)
     if fmt == "tex":
-        return render_tex(board, wide_tables(board, label=short_label, cell=lambda *a: a), TITLES, only, notes)
+        return render_tex(board, wide_tables(board, label=short_label, cell=lambda *a: a), titles(board), only, notes)
     tables = {k: v for k, v in wide_tables(board).items() if k in only}
     out = []
     for key, table in tables.items():
         if table.empty:
             continue
-        title = TITLES[key] + (f" ({board.anchor})" if key == "bd" else "")
+        title = titles(board)[key] + (f" ({board.anchor})" if key == "bd" else "")
         table = table.fillna("–")
         if fmt == "md":
             out.append(f"### {title}\n\n{table.to_markdown(index=False)}\n")
