@@ -466,6 +466,8 @@ def test_runs_of_other_image_sets_in_one_figure_each_count_their_own_images(tmp_
     summary = pd.DataFrame(rows)
     assert dataset_title(summary) == "kodak, 4, 5 or 6 images"
     assert dataset_title(summary[summary.n_images == 4]) == "kodak, 4 images"
+    other = pd.concat([summary.assign(dataset="folder:/z/tecnick"), summary.assign(dataset="folder:/a/clic")])
+    assert dataset_title(other) == "tecnick, 4, 5 or 6 images; clic, 4, 5 or 6 images"  # as the runs were given
     rd_plots(summary, tmp_path, formats=("svg",))
     svg = (tmp_path / "rd_psnr.svg").read_text()
     assert "kodak, 4, 5 or 6 images" in svg and "(3/5)" in svg and "(4/6)" not in svg and "/6)" not in svg

@@ -147,7 +147,7 @@ def dataset_title(summary: pd.DataFrame) -> str:
     if "dataset" not in summary:
         return ""
     parts = []
-    for name, group in summary.groupby(summary["dataset"].astype(str), sort=True):
+    for name, group in summary.groupby(summary["dataset"].astype(str), sort=False):  # in the order the runs came
         split = group["split"].dropna().astype(str).iloc[0] if "split" in group and group["split"].notna().any() else ""
         counts = sorted({int(n) for n in images_of(group, "n_images").dropna()}) if "n_images" in group else []
         shown = short_name(name) + (f" ({split})" if split and split != "all" else "")
