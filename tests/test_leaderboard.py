@@ -426,7 +426,8 @@ def test_bd_of_a_codec_with_failed_images_pairs_it_with_the_anchor_on_the_images
         assert row.bd_rate == pytest.approx(alone.loc[(codec, "psnr"), "bd_rate"], rel=1e-12)
         assert row.bd_metric == pytest.approx(alone.loc[(codec, "psnr"), "bd_metric"], rel=1e-12)
         summary = load_run(partial)[1]
-        unpaired = compare_curves(Curve.from_summary(summary, anchor, "psnr"), Curve.from_summary(summary, codec, "psnr"))
+        unpaired = compare_curves(Curve.from_summary(summary, anchor, "psnr"),
+                                  Curve.from_summary(summary, codec, "psnr"))
         assert abs(row.bd_metric - unpaired["bd_metric"]) > 0.01  # what the table said before pairing
         assert row.bd_rate_low < row.bd_rate < row.bd_rate_high and row.n_images == 4 and row.n_paired == 4
         assert row.note.startswith("paired on the 4 images both scored at every setting")

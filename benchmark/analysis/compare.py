@@ -315,7 +315,8 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
             continue
         positions = bootstrap.resample_positions(len(ids), max(resamples, 1),
                                                  bootstrap._rng(seed, codec, "curve"))
-        base, new = bootstrap.codec_curves(base_sets, codec, ids, positions), bootstrap.codec_curves(new_sets, codec, ids, positions)
+        base = bootstrap.codec_curves(base_sets, codec, ids, positions)
+        new = bootstrap.codec_curves(new_sets, codec, ids, positions)
         for metric in sorted(set(base) & set(new), key=lambda m: list(registry.METRICS).index(m)):
             (bb, bv), (nb, nv) = base[metric], new[metric]
             if bb.shape[1] < 2 or nb.shape[1] < 2:

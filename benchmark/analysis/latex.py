@@ -103,7 +103,8 @@ def render_tex(board, tables: dict[str, pd.DataFrame], titles: dict[str, str], o
         title = titles[key] + (f" ({board.anchor})" if key == "bd" else "")
         if key == "at_rates":
             cells = " Cells: value over its bootstrap interval;" if board.resamples else " Cells:"
-            out.append(_float(title, legend(table.metric.tolist()) + cells + " -- outside the codec's range." + rests_on,
+            out.append(_float(title, legend(table.metric.tolist()) + cells + " -- outside the codec's range."
+                              + rests_on,
                               _tabular(table, "ll" + "r" * (len(table.columns) - 2)), "at-rates"))
         elif key == "bd":
             spec = f"llrrp{{{NOTE_WIDTH}}}"

@@ -467,7 +467,8 @@ def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.Da
                               + d + (NO_INTERVAL if why and pd.isna(lo) else ""))
                              for v, lo, hi, d, why in zip(bd.bd_rate, bd.bd_rate_low, bd.bd_rate_high, dagger,
                                                           bd.interval_note)]
-        bd["BD-metric"] = [("–" if pd.isna(v) else f"{v + 0.0:+.4g}" + ("" if pd.isna(lo) else f" [{lo:+.4g}, {hi:+.4g}]")
+        bd["BD-metric"] = [("–" if pd.isna(v) else f"{v + 0.0:+.4g}"  # + 0.0: a negative zero is '+0', not '-0'
+                            + ("" if pd.isna(lo) else f" [{lo:+.4g}, {hi:+.4g}]")
                             + d + (NO_INTERVAL if why and pd.isna(lo) else ""))
                            for v, lo, hi, d, why in zip(bd.bd_metric, bd.bd_metric_low, bd.bd_metric_high, dagger,
                                                         bd.interval_note)]

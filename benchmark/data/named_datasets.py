@@ -331,7 +331,8 @@ def _files_phrase(files: list[str]) -> str:
 def missing_message(entry: NamedDataset, root: pathlib.Path) -> DatasetMissing:
     """What to do about a dataset that was never fetched into `root`; a folder of that name that holds files cmcbench
     did not fetch (Kodak copied there by hand) is named as such, not said to be absent."""
-    shown, store, here = _files_phrase([s.file for s in entry.sources]), downloads_dir(root, entry.name), root / entry.name
+    shown, store, here = _files_phrase([s.file for s in entry.sources]), downloads_dir(root, entry.name), \
+        root / entry.name
     fetch = f"`python bench.py datasets fetch {entry.name}{' --data-root ' + str(root) if root != data_root() else ''}`"
     held = sum(1 for p in here.rglob("*") if p.is_file()) if here.is_dir() else 0
     if held:
