@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.analysis import bootstrap, leaderboard
+from benchmark.analysis import bootstrap, leaderboard, tracker_files
 from benchmark.cli import EXIT_REGRESSION, main
 from benchmark.codecs.codec_spec import parse_codec_spec
 from benchmark.analysis.curves import Curve, bd_metric, bd_rate, compare_curves
@@ -432,6 +432,9 @@ def test_bd_of_a_codec_with_failed_images_pairs_it_with_the_anchor_on_the_images
         assert row.bd_rate_low < row.bd_rate < row.bd_rate_high and row.n_images == 4 and row.n_paired == 4
         assert row.note.startswith("paired on the 4 images both scored at every setting")
         assert "paired on the 4 images" in leaderboard.render(board, "md", only=("bd",))
+        tracker_files.write(partial, tmp_path / anchor, anchor=anchor)  # what trackers and `export` are sent
+        sent = json.loads((tmp_path / anchor / "metrics.json").read_text())
+        assert sent[f"bd_rate/psnr/{codec}@{anchor}"] == row.bd_rate
     assert "against an anchor of its run compare both on the images both scored" in " ".join(board.notes)
 
 

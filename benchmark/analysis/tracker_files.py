@@ -17,6 +17,7 @@ import pathlib
 import pandas as pd
 
 from benchmark.analysis.curves import Curve, compare_curves
+from benchmark.analysis import leaderboard
 from benchmark.analysis.leaderboard import pick_anchor, table_metrics
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.record import RunRecord, read_record
@@ -51,24 +52,31 @@ def rd_table(record: RunRecord, summary: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def bd_rates(summary: pd.DataFrame, anchor: str, bd_method: str = "akima") -> dict[str, float | str]:
-    """BD-rate (%) of every other codec against `anchor`, per metric; the reason where it is undefined."""
+def bd_rates(summary: pd.DataFrame, anchor: str, bd_method: str = "akima",
+             run_dir: str | pathlib.Path | None = None) -> dict[str, float | str]:
+    """BD-rate (%) of every other codec against `anchor`, per metric; the reason where it is undefined. Given the
+    run's folder, the leaderboard's numbers: a codec with failed images is paired with the anchor on the images
+    both scored, rather than its curve on some images against the anchor's on all."""
     out: dict[str, float | str] = {}
     if anchor not in set(summary.codec):
         return out
+    board = leaderboard.build([run_dir], anchor, resamples=0, bd_method=bd_method).bd.set_index(
+        ["codec", "metric"]) if run_dir is not None else None
     for metric in metric_columns(summary)[1:]:
         anchor_curve = Curve.from_summary(summary, anchor, metric)
         for codec in dict.fromkeys(summary.codec):
             curve = Curve.from_summary(summary, codec, metric)
             if codec != anchor and len(anchor_curve) and len(curve):  # both measured this metric (as the leaderboard)
-                result = compare_curves(anchor_curve, curve, bd_method)
+                result = dict(board.loc[(codec, metric)]) if board is not None else \
+                    compare_curves(anchor_curve, curve, bd_method)
                 out[f"bd_rate/{metric}/{codec}@{anchor}"] = result["bd_rate"] if math.isfinite(result["bd_rate"]) \
                     else (result["note"] or "BD-rate undefined")
     return out
 
 
-def flat_metrics(record: RunRecord, summary: pd.DataFrame, anchor: str | None = None, bd_method: str = "akima") -> dict:
-    """The run as one flat JSON object (see the module's docstring)."""
+def flat_metrics(record: RunRecord, summary: pd.DataFrame, anchor: str | None = None, bd_method: str = "akima",
+                 run_dir: str | pathlib.Path | None = None) -> dict:
+    """The run as one flat JSON object (see the module's docstring); `run_dir` pairs BD as `bd_rates` says."""
     d = record.dataset
     doc: dict = {"run_id": record.run_id, "dataset": d.name, "split": d.split, "preprocess": d.preprocess or "none",
                  "n_images": int(d.n_images), "git_sha": record.git_sha, "config_hash": record.config_hash}
@@ -87,7 +95,7 @@ def flat_metrics(record: RunRecord, summary: pd.DataFrame, anchor: str | None = 
     anchor = pick_anchor(summary, anchor) if len(summary) else None  # the leaderboard's choice: jpeg by default
     if anchor:
         doc["bd_anchor"], doc["bd_method"] = anchor, bd_method
-        for key, value in bd_rates(summary, anchor, bd_method).items():
+        for key, value in bd_rates(summary, anchor, bd_method, run_dir).items():
             if isinstance(value, str):
                 unavailable[key] = value
             else:
@@ -105,7 +113,7 @@ def write(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None = None
     record = read_record(run_dir)
     _, summary = load_run(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = flat_metrics(record, summary, anchor, bd_method)
+    doc = flat_metrics(record, summary, anchor, bd_method, run_dir)
     atomic_write_bytes(out_dir / METRICS_JSON, (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())
     atomic_write_bytes(out_dir / RD_CSV, rd_table(record, summary).to_csv(index=False).encode())
     return [out_dir / METRICS_JSON, out_dir / RD_CSV]
