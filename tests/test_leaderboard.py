@@ -438,6 +438,43 @@ def test_bd_of_a_codec_with_failed_images_pairs_it_with_the_anchor_on_the_images
     assert "against an anchor of its run compare both on the images both scored" in " ".join(board.notes)
 
 
+def test_the_report_grid_shows_a_precomputed_codec_and_names_a_tile_it_cannot_show(tmp_path):
+    """A precomputed codec (the researcher's own outputs) was missing from the report's grid: its tiles could not be
+    "reproduced" by encoding, and report.md left them out without a word. They are read from its folder now, and a
+    tile that cannot be shown is in report.md with its reason."""
+    import io
+
+    from PIL import Image
+
+    from benchmark.analysis.report import build_report
+
+    folder, recon = tmp_path / "photos", tmp_path / "outputs" / "50"
+    folder.mkdir()
+    recon.mkdir(parents=True)
+    y, x = np.mgrid[0:64, 0:80]
+    for i in range(3):
+        pixels = np.stack([128 + 90 * np.sin(x / (4 + i) + c) * np.cos(y / (6 + c)) for c in range(3)], -1)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"im{i:02d}.png")
+        buf = io.BytesIO()
+        Image.open(folder / f"im{i:02d}.png").save(buf, format="JPEG", quality=50)
+        (recon / f"im{i:02d}.png.bin").write_bytes(buf.getvalue())
+        Image.open(io.BytesIO(buf.getvalue())).save(recon / f"im{i:02d}.png")
+    config = RunConfig(dataset=f"folder:{folder}", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec("jpeg quality=50"),
+                               parse_codec_spec(f"precomputed path={recon.parent} label=mine")])
+    run_dir = create_run(config, tmp_path / "runs", "r", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    _, md = build_report(run_dir, tmp_path / "report", n_images=2, resamples=0)
+    tile = tmp_path / "report" / "grid" / "im00-mine-setting50.png"
+    assert tile.exists() and "](grid/im00-mine-setting50.png)" in md.read_text()
+    assert np.array_equal(np.asarray(Image.open(tile)), np.asarray(Image.open(recon / "im00.png")))  # its own pixels
+    (recon / "im01.png").unlink()  # gone since the run
+    _, md = build_report(run_dir, tmp_path / "report2", n_images=2, resamples=0)
+    assert "*unavailable*<br>mine setting 50" in md.read_text() and \
+        "could not reproduce: no reconstruction of im01.png for setting 50" in md.read_text()
+
+
 def test_a_report_plot_says_why_its_points_have_no_bar(tmp_path, natural_images, monkeypatch):
     """A point the report's plot draws without an error bar has no interval, and the legend says why: a missing
     bar is not a zero spread. On one image every setting rests on one image."""

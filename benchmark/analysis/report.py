@@ -23,7 +23,6 @@ from PIL import Image
 from benchmark.analysis import bootstrap
 from benchmark.run import console
 from benchmark.analysis import leaderboard
-from benchmark.codecs.codec import encode_image
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.record import RunRecord, read_record
 from benchmark.run.results import load_run, output_path, safe_name
@@ -92,16 +91,18 @@ class Reconstructor:
         return pixels
 
     def reconstruction(self, row, original: np.ndarray) -> np.ndarray:
-        from benchmark.run.produce import check_output
+        """The saved file, else the run's own production: encode and decode, or a precomputed codec's file."""
+        from benchmark.run.produce import produce
 
         saved = output_path(self.run_dir, row.codec, str(row.setting_label), row.image_id, ".png")
         if saved.exists():
             return np.asarray(Image.open(saved).convert("RGB"))
         encoder, decoder = self.worker.codec_pair(row.codec)
         setting = self.worker.specs[row.codec].settings[int(row.setting_index)]
-        record = self.worker.dataset.records[int(row.image_index)]
-        data = encode_image(encoder, original, setting, record)
-        return check_output(decoder.decode(data), original, type(decoder).exact_size)[0]
+        made = produce(encoder, decoder, original, setting, self.worker.dataset.records[int(row.image_index)], 0)
+        if made.reconstruction is None:
+            raise RuntimeError(made.columns.get("error") or "no reconstruction")
+        return made.reconstruction
 
 
 def grid_image(run_dir: str | pathlib.Path, n_images: int = 2, anchor: str = "jpeg") -> np.ndarray | None:
@@ -185,13 +186,12 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
             try:
                 pixels = centre_crop(recon.reconstruction(row, original))
             except Exception as exc:  # noqa: BLE001 - one tile fails, the report goes on
-                pixels = None
-                caption_text = f"could not reproduce: {exc}"
+                pixels, caption_text, why = None, "", f" · could not reproduce: {exc}"
             else:
                 caption_text = getattr(row, "caption", "") if "caption" in images else ""
-                caption_text = caption_text if isinstance(caption_text, str) else ""
+                caption_text, why = caption_text if isinstance(caption_text, str) else "", ""
             tiles.append((f"{stem}-{safe_name(row.codec)}-{safe_name(str(row.rate_parameter))}{safe_name(str(row.setting_label))}",
-                          _tile_caption(row, tile_metrics), caption_text, pixels))
+                          _tile_caption(row, tile_metrics) + why, caption_text, pixels))
         cells, md_cells = [], []
         for name, label, caption_text, pixels in tiles:
             file = grid_dir / f"{name}.png"
@@ -202,6 +202,8 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
                 img_html = (f"<img src='{_data_uri(data)}' width='{pixels.shape[1]}' height='{pixels.shape[0]}' "
                             f"alt='{html.escape(label)}' title='click to zoom 2x' onclick=\"this.classList.toggle('zoom')\">")
                 md_cells.append(f"![{label}](grid/{file.name})<br>{label}" + (f"<br>*“{caption_text}”*" if caption_text else ""))
+            else:  # the tile is named with its reason, not left out
+                md_cells.append(f"*unavailable*<br>{label}")
             caption_html = f"<div class='caption'>“{html.escape(caption_text)}”</div>" if caption_text else ""
             cells.append(f"<figure>{img_html}<figcaption>{html.escape(label)}{caption_html}</figcaption></figure>")
         html_grid.append(f"<h3>{html.escape(item['image_id'])} — codecs at the setting closest to "
