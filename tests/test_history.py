@@ -168,3 +168,17 @@ def test_a_commit_whose_run_lost_a_metric_is_shown_with_why_and_the_next_change_
 
     (svg,) = history_plots(table.iloc[:2], "run-0", tmp_path / "p", formats=("svg",))
     assert "1 missing point(s)" in svg.read_text()  # the plot's gap is not silent either
+
+
+def test_a_history_that_compared_nothing_does_not_say_no_change(tmp_path, capsys):
+    """Two runs with no codec in common ended "0 significant changes in 2 runs.", as if every curve had held."""
+    for name, codec in (("a", "jpeg quality=20,60"), ("b", "webp quality=20,60")):
+        config = RunConfig(dataset="sample:4", split="all", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"}, codecs=[parse_codec_spec(codec)])
+        execute(create_run(config, tmp_path / "runs", name, progress=False), jobs=1, progress=False)
+    assert main(["history", str(tmp_path / "runs"), "--bootstrap", "0", "--out", str(tmp_path / "h")]) == 0
+    out = capsys.readouterr().out
+    assert "significant change" not in out
+    assert out.rstrip().splitlines()[-2] == ("No change could be judged: no codec's curve in these 2 runs was "
+                                             "compared with an earlier run's (each '–' above says why).")
+    assert "not compared: codec webp is not in the anchor run (a)" in out

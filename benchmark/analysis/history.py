@@ -320,8 +320,17 @@ def render(history: History) -> str:
             lines.append(f"  – {r.commit[:12]} ({r.run_id}): {r.missing_note}")
     marked = significant(history)
     n_runs = table.run_dir.nunique()
+    judged = int(table.change.isin(["same", "better", "worse"]).sum())  # a curve compared with an earlier run's
+    unjudged = int((table.change == "not compared").sum())
+    if not judged:  # nothing was compared: that is not "no change"
+        lines.append("\nNo change could be judged: " + ("one run has no earlier run to compare with." if n_runs == 1
+                     else f"no codec's curve in these {n_runs} runs was compared with an earlier run's (each '–' "
+                          "above says why)."))
+        return "\n".join(lines)
     lines.append(f"\n{len(marked)} significant change{'' if len(marked) == 1 else 's'} in {n_runs} "
                  f"run{'' if n_runs == 1 else 's'}"
                  + (": " + ", ".join(f"{r.commit[:12]} {r.codec} {r.metric} {r.change}" for r in marked.itertuples())
-                    if len(marked) else "."))
+                    if len(marked) else "")
+                 + (f" ({judged} curve{'' if judged == 1 else 's'} compared with an earlier run's, {unjudged} not: "
+                    "each '–' above says why)." if unjudged else "."))
     return "\n".join(lines)
