@@ -74,6 +74,14 @@ def test_a_leaderboard_without_resamples_claims_no_intervals_in_titles_or_captio
             assert ("bootstrap interval" in text) is claimed and "Every setting" in text, (fmt, resamples)
 
 
+def test_a_misspelt_anchor_gets_a_did_you_mean():
+    summary = pd.DataFrame({"codec": ["avif", "jpeg", "jpegxl"], "codec_target": ["avif", "jpeg", "jpegxl"]})
+    with pytest.raises(ValueError, match=r"^Anchor codec 'jpg' is not in these runs; did you mean 'jpeg'\? codecs: "
+                                         r"avif, jpeg, jpegxl\.$"):
+        leaderboard.pick_anchor(summary, "jpg")
+    assert leaderboard.pick_anchor(summary, None) == "jpeg"
+
+
 def test_no_overlap_says_so_and_gives_what_exists():
     anchor = _curve("jpeg", "fid", ANCHOR_BPP, 80 - 10 * np.log2(ANCHOR_BPP / 0.12))
     text = _curve("cmc", "fid", [0.003, 0.004, 0.005], [70, 65, 60])  # far below JPEG's rates

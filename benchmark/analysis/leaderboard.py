@@ -11,6 +11,7 @@ interval says why (‡, and the CSV's `interval_note`), since its missing spread
 
 from __future__ import annotations
 
+import difflib
 import math
 import pathlib
 import re
@@ -120,7 +121,8 @@ def pick_anchor(summary: pd.DataFrame, anchor: str | None) -> str:
         anchor += PUBLISHED
     if anchor:
         if anchor not in codecs:
-            raise ValueError(f"Anchor codec {anchor!r} is not in these runs; codecs: {', '.join(codecs)}.")
+            close = "".join(f"did you mean {c!r}? " for c in difflib.get_close_matches(anchor, codecs, 1))
+            raise ValueError(f"Anchor codec {anchor!r} is not in these runs; {close}codecs: {', '.join(codecs)}.")
         return anchor
     for candidate in ("jpeg", "jpeg@bpp"):
         if candidate in codecs:
