@@ -182,3 +182,7 @@ def test_a_history_that_compared_nothing_does_not_say_no_change(tmp_path, capsys
     assert out.rstrip().splitlines()[-2] == ("No change could be judged: no codec's curve in these 2 runs was "
                                              "compared with an earlier run's (each '–' above says why).")
     assert "not compared: codec webp is not in the anchor run (a)" in out
+    for flag in ("--codec", "--anchor"):  # a misspelt label followed nothing, and said so as "these 0 runs"
+        assert main(["history", str(tmp_path / "runs"), flag, "jpg", "--out", str(tmp_path / "h")]) == 1
+        assert capsys.readouterr().err == ("error: No run has a codec labelled 'jpg'; did you mean 'jpeg'? their "
+                                           "codecs: jpeg, webp.\n")

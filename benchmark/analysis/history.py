@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import pathlib
 from dataclasses import dataclass, field
 
@@ -99,6 +100,16 @@ def ordered(run_dirs: list[pathlib.Path], codecs: list[str] | None = None) -> li
     return sorted(points, key=lambda p: (_when(p.date), _when(p.record.created), p.run_id))
 
 
+def check_codecs(points: list[RunPoint], asked: list[str]) -> None:
+    """Each codec label --codec or --anchor names is in at least one run; else one sentence, with a "did you
+    mean" (a misspelt --codec followed nothing and said so only as a history of no runs)."""
+    labels = list(dict.fromkeys(c.label for p in points for c in p.record.codecs))
+    for label in asked:
+        if label not in labels:
+            close = "".join(f"did you mean {c!r}? " for c in difflib.get_close_matches(label, labels, 1))
+            raise ValueError(f"No run has a codec labelled {label!r}; {close}their codecs: {', '.join(labels)}.")
+
+
 def check_same_protocol(points: list[RunPoint]) -> None:
     """One dataset, preprocessing and protocol, or one sentence naming the run that differs."""
     def key(p):
@@ -146,6 +157,7 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
     if not points:
         raise ValueError("No runs to follow.")
     check_same_protocol(points)
+    check_codecs(points, [*options.codecs, *filter(None, [options.anchor_codec])])
     anchor_point = None
     if options.anchor_run:
         wanted = pathlib.Path(options.anchor_run)
