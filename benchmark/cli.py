@@ -788,7 +788,7 @@ def cmd_track(args) -> int:
 
     run_dir = _check_run(args.run_dir)
     for text in args.to:
-        parse_target(text)
+        parse_target(text, "--to")
     return 0 if _send_to_trackers(run_dir, args.to) else 1
 
 

@@ -96,6 +96,9 @@ def test_a_missing_tracker_is_refused_before_any_work_in_one_sentence(tmp_path, 
     capsys.readouterr()
     assert main(["track", str(tmp_path / "a"), "--to", f"tensorboard:{tmp_path / 'tb'}"]) == 0
     assert f"TensorBoard event files in {tmp_path / 'tb'}" in capsys.readouterr().out
+    assert main(["track", str(tmp_path / "a"), "--to", "mlfow"]) == 1  # its own flag named, and what was meant
+    assert capsys.readouterr().err == ("error: --to mlfow: did you mean 'mlflow'? use mlflow[:URI], tensorboard[:DIR] "
+                                       "or wandb[:PROJECT].\n")
     assert np.any([p.name.startswith("events.out") for p in (tmp_path / "tb").iterdir()])
 
 

@@ -10,6 +10,7 @@ MLflow metric names allow no '@' or '=': `psnr@jpeg/quality=50` is logged as `ps
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 import pathlib
@@ -33,14 +34,16 @@ class Target:
     where: str | None = None  # MLflow tracking URI, TensorBoard log folder, W&B project; None: the default
 
 
-def parse_target(text: str) -> Target:
-    """'mlflow', 'mlflow:URI', 'tensorboard[:DIR]' or 'wandb[:PROJECT]', checked before any work."""
+def parse_target(text: str, flag: str = "--track") -> Target:
+    """'mlflow', 'mlflow:URI', 'tensorboard[:DIR]' or 'wandb[:PROJECT]', checked before any work; `flag` is the
+    option it came from (`track --to`), as the one-sentence error names it."""
     kind, _, where = text.partition(":")
     if kind not in TRACKERS:
-        raise ValueError(f"--track {text}: use mlflow[:URI], tensorboard[:DIR] or wandb[:PROJECT].")
+        close = "".join(f"did you mean {c!r}? " for c in difflib.get_close_matches(kind, TRACKERS, 1))
+        raise ValueError(f"{flag} {text}: {close}use mlflow[:URI], tensorboard[:DIR] or wandb[:PROJECT].")
     module, extra = TRACKERS[kind]
     if not _importable(module):
-        raise ValueError(f"--track {kind} needs {module}, which is not installed: pip install -e '.[{extra}]'.")
+        raise ValueError(f"{flag} {kind} needs {module}, which is not installed: pip install -e '.[{extra}]'.")
     return Target(kind, where or None)
 
 
