@@ -243,12 +243,6 @@ def build_parser() -> argparse.ArgumentParser:
     codecs.add_argument("--codec-batch", type=positive_int, default=None, metavar="N",
                      help="images per batched encode/decode call, for codecs with the batch protocol (default: each "
                           "codec's own, e.g. 8 for model-backed CMC); execution only: the rows do not depend on it")
-    metric_options.add_argument("--isc-splits", type=positive_int, default=defaults.ISC_SPLITS,
-                     help=f"Inception Score splits (default {defaults.ISC_SPLITS})")
-    metric_options.add_argument("--kid-subsets", type=positive_int, default=defaults.KID_SUBSETS,
-                     help=f"KID subsets (default {defaults.KID_SUBSETS})")
-    metric_options.add_argument("--kid-subset-size", type=positive_int, default=defaults.KID_SUBSET_SIZE,
-                     help=f"KID subset size, clipped to the number of images (default {defaults.KID_SUBSET_SIZE})")
     metric_options.add_argument("--caption-embedder", default=None, metavar="MODEL", type=path,
                      help="sentence-transformers model (id or path) for caption_cosine, the transmitted caption's "
                           "similarity to the reference captions; auto (default) uses the packaged offline "
@@ -263,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     metric_options.add_argument("--iqa-weights", action="append", default=[], metavar="NAME=PATH",
                      help="a local weights file for a pyiqa metric (repeatable), e.g. CMC-Bench's "
                           "topiq_fr=Weight/topiq-fr.pth")
-    for option in registry.OPTIONS.values():  # a metric file's further options (DINOv2's), declared in its file
-        metric_options.add_argument(option.flag, default=option.default, metavar=option.metavar,
-                         type=int if option.integer else None, help=option.help)
+    for option in registry.OPTIONS.values():  # a metric file's further options (KID's, DINOv2's), declared there
+        metric_options.add_argument(option.flag, default=option.default, metavar=option.metavar, help=option.help,
+                                    type=positive_int if option.positive else int if option.integer else None)
     for stage in registry.STAGES.values():  # each metric file's own network option, declared in its file
         if not stage.home:
             stage_option(metric_options, stage)
@@ -427,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Options that shape a run; with --resume the run's own recorded values are used, so giving any is a mistake.
 RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit",
                "max_pixels", "save_reconstructions", "metrics", "inception_weights", "inception_sha256", "batch_size",
-               "isc_splits", "kid_subsets", "kid_subset_size", "caption_embedder", "iqa",
+               "caption_embedder", "iqa",
                "iqa_weights", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout",
                "codec_batch", "allow_modified_dataset", *registry.STAGES, *(o.dest for o in registry.OPTIONS.values()))
 
@@ -629,10 +623,10 @@ def cmd_run(args) -> int:
         preprocess = chosen if chosen != "auto" else ("cmc2021" if kind in ("cub", "coco") else "none")
         specs = [parse_codec_spec(s) for s in args.codec] if args.codec else _default_codec_specs(
             f"{dataset.kind}:{dataset.root}" if dataset.named else args.dataset)
+        entries = option_entries(args)  # the Inception set metrics' options among them (IS splits, KID subsets)
         inception = {"enabled": args.metrics == "inception", "weights": args.inception_weights,
                      "sha256": args.inception_sha256, "device": args.device, "batch_size": args.batch_size,
-                     "isc_splits": args.isc_splits, "kid_subsets": args.kid_subsets,
-                     "kid_subset_size": args.kid_subset_size, "seed": defaults.SEED, "patch_fid": args.patch_fid,
+                     **entries.pop("inception"), "seed": defaults.SEED, "patch_fid": args.patch_fid,
                      **(protocol.inception_options() if protocol else {})}
         clip, stages, added = protocol.options(args, kind) if protocol else (args.clip, {}, [])
         stages.update({s.name: getattr(args, s.name) for s in registry.STAGES.values()
@@ -644,7 +638,7 @@ def cmd_run(args) -> int:
                            caption_embedder=args.caption_embedder, timeout=args.timeout, codec_batch=args.codec_batch,
                            image_metrics={**{s.name: getattr(args, s.name) for s in registry.STAGES.values()
                                              if s.home == "image_metrics"}, "clip": clip},
-                           **option_entries(args), stages=stages,
+                           **entries, stages=stages,
                            iqa=iqa_names, iqa_weights=iqa_weights,
                            add_metrics=list(dict.fromkeys(c for m in [*args.add_metric, *added]
                                                           for c in registry.expand(m))),

@@ -6,7 +6,7 @@ import numpy as np
 from scipy.special import log_softmax, softmax
 
 from metrics import defaults
-from metrics.spec import MetricInfo
+from metrics.spec import MetricInfo, Option
 
 
 def inception_score(logits: np.ndarray, splits: int = defaults.ISC_SPLITS, seed: int = defaults.SEED,
@@ -30,6 +30,8 @@ def inception_score(logits: np.ndarray, splits: int = defaults.ISC_SPLITS, seed:
 
 
 SPECS = [
+    Option("--isc-splits", "inception.isc_splits", defaults.ISC_SPLITS, positive=True,
+           help=f"Inception Score splits (default {defaults.ISC_SPLITS})"),
     MetricInfo("inception_score", "Inception Score", True, "set", "IS", columns=(("inception_score_std", "float64"),),
                needs=("features",), state="inception", tolerance=0.05, space="inception",
                fn="metrics.inception:whole_image_metrics"),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from metrics import defaults
-from metrics.spec import MetricInfo
+from metrics.spec import MetricInfo, Option
 
 GRAM_MAX_ENTRIES = 80_000_000  # 640 MB of float64: the three kernel matrices of two sets of about 5,000
 
@@ -135,6 +135,10 @@ def subset_mmd2_from_kernels(k: tuple[np.ndarray, np.ndarray, np.ndarray], draws
 
 
 SPECS = [
+    Option("--kid-subsets", "inception.kid_subsets", defaults.KID_SUBSETS, positive=True,
+           help=f"KID subsets (default {defaults.KID_SUBSETS})"),
+    Option("--kid-subset-size", "inception.kid_subset_size", defaults.KID_SUBSET_SIZE, positive=True,
+           help=f"KID subset size, clipped to the number of images (default {defaults.KID_SUBSET_SIZE})"),
     MetricInfo("kid", "KID", False, "set", "KID", columns=(("kid_std", "float64"),), needs=("features",),
                state="inception", tolerance=1e-3, space="inception",
                fn="metrics.inception:whole_image_metrics"),

@@ -152,6 +152,7 @@ class Option:
     integer: bool = False
     minimum: int | None = None
     what: str = ""  # how the error for a value below `minimum` names it ('the neighbourhood size')
+    positive: bool = False  # a whole number of at least 1, refused by the command line's parser as it reads it
 
     @property
     def dest(self) -> str:

@@ -68,12 +68,38 @@ def test_dinov2s_options_are_declared_in_its_metric_file_and_fill_its_configurat
     source = (pathlib.Path(cli.__file__)).read_text()
     assert "dinov2" not in source and "prdc" not in source
     assert [o.flag for o in registry.OPTIONS.values() if o.config.startswith("dinov2.")] == ["--dinov2", "--prdc-k"]
-    assert RunConfig().dinov2.to_json() == {o.config.split(".")[1]: o.default for o in registry.OPTIONS.values()}
+    assert RunConfig().dinov2.to_json() == {o.config.split(".")[1]: o.default for o in registry.OPTIONS.values()
+                                            if o.config.startswith("dinov2.")}
     args = cli.build_parser().parse_args(["run", "--dinov2", "auto", "--prdc-k", "3"])
-    assert cli.option_entries(args) == {"dinov2": {"model": "auto", "k": 3}}
+    assert cli.option_entries(args)["dinov2"] == {"model": "auto", "k": 3}
     assert cli.main(["run", *QUIET, "--prdc-k", "0", "--out", str(tmp_path / "r")]) == 1
     assert capsys.readouterr().err == "error: --prdc-k 0: the neighbourhood size must be at least 1.\n"
     assert not (tmp_path / "r").exists()
+
+
+def test_the_inception_set_metrics_options_are_declared_in_their_files_and_recorded_as_before(tmp_path, capsys):
+    """--isc-splits (metrics/inception_score.py), --kid-subsets and --kid-subset-size (metrics/kid.py) are Options:
+    cli.py names none of them, and a run records them in config.json's inception entry as it always has."""
+    import json
+    import pathlib
+
+    from benchmark.run.config import RunConfig
+
+    source = (pathlib.Path(cli.__file__)).read_text()
+    assert "isc_splits" not in source and "kid_subset" not in source and "isc-splits" not in source
+    declared = {o.flag: (o.config, o.default) for o in registry.OPTIONS.values() if o.config.startswith("inception.")}
+    assert declared == {"--isc-splits": ("inception.isc_splits", 10), "--kid-subsets": ("inception.kid_subsets", 100),
+                        "--kid-subset-size": ("inception.kid_subset_size", 1000)}
+    defaults = RunConfig().inception.to_json()
+    assert all(defaults[config.split(".")[1]] == default for config, default in declared.values())
+    assert cli.main(["run", *QUIET, "--codec", "jpeg quality=50", "--limit", "1", "--isc-splits", "5",
+                     "--kid-subsets", "7", "--kid-subset-size", "9", "--out", str(tmp_path), "--name", "r"]) == 0
+    recorded = json.loads((tmp_path / "r" / "config.json").read_text())["config"]["inception"]
+    assert (recorded["isc_splits"], recorded["kid_subsets"], recorded["kid_subset_size"]) == (5, 7, 9)
+    with pytest.raises(SystemExit) as exited:  # refused as it is read, as before
+        cli.main(["run", *QUIET, "--isc-splits", "0"])
+    assert exited.value.code == 2
+    assert "argument --isc-splits: must be at least 1, not 0" in capsys.readouterr().err
 
 
 def test_psnr_hvs_equals_the_psnr_hvsm_packages_own_call(odd_images):
