@@ -171,115 +171,116 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="sweep codecs over a dataset (the default command)", epilog=EPILOG,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     # the help in sections; the parser is the same whatever section an option is listed in
-    inputs = run.add_argument_group("what to evaluate")
-    codecs = run.add_argument_group("codecs")
-    metric_options = run.add_argument_group("metrics and their networks")
-    work = run.add_argument_group("execution and resuming")
-    output = run.add_argument_group("output")
-    inputs.add_argument("--dataset", default="sample", metavar="SPEC",
+    # three-letter names keep each option's continuation lines where run.add_argument put them
+    src = run.add_argument_group("what to evaluate")
+    cod = run.add_argument_group("codecs")
+    met = run.add_argument_group("metrics and their networks")
+    exe = run.add_argument_group("execution and resuming")
+    out = run.add_argument_group("output")
+    src.add_argument("--dataset", default="sample", metavar="SPEC",
                      help="a named dataset (kodak, clic2020-professional-valid, div2k-valid, coco2014-val, "
                           "cub-200-2011, ...: `bench.py datasets list`), sample, sample:N (N generated images), "
                           "folder:PATH or PATH, cub:PATH (AttnGAN layout), coco:PATH (default: sample)")
-    inputs.add_argument("--data-root", type=path, metavar="DIR",
+    src.add_argument("--data-root", type=path, metavar="DIR",
                      help="where named datasets live (default: $CMCBENCH_DATA, else ~/.cache/cmcbench/datasets)")
-    inputs.add_argument("--allow-modified-dataset", action="store_true",
+    src.add_argument("--allow-modified-dataset", action="store_true",
                      help="run on a named dataset whose unpacked files differ from those its fetch wrote (each "
                           "difference is recorded with the run); without it such a dataset is refused")
-    inputs.add_argument("--image-list", type=path, metavar="FILE",
+    src.add_argument("--image-list", type=path, metavar="FILE",
                      help="evaluate only the images this file lists (one id or relative path per line), e.g. an "
                           "MS-COCO 30k list; its sha256 is recorded with the run")
-    inputs.add_argument("--protocol", metavar="NAME",
+    src.add_argument("--protocol", metavar="NAME",
                      help="a paper's evaluation protocol: cmc2021, hific, perco, cmc-bench (TOPIQ through pyiqa), "
                           "semantic (task agreement, zero-shot, retrieval from text); sets "
                           "the preprocessing, the FID protocol and the metrics it scores with, recorded with the run")
-    inputs.add_argument("--split", help="dataset split: sample test/train/all (default test); cub test/train "
+    src.add_argument("--split", help="dataset split: sample test/train/all (default test); cub test/train "
                                      "(AttnGAN) or official-test/official-train; coco val2014/train2014/val2017/train2017")
-    inputs.add_argument("--preprocess", default="auto",
+    src.add_argument("--preprocess", default="auto",
                      help="none, cmc2021 (CUB bbox crop + 256x256, COCO 256x256) or resize-N; auto = cmc2021 "
                           "for cub and coco, none otherwise")
-    codecs.add_argument("--codec", action="append", metavar="SPEC",
+    cod.add_argument("--codec", action="append", metavar="SPEC",
                      help=f"codec to run, repeatable (default: every available one of {', '.join(DEFAULT_CODECS)})")
-    inputs.add_argument("--limit", type=positive_int, help="use only the first N images of the split")
-    work.add_argument("--jobs", "-j", type=positive_int, help="worker processes for codec work (default: all cores)")
-    work.add_argument("--max-pending", type=positive_int, metavar="IMAGES",
+    src.add_argument("--limit", type=positive_int, help="use only the first N images of the split")
+    exe.add_argument("--jobs", "-j", type=positive_int, help="worker processes for codec work (default: all cores)")
+    exe.add_argument("--max-pending", type=positive_int, metavar="IMAGES",
                      help="most images whose pixels wait for the network stages (Inception, DINOv2, CLIP) or are on "
                           "their way from codec work; the workers pause at the bound (default: what fits in "
                           f"{100 * defaults.PENDING_MEMORY_SHARE:g}%% of this machine's memory)")
-    work.add_argument("--executor", choices=["local", "ray"], default="local",
+    exe.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="local (default): a process pool on this machine; ray: Ray tasks on a cluster "
                           "(--ray-address) or a local Ray with --jobs CPUs (pip install -e '.[ray]')")
-    work.add_argument("--ray-address", metavar="ADDR", help="existing Ray cluster to join, e.g. ray://head:10001 or "
+    exe.add_argument("--ray-address", metavar="ADDR", help="existing Ray cluster to join, e.g. ray://head:10001 or "
                                                            "auto (default: start a local one)")
-    output.add_argument("--out", default="results", type=path, help="root folder for runs (default: results)")
-    output.add_argument("--name", help="run id and folder name (default: UTC time and config hash)")
-    work.add_argument("--resume", metavar="RUN_DIR", type=path,
+    out.add_argument("--out", default="results", type=path, help="root folder for runs (default: results)")
+    out.add_argument("--name", help="run id and folder name (default: UTC time and config hash)")
+    exe.add_argument("--resume", metavar="RUN_DIR", type=path,
                      help="finish an interrupted run with the options it was started with (giving others is an error); "
                           "refused if the code, packages, codecs or weights changed")
-    work.add_argument("--redo-damaged", action="store_true",
+    exe.add_argument("--redo-damaged", action="store_true",
                      help="with --resume: redo the tasks whose shards or feature files fail their checksum (changed, "
                           "truncated or zeroed on disk) instead of stopping at the first")
-    work.add_argument("--resume-anyway", action="store_true",
+    exe.add_argument("--resume-anyway", action="store_true",
                      help="with --resume: finish the run even though its provenance changed; the rows it adds "
                           "carry the new provenance, and config.json records the change")
-    codecs.add_argument("--timeout", type=positive_float, default=defaults.TIMEOUT_S,
+    cod.add_argument("--timeout", type=positive_float, default=defaults.TIMEOUT_S,
                      help=f"seconds one encode or decode may take (default {defaults.TIMEOUT_S:g})")
-    inputs.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+    src.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                      help="refuse larger images as decompression bombs (default %(default)s)")
-    output.add_argument("--save-reconstructions", action="store_true",
+    out.add_argument("--save-reconstructions", action="store_true",
                      help="also write every decoded image as PNG under RUN/outputs/<codec>/<setting>/ (a valid precomputed DIR)")
-    metric_options.add_argument("--metrics", choices=["inception", "none"], default="inception",
+    met.add_argument("--metrics", choices=["inception", "none"], default="inception",
                      help="inception (default): also IS, FID, KID and IPD from torch-fidelity's InceptionV3; "
                           "none: bpp and PSNR only (MS-SSIM, LPIPS and caption similarity off too, unless their own "
                           "flags ask for them)")
-    metric_options.add_argument("--inception-weights", metavar="PATH", type=path,
+    met.add_argument("--inception-weights", metavar="PATH", type=path,
                      help="local InceptionV3 weights (torch-fidelity format); default: $CMCBENCH_INCEPTION_WEIGHTS, "
                           "else torch-fidelity's standard weights, downloaded once into the torch hub cache")
-    metric_options.add_argument("--inception-sha256", metavar="HEX", help="refuse weights whose sha256 differs "
+    met.add_argument("--inception-sha256", metavar="HEX", help="refuse weights whose sha256 differs "
                                                                "(default: $CMCBENCH_INCEPTION_SHA256)")
-    metric_options.add_argument("--device", default=defaults.DEVICE,
+    met.add_argument("--device", default=defaults.DEVICE,
                                 help="device for the networks: auto (CUDA when present), cpu, cuda")
-    metric_options.add_argument("--batch-size", type=positive_int, default=defaults.BATCH_SIZE,
+    met.add_argument("--batch-size", type=positive_int, default=defaults.BATCH_SIZE,
                      help=f"Inception batch size (default {defaults.BATCH_SIZE})")
-    codecs.add_argument("--codec-batch", type=positive_int, default=None, metavar="N",
+    cod.add_argument("--codec-batch", type=positive_int, default=None, metavar="N",
                      help="images per batched encode/decode call, for codecs with the batch protocol (default: each "
                           "codec's own, e.g. 8 for model-backed CMC); execution only: the rows do not depend on it")
-    metric_options.add_argument("--caption-embedder", default=None, metavar="MODEL", type=path,
+    met.add_argument("--caption-embedder", default=None, metavar="MODEL", type=path,
                      help="sentence-transformers model (id or path) for caption_cosine, the transmitted caption's "
                           "similarity to the reference captions; auto (default) uses the packaged offline "
                           "all-MiniLM-L6-v2 when installed (none with --metrics none); none skips it")
     for stage in registry.STAGES.values():  # MS-SSIM, LPIPS, DISTS, LPIPS-VGG, CLIP: each declared in its metric file
         if stage.home == "image_metrics":
-            stage_option(metric_options, stage)
-    metric_options.add_argument("--iqa", default="", metavar="NAMES",
+            stage_option(met, stage)
+    met.add_argument("--iqa", default="", metavar="NAMES",
                      help="image quality through pyiqa (pip install -e '.[iqa]'), comma-separated: topiq_fr, "
                           "topiq_nr, musiq, niqe, clipiqa; topiq_fr,topiq_nr also gives cmc_bench_overall "
                           "(CMC-Bench: 2/3 FR + 1/3 NR). Weights from pyiqa's cache, downloaded once, or --iqa-weights")
-    metric_options.add_argument("--iqa-weights", action="append", default=[], metavar="NAME=PATH",
+    met.add_argument("--iqa-weights", action="append", default=[], metavar="NAME=PATH",
                      help="a local weights file for a pyiqa metric (repeatable), e.g. CMC-Bench's "
                           "topiq_fr=Weight/topiq-fr.pth")
     for option in registry.OPTIONS.values():  # a metric file's further options (KID's, DINOv2's), declared there
-        metric_options.add_argument(option.flag, default=option.default, metavar=option.metavar, help=option.help,
-                                    type=positive_int if option.positive else int if option.integer else None)
+        met.add_argument(option.flag, default=option.default, metavar=option.metavar, help=option.help,
+                         type=positive_int if option.positive else int if option.integer else None)
     for stage in registry.STAGES.values():  # each metric file's own network option, declared in its file
         if not stage.home:
-            stage_option(metric_options, stage)
-    metric_options.add_argument("--patch-fid", action="store_true",
+            stage_option(met, stage)
+    met.add_argument("--patch-fid", action="store_true",
                      help="also FID/256 (HiFiC): FID over 256x256 patches, plus a grid shifted by 128 px; for few "
                           "large images such as Kodak")
-    metric_options.add_argument("--add-metric", action="append", default=[], metavar="NAME",
+    met.add_argument("--add-metric", action="append", default=[], metavar="NAME",
                      help="also compute a metric that is off by default (repeatable): "
                           + ", ".join(m.column for m in registry.METRICS.values() if not m.default and m.column != "patch_fid")
                           + "; or a group of them: " + ", ".join(registry.groups()))
-    output.add_argument("--save-bitstreams", action="store_true",
+    out.add_argument("--save-bitstreams", action="store_true",
                      help="also write every bitstream under RUN/outputs/<codec>/<setting>/<image id>.bin")
-    output.add_argument("--log-x", action="store_true", default=None,
+    out.add_argument("--log-x", action="store_true", default=None,
                      help="log-scale bpp axis in the R-D plots (default: when the largest rate is at least 10x the smallest)")
-    output.add_argument("--no-plots", action="store_true", help="skip the R-D plots")
-    output.add_argument("--no-progress", action="store_true", help="no progress bars")
-    output.add_argument("--verbose", "-v", action="store_true",
+    out.add_argument("--no-plots", action="store_true", help="skip the R-D plots")
+    out.add_argument("--no-progress", action="store_true", help="no progress bars")
+    out.add_argument("--verbose", "-v", action="store_true",
                      help="show libraries' own progress bars, warnings and log messages (hidden by default)")
-    output.add_argument("--allow-failures", action="store_true", help="exit 0 even if some rows failed")
-    output.add_argument("--track", action="append", default=[], metavar="TRACKER",
+    out.add_argument("--allow-failures", action="store_true", help="exit 0 even if some rows failed")
+    out.add_argument("--track", action="append", default=[], metavar="TRACKER",
                      help="also send the finished run to an experiment tracker (repeatable): mlflow[:URI] (default: a "
                           "SQLite store in OUT/mlflow), tensorboard[:DIR] (default OUT/tensorboard/RUN), wandb[:PROJECT] "
                           "(offline, files in OUT/wandb); each needs its extra, e.g. pip install -e '.[mlflow]'")
