@@ -232,13 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="inception (default): also IS, FID, KID and IPD from torch-fidelity's InceptionV3; "
                           "none: bpp and PSNR only (MS-SSIM, LPIPS and caption similarity off too, unless their own "
                           "flags ask for them)")
-    met.add_argument("--inception-weights", metavar="PATH", type=path,
-                     help="local InceptionV3 weights (torch-fidelity format); default: $CMCBENCH_INCEPTION_WEIGHTS, "
-                          "else torch-fidelity's standard weights, downloaded once into the torch hub cache")
-    met.add_argument("--inception-sha256", metavar="HEX", help="refuse weights whose sha256 differs "
-                                                               "(default: $CMCBENCH_INCEPTION_SHA256)")
     met.add_argument("--device", default=defaults.DEVICE,
-                                help="device for the networks: auto (CUDA when present), cpu, cuda")
+                     help="device for the networks: auto (CUDA when present), cpu, cuda")
     met.add_argument("--batch-size", type=positive_int, default=defaults.BATCH_SIZE,
                      help=f"Inception batch size (default {defaults.BATCH_SIZE})")
     cod.add_argument("--codec-batch", type=positive_int, default=None, metavar="N",
@@ -259,14 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a local weights file for a pyiqa metric (repeatable), e.g. CMC-Bench's "
                           "topiq_fr=Weight/topiq-fr.pth")
     for option in registry.OPTIONS.values():  # a metric file's further options (KID's, DINOv2's), declared there
+        if option.switch:
+            met.add_argument(option.flag, action="store_true", help=option.help)
+            continue
         met.add_argument(option.flag, default=option.default, metavar=option.metavar, help=option.help,
-                         type=positive_int if option.positive else int if option.integer else None)
+                         type=positive_int if option.positive else int if option.integer else path if option.file
+                         else None)
     for stage in registry.STAGES.values():  # each metric file's own network option, declared in its file
         if not stage.home:
             stage_option(met, stage)
-    met.add_argument("--patch-fid", action="store_true",
-                     help="also FID/256 (HiFiC): FID over 256x256 patches, plus a grid shifted by 128 px; for few "
-                          "large images such as Kodak")
     met.add_argument("--add-metric", action="append", default=[], metavar="NAME",
                      help="also compute a metric that is off by default (repeatable): "
                           + ", ".join(m.column for m in registry.METRICS.values() if not m.default and m.column != "patch_fid")
@@ -421,9 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Options that shape a run; with --resume the run's own recorded values are used, so giving any is a mistake.
 RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit",
-               "max_pixels", "save_reconstructions", "metrics", "inception_weights", "inception_sha256", "batch_size",
+               "max_pixels", "save_reconstructions", "metrics", "batch_size",
                "caption_embedder", "iqa",
-               "iqa_weights", "patch_fid", "add_metric", "save_bitstreams", "name", "timeout",
+               "iqa_weights", "add_metric", "save_bitstreams", "name", "timeout",
                "codec_batch", "allow_modified_dataset", *registry.STAGES, *(o.dest for o in registry.OPTIONS.values()))
 
 
@@ -544,9 +540,10 @@ def _check_before_work(args) -> None:
 
         if importlib.util.find_spec("ray") is None:
             raise ValueError("--executor ray needs Ray: pip install -e '.[ray]'.")
-    for flag, value in (("--inception-weights", args.inception_weights),
-                        *[(s.flag, getattr(args, s.name)) for s in registry.STAGES.values()
-                          if s.file_choice and getattr(args, s.name) not in ("auto", s.off)]):
+    for option in registry.OPTIONS.values():  # a value below the least, a file that is not there
+        option.check(getattr(args, option.dest))
+    for flag, value in [(s.flag, getattr(args, s.name)) for s in registry.STAGES.values()
+                        if s.file_choice and getattr(args, s.name) not in ("auto", s.off)]:
         if value and not os.path.isfile(value):
             raise ValueError(f"{flag} {value}: no such file.")
     for name in args.add_metric:
@@ -556,8 +553,6 @@ def _check_before_work(args) -> None:
 
     for target in args.track:
         parse_target(target)  # a tracker that is not installed is told before any work
-    for option in registry.OPTIONS.values():
-        option.check(getattr(args, option.dest))
     if args.caption_embedder not in (None, "auto", "none", ""):
         from metrics.hub import check_model_name
 
@@ -624,10 +619,9 @@ def cmd_run(args) -> int:
         preprocess = chosen if chosen != "auto" else ("cmc2021" if kind in ("cub", "coco") else "none")
         specs = [parse_codec_spec(s) for s in args.codec] if args.codec else _default_codec_specs(
             f"{dataset.kind}:{dataset.root}" if dataset.named else args.dataset)
-        entries = option_entries(args)  # the Inception set metrics' options among them (IS splits, KID subsets)
-        inception = {"enabled": args.metrics == "inception", "weights": args.inception_weights,
-                     "sha256": args.inception_sha256, "device": args.device, "batch_size": args.batch_size,
-                     **entries.pop("inception"), "seed": defaults.SEED, "patch_fid": args.patch_fid,
+        entries = option_entries(args)  # the Inception stage's and its set metrics' options among them
+        inception = {"enabled": args.metrics == "inception", "device": args.device, "batch_size": args.batch_size,
+                     **entries.pop("inception"), "seed": defaults.SEED,
                      **(protocol.inception_options() if protocol else {})}
         clip, stages, added = protocol.options(args, kind) if protocol else (args.clip, {}, [])
         stages.update({s.name: getattr(args, s.name) for s in registry.STAGES.values()

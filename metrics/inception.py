@@ -26,7 +26,7 @@ from metrics.download import ENV_OFFLINE, file_digest, hub_dir  # noqa: F401 - E
 from metrics.fid import MIN_SAMPLES, FIDReference
 from metrics.inception_score import inception_score
 from metrics.kid import kid, uses_subsets
-from metrics.spec import FeatureSpace
+from metrics.spec import FeatureSpace, Option
 
 FEATURE_DIM = 2048
 LOGITS_DIM = 1008
@@ -208,3 +208,12 @@ def whole_image_metrics(features: InceptionSet, reference: InceptionReference, o
     else:
         notes.append("FID and KID need at least 2 images per set")
     return row, "; ".join(notes)
+
+
+SPECS = [  # the Inception stage's weights; its set metrics are declared in fid.py, inception_score.py, kid.py
+    Option("--inception-weights", "inception.weights", None, metavar="PATH", file=True,
+           help=f"local InceptionV3 weights (torch-fidelity format); default: ${ENV_WEIGHTS}, else torch-fidelity's "
+                "standard weights, downloaded once into the torch hub cache"),
+    Option("--inception-sha256", "inception.sha256", None, metavar="HEX",
+           help=f"refuse weights whose sha256 differs (default: ${ENV_SHA256})"),
+]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from metrics.fid import MIN_SAMPLES, fid
-from metrics.spec import MetricInfo
+from metrics.spec import MetricInfo, Option
 
 PATCH = 256
 
@@ -35,6 +35,9 @@ def patch_fid(features, reference, options: dict) -> tuple[dict, str]:
 
 
 SPECS = [
+    Option("--patch-fid", "inception.patch_fid", False, switch=True,
+           help="also FID/256 (HiFiC): FID over 256x256 patches, plus a grid shifted by 128 px; for few large images "
+                "such as Kodak"),
     MetricInfo("patch_fid", "Patch FID (FID/256)", False, "set", "pFID", columns=(("n_patches", "float64"),),
                needs=("features",), state="inception", tolerance=0.5, default=False, space="inception",
                fn="metrics.patches:patch_fid"),

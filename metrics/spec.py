@@ -33,6 +33,7 @@ and fills the configuration entry it names.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -153,15 +154,19 @@ class Option:
     minimum: int | None = None
     what: str = ""  # how the error for a value below `minimum` names it ('the neighbourhood size')
     positive: bool = False  # a whole number of at least 1, refused by the command line's parser as it reads it
+    switch: bool = False  # given alone (--patch-fid), it sets True
+    file: bool = False  # the path of a file that must exist (`~` expanded), checked before any work
 
     @property
     def dest(self) -> str:
         return self.flag[2:].replace("-", "_")
 
     def check(self, value) -> None:
-        """One sentence, before any work, for a value below the least it may take."""
+        """One sentence, before any work, for a value below the least it may take or a file that is not there."""
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"{self.flag} {value}: {self.what or 'it'} must be at least {self.minimum}.")
+        if self.file and value and not os.path.isfile(os.path.expanduser(value)):
+            raise ValueError(f"{self.flag} {value}: no such file.")
 
 
 @dataclass(frozen=True)

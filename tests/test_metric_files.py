@@ -77,29 +77,47 @@ def test_dinov2s_options_are_declared_in_its_metric_file_and_fill_its_configurat
     assert not (tmp_path / "r").exists()
 
 
-def test_the_inception_set_metrics_options_are_declared_in_their_files_and_recorded_as_before(tmp_path, capsys):
-    """--isc-splits (metrics/inception_score.py), --kid-subsets and --kid-subset-size (metrics/kid.py) are Options:
-    cli.py names none of them, and a run records them in config.json's inception entry as it always has."""
+def test_the_inception_options_are_declared_in_metric_files_and_recorded_as_before(tmp_path, capsys):
+    """--isc-splits (metrics/inception_score.py), --kid-subsets and --kid-subset-size (metrics/kid.py), --patch-fid
+    (metrics/patches.py), --inception-weights and --inception-sha256 (metrics/inception.py) are Options: cli.py names
+    none of them, a run records them in config.json's inception entry as it always has, and a bad value is refused
+    as before."""
     import json
     import pathlib
 
     from benchmark.run.config import RunConfig
 
     source = (pathlib.Path(cli.__file__)).read_text()
-    assert "isc_splits" not in source and "kid_subset" not in source and "isc-splits" not in source
+    for flag in ("--isc-splits", "--kid-subsets", "--kid-subset-size", "--patch-fid", "--inception-weights",
+                 "--inception-sha256"):
+        assert flag not in source and flag[2:].replace("-", "_") not in source.replace('!= "patch_fid"', ""), flag
     declared = {o.flag: (o.config, o.default) for o in registry.OPTIONS.values() if o.config.startswith("inception.")}
     assert declared == {"--isc-splits": ("inception.isc_splits", 10), "--kid-subsets": ("inception.kid_subsets", 100),
-                        "--kid-subset-size": ("inception.kid_subset_size", 1000)}
+                        "--kid-subset-size": ("inception.kid_subset_size", 1000),
+                        "--patch-fid": ("inception.patch_fid", False), "--inception-weights": ("inception.weights", None),
+                        "--inception-sha256": ("inception.sha256", None)}
     defaults = RunConfig().inception.to_json()
     assert all(defaults[config.split(".")[1]] == default for config, default in declared.values())
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"not read: --metrics none")
+    assert cli.main(["run", *QUIET, "--patch-fid", "--out", str(tmp_path)]) == 1  # named as the user gave it
+    assert capsys.readouterr().err == ("error: --patch-fid needs a stage this run does not request: Inception metrics "
+                                       "were not requested (--metrics none).\n")
     assert cli.main(["run", *QUIET, "--codec", "jpeg quality=50", "--limit", "1", "--isc-splits", "5",
-                     "--kid-subsets", "7", "--kid-subset-size", "9", "--out", str(tmp_path), "--name", "r"]) == 0
+                     "--kid-subsets", "7", "--kid-subset-size", "9", "--inception-weights", str(weights),
+                     "--inception-sha256", "ab" * 32, "--out", str(tmp_path), "--name", "r"]) == 0
     recorded = json.loads((tmp_path / "r" / "config.json").read_text())["config"]["inception"]
-    assert (recorded["isc_splits"], recorded["kid_subsets"], recorded["kid_subset_size"]) == (5, 7, 9)
+    assert {k: recorded[k] for k in ("isc_splits", "kid_subsets", "kid_subset_size", "patch_fid", "weights",
+                                     "sha256")} == {"isc_splits": 5, "kid_subsets": 7, "kid_subset_size": 9,
+                                                    "patch_fid": False, "weights": str(weights), "sha256": "ab" * 32}
+    args = cli.build_parser().parse_args(["run", "--patch-fid"])
+    assert cli.option_entries(args)["inception"]["patch_fid"] is True
     with pytest.raises(SystemExit) as exited:  # refused as it is read, as before
         cli.main(["run", *QUIET, "--isc-splits", "0"])
     assert exited.value.code == 2
     assert "argument --isc-splits: must be at least 1, not 0" in capsys.readouterr().err
+    assert cli.main(["run", *QUIET, "--inception-weights", str(tmp_path / "none.pth")]) == 1
+    assert capsys.readouterr().err == f"error: --inception-weights {tmp_path / 'none.pth'}: no such file.\n"
 
 
 def test_psnr_hvs_equals_the_psnr_hvsm_packages_own_call(odd_images):
