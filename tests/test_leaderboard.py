@@ -443,7 +443,8 @@ def test_bd_of_a_codec_with_failed_images_pairs_it_with_the_anchor_on_the_images
         tracker_files.write(partial, tmp_path / anchor, anchor=anchor)  # what trackers and `export` are sent
         sent = json.loads((tmp_path / anchor / "metrics.json").read_text())
         assert sent[f"bd_rate/psnr/{codec}@{anchor}"] == row.bd_rate
-    assert "against an anchor of its run compare both on the images both scored" in " ".join(board.notes)
+    assert "against an anchor of its run, or of another run of the same images, compare both on the images both " \
+           "scored" in " ".join(board.notes)
 
 
 def test_the_report_grid_shows_a_precomputed_codec_and_names_a_tile_it_cannot_show(tmp_path):
@@ -503,8 +504,9 @@ def test_a_report_plot_says_why_its_points_have_no_bar(tmp_path, natural_images,
 
 
 def test_a_value_shown_without_an_interval_says_why_in_every_format(tmp_path, natural_images):
-    """A rate near an end of a codec's curve lies beyond it in many resamples, and BD against an anchor of another
-    run has no paired resamples: such values are marked (‡) with the reason, never shown as if exact."""
+    """A rate near an end of a codec's curve lies beyond it in many resamples: such values are marked (‡) with the
+    reason, never shown as if exact. BD against an anchor in another run of the same images is paired on them (it
+    had no interval, marked 'in another run'): its interval is there, and its value is the one-run BD's."""
     def run(name, codec):
         config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
                            image_metrics={"ms_ssim": False, "lpips": "none"}, codecs=[parse_codec_spec(codec)])
@@ -525,13 +527,22 @@ def test_a_value_shown_without_an_interval_says_why_in_every_format(tmp_path, na
                                               "resamples" and np.isnan(at.loc[lowest, "low"])
     assert at.loc[middle, "interval_note"] == "" and at.loc[middle, "low"] < at.loc[middle, "high"]
     webp = board.bd[(board.bd.codec == "webp") & (board.bd.metric == "psnr")].iloc[0]
-    assert webp.interval_note == "jpeg is in another run (resamples pair the images of one run)"
+    assert webp.interval_note == "" and webp.bd_rate_low < webp.bd_rate < webp.bd_rate_high
+    assert webp.note.startswith("paired on the 4 images both runs scored at every setting") and webp.n_images == 4
+    # the two codecs in one run: the same BD
+    config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec("jpeg quality=10,30,60,90"),
+                               parse_codec_spec("webp quality=10,30,60,90")])
+    execute(create_run(config, tmp_path / "runs", "together", progress=False), jobs=1, progress=False)
+    alone = leaderboard.build([tmp_path / "runs" / "together"], anchor="jpeg", resamples=0).bd
+    assert webp.bd_rate == pytest.approx(alone[(alone.codec == "webp") & (alone.metric == "psnr")].bd_rate.iloc[0],
+                                         rel=1e-9)
     md, tex, csv = (leaderboard.render(board, fmt) for fmt in ("md", "tex", "csv"))
     cells = leaderboard.wide_tables(board)["at_rates"].set_index(["metric", "codec"])
     assert cells.loc[("PSNR (dB) ↑", "jpeg"), f"@ {lowest:g} bpp"].endswith("‡")
     assert "‡" not in cells.loc[("PSNR (dB) ↑", "jpeg"), f"@ {middle:g} bpp"]
-    assert "‡ No interval: the rate lies beyond the codec's curve in over a fifth of the resamples; jpeg is in " \
-           "another run (resamples pair the images of one run)." in md
+    assert "‡ No interval: the rate lies beyond the codec's curve in over a fifth of the resamples." in md
     assert "\\ddag{}" in tex and "‡" not in tex.replace("% ‡", "")
     assert "beyond the codec's curve" in csv
     from benchmark.analysis.references import export_compressai

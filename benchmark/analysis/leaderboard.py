@@ -4,7 +4,8 @@ setting with its bootstrap interval, as Markdown, LaTeX, CSV and HTML.
 Values at a rate are interpolated along each codec's own curve and never extrapolated (an empty cell
 means the codec's settings do not span that rate). Their intervals, and those of BD-rate and BD-metric,
 come from computing the same quantity on the codec's curve in each bootstrap resample of the run's
-images (one draw shared by every codec of a run, so BD against an anchor of the same run is paired).
+images (one draw shared by every codec of a run, so BD against an anchor of the same run is paired; against an
+anchor in another run of the same images, both are recomputed on the images both runs scored, on one draw).
 BD over too small a share of the curves' ranges is marked unreliable (†); a value of a run's codec shown without an
 interval says why (‡, and the CSV's `interval_note`), since its missing spread is not a zero spread.
 """
@@ -192,14 +193,21 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     codecs = list(dict.fromkeys(summary.codec))
     where = summary.groupby("codec", sort=False)[["run_dir", "codec_in_run"]].first()
     loaded: dict = {}  # run folder -> its settings, read for pairing where no resamples were drawn
+
+    def settings_of(run: str) -> dict:
+        return drawn[run].settings if run in drawn else loaded.setdefault(run, bootstrap.load_settings(run))
+
+    same_data = {r: (d.fingerprint, d.preprocess) for r in dict.fromkeys(runs_only.run_dir)
+                 for d in [read_record(r).dataset]}
     for codec in codecs:
         run_dir, in_run = where.loc[codec]
         anchor_run, anchor_in_run = where.loc[anchor]
         pairs = None
-        if codec != anchor and run_dir and anchor_run == run_dir and (codec in counts or anchor in counts):
-            sets = drawn[run_dir].settings if run_dir in drawn else loaded.setdefault(
-                run_dir, bootstrap.load_settings(run_dir))
-            pairs = _paired_curves(sets, anchor_in_run, in_run, resamples, seed)
+        if codec != anchor and run_dir and anchor_run and (
+                codec in counts or anchor in counts if anchor_run == run_dir
+                else same_data[run_dir] == same_data[anchor_run]):  # another run of the same images: paired too
+            pairs = _paired_curves(settings_of(anchor_run), settings_of(run_dir), anchor_in_run, in_run, resamples,
+                                   seed)
         for metric in metrics:
             curve = Curve.from_summary(summary, codec, metric)
             resampled = _resampled_curves(drawn.get(run_dir), in_run, codec, metric)
@@ -214,10 +222,10 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
             anchor_curve = Curve.from_summary(summary, anchor, metric)
             if codec != anchor and len(anchor_curve) and len(curve):  # both measured this metric
                 a_draws = _resampled_curves(drawn.get(anchor_run), anchor_in_run, anchor, metric) \
-                    if anchor_run == run_dir else None  # paired resamples exist only within one run
+                    if anchor_run == run_dir else None  # the run's shared draw; another run's anchor: `pairs`
                 a_curve, c_curve, c_draws = anchor_curve, curve, resampled
                 paired_on = pairs[0] if pairs and metric in pairs[1] and metric in pairs[2] else None
-                if paired_on:  # a codec or an anchor with failed images: both on the images both scored
+                if paired_on:  # failed images, or the anchor in another run: both on the images both scored
                     a_curve, *a_draws = _curves(anchor, metric, *pairs[1][metric])
                     c_curve, *c_draws = _curves(codec, metric, *pairs[2][metric])
                     a_draws, c_draws = a_draws or None, c_draws or None
@@ -228,7 +236,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                        "overlap": result["overlap"], "reliable": not result["overlap"] < MIN_RELIABLE_OVERLAP,
                        "n_paired": pairs[0] if paired_on or unpairable else None}
                 if pairs:
-                    row["note"] = "; ".join(filter(None, [_pairing_note(pairs[0], paired_on, metric), row["note"]]))
+                    row["note"] = "; ".join(filter(None, [_pairing_note(pairs[0], paired_on, metric,
+                                                                        anchor_run != run_dir), row["note"]]))
                 if c_draws and a_draws:
                     draws = [_compare_or_undefined(a, c, bd_method) for a, c in zip(a_draws, c_draws)]
                     whys = []
@@ -267,9 +276,9 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     if counts:
         notes.append("(n/N): the codec's values rest on n of the dataset's N images (the fewest over its settings; "
                      "a setting shows its own), the others failed (the run's failure_reasons say why); its means and "
-                     "set metrics are over those n. Its BD numbers against an anchor of its run compare both on the "
-                     "images both scored at every setting (the BD note says how many); against another run's or a "
-                     "published anchor, each on its own images.")
+                     "set metrics are over those n. Its BD numbers against an anchor of its run, or of another run of "
+                     "the same images, compare both on the images both scored at every setting (the BD note says how "
+                     "many); against a published anchor, each on its own images.")
     bd_columns = ["codec", "metric", "bd_rate", "bd_rate_low", "bd_rate_high", "bd_metric", "bd_metric_low",
                   "bd_metric_high", "overlap", "reliable", "note", "fallback", "n_paired"]
     if len(bd) and not all(r["reliable"] for r in bd):
@@ -308,15 +317,18 @@ def partial_counts(summary: pd.DataFrame, n_dataset: dict[str, int]) -> dict[str
     return out
 
 
-def _paired_curves(sets: dict, anchor: str, codec: str, resamples: int, seed: int) -> tuple[int, dict, dict]:
-    """(n, the anchor's curves, the codec's) on the n images both scored at every setting, as
-    `bootstrap.codec_curves` gives them: row 0 on all n, then one row per resample, the same draw for both."""
-    ids = bootstrap.shared_images(d for (c, _), d in sets.items() if c in (anchor, codec))
+def _paired_curves(anchor_sets: dict, codec_sets: dict, anchor: str, codec: str, resamples: int,
+                   seed: int) -> tuple[int, dict, dict]:
+    """(n, the anchor's curves, the codec's) on the n images both scored at every setting (the settings of one
+    run, or of two runs of the same images), as `bootstrap.codec_curves` gives them: row 0 on all n, then one row
+    per resample, the same draw for both."""
+    ids = bootstrap.shared_images([*(d for (c, _), d in anchor_sets.items() if c == anchor),
+                                   *(d for (c, _), d in codec_sets.items() if c == codec)])
     if len(ids) < 2:
         return len(ids), {}, {}
     positions = bootstrap.resample_positions(len(ids), resamples, bootstrap._rng(seed, anchor, codec, "paired"))
-    return (len(ids), bootstrap.codec_curves(sets, anchor, ids, positions),
-            bootstrap.codec_curves(sets, codec, ids, positions))
+    return (len(ids), bootstrap.codec_curves(anchor_sets, anchor, ids, positions),
+            bootstrap.codec_curves(codec_sets, codec, ids, positions))
 
 
 def _curves(codec: str, metric: str, bpp: np.ndarray, value: np.ndarray) -> list[Curve]:
@@ -324,11 +336,12 @@ def _curves(codec: str, metric: str, bpp: np.ndarray, value: np.ndarray) -> list
     return [Curve.from_points(codec, metric, b, v) for b, v in zip(bpp, value)]
 
 
-def _pairing_note(n: int, paired_on: int | None, metric: str) -> str:
+def _pairing_note(n: int, paired_on: int | None, metric: str, two_runs: bool = False) -> str:
+    both = "both runs" if two_runs else "both"
     if n < 2:
         return f"no BD: the codec and the anchor share {n} image{'' if n == 1 else 's'} scored at every setting"
     if paired_on:
-        return f"paired on the {n} images both scored at every setting"
+        return f"paired on the {n} images {both} scored at every setting"
     return f"not paired: {bootstrap.not_resampled(metric)}, so each codec on its own images"
 
 
