@@ -247,7 +247,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                         whys.append(why)
                     row["interval_note"] = next(filter(None, whys), "")
                 elif resampled and not (math.isnan(result["bd_rate"]) and math.isnan(result["bd_metric"])):
-                    row["interval_note"] = f"{anchor} is in another run (resamples pair the images of one run)" \
+                    row["interval_note"] = f"{anchor} is in a run of other images (resamples pair the same images)" \
                         if drawn.get(anchor_run) else f"{anchor} has no resamples (a published curve)"
                 else:
                     row["interval_note"] = _not_resampled(resampled, run_dir, drawn, result["bd_rate"], metric)
