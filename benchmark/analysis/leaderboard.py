@@ -193,6 +193,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     codecs = list(dict.fromkeys(summary.codec))
     where = summary.groupby("codec", sort=False)[["run_dir", "codec_in_run"]].first()
     loaded: dict = {}  # run folder -> its settings, read for pairing where no resamples were drawn
+    anchor_curves: dict = {}  # run folder -> {the images paired on: the anchor's curves}, computed once for all codecs
 
     def settings_of(run: str) -> dict:
         return drawn[run].settings if run in drawn else loaded.setdefault(run, bootstrap.load_settings(run))
@@ -207,7 +208,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                 codec in counts or anchor in counts if anchor_run == run_dir
                 else same_data[run_dir] == same_data[anchor_run]):  # another run of the same images: paired too
             pairs = _paired_curves(settings_of(anchor_run), settings_of(run_dir), anchor_in_run, in_run, resamples,
-                                   seed)
+                                   seed, anchor_curves.setdefault(anchor_run, {}))
         for metric in metrics:
             curve = Curve.from_summary(summary, codec, metric)
             resampled = _resampled_curves(drawn.get(run_dir), in_run, codec, metric)
@@ -317,18 +318,21 @@ def partial_counts(summary: pd.DataFrame, n_dataset: dict[str, int]) -> dict[str
     return out
 
 
-def _paired_curves(anchor_sets: dict, codec_sets: dict, anchor: str, codec: str, resamples: int,
-                   seed: int) -> tuple[int, dict, dict]:
+def _paired_curves(anchor_sets: dict, codec_sets: dict, anchor: str, codec: str, resamples: int, seed: int,
+                   cache: dict) -> tuple[int, dict, dict]:
     """(n, the anchor's curves, the codec's) on the n images both scored at every setting (the settings of one
     run, or of two runs of the same images), as `bootstrap.codec_curves` gives them: row 0 on all n, then one row
-    per resample, the same draw for both."""
+    per resample, the same draw for both. The draw depends on the images alone, so the anchor's curves on a set of
+    images are computed once (`cache`) for every codec paired on that set."""
     ids = bootstrap.shared_images([*(d for (c, _), d in anchor_sets.items() if c == anchor),
                                    *(d for (c, _), d in codec_sets.items() if c == codec)])
     if len(ids) < 2:
         return len(ids), {}, {}
-    positions = bootstrap.resample_positions(len(ids), resamples, bootstrap._rng(seed, anchor, codec, "paired"))
-    return (len(ids), bootstrap.codec_curves(anchor_sets, anchor, ids, positions),
-            bootstrap.codec_curves(codec_sets, codec, ids, positions))
+    key = (anchor, "\0".join(ids))
+    positions = bootstrap.resample_positions(len(ids), resamples, bootstrap._rng(seed, anchor, "paired", key[1]))
+    if key not in cache:
+        cache[key] = bootstrap.codec_curves(anchor_sets, anchor, ids, positions)
+    return len(ids), cache[key], bootstrap.codec_curves(codec_sets, codec, ids, positions)
 
 
 def _curves(codec: str, metric: str, bpp: np.ndarray, value: np.ndarray) -> list[Curve]:
