@@ -16,8 +16,8 @@ import pathlib
 
 import pandas as pd
 
-from benchmark.analysis.curves import Curve, compare_curves
 from benchmark.analysis import leaderboard
+from benchmark.analysis.curves import Curve, compare_curves
 from benchmark.analysis.leaderboard import pick_anchor, table_metrics
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.record import RunRecord, read_record

@@ -156,7 +156,8 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
                                                                        **dataset.class_record()}))
     for name in added:
         if states[name]["status"] == "disabled":
-            asked = f"--add-metric {name}" if name in config.add_metrics else "--patch-fid"  # the flag given
+            asked = f"--add-metric {name}" if any(name in registry.expand(n) for n in config.add_metrics) \
+                else "--patch-fid"  # the flag that asked for it
             raise ValueError(f"{asked} needs a stage this run does not request: {states[name]['reason']}.")
     record = replace(record, metrics=states)
     # absent when no space needs a cache, so config.json reads as it did before
