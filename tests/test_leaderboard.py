@@ -16,6 +16,22 @@ from benchmark.run.results import load_run
 from benchmark.run.runner import RunConfig, create_run, execute
 
 
+def _jpeg_outputs(folder, recon, qualities, names):
+    """A precomputed codec's folder made outside cmcbench: Pillow's JPEG of each named image at each quality, as
+    RECON/<quality>/<name>.bin (its bits) and RECON/<quality>/<name> (its pixels)."""
+    import io
+
+    from PIL import Image
+
+    for quality in qualities:
+        (recon / str(quality)).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            buf = io.BytesIO()
+            Image.open(folder / name).save(buf, format="JPEG", quality=quality)
+            (recon / str(quality) / f"{name}.bin").write_bytes(buf.getvalue())
+            Image.open(io.BytesIO(buf.getvalue())).save(recon / str(quality) / name)
+
+
 def _curve(codec, metric, bpp, value):
     return Curve(codec, metric, np.asarray(bpp, float), np.asarray(value, float))
 
@@ -352,13 +368,7 @@ def test_a_codec_resting_on_4_of_24_images_says_4_of_24_everywhere_and_compare_p
         base = np.stack([128 + 80 * np.sin(x / (5 + i % 7) + c) * np.cos(y / (9 + c)) for c in range(3)], -1)
         Image.fromarray(np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)).save(
             folder / f"im{i:02d}.png")
-    for quality in (20, 50, 90):  # JPEG's bits and pixels, made outside, for 4 of the 24 images
-        (recon / str(quality)).mkdir(parents=True)
-        for i in range(4):
-            buf = io.BytesIO()
-            Image.open(folder / f"im{i:02d}.png").save(buf, format="JPEG", quality=quality)
-            (recon / str(quality) / f"im{i:02d}.png.bin").write_bytes(buf.getvalue())
-            Image.open(io.BytesIO(buf.getvalue())).save(recon / str(quality) / f"im{i:02d}.png")
+    _jpeg_outputs(folder, recon, (20, 50, 90), [f"im{i:02d}.png" for i in range(4)])  # for 4 of the 24 images
     no_networks = dict(inception={"enabled": False}, caption_embedder="none",
                        image_metrics={"ms_ssim": False, "lpips": "none"})
 
@@ -397,8 +407,6 @@ def test_bd_of_a_codec_with_failed_images_pairs_it_with_the_anchor_on_the_images
     """A codec whose reconstructions exist for 4 of 10 images: its BD against an anchor of the same run (and the
     anchor's BD against it) is that of a run of those 4 images alone, with paired intervals, not the codec on 4
     images against the anchor on all 10."""
-    import io
-
     from PIL import Image
 
     folder, recon = tmp_path / "photos", tmp_path / "elsewhere"
@@ -409,13 +417,7 @@ def test_bd_of_a_codec_with_failed_images_pairs_it_with_the_anchor_on_the_images
         base = np.stack([128 + (40 + 8 * i) * np.sin(x / (4 + i) + c) * np.cos(y / (7 + c)) for c in range(3)], -1)
         Image.fromarray(np.clip(base + rng.normal(0, 4 + 2 * i, base.shape), 0, 255).astype(np.uint8)).save(
             folder / f"im{i:02d}.png")
-    for quality in (5, 20, 50):
-        (recon / str(quality)).mkdir(parents=True)
-        for i in range(4):
-            buf = io.BytesIO()
-            Image.open(folder / f"im{i:02d}.png").save(buf, format="JPEG", quality=quality)
-            (recon / str(quality) / f"im{i:02d}.png.bin").write_bytes(buf.getvalue())
-            Image.open(io.BytesIO(buf.getvalue())).save(recon / str(quality) / f"im{i:02d}.png")
+    _jpeg_outputs(folder, recon, (5, 20, 50), [f"im{i:02d}.png" for i in range(4)])
 
     def run(name, limit=None):
         config = RunConfig(dataset=f"folder:{folder}", limit=limit, inception={"enabled": False},
@@ -451,27 +453,22 @@ def test_the_report_grid_shows_a_precomputed_codec_and_names_a_tile_it_cannot_sh
     """A precomputed codec (the researcher's own outputs) was missing from the report's grid: its tiles could not be
     "reproduced" by encoding, and report.md left them out without a word. They are read from its folder now, and a
     tile that cannot be shown is in report.md with its reason."""
-    import io
-
     from PIL import Image
 
     from benchmark.analysis.report import build_report
 
-    folder, recon = tmp_path / "photos", tmp_path / "outputs" / "50"
+    folder, outputs = tmp_path / "photos", tmp_path / "outputs"
     folder.mkdir()
-    recon.mkdir(parents=True)
     y, x = np.mgrid[0:64, 0:80]
     for i in range(3):
         pixels = np.stack([128 + 90 * np.sin(x / (4 + i) + c) * np.cos(y / (6 + c)) for c in range(3)], -1)
         Image.fromarray(pixels.astype(np.uint8)).save(folder / f"im{i:02d}.png")
-        buf = io.BytesIO()
-        Image.open(folder / f"im{i:02d}.png").save(buf, format="JPEG", quality=50)
-        (recon / f"im{i:02d}.png.bin").write_bytes(buf.getvalue())
-        Image.open(io.BytesIO(buf.getvalue())).save(recon / f"im{i:02d}.png")
+    _jpeg_outputs(folder, outputs, (50,), [f"im{i:02d}.png" for i in range(3)])
+    recon = outputs / "50"
     config = RunConfig(dataset=f"folder:{folder}", inception={"enabled": False}, caption_embedder="none",
                        image_metrics={"ms_ssim": False, "lpips": "none"},
                        codecs=[parse_codec_spec("jpeg quality=50"),
-                               parse_codec_spec(f"precomputed path={recon.parent} label=mine")])
+                               parse_codec_spec(f"precomputed path={outputs} label=mine")])
     run_dir = create_run(config, tmp_path / "runs", "r", progress=False)
     execute(run_dir, jobs=1, progress=False)
     _, md = build_report(run_dir, tmp_path / "report", n_images=2, resamples=0)
