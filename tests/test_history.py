@@ -186,3 +186,21 @@ def test_a_history_that_compared_nothing_does_not_say_no_change(tmp_path, capsys
         assert main(["history", str(tmp_path / "runs"), flag, "jpg", "--out", str(tmp_path / "h")]) == 1
         assert capsys.readouterr().err == ("error: No run has a codec labelled 'jpg'; did you mean 'jpeg'? their "
                                            "codecs: jpeg, webp.\n")
+
+
+def test_a_codec_missing_from_one_run_is_judged_against_the_last_run_that_has_it(tmp_path):
+    """The middle commit's run did not run the model (a CI job that ran JPEG alone): the next run's regression was
+    left 'not compared' because the run before it had no model. It is judged against the last run that has it."""
+    for k, (sigma, model) in enumerate([(0, True), (0, False), (8, True)]):
+        codecs = [parse_codec_spec("jpeg quality=20,50,80")] + ([parse_codec_spec(
+            f"codecs_for_tests:NoisyJPEG quality=20,50,80 sigma={sigma} label=model")] if model else [])
+        config = RunConfig(dataset="sample:6", split="all", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"}, codecs=codecs)
+        execute(create_run(config, tmp_path / "runs", f"run-{k}", progress=False), jobs=1, progress=False)
+    table = history.build([tmp_path / "runs"], history.HistoryOptions(resamples=20)).table
+    model = table[table.codec == "model"].set_index("run_id")
+    assert list(model.index) == ["run-0", "run-2"]
+    assert model.loc["run-2", "change"] == "worse", model.loc["run-2", "why"]
+    assert model.loc["run-2", "why"].startswith("the previous run (run-1) has no model; compared with run run-0, the "
+                                                "last that has it")
+    assert (table[table.codec == "jpeg"].change.tolist()) == ["first", "same", "same"]

@@ -200,7 +200,7 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
 
     rows = []
     previous = None
-    last_with: dict[str, RunPoint] = {}  # per metric, the latest run that measured it
+    last_with: dict[tuple[str, str], RunPoint] = {}  # per (codec, metric), the latest run that has its curve
     for point in points:
         def against_anchor(point=point) -> pd.DataFrame:
             sets = sets_of(point)
@@ -222,9 +222,10 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
             if r.metric not in options.metrics:
                 continue
             c = change[(change.codec == r.codec) & (change.metric == r.metric)]
-            gap = _unmeasured(previous, r.metric, "the previous run") if not len(c) else ""
-            if gap and last_with.get(r.metric):  # a change across the gap counts: against the last run with it
-                earlier = last_with[r.metric]
+            gap = (_unmeasured(previous, r.metric, "the previous run") or _absent(previous, r.codec, sets_of)) \
+                if not len(c) and previous is not None else ""
+            earlier = last_with.get((r.codec, r.metric))
+            if gap and earlier:  # a change across the gap counts: against the last run with it
                 across = _cached("change", earlier, point, options,
                                  lambda earlier=earlier, point=point: verdicts(sets_of(earlier), sets_of(point), False))
                 c = across[(across.codec == r.codec) & (across.metric == r.metric)]
@@ -246,7 +247,8 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
                              None if options.anchor_codec else anchor_point, metric, "the anchor run")
                          or "not compared: no curve of it in both runs (two settings, each with a value, on two "
                             "shared images)"})
-        last_with.update({m: point for m in options.metrics if not _unmeasured(point, m)})
+        last_with.update({(c, m): point for c in {c for c, _ in sets_of(point)} for m in options.metrics
+                          if not _unmeasured(point, m)})
         previous = point
     table = pd.DataFrame(rows, columns=["run_id", "run_dir", "commit", "date", "codec", "metric", "bd_rate",
                                         "bd_rate_low", "bd_rate_high", "bd_metric", "n_images", "change",
@@ -258,6 +260,12 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
              f"{anchor} ({options.bd_method} interpolation), {options.resamples} paired resamples at "
              f"{options.level:.0%}; a change is marked where compare's rule says the curve moved"]
     return History(table, anchor, notes)
+
+
+def _absent(point: RunPoint, codec: str, sets_of) -> str:
+    """Why the previous run has no curve of `codec`: it did not run it ("" where it did)."""
+    return "" if any(c == codec for c, _ in sets_of(point)) else \
+        f"the previous run ({point.run_id}) has no {codec}"
 
 
 def _unmeasured(point: RunPoint | None, metric: str, which: str = "") -> str:
