@@ -459,6 +459,12 @@ def test_a_reason_shared_by_images_is_counted_once_with_the_image_as_a_placehold
     for label, reasons in zip(summary.setting_label, summary.failure_reasons):
         assert reasons == (f"3 x no reconstruction of <image> for setting {label}: no file named after it (.png "
                            f"or .ppm) in {tmp_path / 'recon' / label}"), reasons
+    from benchmark.run.results import failure_reason
+
+    assert failure_reason("no reconstruction of 1.png in /x/1.png", "1.png") == \
+        "no reconstruction of <image> in /x/<image>"
+    assert failure_reason("1.png differs from 11.png and 21.png.bak", "1.png") == \
+        "<image> differs from 11.png and 21.png.bak"  # the whole id only
 
 
 def test_a_relative_precomputed_path_is_stored_absolute_so_workers_and_resume_elsewhere_find_it(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 
 import numpy as np
 import pandas as pd
@@ -120,8 +121,11 @@ def sample_spreads(run_dir: pathlib.Path, metrics: list[str]) -> pd.DataFrame:
 
 def failure_reason(error: str, image_id: str) -> str:
     """A failed row's error as a reason that images share: its own image id is <image>, so "no reconstruction
-    of a.png" and of b.png are one reason counted twice, not two reasons once each."""
-    return error.replace(image_id, "<image>") if error and image_id else error
+    of a.png" and of b.png are one reason counted twice, not two reasons once each. Only the whole id is
+    replaced (1.png's in "1.png", not inside "11.png")."""
+    if not error or not image_id:
+        return error
+    return re.sub(rf"(?<![\w.-]){re.escape(image_id)}(?![\w])", "<image>", error)
 
 
 def summarise(run_dir: pathlib.Path) -> pd.DataFrame:
