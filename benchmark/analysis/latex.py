@@ -102,7 +102,7 @@ def render_tex(board, tables: dict[str, pd.DataFrame], titles: dict[str, str], o
             continue
         title = titles[key] + (f" ({board.anchor})" if key == "bd" else "")
         if key == "at_rates":
-            cells = " Cells: value over its bootstrap interval;" if board.resamples else " Cells:"
+            cells = " Cells: value over its bootstrap interval;" if board.resamples else " Cells: value;"
             out.append(_float(title, legend(table.metric.tolist()) + cells + " -- outside the codec's range."
                               + rests_on,
                               _tabular(table, "ll" + "r" * (len(table.columns) - 2)), "at-rates"))
