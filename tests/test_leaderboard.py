@@ -401,6 +401,22 @@ def test_a_codec_resting_on_4_of_24_images_says_4_of_24_everywhere_and_compare_p
                              "failed in BASE or NEW)"]
     assert "note: jpeg compared on the 4 of 24 images" in render_text(result)
     assert json.loads(json.dumps(result.to_json(), default=float))["paired"] == result.paired
+    # Exported and tabled as a published curve, it still says 4/24 (it was a bare curve, its BD unexplained).
+    from benchmark.analysis.references import export_compressai, load_references
+
+    export_compressai(partial, tmp_path / "published")
+    curve = [tmp_path / "published" / "jpeg.json"]
+    board = leaderboard.build([full], anchor="webp", resamples=0, references=curve)
+    assert "jpeg [published] (4/24)" in leaderboard.render(board, "md")
+    assert "Warning: published curve 'jpeg' rests on 4 of its 24 images at some setting (the others failed where it " \
+           "was measured): its values, and its BD, are over those images only." in board.notes
+    _, summary = load_run(full)
+    refs, _ = load_references(curve, summary)
+    rd_plots(leaderboard.with_references(summary, refs), tmp_path / "published-plot", formats=("svg",))
+    assert "JPEG [published] (4/24)" in (tmp_path / "published-plot" / "rd_psnr.svg").read_text()
+    _, md_path = build_report(full, tmp_path / "report-published", n_images=1, resamples=0, anchor="webp",
+                              references=curve)  # it ended in a traceback (a run's rows beside published ones)
+    assert "jpeg [published] (4/24)" in md_path.read_text()
 
 
 def test_bd_of_a_codec_with_failed_images_pairs_it_with_the_anchor_on_the_images_both_scored(tmp_path):

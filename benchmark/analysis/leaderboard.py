@@ -25,6 +25,7 @@ from benchmark.analysis import bootstrap
 from benchmark.analysis.curves import BD_METHODS, MIN_RELIABLE_OVERLAP, Curve, compare_curves
 from benchmark.analysis.latex import render_tex
 from benchmark.analysis.plots import dataset_title
+from benchmark.analysis.references import fewest_images
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.record import RunRecord, read_record
 from benchmark.run.results import images_of, load_run, space_notes
@@ -189,6 +190,10 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
         ["codec", "setting", "setting_index", "bpp", "metric", "value", "low", "high", "n_ok", "n_dataset",
          "interval_note"]].reset_index(drop=True)
     counts = partial_counts(summary, n_dataset)
+    if len(refs):  # a published curve from a cmcbench export says what its points rest on, as a run's codec does
+        published = summary[summary["published"].fillna(False).astype(bool)]
+        counts.update({c: behind for c, curve in published.groupby("codec", sort=False)
+                       if (behind := fewest_images(curve)) is not None})
     at_rates, bd = [], []
     codecs = list(dict.fromkeys(summary.codec))
     where = summary.groupby("codec", sort=False)[["run_dir", "codec_in_run"]].first()

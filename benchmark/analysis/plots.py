@@ -106,6 +106,7 @@ def curve_style(curve: pd.DataFrame, runs: list[str]) -> tuple[str, str, object]
     the line style that tells it from its codec."""
     label, target = curve["codec"].iloc[0], _target(curve)
     in_run = curve["codec_in_run"].iloc[0] if "codec_in_run" in curve else label
+    in_run = in_run if isinstance(in_run, str) else label  # a run's rows beside published ones (the report's)
     run = curve["run_dir"].iloc[0] if "run_dir" in curve else None
     own = variant_style(in_run, target)
     if len(runs) > 1 and in_run != label and run in runs and own[2] == "-":  # its label names its run
@@ -202,7 +203,13 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
             # N is the curve's own run's: runs of other image sets share a figure with --allow-mixed
             n_dataset = int(images_of(curve, "n_images").max()) if "n_images" in curve and \
                 curve["n_images"].notna().any() else None
-            n = None if is_published else images_behind(curve, n_dataset)
+            if is_published:  # a cmcbench export says what its points rest on; other published curves do not
+                from benchmark.analysis.references import fewest_images
+
+                behind = fewest_images(curve)
+                n, n_dataset = behind if behind is not None else (None, None)
+            else:
+                n = images_behind(curve, n_dataset)
             label = display_name(codec, target) + (f" ({n}/{n_dataset})" if n is not None else "")
             partial |= n is not None
             ax.plot(curve.bpp, curve[metric], color=colour, marker=marker,

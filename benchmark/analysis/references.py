@@ -83,6 +83,9 @@ def _load_compressai(path: pathlib.Path) -> tuple[pd.DataFrame, list[str]]:
     name = str(data.get("name") or path.stem)
     source = str(meta.get("source") or data.get("description") or path.name)
     points = [{"bpp": b, **{m: v[k] for m, v in columns.items()}} for k, b in enumerate(bpp)]
+    n_ok = meta.get("n_ok")  # a cmcbench export's images behind each point
+    if isinstance(n_ok, list) and len(n_ok) == len(points) and all(isinstance(n, (int, float)) for n in n_ok):
+        points = [{**p, "n_ok": float(n)} for p, n in zip(points, n_ok)]
     return _frame(name, points, source, meta.get("dataset"), str(path), meta), warnings
 
 
@@ -111,6 +114,15 @@ def _load_csv(path: pathlib.Path) -> tuple[pd.DataFrame, list[str]]:
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), list(dict.fromkeys(warnings))
 
 
+def fewest_images(curve: pd.DataFrame) -> tuple[int, int] | None:
+    """(the fewest images a published curve's points rest on, the images it was measured on), where its file says
+    so (a cmcbench export's `n_ok` and `n_images`) and the first is fewer; else None."""
+    if "n_ok" not in curve or not curve["n_ok"].notna().all() or not curve["reference_n_images"].notna().any():
+        return None
+    n, total = int(curve["n_ok"].min()), int(curve["reference_n_images"].max())
+    return (n, total) if n < total else None
+
+
 def load_references(paths, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Every reference file's rows, and warnings (skipped names; a curve whose file says it was measured on another
     dataset, another number of images or other preprocessing than the runs' summary rows `runs`)."""
@@ -135,6 +147,11 @@ def load_references(paths, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]
             elif counts and pd.notna(n) and int(n) not in counts:
                 warnings.append(f"published curve {codec!r} rests on {int(n)} images of {dataset!r}, the run on "
                                 f"{' or '.join(map(str, sorted(counts)))}: not the same images")
+            behind = fewest_images(curve)
+            if behind is not None:
+                warnings.append(f"published curve {codec!r} rests on {behind[0]} of its {behind[1]} images at some "
+                                "setting (the others failed where it was measured): its values, and its BD, are over "
+                                "those images only")
             if preprocessing and prep and prep not in preprocessing:
                 warnings.append(f"published curve {codec!r} was measured with preprocessing {prep!r}, the run with "
                                 f"{' or '.join(sorted(preprocessing))}: not the same pixels")
