@@ -490,6 +490,7 @@ def test_the_report_grid_shows_a_precomputed_codec_and_names_a_tile_it_cannot_sh
     _, md = build_report(run_dir, tmp_path / "report", n_images=2, resamples=0)
     tile = tmp_path / "report" / "grid" / "im00-mine-setting50.png"
     assert tile.exists() and "](grid/im00-mine-setting50.png)" in md.read_text()
+    assert "closest to the target; a codec that cannot reach the target" in md.read_text()  # as the HTML says
     assert np.array_equal(np.asarray(Image.open(tile)), np.asarray(Image.open(recon / "im00.png")))  # its own pixels
     (recon / "im01.png").unlink()  # gone since the run
     _, md = build_report(run_dir, tmp_path / "report2", n_images=2, resamples=0)

@@ -72,6 +72,11 @@ def grid_choices(images: pd.DataFrame, n_images: int, target_bpp: float | None, 
     return out
 
 
+GRID_NOTE = (f"Centre crops (at most {CROP}x{CROP}) at native resolution. Each codec is shown at its setting whose bpp "
+             "on that image is closest to the target; a codec that cannot reach the target (a caption codec far below "
+             "it, or JPEG above it) shows its nearest rate, printed under the tile.")
+
+
 class Reconstructor:
     """The original and a codec's reconstruction of an image: from the run's saved files, or by the runner's
     own Worker (same reading, preprocessing, codec setup and output check as the run)."""
@@ -241,10 +246,7 @@ code {{ background: #f4f4f4; padding: 0 .2em; }}
 <h2>Leaderboard</h2>
 {leaderboard.render(board, 'html', only=("at_rates", "bd"))}
 <h2>Visual comparison</h2>
-<p>Centre crops (at most {CROP}x{CROP}) at native resolution: one image pixel per CSS pixel, never scaled (click a
-tile to zoom 2x). Each codec is shown at its setting whose bpp on that image is
-closest to the target; a codec that cannot reach the target (a caption codec far below it, or JPEG above it) shows its
-nearest rate, printed under the tile.</p>
+<p>{html.escape(GRID_NOTE)} One image pixel per CSS pixel, never scaled (click a tile to zoom 2x).</p>
 {''.join(html_grid)}
 {leaderboard.render(board, 'html', only=("settings",), notes=False)}
 <h2>Provenance</h2>
@@ -259,7 +261,8 @@ nearest rate, printed under the tile.</p>
           _error_bars(board) + "\n"]
     md += [f"![{p.stem}](plots/{p.name})\n" for p in plots]
     md += [failures_md, "## Leaderboard\n", leaderboard.render(board, "md", only=("at_rates", "bd")),
-           "## Visual comparison\n", *md_grid, leaderboard.render(board, "md", only=("settings",), notes=False),
+           "## Visual comparison\n", GRID_NOTE + "\n", *md_grid,
+           leaderboard.render(board, "md", only=("settings",), notes=False),
            "## Provenance\n", prov["md"]]
     md_path = out_dir / "report.md"
     atomic_write_bytes(md_path, "\n".join(md).encode(), durable=False)
