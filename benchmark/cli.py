@@ -906,16 +906,22 @@ def cmd_datasets(args) -> int:
         return 0
     from tabulate import tabulate
 
-    rows = []
+    rows, by_hand = [], []
     for entry in nd.CATALOG.values():
         present = nd.is_fetched(root, entry.name)
         checks = sorted({"published sha256" if s.sha256 else "sha256 pinned at first fetch" for s in entry.sources})
         size = nd.size_on_disk(root / entry.name)
+        unfetched = not present and size > 0  # a folder of that name, filled by hand
+        by_hand += [entry.name] if unfetched else []
         rows.append([entry.name, entry.images, (f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB")
-                     if present else "-",
-                     "yes" if present else "no", root / entry.name if present else "-", " + ".join(checks)])
+                     if present or unfetched else "-", "yes" if present else "not fetched*" if unfetched else "no",
+                     root / entry.name if present or unfetched else "-", " + ".join(checks)])
     print(tabulate(rows, headers=["name", "images", "size on disk", "present", "where", "checked by"],
                    tablefmt="simple"))
+    if by_hand:  # what running on it by name will say, told here first
+        print(f"\n* holds files cmcbench did not fetch, so it cannot check them as the named dataset: run on such a "
+              f"folder with --dataset PATH, or move its files into {root / '.downloads' / 'NAME'} and run with "
+              f"--dataset NAME (checked and pinned then).")
     print("\nPublished checksums are tensorflow-datasets' (url_checksums/); the others are recorded at the first fetch "
           "and checked on every later use.")
     print(f"\nData root: {root} (--data-root, ${nd.ENV_ROOT}). Fetch one with: python bench.py datasets fetch NAME")

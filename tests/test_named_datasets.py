@@ -293,6 +293,10 @@ def test_kodak_copied_into_the_data_root_by_hand_is_named_as_such_and_the_advice
     assert f"or run on the folder as it is with --dataset {root / 'kodak'}." in err, err
     rc, _, err = run_cli(["run", *common, "--data-root", str(empty)], capsys)
     assert rc == 1 and f"run `python bench.py datasets fetch kodak --data-root {empty}`, or, offline" in err, err
+    rc, out, _ = run_cli(["datasets", "list", "--data-root", str(root)], capsys)  # the listing says so too
+    kodak = next(line for line in out.splitlines() if line.startswith("kodak "))
+    assert rc == 0 and "not fetched*" in kodak and str(root / "kodak") in kodak, out
+    assert "* holds files cmcbench did not fetch" in out
     shutil.move(root / "kodak", store)  # as the first message says
     rc, out, err = run_cli(["run", *common, "--data-root", str(root), "--name", "moved"], capsys)
     assert rc == 0 and "Run moved: kodak (all, 24 images)" in out, err + out
