@@ -485,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     if in_main:
         sys.unraisablehook = _stop_where_ignored(unraisable)
     try:
+        if not 0 < getattr(args, "level", 0.5) < 1:  # the bootstrap's confidence level, told before any resample
+            raise ValueError(f"--level {args.level:g}: a confidence level lies between 0 and 1, e.g. 0.95.")
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, CodecUnavailable, RuntimeError, ImportError) as exc:
         if STOPPED:  # an error a stop caused (Ctrl-C inside a library's import: 'initialization failed') is the stop

@@ -98,6 +98,15 @@ def test_a_misspelt_anchor_gets_a_did_you_mean():
     assert leaderboard.pick_anchor(summary, None) == "jpeg"
 
 
+def test_a_confidence_level_outside_0_1_is_one_sentence_before_any_work(tmp_path, capsys):
+    """--level 95 (a percentage) ended, after the resamples were drawn, in numpy's 'Percentiles must be in the
+    range [0, 100]'."""
+    for command in (["leaderboard", str(tmp_path)], ["compare", str(tmp_path), str(tmp_path)],
+                    ["report", str(tmp_path)], ["history", str(tmp_path)]):
+        assert main([*command, "--level", "95"]) == 1
+        assert capsys.readouterr().err == "error: --level 95: a confidence level lies between 0 and 1, e.g. 0.95.\n"
+
+
 def test_no_overlap_says_so_and_gives_what_exists():
     anchor = _curve("jpeg", "fid", ANCHOR_BPP, 80 - 10 * np.log2(ANCHOR_BPP / 0.12))
     text = _curve("cmc", "fid", [0.003, 0.004, 0.005], [70, 65, 60])  # far below JPEG's rates
