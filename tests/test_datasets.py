@@ -91,3 +91,16 @@ def test_coco_layout(tmp_path):
     assert get_preset("cmc2021")[1](ds.read(ds.records[0]).pixels, ds.records[0]).shape == (256, 256, 3)
     with pytest.raises(ValueError, match="captions_train2014.json is missing"):
         open_dataset(f"coco:{tmp_path}", "train")
+
+
+def test_a_preprocessing_that_would_fail_every_image_is_one_sentence_before_any_work(tmp_path, capsys):
+    """--preprocess resize-0 failed every row as it read its image ('height and width must be > 0')."""
+    from benchmark.cli import main
+
+    with pytest.raises(ValueError, match=r"^Preprocessing 'resize-0': resize-N takes a side of at least 1 pixel"):
+        get_preset("resize-0")
+    assert get_preset("resize-1")[0] == "resized to 1x1 (bicubic)"
+    assert main(["run", "--codec", "jpeg quality=50", "--metrics", "none", "--lpips", "none", "--caption-embedder",
+                 "none", "--no-progress", "--no-plots", "--preprocess", "resize-0", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith("error: Preprocessing 'resize-0'")
+    assert not any(tmp_path.iterdir())  # no run folder left behind

@@ -54,6 +54,8 @@ def get_preset(name: str) -> tuple[str, Callable]:
     m = re.fullmatch(r"resize-(\d+)", name)
     if m:
         n = int(m.group(1))
+        if n < 1:  # every image would fail as it is read: said once, before any work
+            raise ValueError(f"Preprocessing {name!r}: resize-N takes a side of at least 1 pixel, e.g. resize-256.")
         return f"resized to {n}x{n} (bicubic)", lambda p, r: resize(p, n)
     raise ValueError(f"Unknown preprocessing {name!r}: use one of {', '.join(PRESETS)} or resize-N.")
 
