@@ -128,3 +128,11 @@ def test_codec_spec_mistakes_get_one_sentence_that_names_the_fix():
         with pytest.raises(ValueError, match="has no values"):  # not the default 19-setting sweep, silently
             parse_codec_spec(empty)
     assert parse_codec_spec("jpeg quality=10,").settings == (10,)
+    # a setting given twice was run twice under one label (the bootstrap and compare, keyed by it, kept one); an empty
+    # label named the codec ''
+    for spec, said in (("jpeg quality=50,20,50", "quality=50 is given more than once"),
+                       ("jpeg quality=50,50.0", "quality=50 is given more than once"),
+                       ("webp bpp=0.5,0.25,0.5", "bpp=0.5 is given more than once"),
+                       ("jpeg quality=50 label=", "label= needs a name")):
+        with pytest.raises(ValueError, match=said):
+            parse_codec_spec(spec)

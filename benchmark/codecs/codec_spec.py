@@ -149,6 +149,8 @@ def parse_codec_spec(text: str) -> CodecSpec:
         if not eq:
             raise ValueError(f"Codec spec {text!r}: expected key=value, got {pair!r}.")
         if key == "label":
+            if not value.strip():
+                raise ValueError(f"Codec spec {text!r}: label= needs a name, e.g. label=mine (or leave it out).")
             label = value
         elif key in (cls.rate_parameter, "settings", "sweep", "bpp") and not any(value.split(",")):
             raise ValueError(f"Codec spec {text!r}: {key}= has no values; give them (e.g. {key}=1,2,3) or leave "
@@ -181,6 +183,10 @@ def parse_codec_spec(text: str) -> CodecSpec:
     cls(**options)  # validate options now, with the codec's own message
     for value in settings:
         cls.check_setting(value)
+    for given, what in ((settings, cls.rate_parameter), (targets, "bpp")):
+        repeated = sorted({v for v in given if given.count(v) > 1}, key=str)
+        if repeated:  # two settings of one value would be one curve point twice, under one label
+            raise ValueError(f"Codec spec {text!r}: {what}={', '.join(map(str, repeated))} is given more than once.")
     settings = settings or tuple(cls.discover_settings(options))
     if (targets or tolerance is not None) and (best > 1 or samples > 1):
         raise ValueError(f"Codec spec {text!r}: best_of and samples do not combine with rate matching (bpp=).")
