@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import shutil
@@ -493,6 +494,11 @@ def main(argv: list[str] | None = None) -> int:
             return _interrupted(STOPPED[0] == signal.SIGTERM)
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `bench.py ... | head`: the reader left; say so once, not as a file error
+        with contextlib.suppress(OSError, ValueError):  # nothing more goes to the closed pipe, at exit either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("error: the output was closed before it was all written (a pipe into head?).", file=sys.stderr)
+        return 1
     except OSError as exc:  # a full disk, a read-only or unwritable folder
         if STOPPED:
             return _interrupted(STOPPED[0] == signal.SIGTERM)
@@ -972,6 +978,9 @@ def cmd_leaderboard(args) -> int:
     board = leaderboard.build(run_dirs, anchor=args.anchor, rates=_rates(args.rates), metrics=args.metric,
                               resamples=args.bootstrap, seed=args.seed, level=args.level, bd_method=args.bd_method,
                               references=args.reference, allow_mixed=args.allow_mixed)
+    if board.settings.empty:  # every row failed: tables of nothing, with notes about nothing, are no leaderboard
+        raise ValueError(f"No setting of {'this run' if len(run_dirs) == 1 else 'these runs'} has a successful row: "
+                         f"nothing to table (python bench.py report {run_dirs[0]} lists why they failed).")
     print(leaderboard.render(board, "md"))
     written = leaderboard.write(board, args.out or run_dirs[0] / "leaderboard", args.format or leaderboard.FORMATS)
     print("Written: " + ", ".join(str(p) for p in written))
@@ -1020,6 +1029,9 @@ def cmd_export(args) -> int:
         written = tracker_files.write(run_dir, args.out_dir, anchor=args.anchor)
     else:
         written = export_compressai(run_dir, args.out_dir)
+        if not written:  # it wrote nothing and said nothing
+            raise ValueError(f"Nothing to export: no codec of {run_dir} has a successful setting (python bench.py "
+                             f"report {run_dir} lists why its rows failed).")
     for path in written:
         print(path)
     return 0

@@ -57,6 +57,7 @@ class History:
     table: pd.DataFrame  # one row per (run, codec, metric)
     anchor: str  # what BD is against, in words
     notes: list[str] = field(default_factory=list)
+    runs: int = 0  # the runs followed (a run whose every row failed has no row in `table`)
 
 
 def find_runs(paths: list[str | pathlib.Path]) -> list[pathlib.Path]:
@@ -256,10 +257,11 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
     table[["interval_note", "missing_note"]] = table[["interval_note", "missing_note"]].fillna("")
     anchor = (f"codec {options.anchor_codec} in each run" if options.anchor_codec else
               f"the same codec in run {anchor_point.run_id} (commit {anchor_point.commit[:12]})")
-    notes = [f"{len(points)} runs of {points[0].record.dataset.label}, ordered by commit date; BD-rate in % against "
+    notes = [f"{len(points)} run{'' if len(points) == 1 else 's'} of {points[0].record.dataset.label}, ordered by "
+             f"commit date; BD-rate in % against "
              f"{anchor} ({options.bd_method} interpolation), {options.resamples} paired resamples at "
              f"{options.level:.0%}; a change is marked where compare's rule says the curve moved"]
-    return History(table, anchor, notes)
+    return History(table, anchor, notes, len(points))
 
 
 def _absent(point: RunPoint, codec: str, sets_of) -> str:
@@ -339,7 +341,7 @@ def render(history: History) -> str:
         for r in rows[rows.missing_note != ""].itertuples():  # why a run shows no BD-rate ("–")
             lines.append(f"  – {r.commit[:12]} ({r.run_id}): {r.missing_note}")
     marked = significant(history)
-    n_runs = table.run_dir.nunique()
+    n_runs = history.runs or table.run_dir.nunique()
     judged = int(table.change.isin(["same", "better", "worse"]).sum())  # a curve compared with an earlier run's
     unjudged = int((table.change == "not compared").sum())
     if not judged:  # nothing was compared: that is not "no change"
