@@ -537,6 +537,10 @@ def test_a_run_whose_every_row_failed_is_said_so_by_leaderboard_export_and_histo
     assert cli.main(["history", run_dir, "--out", str(tmp_path / "h")]) == 0
     out = capsys.readouterr().out
     assert "note: 1 run of " in out and "No change could be judged: one run has no earlier run to compare with." in out
+    assert cli.main(["report", run_dir, "--bootstrap", "0"]) == 0  # its failures table is the report's point
+    md = (tmp_path / "r" / "report" / "report.md").read_text()
+    assert "No setting has a successful row: nothing to table" in md and "nan–nan" not in md
+    assert "No image has a successful row in every codec" in md
 
 
 def test_output_closed_early_is_one_sentence_not_a_file_error(monkeypatch, capsys):

@@ -450,6 +450,9 @@ def _label(metric: str) -> str:
 def _rates_outside(summary: pd.DataFrame, codecs: list[str], rates) -> str:
     """What the at-rate table does with a chosen rate beyond a codec's measured rates (it never extrapolates):
     the cell is –, and a codec that reaches none of the rates, or a table that no codec reaches, is left out."""
+    codecs = [c for c in codecs if summary.bpp[summary.codec == c].notna().any()]  # every row failed: no rates
+    if not codecs:
+        return ""
     spans = {c: (summary.bpp[summary.codec == c].min(), summary.bpp[summary.codec == c].max()) for c in codecs}
     outside = {c: [r for r in rates if not lo * (1 - 1e-9) <= r <= hi * (1 + 1e-9)] for c, (lo, hi) in spans.items()}
     if not rates or not any(outside.values()):

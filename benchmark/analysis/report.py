@@ -77,6 +77,10 @@ GRID_NOTE = (f"Centre crops (at most {CROP}x{CROP}) at native resolution. Each c
              "it, or JPEG above it) shows its nearest rate, printed under the tile.")
 
 
+NOTHING = "No setting has a successful row: nothing to table (the failures above say why)."
+NO_GRID = "No image has a successful row in every codec: nothing to compare side by side."
+
+
 class Reconstructor:
     """The original and a codec's reconstruction of an image: from the run's saved files, or by the runner's
     own Worker (same reading, preprocessing, codec setup and output check as the run)."""
@@ -172,10 +176,12 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     plots = [p for p in rd_plots(leaderboard.with_references(summary, refs), out_dir / "plots", intervals=ci,
                                  formats=("png", "pdf"), no_interval=_no_bar(board)) if p.suffix == ".png"]
     failures_html, failures_md = _failures(summary)
+    tabled = not board.settings.empty  # a run whose every row failed has nothing to table
     generative = {c.label for c in record.codecs if not c.exact_size}
     stages.update()
     stages.set_description("report: comparison grid")
     grid = grid_choices(images, n_images, target_bpp, board.anchor, generative)
+    grid_text = GRID_NOTE if grid else "No comparison grid (--images 0)." if not n_images else NO_GRID
     recon = Reconstructor(run_dir, record)
     grid_dir = out_dir / "grid"
     grid_dir.mkdir(exist_ok=True)
@@ -244,9 +250,9 @@ code {{ background: #f4f4f4; padding: 0 .2em; }}
 <div class="plots">{plot_html}</div>
 {failures_html}
 <h2>Leaderboard</h2>
-{leaderboard.render(board, 'html', only=("at_rates", "bd"))}
+{leaderboard.render(board, 'html', only=("at_rates", "bd")) if tabled else f"<p>{html.escape(NOTHING)}</p>"}
 <h2>Visual comparison</h2>
-<p>{html.escape(GRID_NOTE)} One image pixel per CSS pixel, never scaled (click a tile to zoom 2x).</p>
+<p>{html.escape(grid_text)}{" One image pixel per CSS pixel, never scaled (click a tile to zoom 2x)." if grid else ""}</p>
 {''.join(html_grid)}
 {leaderboard.render(board, 'html', only=("settings",), notes=False)}
 <h2>Provenance</h2>
@@ -260,8 +266,8 @@ code {{ background: #f4f4f4; padding: 0 .2em; }}
     md = [f"# {title}\n", prov["headline"] + "\n", *(f"**{n}**\n" for n in _partial(board)), "## Rate–quality curves\n",
           _error_bars(board) + "\n"]
     md += [f"![{p.stem}](plots/{p.name})\n" for p in plots]
-    md += [failures_md, "## Leaderboard\n", leaderboard.render(board, "md", only=("at_rates", "bd")),
-           "## Visual comparison\n", GRID_NOTE + "\n", *md_grid,
+    md += [failures_md, "## Leaderboard\n", leaderboard.render(board, "md", only=("at_rates", "bd")) if tabled
+           else NOTHING + "\n", "## Visual comparison\n", grid_text + "\n", *md_grid,
            leaderboard.render(board, "md", only=("settings",), notes=False),
            "## Provenance\n", prov["md"]]
     md_path = out_dir / "report.md"
