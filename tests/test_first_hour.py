@@ -551,3 +551,16 @@ def test_output_closed_early_is_one_sentence_not_a_file_error(monkeypatch, capsy
     monkeypatch.setattr(cli, "cmd_codecs", closed)
     assert cli.main(["codecs"]) == 1
     assert capsys.readouterr().err == "error: the output was closed before it was all written (a pipe into head?).\n"
+
+
+def test_a_run_name_is_one_folder_inside_out(tmp_path, capsys):
+    """--name . made the runs' folder itself a run, beside the others; --name ../x wrote the run outside --out;
+    --name x/y ended in '[Errno 2] No such file or directory'."""
+    out = tmp_path / "runs"
+    for name in (".", "..", "../x", "x/y"):
+        assert cli.main(["run", "--codec", "jpeg quality=50", "--limit", "1", "--out", str(out), "--name", name,
+                         *QUIET]) == 1
+        assert capsys.readouterr().err == (f"error: --name {name!r}: a run's name is one folder name inside --out "
+                                           "(no '/', not '.' or '..').\n")
+    assert not out.exists() or not any(out.iterdir())  # no run folder, in --out or beside it
+    assert not (tmp_path / "x").exists()

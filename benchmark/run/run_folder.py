@@ -78,6 +78,13 @@ def locked(run_dir: pathlib.Path):
         os.close(fd)
 
 
+def check_name(name: str | None) -> None:
+    """A given run name is one folder inside the runs' root: '--name .' made the root itself a run, among the
+    others, and '--name ../x' wrote one outside it."""
+    if name and (name in (".", "..") or "/" in name or os.sep in name or (os.altsep and os.altsep in name)):
+        raise ValueError(f"--name {name!r}: a run's name is one folder name inside --out (no '/', not '.' or '..').")
+
+
 def new_folder(out_root: pathlib.Path, run_id: str, named: bool) -> pathlib.Path:
     """Create the run's folder. A generated id that is taken (two runs of one configuration in the same second)
     gets a suffix, -2, -3, ...; a given --name that already holds a run is refused."""

@@ -92,6 +92,7 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     return the run directory. `dataset`: config.dataset already opened (with config.split), if the caller has it."""
     if not config.codecs:
         raise ValueError("No codecs to run.")
+    run_folder.check_name(name)
     labels = [c.label for c in config.codecs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"Codec labels must be unique, got {labels}: give each a label=NAME.")
