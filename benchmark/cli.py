@@ -91,6 +91,10 @@ def os_error_sentence(exc: OSError) -> str:
         return f"{where} is on a read-only file system"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied writing {where}"
+    if exc.errno == errno.EEXIST:  # mkdir(exist_ok=True) over a file: --out FILE
+        return f"{where} is a file where a folder is needed"
+    if exc.errno == errno.ENOENT:
+        return f"no such file or folder: {where}"
     return f"{exc.strerror or exc} ({where})"
 
 
@@ -492,7 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, CodecUnavailable, RuntimeError, ImportError) as exc:
         if STOPPED:  # an error a stop caused (Ctrl-C inside a library's import: 'initialization failed') is the stop
             return _interrupted(STOPPED[0] == signal.SIGTERM)
-        print(f"error: {exc}", file=sys.stderr)
+        # the system's own ('[Errno 17] File exists: ...') as a sentence; our own messages as they are
+        said = f"{os_error_sentence(exc)}." if isinstance(exc, OSError) and exc.errno and exc.filename else exc
+        print(f"error: {said}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `bench.py ... | head`: the reader left; say so once, not as a file error
         with contextlib.suppress(OSError, ValueError):  # nothing more goes to the closed pipe, at exit either

@@ -564,3 +564,11 @@ def test_a_run_name_is_one_folder_inside_out(tmp_path, capsys):
                                            "(no '/', not '.' or '..').\n")
     assert not out.exists() or not any(out.iterdir())  # no run folder, in --out or beside it
     assert not (tmp_path / "x").exists()
+
+
+def test_an_output_folder_that_is_a_file_is_one_sentence(tmp_path, capsys):
+    """--out FILE said "[Errno 17] File exists: 'FILE'"."""
+    where = tmp_path / "afile"
+    where.write_text("")
+    assert cli.main(["run", "--codec", "jpeg quality=50", "--limit", "1", "--out", str(where), *QUIET]) == 1
+    assert capsys.readouterr().err == f"error: {where} is a file where a folder is needed.\n"
