@@ -985,8 +985,9 @@ def cmd_leaderboard(args) -> int:
                               resamples=args.bootstrap, seed=args.seed, level=args.level, bd_method=args.bd_method,
                               references=args.reference, allow_mixed=args.allow_mixed)
     if board.settings.empty:  # every row failed: tables of nothing, with notes about nothing, are no leaderboard
-        raise ValueError(f"No setting of {'this run' if len(run_dirs) == 1 else 'these runs'} has a successful row: "
-                         f"nothing to table (python bench.py report {run_dirs[0]} lists why they failed).")
+        print(f"No leaderboard: no setting of {'this run' if len(run_dirs) == 1 else 'these runs'} has a successful "
+              f"row (see `python bench.py report {run_dirs[0]}` for the reasons).", file=sys.stderr)
+        return 0  # as plot does: nothing failed here, there is only nothing to show
     print(leaderboard.render(board, "md"))
     written = leaderboard.write(board, args.out or run_dirs[0] / "leaderboard", args.format or leaderboard.FORMATS)
     print("Written: " + ", ".join(str(p) for p in written))
@@ -1036,8 +1037,8 @@ def cmd_export(args) -> int:
     else:
         written = export_compressai(run_dir, args.out_dir)
         if not written:  # it wrote nothing and said nothing
-            raise ValueError(f"Nothing to export: no codec of {run_dir} has a successful setting (python bench.py "
-                             f"report {run_dir} lists why its rows failed).")
+            print(f"Nothing exported: no codec of {run_dir} has a successful setting (see `python bench.py report "
+                  f"{run_dir}` for the reasons).", file=sys.stderr)
     for path in written:
         print(path)
     return 0

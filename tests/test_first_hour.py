@@ -523,17 +523,18 @@ def test_run_help_lists_its_options_in_sections():
 
 def test_a_run_whose_every_row_failed_is_said_so_by_leaderboard_export_and_history(tmp_path, capsys):
     """On a run where every row failed, leaderboard wrote tables of nothing ('measured: im nan–nan bpp'), export
-    wrote nothing and said nothing, and history spoke of '1 runs' and 'these 0 runs'."""
+    wrote nothing and said nothing, and history spoke of '1 runs' and 'these 0 runs'. Like plot, they say there is
+    nothing to show and exit 0."""
     assert cli.main(["run", "--codec", "codecs_for_tests:AlwaysRaises", "--limit", "2", "--out", str(tmp_path), "--name",
                  "r", *QUIET]) == cli.EXIT_FAILED_ROWS
     run_dir = str(tmp_path / "r")
     capsys.readouterr()
-    assert cli.main(["leaderboard", run_dir, "--bootstrap", "0"]) == 1
-    assert capsys.readouterr().err == (f"error: No setting of this run has a successful row: nothing to table (python "
-                                       f"bench.py report {run_dir} lists why they failed).\n")
+    assert cli.main(["leaderboard", run_dir, "--bootstrap", "0"]) == 0  # as plot: nothing to show is no error
+    assert capsys.readouterr().err == (f"No leaderboard: no setting of this run has a successful row (see `python "
+                                       f"bench.py report {run_dir}` for the reasons).\n")
     assert not (tmp_path / "r" / "leaderboard").exists()
-    assert cli.main(["export", run_dir, str(tmp_path / "out")]) == 1
-    assert capsys.readouterr().err.startswith("error: Nothing to export: no codec of")
+    assert cli.main(["export", run_dir, str(tmp_path / "out")]) == 0
+    assert capsys.readouterr().err.startswith("Nothing exported: no codec of")
     assert cli.main(["history", run_dir, "--out", str(tmp_path / "h")]) == 0
     out = capsys.readouterr().out
     assert "note: 1 run of " in out and "No change could be judged: one run has no earlier run to compare with." in out
