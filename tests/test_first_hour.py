@@ -525,8 +525,8 @@ def test_a_run_whose_every_row_failed_is_said_so_by_leaderboard_export_and_histo
     """On a run where every row failed, leaderboard wrote tables of nothing ('measured: im nan–nan bpp'), export
     wrote nothing and said nothing, and history spoke of '1 runs' and 'these 0 runs'. Like plot, they say there is
     nothing to show and exit 0."""
-    assert cli.main(["run", "--codec", "codecs_for_tests:AlwaysRaises", "--limit", "2", "--out", str(tmp_path), "--name",
-                 "r", *QUIET]) == cli.EXIT_FAILED_ROWS
+    assert cli.main(["run", "--codec", "codecs_for_tests:AlwaysRaises", "--limit", "2", "--out", str(tmp_path),
+                     "--name", "r", *QUIET]) == cli.EXIT_FAILED_ROWS
     run_dir = str(tmp_path / "r")
     capsys.readouterr()
     assert cli.main(["leaderboard", run_dir, "--bootstrap", "0"]) == 0  # as plot: nothing to show is no error

@@ -94,7 +94,8 @@ def test_the_inception_options_are_declared_in_metric_files_and_recorded_as_befo
     declared = {o.flag: (o.config, o.default) for o in registry.OPTIONS.values() if o.config.startswith("inception.")}
     assert declared == {"--isc-splits": ("inception.isc_splits", 10), "--kid-subsets": ("inception.kid_subsets", 100),
                         "--kid-subset-size": ("inception.kid_subset_size", 1000),
-                        "--patch-fid": ("inception.patch_fid", False), "--inception-weights": ("inception.weights", None),
+                        "--patch-fid": ("inception.patch_fid", False),
+                        "--inception-weights": ("inception.weights", None),
                         "--inception-sha256": ("inception.sha256", None)}
     defaults = RunConfig().inception.to_json()
     assert all(defaults[config.split(".")[1]] == default for config, default in declared.values())

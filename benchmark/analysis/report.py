@@ -79,6 +79,7 @@ GRID_NOTE = (f"Centre crops (at most {CROP}x{CROP}) at native resolution. Each c
 
 NOTHING = "No setting has a successful row: nothing to table (the failures above say why)."
 NO_GRID = "No image has a successful row in every codec: nothing to compare side by side."
+ZOOM_NOTE = " One image pixel per CSS pixel, never scaled (click a tile to zoom 2x)."
 
 
 class Reconstructor:
@@ -252,7 +253,7 @@ code {{ background: #f4f4f4; padding: 0 .2em; }}
 <h2>Leaderboard</h2>
 {leaderboard.render(board, 'html', only=("at_rates", "bd")) if tabled else f"<p>{html.escape(NOTHING)}</p>"}
 <h2>Visual comparison</h2>
-<p>{html.escape(grid_text)}{" One image pixel per CSS pixel, never scaled (click a tile to zoom 2x)." if grid else ""}</p>
+<p>{html.escape(grid_text)}{ZOOM_NOTE if grid else ""}</p>
 {''.join(html_grid)}
 {leaderboard.render(board, 'html', only=("settings",), notes=False)}
 <h2>Provenance</h2>
