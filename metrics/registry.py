@@ -9,12 +9,12 @@ leaderboard, bootstrap, compare and report read the registry.
 
 from __future__ import annotations
 
-import difflib
 import pathlib
 import pkgutil
 
 from metrics.psnr import PSNR_CAP_DB  # noqa: F401 - re-exported
 from metrics.spec import KINDS, PER_IMAGE_KINDS, FeatureSpace, MetricInfo, Option, Stage  # noqa: F401 - re-exported
+from metrics.suggest import did_you_mean
 
 TEXT_COLUMN = "caption"  # the row column in which a text-transmitting codec reports the text it sent
 
@@ -65,7 +65,7 @@ def get(name: str) -> MetricInfo:
     """The registry entry of `name`; an unknown name is an error, never a guess."""
     info = METRICS.get(name)
     if info is None:
-        close = "".join(f"did you mean {m!r}? " for m in difflib.get_close_matches(str(name), [*METRICS, *groups()], 1))
+        close = did_you_mean(name, [*METRICS, *groups()])
         raise ValueError(f"Unknown metric {name!r}; {close}known metrics: {', '.join(METRICS)}.")
     return info
 

@@ -8,7 +8,6 @@ architecture is a ValueError before any work.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import inspect
 import os
@@ -16,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from metrics import timm_models
+from metrics.suggest import did_you_mean
 
 PREPROCESSING = "the weights' transforms() on the uint8 tensor"
 
@@ -36,7 +36,7 @@ class Task:
         module = importlib.import_module(self.module)
         known = torchvision.models.list_models(module=module)
         if arch not in known:
-            close = "".join(f"did you mean {m!r}? " for m in difflib.get_close_matches(arch, known, 1))
+            close = did_you_mean(arch, known)
             raise ValueError(f"{self.flag} {choice}: no such file, and not a torchvision model of this task; {close}"
                              f"give auto, one of {', '.join(known[:4])}, ..., or a weights file.")
         return torchvision.models.get_model_weights(arch).DEFAULT

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import difflib
 import pathlib
 from dataclasses import dataclass, field
 
@@ -27,6 +26,7 @@ from benchmark.analysis.curves import BD_METHODS
 from benchmark.analysis.table_format import NO_INTERVAL
 from benchmark.run.record import RunRecord, read_record
 from metrics import defaults, registry
+from metrics.suggest import did_you_mean
 
 
 @dataclass
@@ -107,7 +107,7 @@ def check_codecs(points: list[RunPoint], asked: list[str]) -> None:
     labels = list(dict.fromkeys(c.label for p in points for c in p.record.codecs))
     for label in asked:
         if label not in labels:
-            close = "".join(f"did you mean {c!r}? " for c in difflib.get_close_matches(label, labels, 1))
+            close = did_you_mean(label, labels)
             raise ValueError(f"No run has a codec labelled {label!r}; {close}their codecs: {', '.join(labels)}.")
 
 

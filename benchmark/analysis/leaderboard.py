@@ -12,7 +12,6 @@ interval says why (‡, and the CSV's `interval_note`), since its missing spread
 
 from __future__ import annotations
 
-import difflib
 import math
 import pathlib
 import re
@@ -32,6 +31,7 @@ from benchmark.run.results import images_of, load_run, space_notes
 from benchmark.analysis.table_format import NO_INTERVAL, format_value, short_label
 from metrics import defaults, registry
 from metrics.registry import METRICS
+from metrics.suggest import did_you_mean
 
 DEFAULT_RATES = defaults.RATES
 FORMATS = ("md", "tex", "csv", "html")
@@ -123,7 +123,7 @@ def pick_anchor(summary: pd.DataFrame, anchor: str | None) -> str:
         anchor += PUBLISHED
     if anchor:
         if anchor not in codecs:
-            close = "".join(f"did you mean {c!r}? " for c in difflib.get_close_matches(anchor, codecs, 1))
+            close = did_you_mean(anchor, codecs)
             raise ValueError(f"Anchor codec {anchor!r} is not in these runs; {close}codecs: {', '.join(codecs)}.")
         return anchor
     for candidate in ("jpeg", "jpeg@bpp"):

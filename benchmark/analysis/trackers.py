@@ -10,7 +10,6 @@ MLflow metric names allow no '@' or '=': `psnr@jpeg/quality=50` is logged as `ps
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import json
 import pathlib
@@ -22,6 +21,7 @@ import numpy as np
 from benchmark.analysis import tracker_files
 from benchmark.run.record import RunRecord, read_record
 from benchmark.run.results import load_run
+from metrics.suggest import did_you_mean
 
 # kind -> (module that must import, the extra that installs it)
 TRACKERS = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("torch.utils.tensorboard", "tensorboard"),
@@ -39,7 +39,7 @@ def parse_target(text: str, flag: str = "--track") -> Target:
     option it came from (`track --to`), as the one-sentence error names it."""
     kind, _, where = text.partition(":")
     if kind not in TRACKERS:
-        close = "".join(f"did you mean {c!r}? " for c in difflib.get_close_matches(kind, TRACKERS, 1))
+        close = did_you_mean(kind, TRACKERS)
         raise ValueError(f"{flag} {text}: {close}use mlflow[:URI], tensorboard[:DIR] or wandb[:PROJECT].")
     module, extra = TRACKERS[kind]
     if not _importable(module):

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from metrics.suggest import did_you_mean
+
 
 class CodecUnavailable(RuntimeError):
     """The codec cannot run on this machine (a library is missing); the message says how to fix it."""
@@ -90,11 +92,9 @@ class Codec:
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
-            import difflib
-
             known = ", ".join(sorted(self.defaults)) or "none"
             names = [*self.defaults, *([self.rate_parameter] if self.rate_parameter else [])]
-            close = "".join(f"did you mean {m!r}? " for m in difflib.get_close_matches(unknown[0], names, 1))
+            close = did_you_mean(unknown[0], names)
             rate = f"its rate parameter is {self.rate_parameter}; " if self.rate_parameter else ""
             raise ValueError(f"{self.name} has no option {', '.join(map(repr, unknown))}: {close}{rate}its options are: "
                              f"{known}.")

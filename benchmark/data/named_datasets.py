@@ -15,7 +15,6 @@ mirror of the files, and how the tests serve fakes.
 
 from __future__ import annotations
 
-import difflib
 import http.client
 import json
 import os
@@ -26,6 +25,7 @@ import zipfile
 from dataclasses import dataclass, replace
 
 from metrics.download import ChecksumMismatch, download_url_to_file, file_digest, partial_path
+from metrics.suggest import did_you_mean
 
 ENV_ROOT = "CMCBENCH_DATA"
 ENV_MIRROR = "CMCBENCH_DATASET_MIRROR"
@@ -139,7 +139,7 @@ def data_root(path: str | None = None) -> pathlib.Path:
 
 def get(name: str) -> NamedDataset:
     if name not in CATALOG:
-        close = "".join(f"did you mean {d!r}? " for d in difflib.get_close_matches(name, list(CATALOG), 1))
+        close = did_you_mean(name, CATALOG)
         raise ValueError(f"Unknown named dataset {name!r}; {close}named datasets: {', '.join(CATALOG)}.")
     entry = CATALOG[name]
     mirror = os.environ.get(ENV_MIRROR)
