@@ -984,7 +984,7 @@ def cmd_leaderboard(args) -> int:
     board = leaderboard.build(run_dirs, anchor=args.anchor, rates=_rates(args.rates), metrics=args.metric,
                               resamples=args.bootstrap, seed=args.seed, level=args.level, bd_method=args.bd_method,
                               references=args.reference, allow_mixed=args.allow_mixed)
-    if board.settings.empty:  # every row failed: tables of nothing, with notes about nothing, are no leaderboard
+    if board.empty:  # every row failed: tables of nothing, with notes about nothing, are no leaderboard
         print(f"No leaderboard: no setting of {'this run' if len(run_dirs) == 1 else 'these runs'} has a successful "
               f"row (see `python bench.py report {run_dirs[0]}` for the reasons).", file=sys.stderr)
         return 0  # as plot does: nothing failed here, there is only nothing to show

@@ -50,6 +50,11 @@ class Leaderboard:
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     resamples: int = 0  # behind its intervals (0: none, and no title or caption speaks of them)
 
+    @property
+    def empty(self) -> bool:
+        """Nothing to table: no setting has a value (every row of the runs failed, and no published curve)."""
+        return self.settings.empty
+
     def shown(self, codec: str) -> str:
         """The codec as a table prints it: 'jpeg (4/24)' when its values rest on fewer than the dataset's images."""
         return f"{codec} ({self.counts[codec][0]}/{self.counts[codec][1]})" if codec in self.counts else codec

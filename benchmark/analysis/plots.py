@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from benchmark.analysis.references import fewest_images
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.results import images_of
 from metrics import registry
@@ -204,8 +205,6 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
             n_dataset = int(images_of(curve, "n_images").max()) if "n_images" in curve and \
                 curve["n_images"].notna().any() else None
             if is_published:  # a cmcbench export says what its points rest on; other published curves do not
-                from benchmark.analysis.references import fewest_images
-
                 behind = fewest_images(curve)
                 n, n_dataset = behind if behind is not None else (None, None)
             else:

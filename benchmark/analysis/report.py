@@ -177,7 +177,7 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     plots = [p for p in rd_plots(leaderboard.with_references(summary, refs), out_dir / "plots", intervals=ci,
                                  formats=("png", "pdf"), no_interval=_no_bar(board)) if p.suffix == ".png"]
     failures_html, failures_md = _failures(summary)
-    tabled = not board.settings.empty  # a run whose every row failed has nothing to table
+    tabled = not board.empty  # a run whose every row failed has nothing to table
     generative = {c.label for c in record.codecs if not c.exact_size}
     stages.update()
     stages.set_description("report: comparison grid")
