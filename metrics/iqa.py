@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metrics.spec import MetricInfo
+from metrics.spec import MetricInfo, Option
 
 HF = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
 
@@ -62,6 +62,29 @@ def get(name: str) -> IQAMetric:
         raise ValueError(f"--iqa {name}: not a metric cmcbench runs through pyiqa; choose from "
                          f"{', '.join(METRICS)}.")
     return METRICS[name]
+
+
+def parse_names(text: str, configuration: dict) -> list[str]:
+    """--iqa's comma-separated names, each one of METRICS."""
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    for name in names:
+        get(name)
+    return names
+
+
+def parse_weights(pairs: list[str], configuration: dict) -> dict[str, str]:
+    """--iqa-weights' NAME=PATH pairs, each naming a metric the run scores with (`configuration["iqa"]`) and a file."""
+    names, weights = configuration["iqa"], {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not path:
+            raise ValueError(f"--iqa-weights {pair!r}: expected NAME=PATH, e.g. topiq_fr=Weight/topiq-fr.pth.")
+        if name not in names:
+            raise ValueError(f"--iqa-weights {name}=...: {name} is not among --iqa {','.join(names) or '(none)'}.")
+        if not os.path.isfile(os.path.expanduser(path)):
+            raise ValueError(f"--iqa-weights {name}={path}: no such file.")
+        weights[name] = path
+    return weights
 
 
 def _hash_prefix(url: str) -> str | None:
@@ -187,4 +210,10 @@ SPECS = [
     MetricInfo(OVERALL, "CMC-Bench overall (2/3 TOPIQ-FR + 1/3 TOPIQ-NR)", True, "network", "CMC-Bench",
                needs=("pixels", "network:topiq_fr", "network:topiq_nr"), state=f"iqa.{OVERALL}", tolerance=0.01,
                fn="metrics.iqa:overall", load="metrics.iqa:no_model"),
+    Option("--iqa", "iqa", "", metavar="NAMES", parse="metrics.iqa:parse_names",
+           help="image quality through pyiqa (pip install -e '.[iqa]'), comma-separated: topiq_fr, "
+                "topiq_nr, musiq, niqe, clipiqa; topiq_fr,topiq_nr also gives cmc_bench_overall "
+                "(CMC-Bench: 2/3 FR + 1/3 NR). Weights from pyiqa's cache, downloaded once, or --iqa-weights"),
+    Option("--iqa-weights", "iqa_weights", [], metavar="NAME=PATH", append=True, parse="metrics.iqa:parse_weights",
+           help="a local weights file for a pyiqa metric (repeatable), e.g. CMC-Bench's topiq_fr=Weight/topiq-fr.pth"),
 ]

@@ -26,8 +26,9 @@ A metric file whose metrics need a network of their own declares it as a `Stage`
 option (flag, default, help), and the function that resolves the user's choice into what config.json records
 (the model, its weights file and sha256, or why it is unavailable). The command line, the run's configuration,
 its config hash, resume's weights check, the console summary and the report read the stages from the registry.
-A further option of its metrics (DINOv2's PRDC neighbourhood size) is an `Option`: the command line declares it
-and fills the configuration entry it names.
+A further option of its metrics (DINOv2's PRDC neighbourhood size, KID's subsets, the pyiqa metrics to score with
+and their weights files, the caption embedder) is an `Option`: the command line declares it, checks it with the
+function the Option names, and fills the part of the run's configuration it names.
 """
 
 from __future__ import annotations
@@ -141,9 +142,9 @@ class FeatureSpace:
 
 @dataclass(frozen=True)
 class Option:
-    """A command-line option of a metric file that sets one key of an entry of the run's configuration (`config`:
-    'dinov2.k' is the `k` of RunConfig.dinov2), rather than choosing a Stage's network: its flag, its default (the
-    entry's default too), its help, and for a whole number the least value it may take."""
+    """A command-line option of a metric file that sets one key of the run's configuration (`config`: 'dinov2.k'
+    is the `k` of RunConfig.dinov2, 'iqa' is RunConfig.iqa), rather than choosing a Stage's network: its flag, its
+    default (the configuration's default too), its help, and how what the user gave is checked and read."""
 
     flag: str
     config: str
@@ -156,10 +157,23 @@ class Option:
     positive: bool = False  # a whole number of at least 1, refused by the command line's parser as it reads it
     switch: bool = False  # given alone (--patch-fid), it sets True
     file: bool = False  # the path of a file that must exist (`~` expanded), checked before any work
+    path: bool = False  # a path (or a name): `~` expanded as it is read
+    append: bool = False  # repeatable: its value is the list of those given
+    # "module:function"(value, configuration filled so far) -> the configuration's value, or ValueError (one
+    # sentence, before any work) for a value that can never work; options declared earlier are in the configuration
+    parse: str = ""
+    # On by default except with --metrics none ("bpp and PSNR only"), where it is `off`, unless given: the command
+    # line's default is then None, filled in after --resume has compared the flags with the defaults
+    off_with_metrics_none: bool = False
+    off: Any = "none"
 
     @property
     def dest(self) -> str:
         return self.flag[2:].replace("-", "_")
+
+    @property
+    def cli_default(self):
+        return None if self.off_with_metrics_none else self.default
 
     def check(self, value) -> None:
         """One sentence, before any work, for a value below the least it may take or a file that is not there."""
@@ -167,6 +181,11 @@ class Option:
             raise ValueError(f"{self.flag} {value}: {self.what or 'it'} must be at least {self.minimum}.")
         if self.file and value and not os.path.isfile(os.path.expanduser(value)):
             raise ValueError(f"{self.flag} {value}: no such file.")
+
+    def configured(self, value, configuration: dict):
+        """What the run's configuration holds for `value` as the user gave it, checked."""
+        self.check(value)
+        return resolve(self.parse)(value, configuration) if self.parse else value
 
 
 @dataclass(frozen=True)

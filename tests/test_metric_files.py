@@ -121,6 +121,53 @@ def test_the_inception_options_are_declared_in_metric_files_and_recorded_as_befo
     assert capsys.readouterr().err == f"error: --inception-weights {tmp_path / 'none.pth'}: no such file.\n"
 
 
+def test_pyiqa_and_caption_embedder_options_are_declared_in_their_metric_files(tmp_path, capsys):
+    """--iqa and --iqa-weights (metrics/iqa.py) and --caption-embedder (metrics/caption.py) are Options: cli.py names
+    none of them; they fill RunConfig.iqa, .iqa_weights and .caption_embedder, whose defaults are theirs; a
+    protocol's pyiqa metrics join --iqa's; --metrics none turns the embedder off unless it is given; a bad value is
+    refused before any work, as before, and --resume refuses them as it refuses every option that shapes a run."""
+    import pathlib
+
+    from benchmark.run import protocols
+    from benchmark.run.config import RunConfig
+
+    source = (pathlib.Path(cli.__file__)).read_text()
+    for word in ("--iqa", "iqa_weights", "iqa_names", "caption-embedder", "caption_embedder"):
+        assert word not in source, word
+    declared = {o.flag: (o.config, o.default) for o in registry.OPTIONS.values()
+                if o.config in ("iqa", "iqa_weights", "caption_embedder")}
+    assert declared == {"--iqa": ("iqa", ""), "--iqa-weights": ("iqa_weights", []),
+                        "--caption-embedder": ("caption_embedder", "auto")}
+    assert (RunConfig().iqa, RunConfig().iqa_weights, RunConfig().caption_embedder) == ([], {}, "auto")
+    weights = tmp_path / "niqe.mat"
+    weights.write_bytes(b"not read")
+
+    def entries(argv, protocol=None):
+        args = cli.build_parser().parse_args(["run", *argv])
+        cli.per_image_metric_defaults(args)
+        return {k: v for k, v in cli.option_entries(args, protocol).items()
+                if k in ("iqa", "iqa_weights", "caption_embedder")}
+
+    assert entries(["--iqa", "niqe, musiq,niqe", "--iqa-weights", f"niqe={weights}"]) == {
+        "iqa": ["niqe", "musiq"], "iqa_weights": {"niqe": str(weights)}, "caption_embedder": "auto"}
+    assert entries(["--iqa", "niqe", "--iqa-weights", f"topiq_fr={weights}", "--metrics", "none"],
+                   protocols.get("cmc-bench")) == {"iqa": ["niqe", "topiq_fr", "topiq_nr"],
+                                                  "iqa_weights": {"topiq_fr": str(weights)}, "caption_embedder": "none"}
+    assert entries(["--metrics", "none", "--caption-embedder", "auto"])["caption_embedder"] == "auto"
+    out = tmp_path / "runs"
+    assert cli.main(["run", *QUIET, "--iqa", "niqe", "--iqa-weights", f"musiq={weights}", "--out", str(out)]) == 1
+    assert capsys.readouterr().err == "error: --iqa-weights musiq=...: musiq is not among --iqa niqe.\n"
+    assert cli.main(["run", *QUIET, "--protocol", "cmc-bench", "--iqa-weights", f"musiq={weights}", "--out",
+                     str(out)]) == 1
+    assert capsys.readouterr().err == ("error: --iqa-weights musiq=...: musiq is not among --iqa topiq_fr,topiq_nr."
+                                       "\n")
+    assert cli.main(["run", *QUIET, "--caption-embedder", "atuo", "--out", str(out)]) == 1
+    assert "did you mean --caption-embedder=auto?" in capsys.readouterr().err
+    assert not out.exists()
+    assert cli.main(["run", "--resume", str(tmp_path), "--iqa", "niqe", "--caption-embedder", "none"]) == 1
+    assert "drop --iqa, --caption-embedder (or start a new run without --resume)" in capsys.readouterr().err
+
+
 def test_psnr_hvs_equals_the_psnr_hvsm_packages_own_call(odd_images):
     from psnr_hvsm.compute_all_metrics import compute_all_metrics
 

@@ -42,6 +42,11 @@ class Protocol:
                 **({"add_metrics": list(self.add_metrics)} if self.add_metrics else {}),
                 **({"stages_by_kind": [list(x) for x in self.stages_by_kind]} if self.stages_by_kind else {})}
 
+    def given(self, values: dict) -> dict:
+        """Metric files' options as the user gave them ({dest: value}), with the protocol's pyiqa metrics joined to
+        --iqa's."""
+        return {**values, "iqa": ",".join([values["iqa"], *self.iqa])} if self.iqa else values
+
     def options(self, args, kind: str) -> tuple[str, dict, list[str]]:
         """The run's CLIP model, metric-file options and added metrics on a dataset of `kind`: the user's where
         given, else the protocol's."""
