@@ -187,6 +187,67 @@ def test_resume_refuses_changed_provenance_unless_asked(tmp_path, monkeypatch, c
     assert "codec versioned's versions changed" in info["resumed_with"][0]["changes"][0]
 
 
+def test_a_plug_in_codecs_rows_name_the_code_that_made_them(tmp_path, monkeypatch, capsys):
+    """A codec from a loose module records its file's sha256; one from a git checkout with uncommitted changes, the
+    sha256 of the diff; one in a git-ignored folder of a checkout (a virtual environment inside it), not that
+    checkout's revision. An edit between a kill and a resume is refused like an upgraded library."""
+    import hashlib
+    import importlib
+    import json
+    import os
+    import subprocess
+
+    from benchmark.cli import main
+    from benchmark.run.provenance import source_revision
+
+    source = 'from baselines.webp import WebP\n\n\nclass Mine(WebP):\n    name = "mine"\n'
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "loosecodec.py").write_text(source)
+    monkeypatch.syspath_prepend(str(loose))
+    config = RunConfig(dataset="sample:6", split="all", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"}, chunk_size=2,
+                       codecs=[parse_codec_spec("loosecodec:Mine quality=50")])
+    run_dir = create_run(config, tmp_path / "runs", "loose", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    images, _ = load_run(run_dir)
+    assert set(images.codec_versions.map(lambda v: json.loads(v)["source_sha256"])) == {
+        hashlib.sha256(source.encode()).hexdigest()}
+    sorted((run_dir / "images" / "mine").glob("*.parquet"))[-1].unlink()  # as if killed before it committed
+    (loose / "loosecodec.py").write_text(source + "# edited before the resume\n")
+    capsys.readouterr()
+    assert main(["run", "--resume", str(run_dir), "--no-progress", "--no-plots"]) == 1
+    assert "codec mine's versions changed" in capsys.readouterr().err
+
+    repo = tmp_path / "repo"
+    (repo / "venv").mkdir(parents=True)
+    env = {**os.environ, **{f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                            for what, value in (("NAME", "t"), ("EMAIL", "t@t"))}}
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True).stdout
+
+    (repo / "gitcodec.py").write_text(source)
+    (repo / ".gitignore").write_text("venv/\n")
+    (repo / "venv" / "venvcodec.py").write_text(source)
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "model")
+    monkeypatch.syspath_prepend(str(repo))
+    monkeypatch.syspath_prepend(str(repo / "venv"))
+    tracked, ignored = importlib.import_module("gitcodec").Mine, importlib.import_module("venvcodec").Mine
+    head = git("rev-parse", "HEAD").decode().strip()
+    assert source_revision(tracked) == {"source_git_sha": head, "source_git_date": git("log", "-1", "--format=%cI")
+                                        .decode().strip()}
+    assert source_revision(ignored) == {"source_sha256": hashlib.sha256(source.encode()).hexdigest()}
+    (repo / "gitcodec.py").write_text(source + "# uncommitted\n")
+    dirty = source_revision(tracked)
+    assert dirty["source_git_sha"] == head + "-dirty"
+    assert dirty["source_diff_sha256"] == hashlib.sha256(git("diff", "HEAD", "--binary").strip()).hexdigest()
+    (repo / "gitcodec.py").write_text(source + "# uncommitted, then changed again\n")
+    assert source_revision(tracked)["source_diff_sha256"] != dirty["source_diff_sha256"]
+
+
 def test_pass_counters_survive_a_crash_between_features_and_shard(tmp_path, random_inception_weights):
     inception = {"enabled": True, "weights": str(random_inception_weights), "device": "cpu", "batch_size": 8,
                  "isc_splits": 2, "kid_subsets": 5, "kid_subset_size": 3, "seed": 2020, "patch_fid": False}

@@ -42,21 +42,37 @@ def git_sha() -> str:
     return git_revision(PROJECT_ROOT)
 
 
-def source_revision(cls: type) -> dict[str, str]:
-    """The git revision and commit date of the repository holding a codec class defined outside cmcbench (a
-    model tracked from commit to commit): part of the codec's versions, so its rows say which commit of the
-    model produced them and a resume under another commit is refused. {} for cmcbench's own codecs, code
-    outside git, and installed packages."""
+def _tracked(path: pathlib.Path) -> bool:
+    """Whether git tracks the file (in the checkout holding it)."""
     try:
-        folder = pathlib.Path(inspect.getsourcefile(cls) or "").resolve().parent
+        _git(path.parent, "ls-files", "--error-unmatch", path.name)
+        return True
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def source_revision(cls: type) -> dict[str, str]:
+    """Which code of a codec class defined outside cmcbench produced its rows: part of the codec's versions, so
+    its rows say so and a resume under other code is refused. In a git checkout (a model tracked from commit to
+    commit), the revision and commit date, and with uncommitted changes the sha256 of `git diff HEAD`; from an
+    installed distribution, its name and version; else (a loose module) the sha256 of the module's file. {} for
+    cmcbench's own codecs."""
+    try:
+        source = pathlib.Path(inspect.getsourcefile(cls) or "").resolve()
     except (TypeError, OSError):
         return {}
-    if folder == PROJECT_ROOT or PROJECT_ROOT in folder.parents or not folder.is_dir():
+    folder = source.parent
+    if folder == PROJECT_ROOT or PROJECT_ROOT in folder.parents or not source.is_file():
         return {}
-    revision = git_revision(folder)
-    if revision == "unknown":
-        return {}
-    return {"source_git_sha": revision, "source_git_date": git_date(folder) or ""}
+    revision = git_revision(folder) if _tracked(source) else "unknown"  # not a venv's file inside a checkout
+    if revision != "unknown":
+        dirty = {"source_diff_sha256": hashlib.sha256(_git(folder, "diff", "HEAD", "--binary").encode()).hexdigest()}
+        return {"source_git_sha": revision, "source_git_date": git_date(folder) or "",
+                **(dirty if revision.endswith("-dirty") else {})}
+    distributions = metadata.packages_distributions().get(cls.__module__.partition(".")[0], [])
+    if distributions:
+        return {"source_package": ", ".join(f"{d} {metadata.version(d)}" for d in sorted(set(distributions)))}
+    return {"source_sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
 
 
 def package_versions(names=("numpy", "pillow", "pandas", "pyarrow", "scipy", "glymur", "opencv-python-headless",
