@@ -14,6 +14,7 @@ from benchmark.codecs.codec import CodecUnavailable
 from benchmark.codecs.codec_spec import available_codecs, load_codec_class, parse_codec_spec
 from benchmark.data.imageio import DEFAULT_MAX_PIXELS
 from metrics import defaults, registry
+from metrics.suggest import did_you_mean
 
 DEFAULT_CODECS = ["jpeg", "jpeg2000", "webp", "avif", "jpegxl", "cmc"]
 EXIT_FAILED_ROWS = 3
@@ -433,13 +434,33 @@ def option_entries(args, protocol=None) -> dict:
     return out
 
 
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    """The command line, read; an option the subcommand does not know is named with the subcommand, its --help and
+    the closest option it has ('bench.py export: unrecognized arguments: --ouput'), not as the top level's."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = parser  # the (sub)command the mistake was made in: 'datasets fetch', not 'datasets'
+        while action := next((a for a in sub._actions if isinstance(a, argparse._SubParsersAction)
+                              and getattr(args, a.dest, None) in a.choices), None):
+            sub = action.choices[getattr(args, action.dest)]
+        # its options, and its positional arguments as a flag would spell them ('out-dir' for OUT_DIR), without
+        # the dashes every flag shares
+        known = {flag[2:]: repr(flag) for action in sub._actions for flag in action.option_strings if flag[:2] == "--"}
+        known.update({a.dest.replace("_", "-"): f"{a.metavar or a.dest.upper()} (given without a flag)"
+                      for a in sub._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)})
+        close = did_you_mean(extra[0].partition("=")[0][2:], known, known).strip() if extra[0][:2] == "--" else ""
+        sub.error(f"unrecognized arguments: {' '.join(extra)}{'; ' + close if close else ''}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmark.run import console
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["run", *argv]
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     console.quiet_third_party(getattr(args, "verbose", False))
     if getattr(args, "no_progress", False):
         console.disable_progress()

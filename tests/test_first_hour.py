@@ -370,6 +370,22 @@ def test_a_misspelt_name_gets_did_you_mean(args, said, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("argv, said", [
+    (["--limt", "3"], "bench.py run: unrecognized arguments: --limt 3; did you mean '--limit'? (see bench.py run "
+                      "--help)"),
+    (["export", "RUN", "--out", "x"], "bench.py export: unrecognized arguments: --out; did you mean OUT_DIR (given "
+                                      "without a flag)? (see bench.py export --help)"),
+    (["leaderboard", "RUN", "--bootsrap", "9"], "bench.py leaderboard: unrecognized arguments: --bootsrap 9; did you "
+                                                "mean '--bootstrap'? (see bench.py leaderboard --help)"),
+    (["datasets", "fetch", "kodak", "--ouput"], "bench.py datasets fetch: unrecognized arguments: --ouput (see "
+                                                "bench.py datasets fetch --help)"),
+])
+def test_an_unknown_option_is_named_with_its_subcommand_and_the_closest_it_has(argv, said, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2 and capsys.readouterr().err == f"error: {said}\n"
+
+
 def test_a_split_on_a_folder_dataset_is_refused(folder, tmp_path, capsys):
     """A folder has no splits: --split there was a free label (typos included) that compare then held against a
     run of the same images."""
