@@ -604,3 +604,24 @@ def test_a_chosen_rate_no_codec_reaches_is_said_not_dropped_in_silence(tmp_path,
     assert leaderboard.wide_tables(board)["at_rates"].empty
     assert f"No codec reaches the chosen rates ({beyond:g} bpp; measured: {ranges} bpp): no table of metrics at " \
            "them." in board.notes
+
+
+def test_the_dagger_note_is_there_exactly_when_a_dagger_is(tmp_path, natural_images):
+    """'† BD over less than 50% ...' explains a mark: a table whose BDs are all undefined (curves that reach neither
+    each other's rates nor values) shows none and does not explain one."""
+    for name, codecs in (("apart", ["jpeg quality=90,95", "webp quality=1,3"]),
+                         ("overlapping", ["jpeg quality=20,60", "webp quality=5,90"])):
+        config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"},
+                           codecs=[parse_codec_spec(c) for c in codecs])
+        run_dir = create_run(config, tmp_path / "runs", name, progress=False)
+        execute(run_dir, jobs=1, progress=False)
+        board = leaderboard.build([run_dir], resamples=0)
+        shown = leaderboard.wide_tables(board)["bd"][["BD-rate (%)", "BD-metric"]].to_numpy().ravel()
+        daggers = any("†" in cell for cell in shown)
+        assert daggers == any(n.startswith("†") for n in board.notes), (name, shown, board.notes)
+        assert daggers == ("† BD over less than" in leaderboard.render(board, "md"))
+        if name == "apart":
+            assert board.bd.bd_rate.isna().all() and board.bd.bd_metric.isna().all() and not daggers
+        else:
+            assert daggers, shown  # webp's curve reaches far beyond jpeg's: its BD rests on a small share

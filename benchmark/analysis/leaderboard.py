@@ -292,7 +292,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                      "many); against a published anchor, each on its own images.")
     bd_columns = ["codec", "metric", "bd_rate", "bd_rate_low", "bd_rate_high", "bd_metric", "bd_metric_low",
                   "bd_metric_high", "overlap", "reliable", "note", "fallback", "n_paired"]
-    if len(bd) and not all(r["reliable"] for r in bd):
+    if any(not r["reliable"] and (pd.notna(r["bd_rate"]) or pd.notna(r["bd_metric"])) for r in bd):  # a † shown
         notes.append(f"† BD over less than {MIN_RELIABLE_OVERLAP:.0%} of the two curves' wider range: it rests on "
                      "their ends and is not a headline number.")
     reasons = dict.fromkeys(_general(r) for r in [*(r["interval_note"] for r in at_rates + bd),
