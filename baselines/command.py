@@ -9,7 +9,9 @@ Encode gets a PNG (or PPM, `input_suffix=.ppm`) of the preprocessed image as `{i
 to `{output}`. bpp comes from the bitstream file's size. Each call runs in its own temporary directory,
 without a shell (arguments are split like a shell would; paths may hold spaces), with a timeout; a
 non-zero exit, a missing or unreadable output or a timeout fails that row with the tail of the command's
-stderr. The version command's output is recorded as the codec's version.
+stderr. The version command's output is recorded as the codec's version, with the sha256 of every file the
+commands name by path (a script, a model, a program not on PATH), so an edit between a kill and --resume
+is refused.
 """
 
 from __future__ import annotations
@@ -110,7 +112,17 @@ class Command(Codec):
                 out["version"] = f"unknown: {exc}"
         else:
             out["version"] = "not given (version='PROGRAM --version' records it)"
+        files = self._files()
+        if files:  # the scripts and models the commands name: an edit to one is a change of the codec
+            out["files_sha256"] = files
         return out
+
+    def _files(self) -> dict[str, str]:
+        """sha256 of each file the commands name by path (a program on PATH is named by `version`)."""
+        from metrics.download import file_digest
+
+        tokens = [t for key in ("encode", "decode") for t in shlex.split(self.options[key])]
+        return {t: file_digest(t) for t in dict.fromkeys(tokens) if "{" not in t and os.sep in t and os.path.isfile(t)}
 
 
 def _fill(token: str, values: dict[str, str]) -> str:

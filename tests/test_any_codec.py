@@ -1,6 +1,7 @@
 """Any codec in: precomputed reconstructions, command-line codecs, published curves, the declared schema,
 the metric registry, and runs whose every row fails."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -159,6 +160,9 @@ def test_command_line_jpeg_equals_the_builtin_and_bad_commands_fail_their_rows(t
         saved = [(run_dir / "outputs" / c / setting / f"{image_id}.bin").read_bytes() for c in ("jpeg", "cli-jpeg")]
         assert saved[0] == saved[1]
     assert "Python 3" in json.loads(wrapped.codec_versions.iloc[0])["version"]
+    files = json.loads(wrapped.codec_versions.iloc[0])["files_sha256"]  # the scripts (and the interpreter) named
+    assert {str(tools / "enc.py"), str(tools / "dec.py"), py} <= set(files)
+    assert files[str(tools / "dec.py")] == hashlib.sha256(DECODER.encode()).hexdigest()
     errors = images.set_index("codec").error
     assert errors.loc["cli-fail"].str.startswith("decode failed: RuntimeError: decode command exited 1: "
                                                  "cannot decode this").all()
