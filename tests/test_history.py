@@ -204,3 +204,43 @@ def test_a_codec_missing_from_one_run_is_judged_against_the_last_run_that_has_it
     assert model.loc["run-2", "why"].startswith("the previous run (run-1) has no model; compared with run run-0, the "
                                                 "last that has it")
     assert (table[table.codec == "jpeg"].change.tolist()) == ["first", "same", "same"]
+
+
+def test_a_run_of_uncommitted_changes_is_shown_as_its_commit_dirty_not_as_the_commit(tmp_path, monkeypatch, capsys):
+    """Two runs of a model at one commit, the second with a change not yet committed: history, its plot's ticks and
+    the report say '-dirty' for the second, so the two are not read as two runs of the same code."""
+    repo = tmp_path / "dirtymodel"
+    repo.mkdir()
+    env = {**os.environ, **{f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                            for what, value in (("NAME", "t"), ("EMAIL", "t@t"))}}
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    (repo / "dirtymodel.py").write_text(MODEL.format(sigma=0.0, revision="r"))
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "model")
+    sha = git("rev-parse", "HEAD")
+    monkeypatch.syspath_prepend(str(repo))
+    for name in ("clean", "dirty"):
+        if name == "dirty":
+            (repo / "dirtymodel.py").write_text(MODEL.format(sigma=0.0, revision="r") + "# not committed yet\n")
+        config = RunConfig(dataset="sample:4", split="all", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"},
+                           codecs=[parse_codec_spec("dirtymodel:Model quality=30,60 label=model")])
+        execute(create_run(config, tmp_path / "runs", name, progress=False), jobs=1, progress=False)
+    result = history.build([tmp_path / "runs"], history.HistoryOptions(codecs=["model"], resamples=0))
+    assert list(result.table.commit) == [sha, sha + "-dirty"]
+    assert main(["history", str(tmp_path / "runs"), "--codec", "model", "--bootstrap", "0", "--out",
+                 str(tmp_path / "h")]) == 0
+    out = capsys.readouterr().out
+    assert f"{sha[:12]}-dirty" in out and out.count(sha[:12]) >= 2
+    from benchmark.run import provenance
+
+    monkeypatch.setattr(provenance, "git_sha", lambda: "0123456789abcdef0123-dirty")  # cmcbench itself, uncommitted
+    run_dir = create_run(config, tmp_path / "other", "r", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    assert main(["report", str(run_dir), "--bootstrap", "0"]) == 0
+    assert "git 0123456789ab-dirty," in (run_dir / "report" / "report.md").read_text()

@@ -24,6 +24,7 @@ import pandas as pd
 from benchmark.analysis import bootstrap, compare
 from benchmark.analysis.curves import BD_METHODS
 from benchmark.analysis.table_format import NO_INTERVAL
+from benchmark.run.provenance import short_revision
 from benchmark.run.record import RunRecord, read_record
 from metrics import defaults, registry
 from metrics.suggest import did_you_mean
@@ -256,7 +257,7 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
                                         "change_bd_metric", "why", "bd_method", "interval_note", "missing_note"])
     table[["interval_note", "missing_note"]] = table[["interval_note", "missing_note"]].fillna("")
     anchor = (f"codec {options.anchor_codec} in each run" if options.anchor_codec else
-              f"the same codec in run {anchor_point.run_id} (commit {anchor_point.commit[:12]})")
+              f"the same codec in run {anchor_point.run_id} (commit {short_revision(anchor_point.commit)})")
     notes = [f"{len(points)} run{'' if len(points) == 1 else 's'} of {points[0].record.dataset.label}, ordered by "
              f"commit date; BD-rate in % against "
              f"{anchor} ({options.bd_method} interpolation), {options.resamples} paired resamples at "
@@ -327,7 +328,7 @@ def render(history: History) -> str:
     for (codec, metric), rows in table.groupby(["codec", "metric"], sort=False):
         lines.append(f"\n{codec} {metric}: BD-rate % against {history.anchor}")
         shown = pd.DataFrame({
-            "date": [d[:19] for d in rows.date], "commit": [c[:12] for c in rows.commit], "run": rows.run_id,
+            "date": [d[:19] for d in rows.date], "commit": [short_revision(c) for c in rows.commit], "run": rows.run_id,
             "BD-rate % [interval]": ["–" if pd.isna(v) else f"{v:+.2f}" + (NO_INTERVAL if pd.isna(lo) else
                                                                              f" [{lo:+.2f}, {hi:+.2f}]")
                                      for v, lo, hi in zip(rows.bd_rate, rows.bd_rate_low, rows.bd_rate_high)],
@@ -335,11 +336,11 @@ def render(history: History) -> str:
             "change": [("** " + v.upper() + " **") if v in ("worse", "better") else v for v in rows.change]})
         lines.append(shown.to_string(index=False))
         for r in rows[rows.change.isin(["worse", "better"])].itertuples():
-            lines.append(f"  {r.commit[:12]} ({r.run_id}): {r.why}")
+            lines.append(f"  {short_revision(r.commit)} ({r.run_id}): {r.why}")
         for note in dict.fromkeys(n for n in rows.interval_note if n):  # why a BD-rate so marked has no interval
             lines.append(f"  {NO_INTERVAL} {note}")
         for r in rows[rows.missing_note != ""].itertuples():  # why a run shows no BD-rate ("–")
-            lines.append(f"  – {r.commit[:12]} ({r.run_id}): {r.missing_note}")
+            lines.append(f"  – {short_revision(r.commit)} ({r.run_id}): {r.missing_note}")
     marked = significant(history)
     n_runs = history.runs or table.run_dir.nunique()
     judged = int(table.change.isin(["same", "better", "worse"]).sum())  # a curve compared with an earlier run's
@@ -351,8 +352,8 @@ def render(history: History) -> str:
         return "\n".join(lines)
     lines.append(f"\n{len(marked)} significant change{'' if len(marked) == 1 else 's'} in {n_runs} "
                  f"run{'' if n_runs == 1 else 's'}"
-                 + (": " + ", ".join(f"{r.commit[:12]} {r.codec} {r.metric} {r.change}" for r in marked.itertuples())
-                    if len(marked) else "")
+                 + (": " + ", ".join(f"{short_revision(r.commit)} {r.codec} {r.metric} {r.change}"
+                                     for r in marked.itertuples()) if len(marked) else "")
                  + (f" ({judged} curve{'' if judged == 1 else 's'} compared with an earlier run's, {unjudged} not: "
                     "each '–' above says why)." if unjudged else "."))
     return "\n".join(lines)

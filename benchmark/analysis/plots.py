@@ -21,6 +21,7 @@ import pandas as pd
 
 from benchmark.analysis.references import fewest_images
 from benchmark.run.integrity import atomic_write_bytes
+from benchmark.run.provenance import short_revision
 from benchmark.run.results import images_of
 from metrics import registry
 from metrics.registry import METRICS
@@ -318,7 +319,7 @@ def history_plots(table: pd.DataFrame, anchor: str, out_dir: str | pathlib.Path,
     sns.set_theme(style="whitegrid", context="notebook")
     runs = list(dict.fromkeys(table.run_dir))  # a run's folder: copies of one run keep their run id
     firsts = table.drop_duplicates("run_dir")
-    ticks = [f"{c[:7]}\n{d[:10]}" for c, d in zip(firsts.commit, firsts.date)]
+    ticks = [f"{short_revision(c, 7)}\n{d[:10]}" for c, d in zip(firsts.commit, firsts.date)]
     written = []
     for metric, rows in table.groupby("metric", sort=False):
         fig, ax = plt.subplots(figsize=(min(max(6.0, 0.45 * len(runs) + 3), 16.0), 4.2))

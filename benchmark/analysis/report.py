@@ -24,6 +24,7 @@ from benchmark.analysis import bootstrap
 from benchmark.run import console
 from benchmark.analysis import leaderboard
 from benchmark.run.integrity import atomic_write_bytes
+from benchmark.run.provenance import short_revision
 from benchmark.run.record import RunRecord, read_record
 from benchmark.run.results import load_run, output_path, safe_name
 from metrics import registry
@@ -328,7 +329,7 @@ def _error_bars(board) -> str:
 def _provenance(record: RunRecord) -> dict:
     d = record.dataset
     headline = (f"Dataset {d.name} ({d.split}, {d.n_images} images, preprocessing {d.preprocess}); "
-                f"run {record.run_id} created {record.created}, git {str(record.git_sha)[:12]}, "
+                f"run {record.run_id} created {record.created}, git {short_revision(record.git_sha)}, "
                 f"config hash {str(record.config_hash)[:12]}.")
     rows = [("dataset", f"{d.name} / {d.split} / {d.n_images} images / fingerprint {d.fingerprint[:16]}"),
             ("preprocessing", f"{d.preprocess}: {d.rest.get('preprocess_description', '')}"),

@@ -29,6 +29,12 @@ def git_revision(folder: pathlib.Path) -> str:
         return "unknown"
 
 
+def short_revision(revision: str, length: int = 12) -> str:
+    """A revision as tables and titles show it: its first `length` characters, keeping '-dirty' (a run of
+    uncommitted changes is not its commit's run)."""
+    return str(revision)[:length] + ("-dirty" if str(revision).endswith("-dirty") else "")
+
+
 def git_date(folder: pathlib.Path = PROJECT_ROOT) -> str | None:
     """The committer date of HEAD (ISO 8601): the order of runs along a history of commits; None outside git."""
     try:
