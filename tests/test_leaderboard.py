@@ -123,6 +123,29 @@ def test_no_overlap_says_so_and_gives_what_exists():
     assert math.isnan(anchor.at_rate(0.004)) and math.isnan(anchor.at_rate(3.0))
 
 
+def test_a_bd_rate_of_curves_whose_rates_never_meet_is_judged_along_the_metric():
+    """BD-rate averages along the metric, BD-metric along log rate, and each is as sound as the share of its own
+    axis both curves cover (the bjontegaard package checks the same): a text codec far below JPEG's rates whose FID
+    spans most of JPEG's has a BD-rate without †, though its rates never meet JPEG's."""
+    import warnings
+
+    import bjontegaard
+
+    anchor = _curve("jpeg", "fid", ANCHOR_BPP, 80 - 10 * np.log2(ANCHOR_BPP / 0.12))  # FID 80 down to 39.4
+    for fids, dagger in (([78, 60, 42], ""), ([70, 65, 60], "†")):
+        text = _curve("cmc", "fid", [0.003, 0.004, 0.005], fids)
+        result = compare_curves(anchor, text)
+        assert result["rate_overlap"] == 0 and math.isnan(result["bd_metric"]) and result["bd_rate"] < -90
+        assert result["overlap"] == result["metric_overlap"]
+        assert leaderboard._daggers(result) == (dagger, "")
+        with warnings.catch_warnings(record=True) as caught:  # the package's own check, on the metric axis
+            warnings.simplefilter("always")
+            bjontegaard.bd_rate(anchor.bpp, -anchor.value, text.bpp, -text.value, method="akima",
+                                require_matching_points=False, min_overlap=0.5)
+        assert any("Insufficient curve overlap" in str(w.message) for w in caught) == (dagger == "†")
+    assert result["note"] == "rate ranges do not overlap; fid ranges overlap 25%: BD-rate covers only the shared range"
+
+
 def test_value_at_rate_interpolates_never_extrapolates():
     c = _curve("a", "psnr", ANCHOR_BPP, ANCHOR_PSNR)
     assert c.at_rate(0.25) == pytest.approx(ANCHOR_PSNR[1])

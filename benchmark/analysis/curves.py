@@ -121,27 +121,32 @@ def monotone(curve: Curve) -> bool:
 
 def compare_curves(anchor: Curve, test: Curve, method: str = "akima") -> dict:
     """BD-rate and BD-metric of `test` against `anchor`, or, where they do not exist, why not and what does."""
-    out: dict = {"bd_rate": float("nan"), "bd_metric": float("nan"), "note": "", "overlap": float("nan")}
+    out: dict = {"bd_rate": float("nan"), "bd_metric": float("nan"), "note": "", "overlap": float("nan"),
+                 "rate_overlap": float("nan"), "metric_overlap": float("nan")}
     if len(anchor) < 2 or len(test) < 2:
         out["note"] = "fewer than 2 points on a curve"
     elif not (monotone(anchor) and monotone(test)):
         which = [c.codec for c in (anchor, test) if not monotone(c)]
         out["note"] = f"{' and '.join(which)} not monotone in {anchor.metric}: BD undefined"
     else:
+        # Each BD integrates along one axis, over the range both curves cover there (as the bjontegaard package
+        # checks it): BD-rate along the metric, BD-metric along log rate.
         rate_overlap = _overlap(np.log(anchor.bpp), np.log(test.bpp))
         metric_overlap = _overlap(anchor.value, test.value)
-        out["overlap"] = min(rate_overlap, metric_overlap)
+        out.update(rate_overlap=rate_overlap, metric_overlap=metric_overlap)
         if metric_overlap > 0:
             out["bd_rate"] = bd_rate(anchor, test, method)
         if rate_overlap > 0:
             out["bd_metric"] = bd_metric(anchor, test, method)
+        # the least share a BD that exists rests on (0 when none does)
+        out["overlap"] = min([share for share, bd in ((metric_overlap, out["bd_rate"]), (rate_overlap, out["bd_metric"]))
+                              if not math.isnan(bd)] or [0.0])
         notes = []
-        if rate_overlap == 0:
-            notes.append("rate ranges do not overlap")
-        if metric_overlap == 0:
-            notes.append(f"{anchor.metric} ranges do not overlap")
-        elif metric_overlap < 0.75 or 0 < rate_overlap < 0.75:
-            notes.append(f"partial overlap ({min(metric_overlap, rate_overlap or 1):.0%}): BD covers only the shared range")
+        for share, axis, bd in ((rate_overlap, "rate", "BD-metric"), (metric_overlap, anchor.metric, "BD-rate")):
+            if share == 0:
+                notes.append(f"{axis} ranges do not overlap")
+            elif share < 0.75:
+                notes.append(f"{axis} ranges overlap {share:.0%}: {bd} covers only the shared range")
         out["note"] = "; ".join(notes)
     if (math.isnan(out["bd_rate"]) or math.isnan(out["bd_metric"])) and len(test):
         # What can still be said: the anchor at the test codec's rates, and the rate saving at equal quality.

@@ -244,7 +244,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                 result = _NO_BD if unpairable else compare_curves(a_curve, c_curve, bd_method)
                 row = {"codec": codec, "metric": metric, **{k: result.get(k) for k in ("bd_rate", "bd_metric", "note")},
                        "fallback": "" if unpairable else _fallback_text(result, anchor, metric),
-                       "overlap": result["overlap"], "reliable": not result["overlap"] < MIN_RELIABLE_OVERLAP,
+                       **{k: result.get(k, math.nan) for k in ("overlap", "rate_overlap", "metric_overlap")},
+                       "reliable": not result["overlap"] < MIN_RELIABLE_OVERLAP,
                        "n_paired": pairs[0] if paired_on or unpairable else None}
                 if pairs:
                     row["note"] = "; ".join(filter(None, [_pairing_note(pairs[0], paired_on, metric,
@@ -291,10 +292,12 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                      "the same images, compare both on the images both scored at every setting (the BD note says how "
                      "many); against a published anchor, each on its own images.")
     bd_columns = ["codec", "metric", "bd_rate", "bd_rate_low", "bd_rate_high", "bd_metric", "bd_metric_low",
-                  "bd_metric_high", "overlap", "reliable", "note", "fallback", "n_paired"]
-    if any(not r["reliable"] and (pd.notna(r["bd_rate"]) or pd.notna(r["bd_metric"])) for r in bd):  # a † shown
-        notes.append(f"† BD over less than {MIN_RELIABLE_OVERLAP:.0%} of the two curves' wider range: it rests on "
-                     "their ends and is not a headline number.")
+                  "bd_metric_high", "overlap", "rate_overlap", "metric_overlap", "reliable", "note", "fallback",
+                  "n_paired"]
+    if any(d for r in bd for d in _daggers(r)):
+        notes.append(f"† BD over less than {MIN_RELIABLE_OVERLAP:.0%} of the two curves' wider range along the axis "
+                     "it averages over (the metric for BD-rate, log rate for BD-metric): it rests on their ends and is "
+                     "not a headline number.")
     reasons = dict.fromkeys(_general(r) for r in [*(r["interval_note"] for r in at_rates + bd),
                                                    *settings.interval_note] if r)
     if reasons:  # the general form of each reason; the CSV's interval_note has each value's own
@@ -426,6 +429,15 @@ def _interval(point: float, resampled: list[float], level: float, undefined: str
     return (*bootstrap.bias_corrected_percentile(finite, point, level), "")
 
 
+def _daggers(row: dict) -> tuple[str, str]:
+    """'†' for a BD-rate and a BD-metric that exist but average over less than MIN_RELIABLE_OVERLAP of their axis:
+    BD-rate along the metric, BD-metric along log rate (a BD-rate of curves whose rates never meet is sound)."""
+    def mark(value, share) -> str:
+        return "†" if pd.notna(value) and share < MIN_RELIABLE_OVERLAP else ""
+
+    return mark(row["bd_rate"], row["metric_overlap"]), mark(row["bd_metric"], row["rate_overlap"])
+
+
 def _fallback_text(result: dict, anchor: str, metric: str) -> str:
     parts = []
     for bpp, anchor_value, value in result.get("anchor_at_test_rate", [])[:3]:
@@ -494,15 +506,15 @@ def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.Da
         tables["at_rates"] = pd.DataFrame()
     bd = board.bd.copy()
     if len(bd):
-        dagger = ["" if r else "†" for r in bd.reliable]
+        rate_dagger, metric_dagger = zip(*(_daggers(r) for r in bd.to_dict("records")))
         bd["BD-rate (%)"] = [("–" if pd.isna(v) else f"{v:+.2f}" + ("" if pd.isna(lo) else f" [{lo:+.2f}, {hi:+.2f}]")
                               + d + (NO_INTERVAL if why and pd.isna(lo) else ""))
-                             for v, lo, hi, d, why in zip(bd.bd_rate, bd.bd_rate_low, bd.bd_rate_high, dagger,
+                             for v, lo, hi, d, why in zip(bd.bd_rate, bd.bd_rate_low, bd.bd_rate_high, rate_dagger,
                                                           bd.interval_note)]
         bd["BD-metric"] = [("–" if pd.isna(v) else f"{v + 0.0:+.4g}"  # + 0.0: a negative zero is '+0', not '-0'
                             + ("" if pd.isna(lo) else f" [{lo:+.4g}, {hi:+.4g}]")
                             + d + (NO_INTERVAL if why and pd.isna(lo) else ""))
-                           for v, lo, hi, d, why in zip(bd.bd_metric, bd.bd_metric_low, bd.bd_metric_high, dagger,
+                           for v, lo, hi, d, why in zip(bd.bd_metric, bd.bd_metric_low, bd.bd_metric_high, metric_dagger,
                                                         bd.interval_note)]
         bd["metric"] = [label(m) for m in bd.metric]
         bd["note"] = [" — ".join(filter(None, [n, f])) for n, f in zip(bd.note.fillna(""), bd.fallback.fillna(""))]
