@@ -348,6 +348,24 @@ def test_compare_names_a_codec_only_new_has_and_says_what_it_compared(tmp_path, 
     assert {r["setting"] for r in out["rows"]} == {"20", "60"}
 
 
+def test_a_sweep_moved_as_a_whole_is_said_to_be_compared_as_a_curve_only(tmp_path, capsys):
+    """NEW ran the codec at other settings than BASE, none in common: its curve is judged and compare says that it
+    has no per-setting detail, rather than listing the other codecs' settings alone."""
+    runs = {}
+    for name, sweep in (("base", "20,50,80"), ("new", "30,60,90")):
+        config = RunConfig(dataset="sample:3", split="all", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"},
+                           codecs=[parse_codec_spec(f"webp quality={sweep}"), parse_codec_spec("jpeg quality=20,60")])
+        runs[name] = create_run(config, tmp_path / "runs", name, progress=False)
+        execute(runs[name], jobs=1, progress=False)
+    assert main(["compare", str(runs["base"]), str(runs["new"]), "--bootstrap", "0", "--json", "-"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["new_only"] == ["codec webp: no setting is in both runs (BASE 20, 50, 80; NEW 30, 60, 90): compared as "
+                               "a curve, with no per-setting detail"]
+    assert {(c["codec"], c["metric"]) for c in out["curves"]} >= {("webp", "psnr"), ("jpeg", "psnr")}
+    assert {r["codec"] for r in out["rows"]} == {"jpeg"}
+
+
 def test_a_metric_base_measured_and_new_did_not_is_not_passed_silently(tmp_path, capsys):
     """A gate whose NEW run lost a metric (turned off here; a download that failed on a CI machine alike) has
     not compared it: compare refuses, naming the metric and NEW's reason, unless told --allow-missing, and

@@ -135,7 +135,7 @@ def provenance_warnings(base: RunRecord, new: RunRecord) -> list[str]:
     for c in new.codecs:
         old = base.codec(c.label)
         if old and old.versions != c.versions:
-            out.append(f"codec {c.label}: library versions differ: {old.versions} -> {c.versions}")
+            out.append(f"codec {c.label}: versions differ (its libraries or its code): {old.versions} -> {c.versions}")
         if old and old.options != c.options:
             out.append(f"codec {c.label}: options differ: {old.options} -> {c.options}")
     return out
@@ -183,6 +183,9 @@ def _new_only(base_summary: pd.DataFrame, new_summary: pd.DataFrame) -> list[str
         added = sorted(set(rows.setting_label) - shared) if shared else []  # a sweep shifted whole: its curve
         if not len(base):
             out.append(f"codec {codec} is in NEW but not in BASE: nothing to compare it with")
+        elif not shared:
+            out.append(f"codec {codec}: no setting is in both runs (BASE {', '.join(_labels(base))}; NEW "
+                       f"{', '.join(_labels(rows))}): compared as a curve, with no per-setting detail")
         elif added:
             settings = f"settings {', '.join(added)} are" if len(added) > 1 else f"setting {added[0]} is"
             out.append(f"codec {codec}: {settings} in NEW but not in BASE: part of its curve, with no per-setting "
@@ -193,6 +196,11 @@ def _new_only(base_summary: pd.DataFrame, new_summary: pd.DataFrame) -> list[str
     out += [f"metric {metric} is in NEW but not in BASE, for {', '.join(codecs)}: nothing to compare it with"
             for metric, codecs in added_metrics.items()]
     return out
+
+
+def _labels(rows: pd.DataFrame) -> list[str]:
+    """A codec's setting labels in the order of its rates."""
+    return list(dict.fromkeys(rows.sort_values("bpp").setting_label)) if "bpp" in rows else list(rows.setting_label)
 
 
 def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: int = bootstrap.DEFAULT_RESAMPLES,
