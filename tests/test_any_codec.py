@@ -469,9 +469,8 @@ def test_a_reason_shared_by_images_is_counted_once_with_the_image_as_a_placehold
         "no reconstruction of <image> in /x/<image>"
     assert failure_reason("1.png differs from 11.png and 21.png.bak", "1.png") == \
         "<image> differs from 11.png and 21.png.bak"  # the whole id only
-    assert failure_reason("decode failed: UnidentifiedImageError: cannot identify image file <_io.BytesIO object at "
-                          "0x7f1e948d41d0>", "b.png") == ("decode failed: UnidentifiedImageError: cannot identify image "
-                                                          "file <_io.BytesIO object>")  # an address differs every time
+    assert failure_reason("decode failed: cannot identify image file <_io.BytesIO object at 0x7f1e948d41d0>",
+                          "b.png") == "decode failed: cannot identify image file <_io.BytesIO object>"  # new each time
 
 
 def test_a_relative_precomputed_path_is_stored_absolute_so_workers_and_resume_elsewhere_find_it(tmp_path, monkeypatch):

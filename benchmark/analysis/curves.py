@@ -139,8 +139,8 @@ def compare_curves(anchor: Curve, test: Curve, method: str = "akima") -> dict:
         if rate_overlap > 0:
             out["bd_metric"] = bd_metric(anchor, test, method)
         # the least share a BD that exists rests on (0 when none does)
-        out["overlap"] = min([share for share, bd in ((metric_overlap, out["bd_rate"]), (rate_overlap, out["bd_metric"]))
-                              if not math.isnan(bd)] or [0.0])
+        shares = ((metric_overlap, out["bd_rate"]), (rate_overlap, out["bd_metric"]))
+        out["overlap"] = min([share for share, bd in shares if not math.isnan(bd)] or [0.0])
         notes = []
         for share, axis, bd in ((rate_overlap, "rate", "BD-metric"), (metric_overlap, anchor.metric, "BD-rate")):
             if share == 0:

@@ -514,8 +514,8 @@ def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.Da
         bd["BD-metric"] = [("–" if pd.isna(v) else f"{v + 0.0:+.4g}"  # + 0.0: a negative zero is '+0', not '-0'
                             + ("" if pd.isna(lo) else f" [{lo:+.4g}, {hi:+.4g}]")
                             + d + (NO_INTERVAL if why and pd.isna(lo) else ""))
-                           for v, lo, hi, d, why in zip(bd.bd_metric, bd.bd_metric_low, bd.bd_metric_high, metric_dagger,
-                                                        bd.interval_note)]
+                           for v, lo, hi, d, why in zip(bd.bd_metric, bd.bd_metric_low, bd.bd_metric_high,
+                                                        metric_dagger, bd.interval_note)]
         bd["metric"] = [label(m) for m in bd.metric]
         bd["note"] = [" — ".join(filter(None, [n, f])) for n, f in zip(bd.note.fillna(""), bd.fallback.fillna(""))]
         bd["codec"] = [board.shown(c) for c in bd.codec]
