@@ -143,7 +143,8 @@ def test_a_bd_rate_of_curves_whose_rates_never_meet_is_judged_along_the_metric()
             bjontegaard.bd_rate(anchor.bpp, -anchor.value, text.bpp, -text.value, method="akima",
                                 require_matching_points=False, min_overlap=0.5)
         assert any("Insufficient curve overlap" in str(w.message) for w in caught) == (dagger == "†")
-    assert result["note"] == "rate ranges do not overlap; fid ranges overlap 25%: BD-rate covers only the shared range"
+    assert result["note"] == ("rate ranges do not overlap; partial overlap (fid 25%): BD-rate covers only the shared "
+                              "range")
 
 
 def test_value_at_rate_interpolates_never_extrapolates():

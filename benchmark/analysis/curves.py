@@ -141,12 +141,12 @@ def compare_curves(anchor: Curve, test: Curve, method: str = "akima") -> dict:
         # the least share a BD that exists rests on (0 when none does)
         shares = ((metric_overlap, out["bd_rate"]), (rate_overlap, out["bd_metric"]))
         out["overlap"] = min([share for share, bd in shares if not math.isnan(bd)] or [0.0])
-        notes = []
-        for share, axis, bd in ((rate_overlap, "rate", "BD-metric"), (metric_overlap, anchor.metric, "BD-rate")):
-            if share == 0:
-                notes.append(f"{axis} ranges do not overlap")
-            elif share < 0.75:
-                notes.append(f"{axis} ranges overlap {share:.0%}: {bd} covers only the shared range")
+        axes = ((rate_overlap, "rate", "BD-metric"), (metric_overlap, anchor.metric, "BD-rate"))
+        notes = [f"{axis} ranges do not overlap" for share, axis, _ in axes if share == 0]
+        partial = [(share, axis, bd) for share, axis, bd in axes if 0 < share < 0.75]
+        if partial:
+            notes.append(f"partial overlap ({', '.join(f'{axis} {share:.0%}' for share, axis, _ in partial)}): "
+                         f"{partial[0][2] if len(partial) == 1 else 'each BD'} covers only the shared range")
         out["note"] = "; ".join(notes)
     if (math.isnan(out["bd_rate"]) or math.isnan(out["bd_metric"])) and len(test):
         # What can still be said: the anchor at the test codec's rates, and the rate saving at equal quality.
