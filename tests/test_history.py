@@ -248,3 +248,24 @@ def test_a_run_of_uncommitted_changes_is_shown_as_its_commit_dirty_not_as_the_co
     execute(run_dir, jobs=1, progress=False)
     assert main(["report", str(run_dir), "--bootstrap", "0"]) == 0
     assert "git 0123456789ab-dirty," in (run_dir / "report" / "report.md").read_text()
+
+
+def test_a_run_with_one_setting_of_the_codec_is_a_gap_its_next_run_is_judged_across(tmp_path, capsys):
+    """The middle run swept the model at one setting only: it has no curve, says so, and the next run is compared
+    with the last run that has a curve instead of being left 'not compared' without a word."""
+    for name, sweep in (("r0", "20,50,80"), ("r1", "50"), ("r2", "20,50,80")):
+        config = RunConfig(dataset="sample:6", split="all", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"},
+                           codecs=[parse_codec_spec(f"webp quality={sweep} label=model"),
+                                   parse_codec_spec("jpeg quality=20,50,80")])
+        execute(create_run(config, tmp_path / "runs", name, progress=False), jobs=1, progress=False)
+    table = history.build([tmp_path / "runs"], history.HistoryOptions(codecs=["model"], anchor_codec="jpeg",
+                                                                      resamples=0)).table
+    assert list(table.change) == ["first", "not compared", "same"], table
+    assert table.why.iloc[2].startswith("the previous run (r1) has no curve of model in psnr: 1 setting with a "
+                                        "value; compared with run r0, the last that has it; same: ")
+    assert main(["history", str(tmp_path / "runs"), "--codec", "model", "--anchor", "jpeg", "--bootstrap", "0",
+                 "--out", str(tmp_path / "h")]) == 0
+    out = capsys.readouterr().out
+    assert "(r1): not compared: no curve of it in both runs" in out
+    assert "1 curve compared with an earlier run's, 1 not: each '–' above says why" in out

@@ -200,6 +200,15 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
             return ""
         return f"not compared: codec {codec} is not in the anchor run ({anchor_point.run_id})"
 
+    summaries: dict = {}  # each run's summary, read once
+
+    def no_curve(point: RunPoint, codec: str, metric: str) -> str:
+        from benchmark.run.results import read_summary
+
+        if point.run_dir not in summaries:
+            summaries[point.run_dir] = read_summary(point.run_dir)
+        return _no_curve(point, codec, metric, summaries[point.run_dir])
+
     rows = []
     previous = None
     last_with: dict[tuple[str, str], RunPoint] = {}  # per (codec, metric), the latest run that has its curve
@@ -224,14 +233,17 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
             if r.metric not in options.metrics:
                 continue
             c = change[(change.codec == r.codec) & (change.metric == r.metric)]
-            gap = (_unmeasured(previous, r.metric, "the previous run") or _absent(previous, r.codec, sets_of)) \
-                if not len(c) and previous is not None else ""
+            gap = (_unmeasured(previous, r.metric, "the previous run") or _absent(previous, r.codec, sets_of)
+                   or no_curve(previous, r.codec, r.metric)) if not len(c) and previous is not None else ""
             earlier = last_with.get((r.codec, r.metric))
             if gap and earlier:  # a change across the gap counts: against the last run with it
                 across = _cached("change", earlier, point, options,
                                  lambda earlier=earlier, point=point: verdicts(sets_of(earlier), sets_of(point), False))
                 c = across[(across.codec == r.codec) & (across.metric == r.metric)]
                 gap = f"{gap}; compared with run {earlier.run_id}, the last that has it"
+            if not len(c) and previous is not None and not gap:  # both have curves, and still none was judged
+                gap = ("not compared: no curve of it in both runs (two settings, each with a value, on two shared "
+                       "images)")
             rows.append({**run, "codec": r.codec, "metric": r.metric, "bd_rate": r.bd_rate,
                          "bd_rate_low": r.bd_rate_low, "bd_rate_high": r.bd_rate_high, "bd_metric": r.bd_metric,
                          "n_images": r.n_images,
@@ -250,7 +262,7 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
                          or "not compared: no curve of it in both runs (two settings, each with a value, on two "
                             "shared images)"})
         last_with.update({(c, m): point for c in {c for c, _ in sets_of(point)} for m in options.metrics
-                          if not _unmeasured(point, m)})
+                          if not _unmeasured(point, m) and not no_curve(point, c, m)})
         previous = point
     table = pd.DataFrame(rows, columns=["run_id", "run_dir", "commit", "date", "codec", "metric", "bd_rate",
                                         "bd_rate_low", "bd_rate_high", "bd_metric", "n_images", "change",
@@ -269,6 +281,15 @@ def _absent(point: RunPoint, codec: str, sets_of) -> str:
     """Why the previous run has no curve of `codec`: it did not run it ("" where it did)."""
     return "" if any(c == codec for c, _ in sets_of(point)) else \
         f"the previous run ({point.run_id}) has no {codec}"
+
+
+def _no_curve(point: RunPoint, codec: str, metric: str, summary: pd.DataFrame) -> str:
+    """Why a run that ran `codec` and measured `metric` has no curve of it: fewer than two of its settings (its
+    `summary`'s rows) have a value (a sweep of one setting, or settings whose every row failed); "" where it has one."""
+    rows = summary[summary.codec == codec]
+    n = int(rows[metric].notna().sum()) if metric in rows else 0
+    return "" if n >= 2 else (f"the previous run ({point.run_id}) has no curve of {codec} in {metric}: "
+                              f"{n} setting{'' if n == 1 else 's'} with a value")
 
 
 def _unmeasured(point: RunPoint | None, metric: str, which: str = "") -> str:
@@ -341,6 +362,8 @@ def render(history: History) -> str:
             lines.append(f"  {NO_INTERVAL} {note}")
         for r in rows[rows.missing_note != ""].itertuples():  # why a run shows no BD-rate ("–")
             lines.append(f"  – {short_revision(r.commit)} ({r.run_id}): {r.missing_note}")
+        for r in rows[(rows.missing_note == "") & (rows.change == "not compared")].itertuples():  # why no verdict
+            lines.append(f"  – {short_revision(r.commit)} ({r.run_id}): {r.why}")
     marked = significant(history)
     n_runs = history.runs or table.run_dir.nunique()
     judged = int(table.change.isin(["same", "better", "worse"]).sum())  # a curve compared with an earlier run's
