@@ -663,6 +663,7 @@ def test_the_dagger_note_is_there_exactly_when_a_dagger_is(tmp_path, natural_ima
         daggers = any("†" in cell for cell in shown)
         assert daggers == any(n.startswith("†") for n in board.notes), (name, shown, board.notes)
         assert daggers == ("† BD over less than" in leaderboard.render(board, "md"))
+        assert daggers == ("\\dag{} BD over too little overlap" in leaderboard.render(board, "tex"))
         if name == "apart":
             assert board.bd.bd_rate.isna().all() and board.bd.bd_metric.isna().all() and not daggers
         else:

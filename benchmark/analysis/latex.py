@@ -108,7 +108,9 @@ def render_tex(board, tables: dict[str, pd.DataFrame], titles: dict[str, str], o
                               _tabular(table, "ll" + "r" * (len(table.columns) - 2)), "at-rates"))
         elif key == "bd":
             spec = f"llrrp{{{NOTE_WIDTH}}}"
-            out.append(_float(title, legend(table.metric.tolist()) + " \\dag{} BD over too little overlap (see the notes)."
+            marked = table[["BD-rate (%)", "BD-metric"]].apply(lambda c: c.str.contains("†")).to_numpy().any()
+            out.append(_float(title, legend(table.metric.tolist()) + (" \\dag{} BD over too little overlap (see the "
+                                                                      "notes)." if marked else "")
                               + rests_on, _tabular(table, spec), "bd"))
         else:
             out += _longtables(table, title, rests_on)
