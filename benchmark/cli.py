@@ -639,8 +639,11 @@ def cmd_run(args) -> int:
         run_dir = create_run(config, args.out, args.name, progress=not args.no_progress, dataset=dataset)
         created_here = True
         record = read_record(run_dir)
-        print(f"Run {run_dir.name}: {record.dataset.name} ({record.dataset.split}, {record.dataset.n_images} images), "
+        n = record.dataset.n_images
+        print(f"Run {run_dir.name}: {record.dataset.name} ({record.dataset.split}, {n} image{'' if n == 1 else 's'}), "
               f"codecs {', '.join(s.label for s in specs)}")
+        for note in dataset.notes:  # images without captions, an image list's repeats, ...
+            print(f"note: {note}", file=sys.stderr)
         for codec in record.codecs:
             for note in codec.notes:
                 print(f"note: {codec.label}: {note}", file=sys.stderr)

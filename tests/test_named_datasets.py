@@ -210,6 +210,25 @@ def test_an_image_list_with_missing_ids_fails_before_any_work(tmp_path, capsys):
     assert sorted(pd.read_parquet(tmp_path / "runs" / "r" / "images").image_id) == ["im1.png", "im3.png"]
 
 
+def test_an_image_list_that_repeats_an_image_says_each_is_evaluated_once(tmp_path, capsys):
+    """A list of captions' images (MS-COCO 30k) names an image once per caption: the run evaluates each image once
+    and says so as it starts, and config.json keeps the note."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for k in range(3):
+        (folder / f"im{k}.png").write_bytes(_png(k))
+    listed = tmp_path / "captions30k.txt"
+    listed.write_text("im1\nim2.png\nim1.png\nim1\n")
+    rc, _, err = run_cli(["run", "--dataset", str(folder), "--image-list", str(listed), "--codec", "jpeg quality=50",
+                          "--out", str(tmp_path / "runs"), "--name", "r", *QUIET], capsys)
+    assert rc == 0, err
+    said = ("--image-list captions30k.txt: 4 lines name 2 images (2 lines repeat an image listed before): each image "
+            "is evaluated once")
+    assert f"note: {said}\n" in err
+    info = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    assert info["dataset"]["n_images"] == 2 and info["dataset"]["notes"] == [said]
+
+
 def test_a_seeded_draw_of_an_image_list_is_reproducible(tmp_path, capsys):
     from benchmark.data.datasets import draw_image_list, open_dataset
 

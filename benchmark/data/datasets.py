@@ -117,12 +117,13 @@ def select(dataset: Dataset, image_list: str) -> Dataset:
         for r in dataset.records:
             for name in (r.image_id, *([pathlib.Path(r.path).name] if r.path else [])):
                 index.setdefault(aliases(name)[rank], r)
-    chosen, missing = {}, []
+    chosen, missing, repeated = {}, [], 0
     for item in wanted:
         record = next((index[a] for a in aliases(item) if a in index), None)
         if record is None:
             missing.append(item)
         else:
+            repeated += record.index in chosen
             chosen[record.index] = record
     if missing:
         raise ValueError(f"--image-list {str(path)!r}: {len(missing)} of {len(wanted)} listed images are not in "
@@ -132,7 +133,12 @@ def select(dataset: Dataset, image_list: str) -> Dataset:
                for k, r in enumerate(chosen[i] for i in sorted(chosen))]
     origin = {**dataset.origin, "image_list": {"path": str(path.resolve()), "listed": len(wanted),
                                                 "sha256": hashlib.sha256(data).hexdigest(), "images": len(records)}}
-    return dataclasses.replace(dataset, records=records, origin=origin)
+    # a list of captions' images (MS-COCO 30k) names an image once per caption: each image is evaluated once
+    n = len(records)
+    notes = [f"--image-list {path.name}: {len(wanted)} lines name {n} image{'' if n == 1 else 's'} ({repeated} "
+             f"line{' repeats' if repeated == 1 else 's repeat'} an image listed before): each image is evaluated "
+             "once"] if repeated else []
+    return dataclasses.replace(dataset, records=records, origin=origin, notes=[*dataset.notes, *notes])
 
 
 def draw_image_list(dataset: Dataset, n: int, seed: int = 0) -> list[str]:
