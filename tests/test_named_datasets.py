@@ -189,11 +189,17 @@ def test_pinned_files_are_recorded_at_the_first_fetch_and_checked_after(monkeypa
         server.close()
 
 
-def test_an_image_list_with_missing_ids_fails_before_any_work(tmp_path, capsys):
+def _image_folder(tmp_path, n: int):
+    """tmp_path/imgs with im0.png ... im{n-1}.png."""
     folder = tmp_path / "imgs"
     folder.mkdir()
-    for k in range(5):
+    for k in range(n):
         (folder / f"im{k}.png").write_bytes(_png(k))
+    return folder
+
+
+def test_an_image_list_with_missing_ids_fails_before_any_work(tmp_path, capsys):
+    folder = _image_folder(tmp_path, 5)
     listed = tmp_path / "list.txt"
     listed.write_text("im1\nim3.png\nnope-1\nnope-2\n")
     rc, _, err = run_cli(["run", "--dataset", str(folder), "--image-list", str(listed), "--out", str(tmp_path / "runs"),
@@ -213,10 +219,7 @@ def test_an_image_list_with_missing_ids_fails_before_any_work(tmp_path, capsys):
 def test_an_image_list_that_repeats_an_image_says_each_is_evaluated_once(tmp_path, capsys):
     """A list of captions' images (MS-COCO 30k) names an image once per caption: the run evaluates each image once
     and says so as it starts, and config.json keeps the note."""
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for k in range(3):
-        (folder / f"im{k}.png").write_bytes(_png(k))
+    folder = _image_folder(tmp_path, 3)
     listed = tmp_path / "captions30k.txt"
     listed.write_text("im1\nim2.png\nim1.png\nim1\n")
     rc, _, err = run_cli(["run", "--dataset", str(folder), "--image-list", str(listed), "--codec", "jpeg quality=50",
