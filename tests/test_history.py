@@ -269,3 +269,17 @@ def test_a_run_with_one_setting_of_the_codec_is_a_gap_its_next_run_is_judged_acr
     out = capsys.readouterr().out
     assert "(r1): not compared: no curve of it in both runs" in out
     assert "1 curve compared with an earlier run's, 1 not: each '–' above says why" in out
+
+
+def test_a_cached_verdict_is_keyed_by_the_code_that_fits_the_curves(monkeypatch):
+    """history's cache key covers curves.py (BD and the curve fit), not only compare.py and the bootstrap: a change
+    to how curves are fitted recomputes the cached verdicts instead of showing the old ones."""
+    import pathlib
+
+    from benchmark.analysis import curves
+
+    before = history.code_key()
+    read = pathlib.Path.read_bytes
+    monkeypatch.setattr(pathlib.Path, "read_bytes",
+                        lambda self: read(self) + (b"# changed" if str(self) == curves.__file__ else b""))
+    assert history.code_key() != before

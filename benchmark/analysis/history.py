@@ -303,6 +303,17 @@ def _unmeasured(point: RunPoint | None, metric: str, which: str = "") -> str:
             f"{state.get('reason') or 'no reason recorded'}")
 
 
+def code_key() -> str:
+    """A digest of the code a cached verdict comes from: compare's rule, the curves and BD it fits (curves.py), and
+    the bootstrap."""
+    import hashlib
+
+    from benchmark.analysis import curves
+
+    source = b"".join(pathlib.Path(m.__file__).read_bytes() for m in (compare, curves))
+    return hashlib.sha256(source).hexdigest()[:12] + bootstrap.code_key()
+
+
 def _cached(kind: str, base: RunPoint, new: RunPoint, options: HistoryOptions, compute) -> pd.DataFrame:
     """compute(), or its result from an earlier history with the same options over the same two runs (keyed by
     their summaries' checksums, so a rewritten run is computed again): each new commit's run costs its own
@@ -318,7 +329,7 @@ def _cached(kind: str, base: RunPoint, new: RunPoint, options: HistoryOptions, c
     keys = [bootstrap.summary_checksum(p.run_dir) for p in (base, new)]
     if None in keys:
         return compute()
-    code = hashlib.sha256(pathlib.Path(compare.__file__).read_bytes()).hexdigest()[:12] + bootstrap.code_key()
+    code = code_key()
     described = json.dumps([kind, code, keys, options.metrics, options.codecs, options.anchor_codec, options.resamples,
                             options.seed, options.level, options.bd_method, sorted(options.tolerances.items())],
                            default=str)
