@@ -668,3 +668,25 @@ def test_the_dagger_note_is_there_exactly_when_a_dagger_is(tmp_path, natural_ima
             assert board.bd.bd_rate.isna().all() and board.bd.bd_metric.isna().all() and not daggers
         else:
             assert daggers, shown  # webp's curve reaches far beyond jpeg's: its BD rests on a small share
+
+
+def test_cached_intervals_are_keyed_by_the_metric_code_each_resample_calls(monkeypatch):
+    """The bootstrap's cache key covers the metric files it calls on every resample (KID's, FD-CLIP's, ...), not only
+    bootstrap.py: after a fix to a metric, an old run's cached intervals are computed again."""
+    import importlib.util
+    import pathlib
+
+    bootstrap.code_key.cache_clear()
+    before = bootstrap.code_key()
+    read = pathlib.Path.read_bytes
+    try:
+        for module in ("metrics.kid", "metrics.fd_clip", "benchmark.analysis.bootstrap"):
+            origin = importlib.util.find_spec(module).origin
+            monkeypatch.setattr(pathlib.Path, "read_bytes",
+                                lambda self, origin=origin: read(self) + (b"#" if str(self) == origin else b""))
+            bootstrap.code_key.cache_clear()
+            assert bootstrap.code_key() != before, module
+    finally:
+        monkeypatch.undo()
+        bootstrap.code_key.cache_clear()
+    assert bootstrap.code_key() == before

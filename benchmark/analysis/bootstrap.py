@@ -488,11 +488,17 @@ def cache_path(run_dir: pathlib.Path, options: str) -> pathlib.Path | None:
 
 @functools.lru_cache(maxsize=1)
 def code_key() -> str:
-    """A digest of this module's source and of what the registry declares about resampling each metric."""
+    """A digest of the code a cached interval comes from: this module, the metric files whose functions it calls on
+    each resample (FID, KID, IS, and each resampled set metric's), and what the registry declares about resampling
+    each metric. A fix to a metric's function recomputes the intervals cached before it."""
     import hashlib
+    import importlib.util
 
     declared = repr(sorted((m.column, m.kind, m.resample, m.bounds, m.cap) for m in registry.METRICS.values()))
-    return hashlib.sha256(pathlib.Path(__file__).read_bytes() + declared.encode()).hexdigest()[:12]
+    modules = sorted({"metrics.fid", "metrics.kid", "metrics.inception_score",
+                      *(m.fn.partition(":")[0] for m in registry.METRICS.values() if m.resample and m.fn)})
+    sources = [pathlib.Path(importlib.util.find_spec(name).origin).read_bytes() for name in modules]
+    return hashlib.sha256(b"".join([pathlib.Path(__file__).read_bytes(), *sources, declared.encode()])).hexdigest()[:12]
 
 
 def not_resampled(metric: str) -> str:
