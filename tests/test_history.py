@@ -283,3 +283,21 @@ def test_a_cached_verdict_is_keyed_by_the_code_that_fits_the_curves(monkeypatch)
     monkeypatch.setattr(pathlib.Path, "read_bytes",
                         lambda self: read(self) + (b"# changed" if str(self) == curves.__file__ else b""))
     assert history.code_key() != before
+
+
+def test_a_run_not_summarised_yet_is_read_from_its_shards(tmp_path, capsys):
+    """A killed run has its shards but no summary.parquet: history reads it as load_run does (a summary made from
+    the shards, not written) instead of stopping at the missing file."""
+    for name in ("r0", "r1"):
+        config = RunConfig(dataset="sample:6", split="all", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"},
+                           codecs=[parse_codec_spec("webp quality=20,50,80 label=model"),
+                                   parse_codec_spec("jpeg quality=20,50,80")])
+        execute(create_run(config, tmp_path / "runs", name, progress=False), jobs=1, progress=False)
+    summary = tmp_path / "runs" / "r1" / "summary.parquet"
+    summary.unlink()
+    (summary.parent / f".{summary.name}.sha256").unlink(missing_ok=True)
+    table = history.build([tmp_path / "runs"], history.HistoryOptions(codecs=["model"], anchor_codec="jpeg",
+                                                                      resamples=0)).table
+    assert list(table.change) == ["first", "same"], table
+    assert not summary.exists()  # reading a run writes nothing into it

@@ -203,10 +203,10 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
     summaries: dict = {}  # each run's summary, read once
 
     def no_curve(point: RunPoint, codec: str, metric: str) -> str:
-        from benchmark.run.results import read_summary
+        from benchmark.run.results import run_summary
 
         if point.run_dir not in summaries:
-            summaries[point.run_dir] = read_summary(point.run_dir)
+            summaries[point.run_dir] = run_summary(point.run_dir)
         return _no_curve(point, codec, metric, summaries[point.run_dir])
 
     rows = []

@@ -251,8 +251,14 @@ def load_run(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     images = pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True) if files else pd.DataFrame()
     if len(images):
         images = images.sort_values(["codec", "setting_index", "image_index"], kind="stable").reset_index(drop=True)
-    summary = read_summary(run_dir) if (run_dir / "summary.parquet").exists() else summarise(run_dir)
-    return images, summary
+    return images, run_summary(run_dir)
+
+
+def run_summary(run_dir: pathlib.Path) -> pd.DataFrame:
+    """A run's summary: summary.parquet, checked, or, for a run not summarised yet (killed), made from its shards
+    (not written)."""
+    run_dir = pathlib.Path(run_dir)
+    return read_summary(run_dir) if (run_dir / "summary.parquet").exists() else summarise(run_dir)
 
 
 def read_summary(run_dir: pathlib.Path) -> pd.DataFrame:
