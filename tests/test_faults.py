@@ -102,6 +102,30 @@ def test_a_changed_summary_is_named_and_rewritten_by_resume(clean_run, tmp_path,
     same_rows(run_dir, clean_run)
 
 
+@pytest.mark.parametrize("how", ["deleted", "swapped in from another run"])
+def test_a_summary_whose_shards_changed_is_named_before_any_number(how, clean_run, tmp_path, capsys):
+    """A shard deleted after the run finished (by hand, or missed by a partial copy), or another run's shard of the
+    same name copied in with its checksum: each shard left passes its own check, but the summary is not theirs."""
+    run_dir = shutil.copytree(clean_run, tmp_path / "copy")
+    shard = run_dir / "images" / "jpeg" / "chunk-000001.parquet"
+    if how == "deleted":
+        shard.unlink()
+    else:
+        other = made(tmp_path, "other", config(codecs=("jpeg quality=40,80", "webp")))
+        for name in (shard.name, f".{shard.name}.sha256"):
+            shutil.copy(other / "images" / "jpeg" / name, shard.parent / name)
+    summary, said = run_dir / "summary.parquet", "1 gone" if how == "deleted" else "1 rewritten"
+    history = ["history", str(run_dir), "--out", str(tmp_path / "h")]
+    for args in (["leaderboard", str(run_dir)], ["compare", str(clean_run), str(run_dir)], history):
+        rc, out, err = cli_run(args, capsys)
+        assert rc == 1 and "Traceback" not in err, (args, err)
+        assert f"{summary} is out of date" in err and f"{said} (images/jpeg/chunk-000001.parquet)" in err, (args, err)
+        assert f"--resume {run_dir}" in err and "psnr" not in out.lower(), (args, out, err)
+    if how == "deleted":  # resume redoes the missing task and writes the summary again
+        assert cli_run(["run", "--resume", str(run_dir), *QUIET], capsys)[0] == 0
+        same_rows(run_dir, clean_run)
+
+
 def test_results_are_written_with_the_users_umask(clean_run):
     for path in [clean_run / "config.json", clean_run / "summary.parquet", *clean_run.glob("images/*/*.parquet")]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~_umask(), path

@@ -7,6 +7,7 @@ A run directory holds `config.json` (what was asked, with provenance), `images/<
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -18,14 +19,24 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from benchmark.data.output_names import output_file_name, safe_name
-from benchmark.run.integrity import (DamagedFile, atomic_write_bytes, problem,  # noqa: F401 - re-exported
-                                       remove_checked, write_checked)
+from benchmark.run.integrity import (DamagedFile, atomic_write_bytes, checksum_path, key_of,  # noqa: F401
+                                       problem, remove_checked, write_checked)
 from benchmark.run.record import read_record
 from benchmark.run.schema import GROUP_COLUMNS, NOT_AVERAGED
 from metrics import registry
 
 
 OUTPUTS = "outputs"  # saved reconstructions and bitstreams, per codec and setting
+MADE_FROM = b"cmcbench.shards"  # summary.parquet's metadata: each shard it was made from, with its checksum
+
+
+class StaleSummary(DamagedFile):
+    """A summary made from other shards than the run holds now (one deleted, added or swapped by hand or by a
+    partial copy): its means and counts would not be those of the rows beside it."""
+
+    def __init__(self, path: pathlib.Path, why: str):
+        RuntimeError.__init__(self, f"{path} is out of date ({why})")
+        self.path, self.why = pathlib.Path(path), why
 
 
 def write_table(path: pathlib.Path, table: pa.Table, key_parts: int = 2) -> None:
@@ -261,10 +272,45 @@ def run_summary(run_dir: pathlib.Path) -> pd.DataFrame:
     return read_summary(run_dir) if (run_dir / "summary.parquet").exists() else summarise(run_dir)
 
 
+def shard_digests(run_dir: pathlib.Path) -> dict[str, str]:
+    """Each shard's key (codec folder/name) and its recorded checksum ('' where it has none, in a run made before
+    checksums): what a summary is made from, read without reading the shards."""
+    digests = {}
+    for path in shard_files(run_dir, verify=False):
+        try:
+            digests[key_of(path)] = checksum_path(path).read_text().split()[0]
+        except (FileNotFoundError, IndexError):
+            digests[key_of(path)] = ""
+    return digests
+
+
+def write_summary(run_dir: pathlib.Path, summary: pd.DataFrame) -> None:
+    """summary.parquet, with the shards it was made from in its metadata, so that a reader can tell it is stale."""
+    table = pa.Table.from_pandas(summary, preserve_index=False)
+    made_from = json.dumps(shard_digests(run_dir), sort_keys=True).encode()
+    write_table(run_dir / "summary.parquet", table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                                            MADE_FROM: made_from}), key_parts=1)
+
+
+def shard_changes(before: dict[str, str], now: dict[str, str]) -> str:
+    """What differs between two sets of shards, in words ('' when nothing does), naming a few of each kind."""
+    kinds = (("gone", [k for k in before if k not in now]), ("new", [k for k in now if k not in before]),
+             ("rewritten", [k for k in before if k in now and before[k] != now[k]]))
+    return "; ".join(f"{len(keys)} {kind} ({', '.join(f'images/{k}' for k in keys[:3])}"
+                     f"{', ...' if len(keys) > 3 else ''})" for kind, keys in kinds if keys)
+
+
 def read_summary(run_dir: pathlib.Path) -> pd.DataFrame:
-    """A run's summary.parquet, checked against its checksum first."""
+    """A run's summary.parquet, checked against its checksum first, then against the shards it was made from
+    (a summary written before they were recorded is read as it is)."""
     path = pathlib.Path(run_dir) / "summary.parquet"
+    redo = f"rewrite it with: python bench.py run --resume {run_dir}"
     why = problem(path, is_checked(run_dir))
     if why:
-        raise DamagedFile(path, f"{why}; rewrite it with: python bench.py run --resume {run_dir}")
+        raise DamagedFile(path, f"{why}; {redo}")
+    made_from = (pq.read_schema(path).metadata or {}).get(MADE_FROM)
+    if made_from is not None:
+        changes = shard_changes(json.loads(made_from), shard_digests(run_dir))
+        if changes:
+            raise StaleSummary(path, f"its shards changed since it was written: {changes}; {redo}")
     return pd.read_parquet(path)

@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-import pyarrow as pa
 
 from benchmark.run import (console, dinov2_stage, feature_stage, feature_store, fullref, perceptual, provenance,
                            run_folder, schema, timings, weights)
@@ -34,7 +33,8 @@ from benchmark.data.preprocess import get_preset
 from benchmark.run.record import CodecRecord, RunRecord, read_record
 from benchmark.run.produce import check_output, time_limit  # noqa: F401 - re-exported for callers of the old module
 from benchmark.run.results import (DamagedFile, atomic_write_bytes, damaged_files, discard_task_files, failure_reason,
-                                   redo_hint, shard_files, shard_path, summarise, write_table)
+                                   redo_hint, shard_files, shard_path, summarise, write_summary,
+                                   write_table)
 from benchmark.run.scoring import COMPUTED_HERE, metric_states, requested, status_column
 from benchmark.run.timings import WORKER_PREFIX, Timings
 from benchmark.run.worker import Task, TaskResult, Worker
@@ -475,7 +475,7 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
                       "the cache; computed them again from the dataset.", file=sys.stderr)
     summary = set_level_summary(run_dir, record, clock)
     with clock.stage("write summary"):
-        write_table(run_dir / "summary.parquet", pa.Table.from_pandas(summary, preserve_index=False), key_parts=1)
+        write_summary(run_dir, summary)
     n_rows, n_failed, reasons = _failure_counts(run_dir)
     seconds = time.perf_counter() - t_start
     timings.append(run_dir, clock.as_record(seconds))
