@@ -726,10 +726,10 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
 
         from benchmark.run import timings
         from benchmark.analysis.plots import rd_plots
-        from benchmark.run.results import load_run
+        from benchmark.run.results import load_summary
 
         start = time.perf_counter()
-        _, summary = load_run(run_dir)
+        summary = load_summary(run_dir)
         plots = rd_plots(summary, run_dir / "plots", log_x=args.log_x)
         timings.add_to_last(run_dir, "plots", time.perf_counter() - start)
         lines.append(f"Plots:       {run_dir / 'plots'} ({', '.join(sorted({p.stem for p in plots}))})" if plots else

@@ -19,7 +19,7 @@ import pytest
 from benchmark import cli
 from benchmark.codecs.codec_spec import parse_codec_spec
 from benchmark.run.integrity import DamagedFile
-from benchmark.run.results import load_run
+from benchmark.run.results import load_run, load_summary
 from benchmark.run.runner import RunConfig, create_run, execute
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,6 +124,22 @@ def test_a_summary_whose_shards_changed_is_named_before_any_number(how, clean_ru
     if how == "deleted":  # resume redoes the missing task and writes the summary again
         assert cli_run(["run", "--resume", str(run_dir), *QUIET], capsys)[0] == 0
         same_rows(run_dir, clean_run)
+
+
+def test_a_reader_of_a_few_columns_or_of_the_summary_alone_gets_what_load_run_gives(clean_run, tmp_path):
+    """compare, leaderboard and the bootstrap read a few columns of a large run, or its summary alone; the values
+    are load_run's, and a damaged shard is still named before the summary is read."""
+    images, summary = load_run(clean_run)
+    few, summary_again = load_run(clean_run, columns=["psnr", "codec", "image_id", "setting_index", "no_such_column"])
+    assert sorted(few.columns) == ["codec", "image_id", "image_index", "psnr", "setting_index"]  # and sorted by
+    pd.testing.assert_frame_equal(few, images[list(few.columns)])
+    pd.testing.assert_frame_equal(summary_again, summary)
+    pd.testing.assert_frame_equal(load_summary(clean_run), summary)
+    run_dir = shutil.copytree(clean_run, tmp_path / "copy")
+    shard = run_dir / "images" / "webp" / "chunk-000000.parquet"
+    shard.write_bytes(DAMAGE["zeroed"](shard.read_bytes()))
+    with pytest.raises(DamagedFile, match="chunk-000000.parquet is damaged"):
+        load_summary(run_dir)
 
 
 def test_results_are_written_with_the_users_umask(clean_run):

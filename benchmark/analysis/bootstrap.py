@@ -32,12 +32,14 @@ from benchmark.run import feature_stage
 from benchmark.run.console import bar
 from benchmark.run.integrity import checksum_path, problem
 from benchmark.run.record import read_record
-from benchmark.run.results import load_run, read_summary, shard_files
+from benchmark.run.results import load_run, load_summary, read_summary, shard_files
 from metrics import defaults, registry, spec
 from metrics.fid import FIDReference
 
 # Per-image columns whose mean over images is a reported metric (the registry's per-image metrics).
 MEAN_METRICS = tuple(m.column for m in registry.METRICS.values() if m.per_image)
+# What a setting's per-image values are read with: which image, codec, setting and sample, and whether it succeeded
+SETTING_COLUMNS = ["codec", "setting_index", "setting_label", "image_id", "image_index", "sample", "status"]
 # Recomputed from stored features in each resample: Inception's, and those of each feature space that declare
 # `resample` (by the function the summary computes them with)
 SET_METRICS = ("fid", "kid", "inception_score", *(m.column for m in registry.of_kind("set") if m.resample))
@@ -224,7 +226,7 @@ def load_settings(run_dir: str | pathlib.Path, features: bool = True) -> dict[tu
 
     run_dir = pathlib.Path(run_dir)
     record = read_record(run_dir)
-    images, _ = load_run(run_dir)
+    images, _ = load_run(run_dir, columns=SETTING_COLUMNS + list(MEAN_METRICS))
     out = {}
     if not len(images):
         return out
@@ -426,7 +428,7 @@ def intervals(run_dir: str | pathlib.Path, resamples: int = DEFAULT_RESAMPLES, s
         shard_files(run_dir)  # the run's shards and summary still pass their checks (a damaged one is named)
         read_summary(run_dir)
         return pd.read_parquet(cache)
-    _, summary_rows = load_run(run_dir)
+    summary_rows = load_summary(run_dir)
     rows = []
     reported = summary_rows.set_index(["codec", "setting_index"]) if len(summary_rows) else None
     drawn = run_resamples(run_dir, resamples, seed)

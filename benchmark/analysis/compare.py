@@ -25,7 +25,7 @@ import pandas as pd
 from benchmark.analysis import bootstrap
 from benchmark.run import weights
 from benchmark.run.record import RunRecord, read_record
-from benchmark.run.results import load_run
+from benchmark.run.results import load_summary
 from metrics import registry
 from metrics.registry import higher_is_better
 
@@ -217,8 +217,7 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
                             "share anyway.")
     warnings = provenance_warnings(base_record, new_record)
     base_sets, new_sets = bootstrap.load_settings(base_dir), bootstrap.load_settings(new_dir)
-    _, base_summary = load_run(base_dir)
-    _, new_summary = load_run(new_dir)
+    base_summary, new_summary = load_summary(base_dir), load_summary(new_dir)
     missing = _missing(base_summary, new_summary, new_record) if len(base_summary) else []
     if missing and not allow_missing:
         raise NotComparable(f"NEW lacks part of BASE ({'; '.join(missing)}): a gate must not pass on what it did "

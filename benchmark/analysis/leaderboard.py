@@ -27,7 +27,7 @@ from benchmark.analysis.plots import dataset_title
 from benchmark.analysis.references import fewest_images
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.record import RunRecord, read_record
-from benchmark.run.results import images_of, load_run, space_notes
+from benchmark.run.results import images_of, load_summary, space_notes
 from benchmark.analysis.table_format import NO_INTERVAL, format_value, short_label
 from metrics import defaults, registry
 from metrics.registry import METRICS
@@ -88,8 +88,7 @@ def load_summaries(run_dirs: list[str | pathlib.Path], allow_mixed: bool = False
         record = read_record(run_dir)
         datasets.setdefault((record.dataset.fingerprint, record.dataset.preprocess), []).append(
             f"{pathlib.Path(run_dir).name} ({dataset_label(record)})")
-        _, summary = load_run(run_dir)
-        summary = summary.copy()
+        summary = load_summary(run_dir).copy()
         summary["run_dir"] = str(run_dir)
         summary["codec_in_run"] = summary["codec"]
         summary["dataset_label"] = dataset_label(record)

@@ -163,11 +163,11 @@ def export_compressai(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) 
     """One CompressAI results JSON per codec of a run: mean bpp and metrics per setting, in the run's order
     of rates, with meta (dataset, preprocessing, versions, run id)."""
     from benchmark.run.record import CodecRecord, read_record
-    from benchmark.run.results import load_run, safe_name
+    from benchmark.run.results import load_summary, safe_name
 
     run_dir, out_dir = pathlib.Path(run_dir), pathlib.Path(out_dir)
     record = read_record(run_dir)
-    _, summary = load_run(run_dir)
+    summary = load_summary(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     metrics = [m for m in registry.quality_metrics() if m in summary and summary[m].notna().any()]

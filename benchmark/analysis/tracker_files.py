@@ -21,7 +21,7 @@ from benchmark.analysis.curves import Curve, compare_curves
 from benchmark.analysis.leaderboard import pick_anchor, table_metrics
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.record import RunRecord, read_record
-from benchmark.run.results import load_run
+from benchmark.run.results import load_summary
 
 METRICS_JSON = "metrics.json"
 RD_CSV = "rd.csv"
@@ -111,7 +111,7 @@ def write(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None = None
     run_dir = pathlib.Path(run_dir)
     out_dir = pathlib.Path(out_dir) if out_dir else run_dir
     record = read_record(run_dir)
-    _, summary = load_run(run_dir)
+    summary = load_summary(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = flat_metrics(record, summary, anchor, bd_method, run_dir)
     atomic_write_bytes(out_dir / METRICS_JSON, (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode())

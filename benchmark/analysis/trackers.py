@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmark.analysis import tracker_files
 from benchmark.run.record import RunRecord, read_record
-from benchmark.run.results import load_run
+from benchmark.run.results import load_summary
 from metrics.suggest import did_you_mean
 
 # kind -> (module that must import, the extra that installs it)
@@ -97,7 +97,7 @@ def gather(run_dir: pathlib.Path, scratch: pathlib.Path, grid_images: int = 2) -
     from benchmark.analysis.report import grid_image
 
     record = read_record(run_dir)
-    _, summary = load_run(run_dir)
+    summary = load_summary(run_dir)
     tracker_files.write(run_dir, scratch)  # the same files the run folder holds, computed afresh
     doc = json.loads((scratch / tracker_files.METRICS_JSON).read_text())
     figures = sorted((run_dir / "plots").glob("rd_*.png")) or rd_plots(summary, scratch / "plots", formats=("png",))

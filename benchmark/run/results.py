@@ -253,16 +253,36 @@ def space_notes(summary: pd.DataFrame, metrics=None) -> list[str]:
     return out
 
 
-def load_run(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-image rows, summary rows) of a run, sorted by codec, setting and image."""
+def load_run(run_dir: str | os.PathLike, columns: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-image rows, summary rows) of a run, sorted by codec, setting and image; with `columns`, the rows hold
+    those of them the run has and the three they are sorted by (a reader of a few metrics of a large run reads a
+    fraction of its bytes)."""
     run_dir = pathlib.Path(run_dir)
+    files = _checked_shards(run_dir)
+    order = ["codec", "setting_index", "image_index"]
+
+    def read(path: pathlib.Path) -> pd.DataFrame:
+        names = None if columns is None else [c for c in pq.read_schema(path).names if c in {*columns, *order}]
+        return pq.read_table(path, columns=names).to_pandas()
+
+    images = pd.concat([read(p) for p in files], ignore_index=True) if files else pd.DataFrame()
+    if len(images):
+        images = images.sort_values(order, kind="stable").reset_index(drop=True)
+    return images, run_summary(run_dir)
+
+
+def load_summary(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """A run's summary rows, as `load_run` gives them, without reading its per-image rows; its shards are checked
+    all the same, so a damaged one is named before any number is read."""
+    _checked_shards(pathlib.Path(run_dir))
+    return run_summary(pathlib.Path(run_dir))
+
+
+def _checked_shards(run_dir: pathlib.Path) -> list[pathlib.Path]:
     files = shard_files(run_dir)
     if not files and not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"{run_dir} is not a cmcbench run (no config.json, no images/).")
-    images = pd.concat([pq.read_table(p).to_pandas() for p in files], ignore_index=True) if files else pd.DataFrame()
-    if len(images):
-        images = images.sort_values(["codec", "setting_index", "image_index"], kind="stable").reset_index(drop=True)
-    return images, run_summary(run_dir)
+    return files
 
 
 def run_summary(run_dir: pathlib.Path) -> pd.DataFrame:
