@@ -48,6 +48,12 @@ def centre_crop(pixels: np.ndarray, size: int = CROP) -> np.ndarray:
     return pixels[top:top + size, left:left + size]
 
 
+TILE_METRICS = ("psnr", "ms_ssim", "lpips")  # printed under a grid tile, where the run has them
+# What the grid is chosen and its tiles made and captioned with: a reader of a large run reads these columns alone
+GRID_COLUMNS = ["codec", "setting_index", "setting_label", "rate_parameter", "image_id", "image_index", "status", "bpp",
+                registry.TEXT_COLUMN, *TILE_METRICS]
+
+
 def grid_choices(images: pd.DataFrame, n_images: int, target_bpp: float | None, anchor: str,
                  generative: set[str] = frozenset()) -> list[dict]:
     """Which image ids and which setting of each codec the grid shows (anchor first, generative codecs
@@ -122,7 +128,7 @@ def grid_image(run_dir: str | pathlib.Path, n_images: int = 2, anchor: str = "jp
     A tile that cannot be reproduced is left grey."""
     run_dir = pathlib.Path(run_dir)
     record = read_record(run_dir)
-    images, _ = load_run(run_dir)
+    images, _ = load_run(run_dir, columns=GRID_COLUMNS)
     if not len(images):
         return None
     generative = {c.label for c in record.codecs if not c.exact_size}
@@ -165,7 +171,7 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     out_dir = pathlib.Path(out_dir) if out_dir else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     record = read_record(run_dir)
-    images, summary = load_run(run_dir)
+    images, summary = load_run(run_dir, columns=GRID_COLUMNS)
     from benchmark.analysis.references import load_references
 
     stages = console.bar(total=4, desc="report: leaderboard and intervals", unit="stages")
@@ -187,7 +193,7 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     recon = Reconstructor(run_dir, record)
     grid_dir = out_dir / "grid"
     grid_dir.mkdir(exist_ok=True)
-    tile_metrics = [m for m in ("psnr", "ms_ssim", "lpips") if m in images]
+    tile_metrics = [m for m in TILE_METRICS if m in images]
 
     html_grid, md_grid = [], []
     for item in grid:
