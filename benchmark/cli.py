@@ -776,9 +776,12 @@ def _send_to_trackers(run_dir: pathlib.Path, targets: list[str]) -> bool:
 def cmd_track(args) -> int:
     from benchmark.analysis.trackers import parse_target
 
+    from benchmark.run.results import load_summary
+
     run_dir = _check_run(args.run_dir)
     for text in args.to:
         parse_target(text, "--to")
+    load_summary(run_dir)  # a damaged or out-of-date run is named as such, not as a tracker that failed
     return 0 if _send_to_trackers(run_dir, args.to) else 1
 
 
