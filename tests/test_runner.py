@@ -84,6 +84,19 @@ def test_a_crashing_codec_loses_only_its_image(tmp_path, natural_images):
     assert (images[images.image_id != "img1.png"].status == "ok").all() and len(images) == 8
 
 
+def test_a_dying_worker_under_the_command_line_loses_only_its_image(tmp_path, natural_images):
+    """Through bench.py (no network: its workers are forked, with the command line's signal handlers): the pool
+    breaks while the next task is being sent; it is rebuilt and the lost tasks retried, and the workers the pool
+    ends print no traceback. The run stopped with 'the process pool is not usable anymore'."""
+    done = _cli(["run", "--dataset", str(natural_images), "--codec", "codecs_for_tests:Crashes", "--metrics", "none",
+                 "--jobs", "2", "--no-progress", "--no-plots", "--allow-failures", "--out", str(tmp_path), "--name", "c"])
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    images, _ = load_run(tmp_path / "c")
+    failed = images[images.status != "ok"]
+    assert set(failed.image_id) == {"img1.png"} and failed.error.str.contains("worker process died").all()
+    assert (images[images.image_id != "img1.png"].status == "ok").all() and len(images) == 8
+
+
 def _odd_folder(folder):
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -50,6 +50,9 @@ HEARTBEATS = ".heartbeats"
 def _init_worker(record: RunRecord, dataset: Dataset, run_dir: str, scratch: str) -> None:
     global _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    # A pool that lost a worker ends the others with SIGTERM: a plain end, not the command line's handler (which
+    # a forked worker inherits, and which would print a traceback in each of them)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.environ.update(_one_math_thread(os.environ))
     # A worker ends in os._exit, which removes no library's temporary folder (importing timm imports wandb, which
     # makes two): they go into one folder that run_pool removes once its workers have stopped.
@@ -165,7 +168,13 @@ def _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run
             if not backlog.admit(queue[-1]):
                 break  # enough pixels wait for the networks: the workers wait too
             task = queue.pop()
-            in_flight[pool.submit(_run_in_worker, task, keep_pixels, skips.get(task, {}))] = task
+            try:
+                in_flight[pool.submit(_run_in_worker, task, keep_pixels, skips.get(task, {}))] = task
+            except cf.process.BrokenProcessPool:  # a worker died since the last wait: this task was never sent
+                queue.append(task)
+                backlog.abandon(task)
+                _collect(in_flight, lost, commit)
+                return
             if attempts.get(task):
                 break
         if on_started is not None:  # the pool's first submissions started its processes
@@ -190,6 +199,20 @@ def _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run
                 lost.append(task)
                 continue
             commit(result)
+
+
+def _collect(in_flight: dict, lost: list, commit) -> None:
+    """Every task in flight in a broken pool, to its end: a result that came back is committed, the others are
+    lost (retried by run_pool in a new pool)."""
+    done, _ = cf.wait(in_flight)
+    for future in done:
+        task = in_flight.pop(future)
+        try:
+            result = future.result()
+        except cf.process.BrokenProcessPool:
+            lost.append(task)
+            continue
+        commit(result)
 
 
 def _kill(pid: int) -> None:
