@@ -775,7 +775,6 @@ def _send_to_trackers(run_dir: pathlib.Path, targets: list[str]) -> bool:
 
 def cmd_track(args) -> int:
     from benchmark.analysis.trackers import parse_target
-
     from benchmark.run.results import load_summary
 
     run_dir = _check_run(args.run_dir)

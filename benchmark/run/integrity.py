@@ -29,8 +29,10 @@ FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
 class DamagedFile(RuntimeError):
     """A checked file whose bytes are not the ones written: the message names it and what is wrong."""
 
+    state = "damaged"
+
     def __init__(self, path: pathlib.Path, why: str):
-        super().__init__(f"{path} is damaged ({why})")
+        super().__init__(f"{path} is {self.state} ({why})")
         self.path, self.why = pathlib.Path(path), why
 
 

@@ -173,7 +173,7 @@ def _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run
             except cf.process.BrokenProcessPool:  # a worker died since the last wait: this task was never sent
                 queue.append(task)
                 backlog.abandon(task)
-                _collect(in_flight, lost, commit)
+                _settle(cf.wait(in_flight)[0], in_flight, lost, commit)  # each task in flight, to its end
                 return
             if attempts.get(task):
                 break
@@ -191,20 +191,12 @@ def _drain(pool, queue, in_flight, lost, attempts, skips, jobs, keep_pixels, run
                 attempts[hung] = attempts.get(hung, 0) - 1  # a known hang is not a crash attempt
             _kill(state["pid"])
             (run_dir / HEARTBEATS / str(state["pid"])).unlink(missing_ok=True)
-        for future in done:
-            task = in_flight.pop(future)
-            try:
-                result = future.result()
-            except cf.process.BrokenProcessPool:
-                lost.append(task)
-                continue
-            commit(result)
+        _settle(done, in_flight, lost, commit)
 
 
-def _collect(in_flight: dict, lost: list, commit) -> None:
-    """Every task in flight in a broken pool, to its end: a result that came back is committed, the others are
-    lost (retried by run_pool in a new pool)."""
-    done, _ = cf.wait(in_flight)
+def _settle(done, in_flight: dict, lost: list, commit) -> None:
+    """The tasks of finished futures: a result that came back is committed; a task whose worker died is lost
+    (run_pool retries it in a new pool)."""
     for future in done:
         task = in_flight.pop(future)
         try:

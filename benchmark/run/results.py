@@ -34,9 +34,7 @@ class StaleSummary(DamagedFile):
     """A summary made from other shards than the run holds now (one deleted, added or swapped by hand or by a
     partial copy): its means and counts would not be those of the rows beside it."""
 
-    def __init__(self, path: pathlib.Path, why: str):
-        RuntimeError.__init__(self, f"{path} is out of date ({why})")
-        self.path, self.why = pathlib.Path(path), why
+    state = "out of date"
 
 
 def write_table(path: pathlib.Path, table: pa.Table, key_parts: int = 2) -> None:
