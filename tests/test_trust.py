@@ -246,6 +246,16 @@ def test_a_plug_in_codecs_rows_name_the_code_that_made_them(tmp_path, monkeypatc
     assert dirty["source_diff_sha256"] == hashlib.sha256(git("diff", "HEAD", "--binary").strip()).hexdigest()
     (repo / "gitcodec.py").write_text(source + "# uncommitted, then changed again\n")
     assert source_revision(tracked)["source_diff_sha256"] != dirty["source_diff_sha256"]
+    # a module it imports that is not added yet: git diff does not see it, nor edits to it; an ignored one is not it
+    assert "source_untracked_sha256" not in dirty
+    (repo / "helper.py").write_text("SCALE = 1\n")
+    first = source_revision(tracked)["source_untracked_sha256"]
+    (repo / "helper.py").write_text("SCALE = 2\n")
+    second = source_revision(tracked)["source_untracked_sha256"]
+    assert second != first
+    (repo / "venv" / "venvhelper.py").write_text("ignored = True\n")
+    (repo / "notes.txt").write_text("not Python\n")
+    assert source_revision(tracked)["source_untracked_sha256"] == second
 
 
 def test_pass_counters_survive_a_crash_between_features_and_shard(tmp_path, random_inception_weights):

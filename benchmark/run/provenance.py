@@ -60,7 +60,8 @@ def _tracked(path: pathlib.Path) -> bool:
 def source_revision(cls: type) -> dict[str, str]:
     """Which code of a codec class defined outside cmcbench produced its rows: part of the codec's versions, so
     its rows say so and a resume under other code is refused. In a git checkout (a model tracked from commit to
-    commit), the revision and commit date, and with uncommitted changes the sha256 of `git diff HEAD`; from an
+    commit), the revision and commit date, with uncommitted changes the sha256 of `git diff HEAD`, and with Python
+    files git neither tracks nor ignores the sha256 of those; from an
     installed distribution, its name and version; else (a loose module) the sha256 of the module's file. {} for
     cmcbench's own codecs."""
     try:
@@ -74,11 +75,26 @@ def source_revision(cls: type) -> dict[str, str]:
     if revision != "unknown":
         dirty = {"source_diff_sha256": hashlib.sha256(_git(folder, "diff", "HEAD", "--binary").encode()).hexdigest()}
         return {"source_git_sha": revision, "source_git_date": git_date(folder) or "",
-                **(dirty if revision.endswith("-dirty") else {})}
+                **(dirty if revision.endswith("-dirty") else {}), **_untracked_python(folder)}
     distributions = metadata.packages_distributions().get(cls.__module__.partition(".")[0], [])
     if distributions:
         return {"source_package": ", ".join(f"{d} {metadata.version(d)}" for d in sorted(set(distributions)))}
     return {"source_sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
+
+
+def _untracked_python(folder: pathlib.Path) -> dict[str, str]:
+    """The sha256 of the Python files of the checkout that git neither tracks nor ignores (a module the codec
+    imports, not added yet: `git diff` does not see it), with their paths; {} when there are none."""
+    try:
+        top = pathlib.Path(_git(folder, "rev-parse", "--show-toplevel"))
+        names = sorted(n for n in _git(top, "ls-files", "--others", "--exclude-standard", "-z", "--", "*.py")
+                       .split("\0") if n)
+        digest = hashlib.sha256()
+        for name in names:
+            digest.update(name.encode() + b"\0" + (top / name).read_bytes() + b"\0")
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"source_untracked_sha256": digest.hexdigest()} if names else {}
 
 
 def package_versions(names=("numpy", "pillow", "pandas", "pyarrow", "scipy", "glymur", "opencv-python-headless",
