@@ -61,9 +61,8 @@ def source_revision(cls: type) -> dict[str, str]:
     """Which code of a codec class defined outside cmcbench produced its rows: part of the codec's versions, so
     its rows say so and a resume under other code is refused. In a git checkout (a model tracked from commit to
     commit), the revision and commit date, with uncommitted changes the sha256 of `git diff HEAD`, and with Python
-    files git neither tracks nor ignores the sha256 of those; from an
-    installed distribution, its name and version; else (a loose module) the sha256 of the module's file. {} for
-    cmcbench's own codecs."""
+    files that git neither tracks nor ignores the sha256 of those; from an installed distribution, its name and
+    version; else (a loose module) the sha256 of the module's file. {} for cmcbench's own codecs."""
     try:
         source = pathlib.Path(inspect.getsourcefile(cls) or "").resolve()
     except (TypeError, OSError):
