@@ -89,7 +89,8 @@ def test_a_dying_worker_under_the_command_line_loses_only_its_image(tmp_path, na
     breaks while the next task is being sent; it is rebuilt and the lost tasks retried, and the workers the pool
     ends print no traceback. The run stopped with 'the process pool is not usable anymore'."""
     done = _cli(["run", "--dataset", str(natural_images), "--codec", "codecs_for_tests:Crashes", "--metrics", "none",
-                 "--jobs", "2", "--no-progress", "--no-plots", "--allow-failures", "--out", str(tmp_path), "--name", "c"])
+                 "--jobs", "2", "--no-progress", "--no-plots", "--allow-failures", "--out", str(tmp_path),
+                 "--name", "c"])
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     images, _ = load_run(tmp_path / "c")
     failed = images[images.status != "ok"]
