@@ -147,6 +147,11 @@ def _as_anchor(sets: dict, anchor_codec: str, codecs: set[str]) -> dict:
     return {(codec, label): data for (c, label), data in sets.items() if c == anchor_codec for codec in codecs}
 
 
+# Why a codec that both runs have was still not judged: a curve needs two settings, each with a value, on two
+# images both runs scored
+NO_SHARED_CURVE = "not compared: no curve of it in both runs (two settings, each with a value, on two shared images)"
+
+
 def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None) -> History:
     options = options or HistoryOptions()
     if options.bd_method not in BD_METHODS:
@@ -242,8 +247,7 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
                 c = across[(across.codec == r.codec) & (across.metric == r.metric)]
                 gap = f"{gap}; compared with run {earlier.run_id}, the last that has it"
             if not len(c) and previous is not None and not gap:  # both have curves, and still none was judged
-                gap = ("not compared: no curve of it in both runs (two settings, each with a value, on two shared "
-                       "images)")
+                gap = NO_SHARED_CURVE
             rows.append({**run, "codec": r.codec, "metric": r.metric, "bd_rate": r.bd_rate,
                          "bd_rate_low": r.bd_rate_low, "bd_rate_high": r.bd_rate_high, "bd_metric": r.bd_metric,
                          "n_images": r.n_images,
@@ -259,8 +263,7 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
                          "change": "first" if previous is None else "not compared",
                          "missing_note": _unmeasured(point, metric) or _not_in_anchor(codec) or _unmeasured(
                              None if options.anchor_codec else anchor_point, metric, "the anchor run")
-                         or "not compared: no curve of it in both runs (two settings, each with a value, on two "
-                            "shared images)"})
+                         or NO_SHARED_CURVE})
         last_with.update({(c, m): point for c in {c for c, _ in sets_of(point)} for m in options.metrics
                           if not _unmeasured(point, m) and not no_curve(point, c, m)})
         previous = point
