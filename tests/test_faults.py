@@ -127,6 +127,27 @@ def test_a_summary_whose_shards_changed_is_named_before_any_number(how, clean_ru
         same_rows(run_dir, clean_run)
 
 
+@pytest.mark.parametrize("how", ["truncated", "not an object", "truncated, in a run without a seal"])
+def test_a_damaged_config_json_is_named_with_the_way_back(how, clean_run, tmp_path, capsys):
+    """config.json cut short (a full disk in a copy, an editor) was a JSON parser's message that named no file."""
+    run_dir = shutil.copytree(clean_run, tmp_path / "copy")
+    path, sealed = run_dir / "config.json", run_dir / ".config.sealed.json"
+    path.write_bytes(b"[1, 2]" if how == "not an object" else path.read_bytes()[:200])
+    if "without a seal" in how:
+        sealed.unlink()
+    way_back = "restore the run from a copy" if "without a seal" in how else f"cp {sealed} {path}"
+    history = ["history", str(run_dir), "--out", str(tmp_path / "h")]
+    track = ["track", str(run_dir), "--to", f"tensorboard:{tmp_path / 'tb'}"]
+    for args in (["leaderboard", str(run_dir)], ["compare", str(clean_run), str(run_dir)], history, track,
+                 ["export", str(run_dir), str(tmp_path / "e")]):
+        rc, out, err = cli_run(args, capsys)
+        assert rc == 1 and "Traceback" not in err and "send it again" not in err, (args, err)
+        assert f"{path} is damaged (not " in err and way_back in err and "psnr" not in out.lower(), (args, out, err)
+    if "without a seal" not in how:  # the way back it names works
+        shutil.copy(sealed, path)
+        assert cli_run(["leaderboard", str(run_dir)], capsys)[0] == 0
+
+
 def test_a_reader_of_a_few_columns_or_of_the_summary_alone_gets_what_load_run_gives(clean_run, tmp_path):
     """compare, leaderboard and the bootstrap read a few columns of a large run, or its summary alone; the values
     are load_run's, and a damaged shard is still named before the summary is read."""

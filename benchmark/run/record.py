@@ -13,6 +13,9 @@ import json
 import pathlib
 from dataclasses import MISSING, dataclass, field, fields
 
+from benchmark.run.integrity import DamagedFile
+from benchmark.run.run_folder import SEAL
+
 
 @dataclass(frozen=True)
 class JsonRecord:
@@ -143,6 +146,24 @@ class RunRecord(JsonRecord):
 
 
 def read_record(run_dir: str | pathlib.Path) -> RunRecord:
-    """A run folder's config.json as a RunRecord."""
-    with open(pathlib.Path(run_dir) / "config.json") as f:
-        return RunRecord.from_json(json.load(f))
+    """A run folder's config.json as a RunRecord; one that is not a JSON object is named as damaged, with the way
+    back (the sealed copy cmcbench wrote beside it), rather than as a JSON parser's message about no file."""
+    path = pathlib.Path(run_dir) / "config.json"
+    try:
+        data = json.loads(path.read_bytes())
+        why = "" if isinstance(data, dict) else f"not a JSON object but a {type(data).__name__}"
+    except ValueError as exc:  # invalid JSON, or not UTF-8
+        why = f"not valid JSON: {exc}"
+    if why:
+        raise DamagedFile(path, f"{why}; {_way_back(pathlib.Path(run_dir))}")
+    return RunRecord.from_json(data)
+
+
+def _way_back(run_dir: pathlib.Path) -> str:
+    sealed = run_dir / SEAL
+    try:
+        usable = isinstance(json.loads(sealed.read_bytes()), dict)
+    except (OSError, ValueError):
+        usable = False
+    return (f"its sealed copy holds what cmcbench wrote: cp {sealed} {run_dir / 'config.json'}" if usable else
+            "cmcbench cannot rebuild it: restore the run from a copy")
