@@ -210,6 +210,43 @@ def test_a_codec_missing_from_one_run_is_judged_against_the_last_run_that_has_it
     assert (table[table.codec == "jpeg"].change.tolist()) == ["first", "same", "same"]
 
 
+def test_a_run_that_cannot_be_read_is_shown_without_numbers_and_the_history_goes_on(tmp_path, capsys, monkeypatch):
+    """One damaged run in a folder of many (a shard cut short by a full disk) stopped the whole history at its
+    name. It is shown, without numbers, with why and the fix; the next run is judged against the last readable
+    one; a run whose config.json cannot be read (so it has no place in the order) is left out, and said so."""
+    from benchmark.run import provenance
+
+    monkeypatch.setattr(provenance, "git_sha", lambda: "7" * 40)  # a commit, whatever state this checkout is in
+    for k, sigma in enumerate([0, 0, 8, 8]):
+        config = RunConfig(dataset="sample:6", split="all", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"},
+                           codecs=[parse_codec_spec(f"codecs_for_tests:NoisyJPEG quality=20,50,80 sigma={sigma} "
+                                                    "label=model")])
+        execute(create_run(config, tmp_path / "runs", f"run-{k}", progress=False), jobs=1, progress=False)
+    shard = tmp_path / "runs" / "run-1" / "images" / "model" / "chunk-000001.parquet"
+    shard.write_bytes(shard.read_bytes()[:100])
+    config_json = tmp_path / "runs" / "run-3" / "config.json"
+    config_json.write_bytes(config_json.read_bytes()[:100])
+    table = history.build([tmp_path / "runs"], history.HistoryOptions(resamples=20)).table
+    assert list(table.run_id) == ["run-0", "run-1", "run-2"], table
+    damaged = table.iloc[1]
+    assert np.isnan(damaged.bd_rate) and damaged.change == "not compared"
+    assert damaged.missing_note.startswith(f"its results cannot be read: {shard} is damaged"), damaged.missing_note
+    assert "--redo-damaged" in damaged.missing_note
+    after = table.iloc[2]
+    assert after.change == "worse" and after.why.startswith("compared with run run-0: the run after it (run-1) "
+                                                            "cannot be read"), after.why
+    assert main(["history", str(tmp_path / "runs"), "--bootstrap", "20", "--out", str(tmp_path / "h")]) == 0
+    out = capsys.readouterr().out
+    assert "note: 1 of them cannot be read and is shown without numbers (why, and the fix, under each table): run-1" \
+        in out and f"note: left out: {config_json} is damaged (not valid JSON" in out
+    assert f"(run-1): its results cannot be read: {shard} is damaged" in out and "1 significant change in 3 runs" in out
+    with pytest.raises(Exception, match="chunk-000001.parquet is damaged"):  # named as the anchor, it is refused
+        history.build([tmp_path / "runs"], history.HistoryOptions(resamples=0, anchor_run="run-1"))
+    with pytest.raises(Exception, match="chunk-000001.parquet is damaged"):  # and alone, there is nothing to show
+        history.build([tmp_path / "runs" / "run-1"], history.HistoryOptions(resamples=0))
+
+
 def test_a_run_of_uncommitted_changes_is_shown_as_its_commit_dirty_not_as_the_commit(tmp_path, monkeypatch, capsys):
     """Two runs of a model at one commit, the second with a change not yet committed: history, its plot's ticks and
     the report say '-dirty' for the second, so the two are not read as two runs of the same code."""

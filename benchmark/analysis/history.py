@@ -24,6 +24,7 @@ import pandas as pd
 from benchmark.analysis import bootstrap, compare
 from benchmark.analysis.curves import BD_METHODS
 from benchmark.analysis.table_format import NO_INTERVAL
+from benchmark.run.integrity import DamagedFile
 from benchmark.run.provenance import short_revision
 from benchmark.run.record import RunRecord, read_record
 from metrics import defaults, registry
@@ -51,6 +52,7 @@ class RunPoint:
     commit: str  # the revision of the code under test ('unknown' outside git)
     date: str  # its commit date (ISO 8601), else the run's creation time
     record: RunRecord = field(repr=False, default_factory=RunRecord)
+    damage: DamagedFile | None = None  # why its numbers cannot be read (a damaged shard, an out-of-date summary)
 
 
 @dataclass
@@ -93,13 +95,25 @@ def _when(text: str) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
-def ordered(run_dirs: list[pathlib.Path], codecs: list[str] | None = None) -> list[RunPoint]:
-    points = []
+def ordered(run_dirs: list[pathlib.Path], codecs: list[str] | None = None) -> tuple[list[RunPoint], list[str]]:
+    """The runs in commit order, each with its damage if its results cannot be read, and why each run whose
+    config.json cannot be read (so that it has no place in the order) is left out."""
+    from benchmark.run.results import load_summary
+
+    points, left_out = [], []
     for run_dir in run_dirs:
-        record = read_record(run_dir)
+        try:
+            record = read_record(run_dir)
+        except DamagedFile as exc:
+            left_out.append(f"left out: {exc}")
+            continue
         commit, date = commit_of(record, codecs)
         points.append(RunPoint(run_dir, record.run_id, commit, date, record))
-    return sorted(points, key=lambda p: (_when(p.date), _when(p.record.created), p.run_id))
+        try:  # its shards and summary, checked as every reader checks them
+            load_summary(run_dir)
+        except DamagedFile as exc:
+            points[-1].damage = exc
+    return sorted(points, key=lambda p: (_when(p.date), _when(p.record.created), p.run_id)), left_out
 
 
 def check_codecs(points: list[RunPoint], asked: list[str]) -> None:
@@ -160,9 +174,9 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
         registry.get(m)
     if options.anchor_run and options.anchor_codec:
         raise ValueError("Give an anchor run or an anchor codec, not both.")
-    points = ordered(find_runs(paths), options.codecs)
+    points, left_out = ordered(find_runs(paths), options.codecs)
     if not points:
-        raise ValueError("No runs to follow.")
+        raise ValueError("No runs to follow" + (f" ({'; '.join(left_out)})." if left_out else "."))
     check_same_protocol(points)
     check_codecs(points, [*options.codecs, *filter(None, [options.anchor_codec])])
     anchor_point = None
@@ -172,6 +186,8 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
         if not matches:
             raise ValueError(f"Anchor run {options.anchor_run} is not among the runs given.")
         anchor_point = matches[0]
+        if anchor_point.damage:
+            raise anchor_point.damage
     if options.since:
         since = options.since
         if len(since) == 10 and since[4] == "-":
@@ -184,7 +200,10 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
             points = points[start:]
     if not points:
         raise ValueError(f"--since {options.since}: no run of a commit from then on.")
-    anchor_point = anchor_point or points[0]  # default: the oldest run shown
+    readable = [p for p in points if not p.damage]
+    if not readable:
+        raise points[0].damage
+    anchor_point = anchor_point or readable[0]  # default: the oldest run shown that can be read
     need_features = any(registry.METRICS[m].kind == "set" for m in options.metrics)
     cache: dict[pathlib.Path, dict] = {}
 
@@ -217,7 +236,19 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
     rows = []
     previous = None
     last_with: dict[tuple[str, str], RunPoint] = {}  # per (codec, metric), the latest run that has its curve
+    unread: list[RunPoint] = []  # the runs since `previous` whose results cannot be read
     for point in points:
+        run = {"run_id": point.run_id, "run_dir": str(point.run_dir), "commit": point.commit, "date": point.date,
+               "bd_method": options.bd_method}
+        if point.damage:  # shown, without numbers, with why; the next run is judged against the last readable one
+            rows += [{**run, "codec": codec, "metric": metric, "why": "", "change": "not compared",
+                      "missing_note": f"its results cannot be read: {point.damage}"}
+                     for codec in dict.fromkeys(c.label for c in point.record.codecs)
+                     if (not options.codecs or codec in options.codecs) and codec != options.anchor_codec
+                     for metric in options.metrics]
+            unread.append(point)
+            continue
+
         def against_anchor(point=point) -> pd.DataFrame:
             sets = sets_of(point)
             if not options.anchor_codec:
@@ -232,8 +263,6 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
         change = _cached("change", previous, point, options,
                          lambda previous=previous, point=point: verdicts(sets_of(previous), sets_of(point), False)) \
             if previous is not None else pd.DataFrame(columns=["codec", "metric", "verdict", "why", "bd_metric"])
-        run = {"run_id": point.run_id, "run_dir": str(point.run_dir), "commit": point.commit, "date": point.date,
-               "bd_method": options.bd_method}
         for r in against.itertuples():
             if r.metric not in options.metrics:
                 continue
@@ -248,6 +277,10 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
                 gap = f"{gap}; compared with run {earlier.run_id}, the last that has it"
             if not len(c) and previous is not None and not gap:  # both have curves, and still none was judged
                 gap = NO_SHARED_CURVE
+            if unread and previous is not None:
+                gap = "; ".join(filter(None, [f"compared with run {previous.run_id}: the run"
+                                              f"{'s' if len(unread) > 1 else ''} after it "
+                                              f"({', '.join(p.run_id for p in unread)}) cannot be read", gap]))
             rows.append({**run, "codec": r.codec, "metric": r.metric, "bd_rate": r.bd_rate,
                          "bd_rate_low": r.bd_rate_low, "bd_rate_high": r.bd_rate_high, "bd_metric": r.bd_metric,
                          "n_images": r.n_images,
@@ -266,7 +299,7 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
                          or NO_SHARED_CURVE})
         last_with.update({(c, m): point for c in {c for c, _ in sets_of(point)} for m in options.metrics
                           if not _unmeasured(point, m) and not no_curve(point, c, m)})
-        previous = point
+        previous, unread = point, []
     table = pd.DataFrame(rows, columns=["run_id", "run_dir", "commit", "date", "codec", "metric", "bd_rate",
                                         "bd_rate_low", "bd_rate_high", "bd_metric", "n_images", "change",
                                         "change_bd_metric", "why", "bd_method", "interval_note", "missing_note"])
@@ -277,7 +310,11 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
              f"commit date; BD-rate in % against "
              f"{anchor} ({options.bd_method} interpolation), {options.resamples} paired resamples at "
              f"{options.level:.0%}; a change is marked where compare's rule says the curve moved"]
-    return History(table, anchor, notes, len(points))
+    damaged = [p.run_id for p in points if p.damage]
+    if damaged:
+        notes.append(f"{len(damaged)} of them cannot be read and {'is' if len(damaged) == 1 else 'are'} shown without "
+                     f"numbers (why, and the fix, under each table): {', '.join(damaged)}")
+    return History(table, anchor, notes + left_out, len(points))
 
 
 def _absent(point: RunPoint, codec: str, sets_of) -> str:
