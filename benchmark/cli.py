@@ -781,6 +781,7 @@ def cmd_track(args) -> int:
     for text in args.to:
         parse_target(text, "--to")
     load_summary(run_dir)  # a damaged or out-of-date run is named as such, not as a tracker that failed
+    _refuse_unfinished(run_dir, "Not sent")
     return 0 if _send_to_trackers(run_dir, args.to) else 1
 
 
@@ -838,8 +839,10 @@ def cmd_plot(args) -> int:
             raise ValueError(f"{m} was not computed in {', '.join(map(str, run_dirs))}"
                              f"{': ' + reasons if reasons else ''}; plottable metrics there: "
                              f"{', '.join(plottable_metrics(summary)) or 'none'}.")
+    from benchmark.run.results import unfinished
+
     refs, warnings = load_references(args.reference, summary)
-    for w in warnings:
+    for w in [*filter(None, map(unfinished, run_dirs)), *warnings]:  # its curves may still move
         print(f"warning: {w}", file=sys.stderr)
     style = PlotStyle(paper=args.style == "paper", title=args.title, size=args.size, font_size=args.font_size)
     run_dir = run_dirs[0]
@@ -1015,10 +1018,20 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _refuse_unfinished(run_dir: pathlib.Path, what: str) -> None:
+    """A run not finished is not sent on as the run's numbers (a tracker, a published curve, a CI's metrics file):
+    its values rest on the tasks done so far."""
+    from benchmark.run.results import unfinished
+
+    if why := unfinished(run_dir):
+        raise ValueError(f"{what}: {why}.")
+
+
 def cmd_export(args) -> int:
     from benchmark.analysis.references import export_compressai
 
     run_dir = _check_run(args.run_dir)
+    _refuse_unfinished(run_dir, "Not exported")
     if args.format == "metrics":
         from benchmark.analysis import tracker_files
 

@@ -148,6 +148,43 @@ def test_a_damaged_config_json_is_named_with_the_way_back(how, clean_run, tmp_pa
         assert cli_run(["leaderboard", str(run_dir)], capsys)[0] == 0
 
 
+def test_a_run_not_finished_is_said_so_and_not_sent_on(clean_run, tmp_path, capsys):
+    """A killed run (no summary yet) was read as a finished run whose missing images had failed ("the others failed
+    (the run's failure_reasons say why)", in compare "failed in BASE or NEW"), and was sent to a tracker and
+    exported as a published curve as if its numbers were final."""
+    from benchmark.run.run_folder import locked
+
+    run_dir = shutil.copytree(clean_run, tmp_path / "copy")
+    for path in (run_dir / "summary.parquet", run_dir / ".summary.parquet.sha256",
+                 *(run_dir / "images" / "webp").glob("*chunk-000001.parquet*")):
+        path.unlink()
+    said = f"{run_dir} is not finished, its values rest on the 7 tasks done so far, not on all its images"
+    rc, out, _ = cli_run(["leaderboard", str(run_dir), "--bootstrap", "0"], capsys)
+    assert rc == 0 and f"Warning: {said} (killed or stopped: finish it with: python bench.py run --resume {run_dir})" \
+        in out and "failed (the run's failure_reasons say why) or are not done yet" in out, out
+    rc, out, _ = cli_run(["compare", str(clean_run), str(run_dir), "--bootstrap", "0"], capsys)
+    assert rc == 0 and f"warning: {said}" in out and "the others failed, or are not done yet, in BASE or NEW" in out
+    rc, out, _ = cli_run(["history", str(clean_run), str(run_dir), "--out", str(tmp_path / "h")], capsys)
+    assert rc == 0 and f"note: {said}" in out, out
+    for args, what in ((["track", str(run_dir), "--to", f"tensorboard:{tmp_path / 'tb'}"], "Not sent"),
+                       (["export", str(run_dir), str(tmp_path / "e")], "Not exported"),
+                       (["export", str(run_dir), str(tmp_path / "e"), "--format", "metrics"], "Not exported")):
+        rc, out, err = cli_run(args, capsys)
+        assert rc == 1 and err.startswith(f"error: {what}: {said}") and not (tmp_path / "e").exists(), (args, err)
+    assert not (tmp_path / "tb").exists()
+    assert cli_run(["report", str(run_dir), "--bootstrap", "0", "--images", "0"], capsys)[0] == 0
+    report = (run_dir / "report" / "report.md").read_text()
+    assert f"Warning: {said}" in report and "(n/N; the rest are not done yet or failed, see Failures)" in report
+    with locked(run_dir):  # a run another process is working on now
+        rc, out, _ = cli_run(["leaderboard", str(run_dir), "--bootstrap", "0"], capsys)
+        assert f"{said} (still running: wait for it to finish)" in out, out
+    assert cli_run(["run", "--resume", str(run_dir), *QUIET], capsys)[0] == 0
+    same_rows(run_dir, clean_run)
+    for args in (["leaderboard", str(run_dir), "--bootstrap", "0"], ["compare", str(clean_run), str(run_dir)]):
+        rc, out, _ = cli_run(args, capsys)
+        assert rc == 0 and "not finished" not in out and "not done yet" not in out, (args, out)
+
+
 def test_a_reader_of_a_few_columns_or_of_the_summary_alone_gets_what_load_run_gives(clean_run, tmp_path):
     """compare, leaderboard and the bootstrap read a few columns of a large run, or its summary alone; the values
     are load_run's, and a damaged shard is still named before the summary is read."""

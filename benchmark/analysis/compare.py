@@ -25,7 +25,7 @@ import pandas as pd
 from benchmark.analysis import bootstrap
 from benchmark.run import weights
 from benchmark.run.record import RunRecord, read_record
-from benchmark.run.results import load_summary
+from benchmark.run.results import load_summary, unfinished
 from metrics import registry
 from metrics.registry import higher_is_better
 
@@ -73,6 +73,7 @@ class Comparison:
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # per codec and metric: the verdict
     n_dataset: int | None = None  # BASE's dataset size: comparisons on fewer images say so
     new_only: list[str] = field(default_factory=list)  # NEW's codecs and settings BASE lacks: named, not compared
+    unfinished: bool = False  # BASE or NEW is not finished: the images one lacks may not be done yet
 
     @property
     def paired(self) -> list[str]:
@@ -85,7 +86,8 @@ class Comparison:
                 for codec, n in frame.dropna(subset=["n_images"]).groupby("codec", sort=False).n_images.min().items():
                     counts[codec] = min(int(n), counts.get(codec, int(n)))
         return [f"{codec} compared on the {n} of {self.n_dataset} images both runs scored ({n}/{self.n_dataset}, "
-                "paired: the others failed in BASE or NEW)" for codec, n in counts.items() if n < self.n_dataset]
+                f"paired: the others failed{', or are not done yet,' if self.unfinished else ''} in BASE or NEW)"
+                for codec, n in counts.items() if n < self.n_dataset]
 
     @property
     def regressions(self) -> pd.DataFrame:
@@ -215,7 +217,8 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
                             f"preprocessing {bd.preprocess} vs {nd.name}/{nd.split}, {nd.n_images} images, "
                             f"preprocessing {nd.preprocess}): pass --allow-different-data to compare the images they "
                             "share anyway.")
-    warnings = provenance_warnings(base_record, new_record)
+    running = [why for why in map(unfinished, (base_dir, new_dir)) if why]
+    warnings = running + provenance_warnings(base_record, new_record)
     base_sets, new_sets = bootstrap.load_settings(base_dir), bootstrap.load_settings(new_dir)
     base_summary, new_summary = load_summary(base_dir), load_summary(new_dir)
     missing = _missing(base_summary, new_summary, new_record) if len(base_summary) else []
@@ -266,7 +269,7 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
     if len(detail):
         detail["decisive"] = [_decisive(r, detail, curves, tolerances) for r in detail.itertuples()]
     new_only = _new_only(base_summary, new_summary)
-    result = Comparison(detail, warnings, missing, curves, int(bd.n_images), new_only)
+    result = Comparison(detail, warnings, missing, curves, int(bd.n_images), new_only, bool(running))
     if not len(detail) and not (len(curves) and curves.bd_metric.notna().any()):
         raise NotComparable("Nothing could be compared: BASE and NEW share no codec whose curves overlap, no "
                             "setting and no images; check that they ran the same codecs on the same data.")

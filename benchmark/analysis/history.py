@@ -306,6 +306,8 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
     table[["interval_note", "missing_note"]] = table[["interval_note", "missing_note"]].fillna("")
     anchor = (f"codec {options.anchor_codec} in each run" if options.anchor_codec else
               f"the same codec in run {anchor_point.run_id} (commit {short_revision(anchor_point.commit)})")
+    from benchmark.run.results import unfinished
+
     notes = [f"{len(points)} run{'' if len(points) == 1 else 's'} of {points[0].record.dataset.label}, ordered by "
              f"commit date; BD-rate in % against "
              f"{anchor} ({options.bd_method} interpolation), {options.resamples} paired resamples at "
@@ -314,6 +316,7 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
     if damaged:
         notes.append(f"{len(damaged)} of them cannot be read and {'is' if len(damaged) == 1 else 'are'} shown without "
                      f"numbers (why, and the fix, under each table): {', '.join(damaged)}")
+    notes += [why for why in (unfinished(p.run_dir) for p in readable) if why]  # its n says on how many images
     return History(table, anchor, notes + left_out, len(points))
 
 

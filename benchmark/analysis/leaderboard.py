@@ -27,7 +27,7 @@ from benchmark.analysis.plots import dataset_title
 from benchmark.analysis.references import fewest_images
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.record import RunRecord, read_record
-from benchmark.run.results import images_of, load_summary, space_notes
+from benchmark.run.results import images_of, load_summary, space_notes, unfinished
 from benchmark.analysis.table_format import NO_INTERVAL, format_value, short_label
 from metrics import defaults, registry
 from metrics.registry import METRICS
@@ -49,6 +49,7 @@ class Leaderboard:
     # codec -> (images its values rest on, the dataset's images), for codecs resting on fewer than all
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     resamples: int = 0  # behind its intervals (0: none, and no title or caption speaks of them)
+    unfinished: list[str] = field(default_factory=list)  # why a run's values are not its final ones yet
 
     @property
     def empty(self) -> bool:
@@ -264,6 +265,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                     row["interval_note"] = _not_resampled(resampled, run_dir, drawn, result["bd_rate"], metric)
                 bd.append(row)
     notes = [f"Measured on {rest_on}."] if (rest_on := dataset_title(runs_only)) else []  # what the numbers rest on
+    running = [f"Warning: {why}." for why in map(unfinished, run_dirs) if why]  # its values may still move
+    notes += running
     notes += [f"BD against {anchor} ({bd_method} interpolation, bjontegaard package); BD-rate in % "
              f"(negative: fewer bits for the same quality), BD-metric = codec - {anchor} at equal rate."]
     if resamples > 0:
@@ -286,7 +289,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     notes += space_notes(runs_only, metrics)  # what the set metrics shown rest on (FID from few images is biased)
     if counts:
         notes.append("(n/N): the codec's values rest on n of the dataset's N images (the fewest over its settings; "
-                     "a setting shows its own), the others failed (the run's failure_reasons say why); its means and "
+                     "a setting shows its own), the others failed (the run's failure_reasons say why)"
+                     + (" or are not done yet (a run not finished)" if running else "") + "; its means and "
                      "set metrics are over those n. Its BD numbers against an anchor of its run, or of another run of "
                      "the same images, compare both on the images both scored at every setting (the BD note says how "
                      "many); against a published anchor, each on its own images.")
@@ -308,7 +312,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
         frame["n_dataset"] = [n_dataset.get(where.loc[c, "run_dir"]) for c in frame.codec] if len(frame) else []
     if len(bd):  # a paired BD rests on the images both codecs scored
         bd["n_images"] = [int(p) if pd.notna(p) else n for p, n in zip(bd.n_paired, bd.n_images)]
-    return Leaderboard(at_rates, bd, settings, anchor, metrics, list(rates), notes, counts, max(resamples, 0))
+    return Leaderboard(at_rates, bd, settings, anchor, metrics, list(rates), notes, counts, max(resamples, 0),
+                       [why for why in map(unfinished, run_dirs) if why])
 
 
 def dataset_sizes(summary: pd.DataFrame) -> dict[str, int]:

@@ -290,7 +290,8 @@ def _partial(board: leaderboard.Leaderboard) -> list[str]:
     if not board.counts:
         return []
     return ["Resting on fewer images than the dataset holds: " + ", ".join(board.shown(c) for c in board.counts)
-            + " (n/N; the rest failed, see Failures): their values are means over those images only."]
+            + f" (n/N; the rest {'are not done yet or ' if board.unfinished else ''}failed, see Failures): their "
+            "values are means over those images only."]
 
 
 def _failures(summary: pd.DataFrame) -> tuple[str, str]:

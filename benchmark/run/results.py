@@ -22,6 +22,7 @@ from benchmark.data.output_names import output_file_name, safe_name
 from benchmark.run.integrity import (DamagedFile, atomic_write_bytes, checksum_path, key_of,  # noqa: F401
                                        problem, remove_checked, write_checked)
 from benchmark.run.record import read_record
+from benchmark.run.run_folder import held
 from benchmark.run.schema import GROUP_COLUMNS, NOT_AVERAGED
 from metrics import registry
 
@@ -288,6 +289,20 @@ def run_summary(run_dir: pathlib.Path) -> pd.DataFrame:
     (not written)."""
     run_dir = pathlib.Path(run_dir)
     return read_summary(run_dir) if (run_dir / "summary.parquet").exists() else summarise(run_dir)
+
+
+def unfinished(run_dir: str | os.PathLike) -> str:
+    """Why a run's numbers are not yet its own, in one sentence with what to do: it has no summary, so it was killed
+    or stopped, or is still running, and its values rest on the tasks done so far, not on images that failed;
+    "" for a finished run."""
+    run_dir = pathlib.Path(run_dir)
+    if (run_dir / "summary.parquet").exists():
+        return ""
+    n = len(shard_files(run_dir, verify=False))
+    what = ("still running: wait for it to finish" if held(run_dir) else
+            f"killed or stopped: finish it with: python bench.py run --resume {run_dir}")
+    return (f"{run_dir} is not finished, its values rest on the {n} task{'' if n == 1 else 's'} done so far, not on "
+            f"all its images ({what})")
 
 
 def shard_digests(run_dir: pathlib.Path) -> dict[str, str]:

@@ -78,6 +78,21 @@ def locked(run_dir: pathlib.Path):
         os.close(fd)
 
 
+def held(run_dir: pathlib.Path) -> bool:
+    """Whether a process works in the run now (holds its lock), asked without taking the lock."""
+    try:
+        fd = os.open(pathlib.Path(run_dir) / LOCK, os.O_RDONLY)
+    except OSError:
+        return False  # never locked here (a copied run), or unreadable: no process of this machine holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def check_name(name: str | None) -> None:
     """A given run name is one folder inside the runs' root: '--name .' made the root itself a run, among the
     others, and '--name ../x' wrote one outside it."""
