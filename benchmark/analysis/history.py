@@ -53,6 +53,7 @@ class RunPoint:
     date: str  # its commit date (ISO 8601), else the run's creation time
     record: RunRecord = field(repr=False, default_factory=RunRecord)
     damage: DamagedFile | None = None  # why its numbers cannot be read (a damaged shard, an out-of-date summary)
+    summary: pd.DataFrame | None = field(repr=False, default=None)  # its summary, checked, when it can be read
 
 
 @dataclass
@@ -109,8 +110,8 @@ def ordered(run_dirs: list[pathlib.Path], codecs: list[str] | None = None) -> tu
             continue
         commit, date = commit_of(record, codecs)
         points.append(RunPoint(run_dir, record.run_id, commit, date, record))
-        try:  # its shards and summary, checked as every reader checks them
-            load_summary(run_dir)
+        try:  # its shards and summary, checked as every reader checks them, once
+            points[-1].summary = load_summary(run_dir)
         except DamagedFile as exc:
             points[-1].damage = exc
     return sorted(points, key=lambda p: (_when(p.date), _when(p.record.created), p.run_id)), left_out
@@ -224,14 +225,14 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
             return ""
         return f"not compared: codec {codec} is not in the anchor run ({anchor_point.run_id})"
 
-    summaries: dict = {}  # each run's summary, read once
-
     def no_curve(point: RunPoint, codec: str, metric: str) -> str:
-        from benchmark.run.results import run_summary
+        return _no_curve(point, codec, metric, point.summary)
 
-        if point.run_dir not in summaries:
-            summaries[point.run_dir] = run_summary(point.run_dir)
-        return _no_curve(point, codec, metric, summaries[point.run_dir])
+    def codecs_of(point: RunPoint) -> set[str]:
+        """The chosen codecs with a setting that has a value in the run, from its summary: a history whose
+        verdicts are all cached reads no run's per-image rows."""
+        summary = point.summary[point.summary.n_ok > 0] if "n_ok" in point.summary else point.summary
+        return {c for c in summary.codec if not options.codecs or c in options.codecs}
 
     rows = []
     previous = None
@@ -290,14 +291,14 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
                          "interval_note": r.note if np.isfinite(r.bd_rate) and np.isnan(r.bd_rate_low) else "",
                          "missing_note": "" if np.isfinite(r.bd_rate) else r.note})
         shown = set(zip(against.codec, against.metric))
-        codecs = {c for c, _ in sets_of(point)} - {options.anchor_codec}
+        codecs = codecs_of(point) - {options.anchor_codec}
         for codec, metric in ((c, m) for c in sorted(codecs) for m in options.metrics if (c, m) not in shown):
             rows.append({**run, "codec": codec, "metric": metric, "why": "",
                          "change": "first" if previous is None else "not compared",
                          "missing_note": _unmeasured(point, metric) or _not_in_anchor(codec) or _unmeasured(
                              None if options.anchor_codec else anchor_point, metric, "the anchor run")
                          or NO_SHARED_CURVE})
-        last_with.update({(c, m): point for c in {c for c, _ in sets_of(point)} for m in options.metrics
+        last_with.update({(c, m): point for c in codecs_of(point) for m in options.metrics
                           if not _unmeasured(point, m) and not no_curve(point, c, m)})
         previous, unread = point, []
     table = pd.DataFrame(rows, columns=["run_id", "run_dir", "commit", "date", "codec", "metric", "bd_rate",
@@ -360,14 +361,14 @@ def code_key() -> str:
 def _cached(kind: str, base: RunPoint, new: RunPoint, options: HistoryOptions, compute) -> pd.DataFrame:
     """compute(), or its result from an earlier history with the same options over the same two runs (keyed by
     their summaries' checksums, so a rewritten run is computed again): each new commit's run costs its own
-    verdicts, not the whole history's. The runs' shards and summaries are checked either way."""
+    verdicts, not the whole history's. The runs' shards and summaries were checked when they were ordered."""
     import hashlib
     import json
 
     import pyarrow as pa
 
     from benchmark.run.integrity import problem
-    from benchmark.run.results import read_summary, shard_files, write_table
+    from benchmark.run.results import write_table
 
     keys = [bootstrap.summary_checksum(p.run_dir) for p in (base, new)]
     if None in keys:
@@ -378,9 +379,6 @@ def _cached(kind: str, base: RunPoint, new: RunPoint, options: HistoryOptions, c
                            default=str)
     path = bootstrap.cache_folder("history") / f"{kind}-{hashlib.sha256(described.encode()).hexdigest()[:32]}.parquet"
     if problem(path, strict=True) is None:
-        for p in (base, new):  # a damaged shard or summary is named before any number is shown
-            shard_files(p.run_dir)
-            read_summary(p.run_dir)
         return pd.read_parquet(path)
     table = compute()
     try:
