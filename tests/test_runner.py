@@ -118,6 +118,28 @@ def _odd_folder(folder):
     Image.new("L", (3000, 3000)).save(folder / "bomb.png")
 
 
+@pytest.mark.parametrize("labels", [("模型", "模式"), ("a b", "a_b"), ("SD", "sd")])
+def test_two_codec_labels_that_would_share_a_folder_are_refused_before_any_work(labels, tmp_path):
+    """Labels that differ only in characters a folder name cannot hold (or only in case, on a file system that
+    ignores it) wrote both codecs' shards into one folder: one codec's rows silently replaced the other's."""
+    import dataclasses
+
+    def config(first, second):
+        return RunConfig(dataset="sample:8", split="all", inception={"enabled": False}, caption_embedder="none",
+                         image_metrics={"ms_ssim": False, "lpips": "none"},
+                         codecs=[dataclasses.replace(parse_codec_spec(f"{name} quality=50"), label=label)
+                                 for name, label in (("jpeg", first), ("webp", second))])
+
+    with pytest.raises(ValueError, match=f"Codec labels {labels[0]!r} and {labels[1]!r} would share one results "
+                                         "folder"):
+        create_run(config(*labels), tmp_path / "results", "r")
+    assert not (tmp_path / "results" / "r" / "config.json").exists()
+    run_dir = create_run(config(labels[0], "webp"), tmp_path / "results", "r")  # a folder each: both codecs' rows
+    execute(run_dir, jobs=1, progress=False)
+    images, _ = load_run(run_dir)
+    assert images.groupby("codec").size().to_dict() == {labels[0]: 8, "webp": 8}
+
+
 def test_mixed_folder_completes_with_reasons(tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()

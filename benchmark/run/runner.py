@@ -33,7 +33,7 @@ from benchmark.data.preprocess import get_preset
 from benchmark.run.record import CodecRecord, RunRecord, read_record
 from benchmark.run.produce import check_output, time_limit  # noqa: F401 - re-exported for callers of the old module
 from benchmark.run.results import (DamagedFile, atomic_write_bytes, damaged_files, discard_task_files, failure_reason,
-                                   redo_hint, shard_files, shard_path, summarise, write_summary,
+                                   redo_hint, safe_name, shard_files, shard_path, summarise, write_summary,
                                    write_table)
 from benchmark.run.scoring import COMPUTED_HERE, metric_states, requested, status_column
 from benchmark.run.timings import WORKER_PREFIX, Timings
@@ -96,6 +96,13 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     labels = [c.label for c in config.codecs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"Codec labels must be unique, got {labels}: give each a label=NAME.")
+    folders: dict[str, str] = {}  # a label's folder name, as a file system that ignores case sees it -> the label
+    for label in labels:  # two labels in one folder would overwrite each other's shards
+        folder = safe_name(label)
+        if (other := folders.setdefault(folder.casefold(), label)) != label:
+            raise ValueError(f"Codec labels {other!r} and {label!r} would share one results folder "
+                             f"(images/{safe_name(other)}, images/{folder}): give one of them a label=NAME of "
+                             "letters, digits and . _ = - that differs in more than case.")
     added = added_metrics(config)
     dataset = dataset.limit(config.limit) if dataset is not None else config.open_dataset()
     config.split = dataset.split
@@ -211,7 +218,7 @@ def _instance_annotations(states: dict, dataset: Dataset, preprocess: str):
 
 def _write_output_manifests(run_dir: pathlib.Path, record: RunRecord) -> None:
     """Beside each codec's saved outputs, what they are: a `precomputed` codec reads the settings' order from it."""
-    from benchmark.run.results import OUTPUTS, safe_name
+    from benchmark.run.results import OUTPUTS
 
     for c in record.codecs:
         manifest = {"codec": c.label, "target": c.target, "rate_parameter": c.rate_parameter,
