@@ -3,7 +3,8 @@
 Layout: `DIR/<setting>/<image id>.png` (or `.ppm`) for reconstructions and `DIR/<setting>/<image id>.bin`
 for bitstreams, whose size gives bpp; without bitstream files, `DIR/bits.csv` with columns image_id,
 setting, bits. An id that already ends in `.png` is its own file name; `<stem>.png` is also accepted
-when no two images of the dataset share that stem. This is exactly what `--save-reconstructions
+when no two images of the dataset share that stem, and the id as it is (spaces, any script) when no other
+image could have that name. This is exactly what `--save-reconstructions
 --save-bitstreams` writes under `RUN/outputs/<codec>/` (with a manifest giving the settings' order).
 
 Images are matched by id, never by order. A missing reconstruction or bit count fails that row with its
@@ -13,6 +14,7 @@ codec's versions carry a sha256 fingerprint of every file under DIR, so the run 
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
 import json
@@ -25,7 +27,7 @@ from PIL import Image
 from benchmark.codecs.codec import Codec, Produced
 
 from benchmark.codecs.codec_spec import _parse_scalar
-from benchmark.data.output_names import output_file_name, safe_name
+from benchmark.data.output_names import other_file_names, output_file_name, safe_name
 
 RECON_SUFFIXES = (".png", ".ppm")
 
@@ -51,7 +53,7 @@ class Precomputed(Codec):
             raise ValueError(f"precomputed path {str(self.root)!r} is not a folder.")
         # A reconstruction of another size fails its row, unless resize=true (then resized like a generator's).
         self.exact_size = not self.options["resize"]
-        self.ambiguous: set[str] = set()
+        self.shared: set[str] = set()  # file names more than one image of the dataset could have
         self.bits: dict[tuple[str, str], int] = {}
         self._notes: list[str] = []
 
@@ -78,10 +80,9 @@ class Precomputed(Codec):
         context = context or {}
         ids = [r.image_id for r in open_dataset(context["dataset"], context.get("split")).records] \
             if context.get("dataset") else []
-        stems: dict[str, int] = {}
-        for i in ids:
-            stems[_stem(i)] = stems.get(_stem(i), 0) + 1
-        self.ambiguous = {s for s, n in stems.items() if n > 1}
+        claims = collections.Counter(name for i in ids for s in (*RECON_SUFFIXES, ".bin")
+                                     for name in set(self._candidates(i, s)))
+        self.shared = {name for name, n in claims.items() if n > 1}
         bits_csv = self.root / "bits.csv"
         if bits_csv.is_file():
             with open(bits_csv, newline="") as f:
@@ -94,10 +95,14 @@ class Precomputed(Codec):
         self._notes = self._unmatched(ids) if ids else []
 
     def _candidates(self, image_id: str, suffix: str) -> list[str]:
-        names = [output_file_name(image_id, suffix)]
-        if _stem(image_id) not in self.ambiguous and _stem(image_id) != image_id:
-            names.append(output_file_name(_stem(image_id), suffix))
-        return names
+        """The names an output of `image_id` may have: the one cmcbench writes, then the id as it is and the name
+        of versions before it, and those of its stem (x for x.jpg); a name another image of the dataset could
+        have too is left out (but the first, which is the image's own)."""
+        first = output_file_name(image_id, suffix)
+        others = other_file_names(image_id, suffix)
+        if _stem(image_id) != image_id:
+            others += [output_file_name(_stem(image_id), suffix), *other_file_names(_stem(image_id), suffix)]
+        return [first, *(n for n in dict.fromkeys(others) if n != first and n not in self.shared)]
 
     def _find(self, folder: pathlib.Path, image_id: str, suffixes) -> pathlib.Path | None:
         for suffix in suffixes:

@@ -85,6 +85,39 @@ def test_saved_outputs_fed_back_as_precomputed_give_the_same_rows(tmp_path, phot
     assert "outside cmcbench" in declared["side_information"]["produced_outside"]
 
 
+def test_ids_that_differ_only_in_characters_a_file_name_cannot_hold_never_share_a_saved_file(tmp_path, photos):
+    """猫.png and 犬.png were both saved as _.png (and `my photo.png` as `my_photo.png`, the name of another
+    image): the second overwrote the first, and fed back as precomputed, both images were scored against one
+    file, with no failed row."""
+    names = ["猫.png", "犬.png", "my photo.png", "my_photo.png"]
+    for source, name in zip(["a.png", "b.png", "x.png", "x.jpg"], names):
+        (photos / source).rename(photos / name)
+    first, _ = _run(tmp_path, f"folder:{photos}", ["jpeg quality=20,70"], "first", save_reconstructions=True,
+                    save_bitstreams=True)
+    saved = sorted(p.name for p in (first / "outputs" / "jpeg" / "20").glob("*.png"))
+    assert len(saved) == 4 and "my_photo.png" in saved, saved
+    second, outcome = _run(tmp_path, f"folder:{photos}", [f"precomputed path={first / 'outputs' / 'jpeg'} label=jpeg"],
+                           "second")
+    a, b = (_by_key(load_run(r)[0]) for r in (first, second))
+    assert outcome.n_failed == 0
+    same = [c for c in SAME if c in a]  # IPD needs Inception, off here
+    pd.testing.assert_frame_equal(a[same], b[same], check_exact=True)
+    own = tmp_path / "own" / "1"  # a folder of one's own model's outputs, named after the dataset's files
+    own.mkdir(parents=True)
+    for name in names:
+        (own / name).write_bytes((photos / name).read_bytes())
+        (own / f"{name}.bin").write_bytes(b"\0" * 100)
+    run_dir, outcome = _run(tmp_path, f"folder:{photos}", [f"precomputed path={own.parent} label=own"], "own")
+    rows = _by_key(load_run(run_dir)[0])
+    assert outcome.n_failed == 0 and np.isinf(rows.psnr).all() and (rows.bits == 800).all()
+    (own / "_.png").write_bytes((own / "猫.png").read_bytes())  # a folder an earlier version wrote: one file for two
+    for name in ("猫.png", "犬.png"):
+        (own / name).unlink()
+    run_dir, outcome = _run(tmp_path, f"folder:{photos}", [f"precomputed path={own.parent} label=old"], "old")
+    rows = _by_key(load_run(run_dir)[0])
+    assert outcome.n_failed == 2 and rows.loc[("猫.png", "1")].error.startswith("no reconstruction of 猫.png")
+
+
 def test_precomputed_matches_by_id_and_fails_rows_it_cannot_fill(tmp_path, photos):
     src = tmp_path / "elsewhere"
     for setting in ("1", "2"):
