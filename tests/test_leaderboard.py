@@ -549,6 +549,37 @@ def test_the_report_grid_shows_a_precomputed_codec_and_names_a_tile_it_cannot_sh
         "could not reproduce: no reconstruction of im01.png for setting 50" in md.read_text()
 
 
+def test_the_report_grid_keeps_a_tile_per_image_when_two_names_share_a_stem(tmp_path):
+    """x.png and x.jpg (and 猫.png and 犬.png) had one tile file in grid/: report.md showed one image's tiles
+    under the other's heading."""
+    import re
+
+    from PIL import Image
+
+    from benchmark.analysis.report import build_report
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    y, x = np.mgrid[0:64, 0:80]
+    originals = {}
+    for i, name in enumerate(["x.png", "x.jpg", "猫.png", "犬.png"]):
+        pixels = np.stack([128 + 90 * np.sin(x / (4 + i) + c) * np.cos(y / (6 + c)) for c in range(3)], -1)
+        originals[name] = pixels.astype(np.uint8)
+        Image.fromarray(originals[name]).save(folder / name, **({"quality": 100} if name.endswith(".jpg") else {}))
+        originals[name] = np.asarray(Image.open(folder / name).convert("RGB"))
+    config = RunConfig(dataset=f"folder:{folder}", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"}, codecs=[parse_codec_spec("jpeg quality=50")])
+    run_dir = create_run(config, tmp_path / "runs", "r", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    _, md = build_report(run_dir, tmp_path / "report", n_images=4, resamples=0)
+    text = md.read_text()
+    shown = re.findall(r"#### (\S+) \(closest.*?\n\n\| !\[original[^]]*\]\((grid/[^)]+)\)", text, re.S)
+    assert sorted(name for name, _ in shown) == sorted(originals), text
+    assert len({tile for _, tile in shown}) == 4
+    for name, tile in shown:  # each heading's original tile is that image
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "report" / tile)), originals[name]), name
+
+
 def test_a_report_plot_says_why_its_points_have_no_bar(tmp_path, natural_images, monkeypatch):
     """A point the report's plot draws without an error bar has no interval, and the legend says why: a missing
     bar is not a zero spread. On one image every setting rests on one image."""

@@ -196,9 +196,11 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     tile_metrics = [m for m in TILE_METRICS if m in images]
 
     html_grid, md_grid = [], []
-    for item in grid:
+    stems = [safe_name(pathlib.PurePosixPath(item["image_id"]).stem or item["image_id"]) for item in grid]
+    for item, stem in zip(grid, stems):
         original = recon.original(item["image_index"])
-        stem = safe_name(pathlib.PurePosixPath(item["image_id"]).stem or item["image_id"])
+        if stems.count(stem) > 1:  # two images' tiles apart where their names are not (x.png and x.jpg, 猫 and 犬)
+            stem = f"{stem}-{item['image_index']}"
         tiles = [(f"{stem}-original", f"original {item['image_id']} ({original.shape[1]}x{original.shape[0]})", "",
                   centre_crop(original))]
         for row in item["tiles"]:
