@@ -549,6 +549,24 @@ def test_the_report_grid_shows_a_precomputed_codec_and_names_a_tile_it_cannot_sh
         "could not reproduce: no reconstruction of im01.png for setting 50" in md.read_text()
 
 
+def test_two_runs_of_one_name_in_different_folders_keep_a_curve_each(tmp_path, capsys):
+    """Runs named `tour` in results/main and results/branch (one --name in two checkouts) both labelled their jpeg
+    `jpeg (tour)`: the leaderboard and the plot showed one curve where there were two, and BD compared nothing."""
+    for where, quality in (("main", "20,50,80"), ("branch", "25,55,85")):
+        config = RunConfig(dataset="sample:8", split="all", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"},
+                           codecs=[parse_codec_spec(f"jpeg quality={quality}")])
+        execute(create_run(config, tmp_path / where, "tour", progress=False), jobs=1, progress=False)
+    runs = [tmp_path / "main" / "tour", tmp_path / "branch" / "tour"]
+    board = leaderboard.build(runs, resamples=0)
+    settings = board.settings[board.settings.metric == "psnr"]
+    assert settings.groupby("codec").size().to_dict() == {"jpeg (main/tour)": 3, "jpeg (branch/tour)": 3}
+    assert list(board.bd.codec) == ["jpeg (branch/tour)"] and board.anchor == "jpeg (main/tour)"
+    assert main(["plot", *map(str, runs), "--out", str(tmp_path / "p"), "--metric", "psnr"]) == 0
+    svg = (tmp_path / "p" / "rd_psnr.svg").read_text()
+    assert "JPEG (main/tour)" in svg and "JPEG (branch/tour)" in svg
+
+
 def test_the_report_grid_keeps_a_tile_per_image_when_two_names_share_a_stem(tmp_path):
     """x.png and x.jpg (and 猫.png and 犬.png) had one tile file in grid/: report.md showed one image's tiles
     under the other's heading."""

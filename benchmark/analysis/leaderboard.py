@@ -81,7 +81,7 @@ def dataset_label(record: RunRecord) -> str:
 
 
 def load_summaries(run_dirs: list[str | pathlib.Path], allow_mixed: bool = False) -> pd.DataFrame:
-    """Summaries of several runs; codec labels that repeat across runs get the run id appended. Runs of
+    """Summaries of several runs; codec labels that repeat across runs get the run's name appended. Runs of
     different datasets or preprocessing are refused unless `allow_mixed`; then every codec is labelled
     with its dataset."""
     frames, datasets = [], {}
@@ -103,10 +103,23 @@ def load_summaries(run_dirs: list[str | pathlib.Path], allow_mixed: bool = False
         data["codec"] = [f"{c} [{d}]" for c, d in zip(data.codec, data.dataset_label)]
     if len(run_dirs) > 1 and len(data):
         owners = data.groupby("codec")["run_dir"].nunique()
-        clash = set(owners[owners > 1].index)
-        data["codec"] = [f"{c} ({pathlib.Path(r).name})" if c in clash else c
-                         for c, r in zip(data.codec, data.run_dir)]
+        clash, names = set(owners[owners > 1].index), run_names(run_dirs)
+        data["codec"] = [f"{c} ({names[r]})" if c in clash else c for c, r in zip(data.codec, data.run_dir)]
     return data
+
+
+def run_names(run_dirs: list[str | pathlib.Path]) -> dict[str, str]:
+    """A short name per run (keyed by str(run_dir)) for the labels of codecs several runs have: its folder's name,
+    with as many of the folders above it as it takes to tell it from another run of the same name (runs named
+    `tour` in results/main and results/branch are main/tour and branch/tour, not both `tour`)."""
+    parts = {str(r): pathlib.Path(r).resolve().parts for r in run_dirs}
+    names = {}
+    for run, own in parts.items():
+        k = 1
+        while k < len(own) and any(other[-k:] == own[-k:] for r, other in parts.items() if other != own):
+            k += 1
+        names[run] = "/".join(own[-k:])
+    return names
 
 
 def table_metrics(summary: pd.DataFrame, wanted: list[str] | None = None) -> list[str]:
