@@ -166,6 +166,11 @@ def test_a_run_not_finished_is_said_so_and_not_sent_on(clean_run, tmp_path, caps
     assert rc == 0 and f"warning: {said}" in out and "the others failed, or are not done yet, in BASE or NEW" in out
     rc, out, _ = cli_run(["history", str(clean_run), str(run_dir), "--out", str(tmp_path / "h")], capsys)
     assert rc == 0 and f"note: {said}" in out, out
+    early = shutil.copytree(run_dir, tmp_path / "early")  # killed before it reached webp at all
+    shutil.rmtree(early / "images" / "webp")
+    rc, out, err = cli_run(["compare", str(clean_run), str(early)], capsys)
+    assert rc != 0 and err.startswith("error: NEW lacks part of BASE (codec webp is in BASE but not in NEW): "
+                                      f"{early} is not finished") and "; or pass --allow-missing" in err, err
     for args, what in ((["track", str(run_dir), "--to", f"tensorboard:{tmp_path / 'tb'}"], "Not sent"),
                        (["export", str(run_dir), str(tmp_path / "e")], "Not exported"),
                        (["export", str(run_dir), str(tmp_path / "e"), "--format", "metrics"], "Not exported")):

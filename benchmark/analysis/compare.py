@@ -223,8 +223,10 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
     base_summary, new_summary = load_summary(base_dir), load_summary(new_dir)
     missing = _missing(base_summary, new_summary, new_record) if len(base_summary) else []
     if missing and not allow_missing:
-        raise NotComparable(f"NEW lacks part of BASE ({'; '.join(missing)}): a gate must not pass on what it did "
-                            "not run; pass --allow-missing to compare the rest.")
+        why = (f"{unfinished(new_dir)}; or" if unfinished(new_dir) else  # not done yet, rather than left out
+               "a gate must not pass on what it did not run;")
+        raise NotComparable(f"NEW lacks part of BASE ({'; '.join(missing)}): {why} pass --allow-missing to compare "
+                            "the rest.")
     def curve_noise(codec: str, metric: str) -> float:
         """The mean over the codec's settings of seed noise's standard error (the BD-metric averages them)."""
         values = [seed_noise(b, new_summary[(new_summary.codec == codec) & (new_summary.setting_label == label)],
