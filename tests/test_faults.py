@@ -158,7 +158,7 @@ def test_a_run_not_finished_is_said_so_and_not_sent_on(clean_run, tmp_path, caps
     for path in (run_dir / "summary.parquet", run_dir / ".summary.parquet.sha256",
                  *(run_dir / "images" / "webp").glob("*chunk-000001.parquet*")):
         path.unlink()
-    said = f"{run_dir} is not finished, its values rest on the 7 tasks done so far, not on all its images"
+    said = f"{run_dir} is not finished: its values rest on the 7 tasks done so far, and its summary is not written"
     rc, out, _ = cli_run(["leaderboard", str(run_dir), "--bootstrap", "0"], capsys)
     assert rc == 0 and f"Warning: {said} (killed or stopped: finish it with: python bench.py run --resume {run_dir})" \
         in out and "failed (the run's failure_reasons say why) or are not done yet" in out, out

@@ -301,8 +301,8 @@ def unfinished(run_dir: str | os.PathLike) -> str:
     n = len(shard_files(run_dir, verify=False))
     what = ("still running: wait for it to finish" if held(run_dir) else
             f"killed or stopped: finish it with: python bench.py run --resume {run_dir}")
-    return (f"{run_dir} is not finished, its values rest on the {n} task{'' if n == 1 else 's'} done so far, not on "
-            f"all its images ({what})")
+    return (f"{run_dir} is not finished: its values rest on the {n} task{'' if n == 1 else 's'} done so far, and its "
+            f"summary is not written ({what})")
 
 
 def shard_digests(run_dir: pathlib.Path) -> dict[str, str]:
