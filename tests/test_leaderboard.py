@@ -549,6 +549,34 @@ def test_the_report_grid_shows_a_precomputed_codec_and_names_a_tile_it_cannot_sh
         "could not reproduce: no reconstruction of im01.png for setting 50" in md.read_text()
 
 
+def test_a_report_of_a_run_whose_dataset_is_not_here_has_no_grid_and_says_why(tmp_path):
+    """A results folder copied to another machine, or a dataset folder moved: `report` stopped at "Dataset folder
+    ... does not exist", even with --images 0, though only the grid needs the originals."""
+    import shutil
+
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    y, x = np.mgrid[0:64, 0:80]
+    for i in range(3):
+        pixels = np.stack([128 + 90 * np.sin(x / (4 + i) + c) * np.cos(y / (6 + c)) for c in range(3)], -1)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"im{i}.png")
+    config = RunConfig(dataset=f"folder:{folder}", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec("jpeg quality=30,70"), parse_codec_spec("webp quality=50")])
+    run_dir = create_run(config, tmp_path / "runs", "r", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    shutil.move(folder, tmp_path / "moved")
+    for images in ("2", "0"):
+        assert main(["report", str(run_dir), "--bootstrap", "0", "--images", images, "--out", str(tmp_path / images)]) \
+            == 0
+        md = (tmp_path / images / "report.md").read_text()
+        assert "## Leaderboard" in md and "](plots/rd_psnr.png)" in md and "](grid/" not in md
+        assert (f"No comparison grid: the run's dataset cannot be read here (Dataset folder '{folder}' does not "
+                "exist" if images == "2" else "No comparison grid (--images 0).") in md, md
+
+
 def test_two_runs_of_one_name_in_different_folders_keep_a_curve_each(tmp_path, capsys):
     """Runs named `tour` in results/main and results/branch (one --name in two checkouts) both labelled their jpeg
     `jpeg (tour)`: the leaderboard and the plot showed one curve where there were two, and BD compared nothing."""

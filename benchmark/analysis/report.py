@@ -190,7 +190,10 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     stages.set_description("report: comparison grid")
     grid = grid_choices(images, n_images, target_bpp, board.anchor, generative)
     grid_text = GRID_NOTE if grid else "No comparison grid (--images 0)." if not n_images else NO_GRID
-    recon = Reconstructor(run_dir, record)
+    try:  # the originals: a run read where its dataset is not (a copied results folder) has no grid, and says why
+        recon = Reconstructor(run_dir, record) if grid else None
+    except (OSError, ValueError, RuntimeError) as exc:
+        grid, grid_text = [], f"No comparison grid: the run's dataset cannot be read here ({str(exc).rstrip('.')})."
     grid_dir = out_dir / "grid"
     grid_dir.mkdir(exist_ok=True)
     tile_metrics = [m for m in TILE_METRICS if m in images]
