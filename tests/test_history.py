@@ -192,6 +192,25 @@ def test_a_history_that_compared_nothing_does_not_say_no_change(tmp_path, capsys
                                            "codecs: jpeg, webp.\n")
 
 
+def test_runs_of_one_name_in_two_folders_are_told_apart_by_their_folders(tmp_path, capsys):
+    """Runs named `tour` in results/main and results/branch both showed as run `tour`, and `--anchor-run tour`
+    silently took the first of them."""
+    for where in ("main", "branch"):
+        config = RunConfig(dataset="sample:4", split="all", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"},
+                           codecs=[parse_codec_spec("jpeg quality=20,60")])
+        execute(create_run(config, tmp_path / where, "tour", progress=False), jobs=1, progress=False)
+    runs = [str(tmp_path / where / "tour") for where in ("main", "branch")]
+    table = history.build(runs, history.HistoryOptions(resamples=0)).table
+    assert sorted(table.run_id) == ["branch/tour", "main/tour"]
+    assert main(["history", *runs, "--anchor-run", "tour", "--out", str(tmp_path / "h")]) == 1
+    err = capsys.readouterr().err  # the two in commit order, then creation time
+    assert err in (f"error: Anchor run tour names 2 of the runs given ({a}, {b}): give its folder.\n"
+                   for a, b in (("main/tour", "branch/tour"), ("branch/tour", "main/tour"))), err
+    anchored = history.build(runs, history.HistoryOptions(resamples=0, anchor_run=runs[1]))
+    assert anchored.anchor.startswith("the same codec in run branch/tour")
+
+
 def test_a_codec_missing_from_one_run_is_judged_against_the_last_run_that_has_it(tmp_path):
     """The middle commit's run did not run the model (a CI job that ran JPEG alone): the next run's regression was
     left 'not compared' because the run before it had no model. It is judged against the last run that has it."""

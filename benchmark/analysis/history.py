@@ -23,7 +23,7 @@ import pandas as pd
 
 from benchmark.analysis import bootstrap, compare
 from benchmark.analysis.curves import BD_METHODS
-from benchmark.analysis.table_format import NO_INTERVAL
+from benchmark.analysis.table_format import NO_INTERVAL, run_names
 from benchmark.run.integrity import DamagedFile
 from benchmark.run.provenance import short_revision
 from benchmark.run.record import RunRecord, read_record
@@ -114,6 +114,10 @@ def ordered(run_dirs: list[pathlib.Path], codecs: list[str] | None = None) -> tu
             points[-1].summary = load_summary(run_dir)
         except DamagedFile as exc:
             points[-1].damage = exc
+    ids = [p.run_id for p in points]
+    names = run_names([p.run_dir for p in points if ids.count(p.run_id) > 1])
+    for p in points:  # runs of one id in two folders (one --name in two checkouts) are told apart by their folders
+        p.run_id = names.get(str(p.run_dir), p.run_id)
     return sorted(points, key=lambda p: (_when(p.date), _when(p.record.created), p.run_id)), left_out
 
 
@@ -183,9 +187,13 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
     anchor_point = None
     if options.anchor_run:
         wanted = pathlib.Path(options.anchor_run)
-        matches = [p for p in points if p.run_dir.resolve() == wanted.resolve() or p.run_id == str(options.anchor_run)]
+        matches = [p for p in points if p.run_dir.resolve() == wanted.resolve()] or \
+            [p for p in points if str(options.anchor_run) in (p.run_id, p.record.run_id)]
         if not matches:
             raise ValueError(f"Anchor run {options.anchor_run} is not among the runs given.")
+        if len(matches) > 1:
+            raise ValueError(f"Anchor run {options.anchor_run} names {len(matches)} of the runs given "
+                             f"({', '.join(p.run_id for p in matches)}): give its folder.")
         anchor_point = matches[0]
         if anchor_point.damage:
             raise anchor_point.damage

@@ -28,7 +28,7 @@ from benchmark.analysis.references import fewest_images
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.record import RunRecord, read_record
 from benchmark.run.results import images_of, load_summary, space_notes, unfinished
-from benchmark.analysis.table_format import NO_INTERVAL, format_value, short_label
+from benchmark.analysis.table_format import NO_INTERVAL, format_value, run_names, short_label
 from metrics import defaults, registry
 from metrics.registry import METRICS
 from metrics.suggest import did_you_mean
@@ -107,19 +107,6 @@ def load_summaries(run_dirs: list[str | pathlib.Path], allow_mixed: bool = False
         data["codec"] = [f"{c} ({names[r]})" if c in clash else c for c, r in zip(data.codec, data.run_dir)]
     return data
 
-
-def run_names(run_dirs: list[str | pathlib.Path]) -> dict[str, str]:
-    """A short name per run (keyed by str(run_dir)) for the labels of codecs several runs have: its folder's name,
-    with as many of the folders above it as it takes to tell it from another run of the same name (runs named
-    `tour` in results/main and results/branch are main/tour and branch/tour, not both `tour`)."""
-    parts = {str(r): pathlib.Path(r).resolve().parts for r in run_dirs}
-    names = {}
-    for run, own in parts.items():
-        k = 1
-        while k < len(own) and any(other[-k:] == own[-k:] for r, other in parts.items() if other != own):
-            k += 1
-        names[run] = "/".join(own[-k:])
-    return names
 
 
 def table_metrics(summary: pd.DataFrame, wanted: list[str] | None = None) -> list[str]:

@@ -1,8 +1,9 @@
-"""How tables print numbers and metric names (Markdown, HTML and LaTeX alike)."""
+"""How tables print numbers, metric names and run names (Markdown, HTML and LaTeX alike)."""
 
 from __future__ import annotations
 
 import math
+import pathlib
 
 from metrics.registry import METRICS
 
@@ -23,3 +24,17 @@ def short_label(metric: str) -> str:
     if metric == "bpp" or info is None:
         return metric
     return (info.short or info.label) + (" ↑" if info.higher_is_better else " ↓")
+
+
+def run_names(run_dirs: list[str | pathlib.Path]) -> dict[str, str]:
+    """A short name per run (keyed by str(run_dir)) where several are shown together: its folder's name,
+    with as many of the folders above it as it takes to tell it from another run of the same name (runs named
+    `tour` in results/main and results/branch are main/tour and branch/tour, not both `tour`)."""
+    parts = {str(r): pathlib.Path(r).resolve().parts for r in run_dirs}
+    names = {}
+    for run, own in parts.items():
+        k = 1
+        while k < len(own) and any(other[-k:] == own[-k:] for r, other in parts.items() if other != own):
+            k += 1
+        names[run] = "/".join(own[-k:])
+    return names
