@@ -217,13 +217,14 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
                             f"preprocessing {bd.preprocess} vs {nd.name}/{nd.split}, {nd.n_images} images, "
                             f"preprocessing {nd.preprocess}): pass --allow-different-data to compare the images they "
                             "share anyway.")
-    running = [why for why in map(unfinished, (base_dir, new_dir)) if why]
+    base_running, new_running = unfinished(base_dir), unfinished(new_dir)  # each "" for a finished run
+    running = [why for why in (base_running, new_running) if why]
     warnings = running + provenance_warnings(base_record, new_record)
     base_sets, new_sets = bootstrap.load_settings(base_dir), bootstrap.load_settings(new_dir)
     base_summary, new_summary = load_summary(base_dir), load_summary(new_dir)
     missing = _missing(base_summary, new_summary, new_record) if len(base_summary) else []
     if missing and not allow_missing:
-        why = (f"{unfinished(new_dir)}; or" if unfinished(new_dir) else  # not done yet, rather than left out
+        why = (f"{new_running}; or" if new_running else  # not done yet, rather than left out
                "a gate must not pass on what it did not run;")
         raise NotComparable(f"NEW lacks part of BASE ({'; '.join(missing)}): {why} pass --allow-missing to compare "
                             "the rest.")
