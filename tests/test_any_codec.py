@@ -535,4 +535,4 @@ def test_a_run_on_a_relative_folder_opens_the_same_folder_for_its_codecs_from_an
     assert context["dataset"] == f"folder:{photos}"
     codec = parse_codec_spec(f"precomputed path={tmp_path / 'recon'}").build()
     codec.setup(context)  # opened the dataset by the context's spec, from another folder
-    assert codec.ambiguous == {"x"}
+    assert {"x.png", "x.bin"} <= codec.shared  # x.jpg's stem names, which x.png has too: read from its images
