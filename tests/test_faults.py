@@ -309,6 +309,34 @@ def test_resume_refuses_an_edited_configuration_naming_the_keys(what, finished, 
     assert sorted(p.name for p in run_dir.rglob("*")) == before  # nothing written
 
 
+def test_a_reader_asking_whether_a_run_is_held_does_not_turn_away_its_resume(tmp_path, monkeypatch):
+    """`held` takes the lock shared for a moment to ask; a --resume starting in that moment was refused as if
+    another process worked in the run. It tries again, and is refused only by a process that keeps the lock."""
+    import fcntl
+
+    from benchmark.run import run_folder
+
+    real, asked = fcntl.flock, []
+
+    def busy_once(fd, operation):  # a reader holds the lock on the first try
+        asked.append(operation)
+        if operation & fcntl.LOCK_EX and len(asked) == 1:
+            raise BlockingIOError
+        return real(fd, operation)
+
+    monkeypatch.setattr(run_folder.fcntl, "flock", busy_once)
+    with run_folder.locked(tmp_path):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+    assert len(asked) == 2
+    monkeypatch.setattr(run_folder.fcntl, "flock", real)
+    with run_folder.locked(tmp_path):  # a process that keeps it
+        assert run_folder.held(tmp_path)
+        with pytest.raises(RuntimeError, match=f"is being worked on by process {os.getpid()}"):
+            with run_folder.locked(tmp_path):
+                pass
+    assert not run_folder.held(tmp_path)
+
+
 def test_two_resumes_of_one_run_do_no_work_twice(random_inception_weights, tmp_path, capsys):
     from benchmark.run.feature_store import passes
 

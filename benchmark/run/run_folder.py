@@ -9,11 +9,13 @@ import functools
 import json
 import os
 import pathlib
+import time
 
 from benchmark.run.integrity import atomic_write_bytes
 
 SEAL = ".config.sealed.json"  # the bytes of config.json as cmcbench last wrote them
 LOCK = ".lock"
+LOCK_TRIES = 5  # 50 ms apart: a process that works in the run holds the lock for its whole life, a reader never long
 
 
 def write_config(run_dir: pathlib.Path, info: dict) -> None:
@@ -65,12 +67,16 @@ def locked(run_dir: pathlib.Path):
     path = pathlib.Path(run_dir) / LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-            raise RuntimeError(f"{run_dir} is being worked on by process {holder}; wait for it to finish (or stop "
-                               "it) before resuming this run.") from None
+        for attempt in range(LOCK_TRIES):  # a reader asking whether the run is `held` holds it for a moment
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == LOCK_TRIES - 1:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+                    raise RuntimeError(f"{run_dir} is being worked on by process {holder}; wait for it to finish (or "
+                                       "stop it) before resuming this run.") from None
+                time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
