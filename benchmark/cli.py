@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import pathlib
+import shlex
 import shutil
 import sys
 
@@ -674,13 +675,15 @@ def _finished_work(run_dir: pathlib.Path) -> int:
 
 
 def _stopped(run_dir: pathlib.Path, created_here: bool, what: str, code: int = EXIT_INTERRUPTED) -> int:
+    from benchmark.run.run_folder import resume_command
+
     done = _finished_work(run_dir)
     if not done and created_here:
         shutil.rmtree(run_dir, ignore_errors=True)
         print(f"\n{what} before any work finished; nothing was kept ({run_dir} removed).", file=sys.stderr)
     else:
         print(f"\n{what}: {done} finished shards are kept in {run_dir}. Finish the run with:\n"
-              f"  python bench.py run --resume {run_dir}", file=sys.stderr)
+              f"  {resume_command(run_dir)}", file=sys.stderr)
     return code
 
 
@@ -740,7 +743,8 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     lines.append(f"Trackers:    {', '.join(map(str, written))} (dvc metrics diff; dvc plots diff -x bpp -y psnr)")
     lines.append(f"Results:     {run_dir / 'images'} (per image), {run_dir / 'summary.parquet'} (per setting); "
                  f"load_run({str(run_dir)!r}) in benchmark.results")
-    lines.append(f"Next:        python bench.py report {run_dir}   |   python bench.py leaderboard {run_dir}")
+    lines.append(f"Next:        python bench.py report {shlex.quote(str(run_dir))}   |   python bench.py leaderboard "
+                 f"{shlex.quote(str(run_dir))}")
     lines.append(f"Rows:        {outcome.n_rows}, {outcome.n_failed} failed, {outcome.seconds:.1f} s")
     print("\n".join(lines))
     tracked = _send_to_trackers(run_dir, args.track)
@@ -768,7 +772,7 @@ def _send_to_trackers(run_dir: pathlib.Path, targets: list[str]) -> bool:
         except Exception as exc:  # noqa: BLE001 - the run is finished; say what failed and how to retry
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(f"error: the run is finished in {run_dir}, but sending it to {text} failed: {detail}; send it again "
-                  f"with: python bench.py track {run_dir} --to {text}", file=sys.stderr)
+                  f"with: python bench.py track {shlex.quote(str(run_dir))} --to {shlex.quote(text)}", file=sys.stderr)
             ok = False
     return ok
 
@@ -853,7 +857,7 @@ def cmd_plot(args) -> int:
     if not plots:
         failed = int(summary.n_failed.sum()) if "n_failed" in summary else 0
         print(f"No plots: no setting has a value to plot ({failed} failed rows; see `python bench.py report "
-              f"{run_dir}` for their reasons).", file=sys.stderr)
+              f"{shlex.quote(str(run_dir))}` for their reasons).", file=sys.stderr)
     return 0
 
 
@@ -978,7 +982,7 @@ def cmd_leaderboard(args) -> int:
                               references=args.reference, allow_mixed=args.allow_mixed)
     if board.empty:  # every row failed: tables of nothing, with notes about nothing, are no leaderboard
         print(f"No leaderboard: no setting of {'this run' if len(run_dirs) == 1 else 'these runs'} has a successful "
-              f"row (see `python bench.py report {run_dirs[0]}` for the reasons).", file=sys.stderr)
+              f"row (see `python bench.py report {shlex.quote(str(run_dirs[0]))}` for the reasons).", file=sys.stderr)
         return 0  # as plot does: nothing failed here, there is only nothing to show
     print(leaderboard.render(board, "md"))
     written = leaderboard.write(board, args.out or run_dirs[0] / "leaderboard", args.format or leaderboard.FORMATS)
@@ -1040,7 +1044,7 @@ def cmd_export(args) -> int:
         written = export_compressai(run_dir, args.out_dir)
         if not written:  # it wrote nothing and said nothing
             print(f"Nothing exported: no codec of {run_dir} has a successful setting (see `python bench.py report "
-                  f"{run_dir}` for the reasons).", file=sys.stderr)
+                  f"{shlex.quote(str(run_dir))}` for the reasons).", file=sys.stderr)
     for path in written:
         print(path)
     return 0

@@ -309,6 +309,24 @@ def test_resume_refuses_an_edited_configuration_naming_the_keys(what, finished, 
     assert sorted(p.name for p in run_dir.rglob("*")) == before  # nothing written
 
 
+def test_the_commands_a_message_prints_run_as_printed_from_a_folder_with_spaces(clean_run, tmp_path, capsys):
+    """A run in `my results/试验 1` was told to resume with `python bench.py run --resume my results/试验 1`, which a
+    shell splits into three arguments."""
+    import shlex
+
+    run_dir = shutil.copytree(clean_run, tmp_path / "my results" / "试验 1")
+    shard = run_dir / "images" / "jpeg" / "chunk-000001.parquet"
+    shard.write_bytes(DAMAGE["truncated"](shard.read_bytes()))
+    rc, _, err = cli_run(["leaderboard", str(run_dir)], capsys)
+    command = shlex.split(err.split("redo its work with: ")[1].split(")")[0])
+    assert rc == 1 and command == ["python", "bench.py", "run", "--resume", str(run_dir), "--redo-damaged"], err
+    rc, out, err = cli_run(command[2:] + QUIET, capsys)
+    assert rc == 0, err
+    next_line = next(line for line in out.splitlines() if line.startswith("Next:"))
+    assert shlex.split(next_line.split("|")[1]) == ["python", "bench.py", "leaderboard", str(run_dir)], next_line
+    same_rows(run_dir, clean_run)
+
+
 def test_a_reader_asking_whether_a_run_is_held_does_not_turn_away_its_resume(tmp_path, monkeypatch):
     """`held` takes the lock shared for a moment to ask; a --resume starting in that moment was refused as if
     another process worked in the run. It tries again, and is refused only by a process that keeps the lock."""

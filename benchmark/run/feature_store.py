@@ -16,6 +16,7 @@ import numpy as np
 
 from benchmark.run.integrity import checksum_path, problem, remove_checked, write_checked
 from benchmark.run.results import checked, safe_name, shard_files
+from benchmark.run.run_folder import resume_command
 from metrics import registry
 
 OWN = "originals"  # a run's own copy of the originals' features it used
@@ -58,8 +59,8 @@ def stored_reference(run_dir: pathlib.Path, name: str, cache: pathlib.Path, sha:
         if cached(path):
             return path
     raise FileNotFoundError(f"The {name} features of original {sha[:12]} are neither in {own.parent.parent} nor in "
-                            f"the cache {cache}, or fail their check: compute them again with: python bench.py run "
-                            f"--resume {run_dir}")
+                            f"the cache {cache}, or fail their check: compute them again with: "
+                            f"{resume_command(run_dir)}")
 
 
 def reference_path(reference_dir: str | pathlib.Path, sha: str, patches: bool = False) -> pathlib.Path:

@@ -22,7 +22,7 @@ from benchmark.data.output_names import output_file_name, safe_name
 from benchmark.run.integrity import (DamagedFile, atomic_write_bytes, checksum_path, key_of,  # noqa: F401
                                        problem, remove_checked, write_checked)
 from benchmark.run.record import read_record
-from benchmark.run.run_folder import held
+from benchmark.run.run_folder import held, resume_command
 from benchmark.run.schema import GROUP_COLUMNS, NOT_AVERAGED
 from metrics import registry
 
@@ -66,7 +66,7 @@ def is_checked(run_dir: pathlib.Path) -> bool:
 
 
 def redo_hint(run_dir: pathlib.Path) -> str:
-    return f"redo its work with: python bench.py run --resume {run_dir} --redo-damaged"
+    return f"redo its work with: {resume_command(run_dir, '--redo-damaged')}"
 
 
 def checked(run_dir: pathlib.Path, paths: list[pathlib.Path]) -> list[pathlib.Path]:
@@ -300,7 +300,7 @@ def unfinished(run_dir: str | os.PathLike) -> str:
         return ""
     n = len(shard_files(run_dir, verify=False))
     what = ("still running: wait for it to finish" if held(run_dir) else
-            f"killed or stopped: finish it with: python bench.py run --resume {run_dir}")
+            f"killed or stopped: finish it with: {resume_command(run_dir)}")
     return (f"{run_dir} is not finished: its values rest on the {n} task{'' if n == 1 else 's'} done so far, and its "
             f"summary is not written ({what})")
 
@@ -337,7 +337,7 @@ def read_summary(run_dir: pathlib.Path) -> pd.DataFrame:
     """A run's summary.parquet, checked against its checksum first, then against the shards it was made from
     (a summary written before they were recorded is read as it is)."""
     path = pathlib.Path(run_dir) / "summary.parquet"
-    redo = f"rewrite it with: python bench.py run --resume {run_dir}"
+    redo = f"rewrite it with: {resume_command(run_dir)}"
     why = problem(path, is_checked(run_dir))
     if why:
         raise DamagedFile(path, f"{why}; {redo}")

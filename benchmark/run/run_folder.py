@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import pathlib
+import shlex
 import time
 
 from benchmark.run.integrity import atomic_write_bytes
@@ -84,6 +85,11 @@ def locked(run_dir: pathlib.Path):
         os.close(fd)
 
 
+def resume_command(run_dir: pathlib.Path, *flags: str) -> str:
+    """The command that resumes the run, as a shell takes it: a path with spaces or other scripts quoted."""
+    return " ".join(["python bench.py run --resume", shlex.quote(str(run_dir)), *flags])
+
+
 def held(run_dir: pathlib.Path) -> bool:
     """Whether a process works in the run now (holds its lock), asked without taking the lock."""
     try:
@@ -119,8 +125,8 @@ def new_folder(out_root: pathlib.Path, run_id: str, named: bool) -> pathlib.Path
         except FileExistsError:
             if named:
                 if (run_dir / "config.json").exists():
-                    raise FileExistsError(f"{run_dir} already holds a run: resume it with --resume {run_dir}, or "
-                                          "pick another --name.") from None
+                    raise FileExistsError(f"{run_dir} already holds a run: resume it with --resume "
+                                          f"{shlex.quote(str(run_dir))}, or pick another --name.") from None
                 return run_dir
     raise FileExistsError(f"{out_root} holds 999 runs named {run_id}-*: pick a --name.")
 

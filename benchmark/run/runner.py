@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import sys
 import time
@@ -142,7 +143,8 @@ def create_run(config: RunConfig, out_root: str | os.PathLike = "results", name:
     run_id = name or f"{created:%Y%m%d-%H%M%S}-{chash[:8]}"
     run_dir = pathlib.Path(out_root) / run_id
     if name and (run_dir / "config.json").exists():  # told before any work; a generated id gets a suffix instead
-        raise FileExistsError(f"{run_dir} already holds a run: resume it with --resume {run_dir}, or pick another --name.")
+        raise FileExistsError(f"{run_dir} already holds a run: resume it with --resume {shlex.quote(str(run_dir))}, "
+                              "or pick another --name.")
     embedder = resolve_embedder(config.caption_embedder)
     record = RunRecord.from_json({  # from here on, the run is read by attribute
         "run_id": run_id, "created": created.isoformat(), "config_hash": chash, "git_sha": provenance.git_sha(),
