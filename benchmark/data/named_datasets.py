@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import tarfile
 import zipfile
@@ -333,7 +334,8 @@ def missing_message(entry: NamedDataset, root: pathlib.Path) -> DatasetMissing:
     did not fetch (Kodak copied there by hand) is named as such, not said to be absent."""
     shown, store, here = _files_phrase([s.file for s in entry.sources]), downloads_dir(root, entry.name), \
         root / entry.name
-    fetch = f"`python bench.py datasets fetch {entry.name}{' --data-root ' + str(root) if root != data_root() else ''}`"
+    fetch = (f"`python bench.py datasets fetch {entry.name}"
+             f"{' --data-root ' + shlex.quote(str(root)) if root != data_root() else ''}`")
     held = sum(1 for p in here.rglob("*") if p.is_file()) if here.is_dir() else 0
     if held:
         placed = all((here / s.file).is_file() for s in entry.sources)
