@@ -3,6 +3,7 @@
 import contextlib
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -577,6 +578,22 @@ def test_a_report_of_a_run_whose_dataset_is_not_here_has_no_grid_and_says_why(tm
                 "exist" if images == "2" else "No comparison grid (--images 0).") in md, md
 
 
+def test_a_metric_one_run_did_not_compute_says_why_its_codecs_show_a_dash(tmp_path, capsys):
+    """Two runs tabled together, psnr_y computed in one: the other's codecs showed – for it, with no word why."""
+    for name, added in (("a", ["psnr_y"]), ("b", [])):
+        config = RunConfig(dataset="sample:8", split="all", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"ms_ssim": False, "lpips": "none"}, add_metrics=added,
+                           codecs=[parse_codec_spec("jpeg quality=20,50,80")])
+        execute(create_run(config, tmp_path, name, progress=False), jobs=1, progress=False)
+    assert main(["leaderboard", str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "psnr_y", "--bootstrap", "0",
+                 "--out", str(tmp_path / "board")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"\| jpeg \(b\) \| +20 \| [0-9.]+ \| – ", out), out
+    assert "- Run b has no psnr_y (its codecs show – for it): disabled, not requested (--add-metric psnr_y)." in out
+    board = leaderboard.build([tmp_path / "a"], resamples=0)  # alone, a run says nothing of others' metrics
+    assert not any(n.startswith("Run ") for n in board.notes)
+
+
 def test_two_runs_of_one_name_in_different_folders_keep_a_curve_each(tmp_path, capsys):
     """Runs named `tour` in results/main and results/branch (one --name in two checkouts) both labelled their jpeg
     `jpeg (tour)`: the leaderboard and the plot showed one curve where there were two, and BD compared nothing."""
@@ -598,8 +615,6 @@ def test_two_runs_of_one_name_in_different_folders_keep_a_curve_each(tmp_path, c
 def test_the_report_grid_keeps_a_tile_per_image_when_two_names_share_a_stem(tmp_path):
     """x.png and x.jpg (and 猫.png and 犬.png) had one tile file in grid/: report.md showed one image's tiles
     under the other's heading."""
-    import re
-
     from PIL import Image
 
     from benchmark.analysis.report import build_report

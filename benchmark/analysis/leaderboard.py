@@ -109,6 +109,21 @@ def load_summaries(run_dirs: list[str | pathlib.Path], allow_mixed: bool = False
 
 
 
+def _unmeasured(run_dirs: list, metrics: list[str]) -> list[str]:
+    """Why a run's codecs show – for a metric tabled from another run: it was turned off there, or unavailable
+    (weights that failed to download), as its config.json records it."""
+    names = run_names(run_dirs)
+    out = []
+    for run_dir in run_dirs:
+        record = read_record(run_dir)
+        for metric in metrics:
+            state = record.metric_state(metric)
+            if state.get("status") not in (None, "ok"):
+                out.append(f"Run {names[str(run_dir)]} has no {metric} (its codecs show – for it): {state['status']}, "
+                           f"{state.get('reason') or 'no reason recorded'}.")
+    return out
+
+
 def table_metrics(summary: pd.DataFrame, wanted: list[str] | None = None) -> list[str]:
     for m in wanted or []:
         registry.get(m)  # an unknown name is an error, with the known ones
@@ -287,6 +302,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     if note := _rates_outside(summary, codecs, rates):
         notes.append(note)
     notes += space_notes(runs_only, metrics)  # what the set metrics shown rest on (FID from few images is biased)
+    notes += _unmeasured(run_dirs, metrics)
     if counts:
         notes.append("(n/N): the codec's values rest on n of the dataset's N images (the fewest over its settings; "
                      "a setting shows its own), the others failed (the run's failure_reasons say why)"
