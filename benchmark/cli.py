@@ -825,7 +825,7 @@ def _why_missing(run_dir: pathlib.Path, metric: str) -> str:
 
 
 def cmd_plot(args) -> int:
-    from benchmark.analysis.leaderboard import load_summaries, with_references
+    from benchmark.analysis.leaderboard import load_summaries, unmeasured, with_references
     from benchmark.analysis.plots import PlotStyle, plottable_metrics, rd_plots
     from benchmark.analysis.references import load_references
 
@@ -846,7 +846,8 @@ def cmd_plot(args) -> int:
     from benchmark.run.results import unfinished
 
     refs, warnings = load_references(args.reference, summary)
-    for w in [*filter(None, map(unfinished, run_dirs)), *warnings]:  # its curves may still move
+    shown = args.metric or plottable_metrics(summary)  # below: curves that may still move, or that are not there
+    for w in [*filter(None, map(unfinished, run_dirs)), *warnings, *unmeasured(run_dirs, shown)]:
         print(f"warning: {w}", file=sys.stderr)
     style = PlotStyle(paper=args.style == "paper", title=args.title, size=args.size, font_size=args.font_size)
     run_dir = run_dirs[0]

@@ -589,7 +589,9 @@ def test_a_metric_one_run_did_not_compute_says_why_its_codecs_show_a_dash(tmp_pa
                  "--out", str(tmp_path / "board")]) == 0
     out = capsys.readouterr().out
     assert re.search(r"\| jpeg \(b\) \| +20 \| [0-9.]+ \| – ", out), out
-    assert "- Run b has no psnr_y (its codecs show – for it): disabled, not requested (--add-metric psnr_y)." in out
+    assert "- Run b has no psnr_y: disabled, not requested (--add-metric psnr_y)." in out
+    assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "p")]) == 0
+    assert "warning: Run b has no psnr_y: disabled, not requested (--add-metric psnr_y)." in capsys.readouterr().err
     board = leaderboard.build([tmp_path / "a"], resamples=0)  # alone, a run says nothing of others' metrics
     assert not any(n.startswith("Run ") for n in board.notes)
 

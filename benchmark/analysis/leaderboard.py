@@ -109,9 +109,9 @@ def load_summaries(run_dirs: list[str | pathlib.Path], allow_mixed: bool = False
 
 
 
-def _unmeasured(run_dirs: list, metrics: list[str]) -> list[str]:
-    """Why a run's codecs show – for a metric tabled from another run: it was turned off there, or unavailable
-    (weights that failed to download), as its config.json records it."""
+def unmeasured(run_dirs: list, metrics: list[str]) -> list[str]:
+    """Why a run's codecs have no value of a metric shown from another run (– in a table, no curve in a plot): it
+    was turned off there, or unavailable (weights that failed to download), as its config.json records it."""
     names = run_names(run_dirs)
     out = []
     for run_dir in run_dirs:
@@ -119,7 +119,7 @@ def _unmeasured(run_dirs: list, metrics: list[str]) -> list[str]:
         for metric in metrics:
             state = record.metric_state(metric)
             if state.get("status") not in (None, "ok"):
-                out.append(f"Run {names[str(run_dir)]} has no {metric} (its codecs show – for it): {state['status']}, "
+                out.append(f"Run {names[str(run_dir)]} has no {metric}: {state['status']}, "
                            f"{state.get('reason') or 'no reason recorded'}.")
     return out
 
@@ -302,7 +302,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     if note := _rates_outside(summary, codecs, rates):
         notes.append(note)
     notes += space_notes(runs_only, metrics)  # what the set metrics shown rest on (FID from few images is biased)
-    notes += _unmeasured(run_dirs, metrics)
+    notes += unmeasured(run_dirs, metrics)
     if counts:
         notes.append("(n/N): the codec's values rest on n of the dataset's N images (the fewest over its settings; "
                      "a setting shows its own), the others failed (the run's failure_reasons say why)"
