@@ -108,7 +108,6 @@ def load_summaries(run_dirs: list[str | pathlib.Path], allow_mixed: bool = False
     return data
 
 
-
 def unmeasured(run_dirs: list, metrics: list[str]) -> list[str]:
     """Why a run's codecs have no value of a metric shown from another run (– in a table, no curve in a plot): it
     was turned off there, or unavailable (weights that failed to download), as its config.json records it."""
@@ -280,8 +279,8 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                     row["interval_note"] = _not_resampled(resampled, run_dir, drawn, result["bd_rate"], metric)
                 bd.append(row)
     notes = [f"Measured on {rest_on}."] if (rest_on := dataset_title(runs_only)) else []  # what the numbers rest on
-    running = [f"Warning: {why}." for why in map(unfinished, run_dirs) if why]  # its values may still move
-    notes += running
+    running = [why for why in map(unfinished, run_dirs) if why]  # a run whose values may still move
+    notes += [f"Warning: {why}." for why in running]
     notes += [f"BD against {anchor} ({bd_method} interpolation, bjontegaard package); BD-rate in % "
              f"(negative: fewer bits for the same quality), BD-metric = codec - {anchor} at equal rate."]
     if resamples > 0:
@@ -329,7 +328,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     if len(bd):  # a paired BD rests on the images both codecs scored
         bd["n_images"] = [int(p) if pd.notna(p) else n for p, n in zip(bd.n_paired, bd.n_images)]
     return Leaderboard(at_rates, bd, settings, anchor, metrics, list(rates), notes, counts, max(resamples, 0),
-                       [why for why in map(unfinished, run_dirs) if why])
+                       running)
 
 
 def dataset_sizes(summary: pd.DataFrame) -> dict[str, int]:

@@ -34,7 +34,7 @@ def run_names(run_dirs: list[str | pathlib.Path]) -> dict[str, str]:
     names = {}
     for run, own in parts.items():
         k = 1
-        while k < len(own) and any(other[-k:] == own[-k:] for r, other in parts.items() if other != own):
+        while k < len(own) and any(other[-k:] == own[-k:] for other in parts.values() if other != own):
             k += 1
         names[run] = "/".join(own[-k:])
     return names
