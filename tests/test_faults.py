@@ -190,6 +190,18 @@ def test_a_run_not_finished_is_said_so_and_not_sent_on(clean_run, tmp_path, caps
         assert rc == 0 and "not finished" not in out and "not done yet" not in out, (args, out)
 
 
+def test_the_copy_a_damaged_config_json_names_runs_as_printed_from_a_folder_with_spaces(clean_run, tmp_path, capsys):
+    import shlex
+
+    run_dir = shutil.copytree(clean_run, tmp_path / "my results" / "试验 1")
+    (run_dir / "config.json").write_bytes(b"[")
+    rc, _, err = cli_run(["leaderboard", str(run_dir)], capsys)
+    command = shlex.split(err.split("holds what cmcbench wrote: ")[1].rstrip().removesuffix(")"))
+    assert rc == 1 and command == ["cp", str(run_dir / ".config.sealed.json"), str(run_dir / "config.json")], err
+    subprocess.run(command, check=True)
+    assert cli_run(["leaderboard", str(run_dir), "--bootstrap", "0"], capsys)[0] == 0
+
+
 def test_a_reader_of_a_few_columns_or_of_the_summary_alone_gets_what_load_run_gives(clean_run, tmp_path):
     """compare, leaderboard and the bootstrap read a few columns of a large run, or its summary alone; the values
     are load_run's, and a damaged shard is still named before the summary is read."""

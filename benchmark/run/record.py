@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shlex
 from dataclasses import MISSING, dataclass, field, fields
 
 from benchmark.run.integrity import DamagedFile
@@ -165,5 +166,6 @@ def _way_back(run_dir: pathlib.Path) -> str:
         usable = isinstance(json.loads(sealed.read_bytes()), dict)
     except (OSError, ValueError):
         usable = False
-    return (f"its sealed copy holds what cmcbench wrote: cp {sealed} {run_dir / 'config.json'}" if usable else
-            "cmcbench cannot rebuild it: restore the run from a copy")
+    return (f"its sealed copy holds what cmcbench wrote: cp {shlex.quote(str(sealed))} "
+            f"{shlex.quote(str(run_dir / 'config.json'))}" if usable else "cmcbench cannot rebuild it: restore the run "
+            "from a copy")
