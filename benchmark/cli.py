@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("run_dir", metavar="RUN_DIR", type=path)
     dec.add_argument("codec", metavar="CODEC_LABEL")
     dec.add_argument("bitstream", metavar="FILE", type=path)
-    dec.add_argument("-o", "--output", required=True, type=path, help="PNG to write")
+    dec.add_argument("-o", "--output", required=True, type=path, help="the decoded image: a .png file (or .ppm, .bmp, .tif: lossless); its folder is made")
 
     sub.add_parser("codecs", help="list codecs, their rate parameter, default sweep and availability")
     data = sub.add_parser("datasets", help="named datasets: list them, fetch one (download, verify, unpack), or "
@@ -862,6 +862,9 @@ def cmd_plot(args) -> int:
     return 0
 
 
+LOSSLESS_SUFFIXES = (".png", ".ppm", ".bmp", ".tif", ".tiff")
+
+
 def cmd_decode(args) -> int:
     import numpy as np
     from PIL import Image
@@ -870,6 +873,13 @@ def cmd_decode(args) -> int:
     from benchmark.run.record import read_record
 
     record = read_record(_check_run(args.run_dir))
+    bitstream, output = pathlib.Path(args.bitstream), pathlib.Path(args.output)
+    if not bitstream.is_file():
+        raise ValueError(f"{bitstream} is a folder, not a bitstream file." if bitstream.is_dir()
+                         else f"No bitstream file at {bitstream}.")
+    if output.suffix.lower() not in LOSSLESS_SUFFIXES:  # Pillow would write x.jpg or x.webp lossy
+        raise ValueError(f"-o {output}: the decoded image is written losslessly, as "
+                         f"{', '.join(LOSSLESS_SUFFIXES)}; a lossy file would change what the codec decoded.")
     config = RunConfig.from_json(record.config)
     spec = next((c for c in config.codecs if c.label == args.codec), None)
     if spec is not None and spec.codec_class().produced_outside:
@@ -881,7 +891,7 @@ def cmd_decode(args) -> int:
     declared = record.codec(args.codec).side_information
     if decoder.side_information() != declared:
         raise RuntimeError("The side information rebuilt here differs from the one the run declared.")
-    data = pathlib.Path(args.bitstream).read_bytes()
+    data = bitstream.read_bytes()
     try:
         image = np.asarray(decoder.decode(data))
     except Exception as exc:  # noqa: BLE001 - any decoder failure is one sentence about this file
@@ -893,8 +903,9 @@ def cmd_decode(args) -> int:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"{args.codec} decoded {args.bitstream} to an array of shape {image.shape} and type "
                          f"{image.dtype}, not an 8-bit RGB image.")
-    Image.fromarray(image).save(args.output)
-    print(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(output)
+    print(output)
     return 0
 
 

@@ -221,6 +221,26 @@ def test_decode_of_a_corrupt_bitstream_is_one_sentence(tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
+
+def test_decode_writes_the_decoded_pixels_losslessly_or_says_why_not_in_one_sentence(tmp_path, capsys):
+    assert run_cli(["run", "--codec", "webp quality=50", "--limit", "1", "--save-bitstreams", "--save-reconstructions",
+                    "--out", str(tmp_path), "--name", "r", *QUIET], capsys)[0] == 0
+    saved = next((tmp_path / "r" / "outputs" / "webp" / "50").glob("*.bin"))
+    for output, message in ((tmp_path / "x.jpg", "-o " + str(tmp_path / "x.jpg") + ": the decoded image is written "
+                             "losslessly"), (tmp_path / "x", "-o " + str(tmp_path / "x") + ": the decoded image")):
+        rc, _, err = run_cli(["decode", str(tmp_path / "r"), "webp", str(saved), "-o", str(output)], capsys)
+        assert rc == 1 and err.startswith("error: " + message) and err.count("\n") == 1 and not output.exists(), err
+    for bitstream, message in ((saved.parent, f"{saved.parent} is a folder, not a bitstream file."),
+                               (tmp_path / "none.bin", f"No bitstream file at {tmp_path / 'none.bin'}.")):
+        rc, _, err = run_cli(["decode", str(tmp_path / "r"), "webp", str(bitstream), "-o", str(tmp_path / "x.png")],
+                             capsys)
+        assert rc == 1 and err == f"error: {message}\n", err
+    output = tmp_path / "new" / "folder" / "x.png"  # a folder that does not exist yet is made
+    rc, out, _ = run_cli(["decode", str(tmp_path / "r"), "webp", str(saved), "-o", str(output)], capsys)
+    assert rc == 0 and out.strip() == str(output)
+    decoded = np.asarray(Image.open(output))
+    assert np.array_equal(decoded, np.asarray(Image.open(saved.with_suffix(".png")).convert("RGB")))
+
 def test_plot_of_a_metric_the_run_lacks_fails_with_the_reason(tmp_path, capsys):
     assert run_cli(["run", "--codec", "jpeg quality=50,80", "--limit", "2", "--out", str(tmp_path), "--name", "r",
                     *QUIET], capsys)[0] == 0
