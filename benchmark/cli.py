@@ -10,6 +10,7 @@ import shlex
 import shutil
 import sys
 
+from benchmark import command
 from benchmark.codecs.codec import CodecUnavailable
 
 from benchmark.codecs.codec_spec import available_codecs, load_codec_class, parse_codec_spec
@@ -170,9 +171,9 @@ def reference_option(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="bench.py", description="cmcbench: benchmark semantic image codecs "
-                                     "against JPEG, JPEG 2000 and CMC.", epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="cmcbench" if command() == "cmcbench" else "bench.py",
+                    description="cmcbench: benchmark semantic image codecs against JPEG, JPEG 2000 and CMC.",
+                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
 
     run = sub.add_parser("run", help="sweep codecs over a dataset (the default command)", epilog=EPILOG,
@@ -309,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("run_dir", metavar="RUN_DIR", type=path)
     dec.add_argument("codec", metavar="CODEC_LABEL")
     dec.add_argument("bitstream", metavar="FILE", type=path)
-    dec.add_argument("-o", "--output", required=True, type=path, help="the decoded image: a .png file (or .ppm, .bmp, .tif: lossless); its folder is made")
+    dec.add_argument("-o", "--output", required=True, type=path,
+                     help="the decoded image: a .png file (or .ppm, .bmp, .tif: lossless); its folder is made")
 
     sub.add_parser("codecs", help="list codecs, their rate parameter, default sweep and availability")
     data = sub.add_parser("datasets", help="named datasets: list them, fetch one (download, verify, unpack), or "
@@ -663,7 +665,7 @@ def cmd_run(args) -> int:
             shutil.rmtree(run_dir, ignore_errors=True)  # a failed start leaves no folder behind
         elif isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
             raise RuntimeError(f"{os_error_sentence(exc)}; {done} finished shards are kept in {run_dir}: free space "
-                               f"(or fix the permissions), then finish the run with: python bench.py run --resume "
+                               f"(or fix the permissions), then finish the run with: {command()} run --resume "
                                f"{run_dir}") from exc
         raise
 
@@ -743,7 +745,7 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     lines.append(f"Trackers:    {', '.join(map(str, written))} (dvc metrics diff; dvc plots diff -x bpp -y psnr)")
     lines.append(f"Results:     {run_dir / 'images'} (per image), {run_dir / 'summary.parquet'} (per setting); "
                  f"load_run({str(run_dir)!r}) in benchmark.results")
-    lines.append(f"Next:        python bench.py report {shlex.quote(str(run_dir))}   |   python bench.py leaderboard "
+    lines.append(f"Next:        {command()} report {shlex.quote(str(run_dir))}   |   {command()} leaderboard "
                  f"{shlex.quote(str(run_dir))}")
     lines.append(f"Rows:        {outcome.n_rows}, {outcome.n_failed} failed, {outcome.seconds:.1f} s")
     print("\n".join(lines))
@@ -772,7 +774,7 @@ def _send_to_trackers(run_dir: pathlib.Path, targets: list[str]) -> bool:
         except Exception as exc:  # noqa: BLE001 - the run is finished; say what failed and how to retry
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             print(f"error: the run is finished in {run_dir}, but sending it to {text} failed: {detail}; send it again "
-                  f"with: python bench.py track {shlex.quote(str(run_dir))} --to {shlex.quote(text)}", file=sys.stderr)
+                  f"with: {command()} track {shlex.quote(str(run_dir))} --to {shlex.quote(text)}", file=sys.stderr)
             ok = False
     return ok
 
@@ -857,7 +859,7 @@ def cmd_plot(args) -> int:
         print(p)
     if not plots:
         failed = int(summary.n_failed.sum()) if "n_failed" in summary else 0
-        print(f"No plots: no setting has a value to plot ({failed} failed rows; see `python bench.py report "
+        print(f"No plots: no setting has a value to plot ({failed} failed rows; see `{command()} report "
               f"{shlex.quote(str(run_dir))}` for their reasons).", file=sys.stderr)
     return 0
 
@@ -946,7 +948,7 @@ def cmd_datasets(args) -> int:
               f"--dataset NAME (checked and pinned then).")
     print("\nPublished checksums are tensorflow-datasets' (url_checksums/); the others are recorded at the first fetch "
           "and checked on every later use.")
-    print(f"\nData root: {root} (--data-root, ${nd.ENV_ROOT}). Fetch one with: python bench.py datasets fetch NAME")
+    print(f"\nData root: {root} (--data-root, ${nd.ENV_ROOT}). Fetch one with: {command()} datasets fetch NAME")
     return 0
 
 
@@ -994,7 +996,7 @@ def cmd_leaderboard(args) -> int:
                               references=args.reference, allow_mixed=args.allow_mixed)
     if board.empty:  # every row failed: tables of nothing, with notes about nothing, are no leaderboard
         print(f"No leaderboard: no setting of {'this run' if len(run_dirs) == 1 else 'these runs'} has a successful "
-              f"row (see `python bench.py report {shlex.quote(str(run_dirs[0]))}` for the reasons).", file=sys.stderr)
+              f"row (see `{command()} report {shlex.quote(str(run_dirs[0]))}` for the reasons).", file=sys.stderr)
         return 0  # as plot does: nothing failed here, there is only nothing to show
     print(leaderboard.render(board, "md"))
     written = leaderboard.write(board, args.out or run_dirs[0] / "leaderboard", args.format or leaderboard.FORMATS)
@@ -1055,7 +1057,7 @@ def cmd_export(args) -> int:
     else:
         written = export_compressai(run_dir, args.out_dir)
         if not written:  # it wrote nothing and said nothing
-            print(f"Nothing exported: no codec of {run_dir} has a successful setting (see `python bench.py report "
+            print(f"Nothing exported: no codec of {run_dir} has a successful setting (see `{command()} report "
                   f"{shlex.quote(str(run_dir))}` for the reasons).", file=sys.stderr)
     for path in written:
         print(path)

@@ -107,6 +107,38 @@ def test_resume_refuses_run_shaping_options(tmp_path, capsys):
     assert rc == 1 and "drop --codec, --limit" in err and err.count("\n") == 1
 
 
+
+def test_the_commands_printed_run_where_cmcbench_was_started(tmp_path):
+    """Started as `python PATH/bench.py` from one's own project folder, cmcbench told the user to run `python
+    bench.py report ...`, a file that folder does not have; the printed command now runs there as printed."""
+    import shlex
+
+    started = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), "run", "--dataset", "sample:6", "--codec",
+                              "jpeg quality=50", "--out", "my runs", "--name", "a", *QUIET], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr
+    next_line = next(line for line in started.stdout.splitlines() if line.startswith("Next:"))
+    leaderboard = shlex.split(next_line.split("|")[1])
+    assert leaderboard == ["python", os.path.join(ROOT, "bench.py"), "leaderboard", os.path.join("my runs", "a")]
+    shown = subprocess.run([sys.executable, *leaderboard[1:]], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert shown.returncode == 0 and "jpeg" in shown.stdout, shown.stderr
+
+
+def test_the_installed_command_names_itself_in_what_it_prints(monkeypatch, tmp_path, capsys):
+    from benchmark import command
+    from benchmark.run.run_folder import resume_command
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["bench.py"])
+    assert command() == "python bench.py"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [os.path.join(tmp_path, "my bin", "cmcbench"), "run"])
+    assert command() == "cmcbench" and resume_command(tmp_path / "r") == f"cmcbench run --resume {tmp_path / 'r'}"
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--codecs", "jpeg"])
+    assert "error: cmcbench run: unrecognized arguments: --codecs" in capsys.readouterr().err
+
 def test_the_default_codec_set_skips_cmc_on_a_plain_folder_with_a_note(folder, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     rc, out, err = run_cli(["run", "--dataset", "~/data/kodak", "--out", str(tmp_path / "runs"), *QUIET], capsys)

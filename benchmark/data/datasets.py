@@ -19,6 +19,7 @@ import pickle
 import re
 from dataclasses import dataclass, field
 
+from benchmark import command
 from benchmark.data import sample
 from benchmark.data.imageio import DEFAULT_MAX_PIXELS, LoadedImage, load_rgb8
 
@@ -183,7 +184,7 @@ def _open(spec: str, split: str | None, data_root: str | None, allow_modified: b
         raise ValueError(f"Dataset {spec!r} is a file; give the folder that holds the images.")
     if sep and kind in named_datasets.CATALOG:  # kodak:DIR, as cub:DIR: a named dataset takes its folder apart
         raise ValueError(f"{kind} is a named dataset, opened by its name: --dataset {kind} --data-root DIR reads "
-                         f"DIR/{kind} (python bench.py datasets fetch {kind} puts it there); for a folder of images "
+                         f"DIR/{kind} ({command()} datasets fetch {kind} puts it there); for a folder of images "
                          f"as it is, --dataset folder:{arg}.")
     if sep and len(kind) > 1 and kind not in DATASET_KINDS or os.sep in spec or spec.startswith(("~", ".")):
         raise ValueError(f"Dataset folder {path!r} does not exist." if not sep or len(kind) <= 1 else
@@ -191,7 +192,7 @@ def _open(spec: str, split: str | None, data_root: str | None, allow_modified: b
                          "or the path of a folder of images.")
     close = difflib.get_close_matches(spec, [*named_datasets.CATALOG, "sample"], 1)
     raise ValueError(f"Unknown dataset {spec!r}: {f'did you mean {close[0]!r}? Or ' if close else ''}"
-                     "use a named dataset (python bench.py datasets list), sample, "
+                     f"use a named dataset ({command()} datasets list), sample, "
                      "sample:N, folder:PATH, cub:PATH, coco:PATH, or the path of a folder of images (no folder of "
                      "that name exists here).")
 

@@ -25,6 +25,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass, replace
 
+from benchmark import command
 from metrics.download import ChecksumMismatch, download_url_to_file, file_digest, partial_path
 from metrics.suggest import did_you_mean
 
@@ -314,7 +315,7 @@ def check_unpacked(entry: NamedDataset, root: pathlib.Path, allow_modified: bool
     if problems and not allow_modified:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise DatasetMissing(f"Dataset {entry.name} in {target} is not as it was unpacked: {'; '.join(problems[:3])}"
-                             f"{more}. Fetch it again (python bench.py datasets fetch {entry.name}), or pass "
+                             f"{more}. Fetch it again ({command()} datasets fetch {entry.name}), or pass "
                              "--allow-modified-dataset to run on it as it is (recorded with the run).")
     return problems
 
@@ -334,7 +335,7 @@ def missing_message(entry: NamedDataset, root: pathlib.Path) -> DatasetMissing:
     did not fetch (Kodak copied there by hand) is named as such, not said to be absent."""
     shown, store, here = _files_phrase([s.file for s in entry.sources]), downloads_dir(root, entry.name), \
         root / entry.name
-    fetch = (f"`python bench.py datasets fetch {entry.name}"
+    fetch = (f"`{command()} datasets fetch {entry.name}"
              f"{' --data-root ' + shlex.quote(str(root)) if root != data_root() else ''}`")
     held = sum(1 for p in here.rglob("*") if p.is_file()) if here.is_dir() else 0
     if held:

@@ -12,6 +12,7 @@ import pathlib
 import shlex
 import time
 
+from benchmark import command
 from benchmark.run.integrity import atomic_write_bytes
 
 SEAL = ".config.sealed.json"  # the bytes of config.json as cmcbench last wrote them
@@ -87,7 +88,7 @@ def locked(run_dir: pathlib.Path):
 
 def resume_command(run_dir: pathlib.Path, *flags: str) -> str:
     """The command that resumes the run, as a shell takes it: a path with spaces or other scripts quoted."""
-    return " ".join(["python bench.py run --resume", shlex.quote(str(run_dir)), *flags])
+    return " ".join([command(), "run --resume", shlex.quote(str(run_dir)), *flags])
 
 
 def held(run_dir: pathlib.Path) -> bool:
