@@ -110,3 +110,29 @@ def test_runner_rate_matches_real_codecs(photo_folder, tmp_path):
     assert (low.rate_match == "below-range").all() and (low.rate_setting == 1).all()
     assert low.rate_match_note.str.contains("below the lowest rate jpeg reaches").all()
     assert (low.bpp > 0.01).all()  # the honest, achieved rate is what is reported
+
+
+def test_the_leaderboard_tables_a_rate_matched_setting_at_its_target(photo_folder, tmp_path):
+    """`webp bpp=0.5` measured 0.49x or 0.50x bpp: the at-rate table showed – at 0.5 bpp (outside a one-point
+    curve, never extrapolated), so a codec rate-matched to the table's rates was left out of it. Its setting, every
+    image within the tolerance, is the value at the target; a target it did not reach stays –."""
+    from benchmark.analysis import leaderboard
+
+    specs = [parse_codec_spec("jpeg quality=30,60,90"), parse_codec_spec("webp bpp=0.5 tolerance=0.02"),
+             parse_codec_spec("jpeg bpp=0.001 label=jpeg-too-low")]
+    config = RunConfig(dataset=f"folder:{photo_folder}", codecs=specs, inception={"enabled": False},
+                       caption_embedder="none", image_metrics={"ms_ssim": False, "lpips": "none"})
+    run_dir = create_run(config, tmp_path / "runs", "rm", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    _, summary = load_run(run_dir)
+    matched = summary[summary.codec == "webp@bpp"].iloc[0]
+    assert matched.rate_n_matched == matched.n_ok and matched.bpp != 0.5
+    board = leaderboard.build([run_dir], rates=(0.5, 0.001), resamples=50)
+    at = board.at_rates.set_index(["codec", "metric", "bpp"])
+    own = board.settings[(board.settings.codec == "webp@bpp") & (board.settings.metric == "psnr")].iloc[0]
+    assert at.loc[("webp@bpp", "psnr", 0.5), "value"] == matched.psnr == own.value
+    assert (at.loc[("webp@bpp", "psnr", 0.5), ["low", "high"]] == own[["low", "high"]]).all()
+    assert np.isnan(at.loc[("jpeg-too-low", "psnr", 0.001), "value"])  # below its range: not the target, –
+    assert np.isnan(at.loc[("webp@bpp", "psnr", 0.001), "value"])
+    assert f"webp@bpp at 0.5 bpp ({matched.bpp:.4g} measured)" in " ".join(board.notes)
+    assert "| webp@bpp" in leaderboard.render(board, "md", only=("at_rates",))

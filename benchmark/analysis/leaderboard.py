@@ -215,6 +215,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                        if (behind := fewest_images(curve)) is not None})
     at_rates, bd = [], []
     codecs = list(dict.fromkeys(summary.codec))
+    matched = rate_matched(summary, rates)
     where = summary.groupby("codec", sort=False)[["run_dir", "codec_in_run"]].first()
     loaded: dict = {}  # run folder -> its settings, read for pairing where no resamples were drawn
     anchor_curves: dict = {}  # run folder -> {the images paired on: the anchor's curves}, computed once for all codecs
@@ -237,6 +238,14 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
             curve = Curve.from_summary(summary, codec, metric)
             resampled = _resampled_curves(drawn.get(run_dir), in_run, codec, metric)
             for rate in rates:
+                if (index := matched.get((codec, rate))) is not None:  # the setting rate-matched to it, as measured
+                    own = settings[(settings.codec == codec) & (settings.setting_index == index)
+                                   & (settings.metric == metric)]
+                    value, low, high, why = (*own[["value", "low", "high", "interval_note"]].iloc[0],) if len(own) \
+                        else (math.nan, math.nan, math.nan, "")
+                    at_rates.append({"codec": codec, "metric": metric, "bpp": rate, "value": value, "low": low,
+                                     "high": high, "interval_note": why})
+                    continue
                 value = curve.at_rate(rate)
                 drawn_at_rate = [c.at_rate(rate) for c in resampled or []]
                 low, high, why = _interval(value, drawn_at_rate, level, f"{rate:g} bpp lies beyond the codec's curve")
@@ -298,8 +307,13 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                   f"seed+{int(k) - 1}; set metrics the mean of the {int(k)} samples' sets); its intervals are over "
                   "images, and the spread over samples is the summary's <metric>_sample_std."
                   for codec, k in sampled.items()]
-    if note := _rates_outside(summary, codecs, rates):
+    if note := _rates_outside(summary, codecs, rates, matched):
         notes.append(note)
+    if matched:
+        shown = summary.set_index(["codec", "setting_index"]).bpp
+        notes.append("At a chosen rate a codec was rate-matched to, its values are that setting's own (every image's "
+                     "bitstream within the matching tolerance of the rate): " + ", ".join(
+                         f"{c} at {r:g} bpp ({shown[c, i]:.4g} measured)" for (c, r), i in matched.items()) + ".")
     notes += space_notes(runs_only, metrics)  # what the set metrics shown rest on (FID from few images is biased)
     notes += unmeasured(run_dirs, metrics)
     if counts:
@@ -483,14 +497,25 @@ def _label(metric: str) -> str:
     return (info.label if info else metric) + (" ↑" if info and info.higher_is_better else " ↓" if info else "")
 
 
-def _rates_outside(summary: pd.DataFrame, codecs: list[str], rates) -> str:
+def rate_matched(summary: pd.DataFrame, rates) -> dict[tuple[str, float], int]:
+    """(codec, chosen rate) -> the index of its setting rate-matched to that rate with every image matched: that
+    setting is measured at the rate (0.4995 bpp for 0.5 is within the tolerance), however its curve's ends fall."""
+    if "rate_n_matched" not in summary:
+        return {}
+    done = summary[summary.rate_target_bpp.notna() & (summary.rate_n_matched == summary.n_ok) & (summary.n_ok > 0)]
+    return {(c, r): int(i) for c, target, i in zip(done.codec, done.rate_target_bpp, done.setting_index)
+            for r in rates if math.isclose(r, target, rel_tol=1e-9)}
+
+
+def _rates_outside(summary: pd.DataFrame, codecs: list[str], rates, matched: dict) -> str:
     """What the at-rate table does with a chosen rate beyond a codec's measured rates (it never extrapolates):
     the cell is –, and a codec that reaches none of the rates, or a table that no codec reaches, is left out."""
     codecs = [c for c in codecs if summary.bpp[summary.codec == c].notna().any()]  # every row failed: no rates
     if not codecs:
         return ""
     spans = {c: (summary.bpp[summary.codec == c].min(), summary.bpp[summary.codec == c].max()) for c in codecs}
-    outside = {c: [r for r in rates if not lo * (1 - 1e-9) <= r <= hi * (1 + 1e-9)] for c, (lo, hi) in spans.items()}
+    outside = {c: [r for r in rates if not lo * (1 - 1e-9) <= r <= hi * (1 + 1e-9) and (c, r) not in matched]
+               for c, (lo, hi) in spans.items()}
     if not rates or not any(outside.values()):
         return ""
     measured = ", ".join(f"{c} {lo:.3g}–{hi:.3g}" for c, (lo, hi) in spans.items() if outside[c]) + " bpp"
