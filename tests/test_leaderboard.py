@@ -124,6 +124,18 @@ def test_no_overlap_says_so_and_gives_what_exists():
     assert math.isnan(anchor.at_rate(0.004)) and math.isnan(anchor.at_rate(3.0))
 
 
+
+def test_a_codec_that_needs_more_bits_at_equal_metric_is_told_so_not_negative_fewer_bits():
+    """The fallback note read '36.67 at 0.499 bpp: -130.8% fewer bits than mywebp' for a codec that needed 2.3
+    times the anchor's bits."""
+    anchor = _curve("mine", "psnr", [0.1, 0.2, 0.3], [34, 36, 38])
+    costly = _curve("jpeg", "psnr", [0.5, 0.8], [36, 37])  # rates never meet; psnr 36 costs 0.5 bpp, not 0.2
+    result = compare_curves(anchor, costly)
+    text = leaderboard._fallback_text(result, "mine", "psnr")
+    assert "36.00 at 0.5 bpp: 150.0% more bits than mine" in text and "-" not in text, text
+    cheap = leaderboard._fallback_text(compare_curves(costly, anchor), "jpeg", "psnr")
+    assert "36.00 at 0.2 bpp: 60.0% fewer bits than jpeg" in cheap, cheap
+
 def test_a_bd_rate_of_curves_whose_rates_never_meet_is_judged_along_the_metric():
     """BD-rate averages along the metric, BD-metric along log rate, and each is as sound as the share of its own
     axis both curves cover (the bjontegaard package checks the same): a text codec far below JPEG's rates whose FID

@@ -476,7 +476,8 @@ def _fallback_text(result: dict, anchor: str, metric: str) -> str:
     for bpp, anchor_value, value in result.get("anchor_at_test_rate", [])[:3]:
         parts.append(f"at {bpp:.3g} bpp: {format_value(value, metric)} vs {anchor} {format_value(anchor_value, metric)}")
     for bpp, value, saving in result.get("rate_saving_at_equal_metric", [])[:3]:
-        parts.append(f"{format_value(value, metric)} at {bpp:.3g} bpp: {saving:.1%} fewer bits than {anchor}")
+        parts.append(f"{format_value(value, metric)} at {bpp:.3g} bpp: {abs(saving):.1%} "
+                     f"{'fewer' if saving >= 0 else 'more'} bits than {anchor}")
     if not parts and (math.isnan(result.get("bd_rate", math.nan)) or math.isnan(result.get("bd_metric", math.nan))):
         parts.append(f"{anchor} reaches neither this codec's rates nor its {metric} values")
     return "; ".join(parts)
