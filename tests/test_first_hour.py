@@ -450,6 +450,19 @@ def test_a_split_on_a_folder_dataset_is_refused(folder, tmp_path, capsys):
     assert rc == 0, err
 
 
+
+def test_a_published_rate_matched_curve_is_named_as_the_run_s_own_is():
+    """A run's `webp@bpp` is 'WebP @ bpp' in a paper's legend; exported and read back with --reference it was
+    'webp@bpp [published]' beside it (a published curve has no codec target to say it is WebP)."""
+    from benchmark.analysis.plots import codec_style, curve_style, display_name
+
+    run_rows = pd.DataFrame({"codec": ["webp@bpp"], "codec_target": ["webp"]})
+    assert codec_style("webp@bpp [published]") == curve_style(run_rows, [])[:2] == codec_style("webp")
+    assert display_name("webp@bpp [published]") == "WebP @ bpp [published]" == display_name("webp@bpp", "webp") + \
+        " [published]"
+    assert display_name("mine@bpp [published]") == "mine@bpp [published]"
+    assert display_name("mine@bpp", "mine") == "mine@bpp"
+
 def test_plot_legend_names_codecs_keeps_variants_in_their_codec_s_colour_and_counts_images(tmp_path):
     """Display names (JPEG 2000, not jpeg2000), a relabelled or rate-matched JPEG in JPEG's colour and marker with
     a line style of its own, distinct hues for the built-ins, and 'n/N' where a curve rests on fewer images."""

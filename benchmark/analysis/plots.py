@@ -82,8 +82,8 @@ def codec_style(label: str) -> tuple[str, str]:
     """The colour and marker of a codec label, the same in every plot and run. A published curve takes the
     colour of the codec it reports (drawn dashed, open markers)."""
     name = label[:-len(PUBLISHED)] if label.endswith(PUBLISHED) else label
-    if name in CODEC_STYLES:
-        return CODEC_STYLES[name]
+    if name in CODEC_STYLES or name.removesuffix("@bpp") in CODEC_STYLES:  # rate-matched: the codec's, as a run's
+        return CODEC_STYLES[name.removesuffix("@bpp")]
     digest = _digest(name)
     return OTHER_COLOURS[digest % len(OTHER_COLOURS)], OTHER_MARKERS[(digest // len(OTHER_COLOURS)) % len(OTHER_MARKERS)]
 
@@ -122,8 +122,9 @@ def display_name(label: str, target: str | None = None) -> str:
     name, suffix = (label[:-len(PUBLISHED)], PUBLISHED) if label.endswith(PUBLISHED) else (label, "")
     if name in DISPLAY_NAMES:
         return DISPLAY_NAMES[name] + suffix
-    if target in DISPLAY_NAMES and name == f"{target}@bpp":
-        return f"{DISPLAY_NAMES[target]} @ bpp" + suffix
+    matched = target if target in DISPLAY_NAMES else name.removesuffix("@bpp")  # a published curve has no target
+    if matched in DISPLAY_NAMES and name == f"{matched}@bpp":
+        return f"{DISPLAY_NAMES[matched]} @ bpp" + suffix
     for base in (target, *DISPLAY_NAMES):  # a codec of several runs, labelled with its run: 'JPEG (run-b)'
         if base in DISPLAY_NAMES and name.startswith(base + " ("):
             return DISPLAY_NAMES[base] + name[len(base):] + suffix
