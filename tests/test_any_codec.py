@@ -536,3 +536,18 @@ def test_a_run_on_a_relative_folder_opens_the_same_folder_for_its_codecs_from_an
     codec = parse_codec_spec(f"precomputed path={tmp_path / 'recon'}").build()
     codec.setup(context)  # opened the dataset by the context's spec, from another folder
     assert {"x.png", "x.bin"} <= codec.shared  # x.jpg's stem names, which x.png has too: read from its images
+
+
+def test_a_published_curve_from_an_export_keeps_its_settings_names(tmp_path, photos):
+    """An exported curve read back with --reference listed its settings as p0, p1, p2 in the every-setting table; the
+    export records each point's setting, and a file without them (CompressAI's own) keeps p0, p1, ..."""
+    run_dir, _ = _run(tmp_path, f"folder:{photos}", ["jpeg quality=10,40,90", "webp quality=20,80"], "named")
+    export_compressai(run_dir, tmp_path / "export")
+    bare = json.loads((tmp_path / "export" / "webp.json").read_text())
+    del bare["meta"]
+    (tmp_path / "bare.json").write_text(json.dumps({**bare, "name": "bare"}))
+    board = leaderboard.build([run_dir], anchor="jpeg", resamples=0,
+                              references=[tmp_path / "export" / "webp.json", tmp_path / "bare.json"])
+    settings = board.settings[board.settings.metric == "psnr"].set_index("codec").setting
+    assert list(settings["webp [published]"]) == ["20", "80"] == list(settings["webp"])
+    assert list(settings["bare [published]"]) == ["p0", "p1"]

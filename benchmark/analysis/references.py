@@ -86,6 +86,9 @@ def _load_compressai(path: pathlib.Path) -> tuple[pd.DataFrame, list[str]]:
     n_ok = meta.get("n_ok")  # a cmcbench export's images behind each point
     if isinstance(n_ok, list) and len(n_ok) == len(points) and all(isinstance(n, (int, float)) for n in n_ok):
         points = [{**p, "n_ok": float(n)} for p, n in zip(points, n_ok)]
+    settings = meta.get("settings")  # a cmcbench export's setting labels, in the order of its points
+    if isinstance(settings, list) and len(settings) == len(points):
+        points = [{**p, "setting_label": str(label)} for p, label in zip(points, settings)]
     return _frame(name, points, source, meta.get("dataset"), str(path), meta), warnings
 
 
