@@ -190,6 +190,29 @@ def test_a_run_not_finished_is_said_so_and_not_sent_on(clean_run, tmp_path, caps
         assert rc == 0 and "not finished" not in out and "not done yet" not in out, (args, out)
 
 
+
+def test_load_run_of_a_run_not_finished_warns_as_the_command_line_says(clean_run, tmp_path, capsys):
+    """`load_run`, the README's way to read numbers in Python, gave a killed run's rows and summary as if final; it
+    warns now, with the sentence the command-line readers print, and they print it once, with no Python warning."""
+    import warnings
+
+    from benchmark.run.results import UnfinishedRun, load_run, unfinished
+
+    run_dir = shutil.copytree(clean_run, tmp_path / "copy")
+    for path in (run_dir / "summary.parquet", run_dir / ".summary.parquet.sha256"):
+        path.unlink()
+    with pytest.warns(UnfinishedRun) as caught:
+        images, summary = load_run(run_dir)
+    assert [str(w.message) for w in caught] == [unfinished(run_dir) + "."] and len(caught) == 1
+    assert caught[0].filename == __file__  # the caller's line, not cmcbench's
+    assert len(images) == len(load_run(clean_run)[0]) and len(summary)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_run(clean_run)  # finished: nothing to say
+        for args in (["leaderboard", str(run_dir)], ["report", str(run_dir), "--bootstrap", "10", "--images", "1"]):
+            assert cli_run(args, capsys)[0] == 0
+    assert not [w for w in caught if issubclass(w.category, UnfinishedRun)], [str(w.message) for w in caught]
+
 def test_the_copy_a_damaged_config_json_names_runs_as_printed_from_a_folder_with_spaces(clean_run, tmp_path, capsys):
     import shlex
 

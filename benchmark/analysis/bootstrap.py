@@ -32,7 +32,7 @@ from benchmark.run import feature_stage
 from benchmark.run.console import bar
 from benchmark.run.integrity import checksum_path, problem
 from benchmark.run.record import read_record
-from benchmark.run.results import load_run, load_summary, read_summary, shard_files
+from benchmark.run.results import load_summary, read_rows, read_summary, shard_files
 from metrics import defaults, registry, spec
 from metrics.fid import FIDReference
 
@@ -226,7 +226,7 @@ def load_settings(run_dir: str | pathlib.Path, features: bool = True) -> dict[tu
 
     run_dir = pathlib.Path(run_dir)
     record = read_record(run_dir)
-    images, _ = load_run(run_dir, columns=SETTING_COLUMNS + list(MEAN_METRICS))
+    images = read_rows(run_dir, columns=SETTING_COLUMNS + list(MEAN_METRICS))
     out = {}
     if not len(images):
         return out

@@ -26,7 +26,7 @@ from benchmark.analysis import leaderboard
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.provenance import short_revision
 from benchmark.run.record import RunRecord, read_record
-from benchmark.run.results import load_run, output_path, safe_name
+from benchmark.run.results import output_path, read_rows, run_summary, safe_name
 from metrics import registry
 
 CROP = 320
@@ -128,7 +128,7 @@ def grid_image(run_dir: str | pathlib.Path, n_images: int = 2, anchor: str = "jp
     A tile that cannot be reproduced is left grey."""
     run_dir = pathlib.Path(run_dir)
     record = read_record(run_dir)
-    images, _ = load_run(run_dir, columns=GRID_COLUMNS)
+    images = read_rows(run_dir, columns=GRID_COLUMNS)
     if not len(images):
         return None
     generative = {c.label for c in record.codecs if not c.exact_size}
@@ -171,7 +171,7 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     out_dir = pathlib.Path(out_dir) if out_dir else run_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     record = read_record(run_dir)
-    images, summary = load_run(run_dir, columns=GRID_COLUMNS)
+    images, summary = read_rows(run_dir, columns=GRID_COLUMNS), run_summary(run_dir)
     from benchmark.analysis.references import load_references
 
     stages = console.bar(total=4, desc="report: leaderboard and intervals", unit="stages")

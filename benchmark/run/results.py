@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -252,10 +253,23 @@ def space_notes(summary: pd.DataFrame, metrics=None) -> list[str]:
     return out
 
 
+class UnfinishedRun(UserWarning):
+    """load_run of a run that was killed or stopped, or is still running: its rows and summary rest on the tasks done
+    so far, and images not done yet are missing rows, not failed ones (the command-line readers say so too)."""
+
+
 def load_run(run_dir: str | os.PathLike, columns: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-image rows, summary rows) of a run, sorted by codec, setting and image; with `columns`, the rows hold
     those of them the run has and the three they are sorted by (a reader of a few metrics of a large run reads a
-    fraction of its bytes)."""
+    fraction of its bytes). Warns (UnfinishedRun) when the run is not finished."""
+    images = read_rows(run_dir, columns)
+    if why := unfinished(run_dir):
+        warnings.warn(f"{why}.", UnfinishedRun, stacklevel=2)
+    return images, run_summary(pathlib.Path(run_dir))
+
+
+def read_rows(run_dir: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
+    """load_run's per-image rows, for readers that say themselves whether the run is finished."""
     run_dir = pathlib.Path(run_dir)
     files = _checked_shards(run_dir)
     order = ["codec", "setting_index", "image_index"]
@@ -267,7 +281,7 @@ def load_run(run_dir: str | os.PathLike, columns: list[str] | None = None) -> tu
     images = pd.concat([read(p) for p in files], ignore_index=True) if files else pd.DataFrame()
     if len(images):
         images = images.sort_values(order, kind="stable").reset_index(drop=True)
-    return images, run_summary(run_dir)
+    return images
 
 
 def load_summary(run_dir: str | os.PathLike) -> pd.DataFrame:
