@@ -654,6 +654,9 @@ def test_the_report_grid_keeps_a_tile_per_image_when_two_names_share_a_stem(tmp_
     for name, tile in shown:  # each heading's original tile is that image
         assert np.array_equal(np.asarray(Image.open(tmp_path / "report" / tile)), originals[name]), name
 
+    _, md = build_report(run_dir, tmp_path / "report", n_images=1, resamples=0)  # again, into the same folder
+    shown = re.findall(r"\]\((grid/[^)]+)\)", md.read_text())
+    assert sorted(f"grid/{p.name}" for p in (tmp_path / "report" / "grid").iterdir()) == sorted(shown) and shown
 
 def test_a_report_plot_says_why_its_points_have_no_bar(tmp_path, natural_images, monkeypatch):
     """A point the report's plot draws without an error bar has no interval, and the legend says why: a missing

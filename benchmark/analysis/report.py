@@ -198,7 +198,7 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     grid_dir.mkdir(exist_ok=True)
     tile_metrics = [m for m in TILE_METRICS if m in images]
 
-    html_grid, md_grid = [], []
+    html_grid, md_grid, written = [], [], set()
     stems = [safe_name(pathlib.PurePosixPath(item["image_id"]).stem or item["image_id"]) for item in grid]
     for item, stem in zip(grid, stems):
         original = recon.original(item["image_index"])
@@ -223,6 +223,7 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
             if pixels is not None:
                 data = _png_bytes(pixels)
                 file.write_bytes(data)
+                written.add(file.name)
                 img_html = (f"<img src='{_data_uri(data)}' width='{pixels.shape[1]}' height='{pixels.shape[0]}' "
                             f"alt='{html.escape(label)}' title='click to zoom 2x' onclick=\"this.classList.toggle('zoom')\">")
                 md_cells.append(f"![{label}](grid/{file.name})<br>{label}" + (f"<br>*“{caption_text}”*" if caption_text else ""))
@@ -234,6 +235,8 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
                          f"{item['target']:.3g} bpp on this image</h3><div class='grid'>{''.join(cells)}</div>")
         md_grid.append(f"#### {item['image_id']} (closest to {item['target']:.3g} bpp)\n\n"
                        + "| " + " | ".join(md_cells) + " |\n" + "|" + "---|" * len(md_cells) + "\n")
+    for stale in set(p.name for p in grid_dir.glob("*.png")) - written:  # an earlier report's tiles, not this one's
+        (grid_dir / stale).unlink()
 
     prov = _provenance(record)
     title = f"cmcbench report: {record.run_id}"
