@@ -830,6 +830,7 @@ def cmd_plot(args) -> int:
     from benchmark.analysis.leaderboard import load_summaries, unmeasured, with_references
     from benchmark.analysis.plots import PlotStyle, plottable_metrics, rd_plots
     from benchmark.analysis.references import load_references
+    from benchmark.run.results import unfinished
 
     run_dirs = [_check_run(p) for p in args.run_dirs]
     if len(run_dirs) > 1 and not args.out:
@@ -845,7 +846,6 @@ def cmd_plot(args) -> int:
             raise ValueError(f"{m} was not computed in {', '.join(map(str, run_dirs))}"
                              f"{': ' + reasons if reasons else ''}; plottable metrics there: "
                              f"{', '.join(plottable_metrics(summary)) or 'none'}.")
-    from benchmark.run.results import unfinished
 
     refs, warnings = load_references(args.reference, summary)
     shown = args.metric or plottable_metrics(summary)  # below: curves that may still move, or that are not there
