@@ -794,7 +794,7 @@ def cmd_track(args) -> int:
 def _print_summary(run_dir: pathlib.Path) -> None:
     import pandas as pd
 
-    from benchmark.run.results import read_summary, space_notes
+    from benchmark.run.results import per_image_gaps, read_summary, space_notes
 
     summary = read_summary(run_dir)
     if "rate_n_matched" in summary:
@@ -815,15 +815,21 @@ def _print_summary(run_dir: pathlib.Path) -> None:
               "transmit text (a caption).")
     for note in space_notes(summary):  # what set metrics rest on: 'FID from 4 < 2048 samples: biased, ...'
         print(note)
+    for gap in per_image_gaps(run_dir).values():  # images a metric could not score: 'ms_ssim has no value on ...'
+        print(f"note: {gap}.")
 
 
 def _why_missing(run_dir: pathlib.Path, metric: str) -> str:
     from benchmark.run.record import read_record
 
+    from benchmark.run.results import per_image_gaps
+
     state = read_record(run_dir).metric_state(metric)
     if state.get("status") == "disabled":
         return "it was turned off for this run"
-    return state.get("reason", "") if state.get("status") not in (None, "ok") else ""
+    if state.get("status") not in (None, "ok"):
+        return state.get("reason", "")
+    return per_image_gaps(run_dir).get(metric, "")  # it ran, but the rows say why they have no value
 
 
 def cmd_plot(args) -> int:

@@ -654,3 +654,30 @@ def test_an_output_folder_that_is_a_file_is_one_sentence(tmp_path, capsys):
     where.write_text("")
     assert cli.main(["run", "--codec", "jpeg quality=50", "--limit", "1", "--out", str(where), *QUIET]) == 1
     assert capsys.readouterr().err == f"error: {where} is a file where a folder is needed.\n"
+
+
+def test_a_metric_no_image_could_have_is_said_so_with_the_reason_by_every_reader(tmp_path, capsys):
+    """Images under MS-SSIM's 161 px: every row's metric_notes said why, but the run's table dropped the column
+    without a word, `leaderboard --metric ms_ssim` said 'No values for metric(s) ms_ssim' and `plot` that it 'was not
+    computed'. Where only some images lack it, its means rest on the others, and that is said too."""
+    y, x = np.mgrid[0:170, 0:180]
+    for name, (h, w) in (("big0", (170, 180)), ("big1", (170, 180)), ("small0", (40, 50)), ("small1", (40, 50))):
+        (tmp_path / "photos").mkdir(exist_ok=True)
+        wave = np.stack([128 + 90 * np.sin(x[:h, :w] / (4 + c)) * np.cos(y[:h, :w] / 7) for c in range(3)], -1)
+        Image.fromarray(wave.astype(np.uint8)).save(tmp_path / "photos" / f"{name}.png")
+    why = "50x40 is smaller than its 161-px minimum side"
+    for name, limit, gap in (("mixed", [], f"ms_ssim has no value on 4 of 8 scored rows ({why}): its means are over "
+                              "the others"), ("small", ["--image-list", str(tmp_path / "small.txt")],
+                                              f"ms_ssim has no value on any of the 4 scored rows ({why})")):
+        (tmp_path / "small.txt").write_text("small0.png\nsmall1.png\n")
+        rc, out, err = run_cli(["run", "--dataset", str(tmp_path / "photos"), "--codec", "jpeg quality=30,70", *limit,
+                                "--out", str(tmp_path), "--name", name, *QUIET, "--ms-ssim"], capsys)
+        assert rc == 0 and f"note: {gap}." in out, out
+        run_dir = str(tmp_path / name)
+        rc, out, _ = run_cli(["leaderboard", run_dir, "--bootstrap", "0"], capsys)
+        assert rc == 0 and f"- Run {name}: {gap}." in out, out
+    assert "MS-SSIM" in run_cli(["leaderboard", str(tmp_path / "mixed"), "--bootstrap", "0"], capsys)[1]
+    rc, _, err = run_cli(["leaderboard", run_dir, "--metric", "ms_ssim", "--bootstrap", "0"], capsys)
+    assert rc == 1 and f"No values for metric(s) ms_ssim in these runs ({gap}); present: psnr." in err, err
+    rc, _, err = run_cli(["plot", run_dir, "--metric", "ms_ssim"], capsys)
+    assert rc == 1 and f"ms_ssim was not computed in {run_dir}: {gap}; plottable" in err, err

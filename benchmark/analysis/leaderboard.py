@@ -27,7 +27,7 @@ from benchmark.analysis.plots import dataset_title
 from benchmark.analysis.references import fewest_images
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.record import RunRecord, read_record
-from benchmark.run.results import images_of, load_summary, space_notes, unfinished
+from benchmark.run.results import images_of, load_summary, per_image_gaps, space_notes, unfinished
 from benchmark.analysis.table_format import NO_INTERVAL, format_value, run_names, short_label
 from metrics import defaults, registry
 from metrics.registry import METRICS
@@ -110,7 +110,8 @@ def load_summaries(run_dirs: list[str | pathlib.Path], allow_mixed: bool = False
 
 def unmeasured(run_dirs: list, metrics: list[str]) -> list[str]:
     """Why a run's codecs have no value of a metric shown from another run (– in a table, no curve in a plot): it
-    was turned off there, or unavailable (weights that failed to download), as its config.json records it."""
+    was turned off there, or unavailable (weights that failed to download), as its config.json records it; and
+    where some or all of a run's rows have no value of a metric it ran (images too small for MS-SSIM), why."""
     names = run_names(run_dirs)
     out = []
     for run_dir in run_dirs:
@@ -120,10 +121,11 @@ def unmeasured(run_dirs: list, metrics: list[str]) -> list[str]:
             if state.get("status") not in (None, "ok"):
                 out.append(f"Run {names[str(run_dir)]} has no {metric}: {state['status']}, "
                            f"{state.get('reason') or 'no reason recorded'}.")
+        out += [f"Run {names[str(run_dir)]}: {gap}." for gap in per_image_gaps(run_dir).values()]
     return out
 
 
-def table_metrics(summary: pd.DataFrame, wanted: list[str] | None = None) -> list[str]:
+def table_metrics(summary: pd.DataFrame, wanted: list[str] | None = None, why: str = "") -> list[str]:
     for m in wanted or []:
         registry.get(m)  # an unknown name is an error, with the known ones
     present = [m for m in registry.quality_metrics() if m in summary and pd.api.types.is_numeric_dtype(summary[m])
@@ -131,7 +133,8 @@ def table_metrics(summary: pd.DataFrame, wanted: list[str] | None = None) -> lis
     if wanted:
         unknown = [m for m in wanted if m not in present]
         if unknown:
-            raise ValueError(f"No values for metric(s) {', '.join(unknown)} in these runs; present: {', '.join(present)}.")
+            raise ValueError(f"No values for metric(s) {', '.join(unknown)} in these runs{f' ({why})' if why else ''}; "
+                             f"present: {', '.join(present)}.")
         return list(wanted)
     return present
 
@@ -167,6 +170,9 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     refs, ref_notes = load_references(references, summary)
     runs_only = summary  # the runs' own rows: what their numbers rest on (published curves say their own)
     summary = with_references(summary, refs)
+    if metrics and (empty := [m for m in metrics if m not in summary or not summary[m].notna().any()]):
+        reasons = [why for r in run_dirs for m in empty if (why := per_image_gaps(r).get(m))]
+        table_metrics(summary, metrics, "; ".join(reasons))  # says which, and why where the rows say it
     metrics = table_metrics(summary, metrics)
     anchor = pick_anchor(summary, anchor)
     # Intervals, keyed like the summary rows (codec label as shown, setting index).

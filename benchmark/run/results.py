@@ -233,6 +233,35 @@ def images_of(summary: pd.DataFrame, column: str = "n_ok") -> pd.Series:
     return summary[column] / samples
 
 
+NOTE_PART = re.compile(r"^(?P<metric>[a-z][a-z0-9_]*) (?:unavailable|failed): (?P<why>.+)$")
+
+
+def per_image_gaps(run_dir: str | os.PathLike) -> dict[str, str]:
+    """metric -> why some of a run's scored rows have no value of it, as the rows' metric_notes say (an image smaller
+    than MS-SSIM's 161 px, a metric that failed on one image): 'ms_ssim has no value on 4 of 12 scored rows (56x40
+    is smaller than its 161-px minimum side)'. A value a codec cannot have (a caption metric of a codec that sends
+    no text) has no note and is no gap."""
+    rows = read_rows(run_dir, columns=["status", "metric_notes"])
+    if "metric_notes" not in rows or not len(rows):
+        return {}
+    scored = rows[rows.status == "ok"].metric_notes
+    reasons: dict[str, dict[str, int]] = {}
+    for notes in scored.dropna():
+        said = {m["metric"]: m["why"] for part in notes.split("; ") if (m := NOTE_PART.match(part))}
+        for metric, why in said.items():
+            reasons.setdefault(metric, {}).setdefault(why, 0)
+            reasons[metric][why] += 1
+    out = {}
+    for metric, whys in reasons.items():
+        n, common = sum(whys.values()), sorted(whys, key=whys.get, reverse=True)
+        on = f"any of the {len(scored)}" if n == len(scored) else f"{n} of {len(scored)}"
+        out[metric] = (f"{metric} has no value on {on} scored rows ({common[0]}"
+                       + (f"; and {len(common) - 1} other reason{'s' if len(common) > 2 else ''}, in the rows' "
+                          "metric_notes" if len(common) > 1 else "") + ")"
+                       + ("" if n == len(scored) else ": its means are over the others"))
+    return out
+
+
 def space_notes(summary: pd.DataFrame, metrics=None) -> list[str]:
     """What a feature space's set metrics rest on, as its summary note says ('FID from 4 < 2048 samples: biased,
     compare only at equal sample counts'), one sentence per distinct note, naming the settings when not every one
