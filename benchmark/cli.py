@@ -846,7 +846,7 @@ def cmd_plot(args) -> int:
     if summary.empty:
         raise ValueError(f"{', '.join(map(str, run_dirs))}: no summary rows yet.")
     for m in args.metric or []:
-        registry.get(m)
+        registry.measured(m)
         if m not in summary or not summary[m].notna().any():
             reasons = "; ".join(filter(None, (_why_missing(r, m) for r in run_dirs)))
             raise ValueError(f"{m} was not computed in {', '.join(map(str, run_dirs))}"

@@ -70,6 +70,15 @@ def get(name: str) -> MetricInfo:
     return info
 
 
+def measured(name: str) -> MetricInfo:
+    """A metric asked for against rate (--metric): a known name, and not the rate itself."""
+    info = get(name)
+    if info.kind == "rate":
+        raise ValueError(f"--metric {name}: {name} is the rate, every curve's x axis; --metric names what is measured "
+                         f"against it ({', '.join(quality_metrics()[:3])}, ...).")
+    return info
+
+
 def expand(name: str) -> list[str]:
     """The metrics `name` asks for: itself, or every metric of the group it names (`--add-metric zeroshot`)."""
     members = [m.column for m in METRICS.values() if m.group and m.group == name and name not in METRICS]

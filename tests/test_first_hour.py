@@ -681,3 +681,23 @@ def test_a_metric_no_image_could_have_is_said_so_with_the_reason_by_every_reader
     assert rc == 1 and f"No values for metric(s) ms_ssim in these runs ({gap}); present: psnr." in err, err
     rc, _, err = run_cli(["plot", run_dir, "--metric", "ms_ssim"], capsys)
     assert rc == 1 and f"ms_ssim was not computed in {run_dir}: {gap}; plottable" in err, err
+
+
+def test_asking_for_the_rate_as_a_metric_or_for_no_date_is_one_sentence_before_any_work(tmp_path, capsys):
+    """`plot --metric bpp` drew bpp against bpp, `history --metric bpp` followed it over the commits, `leaderboard
+    --metric bpp` said bpp had no values; `history --since 2020-13-01` read every run, then said 'month must be in
+    1..12', naming no flag."""
+    said = ("error: --metric bpp: bpp is the rate, every curve's x axis; --metric names what is measured against it "
+            "(psnr, psnr_y, ms_ssim, ...).\n")
+    assert run_cli(["run", "--codec", "jpeg quality=50,80", "--limit", "2", "--out", str(tmp_path), "--name", "r",
+                    *QUIET], capsys)[0] == 0
+    run_dir = str(tmp_path / "r")
+    for args in (["plot", run_dir, "--metric", "bpp"], ["leaderboard", run_dir, "--metric", "bpp"],
+                 ["history", run_dir, "--metric", "bpp", "--out", str(tmp_path / "h")]):
+        rc, _, err = run_cli(args, capsys)
+        assert rc == 1 and err == said, (args, err)
+    assert not (tmp_path / "r" / "plots" / "rd_bpp.png").exists() and not (tmp_path / "h").exists()
+    for since, why in (("2020-13-01", "month must be in 1..12"), ("2020-1x-01", "Invalid isoformat string: "
+                                                                            "'2020-1x-01'")):
+        rc, _, err = run_cli(["history", str(tmp_path / "none"), "--since", since], capsys)  # before the runs are read
+        assert rc == 1 and err == f"error: --since {since}: not a date ({why}); give YYYY-MM-DD or a commit sha.\n"

@@ -91,6 +91,11 @@ def commit_of(record: RunRecord, codecs: list[str] | None = None) -> tuple[str, 
     return (record.git_sha if record.has("git_sha") else "unknown"), record.git_date or record.created
 
 
+def _is_date(since: str) -> bool:
+    """--since YYYY-MM-DD, as against a commit sha prefix (hex digits, no dashes)."""
+    return len(since) == 10 and since[4] == since[7] == "-"
+
+
 def _when(text: str) -> dt.datetime:
     when = dt.datetime.fromisoformat(text)
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
@@ -176,9 +181,14 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
     if options.bd_method not in BD_METHODS:
         raise ValueError(f"BD method must be one of {', '.join(BD_METHODS)}, not {options.bd_method!r}.")
     for m in options.metrics:
-        registry.get(m)
+        registry.measured(m)
     if options.anchor_run and options.anchor_codec:
         raise ValueError("Give an anchor run or an anchor codec, not both.")
+    if options.since and _is_date(options.since):
+        try:
+            dt.date.fromisoformat(options.since)
+        except ValueError as exc:  # told before any run is read, naming the flag
+            raise ValueError(f"--since {options.since}: not a date ({exc}); give YYYY-MM-DD or a commit sha.") from None
     points, left_out = ordered(find_runs(paths), options.codecs)
     if not points:
         raise ValueError("No runs to follow" + (f" ({'; '.join(left_out)})." if left_out else "."))
@@ -199,7 +209,7 @@ def build(paths: list[str | pathlib.Path], options: HistoryOptions | None = None
             raise anchor_point.damage
     if options.since:
         since = options.since
-        if len(since) == 10 and since[4] == "-":
+        if _is_date(since):
             points = [p for p in points if _when(p.date) >= _when(since + "T00:00:00+00:00")]
         else:
             start = next((k for k, p in enumerate(points) if p.commit.startswith(since)), None)

@@ -127,7 +127,7 @@ def unmeasured(run_dirs: list, metrics: list[str]) -> list[str]:
 
 def table_metrics(summary: pd.DataFrame, wanted: list[str] | None = None, why: str = "") -> list[str]:
     for m in wanted or []:
-        registry.get(m)  # an unknown name is an error, with the known ones
+        registry.measured(m)  # an unknown name (or bpp) is an error, with the known ones
     present = [m for m in registry.quality_metrics() if m in summary and pd.api.types.is_numeric_dtype(summary[m])
                and summary[m].notna().any()]
     if wanted:
