@@ -57,6 +57,7 @@ MISTAKES = [
     (["--codec", "jpeg quality=200"], "jpeg quality must be in 1..100, not 200"),
     (["--codec", "avif quality=10.5"], "avif quality takes whole numbers"),
     (["--codec", "webp method=9"], "webp option 'method' must be in 0..6, not 9"),
+    (["--codec", "webp method=x"], "webp option 'method' must be a whole number, not 'x'"),  # was 'a int'
     (["--codec", "jpeg subsampling=4:1:1"], "must be one of 4:4:4, 4:2:2, 4:2:0"),
     (["--codec", "cmc captioner=foo/bar"], "not in the local Hugging Face cache and this machine is offline"),
     (["--codec", "cmc generator=retreival"], "did you mean generator=retrieval?"),

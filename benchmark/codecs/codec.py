@@ -252,4 +252,5 @@ def _coerce(value: Any, default: Any, what: str) -> Any:
     try:
         return type(default)(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a {type(default).__name__}, not {value!r}.") from None
+        kind = {int: "a whole number", float: "a number"}.get(type(default), f"a {type(default).__name__}")
+        raise ValueError(f"{what} must be {kind}, not {value!r}.") from None
