@@ -821,7 +821,6 @@ def _print_summary(run_dir: pathlib.Path) -> None:
 
 def _why_missing(run_dir: pathlib.Path, metric: str) -> str:
     from benchmark.run.record import read_record
-
     from benchmark.run.results import per_image_gaps
 
     state = read_record(run_dir).metric_state(metric)

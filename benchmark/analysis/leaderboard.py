@@ -170,10 +170,9 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
     refs, ref_notes = load_references(references, summary)
     runs_only = summary  # the runs' own rows: what their numbers rest on (published curves say their own)
     summary = with_references(summary, refs)
-    if metrics and (empty := [m for m in metrics if m not in summary or not summary[m].notna().any()]):
-        reasons = [why for r in run_dirs for m in empty if (why := per_image_gaps(r).get(m))]
-        table_metrics(summary, metrics, "; ".join(reasons))  # says which, and why where the rows say it
-    metrics = table_metrics(summary, metrics)
+    empty = [m for m in metrics or [] if m not in summary or not summary[m].notna().any()]  # asked for, no value
+    why = "; ".join(gap for r in run_dirs for m, gap in per_image_gaps(r).items() if m in empty) if empty else ""
+    metrics = table_metrics(summary, metrics, why)
     anchor = pick_anchor(summary, anchor)
     # Intervals, keyed like the summary rows (codec label as shown, setting index).
     ci_frames = []
