@@ -682,6 +682,11 @@ def test_a_metric_no_image_could_have_is_said_so_with_the_reason_by_every_reader
     assert rc == 1 and f"No values for metric(s) ms_ssim in these runs ({gap}); present: psnr." in err, err
     rc, _, err = run_cli(["plot", run_dir, "--metric", "ms_ssim"], capsys)
     assert rc == 1 and f"ms_ssim was not computed in {run_dir}: {gap}; plottable" in err, err
+    mixed = str(tmp_path / "mixed")  # compare says it too, and a NEW without any value is refused with the reason
+    rc, out, _ = run_cli(["compare", mixed, mixed, "--bootstrap", "0"], capsys)
+    assert rc == 0 and out.startswith(f"warning: in BASE and NEW, ms_ssim has no value on 4 of 8 scored rows ({why})")
+    rc, _, err = run_cli(["compare", mixed, run_dir, "--bootstrap", "0", "--allow-different-data"], capsys)
+    assert rc != 0 and f"metric ms_ssim is in BASE but not in NEW (in NEW, {gap}), for jpeg" in err, err
 
 
 def test_asking_for_the_rate_as_a_metric_or_for_no_date_is_one_sentence_before_any_work(tmp_path, capsys):

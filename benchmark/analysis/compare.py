@@ -25,7 +25,7 @@ import pandas as pd
 from benchmark.analysis import bootstrap
 from benchmark.run import weights
 from benchmark.run.record import RunRecord, read_record
-from benchmark.run.results import load_summary, unfinished
+from benchmark.run.results import load_summary, per_image_gaps, unfinished
 from metrics import registry
 from metrics.registry import higher_is_better
 
@@ -143,10 +143,12 @@ def provenance_warnings(base: RunRecord, new: RunRecord) -> list[str]:
     return out
 
 
-def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame, new_record: RunRecord) -> list[str]:
+def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame, new_record: RunRecord,
+             new_gaps: dict[str, str]) -> list[str]:
     """BASE codecs NEW lacks, settings NEW dropped from a sweep it otherwise kept (a sweep that was shifted as a
     whole is compared as a curve, not reported missing), and metrics BASE measured that NEW did not (with NEW's
-    reason: a metric that became unavailable, say its weights failed to download, must not pass a gate)."""
+    reason: a metric that became unavailable, say its weights failed to download, must not pass a gate; or the
+    reason its rows give, `new_gaps`)."""
     out = []
     dropped: dict[str, list[str]] = {}
     for codec, rows in base_summary.groupby("codec", sort=False):
@@ -164,7 +166,8 @@ def _missing(base_summary: pd.DataFrame, new_summary: pd.DataFrame, new_record: 
                 dropped.setdefault(metric, []).append(codec)
     for metric, codecs in dropped.items():
         state = new_record.metric_state(metric)
-        why = f" ({state['status']} in NEW: {state['reason']})" if state.get("reason") else ""
+        why = f" ({state['status']} in NEW: {state['reason']})" if state.get("reason") else \
+            f" (in NEW, {new_gaps[metric]})" if metric in new_gaps else ""
         out.append(f"metric {metric} is in BASE but not in NEW{why}, for {', '.join(codecs)}")
     return out
 
@@ -220,9 +223,14 @@ def compare_runs(base_dir, new_dir, tolerances: dict | None = None, resamples: i
     base_running, new_running = unfinished(base_dir), unfinished(new_dir)  # each "" for a finished run
     running = [why for why in (base_running, new_running) if why]
     warnings = running + provenance_warnings(base_record, new_record)
+    gaps = {"BASE": per_image_gaps(base_dir), "NEW": per_image_gaps(new_dir)}  # rows a metric could not score
+    for metric in dict.fromkeys([*gaps["BASE"], *gaps["NEW"]]):
+        said = {which: gap[metric] for which, gap in gaps.items() if metric in gap}
+        warnings += [f"in BASE and NEW, {said['BASE']}"] if len(set(said.values())) == 1 and len(said) == 2 else \
+            [f"in {which}, {gap}" for which, gap in said.items()]
     base_sets, new_sets = bootstrap.load_settings(base_dir), bootstrap.load_settings(new_dir)
     base_summary, new_summary = load_summary(base_dir), load_summary(new_dir)
-    missing = _missing(base_summary, new_summary, new_record) if len(base_summary) else []
+    missing = _missing(base_summary, new_summary, new_record, gaps["NEW"]) if len(base_summary) else []
     if missing and not allow_missing:
         why = (f"{new_running}; or" if new_running else  # not done yet, rather than left out
                "a gate must not pass on what it did not run;")
