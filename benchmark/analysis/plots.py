@@ -22,7 +22,7 @@ import pandas as pd
 from benchmark.analysis.references import fewest_images
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.provenance import short_revision
-from benchmark.run.results import images_of
+from benchmark.run.results import images_of, per_image_gaps
 from metrics import registry
 from metrics.registry import METRICS
 
@@ -170,10 +170,11 @@ def use_log_x(bpp: pd.Series) -> bool:
 def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | None = None,
              metrics: list[str] | None = None, formats=FORMATS,
              intervals: pd.DataFrame | None = None, style: PlotStyle = PlotStyle(),
-             no_interval: dict[str, str] | None = None) -> list[pathlib.Path]:
+             no_interval: dict[str, str] | None = None, gaps: dict[str, str] | None = None) -> list[pathlib.Path]:
     """One figure per metric; `intervals` (benchmark.analysis.bootstrap.intervals) adds the metric's bootstrap interval
     as a vertical bar at each setting, and `no_interval` (metric -> why) says in the legend why some points have
-    none (a missing bar is not a zero spread); `style` sizes it for a screen or a paper."""
+    none (a missing bar is not a zero spread); `gaps` (metric_gaps) says there which rows the metric could not score,
+    so a mean over fewer images is not read as one over all; `style` sizes it for a screen or a paper."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -237,6 +238,9 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         if intervals is not None and (no_interval or {}).get(metric):
             handles.append(Line2D([], [], linestyle="none"))
             labels.append(textwrap.fill(f"no bar: no interval ({no_interval[metric]})", 44 if style.paper else 30))
+        if (gaps or {}).get(metric):
+            handles.append(Line2D([], [], linestyle="none"))
+            labels.append(textwrap.fill(f"note: {gaps[metric]}", 44 if style.paper else 30))
         if style.paper:  # under the axes, as wide as they are: the column has no room beside them
             fig.legend(handles, labels, title="n/N: images a curve rests on, of N" if partial else None,
                        loc="outside lower center", ncol=2, frameon=False, handlelength=2.4, columnspacing=1.0)
@@ -255,6 +259,17 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
             written.append(path)
         plt.close(fig)
     return written
+
+
+def metric_gaps(run_dirs: list) -> dict[str, str]:
+    """metric -> the rows of these runs it could not score and why (results.per_image_gaps), for a figure's legend;
+    each run named where there are several."""
+    out: dict[str, str] = {}
+    for run_dir in run_dirs:
+        for metric, gap in per_image_gaps(run_dir).items():
+            said = gap if len(run_dirs) == 1 else f"{pathlib.Path(run_dir).name}: {gap}"
+            out[metric] = f"{out[metric]}; {said}" if metric in out else said
+    return out
 
 
 def _target(curve: pd.DataFrame) -> str | None:
