@@ -326,6 +326,16 @@ def test_compare_judges_curves_and_refuses_what_it_cannot_compare(tmp_path, natu
     assert "must be 0 or more" in capsys.readouterr().err
 
 
+
+def test_a_tolerance_with_two_percent_signs_is_one_sentence():
+    """'bpp=1%%' passed the check as 1 and failed later as "could not convert string to float: '1%'"."""
+    from benchmark.analysis.compare import parse_tolerances
+
+    assert parse_tolerances(["bpp=1%"])["bpp"] == "1%"
+    with pytest.raises(ValueError) as caught:
+        parse_tolerances(["bpp=1%%"])
+    assert str(caught.value) == "Tolerance 'bpp=1%%': '1%%' is not a number."
+
 def test_leaderboard_refuses_mixed_datasets_unless_asked(tmp_path, natural_images):
     from benchmark.analysis import leaderboard
 

@@ -49,7 +49,7 @@ def parse_tolerances(items: list[str] | None) -> dict:
                 raise ValueError(f"Tolerance {pair!r}: expected METRIC=VALUE, e.g. fid=0.5 or bpp=1%.")
             registry.get(key)  # an unknown metric is an argument error, never silently ignored
             try:
-                number = float(value.rstrip("%"))
+                number = float(value.removesuffix("%"))  # one %: '1%%' is no number, not 1 % read as '1%%' later
             except ValueError:
                 raise ValueError(f"Tolerance {pair!r}: {value!r} is not a number.") from None
             if number < 0 or not np.isfinite(number):
