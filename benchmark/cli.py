@@ -154,9 +154,9 @@ RATES = ",".join(f"{r:g}" for r in defaults.RATES)  # the at-rate table's bpps a
 
 
 def figure_size(text: str) -> tuple[float, float]:
-    """'3.5,2.6' -> (3.5, 2.6) inches."""
+    """'3.5,2.6' (or '3.5x2.6') -> (3.5, 2.6) inches."""
     try:
-        width, height = (float(v) for v in text.split(","))
+        width, height = (float(v) for v in text.replace("x", ",").split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size W,H in inches, e.g. 3.5,2.6") from None
     if not (0 < width <= 50 and 0 < height <= 50):

@@ -710,3 +710,18 @@ def test_asking_for_the_rate_as_a_metric_or_for_no_date_is_one_sentence_before_a
                                                                             "'2020-1x-01'")):
         rc, _, err = run_cli(["history", str(tmp_path / "none"), "--since", since], capsys)  # before the runs are read
         assert rc == 1 and err == f"error: --since {since}: not a date ({why}); give YYYY-MM-DD or a commit sha.\n"
+
+
+def test_a_figure_s_text_size_is_positive_and_its_size_reads_as_written(tmp_path, capsys):
+    """`plot --font-size 0` or -2 drew a figure whose text was unreadable specks; `--size 3.5x2.5`, the way
+    sizes are usually written, was refused."""
+    assert run_cli(["run", "--codec", "jpeg quality=30,80", "--limit", "2", "--out", str(tmp_path), "--name", "r",
+                    *QUIET], capsys)[0] == 0
+    for size in ("0", "-2"):
+        rc, _, err = run_cli(["plot", str(tmp_path / "r"), "--font-size", size, "--out", str(tmp_path / "f")], capsys)
+        assert rc == 1 and err == f"error: --font-size {size}: a text size in points lies in (0, 100], e.g. 8.\n"
+    assert not (tmp_path / "f").exists()
+    assert cli.figure_size("3.5x2.5") == cli.figure_size("3.5,2.5") == (3.5, 2.5)
+    rc, out, _ = run_cli(["plot", str(tmp_path / "r"), "--style", "paper", "--size", "3.5x2.5", "--out",
+                          str(tmp_path / "f")], capsys)
+    assert rc == 0 and str(tmp_path / "f" / "rd_psnr.pdf") in out

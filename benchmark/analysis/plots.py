@@ -60,6 +60,10 @@ class PlotStyle:
     size: tuple[float, float] | None = None
     font_size: float | None = None
 
+    def __post_init__(self):
+        if self.font_size is not None and not 0 < self.font_size <= 100:  # 0 or -2 drew specks of text, unreadable
+            raise ValueError(f"--font-size {self.font_size:g}: a text size in points lies in (0, 100], e.g. 8.")
+
     @property
     def figsize(self) -> tuple[float, float]:
         return self.size or ((3.5, 3.2) if self.paper else (8.4, 4.6))
