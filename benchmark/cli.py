@@ -982,6 +982,8 @@ def _rates(text: str) -> list[float]:
         raise ValueError(f"--rates must be comma-separated bpps, not {text!r}.") from None
     if not rates or any(r <= 0 for r in rates):
         raise ValueError(f"--rates must be positive bpps, not {text!r}.")
+    if twice := [r for k, r in enumerate(rates) if r in rates[:k]]:  # a table with two columns of one rate
+        raise ValueError(f"--rates {text}: {twice[0]:g} is given more than once.")
     return rates
 
 

@@ -725,3 +725,11 @@ def test_a_figure_s_text_size_is_positive_and_its_size_reads_as_written(tmp_path
     rc, out, _ = run_cli(["plot", str(tmp_path / "r"), "--style", "paper", "--size", "3.5x2.5", "--out",
                           str(tmp_path / "f")], capsys)
     assert rc == 0 and str(tmp_path / "f" / "rd_psnr.pdf") in out
+
+
+def test_a_rate_given_twice_is_one_sentence():
+    """`leaderboard --rates 0.5,0.5` tabled two columns '@ 0.5 bpp'."""
+    assert cli._rates("0.25,0.5") == [0.25, 0.5]
+    with pytest.raises(ValueError) as caught:
+        cli._rates("0.5,1,0.50")
+    assert str(caught.value) == "--rates 0.5,1,0.50: 0.5 is given more than once."
