@@ -686,6 +686,9 @@ def test_a_metric_no_image_could_have_is_said_so_with_the_reason_by_every_reader
     assert run_cli(["plot", mixed], capsys)[0] == 0  # and the figure, in its legend
     figures = {m: (tmp_path / "mixed" / "plots" / f"rd_{m}.svg").read_text() for m in ("ms_ssim", "psnr")}
     assert "note: ms_ssim has no value on" in figures["ms_ssim"] and "note:" not in figures["psnr"]
+    said = json.loads((tmp_path / "mixed" / "metrics.json").read_text())  # and the file DVC and CI read
+    assert said["metric_gaps"] == {"ms_ssim": f"ms_ssim has no value on 4 of 8 scored rows ({why}): its means are "
+                                              "over the others"} and "ms_ssim@jpeg/quality=30" in said
     rc, out, _ = run_cli(["compare", mixed, mixed, "--bootstrap", "0"], capsys)
     assert rc == 0 and out.startswith(f"warning: in BASE and NEW, ms_ssim has no value on 4 of 8 scored rows ({why})")
     rc, _, err = run_cli(["compare", mixed, run_dir, "--bootstrap", "0", "--allow-different-data"], capsys)

@@ -5,7 +5,8 @@ diff -x bpp -y psnr` the second; MLflow and TensorBoard take the same numbers (s
 a number is without a lookup: `psnr@jpeg/quality=50` (a setting's mean), `n_ok@jpeg/quality=50` (how many
 images it rests on), `bd_rate/psnr/webp@jpeg` (BD-rate in % against the anchor, by `bd_method`). The run's
 dataset, split, preprocessing and image count sit beside them. A value that could not be computed is left
-out, never written as 0 or NaN; what was left out is listed under `unavailable`.
+out, never written as 0 or NaN; what was left out is listed under `unavailable`, and a metric some rows could not
+score (images under MS-SSIM's 161 px) says so under `metric_gaps`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from benchmark.analysis.curves import Curve, compare_curves
 from benchmark.analysis.leaderboard import pick_anchor, table_metrics
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.record import RunRecord, read_record
-from benchmark.run.results import load_summary
+from benchmark.run.results import load_summary, per_image_gaps
 
 METRICS_JSON = "metrics.json"
 RD_CSV = "rd.csv"
@@ -102,6 +103,8 @@ def flat_metrics(record: RunRecord, summary: pd.DataFrame, anchor: str | None = 
                 doc[key] = value
     if unavailable:
         doc["unavailable"] = unavailable
+    if run_dir is not None and (gaps := per_image_gaps(run_dir)):
+        doc["metric_gaps"] = gaps  # rows a metric could not score, and why: its values there rest on the others
     return doc
 
 
