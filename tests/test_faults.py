@@ -5,6 +5,7 @@ every stop is clean and a full or read-only disk is one sentence."""
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -212,6 +213,8 @@ def test_load_run_of_a_run_not_finished_warns_as_the_command_line_says(clean_run
         for args in (["leaderboard", str(run_dir)], ["report", str(run_dir), "--bootstrap", "10", "--images", "1"]):
             assert cli_run(args, capsys)[0] == 0
     assert not [w for w in caught if issubclass(w.category, UnfinishedRun)], [str(w.message) for w in caught]
+    captions = re.findall(r"\\caption\{(.*)\}", (run_dir / "leaderboard" / "leaderboard.tex").read_text())
+    assert captions and all("Warning: " in c and "is not finished" in c for c in captions), captions  # a paper's table
 
 def test_the_copy_a_damaged_config_json_names_runs_as_printed_from_a_folder_with_spaces(clean_run, tmp_path, capsys):
     import shlex

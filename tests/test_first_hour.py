@@ -678,6 +678,9 @@ def test_a_metric_no_image_could_have_is_said_so_with_the_reason_by_every_reader
         rc, out, _ = run_cli(["leaderboard", run_dir, "--bootstrap", "0"], capsys)
         assert rc == 0 and f"- Run {name}: {gap}." in out, out
     assert "MS-SSIM" in run_cli(["leaderboard", str(tmp_path / "mixed"), "--bootstrap", "0"], capsys)[1]
+    tex = (tmp_path / "mixed" / "leaderboard" / "leaderboard.tex").read_text()  # a paper's table: in its captions
+    captions = re.findall(r"\\caption\{(.*)\}", tex)
+    assert captions and all("ms\\_ssim has no value on 4 of 8 scored rows" in c for c in captions), captions
     rc, _, err = run_cli(["leaderboard", run_dir, "--metric", "ms_ssim", "--bootstrap", "0"], capsys)
     assert rc == 1 and f"No values for metric(s) ms_ssim in these runs ({gap}); present: psnr." in err, err
     rc, _, err = run_cli(["plot", run_dir, "--metric", "ms_ssim"], capsys)

@@ -799,3 +799,26 @@ def test_cached_intervals_are_keyed_by_the_metric_code_each_resample_calls(monke
         monkeypatch.undo()
         bootstrap.code_key.cache_clear()
     assert bootstrap.code_key() == before
+
+
+def test_a_latex_table_s_captions_carry_its_caveats_before_what_it_rests_on(tmp_path, natural_images):
+    """The notes are % comments in leaderboard.tex, which a paper does not print: a run not finished, a metric a run
+    lacks, why a value has no interval (‡) were not in the printed table. Its captions carry them, and end with what
+    the numbers rest on; the other notes stay comments."""
+    import dataclasses
+
+    config = RunConfig(dataset=f"folder:{natural_images}", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec("jpeg quality=10,30,60,90"), parse_codec_spec("webp quality=10,90")])
+    run_dir = create_run(config, tmp_path / "runs", "r", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    board = leaderboard.build([run_dir], resamples=20)
+    caveats = ["Warning: r is not finished (killed).", "Run r has no psnr_y: disabled, not requested.",
+               "‡ No interval: the same in every resample."]
+    tex = leaderboard.render(dataclasses.replace(board, notes=[*board.notes, *caveats]), "tex")
+    captions = re.findall(r"\\caption\{(.*)\}", tex)
+    measured = next(n for n in board.notes if n.startswith("Measured on"))
+    printed = " Warning: r is not finished (killed). Run r has no psnr\\_y: disabled, not requested. \\ddag{} No " \
+              f"interval: the same in every resample. {measured}"
+    assert len(captions) >= 3 and all(c.endswith(printed) for c in captions), captions
+    assert not any("BD against" in c for c in captions) and "% BD against" in tex

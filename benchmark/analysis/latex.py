@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from benchmark.analysis.table_format import format_value, short_label
+from benchmark.analysis.table_format import NO_INTERVAL, format_value, short_label
 from metrics.registry import METRICS
 
 PREAMBLE = ("% cmcbench leaderboard. Needs \\usepackage{booktabs} (rules), \\usepackage{graphicx} (\\resizebox) and "
@@ -94,8 +94,12 @@ def _longtables(table: pd.DataFrame, title: str, rests_on: str = "") -> list[str
 
 def render_tex(board, tables: dict[str, pd.DataFrame], titles: dict[str, str], only: tuple, notes: bool) -> str:
     out = [PREAMBLE]
-    # what every number rests on ('Measured on kodak, 24 images.'), in each caption: the comments do not print
-    rests_on = "".join(" " + escape(n) for n in board.notes if n.startswith("Measured on"))
+    # what must not be read without the numbers (a run not finished, a metric a run lacks or some images could not
+    # score, why a value has no interval), then what every number rests on ('Measured on kodak, 24 images.'), in
+    # each caption: the comments do not print
+    caveats = [n for n in board.notes if n.startswith(("Warning:", NO_INTERVAL)) or n.startswith("Run ")
+               and " has no " in n]
+    rests_on = "".join(" " + escape(n) for n in [*caveats, *(n for n in board.notes if n.startswith("Measured on"))])
     for key in only:
         table = tables.get(key)
         if table is None or table.empty:
