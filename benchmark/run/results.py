@@ -236,11 +236,24 @@ def images_of(summary: pd.DataFrame, column: str = "n_ok") -> pd.Series:
 NOTE_PART = re.compile(r"^(?P<metric>[a-z][a-z0-9_]*) (?:unavailable|failed): (?P<why>.+)$")
 
 
+_GAPS: dict[tuple, dict[str, str]] = {}  # (run folder, its shards' stat stamps) -> per_image_gaps: read once
+
+
 def per_image_gaps(run_dir: str | os.PathLike) -> dict[str, str]:
     """metric -> why some of a run's scored rows have no value of it, as the rows' metric_notes say (an image smaller
     than MS-SSIM's 161 px, a metric that failed on one image): 'ms_ssim has no value on 4 of 12 scored rows (56x40
     is smaller than its 161-px minimum side)'. A value a codec cannot have (a caption metric of a codec that sends
-    no text) has no note and is no gap."""
+    no text) has no note and is no gap. Read once per command while the shards stay as they are (the run's table,
+    plots and metrics.json, or a report's leaderboard and plots, all ask)."""
+    files = shard_files(run_dir, verify=False)
+    key = (str(pathlib.Path(run_dir).resolve()),
+           *((str(f), st.st_size, st.st_mtime_ns, st.st_ino) for f in files for st in [f.stat()]))
+    if key not in _GAPS:
+        _GAPS[key] = _read_gaps(run_dir)
+    return dict(_GAPS[key])
+
+
+def _read_gaps(run_dir: str | os.PathLike) -> dict[str, str]:
     rows = read_rows(run_dir, columns=["status", "metric_notes"])
     if "metric_notes" not in rows or not len(rows):
         return {}
