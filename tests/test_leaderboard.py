@@ -822,3 +822,33 @@ def test_a_latex_table_s_captions_carry_its_caveats_before_what_it_rests_on(tmp_
               f"interval: the same in every resample. {measured}"
     assert len(captions) >= 3 and all(c.endswith(printed) for c in captions), captions
     assert not any("BD against" in c for c in captions) and "% BD against" in tex
+
+
+def test_a_constant_value_has_no_interval_though_its_resampled_means_differ_in_the_last_bit(tmp_path):
+    """Outputs made elsewhere with the same bit count for every image of one size: bpp 0.15 in every resample, up
+    to the rounding of summing it in another order (0.15 and 0.15 + 6e-17). One such setting showed "0.0375‡",
+    the other "0.1500 [0.1500, 0.1500]": both are the same in every resample and have no interval."""
+    from PIL import Image
+
+    folder, outputs = tmp_path / "images", tmp_path / "outputs"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    lines = ["image_id,setting,bits"]
+    for i in range(7):
+        Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+        for setting, bits in (("a", 231), ("b", 920)):  # 0.0376 and 0.1497 bpp on 64 x 96 pixels
+            (outputs / setting).mkdir(parents=True, exist_ok=True)
+            Image.open(folder / f"im{i}.png").save(outputs / setting / f"im{i}.png")
+            lines.append(f"im{i},{setting},{bits}")
+    (outputs / "bits.csv").write_text("\n".join(lines) + "\n")
+    config = RunConfig(dataset=f"folder:{folder}", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"},
+                       codecs=[parse_codec_spec(f"precomputed path={outputs} label=mine")])
+    run_dir = create_run(config, tmp_path / "runs", "r", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    drawn = bootstrap.run_resamples(run_dir, 200, 0)
+    assert np.ptp(drawn.values[("mine", 1)]["bpp"]) > 0  # the rounding this test is about
+    table = bootstrap.intervals(run_dir, 200, 0, use_cache=False)
+    assert "bpp" not in set(table.metric)
+    csv = leaderboard.render(leaderboard.build([run_dir], resamples=200), "csv")
+    assert csv.count("the same in every resample") >= 2, csv

@@ -51,6 +51,12 @@ DEFAULT_LEVEL = defaults.BOOTSTRAP_LEVEL
 MIN_DEFINED_SHARE = 0.8
 
 
+def no_spread(values: np.ndarray) -> bool:
+    """Whether resampled values are all the same, up to the rounding of summing them in another order (a
+    constant bpp resampled is 0.15 and 0.15 + 6e-17): such an interval would be a point, so there is none."""
+    return bool(np.ptp(values) <= 1e-12 * np.max(np.abs(values)))
+
+
 @dataclass
 class SettingData:
     """What one (codec, setting) needs for any of its metrics on any subset of its images."""
@@ -444,7 +450,7 @@ def intervals(run_dir: str | pathlib.Path, resamples: int = DEFAULT_RESAMPLES, s
                 point = float(reported.loc[(codec, data.setting_index), metric])
             if not len(values) or not np.isfinite(point):
                 continue
-            if np.ptp(values) == 0:
+            if no_spread(values):
                 continue  # identical resamples (one image's value, or a constant metric): no spread to report
             low, high = metric_interval(data, metric, values, point, level)
             rows.append({"codec": codec, "setting_index": data.setting_index, "setting_label": label,

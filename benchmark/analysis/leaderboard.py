@@ -449,7 +449,7 @@ def _setting_without_interval(drawn, key: tuple[str, int], metric: str, low: flo
     finite = values[np.isfinite(values)]
     if not len(finite):
         return "it is undefined in every resample"
-    return "the same in every resample" if np.ptp(finite) == 0 else ""
+    return "the same in every resample" if bootstrap.no_spread(finite) else ""
 
 
 def _interval(point: float, resampled: list[float], level: float, undefined: str) -> tuple[float, float, str]:
@@ -462,7 +462,7 @@ def _interval(point: float, resampled: list[float], level: float, undefined: str
         return float("nan"), float("nan"), ""
     if len(finite) < bootstrap.MIN_DEFINED_SHARE * len(values):
         return float("nan"), float("nan"), f"{undefined} in {1 - len(finite) / len(values):.0%} of the resamples"
-    if np.ptp(finite) == 0:
+    if bootstrap.no_spread(finite):
         return float("nan"), float("nan"), "the same in every resample"
     return (*bootstrap.bias_corrected_percentile(finite, point, level), "")
 
