@@ -57,9 +57,14 @@ class Command(Codec):
 
     def setup(self, context: dict | None = None) -> None:
         for key in ("encode", "decode"):
-            program = shlex.split(self.options[key])[0]
-            if shutil.which(program) is None and not os.path.isfile(program):
-                raise CodecUnavailable(f"command {key}: program {program!r} was not found on PATH.")
+            tokens = shlex.split(self.options[key])
+            if shutil.which(tokens[0]) is None and not os.path.isfile(tokens[0]):
+                raise CodecUnavailable(f"command {key}: program {tokens[0]!r} was not found on PATH.")
+            relative = next((t for t in tokens if "{" not in t and not os.path.isabs(t) and os.path.isfile(t)
+                             and (os.sep in t or "." in t)), None)
+            if relative is not None:  # the call's own temporary folder has no such file: every row would fail
+                raise CodecUnavailable(f"command {key}: {relative!r} is a path relative to this folder, but each call "
+                                       f"runs in a temporary folder of its own; name it as {os.path.abspath(relative)}.")
 
     def _run(self, what: str, template: str, workdir: str, **values: str) -> None:
         args = [_fill(token, values) for token in shlex.split(template)]
@@ -72,7 +77,9 @@ class Command(Codec):
         except OSError as exc:
             raise RuntimeError(f"{what} command could not start: {exc}") from None
         if done.returncode != 0:
-            raise RuntimeError(f"{what} command exited {done.returncode}: {_tail(done.stderr)}")
+            # The call's temporary folder named as such, so one cause reads as one reason over all rows
+            tail = _tail(done.stderr).replace(workdir, "<its temporary folder>")
+            raise RuntimeError(f"{what} command exited {done.returncode}: {tail}")
 
     def encode(self, image: np.ndarray, setting) -> bytes:
         with tempfile.TemporaryDirectory(prefix="cmcbench-enc-") as tmp:

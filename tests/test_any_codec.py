@@ -212,6 +212,36 @@ def test_command_codec_refuses_a_missing_program_before_any_work(tmp_path, photo
     assert code == 1 and "program 'no-such-enc' was not found on PATH" in capsys.readouterr().err
 
 
+def test_command_codec_refuses_a_relative_script_and_names_its_temporary_folder_as_such(tmp_path, photos,
+                                                                                          monkeypatch, capsys):
+    """`python mycodec.py ...` from the script's folder failed every row ("can't open file
+    '/tmp/cmcbench-workers-.../cmcbench-enc-.../mycodec.py'"), since each call runs in a temporary folder of its
+    own: it is refused before any work, naming the path to give. A command's error naming that folder made each row's
+    reason unique, so the failures were listed row by row, and no two runs had the same rows."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "enc.py").write_text(ENCODER)
+    monkeypatch.chdir(tools)
+    py = sys.executable
+    args = ["run", "--dataset", str(photos), "--out", str(tmp_path / "r"), "--metrics", "none", "--lpips", "none",
+            "--no-progress", "--jobs", "1"]
+    code = main([*args, "--codec", f"command encode='{py} enc.py {{input}} {{output}} {{setting}}' "
+                                   f"decode='{py} enc.py {{input}} {{output}}' sweep=50"])
+    err = capsys.readouterr().err
+    assert code == 1 and "command encode: 'enc.py' is a path relative to this folder, but each call runs in a " \
+                         f"temporary folder of its own; name it as {tools / 'enc.py'}." in err, err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+    failing = f"decode='{py} -c \"import sys; sys.exit(\\\"cannot read \\\" + sys.argv[1])\" {{input}} {{output}}'"
+    for name in ("a", "b"):
+        assert main([*args, "--name", name, "--codec", f"command encode='{py} {tools / 'enc.py'} {{input}} "
+                                                     f"{{output}} {{setting}}' {failing} suffix=.jpg sweep=50"]) == 3
+    out = capsys.readouterr().out
+    reason = "decode failed: RuntimeError: decode command exited 1: cannot read <its temporary folder>/bitstream.jpg"
+    assert f"  command: {reason} (" in out and out.count("command: decode failed") == 2, out
+    rows = [load_run(tmp_path / "r" / name)[0].sort_values("image_id") for name in ("a", "b")]
+    assert (rows[0].error == reason).all() and list(rows[0].error) == list(rows[1].error)
+
+
 def test_export_then_reference_gives_the_same_bd_rate(tmp_path, photos):
     run_dir, _ = _run(tmp_path, f"folder:{photos}", ["jpeg quality=10,20,40,70,90", "webp quality=10,25,50,75,90"],
                       "exp")
