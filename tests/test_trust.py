@@ -482,3 +482,14 @@ def test_a_curve_moved_along_itself_is_within_the_fit_error_and_a_real_loss_is_n
     worse = _curve_verdict("c", "psnr", [(bd_loss, 0.0, "")] + [(bd_loss - 0.01, 0, "")] * 50
                            + [(bd_loss + 0.01, 0, "")] * 50, 0.01, 0.95, 24, 100, float("nan"), fit_error(base, lossy))
     assert worse["verdict"] == "worse" and worse["why"].startswith("worse: BD -0.2") and "excludes 0" in worse["why"]
+
+
+def test_the_fit_error_of_two_point_curves_does_not_claim_a_point_was_left_out():
+    """Two settings per codec have no interior point to leave out: the fit error read "one point out 0", a
+    measurement that was never made; it rests on the methods' spread alone and says so."""
+    from benchmark.analysis.curves import Curve, fit_error
+
+    bpp = np.array([0.2, 0.9])
+    fit, why = fit_error(Curve("c", "psnr", bpp, _rd(bpp)), Curve("c", "psnr", bpp * 0.8, _rd(bpp * 0.8) + 0.3))
+    assert fit > 0 and "one point out" not in why and why.endswith("no curve has an interior point to leave out")
+    assert why.startswith(f"interpolation methods disagree by {fit:.3g}")

@@ -180,6 +180,8 @@ def fit_error(anchor: Curve, test: Curve, method: str = "akima") -> tuple[float,
     for k in range(1, len(test) - 1):
         moves.append(compare_curves(anchor, _without(test, k), method)["bd_metric"] - full)
     held_out = float(np.nanmax(np.abs(moves))) if np.isfinite(moves).any() else 0.0
+    if not moves:  # two-point curves: how much one point moves the number cannot be measured, so is not said
+        return spread, f"interpolation methods disagree by {spread:.3g}; no curve has an interior point to leave out"
     which = "interpolation methods disagree" if spread >= held_out else "leaving one point out moves it"
     return max(spread, held_out), f"{which} (methods {spread:.3g}, one point out {held_out:.3g})"
 
