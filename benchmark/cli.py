@@ -928,7 +928,15 @@ def cmd_datasets(args) -> int:
     if args.datasets_command == "image-list":
         from benchmark.data.datasets import draw_image_list, open_dataset
 
-        ids = draw_image_list(open_dataset(args.name, None, args.data_root), args.draw, args.seed)
+        try:
+            dataset = open_dataset(args.name, None, args.data_root)
+        except nd.DatasetMissing as exc:
+            if exc.by_hand is None:
+                raise
+            raise nd.DatasetMissing(f"{exc.unless}, or draw from the folder as it is: {command()} datasets image-list "
+                                    f"{shlex.quote(str(exc.by_hand))} --draw {args.draw} --seed {args.seed} --out "
+                                    f"{shlex.quote(args.out)}.") from None
+        ids = draw_image_list(dataset, args.draw, args.seed)
         pathlib.Path(args.out).write_text("".join(i + "\n" for i in ids))
         print(f"{len(ids)} images of {args.name} drawn with seed {args.seed} into {args.out}; use it with "
               f"--dataset {args.name} --image-list {args.out}")

@@ -298,6 +298,27 @@ def test_with_the_server_down_kodak_s_message_counts_every_file_still_needed(mon
     assert named_datasets._files_phrase(["a.zip", "b.zip"]) == "a.zip and b.zip"
 
 
+def test_image_list_of_a_folder_filled_by_hand_offers_what_image_list_can_do(tmp_path, capsys):
+    """`datasets image-list kodak` on a kodak/ folder filled by hand said "or run on the folder as it is with
+    --dataset ...", a flag that command does not have; it offers the image-list command of the folder itself, which
+    draws the same list as a run of that folder reads."""
+    root = tmp_path / "data"
+    (root / "kodak").mkdir(parents=True)
+    for k in range(1, 25):
+        (root / "kodak" / f"kodim{k:02d}.png").write_bytes(_png(k, (48, 32)))
+    listed = tmp_path / "list.txt"
+    rc, _, err = run_cli(["datasets", "image-list", "kodak", "--data-root", str(root), "--draw", "5", "--out",
+                          str(listed)], capsys)
+    offered = f"datasets image-list {root / 'kodak'} --draw 5 --seed 0 --out {listed}."
+    assert rc == 1 and err.count("\n") == 1 and "--dataset" not in err and err.rstrip().endswith(offered), err
+    assert f"{root / 'kodak'} holds 24 files, but not as cmcbench fetched kodak" in err and not listed.exists()
+    rc, out, _ = run_cli(["datasets", "image-list", str(root / "kodak"), "--draw", "5", "--out", str(listed)], capsys)
+    assert rc == 0 and len(listed.read_text().split()) == 5, out
+    rc, out, _ = run_cli(["run", "--dataset", str(root / "kodak"), "--image-list", str(listed), "--codec",
+                          "jpeg quality=50", "--out", str(tmp_path / "runs"), *QUIET], capsys)
+    assert rc == 0 and "(all, 5 images)" in out, out
+
+
 def test_kodak_copied_into_the_data_root_by_hand_is_named_as_such_and_the_advice_works(tmp_path, capsys):
     """A data root whose kodak/ folder holds the 24 images, put there by hand: the error said the dataset "is not in"
     that folder. It now says what the folder holds and why it is not trusted, and moving the files as it says runs

@@ -127,7 +127,13 @@ CATALOG: dict[str, NamedDataset] = {d.name: d for d in [
 
 
 class DatasetMissing(ValueError):
-    """A named dataset is not on this machine (or does not verify); the message says what to do."""
+    """A named dataset is not on this machine (or does not verify); the message says what to do. `by_hand`: the
+    folder of that name filled by hand, and `unless` what to do about it up to using it as it is, which each
+    command that takes a dataset offers in its own words (run's --dataset PATH)."""
+
+    def __init__(self, message: str, by_hand: pathlib.Path | None = None, unless: str = ""):
+        super().__init__(message)
+        self.by_hand, self.unless = by_hand, unless
 
 
 def data_root(path: str | None = None) -> pathlib.Path:
@@ -340,11 +346,10 @@ def missing_message(entry: NamedDataset, root: pathlib.Path) -> DatasetMissing:
     held = sum(1 for p in here.rglob("*") if p.is_file()) if here.is_dir() else 0
     if held:
         placed = all((here / s.file).is_file() for s in entry.sources)
-        return DatasetMissing(
-            f"{here} holds {held} file{'' if held == 1 else 's'}, but not as cmcbench fetched {entry.name} (nothing "
-            f"about them is recorded in {store}), so they cannot be checked as that dataset: "
-            + (f"move {shown} into {store} and run again (checked and pinned then)" if placed else f"run {fetch}")
-            + f", or run on the folder as it is with --dataset {here}.")
+        unless = (f"{here} holds {held} file{'' if held == 1 else 's'}, but not as cmcbench fetched {entry.name} "
+                  f"(nothing about them is recorded in {store}), so they cannot be checked as that dataset: "
+                  + (f"move {shown} into {store} and run again (checked and pinned then)" if placed else f"run {fetch}"))
+        return DatasetMissing(f"{unless}, or run on the folder as it is with --dataset {here}.", here, unless)
     return DatasetMissing(
         f"Dataset {entry.name} is not in {here}: run {fetch}, or, offline, put {shown} (from "
         f"{entry.sources[0].url.rsplit('/', 1)[0]}/) in {store} and run again.")
