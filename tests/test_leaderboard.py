@@ -852,3 +852,62 @@ def test_a_constant_value_has_no_interval_though_its_resampled_means_differ_in_t
     assert "bpp" not in set(table.metric)
     csv = leaderboard.render(leaderboard.build([run_dir], resamples=200), "csv")
     assert csv.count("the same in every resample") >= 2, csv
+
+
+def test_a_metric_some_images_lack_has_its_bd_and_its_n_over_the_images_it_scored(tmp_path, monkeypatch):
+    """MS-SSIM has no value on images under 161 px: its curves paired the bpp of every image with the MS-SSIM of
+    the large ones, so the leaderboard's BD-rate of WebP against JPEG mixed the small images' rates in (-55.6%
+    where the large images alone give -12.1% on the folder that showed it), and compare and history said the
+    curve rested on every image (n 8 for 4). BD, compare and history now take a metric with gaps, and its bpp, over
+    the images it scored, and say how many; PSNR, which every image has, is as it was."""
+    import bjontegaard
+    from PIL import Image
+
+    from benchmark.analysis import compare, history
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(8):
+        h, w = (176, 200) if i % 2 == 0 else (40, 48)
+        y, x = np.mgrid[0:h, 0:w]
+        base = np.stack([128 + 80 * np.sin(x / (7 + i) + c) * np.cos(y / (11 + c)) for c in range(3)], -1)
+        Image.fromarray(np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)).save(folder / f"m{i}.png")
+
+    def run(name, qualities):
+        config = RunConfig(dataset=f"folder:{folder}", inception={"enabled": False}, caption_embedder="none",
+                           image_metrics={"lpips": "none"},
+                           codecs=[parse_codec_spec(f"jpeg quality={qualities}"),
+                                   parse_codec_spec(f"webp quality={qualities}")])
+        run_dir = create_run(config, tmp_path / "runs", name, progress=False)
+        execute(run_dir, jobs=1, progress=False)
+        return run_dir
+
+    first, second = run("a", "20,40,60,80"), run("b", "25,45,65,85")
+    images, summary = load_run(first)
+    large = images[images.ms_ssim.notna()]
+    assert large.image_id.nunique() == 4 and images.image_id.nunique() == 8
+
+    def means(rows, codec, metric):
+        mine = rows[rows.codec == codec].groupby("setting_index")[["bpp", metric]].mean().sort_values("bpp")
+        return mine.bpp.to_numpy(), mine[metric].to_numpy()
+
+    board = leaderboard.build([first], resamples=50)
+    bd = board.bd.set_index(["codec", "metric"])
+    expected = {m: bjontegaard.bd_rate(*means(rows, "jpeg", m), *means(rows, "webp", m), method="akima",
+                                       require_matching_points=False) for m, rows in (("ms_ssim", large),
+                                                                                        ("psnr", images))}
+    mixed = bjontegaard.bd_rate(means(images, "jpeg", "psnr")[0], means(large, "jpeg", "ms_ssim")[1],
+                                means(images, "webp", "psnr")[0], means(large, "webp", "ms_ssim")[1],
+                                method="akima", require_matching_points=False)
+    assert abs(mixed - expected["ms_ssim"]) > 1  # what it was: a different number
+    assert bd.loc[("webp", "ms_ssim")].bd_rate == pytest.approx(expected["ms_ssim"], rel=1e-9)
+    assert bd.loc[("webp", "ms_ssim")].note.startswith("paired on the 4 images both scored at every setting")
+    assert bd.loc[("webp", "psnr")].bd_rate == pytest.approx(expected["psnr"], rel=1e-9)
+    assert "paired" not in bd.loc[("webp", "psnr")].note
+    result = compare.compare_runs(first, second, resamples=20)
+    n = result.curves.set_index(["codec", "metric"]).n_images
+    assert n[("jpeg", "ms_ssim")] == 4 and n[("jpeg", "psnr")] == 8 and not result.paired
+    table = history.build([first, second], history.HistoryOptions(metrics=["ms_ssim", "psnr"], resamples=20)).table
+    assert set(table[table.metric == "ms_ssim"].n_images) == {4} and set(table[table.metric == "psnr"].n_images) == {8}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+import warnings
 import zlib
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -208,7 +209,9 @@ class SettingData:
         out = {}
         for name in self.metric_names():
             if name in self.per_image:
-                out[name] = np.nanmean(registry.capped(name, self.per_image[name])[positions], axis=1)
+                with warnings.catch_warnings():  # a resample of none of the images a metric scored: NaN, undefined
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    out[name] = np.nanmean(registry.capped(name, self.per_image[name])[positions], axis=1)
         n = len(self.image_ids)
         counts = np.array([np.bincount(p, minlength=n) for p in positions], int).reshape(len(positions), n)
         return {**out, **self._over_samples(lambda d: d._set_metrics(list(positions), counts))}
@@ -314,6 +317,33 @@ def codec_curves(sets: dict, codec: str, ids: np.ndarray, positions: np.ndarray)
     for metric in set.intersection(*(set(e) for e in evaluated)) - {"bpp"}:
         out[metric] = (np.stack([e["bpp"] for e in evaluated], 1), np.stack([e[metric] for e in evaluated], 1))
     return out
+
+
+def scored_images(settings, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image metrics that some of `ids` have no value of in one of `settings` (MS-SSIM on images under its
+    161 px), each with the ids every setting scored it on: a curve of such a metric must take its bpp over those
+    images too, or it pairs the rate of all images with the quality of some."""
+    settings = list(settings)
+    out = {}
+    for metric in {m for d in settings for m in d.per_image} - {"bpp"}:
+        keep = np.ones(len(ids), bool)
+        for d in settings:
+            if metric in d.per_image:
+                keep &= ~np.isnan(d.per_image[metric][np.searchsorted(d.image_ids, ids)])
+        if not keep.all():
+            out[metric] = ids[keep]
+    return out
+
+
+def metric_curve(sets: dict, codec: str, metric: str, ids: np.ndarray, positions: np.ndarray) -> tuple | None:
+    """`codec_curves`' (bpp, value) of one per-image metric on `ids` alone (reading no features); None where a
+    setting has no value of it."""
+    settings = sorted((d for (c, _), d in sets.items() if c == codec), key=lambda d: d.setting_index)
+    if any(metric not in d.per_image for d in settings):
+        return None
+    narrow = {(codec, d.setting_index): SettingData(codec, d.setting_index, d.setting_label, d.image_ids,
+                                                    {k: d.per_image[k] for k in ("bpp", metric)}) for d in settings}
+    return codec_curves(narrow, codec, ids, positions).get(metric)
 
 
 def _rng(seed: int, *key: str) -> np.random.Generator:

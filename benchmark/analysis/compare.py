@@ -81,9 +81,12 @@ class Comparison:
         if not self.n_dataset:
             return []
         counts = {}
-        for frame in (self.curves, self.rows):
+        # A curve of a metric with per-image gaps rests on the images it scored (a warning names those gaps): the
+        # images both runs scored are the most any of the codec's curves rests on
+        for frame, how in ((self.curves, "max"), (self.rows, "min")):
             if len(frame) and "n_images" in frame:
-                for codec, n in frame.dropna(subset=["n_images"]).groupby("codec", sort=False).n_images.min().items():
+                fewest = frame.dropna(subset=["n_images"]).groupby("codec", sort=False).n_images.agg(how)
+                for codec, n in fewest.items():
                     counts[codec] = min(int(n), counts.get(codec, int(n)))
         return [f"{codec} compared on the {n} of {self.n_dataset} images both runs scored ({n}/{self.n_dataset}, "
                 f"paired: the others failed{', or are not done yet,' if self.unfinished else ''} in BASE or NEW)"
@@ -338,7 +341,17 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
                                                  bootstrap._rng(seed, codec, "curve"))
         base = bootstrap.codec_curves(base_sets, codec, ids, positions)
         new = bootstrap.codec_curves(new_sets, codec, ids, positions)
+        n_of = dict.fromkeys(base, len(ids))
+        mine = [d for (c, _), d in [*base_sets.items(), *new_sets.items()] if c == codec]
+        for metric, fewer in bootstrap.scored_images(mine, ids).items():  # its bpp over the images it scored too
+            drawn = bootstrap.resample_positions(len(fewer), max(resamples, 1),
+                                                 bootstrap._rng(seed, codec, "curve", metric))
+            n_of[metric] = len(fewer)
+            base[metric], new[metric] = (bootstrap.metric_curve(sets, codec, metric, fewer, drawn) if len(fewer) >= 2
+                                         else None for sets in (base_sets, new_sets))
         for metric in sorted(set(base) & set(new), key=lambda m: list(registry.METRICS).index(m)):
+            if base[metric] is None or new[metric] is None:
+                continue
             (bb, bv), (nb, nv) = base[metric], new[metric]
             if bb.shape[1] < 2 or nb.shape[1] < 2:
                 continue  # a curve needs two settings; single settings are compared as detail
@@ -355,8 +368,8 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
                 except ValueError as exc:  # a degenerate resample (e.g. settings at the same rate)
                     result = {"bd_metric": np.nan, "bd_rate": np.nan, "note": str(exc)}
                 values.append((result["bd_metric"], result["bd_rate"], result["note"]))
-            out.append(_curve_verdict(codec, metric, values, tol, level, len(ids), resamples if len(values) > 1 else 0,
-                                      noise(codec, metric), fit, bd_method))
+            out.append(_curve_verdict(codec, metric, values, tol, level, n_of[metric],
+                                      resamples if len(values) > 1 else 0, noise(codec, metric), fit, bd_method))
             if len(values) == 1 and resamples > 0:  # within the allowance: no interval was needed, none is claimed
                 out[-1]["note"] = values[0][2]
     columns = ["codec", "metric", "bd_metric", "low", "high", "bd_rate", "bd_rate_low", "bd_rate_high", "tolerance",

@@ -234,9 +234,12 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
         run_dir, in_run = where.loc[codec]
         anchor_run, anchor_in_run = where.loc[anchor]
         pairs = None
-        if codec != anchor and run_dir and anchor_run and (
-                codec in counts or anchor in counts if anchor_run == run_dir
-                else same_data[run_dir] == same_data[anchor_run]):  # another run of the same images: paired too
+        # Images failed, or the anchor in another run of the same images: paired. A metric with per-image gaps
+        # alone: that metric paired, on the images it scored, its bpp too
+        both_measured = codec != anchor and bool(run_dir) and bool(anchor_run)
+        pair_all = both_measured and (codec in counts or anchor in counts if anchor_run == run_dir
+                                      else same_data[run_dir] == same_data[anchor_run])
+        if pair_all or both_measured and anchor_run == run_dir and per_image_gaps(run_dir):
             pairs = _paired_curves(settings_of(anchor_run), settings_of(run_dir), anchor_in_run, in_run, resamples,
                                    seed, anchor_curves.setdefault(anchor_run, {}))
         for metric in metrics:
@@ -263,20 +266,23 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                 a_draws = _resampled_curves(drawn.get(anchor_run), anchor_in_run, anchor, metric) \
                     if anchor_run == run_dir else None  # the run's shared draw; another run's anchor: `pairs`
                 a_curve, c_curve, c_draws = anchor_curve, curve, resampled
-                paired_on = pairs[0] if pairs and metric in pairs[1] and metric in pairs[2] else None
+                # a metric without gaps, paired for another's alone: the run's own draw, as without any gaps
+                pairing = pairs if pairs and (pair_all or metric in pairs[3]) else None
+                n_paired = pairing[3].get(metric, pairing[0]) if pairing else None  # fewer for a metric with gaps
+                paired_on = n_paired if pairing and metric in pairing[1] and metric in pairing[2] else None
                 if paired_on:  # failed images, or the anchor in another run: both on the images both scored
-                    a_curve, *a_draws = _curves(anchor, metric, *pairs[1][metric])
-                    c_curve, *c_draws = _curves(codec, metric, *pairs[2][metric])
+                    a_curve, *a_draws = _curves(anchor, metric, *pairing[1][metric])
+                    c_curve, *c_draws = _curves(codec, metric, *pairing[2][metric])
                     a_draws, c_draws = a_draws or None, c_draws or None
-                unpairable = bool(pairs) and pairs[0] < 2  # no BD rather than one on different images
+                unpairable = bool(pairing) and n_paired < 2  # no BD rather than one on different images
                 result = _NO_BD if unpairable else compare_curves(a_curve, c_curve, bd_method)
                 row = {"codec": codec, "metric": metric, **{k: result.get(k) for k in ("bd_rate", "bd_metric", "note")},
                        "fallback": "" if unpairable else _fallback_text(result, anchor, metric),
                        **{k: result.get(k, math.nan) for k in ("overlap", "rate_overlap", "metric_overlap")},
                        "reliable": not result["overlap"] < MIN_RELIABLE_OVERLAP,
-                       "n_paired": pairs[0] if paired_on or unpairable else None}
-                if pairs:
-                    row["note"] = "; ".join(filter(None, [_pairing_note(pairs[0], paired_on, metric,
+                       "n_paired": n_paired if paired_on or unpairable else None}
+                if pairing:
+                    row["note"] = "; ".join(filter(None, [_pairing_note(n_paired, paired_on, metric,
                                                                         anchor_run != run_dir), row["note"]]))
                 if c_draws and a_draws:
                     draws = [_compare_or_undefined(a, c, bd_method) for a, c in zip(a_draws, c_draws)]
@@ -370,20 +376,36 @@ def partial_counts(summary: pd.DataFrame, n_dataset: dict[str, int]) -> dict[str
 
 
 def _paired_curves(anchor_sets: dict, codec_sets: dict, anchor: str, codec: str, resamples: int, seed: int,
-                   cache: dict) -> tuple[int, dict, dict]:
-    """(n, the anchor's curves, the codec's) on the n images both scored at every setting (the settings of one
-    run, or of two runs of the same images), as `bootstrap.codec_curves` gives them: row 0 on all n, then one row
-    per resample, the same draw for both. The draw depends on the images alone, so the anchor's curves on a set of
-    images are computed once (`cache`) for every codec paired on that set."""
-    ids = bootstrap.shared_images([*(d for (c, _), d in anchor_sets.items() if c == anchor),
-                                   *(d for (c, _), d in codec_sets.items() if c == codec)])
+                   cache: dict) -> tuple[int, dict, dict, dict]:
+    """(n, the anchor's curves, the codec's, n per metric where fewer) on the n images both scored at every setting
+    (the settings of one run, or of two runs of the same images), as `bootstrap.codec_curves` gives them: row 0 on
+    all n, then one row per resample, the same draw for both; a metric with per-image gaps (MS-SSIM on small
+    images) on the images it has values for at every setting, its bpp too. The draw depends on the images alone,
+    so the anchor's curves on a set of images are computed once (`cache`) for every codec paired on that set."""
+    mine = [*(d for (c, _), d in anchor_sets.items() if c == anchor),
+            *(d for (c, _), d in codec_sets.items() if c == codec)]
+    ids = bootstrap.shared_images(mine)
     if len(ids) < 2:
-        return len(ids), {}, {}
+        return len(ids), {}, {}, {}
     key = (anchor, "\0".join(ids))
     positions = bootstrap.resample_positions(len(ids), resamples, bootstrap._rng(seed, anchor, "paired", key[1]))
     if key not in cache:
         cache[key] = bootstrap.codec_curves(anchor_sets, anchor, ids, positions)
-    return len(ids), cache[key], bootstrap.codec_curves(codec_sets, codec, ids, positions)
+    anchor_curves, codec_curves, fewer = dict(cache[key]), bootstrap.codec_curves(codec_sets, codec, ids, positions), {}
+    for metric, scored in bootstrap.scored_images(mine, ids).items():
+        fewer[metric] = len(scored)
+        drawn = bootstrap.resample_positions(len(scored), resamples,
+                                             bootstrap._rng(seed, anchor, "paired", metric, "\0".join(scored)))
+        key = (anchor, metric, "\0".join(scored))
+        if key not in cache:
+            cache[key] = bootstrap.metric_curve(anchor_sets, anchor, metric, scored, drawn) \
+                if len(scored) >= 2 else None
+        anchor_curves[metric] = cache[key]
+        codec_curves[metric] = bootstrap.metric_curve(codec_sets, codec, metric, scored, drawn) \
+            if len(scored) >= 2 else None
+        if anchor_curves[metric] is None or codec_curves[metric] is None:
+            del anchor_curves[metric], codec_curves[metric]
+    return len(ids), anchor_curves, codec_curves, fewer
 
 
 def _curves(codec: str, metric: str, bpp: np.ndarray, value: np.ndarray) -> list[Curve]:
