@@ -906,6 +906,13 @@ def test_a_metric_some_images_lack_has_its_bd_and_its_n_over_the_images_it_score
     assert bd.loc[("webp", "ms_ssim")].note.startswith("paired on the 4 images both scored at every setting")
     assert bd.loc[("webp", "psnr")].bd_rate == pytest.approx(expected["psnr"], rel=1e-9)
     assert "paired" not in bd.loc[("webp", "psnr")].note
+    # its values at a chosen rate: along that curve too, and the note gives its rates there
+    rate = float(np.median(means(large, "webp", "ms_ssim")[0]))
+    board = leaderboard.build([first], resamples=20, rates=[rate])
+    at = board.at_rates.set_index(["codec", "metric"]).value
+    assert at[("webp", "ms_ssim")] == pytest.approx(Curve("webp", "ms_ssim", *means(large, "webp", "ms_ssim"))
+                                                    .at_rate(rate), rel=1e-12)
+    assert any("ms_ssim along its curve over the images it scored" in n for n in board.notes), board.notes
     result = compare.compare_runs(first, second, resamples=20)
     n = result.curves.set_index(["codec", "metric"]).n_images
     assert n[("jpeg", "ms_ssim")] == 4 and n[("jpeg", "psnr")] == 8 and not result.paired

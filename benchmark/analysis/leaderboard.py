@@ -230,6 +230,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
 
     same_data = {r: (d.fingerprint, d.preprocess) for r in dict.fromkeys(runs_only.run_dir)
                  for d in [read_record(r).dataset]}
+    scored_spans: dict[str, dict[str, tuple[float, float]]] = {}  # metric with gaps -> codec -> its rates there
     for codec in codecs:
         run_dir, in_run = where.loc[codec]
         anchor_run, anchor_in_run = where.loc[anchor]
@@ -242,9 +243,15 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
         if pair_all or both_measured and anchor_run == run_dir and per_image_gaps(run_dir):
             pairs = _paired_curves(settings_of(anchor_run), settings_of(run_dir), anchor_in_run, in_run, resamples,
                                    seed, anchor_curves.setdefault(anchor_run, {}))
+        scored = _scored_curves(settings_of(run_dir), in_run, codec, resamples, seed) \
+            if run_dir and per_image_gaps(run_dir) else {}
         for metric in metrics:
             curve = Curve.from_summary(summary, codec, metric)
             resampled = _resampled_curves(drawn.get(run_dir), in_run, codec, metric)
+            if metric in scored:  # some images lack it: its bpp over the images it scored, as its values
+                curve, *resampled = scored[metric]
+                resampled = resampled or None
+                scored_spans.setdefault(metric, {})[codec] = (float(curve.bpp.min()), float(curve.bpp.max()))
             for rate in rates:
                 if (index := matched.get((codec, rate))) is not None:  # the setting rate-matched to it, as measured
                     own = settings[(settings.codec == codec) & (settings.setting_index == index)
@@ -318,7 +325,7 @@ def build(run_dirs: list, anchor: str | None = None, rates=DEFAULT_RATES, metric
                   f"seed+{int(k) - 1}; set metrics the mean of the {int(k)} samples' sets); its intervals are over "
                   "images, and the spread over samples is the summary's <metric>_sample_std."
                   for codec, k in sampled.items()]
-    if note := _rates_outside(summary, codecs, rates, matched):
+    if note := _rates_outside(summary, codecs, rates, matched, at_rates, scored_spans):
         notes.append(note)
     if matched:
         shown = summary.set_index(["codec", "setting_index"]).bpp
@@ -406,6 +413,19 @@ def _paired_curves(anchor_sets: dict, codec_sets: dict, anchor: str, codec: str,
         if anchor_curves[metric] is None or codec_curves[metric] is None:
             del anchor_curves[metric], codec_curves[metric]
     return len(ids), anchor_curves, codec_curves, fewer
+
+
+def _scored_curves(sets: dict, codec_in_run: str, codec: str, resamples: int, seed: int) -> dict[str, list[Curve]]:
+    """Per metric some of the codec's images have no value of (MS-SSIM under 161 px): its curve with the bpp over
+    the images it scored at every setting, then one per resample of those images."""
+    mine = [d for (c, _), d in sets.items() if c == codec_in_run]
+    out = {}
+    for metric, scored in bootstrap.scored_images(mine, bootstrap.shared_images(mine)).items():
+        drawn = bootstrap.resample_positions(len(scored), resamples, bootstrap._rng(seed, codec, "scored", metric))
+        found = bootstrap.metric_curve(sets, codec_in_run, metric, scored, drawn) if len(scored) >= 2 else None
+        if found is not None:
+            out[metric] = _curves(codec, metric, *found)
+    return out
 
 
 def _curves(codec: str, metric: str, bpp: np.ndarray, value: np.ndarray) -> list[Curve]:
@@ -535,26 +555,35 @@ def rate_matched(summary: pd.DataFrame, rates) -> dict[tuple[str, float], int]:
             for r in rates if math.isclose(r, target, rel_tol=1e-9)}
 
 
-def _rates_outside(summary: pd.DataFrame, codecs: list[str], rates, matched: dict) -> str:
+def _rates_outside(summary: pd.DataFrame, codecs: list[str], rates, matched: dict, at_rates: list[dict],
+                   scored_spans: dict) -> str:
     """What the at-rate table does with a chosen rate beyond a codec's measured rates (it never extrapolates):
-    the cell is –, and a codec that reaches none of the rates, or a table that no codec reaches, is left out."""
+    the cell is –, and a codec that reaches none of the rates, or a table that no codec reaches, is left out. A
+    metric some images lack has its curve over the images it scored (`scored_spans`: its rates there)."""
     codecs = [c for c in codecs if summary.bpp[summary.codec == c].notna().any()]  # every row failed: no rates
     if not codecs:
         return ""
     spans = {c: (summary.bpp[summary.codec == c].min(), summary.bpp[summary.codec == c].max()) for c in codecs}
     outside = {c: [r for r in rates if not lo * (1 - 1e-9) <= r <= hi * (1 + 1e-9) and (c, r) not in matched]
                for c, (lo, hi) in spans.items()}
-    if not rates or not any(outside.values()):
+    beyond_scored = any(not lo * (1 - 1e-9) <= r <= hi * (1 + 1e-9) for by_codec in scored_spans.values()
+                        for lo, hi in by_codec.values() for r in rates)
+    if not rates or not any(outside.values()) and not beyond_scored:
         return ""
     measured = ", ".join(f"{c} {lo:.3g}–{hi:.3g}" for c, (lo, hi) in spans.items() if outside[c]) + " bpp"
     chosen = ", ".join(f"{r:g}" for r in rates) + " bpp"
-    missed = [c for c in codecs if len(outside[c]) == len(rates)]
+    valued = {r["codec"] for r in at_rates if not math.isnan(r["value"])}
+    missed = [c for c in codecs if len(outside[c]) == len(rates) and c not in valued]
     if len(missed) == len(codecs):
         return f"No codec reaches the chosen rates ({chosen}; measured: {measured}): no table of metrics at them."
-    return (f"Metrics at chosen rates: – where the rate lies outside the codec's measured rates ({measured}), never "
+    own = "; ".join(f"{metric} along its curve over the images it scored ("
+                    + ", ".join(f"{c} {lo:.3g}–{hi:.3g}" for c, (lo, hi) in spans.items()) + " bpp there)"
+                    for metric, spans in scored_spans.items())
+    return ("Metrics at chosen rates: – where the rate lies outside the codec's measured rates"
+            + (f" ({measured})" if any(outside.values()) else "") + ", never "
             "extrapolated" + (f"; {', '.join(missed)} reach{'es' if len(missed) == 1 else ''} none of {chosen} "
                               f"and {'is' if len(missed) == 1 else 'are'} left out of that table" if missed else "")
-            + ".")
+            + (f"; {own}" if own else "") + ".")
 
 
 def wide_tables(board: Leaderboard, label=_label, cell=_cell) -> dict[str, pd.DataFrame]:
