@@ -730,12 +730,13 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
         import time
 
         from benchmark.run import timings
-        from benchmark.analysis.plots import metric_gaps, rd_plots
+        from benchmark.analysis.plots import metric_gaps, rd_plots, scored_rates
         from benchmark.run.results import load_summary
 
         start = time.perf_counter()
         summary = load_summary(run_dir)
-        plots = rd_plots(summary, run_dir / "plots", log_x=args.log_x, gaps=metric_gaps([run_dir]))
+        plots = rd_plots(summary, run_dir / "plots", log_x=args.log_x, gaps=metric_gaps([run_dir]),
+                         scored=scored_rates([run_dir]))
         timings.add_to_last(run_dir, "plots", time.perf_counter() - start)
         lines.append(f"Plots:       {run_dir / 'plots'} ({', '.join(sorted({p.stem for p in plots}))})" if plots else
                      "Plots:       none (no setting has a successful row)")
@@ -833,7 +834,7 @@ def _why_missing(run_dir: pathlib.Path, metric: str) -> str:
 
 def cmd_plot(args) -> int:
     from benchmark.analysis.leaderboard import load_summaries, unmeasured, with_references
-    from benchmark.analysis.plots import PlotStyle, metric_gaps, plottable_metrics, rd_plots
+    from benchmark.analysis.plots import PlotStyle, metric_gaps, plottable_metrics, rd_plots, scored_rates
     from benchmark.analysis.references import load_references
     from benchmark.run.results import unfinished
 
@@ -859,7 +860,7 @@ def cmd_plot(args) -> int:
     style = PlotStyle(paper=args.style == "paper", title=args.title, size=args.size, font_size=args.font_size)
     run_dir = run_dirs[0]
     plots = rd_plots(with_references(summary, refs), args.out or run_dir / "plots", log_x=args.log_x,
-                     metrics=args.metric, style=style, gaps=metric_gaps(run_dirs))
+                     metrics=args.metric, style=style, gaps=metric_gaps(run_dirs), scored=scored_rates(run_dirs))
     for p in plots:
         print(p)
     if not plots:

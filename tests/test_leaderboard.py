@@ -913,6 +913,22 @@ def test_a_metric_some_images_lack_has_its_bd_and_its_n_over_the_images_it_score
     assert at[("webp", "ms_ssim")] == pytest.approx(Curve("webp", "ms_ssim", *means(large, "webp", "ms_ssim"))
                                                     .at_rate(rate), rel=1e-12)
     assert any("ms_ssim along its curve over the images it scored" in n for n in board.notes), board.notes
+    # and the R-D figure draws its points at that bpp (it drew MS-SSIM of the large images at the rate of all)
+    import matplotlib.axes
+
+    drawn, plot = [], matplotlib.axes.Axes.plot
+
+    def record(self, x, y, *args, **kwargs):
+        drawn.append((kwargs.get("label"), np.asarray(x, float), np.asarray(y, float)))
+        return plot(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", record)
+    assert main(["plot", str(first), "--metric", "ms_ssim", "--metric", "psnr", "--out", str(tmp_path / "fig")]) == 0
+    lines = {(label, "ms_ssim" if y.max() <= 1 else "psnr"): x for label, x, y in drawn}
+    assert np.allclose(lines[("WebP", "ms_ssim")], means(large, "webp", "ms_ssim")[0], rtol=1e-12)
+    assert np.allclose(lines[("WebP", "psnr")], means(images, "webp", "psnr")[0], rtol=1e-12)
+    legend = " ".join(re.findall(r"<!-- (.*?) -->", (tmp_path / "fig" / "rd_ms_ssim.svg").read_text()))
+    assert "each point at the bpp of the images it is over" in legend, legend
     result = compare.compare_runs(first, second, resamples=20)
     n = result.curves.set_index(["codec", "metric"]).n_images
     assert n[("jpeg", "ms_ssim")] == 4 and n[("jpeg", "psnr")] == 8 and not result.paired

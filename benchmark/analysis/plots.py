@@ -22,6 +22,7 @@ import pandas as pd
 from benchmark.analysis.references import fewest_images
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.provenance import short_revision
+from benchmark.run import results
 from benchmark.run.results import images_of, per_image_gaps
 from metrics import registry
 from metrics.registry import METRICS
@@ -174,11 +175,13 @@ def use_log_x(bpp: pd.Series) -> bool:
 def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | None = None,
              metrics: list[str] | None = None, formats=FORMATS,
              intervals: pd.DataFrame | None = None, style: PlotStyle = PlotStyle(),
-             no_interval: dict[str, str] | None = None, gaps: dict[str, str] | None = None) -> list[pathlib.Path]:
+             no_interval: dict[str, str] | None = None, gaps: dict[str, str] | None = None,
+             scored: pd.DataFrame | None = None) -> list[pathlib.Path]:
     """One figure per metric; `intervals` (benchmark.analysis.bootstrap.intervals) adds the metric's bootstrap interval
     as a vertical bar at each setting, and `no_interval` (metric -> why) says in the legend why some points have
     none (a missing bar is not a zero spread); `gaps` (metric_gaps) says there which rows the metric could not score,
-    so a mean over fewer images is not read as one over all; `style` sizes it for a screen or a paper."""
+    so a mean over fewer images is not read as one over all, and `scored` (scored_rates) puts such a metric's
+    points at the bpp of those images; `style` sizes it for a screen or a paper."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,6 +203,9 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
         sub = data[data[metric].notna() & (data[metric] != float("inf"))]
         if sub.empty:
             continue
+        at_scored = False
+        if scored is not None and len(scored) and metric in set(scored.metric):
+            sub, at_scored = _at_scored_rates(sub, scored[scored.metric == metric])
         fig, ax = plt.subplots(figsize=style.figsize, layout="constrained" if style.paper else None)
         published = sub["published"].fillna(False).astype(bool) if "published" in sub else pd.Series(False, sub.index)
         partial = False
@@ -244,7 +250,8 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
             labels.append(textwrap.fill(f"no bar: no interval ({no_interval[metric]})", 44 if style.paper else 30))
         if (gaps or {}).get(metric):
             handles.append(Line2D([], [], linestyle="none"))
-            labels.append(textwrap.fill(f"note: {gaps[metric]}", 44 if style.paper else 30))
+            labels.append(textwrap.fill(f"note: {gaps[metric]}" + ("; each point at the bpp of the images it is over"
+                                                                 if at_scored else ""), 44 if style.paper else 30))
         if style.paper:  # under the axes, as wide as they are: the column has no room beside them
             fig.legend(handles, labels, title="n/N: images a curve rests on, of N" if partial else None,
                        loc="outside lower center", ncol=2, frameon=False, handlelength=2.4, columnspacing=1.0)
@@ -263,6 +270,23 @@ def rd_plots(summary: pd.DataFrame, out_dir: str | pathlib.Path, log_x: bool | N
             written.append(path)
         plt.close(fig)
     return written
+
+
+def scored_rates(run_dirs: list) -> pd.DataFrame:
+    """results.scored_rates of these runs (with run_dir): where a metric with per-image gaps draws its points."""
+    frames = [results.scored_rates(r).assign(run_dir=str(r)) for r in run_dirs]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _at_scored_rates(curves: pd.DataFrame, scored: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """The settings of `curves` (one metric's) at their bpp over the images the metric scored, where `scored` has
+    it; whether any moved. A summary of several runs names each setting's run and codec in it (`codec_in_run`)."""
+    runs = curves["run_dir"] if "run_dir" in curves else pd.Series(scored.run_dir.iloc[0], curves.index)
+    codecs = curves["codec_in_run"] if "codec_in_run" in curves else curves["codec"]
+    rate = dict(zip(zip(scored.run_dir, scored.codec, scored.setting_index), scored.bpp))
+    moved = [rate.get((str(r), c, s)) for r, c, s in zip(runs, codecs, curves["setting_index"])]
+    found = pd.Series(moved, curves.index, dtype=float)
+    return curves.assign(bpp=found.fillna(curves["bpp"])), bool(found.notna().any())
 
 
 def metric_gaps(run_dirs: list) -> dict[str, str]:

@@ -165,7 +165,7 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
                  seed: int = bootstrap.DEFAULT_SEED, anchor: str | None = None,
                  rates=leaderboard.DEFAULT_RATES, references=()) -> tuple[pathlib.Path, pathlib.Path]:
     """Write report.html (self-contained) and report.md (with files beside it); return their paths."""
-    from benchmark.analysis.plots import metric_gaps, rd_plots
+    from benchmark.analysis.plots import metric_gaps, rd_plots, scored_rates
 
     run_dir = pathlib.Path(run_dir)
     out_dir = pathlib.Path(out_dir) if out_dir else run_dir / "report"
@@ -182,7 +182,8 @@ def build_report(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path | None
     stages.set_description("report: plots")
     refs, _ = load_references(references, summary)
     plots = [p for p in rd_plots(leaderboard.with_references(summary, refs), out_dir / "plots", intervals=ci,
-                                 formats=("png", "pdf"), no_interval=_no_bar(board), gaps=metric_gaps([run_dir]))
+                                 formats=("png", "pdf"), no_interval=_no_bar(board), gaps=metric_gaps([run_dir]),
+                                 scored=scored_rates([run_dir]))
              if p.suffix == ".png"]
     failures_html, failures_md = _failures(summary)
     tabled = not board.empty  # a run whose every row failed has nothing to table

@@ -253,6 +253,21 @@ def per_image_gaps(run_dir: str | os.PathLike) -> dict[str, str]:
     return dict(_GAPS[key])
 
 
+def scored_rates(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """For each metric with per-image gaps (per_image_gaps), each setting's mean bpp over the rows that metric
+    scored (codec, setting_index, metric, bpp): the rate its mean belongs to, which an R-D point of it is drawn at
+    (the summary's bpp is over every row)."""
+    columns = ["codec", "setting_index", "metric", "bpp"]
+    gaps = per_image_gaps(run_dir)
+    if not gaps:
+        return pd.DataFrame(columns=columns)
+    rows = read_rows(run_dir, columns=["codec", "setting_index", "status", "bpp", *gaps])
+    ok = rows[rows.status == "ok"]
+    frames = [ok[ok[m].notna()].groupby(["codec", "setting_index"], as_index=False).bpp.mean().assign(metric=m)
+              for m in gaps if m in ok]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
 def _read_gaps(run_dir: str | os.PathLike) -> dict[str, str]:
     rows = read_rows(run_dir, columns=["status", "metric_notes"])
     if "metric_notes" not in rows or not len(rows):
