@@ -1062,7 +1062,7 @@ def _refuse_unfinished(run_dir: pathlib.Path, what: str) -> None:
 
 
 def cmd_export(args) -> int:
-    from benchmark.analysis.references import export_compressai
+    from benchmark.analysis.references import export_compressai, export_left_out
 
     run_dir = _check_run(args.run_dir)
     _refuse_unfinished(run_dir, "Not exported")
@@ -1072,6 +1072,8 @@ def cmd_export(args) -> int:
         written = tracker_files.write(run_dir, args.out_dir, anchor=args.anchor)
     else:
         written = export_compressai(run_dir, args.out_dir)
+        for metric, why in export_left_out(run_dir).items() if written else ():
+            print(f"note: {metric} is left out of the export: {why}.", file=sys.stderr)
         if not written:  # it wrote nothing and said nothing
             print(f"Nothing exported: no codec of {run_dir} has a successful setting (see `{command()} report "
                   f"{shlex.quote(str(run_dir))}` for the reasons).", file=sys.stderr)

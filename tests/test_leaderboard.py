@@ -929,6 +929,10 @@ def test_a_metric_some_images_lack_has_its_bd_and_its_n_over_the_images_it_score
     assert np.allclose(lines[("WebP", "psnr")], means(images, "webp", "psnr")[0], rtol=1e-12)
     legend = " ".join(re.findall(r"<!-- (.*?) -->", (tmp_path / "fig" / "rd_ms_ssim.svg").read_text()))
     assert "each point at the bpp of the images it is over" in legend, legend
+    # an export has one bpp per setting: MS-SSIM over fewer images is left out, saying why, not paired with it
+    assert main(["export", str(first), str(tmp_path / "export")]) == 0
+    doc = json.loads((tmp_path / "export" / "webp.json").read_text())
+    assert set(doc["results"]) == {"bpp", "psnr-rgb"} and "ms_ssim has no value on" in doc["meta"]["left_out"]["ms_ssim"]
     result = compare.compare_runs(first, second, resamples=20)
     n = result.curves.set_index(["codec", "metric"]).n_images
     assert n[("jpeg", "ms_ssim")] == 4 and n[("jpeg", "psnr")] == 8 and not result.paired

@@ -162,6 +162,16 @@ def load_references(paths, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), warnings
 
 
+def export_left_out(run_dir: str | pathlib.Path) -> dict[str, str]:
+    """Metrics an export leaves out, and why: those some scored rows have no value of (MS-SSIM on images under
+    161 px), whose means rest on fewer images than the one bpp per setting the format holds."""
+    from benchmark.run.results import load_summary, per_image_gaps
+
+    summary = load_summary(run_dir)
+    return {m: f"{gap}, and the format has one bpp per setting, over every image"
+            for m, gap in per_image_gaps(run_dir).items() if m in summary and summary[m].notna().any()}
+
+
 def export_compressai(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) -> list[pathlib.Path]:
     """One CompressAI results JSON per codec of a run: mean bpp and metrics per setting, in the run's order
     of rates, with meta (dataset, preprocessing, versions, run id)."""
@@ -173,7 +183,8 @@ def export_compressai(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) 
     summary = load_summary(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    metrics = [m for m in registry.quality_metrics() if m in summary and summary[m].notna().any()]
+    left_out = export_left_out(run_dir)
+    metrics = [m for m in registry.quality_metrics() if m in summary and summary[m].notna().any() and m not in left_out]
     for codec, rows in summary.groupby("codec", sort=False):
         rows = rows[rows.bpp.notna()].sort_values("bpp")
         if rows.empty:
@@ -189,7 +200,8 @@ def export_compressai(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) 
                "meta": {"dataset": d.name, "split": d.split, "n_images": d.n_images, "preprocess": d.preprocess,
                         "run_id": record.run_id, "git_sha": record.git_sha, "codec_versions": c.versions,
                         "versions": record.versions, "settings": [str(v) for v in rows.setting_label],
-                        "n_ok": [int(v) for v in rows.n_ok], "source": f"cmcbench {record.run_id}"},
+                        "n_ok": [int(v) for v in rows.n_ok], "source": f"cmcbench {record.run_id}",
+                        **({"left_out": left_out} if left_out else {})},
                "results": results}
         path = out_dir / f"{safe_name(codec)}.json"
         path.write_text(json.dumps(doc, indent=2))
