@@ -136,3 +136,20 @@ def test_codec_spec_mistakes_get_one_sentence_that_names_the_fix():
                        ("jpeg quality=50 label=", "label= needs a name")):
         with pytest.raises(ValueError, match=said):
             parse_codec_spec(spec)
+
+
+@pytest.mark.parametrize("spec, said", [
+    ("jpeg quality=50 quality=60", "quality= is given twice (one quality= with every value: quality=50,60); give it "
+                                   "once."),
+    ("jpeg quality=50 sweep=60", "sweep= is given twice (one sweep= with every value: sweep=50,60); give it once."),
+    ("jpeg quality=50 optimize=true optimize=false", "optimize= is given twice; give it once."),
+    ("jpeg label=a label=b", "label= is given twice; give it once."),
+    ("jpeg quality=50 bpp=0.5", "bpp= rate-matches each image by choosing its quality itself, so quality= beside it "
+                                "would be ignored; give one of them."),
+])
+def test_a_codec_spec_key_given_twice_or_a_sweep_beside_bpp_is_refused(spec, said):
+    """`jpeg quality=50 quality=60` ran quality 60 alone (the last value won, silently), `optimize=true
+    optimize=false` ran without optimize, and `jpeg quality=50 bpp=0.5` rate-matched and dropped quality=50."""
+    with pytest.raises(ValueError) as err:
+        parse_codec_spec(spec)
+    assert str(err.value) == f"Codec spec {spec!r}: {said}"

@@ -144,10 +144,16 @@ def parse_codec_spec(text: str) -> CodecSpec:
     targets: tuple = ()
     tolerance = None
     best, select, samples = 1, "psnr", 1
+    seen: dict[str, str] = {}  # each key once (the sweep under any of its names), or the last would win silently
     for pair in pairs:
         key, eq, value = pair.partition("=")
         if not eq:
             raise ValueError(f"Codec spec {text!r}: expected key=value, got {pair!r}.")
+        same = "sweep" if key in (cls.rate_parameter, "settings", "sweep") else key
+        if same in seen:
+            fix = f" (one {key}= with every value: {key}={seen[same]},{value})" if same == "sweep" else ""
+            raise ValueError(f"Codec spec {text!r}: {key}= is given twice{fix}; give it once.")
+        seen[same] = value
         if key == "label":
             if not value.strip():
                 raise ValueError(f"Codec spec {text!r}: label= needs a name, e.g. label=mine (or leave it out).")
@@ -188,6 +194,9 @@ def parse_codec_spec(text: str) -> CodecSpec:
         if repeated:  # two settings of one value would be one curve point twice, under one label
             raise ValueError(f"Codec spec {text!r}: {what}={', '.join(map(str, repeated))} is given more than once.")
     settings = settings or tuple(cls.discover_settings(options))
+    if targets and "sweep" in seen:  # rate matching picks the setting per image: a sweep beside it would be ignored
+        raise ValueError(f"Codec spec {text!r}: bpp= rate-matches each image by choosing its {cls.rate_parameter} "
+                         f"itself, so {cls.rate_parameter}= beside it would be ignored; give one of them.")
     if (targets or tolerance is not None) and (best > 1 or samples > 1):
         raise ValueError(f"Codec spec {text!r}: best_of and samples do not combine with rate matching (bpp=).")
     if samples > 1 and (best > 1 or not cls.stochastic or "seed" not in cls.defaults):
