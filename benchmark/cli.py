@@ -726,6 +726,7 @@ def _end_of_run(args, run_dir: pathlib.Path, outcome) -> int:
     for name, state in [*record.image_metrics.items(), *record.iqa.items()]:
         if state["status"] == "unavailable":
             lines.append(f"Unavailable: {name.upper().replace('_', '-')} (left empty, not zero): {state['reason']}")
+    lines += _no_bitstreams_saved(run_dir, record)
     if not args.no_plots:
         import time
 
@@ -830,6 +831,21 @@ def _why_missing(run_dir: pathlib.Path, metric: str) -> str:
     if state.get("status") not in (None, "ok"):
         return state.get("reason", "")
     return per_image_gaps(run_dir).get(metric, "")  # it ran, but the rows say why they have no value
+
+
+def _no_bitstreams_saved(run_dir: pathlib.Path, record) -> list[str]:
+    """--save-bitstreams of a codec that produced rows but no bitstream bytes (a precomputed codec's bits.csv gives
+    counts only): its folder is empty, which is said rather than left to be found."""
+    from benchmark.run.results import OUTPUTS, run_summary, safe_name
+
+    if not record.config.get("save_bitstreams"):
+        return []
+    summary = run_summary(run_dir)
+    scored = set(summary.codec[summary.n_ok > 0]) if len(summary) else set()
+    return [f"note: --save-bitstreams saved nothing for {c.label}: its rows have bit counts but it produced no "
+            "bitstream to save" + (" (bits.csv gives counts only)" if c.target == "precomputed" else "") + "."
+            for c in record.codecs if c.label in scored
+            and not any((run_dir / OUTPUTS / safe_name(c.label)).rglob("*.bin"))]
 
 
 def cmd_plot(args) -> int:

@@ -242,6 +242,30 @@ def test_command_codec_refuses_a_relative_script_and_names_its_temporary_folder_
     assert (rows[0].error == reason).all() and list(rows[0].error) == list(rows[1].error)
 
 
+def test_save_bitstreams_of_a_codec_with_bit_counts_only_says_it_saved_nothing(tmp_path, capsys):
+    """A precomputed codec whose bits come from bits.csv has no bitstream to save: --save-bitstreams left its folder
+    empty (its manifest saying bitstreams: true) without a word; the run says so, and not of a codec that saved."""
+    from PIL import Image
+
+    folder, outputs = tmp_path / "images", tmp_path / "mine"
+    (outputs / "1").mkdir(parents=True)
+    folder.mkdir()
+    lines = ["image_id,setting,bits"]
+    for i in range(2):
+        Image.fromarray(np.full((32, 48, 3), 60 * i, np.uint8)).save(folder / f"im{i}.png")
+        Image.fromarray(np.full((32, 48, 3), 60 * i + 1, np.uint8)).save(outputs / "1" / f"im{i}.png")
+        lines.append(f"im{i},1,100")
+    (outputs / "bits.csv").write_text("\n".join(lines) + "\n")
+    code = main(["run", "--dataset", str(folder), "--out", str(tmp_path / "r"), "--name", "saved", "--metrics",
+                 "none", "--lpips", "none", "--no-progress", "--no-plots", "--save-bitstreams", "--codec",
+                 f"precomputed path={outputs} label=mine", "--codec", "jpeg quality=50"])
+    out = capsys.readouterr().out
+    assert code == 0 and "note: --save-bitstreams saved nothing for mine: its rows have bit counts but it produced " \
+                         "no bitstream to save (bits.csv gives counts only)." in out, out
+    saved = list((tmp_path / "r" / "saved" / "outputs" / "jpeg").rglob("*.bin"))
+    assert "nothing for jpeg" not in out and len(saved) == 2
+
+
 def test_export_then_reference_gives_the_same_bd_rate(tmp_path, photos):
     run_dir, _ = _run(tmp_path, f"folder:{photos}", ["jpeg quality=10,20,40,70,90", "webp quality=10,25,50,75,90"],
                       "exp")
