@@ -357,3 +357,34 @@ def test_a_run_not_summarised_yet_is_read_from_its_shards(tmp_path, capsys):
                                                                       resamples=0)).table
     assert list(table.change) == ["first", "same"], table
     assert not summary.exists()  # reading a run writes nothing into it
+
+
+def test_a_run_from_before_commit_dates_were_recorded_takes_its_commit_s_date_from_the_checkout(tmp_path, monkeypatch):
+    """config.json had no git_date before it was recorded: such a run (made on 2f1adf2) was ordered by its creation
+    time, after runs of later commits, so an older commit's run came last and the anchor was a newer one. Its
+    commit's date is read from the checkout when the checkout holds the commit; otherwise the creation time stands."""
+    from benchmark.run import provenance
+    from benchmark.run.record import RunRecord
+
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "GIT_AUTHOR_DATE": "2026-03-01T12:00:00+00:00",
+           "GIT_COMMITTER_DATE": "2026-03-01T12:00:00+00:00"}
+    for args in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "old"]):
+        subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    monkeypatch.setattr(provenance, "PROJECT_ROOT", repo)
+    history._commit_date.cache_clear()
+    made, other = "2026-12-08T03:54:15+00:00", "0" * 40
+    try:
+        assert history.commit_of(RunRecord(run_id="old", created=made, git_sha=sha)) == \
+            (sha, "2026-03-01T12:00:00+00:00")
+        assert history.commit_of(RunRecord(run_id="o", created=made, git_sha=sha + "-dirty"))[1] == \
+            "2026-03-01T12:00:00+00:00"
+        assert history.commit_of(RunRecord(run_id="x", created=made, git_sha=other)) == (other, made)
+        recorded = RunRecord(run_id="new", created=made, git_sha=sha, git_date="2026-04-01T00:00:00+00:00")
+        assert history.commit_of(recorded)[1] == "2026-04-01T00:00:00+00:00"  # a recorded date is the run's own
+    finally:
+        history._commit_date.cache_clear()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import pathlib
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ import pandas as pd
 from benchmark.analysis import bootstrap, compare
 from benchmark.analysis.curves import BD_METHODS
 from benchmark.analysis.table_format import NO_INTERVAL, run_names
+from benchmark.run import provenance
 from benchmark.run.integrity import DamagedFile
 from benchmark.run.provenance import short_revision
 from benchmark.run.record import RunRecord, read_record
@@ -88,7 +90,15 @@ def commit_of(record: RunRecord, codecs: list[str] | None = None) -> tuple[str, 
     if sources:
         date, sha = max(sources)
         return sha, date or record.created
-    return (record.git_sha if record.has("git_sha") else "unknown"), record.git_date or record.created
+    sha = record.git_sha if record.has("git_sha") else "unknown"
+    return sha, record.git_date or _commit_date(sha) or record.created
+
+
+@functools.lru_cache(maxsize=None)
+def _commit_date(sha: str) -> str | None:
+    """A cmcbench commit's date from this checkout, for a run whose config.json predates `git_date` (ordered by
+    its creation time otherwise, after runs of later commits)."""
+    return provenance.git_date(provenance.PROJECT_ROOT, sha) if sha != "unknown" else None
 
 
 def _is_date(since: str) -> bool:

@@ -35,10 +35,11 @@ def short_revision(revision: str, length: int = 12) -> str:
     return str(revision)[:length] + ("-dirty" if str(revision).endswith("-dirty") else "")
 
 
-def git_date(folder: pathlib.Path = PROJECT_ROOT) -> str | None:
-    """The committer date of HEAD (ISO 8601): the order of runs along a history of commits; None outside git."""
+def git_date(folder: pathlib.Path = PROJECT_ROOT, revision: str = "HEAD") -> str | None:
+    """The committer date of `revision` (ISO 8601): the order of runs along a history of commits; None outside git
+    or where the checkout does not hold that commit."""
     try:
-        return _git(folder, "log", "-1", "--format=%cI") or None
+        return _git(folder, "log", "-1", "--format=%cI", revision.removesuffix("-dirty"), "--") or None
     except (OSError, subprocess.SubprocessError):
         return None
 
