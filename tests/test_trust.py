@@ -493,3 +493,31 @@ def test_the_fit_error_of_two_point_curves_does_not_claim_a_point_was_left_out()
     fit, why = fit_error(Curve("c", "psnr", bpp, _rd(bpp)), Curve("c", "psnr", bpp * 0.8, _rd(bpp * 0.8) + 0.3))
     assert fit > 0 and "one point out" not in why and why.endswith("no curve has an interior point to leave out")
     assert why.startswith(f"interpolation methods disagree by {fit:.3g}")
+
+
+def test_resuming_a_finished_run_leaves_its_summary_and_writing_one_is_checked_like_a_task(tmp_path, monkeypatch):
+    """--resume of a finished run made by another cmcbench revision rewrote its summary with this code, under the
+    provenance of the code that made the run, and without a word; a run killed after its last task, before its
+    summary, was finished by another revision the same way. The summary of a finished run stands as its own code
+    wrote it; one still to write is refused under changed provenance unless --resume-anyway, which records it."""
+    import json
+
+    from benchmark.run import provenance
+
+    config = RunConfig(dataset="sample:3", split="all", inception={"enabled": False}, caption_embedder="none",
+                       image_metrics={"ms_ssim": False, "lpips": "none"}, codecs=[parse_codec_spec("jpeg quality=50")])
+    run_dir = create_run(config, tmp_path / "runs", "done", progress=False)
+    execute(run_dir, jobs=1, progress=False)
+    written = (run_dir / "summary.parquet").read_bytes()
+    later = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setattr(provenance, "git_sha", lambda: later)
+    execute(run_dir, jobs=1, progress=False, resume=True)  # finished: nothing to do, nothing refused
+    assert (run_dir / "summary.parquet").read_bytes() == written
+    assert "resumed_with" not in json.loads((run_dir / "config.json").read_text())
+    (run_dir / "summary.parquet").unlink()  # as if killed after its last task
+    with pytest.raises(RuntimeError, match=r"Cannot resume .*: the cmcbench revision changed \(.* -> 0123456789ab\)"):
+        execute(run_dir, jobs=1, progress=False, resume=True)
+    assert not (run_dir / "summary.parquet").exists()
+    execute(run_dir, jobs=1, progress=False, resume=True, resume_anyway=True)
+    assert (run_dir / "summary.parquet").exists()
+    assert json.loads((run_dir / "config.json").read_text())["resumed_with"][0]["git_sha"] == later

@@ -34,8 +34,8 @@ from benchmark.data.preprocess import get_preset
 from benchmark.run.record import CodecRecord, RunRecord, read_record
 from benchmark.run.produce import check_output, time_limit  # noqa: F401 - re-exported for callers of the old module
 from benchmark.run.results import (DamagedFile, atomic_write_bytes, damaged_files, discard_task_files, failure_reason,
-                                   redo_hint, safe_name, shard_files, shard_path, summarise, write_summary,
-                                   write_table)
+                                   read_summary, redo_hint, safe_name, shard_files, shard_path, summarise,
+                                   write_summary, write_table)
 from benchmark.run.scoring import COMPUTED_HERE, metric_states, requested, status_column
 from benchmark.run.timings import WORKER_PREFIX, Timings
 from benchmark.run.worker import Task, TaskResult, Worker
@@ -402,7 +402,10 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
         discard_task_files(run_dir, path)
     tasks = plan(record, len(dataset))
     todo = [t for t in tasks if not shard_path(run_dir, t.codec, t.chunk).exists()]
-    if todo and (resume or len(todo) < len(tasks)):
+    # A finished run keeps the summary its own code wrote; one to write (none yet, damaged or out of date) is made
+    # by this code, so it is checked like a task to do
+    finished = not todo and _summary_stands(run_dir)
+    if todo and (resume or len(todo) < len(tasks)) or not todo and not finished:
         record = check_resume(run_dir, record, resume_anyway)
     # a codec with a model per setting runs its setting-major tasks in this process, in order: one load each
     parallel_codecs = {c.label for c in record.codecs if c.parallel and not c.model_per_setting}
@@ -482,13 +485,23 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
             if restored:
                 print(f"note: the features of {restored} originals were in neither {run_dir / feature_store.OWN} nor "
                       "the cache; computed them again from the dataset.", file=sys.stderr)
-    summary = set_level_summary(run_dir, record, clock)
-    with clock.stage("write summary"):
-        write_summary(run_dir, summary)
+    if not finished:
+        summary = set_level_summary(run_dir, record, clock)
+        with clock.stage("write summary"):
+            write_summary(run_dir, summary)
     n_rows, n_failed, reasons = _failure_counts(run_dir)
     seconds = time.perf_counter() - t_start
     timings.append(run_dir, clock.as_record(seconds))
     return RunOutcome(run_dir, n_rows, n_failed, reasons, seconds, record.inception, feature_store.passes(run_dir))
+
+
+def _summary_stands(run_dir: pathlib.Path) -> bool:
+    """Whether the run has a summary that passes its checks against its checksum and the shards it was made from."""
+    try:
+        read_summary(run_dir)
+        return True
+    except (DamagedFile, OSError):
+        return False
 
 
 def restore_originals(run_dir: pathlib.Path, worker, stages: list) -> int:
