@@ -64,7 +64,8 @@ class Command(Codec):
                              and (os.sep in t or "." in t)), None)
             if relative is not None:  # the call's own temporary folder has no such file: every row would fail
                 raise CodecUnavailable(f"command {key}: {relative!r} is a path relative to this folder, but each call "
-                                       f"runs in a temporary folder of its own; name it as {os.path.abspath(relative)}.")
+                                       "runs in a temporary folder of its own; name it as "
+                                       f"{os.path.abspath(relative)}.")
 
     def _run(self, what: str, template: str, workdir: str, **values: str) -> None:
         args = [_fill(token, values) for token in shlex.split(template)]

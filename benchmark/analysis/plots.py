@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from benchmark.analysis.references import fewest_images
+from benchmark.run import results
 from benchmark.run.integrity import atomic_write_bytes
 from benchmark.run.provenance import short_revision
-from benchmark.run import results
 from benchmark.run.results import images_of, per_image_gaps
 from metrics import registry
 from metrics.registry import METRICS

@@ -348,7 +348,8 @@ def missing_message(entry: NamedDataset, root: pathlib.Path) -> DatasetMissing:
         placed = all((here / s.file).is_file() for s in entry.sources)
         unless = (f"{here} holds {held} file{'' if held == 1 else 's'}, but not as cmcbench fetched {entry.name} "
                   f"(nothing about them is recorded in {store}), so they cannot be checked as that dataset: "
-                  + (f"move {shown} into {store} and run again (checked and pinned then)" if placed else f"run {fetch}"))
+                  + (f"move {shown} into {store} and run again (checked and pinned then)" if placed
+                     else f"run {fetch}"))
         return DatasetMissing(f"{unless}, or run on the folder as it is with --dataset {here}.", here, unless)
     return DatasetMissing(
         f"Dataset {entry.name} is not in {here}: run {fetch}, or, offline, put {shown} (from "
