@@ -515,7 +515,8 @@ def test_resuming_a_finished_run_leaves_its_summary_and_writing_one_is_checked_l
     assert (run_dir / "summary.parquet").read_bytes() == written
     assert "resumed_with" not in json.loads((run_dir / "config.json").read_text())
     (run_dir / "summary.parquet").unlink()  # as if killed after its last task
-    with pytest.raises(RuntimeError, match=r"Cannot resume .*: the cmcbench revision changed \(.* -> 0123456789ab\)"):
+    with pytest.raises(RuntimeError, match=r"Cannot resume .*: the cmcbench revision changed \(.* -> 0123456789ab\)"
+                                           r".* with the new provenance recorded in config.json\.$"):
         execute(run_dir, jobs=1, progress=False, resume=True)
     assert not (run_dir / "summary.parquet").exists()
     execute(run_dir, jobs=1, progress=False, resume=True, resume_anyway=True)

@@ -296,7 +296,7 @@ def provenance_changes(record: RunRecord) -> tuple[list[str], dict]:
     return changes, now
 
 
-def check_resume(run_dir: pathlib.Path, record: RunRecord, anyway: bool) -> RunRecord:
+def check_resume(run_dir: pathlib.Path, record: RunRecord, anyway: bool, adds: str = "the rows it adds") -> RunRecord:
     """Refuse to finish a run under provenance other than its own; with `anyway`, finish it and stamp the
     new rows (shards) with the provenance that really produces them, recorded in config.json too."""
     changes, now = provenance_changes(record)
@@ -304,7 +304,7 @@ def check_resume(run_dir: pathlib.Path, record: RunRecord, anyway: bool) -> RunR
         return record
     if not anyway:
         raise RuntimeError(f"Cannot resume {run_dir}: {'; '.join(changes)}. Start a new run, or pass "
-                           "--resume-anyway to finish it with the new provenance recorded in the rows it adds.")
+                           f"--resume-anyway to finish it with the new provenance recorded in {adds}.")
     resumed = {"at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(), "changes": changes,
                "git_sha": now["git_sha"], "versions": now["versions"], "codec_versions": now["codecs"]}
     record = replace(record, rest={**record.rest, "resumed_with": [*record.rest.get("resumed_with", []), resumed]})
@@ -406,7 +406,7 @@ def execute(run_dir: str | os.PathLike, jobs: int | None = None, progress: bool 
     # by this code, so it is checked like a task to do
     finished = not todo and _summary_stands(run_dir)
     if todo and (resume or len(todo) < len(tasks)) or not todo and not finished:
-        record = check_resume(run_dir, record, resume_anyway)
+        record = check_resume(run_dir, record, resume_anyway, "the rows it adds" if todo else "config.json")
     # a codec with a model per setting runs its setting-major tasks in this process, in order: one load each
     parallel_codecs = {c.label for c in record.codecs if c.parallel and not c.model_per_setting}
     jobs = max(1, jobs or os.cpu_count() or 1)
