@@ -319,11 +319,25 @@ def codec_curves(sets: dict, codec: str, ids: np.ndarray, positions: np.ndarray)
     return out
 
 
-def scored_images(settings, ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image metrics that some of `ids` have no value of in one of `settings` (MS-SSIM on images under its
-    161 px), each with the ids every setting scored it on: a curve of such a metric must take its bpp over those
-    images too, or it pairs the rate of all images with the quality of some."""
-    settings = list(settings)
+def scored_curves(sides: list[tuple[dict, str]], ids: np.ndarray,
+                  draw: Callable[[str, np.ndarray], np.ndarray]) -> dict[str, tuple[int, list]]:
+    """Per-image metrics that some of `ids` have no value of at some setting of `sides` ((settings, codec) pairs:
+    the curves to compare; MS-SSIM on images under its 161 px), each with how many images every setting scored it
+    on and each side's `codec_curves` (bpp, value) of it on those images alone, resampled by `draw(metric, those
+    ids)` (None for a side, under two images): a curve of such a metric takes its bpp over the same images as its
+    values, or it pairs the rate of all images with the quality of some."""
+    mine = [d for sets, codec in sides for (c, _), d in sets.items() if c == codec]
+    out = {}
+    for metric, scored in _scored_images(mine, ids).items():
+        positions = draw(metric, scored)
+        out[metric] = (len(scored), [_metric_curve(sets, codec, metric, scored, positions) if len(scored) >= 2
+                                     else None for sets, codec in sides])
+    return out
+
+
+def _scored_images(settings: list[SettingData], ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image metrics some of `ids` have no value of in one of `settings`, each with the ids every setting scored
+    it on."""
     out = {}
     for metric in {m for d in settings for m in d.per_image} - {"bpp"}:
         keep = np.ones(len(ids), bool)
@@ -335,7 +349,7 @@ def scored_images(settings, ids: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def metric_curve(sets: dict, codec: str, metric: str, ids: np.ndarray, positions: np.ndarray) -> tuple | None:
+def _metric_curve(sets: dict, codec: str, metric: str, ids: np.ndarray, positions: np.ndarray) -> tuple | None:
     """`codec_curves`' (bpp, value) of one per-image metric on `ids` alone (reading no features); None where a
     setting has no value of it."""
     settings = sorted((d for (c, _), d in sets.items() if c == codec), key=lambda d: d.setting_index)

@@ -342,13 +342,10 @@ def curve_verdicts(base_sets: dict, new_sets: dict, tolerances: dict, resamples:
         base = bootstrap.codec_curves(base_sets, codec, ids, positions)
         new = bootstrap.codec_curves(new_sets, codec, ids, positions)
         n_of = dict.fromkeys(base, len(ids))
-        mine = [d for (c, _), d in [*base_sets.items(), *new_sets.items()] if c == codec]
-        for metric, fewer in bootstrap.scored_images(mine, ids).items():  # its bpp over the images it scored too
-            drawn = bootstrap.resample_positions(len(fewer), max(resamples, 1),
-                                                 bootstrap._rng(seed, codec, "curve", metric))
-            n_of[metric] = len(fewer)
-            base[metric], new[metric] = (bootstrap.metric_curve(sets, codec, metric, fewer, drawn) if len(fewer) >= 2
-                                         else None for sets in (base_sets, new_sets))
+        scored = bootstrap.scored_curves([(base_sets, codec), (new_sets, codec)], ids, lambda metric, fewer: (
+            bootstrap.resample_positions(len(fewer), max(resamples, 1), bootstrap._rng(seed, codec, "curve", metric))))
+        for metric, (n, (on_base, on_new)) in scored.items():  # its bpp over the images it scored too
+            n_of[metric], base[metric], new[metric] = n, on_base, on_new
         for metric in sorted(set(base) & set(new), key=lambda m: list(registry.METRICS).index(m)):
             if base[metric] is None or new[metric] is None:
                 continue

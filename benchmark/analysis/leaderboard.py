@@ -389,9 +389,8 @@ def _paired_curves(anchor_sets: dict, codec_sets: dict, anchor: str, codec: str,
     all n, then one row per resample, the same draw for both; a metric with per-image gaps (MS-SSIM on small
     images) on the images it has values for at every setting, its bpp too. The draw depends on the images alone,
     so the anchor's curves on a set of images are computed once (`cache`) for every codec paired on that set."""
-    mine = [*(d for (c, _), d in anchor_sets.items() if c == anchor),
-            *(d for (c, _), d in codec_sets.items() if c == codec)]
-    ids = bootstrap.shared_images(mine)
+    ids = bootstrap.shared_images([*(d for (c, _), d in anchor_sets.items() if c == anchor),
+                                   *(d for (c, _), d in codec_sets.items() if c == codec)])
     if len(ids) < 2:
         return len(ids), {}, {}, {}
     key = (anchor, "\0".join(ids))
@@ -399,33 +398,27 @@ def _paired_curves(anchor_sets: dict, codec_sets: dict, anchor: str, codec: str,
     if key not in cache:
         cache[key] = bootstrap.codec_curves(anchor_sets, anchor, ids, positions)
     anchor_curves, codec_curves, fewer = dict(cache[key]), bootstrap.codec_curves(codec_sets, codec, ids, positions), {}
-    for metric, scored in bootstrap.scored_images(mine, ids).items():
-        fewer[metric] = len(scored)
-        drawn = bootstrap.resample_positions(len(scored), resamples,
-                                             bootstrap._rng(seed, anchor, "paired", metric, "\0".join(scored)))
-        key = (anchor, metric, "\0".join(scored))
-        if key not in cache:
-            cache[key] = bootstrap.metric_curve(anchor_sets, anchor, metric, scored, drawn) \
-                if len(scored) >= 2 else None
-        anchor_curves[metric] = cache[key]
-        codec_curves[metric] = bootstrap.metric_curve(codec_sets, codec, metric, scored, drawn) \
-            if len(scored) >= 2 else None
-        if anchor_curves[metric] is None or codec_curves[metric] is None:
-            del anchor_curves[metric], codec_curves[metric]
+    def draw(metric: str, on: np.ndarray) -> np.ndarray:
+        return bootstrap.resample_positions(len(on), resamples, bootstrap._rng(seed, anchor, "paired", metric,
+                                                                                "\0".join(on)))
+
+    scored = bootstrap.scored_curves([(anchor_sets, anchor), (codec_sets, codec)], ids, draw)
+    for metric, (n, (on_anchor, on_codec)) in scored.items():  # on the images it scored, not those of all
+        fewer[metric] = n
+        anchor_curves.pop(metric, None)
+        codec_curves.pop(metric, None)
+        if on_anchor is not None and on_codec is not None:
+            anchor_curves[metric], codec_curves[metric] = on_anchor, on_codec
     return len(ids), anchor_curves, codec_curves, fewer
 
 
 def _scored_curves(sets: dict, codec_in_run: str, codec: str, resamples: int, seed: int) -> dict[str, list[Curve]]:
     """Per metric some of the codec's images have no value of (MS-SSIM under 161 px): its curve with the bpp over
     the images it scored at every setting, then one per resample of those images."""
-    mine = [d for (c, _), d in sets.items() if c == codec_in_run]
-    out = {}
-    for metric, scored in bootstrap.scored_images(mine, bootstrap.shared_images(mine)).items():
-        drawn = bootstrap.resample_positions(len(scored), resamples, bootstrap._rng(seed, codec, "scored", metric))
-        found = bootstrap.metric_curve(sets, codec_in_run, metric, scored, drawn) if len(scored) >= 2 else None
-        if found is not None:
-            out[metric] = _curves(codec, metric, *found)
-    return out
+    ids = bootstrap.shared_images(d for (c, _), d in sets.items() if c == codec_in_run)
+    scored = bootstrap.scored_curves([(sets, codec_in_run)], ids, lambda metric, on: bootstrap.resample_positions(
+        len(on), resamples, bootstrap._rng(seed, codec, "scored", metric)))
+    return {metric: _curves(codec, metric, *found) for metric, (_, [found]) in scored.items() if found is not None}
 
 
 def _curves(codec: str, metric: str, bpp: np.ndarray, value: np.ndarray) -> list[Curve]:
