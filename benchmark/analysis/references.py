@@ -162,19 +162,18 @@ def load_references(paths, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), warnings
 
 
-def export_left_out(run_dir: str | pathlib.Path) -> dict[str, str]:
+def _left_out(run_dir: pathlib.Path, summary: pd.DataFrame) -> dict[str, str]:
     """Metrics an export leaves out, and why: those some scored rows have no value of (MS-SSIM on images under
     161 px), whose means rest on fewer images than the one bpp per setting the format holds."""
-    from benchmark.run.results import load_summary, per_image_gaps
+    from benchmark.run.results import per_image_gaps
 
-    summary = load_summary(run_dir)
     return {m: f"{gap}, and the format has one bpp per setting, over every image"
             for m, gap in per_image_gaps(run_dir).items() if m in summary and summary[m].notna().any()}
 
 
 def export_compressai(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) -> list[pathlib.Path]:
     """One CompressAI results JSON per codec of a run: mean bpp and metrics per setting, in the run's order
-    of rates, with meta (dataset, preprocessing, versions, run id)."""
+    of rates, with meta (dataset, preprocessing, versions, run id, and the metrics left out and why)."""
     from benchmark.run.record import CodecRecord, read_record
     from benchmark.run.results import load_summary, safe_name
 
@@ -183,7 +182,7 @@ def export_compressai(run_dir: str | pathlib.Path, out_dir: str | pathlib.Path) 
     summary = load_summary(run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    left_out = export_left_out(run_dir)
+    left_out = _left_out(run_dir, summary)
     metrics = [m for m in registry.quality_metrics() if m in summary and summary[m].notna().any() and m not in left_out]
     for codec, rows in summary.groupby("codec", sort=False):
         rows = rows[rows.bpp.notna()].sort_values("bpp")
